@@ -1,0 +1,110 @@
+"""Broker settings, from defaults or a TOML config file.
+
+Example::
+
+    engine = "rabbitmq"            # or "activemq"
+    memory_high_watermark = 0.4    # fraction of RAM, or bytes when > 1
+    loopback_users = ["guest"]
+
+    [[users]]
+    name = "app"
+    password = "secret"
+    tags = ["administrator"]
+
+    [[vhosts]]
+    name = "staging"
+
+    [[permissions]]
+    user = "app"
+    vhost = "staging"
+    configure = ".*"
+    write = ".*"
+    read = ".*"
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field
+from typing import Any
+
+from .auth import AuthRegistry, Permission, User
+
+ENGINES = ("rabbitmq", "activemq")
+
+
+class ConfigError(ValueError):
+    """A config file that cannot be used; the text says which key and why."""
+
+
+@dataclass(slots=True)
+class BrokerConfig:
+    engine: str = "rabbitmq"
+    vhosts: list[str] = field(default_factory=lambda: ["/"])
+    auth: AuthRegistry = field(default_factory=AuthRegistry.default)
+    memory_high_watermark: int = 0  # bytes of queued message bodies; 0 = 40 % of RAM
+    extra: dict[str, Any] = field(default_factory=dict)  # protocol sections ([amqp], [mqtt], ...)
+
+    def watermark_bytes(self) -> int:
+        if self.memory_high_watermark:
+            return self.memory_high_watermark
+        try:
+            total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        except (ValueError, OSError):
+            total = 8 << 30
+        return int(total * 0.4)
+
+
+def load_config(path: str | None, engine: str | None = None) -> BrokerConfig:
+    """Read a TOML config file (or none). Raises ConfigError naming the bad key."""
+    data: dict[str, Any] = {}
+    if path:
+        try:
+            with open(path, "rb") as f:
+                data = tomllib.load(f)
+        except OSError as e:
+            raise ConfigError(f"cannot read config file {path}: {e.strerror}") from e
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"config file {path} is not valid TOML: {e}") from e
+    cfg = BrokerConfig()
+    cfg.engine = engine or data.get("engine", "rabbitmq")
+    if cfg.engine not in ENGINES:
+        raise ConfigError(f"engine must be one of {', '.join(ENGINES)}, not {cfg.engine!r}")
+    wm = data.get("memory_high_watermark")
+    if wm is not None:
+        if not isinstance(wm, (int, float)) or wm <= 0:
+            raise ConfigError("memory_high_watermark must be a fraction of RAM (0-1) or a byte count")
+        cfg.memory_high_watermark = int(wm * _ram()) if wm <= 1 else int(wm)
+    if "users" in data:
+        cfg.auth.users.clear()
+        cfg.auth.permissions.clear()
+        for u in data["users"]:
+            try:
+                cfg.auth.users[u["name"]] = User(u["name"], u["password"], tuple(u.get("tags", ())))
+            except (KeyError, TypeError) as e:
+                raise ConfigError(f"each [[users]] entry needs name and password: {u!r}") from e
+    for v in data.get("vhosts", []):
+        name = v["name"] if isinstance(v, dict) else v
+        if name not in cfg.vhosts:
+            cfg.vhosts.append(name)
+    for p in data.get("permissions", []):
+        if p.get("user") not in cfg.auth.users:
+            raise ConfigError(f"permission for unknown user {p.get('user')!r}")
+        cfg.auth.permissions[(p["user"], p.get("vhost", "/"))] = Permission(
+            p.get("configure", ".*"), p.get("write", ".*"), p.get("read", ".*")
+        )
+    if "users" in data and "permissions" not in data:
+        for name in cfg.auth.users:
+            cfg.auth.permissions[(name, "/")] = Permission()
+    if "loopback_users" in data:
+        cfg.auth.loopback_users = set(data["loopback_users"])
+    cfg.extra = {k: v for k, v in data.items() if isinstance(v, dict)}
+    return cfg
+
+
+def _ram() -> int:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError):
+        return 8 << 30

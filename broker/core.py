@@ -1,0 +1,95 @@
+"""The broker: virtual hosts, users, the store and the clock, with no protocol inside.
+
+Protocol sessions hold a ``Broker`` and call into its virtual hosts. ``Broker.run`` is the
+one task the core needs: it fires timers (TTL, queue expiry) and watches memory, raising the
+alarm that makes sessions stop reading from publishers (AMQP ``connection.blocked``).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any, Callable
+
+import trio
+
+from .auth import AuthRegistry, User
+from .config import BrokerConfig
+from .errors import AccessRefused, NotAllowed
+from .store.base import Store
+from .store.memory import MemoryStore
+from .timers import Timers
+from .vhost import VirtualHost
+
+log = logging.getLogger("mqemu.broker")
+
+MEMORY_CHECK_INTERVAL = 0.5
+
+
+class Broker:
+    def __init__(
+        self,
+        config: BrokerConfig | None = None,
+        store: Store | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.config = config or BrokerConfig()
+        self.engine = self.config.engine
+        self.store = store or MemoryStore()
+        self.clock = clock
+        self.timers = Timers()
+        self.auth: AuthRegistry = self.config.auth
+        self.vhosts: dict[str, VirtualHost] = {}
+        for name in self.config.vhosts:
+            self.add_vhost(name)
+        self.memory_alarm = False
+        self.alarm_listeners: set[Callable[[bool], None]] = set()
+        self._wake = trio.Event()
+        self.timers.on_earlier = self._wake_timer_task
+
+    def add_vhost(self, name: str) -> VirtualHost:
+        vh = self.vhosts.get(name)
+        if vh is None:
+            vh = self.vhosts[name] = VirtualHost(name, self.timers, self.clock, self.store)
+        return vh
+
+    def open_vhost(self, user: User, name: str) -> VirtualHost:
+        """The vhost a connection opens. Raises NotAllowed (absent) or AccessRefused."""
+        vh = self.vhosts.get(name)
+        if vh is None:
+            raise NotAllowed(f"vhost {name} not found")
+        self.auth.check_vhost(user, name)
+        return vh
+
+    # -- memory alarm -------------------------------------------------------------------
+    def queued_bytes(self) -> int:
+        return sum(q.bytes_ready for vh in self.vhosts.values() for q in vh.queues.values())
+
+    def check_memory(self) -> None:
+        high = self.queued_bytes() >= self.config.watermark_bytes()
+        if high != self.memory_alarm:
+            self.memory_alarm = high
+            log.warning("memory alarm %s", "set: publishers blocked" if high else "cleared",
+                        extra={"queued_bytes": self.queued_bytes()})
+            for listener in list(self.alarm_listeners):
+                listener(high)
+
+    # -- the core's task ----------------------------------------------------------------
+    def _wake_timer_task(self) -> None:
+        self._wake.set()
+
+    async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        """Fire timers and watch memory until cancelled."""
+        task_status.started()
+        next_memory_check = self.clock()
+        while True:
+            now = self.clock()
+            self.timers.run_due(now)
+            if now >= next_memory_check:
+                self.check_memory()
+                next_memory_check = now + MEMORY_CHECK_INTERVAL
+            deadline = self.timers.next_deadline()
+            wake_at = next_memory_check if deadline is None else min(deadline, next_memory_check)
+            self._wake = trio.Event()
+            with trio.move_on_after(max(0.0, wake_at - self.clock())):
+                await self._wake.wait()

@@ -1,0 +1,94 @@
+"""The protocol-neutral message.
+
+Properties are the AMQP 0-9-1 basic properties by name (``content_type``, ``headers``,
+``delivery_mode``, ``priority``, ``correlation_id``, ``reply_to``, ``expiration``,
+``message_id``, ``timestamp``, ``type``, ``user_id``, ``app_id``), as RabbitMQ keeps them for
+every protocol it speaks; STOMP and MQTT sessions map their headers onto these names.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class Message:
+    """One published message; the body is kept once and shared by every queue it reaches.
+
+    ``encoded_properties`` caches the binary AMQP 0-9-1 property list (flags and values) so an
+    unchanged message is redelivered without encoding its properties again. Whoever changes
+    ``properties`` must set it to None.
+    """
+
+    __slots__ = (
+        "exchange",
+        "routing_key",
+        "body",
+        "properties",
+        "encoded_properties",
+        "id",
+        "routing_keys",
+    )
+
+    def __init__(
+        self,
+        exchange: str,
+        routing_key: str,
+        body: bytes,
+        properties: dict[str, Any] | None = None,
+        encoded_properties: bytes | None = None,
+    ) -> None:
+        self.exchange = exchange
+        self.routing_key = routing_key
+        self.body = body
+        self.properties = properties if properties is not None else {}
+        self.encoded_properties = encoded_properties
+        self.id: int | None = None  # assigned by a store that keeps the message
+        self.routing_keys: list[str] | None = None  # with CC/BCC, every key it was routed by
+
+    @property
+    def persistent(self) -> bool:
+        return self.properties.get("delivery_mode") == 2
+
+    @property
+    def priority(self) -> int:
+        p = self.properties.get("priority")
+        return p if isinstance(p, int) else 0
+
+    @property
+    def headers(self) -> dict[str, Any]:
+        h = self.properties.get("headers")
+        return h if isinstance(h, dict) else {}
+
+    def copy_with(self, **changes: Any) -> "Message":
+        """A new message with the same body and some fields or properties changed."""
+        props = dict(self.properties)
+        for key in list(changes):
+            if key not in ("exchange", "routing_key"):
+                value = changes.pop(key)
+                if value is None:
+                    props.pop(key, None)
+                else:
+                    props[key] = value
+        msg = Message(
+            changes.get("exchange", self.exchange),
+            changes.get("routing_key", self.routing_key),
+            self.body,
+            props,
+        )
+        return msg
+
+    def __repr__(self) -> str:
+        return f"Message({self.exchange!r}, {self.routing_key!r}, {len(self.body)} bytes)"
+
+
+class QueueEntry:
+    """A message's place in one queue: its redelivery state and deadline there."""
+
+    __slots__ = ("message", "redelivered", "delivery_count", "expires_at", "size")
+
+    def __init__(self, message: Message, expires_at: float | None) -> None:
+        self.message = message
+        self.redelivered = False
+        self.delivery_count = 0
+        self.expires_at = expires_at
+        self.size = len(message.body)

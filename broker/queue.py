@@ -1,0 +1,406 @@
+"""Queues and their consumers.
+
+A queue holds ready entries in order (one deque per priority level when ``x-max-priority``
+is set) and hands them to consumers that have credit. Dispatch is a plain call made after
+every change that can let a message move (publish, ack, a new consumer, a consumer's
+connection draining its outbound buffer); it never awaits.
+
+Consumers belong to an owner (an AMQP channel, a STOMP subscription's connection, an MQTT
+session). The owner encodes deliveries into its connection's outbound buffer and sets its
+``blocked`` flag while it can take no more (outbound budget full, channel-wide prefetch used
+up); it calls ``Queue.dispatch`` again once it can.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Iterable, Protocol
+
+from .message import Message, QueueEntry
+from .queue_args import QueueSettings
+
+if TYPE_CHECKING:
+    from .vhost import VirtualHost
+
+
+class ConsumerOwner(Protocol):
+    blocked: bool
+
+    def deliver(self, consumer: "Consumer", entry: QueueEntry) -> None: ...
+
+    def consumer_cancelled(self, consumer: "Consumer") -> None:
+        """The broker cancelled the consumer (its queue was deleted, or failed over)."""
+
+
+class Consumer:
+    __slots__ = ("queue", "tag", "owner", "no_ack", "exclusive", "priority", "prefetch", "unacked", "arguments")
+
+    def __init__(
+        self,
+        queue: "Queue",
+        tag: str,
+        owner: ConsumerOwner,
+        no_ack: bool,
+        exclusive: bool = False,
+        priority: int = 0,
+        prefetch: int = 0,
+        arguments: dict[str, Any] | None = None,
+    ) -> None:
+        self.queue = queue
+        self.tag = tag
+        self.owner = owner
+        self.no_ack = no_ack
+        self.exclusive = exclusive
+        self.priority = priority
+        self.prefetch = prefetch  # 0 = no limit
+        self.unacked = 0
+        self.arguments = arguments or {}
+
+    def __repr__(self) -> str:
+        return f"Consumer({self.tag!r} on {self.queue.name!r})"
+
+
+class PriorityReady:
+    """Ready entries of a priority queue: one deque per level, highest level served first."""
+
+    __slots__ = ("levels", "max_priority", "_len")
+
+    def __init__(self, max_priority: int) -> None:
+        self.max_priority = max_priority
+        self.levels = [deque() for _ in range(max_priority + 1)]
+        self._len = 0
+
+    def _level(self, entry: QueueEntry) -> deque:
+        return self.levels[min(entry.message.priority, self.max_priority)]
+
+    def append(self, entry: QueueEntry) -> None:
+        self._level(entry).append(entry)
+        self._len += 1
+
+    def appendleft(self, entry: QueueEntry) -> None:
+        self._level(entry).appendleft(entry)
+        self._len += 1
+
+    def popleft(self) -> QueueEntry:
+        for level in reversed(self.levels):
+            if level:
+                self._len -= 1
+                return level.popleft()
+        raise IndexError("pop from an empty queue")
+
+    def __getitem__(self, index: int) -> QueueEntry:
+        if index != 0:
+            raise IndexError(index)
+        for level in reversed(self.levels):
+            if level:
+                return level[0]
+        raise IndexError(index)
+
+    def clear(self) -> None:
+        for level in self.levels:
+            level.clear()
+        self._len = 0
+
+    def __len__(self) -> int:
+        return self._len
+
+    def __bool__(self) -> bool:
+        return self._len > 0
+
+    def __iter__(self):
+        for level in reversed(self.levels):
+            yield from level
+
+
+@dataclass(frozen=True, slots=True)
+class QueueStatistics:
+    name: str
+    messages_ready: int
+    messages_unacknowledged: int
+    bytes_ready: int
+    consumers: int
+
+
+class Queue:
+    """A queue in one virtual host. Raises nothing on the delivery path."""
+
+    def __init__(
+        self,
+        vhost: "VirtualHost",
+        name: str,
+        durable: bool = False,
+        exclusive_owner: object | None = None,
+        auto_delete: bool = False,
+        arguments: dict[str, Any] | None = None,
+        settings: QueueSettings | None = None,
+    ) -> None:
+        self.vhost = vhost
+        self.name = name
+        self.durable = durable
+        self.exclusive_owner = exclusive_owner
+        self.auto_delete = auto_delete
+        self.arguments = arguments or {}
+        self.settings = settings or QueueSettings.parse(name, vhost.name, self.arguments)
+        s = self.settings
+        self.ready: deque[QueueEntry] | PriorityReady = (
+            PriorityReady(s.max_priority) if s.max_priority else deque()
+        )
+        self.consumers: list[Consumer] = []
+        self.bytes_ready = 0
+        self.unacked = 0
+        self.had_consumer = False
+        self.deleted = False
+        self.last_used = vhost.clock()
+        self._rr = 0
+        self._dispatching = False
+        self._expiry_at: float | None = None
+        self._persist = durable and vhost.store is not None and vhost.store.keeps_messages
+
+    # -- publishing ---------------------------------------------------------------------
+    def publish(self, message: Message, now: float) -> bool:
+        """Enqueue; False when the queue refused the message (overflow reject-publish)."""
+        s = self.settings
+        ttl = s.message_ttl
+        exp = message.properties.get("expiration")
+        if exp is not None:
+            try:
+                per_msg = int(exp)
+            except (TypeError, ValueError):
+                per_msg = None
+            if per_msg is not None and (ttl is None or per_msg < ttl):
+                ttl = per_msg
+        entry = QueueEntry(message, None if ttl is None else now + ttl / 1000.0)
+        if s.max_length is not None or s.max_length_bytes is not None:
+            if not self._make_room(entry):
+                return False
+        if self._persist and message.persistent:
+            self.vhost.store.add_message(self, message)
+        self.ready.append(entry)
+        self.bytes_ready += entry.size
+        if self.consumers:
+            self.dispatch()
+        if entry.expires_at is not None:
+            self.expire(now)
+        return True
+
+    def _make_room(self, entry: QueueEntry) -> bool:
+        s = self.settings
+        max_len, max_bytes = s.max_length, s.max_length_bytes
+        def over(extra_len: int, extra_bytes: int) -> bool:
+            return (max_len is not None and len(self.ready) + extra_len > max_len) or (
+                max_bytes is not None and self.bytes_ready + extra_bytes > max_bytes
+            )
+        if not over(1, entry.size):
+            return True
+        if s.overflow in ("reject-publish", "reject-publish-dlx"):
+            if s.overflow == "reject-publish-dlx":
+                self.vhost.dead_letter(self, [entry], "maxlen")
+            return False
+        dropped = []
+        while self.ready and over(1, entry.size):
+            dropped.append(self._pop_ready())
+        if dropped:
+            self._settle_dropped(dropped)
+            self.vhost.dead_letter(self, dropped, "maxlen")
+        if max_len == 0:  # drop-head with no room at all: the new message itself is dropped
+            self.vhost.dead_letter(self, [entry], "maxlen")
+            return True
+        return True
+
+    def _pop_ready(self) -> QueueEntry:
+        entry = self.ready.popleft()
+        self.bytes_ready -= entry.size
+        return entry
+
+    # -- delivering ---------------------------------------------------------------------
+    def dispatch(self) -> None:
+        """Hand ready entries to consumers with credit, round-robin by priority."""
+        if self._dispatching or self.deleted:
+            return
+        self._dispatching = True
+        try:
+            ready = self.ready
+            while ready:
+                consumer = self._next_consumer()
+                if consumer is None:
+                    break
+                entry = ready.popleft()
+                self.bytes_ready -= entry.size
+                if entry.expires_at is not None and entry.expires_at < self.vhost.clock():
+                    self._settle_dropped([entry])
+                    self.vhost.dead_letter(self, [entry], "expired")
+                    continue
+                if consumer.no_ack:
+                    self._settle(entry)
+                else:
+                    consumer.unacked += 1
+                    self.unacked += 1
+                consumer.owner.deliver(consumer, entry)
+        finally:
+            self._dispatching = False
+
+    def _next_consumer(self) -> Consumer | None:
+        consumers = self.consumers
+        n = len(consumers)
+        if n == 1 or (n and self.settings.single_active_consumer):
+            c = consumers[0]
+            if not c.owner.blocked and (c.prefetch == 0 or c.unacked < c.prefetch):
+                return c
+            return None
+        best = None
+        start = self._rr
+        for i in range(n):
+            c = consumers[(start + i) % n]
+            if c.owner.blocked or (c.prefetch and c.unacked >= c.prefetch):
+                continue
+            if best is None or c.priority > best.priority:
+                best = c
+                best_i = (start + i) % n
+        if best is not None:
+            self._rr = best_i + 1
+        return best
+
+    def get(self, no_ack: bool) -> QueueEntry | None:
+        """basic.get: the head entry, or None when the queue has none ready."""
+        self.last_used = self.vhost.clock()
+        now = self.last_used
+        while self.ready:
+            entry = self._pop_ready()
+            if entry.expires_at is not None and entry.expires_at <= now:
+                self._settle_dropped([entry])
+                self.vhost.dead_letter(self, [entry], "expired")
+                continue
+            if no_ack:
+                self._settle(entry)
+            else:
+                self.unacked += 1
+            return entry
+        return None
+
+    # -- settling -----------------------------------------------------------------------
+    def ack(self, entry: QueueEntry, consumer: Consumer | None) -> None:
+        """The client acknowledged entry (consumer None for basic.get deliveries)."""
+        self._release(consumer)
+        self._settle(entry)
+
+    def reject(self, entries: list[QueueEntry], consumer: Consumer | None, requeue: bool) -> None:
+        """Nack/reject without requeue dead-letters ('rejected'); with it, puts entries back."""
+        for _ in entries:
+            self._release(consumer)
+        if self.deleted:
+            return
+        if requeue:
+            self.requeue(entries)
+        else:
+            for e in entries:
+                self._settle(e)
+            self.vhost.dead_letter(self, entries, "rejected")
+        self.dispatch()
+
+    def requeue(self, entries: Iterable[QueueEntry]) -> None:
+        """Put delivered entries back at the head in their original order, redelivered."""
+        limit = self.settings.delivery_limit
+        quorum = self.settings.quorum
+        over = []
+        for entry in reversed(list(entries)):
+            entry.redelivered = True
+            if quorum:
+                entry.delivery_count += 1
+                if limit is not None and entry.delivery_count > limit:
+                    over.append(entry)
+                    continue
+                headers = dict(entry.message.headers)
+                headers["x-delivery-count"] = entry.delivery_count
+                old = entry.message
+                entry.message = old.copy_with(headers=headers)
+                entry.message.id = old.id
+            self.ready.appendleft(entry)
+            self.bytes_ready += entry.size
+        if over:
+            over.reverse()
+            for e in over:
+                self._settle(e)
+            self.vhost.dead_letter(self, over, "delivery_limit")
+
+    def release_consumer_entries(self, consumer: Consumer | None, entries: list[QueueEntry]) -> None:
+        """A channel closed with entries unacked: requeue them (AMQP 0-9-1 §1.8.3.6)."""
+        for _ in entries:
+            self._release(consumer)
+        if not self.deleted:
+            self.requeue(entries)
+            self.dispatch()
+
+    def _release(self, consumer: Consumer | None) -> None:
+        self.unacked -= 1
+        if consumer is not None and consumer.unacked:
+            consumer.unacked -= 1
+
+    def _settle(self, entry: QueueEntry) -> None:
+        if self._persist and entry.message.id is not None:
+            self.vhost.store.remove_message(self, entry.message)
+
+    def _settle_dropped(self, entries: list[QueueEntry]) -> None:
+        for e in entries:
+            self._settle(e)
+
+    # -- consumers ----------------------------------------------------------------------
+    def add_consumer(self, consumer: Consumer) -> None:
+        self.consumers.append(consumer)
+        if consumer.priority:
+            self.consumers.sort(key=lambda c: -c.priority)
+        self.had_consumer = True
+        self.dispatch()
+
+    def remove_consumer(self, consumer: Consumer) -> None:
+        try:
+            self.consumers.remove(consumer)
+        except ValueError:
+            return
+        self.last_used = self.vhost.clock()
+        if not self.consumers:
+            if self.auto_delete and self.had_consumer:
+                self.vhost.delete_queue(self.name, internal=True)
+                return
+            self.vhost.schedule_queue_expiry(self)
+        elif self.settings.single_active_consumer:
+            self.dispatch()  # the next consumer in line becomes active
+
+    # -- expiry and housekeeping --------------------------------------------------------
+    def expire(self, now: float) -> None:
+        """Drop expired entries at the head (RabbitMQ expires only at the head)."""
+        if self.deleted:
+            return
+        dropped = []
+        ready = self.ready
+        while ready:
+            head = ready[0]
+            if head.expires_at is None or head.expires_at > now:
+                break
+            dropped.append(self._pop_ready())
+        if dropped:
+            self._settle_dropped(dropped)
+            self.vhost.dead_letter(self, dropped, "expired")
+        if ready:
+            head = ready[0]
+            if head.expires_at is not None and (self._expiry_at is None or head.expires_at < self._expiry_at):
+                self._expiry_at = head.expires_at
+                self.vhost.timers.call_at(head.expires_at, self._expiry_due)
+
+    def _expiry_due(self, now: float) -> None:
+        self._expiry_at = None
+        self.expire(now)
+
+    def purge(self) -> int:
+        n = len(self.ready)
+        for entry in self.ready:
+            self._settle(entry)
+        self.ready.clear()
+        self.bytes_ready = 0
+        return n
+
+    def statistics(self) -> QueueStatistics:
+        return QueueStatistics(self.name, len(self.ready), self.unacked, self.bytes_ready, len(self.consumers))
+
+    def __repr__(self) -> str:
+        return f"Queue({self.name!r}, ready={len(self.ready)}, consumers={len(self.consumers)})"

@@ -1,0 +1,597 @@
+"""One AMQP 0-9-1 channel: the exchange, queue, basic, tx and confirm classes (sans-IO).
+
+A channel is OPEN until either side closes it. After the server sends ``channel.close``
+it is CLOSING: every frame but ``channel.close``/``close-ok`` is dropped (AMQP 0-9-1
+§4.2.1, the channel class) and its resources are already released. Soft errors from the
+core (``BrokerError.soft``) close the channel; the rest close the connection.
+
+The channel is also the owner of its consumers (``mqemu.broker.queue.ConsumerOwner``):
+the queue calls ``deliver``, which encodes the frames straight into the connection's
+outbound buffer.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+from typing import TYPE_CHECKING, Any
+
+from mqemu.broker.errors import AccessRefused, BrokerError, NotFound, PreconditionFailed
+from mqemu.broker.message import Message, QueueEntry
+from mqemu.broker.queue import Consumer
+
+from . import spec
+from .codec import BodyFrame, HeaderFrame, MethodFrame, encode_content, encode_deliver, encode_method
+from .properties import encode_properties
+
+if TYPE_CHECKING:
+    from .session import AMQPConnection
+
+REPLY_TO = "amq.rabbitmq.reply-to"
+
+
+def _token() -> str:
+    return base64.urlsafe_b64encode(os.urandom(12)).decode()
+
+
+class Channel:
+    def __init__(self, conn: "AMQPConnection", number: int) -> None:
+        self.conn = conn
+        self.number = number
+        self.closing = False
+        self.blocked = conn.over_budget
+        self.flow_active = True
+        self.consumers: dict[str, Consumer] = {}
+        self.unacked: dict[int, tuple[Any, Consumer | None, QueueEntry]] = {}
+        self.delivery_tag = 0
+        self.consumer_prefetch = 0
+        self.global_prefetch = 0
+        self.last_queue: str | None = None
+        # content being assembled (basic.publish, then header, then body frames)
+        self._publish: spec.BasicPublish | None = None
+        self._header: HeaderFrame | None = None
+        self._body: list[bytes] = []
+        self._body_left = 0
+        # confirm and tx modes
+        self.confirm = False
+        self.publish_seq = 0
+        self._confirm_upto = 0
+        self._confirmed = 0
+        self.tx: list[tuple[str, Any]] | None = None
+        self.reply_to_name: str | None = None
+
+    # -- frames -------------------------------------------------------------------------
+    def handle(self, frame: Any) -> None:
+        from .session import ConnectionError_, UNEXPECTED_FRAME, FRAME_ERROR, COMMAND_INVALID
+
+        cls = frame.__class__
+        if self.closing:
+            if cls is MethodFrame:
+                m = frame.method
+                if m.__class__ is spec.ChannelCloseOk:
+                    self.conn.channel_closed(self.number)
+                elif m.__class__ is spec.ChannelClose:
+                    self.conn.send(encode_method(self.number, spec.ChannelCloseOk()))
+            return
+        if cls is MethodFrame:
+            if self._publish is not None:
+                if self._header is None:
+                    raise ConnectionError_(UNEXPECTED_FRAME, "expected content header for class 60, "
+                                           "got non content header frame instead")
+                raise ConnectionError_(UNEXPECTED_FRAME, "expected content body, got non content body frame instead")
+            m = frame.method
+            handler = _HANDLERS.get(m.__class__)
+            if handler is None:
+                raise ConnectionError_(COMMAND_INVALID, f"unimplemented method {m.NAME}", m.CLASS_ID, m.METHOD_ID)
+            try:
+                handler(self, m)
+            except BrokerError as e:
+                if e.soft:
+                    self.close(e.code, f"{e.name} - {e.text}", m.CLASS_ID, m.METHOD_ID)
+                else:
+                    raise ConnectionError_(e.code, e.text, m.CLASS_ID, m.METHOD_ID) from None
+            return
+        if cls is HeaderFrame:
+            if self._publish is None or self._header is not None:
+                raise ConnectionError_(UNEXPECTED_FRAME, "expected method frame, got non method frame instead")
+            if frame.class_id != 60:
+                raise ConnectionError_(UNEXPECTED_FRAME, f"expected content header for class 60, "
+                                       f"got class {frame.class_id}")
+            from .session import MAX_MESSAGE_SIZE
+            if frame.body_size > MAX_MESSAGE_SIZE:
+                self._publish = None
+                self.close(406, f"PRECONDITION_FAILED - message size {frame.body_size} is larger than "
+                           f"configured max size {MAX_MESSAGE_SIZE}", 60, 40)
+                return
+            self._header = frame
+            self._body_left = frame.body_size
+            if frame.body_size == 0:
+                self._content_complete(b"")
+            return
+        if cls is BodyFrame:
+            if self._header is None:
+                raise ConnectionError_(UNEXPECTED_FRAME, "expected method frame, got non method frame instead")
+            data = frame.data
+            self._body_left -= len(data)
+            if self._body_left < 0:
+                raise ConnectionError_(FRAME_ERROR, "content body is longer than the size its header declared")
+            if self._body_left == 0 and not self._body:
+                self._content_complete(data)
+                return
+            self._body.append(data)
+            if self._body_left == 0:
+                body = b"".join(self._body)
+                self._body = []
+                self._content_complete(body)
+
+    def close(self, code: int, text: str, class_id: int = 0, method_id: int = 0) -> None:
+        """Close this channel with an error (a soft error: the connection stays)."""
+        self.conn.send(encode_method(self.number, spec.ChannelClose(
+            reply_code=code, reply_text=text[:255], class_id=class_id, method_id=method_id)))
+        self.closing = True
+        self.teardown()
+
+    def teardown(self) -> None:
+        """Cancel consumers and requeue unacknowledged deliveries (§1.8.3.6 and §1.5.2.14)."""
+        self._publish = self._header = None
+        self._body = []
+        for c in list(self.consumers.values()):
+            c.queue.remove_consumer(c)
+        self.consumers.clear()
+        if self.reply_to_name is not None and self.conn.vhost is not None:
+            self.conn.vhost.direct_reply.pop(self.reply_to_name, None)
+            self.reply_to_name = None
+        self._requeue_all()
+
+    def _requeue_all(self) -> None:
+        by_queue: dict[Any, list[QueueEntry]] = {}
+        for queue, _consumer, entry in self.unacked.values():
+            by_queue.setdefault(queue, []).append(entry)
+        self.unacked.clear()
+        for queue, entries in by_queue.items():
+            queue.release_consumer_entries(None, entries)
+
+    # -- consumer owner -----------------------------------------------------------------
+    def update_blocked(self) -> None:
+        self.blocked = (self.conn.over_budget or not self.flow_active
+                        or (self.global_prefetch and len(self.unacked) >= self.global_prefetch) or self.closing)
+
+    def resume_consumers(self) -> None:
+        if not self.blocked:
+            for q in {c.queue for c in self.consumers.values()}:
+                q.dispatch()
+
+    def deliver(self, consumer: Consumer, entry: QueueEntry) -> None:
+        self.delivery_tag = tag = self.delivery_tag + 1
+        if not consumer.no_ack:
+            self.unacked[tag] = (consumer.queue, consumer, entry)
+            if self.global_prefetch and len(self.unacked) >= self.global_prefetch:
+                self.blocked = True
+        msg = entry.message
+        props = msg.encoded_properties
+        if props is None:
+            props = msg.encoded_properties = encode_properties(msg.properties)
+        conn = self.conn
+        conn.send(encode_deliver(self.number, consumer.tag, tag, entry.redelivered, msg.exchange,
+                                 msg.routing_key, props, msg.body, conn.frame_max))
+
+    def consumer_cancelled(self, consumer: Consumer) -> None:
+        self.consumers.pop(consumer.tag, None)
+        if self.conn.capabilities.get("consumer_cancel_notify") and not self.closing:
+            self.conn.send(encode_method(self.number, spec.BasicCancel(consumer_tag=consumer.tag, no_wait=True)))
+
+    # -- channel class ------------------------------------------------------------------
+    def _on_channel_open(self, m: spec.ChannelOpen) -> None:
+        from .session import ConnectionError_, CHANNEL_ERROR
+        raise ConnectionError_(CHANNEL_ERROR, f"second 'channel.open' seen on channel {self.number}", 20, 10)
+
+    def _on_channel_close(self, m: spec.ChannelClose) -> None:
+        self.teardown()
+        self.conn.send(encode_method(self.number, spec.ChannelCloseOk()))
+        self.conn.channel_closed(self.number)
+
+    def _on_channel_close_ok(self, m: spec.ChannelCloseOk) -> None:
+        pass  # a close-ok for a close we never sent: ignore
+
+    def _on_flow(self, m: spec.ChannelFlow) -> None:
+        self.flow_active = m.active
+        self.update_blocked()
+        self.conn.send(encode_method(self.number, spec.ChannelFlowOk(active=m.active)))
+        self.resume_consumers()
+
+    def _on_flow_ok(self, m: spec.ChannelFlowOk) -> None:
+        pass
+
+    def _on_access_request(self, m: spec.AccessRequest) -> None:
+        self.conn.send(encode_method(self.number, spec.AccessRequestOk()))
+
+    # -- exchange class -----------------------------------------------------------------
+    def _check(self, what: str, kind: str, name: str) -> None:
+        conn = self.conn
+        conn.broker.auth.check(conn.user, conn.vhost.name, what, kind, name or "amq.default")
+
+    def _on_exchange_declare(self, m: spec.ExchangeDeclare) -> None:
+        if not m.passive:
+            self._check("configure", "exchange", m.exchange)
+        ae = (m.arguments or {}).get("alternate-exchange")
+        self.conn.vhost.declare_exchange(m.exchange, m.type, m.durable, m.auto_delete, m.internal,
+                                         m.arguments, m.passive)
+        if ae is not None and not m.passive:
+            self._check("read", "exchange", m.exchange)
+        self._ok(m, spec.ExchangeDeclareOk())
+
+    def _on_exchange_delete(self, m: spec.ExchangeDelete) -> None:
+        self._check("configure", "exchange", m.exchange)
+        self.conn.vhost.delete_exchange(m.exchange, m.if_unused)
+        self._ok(m, spec.ExchangeDeleteOk())
+
+    def _on_exchange_bind(self, m: spec.ExchangeBind) -> None:
+        self._check("write", "exchange", m.destination)
+        self._check("read", "exchange", m.source)
+        self.conn.vhost.bind(m.source, m.destination, m.routing_key, m.arguments, "exchange")
+        self._ok(m, spec.ExchangeBindOk())
+
+    def _on_exchange_unbind(self, m: spec.ExchangeUnbind) -> None:
+        self._check("write", "exchange", m.destination)
+        self._check("read", "exchange", m.source)
+        self.conn.vhost.unbind(m.source, m.destination, m.routing_key, m.arguments, "exchange")
+        self._ok(m, spec.ExchangeUnbindOk())
+
+    def _ok(self, m: Any, reply: Any) -> None:
+        if not getattr(m, "no_wait", False):
+            self.conn.send(encode_method(self.number, reply))
+
+    # -- queue class --------------------------------------------------------------------
+    def _queue_name(self, name: str) -> str:
+        """An empty queue name means the last queue declared on this channel (§1.7.2.3)."""
+        if name:
+            return name
+        if self.last_queue is None:
+            raise NotFound("no previously declared queue")
+        return self.last_queue
+
+    def _on_queue_declare(self, m: spec.QueueDeclare) -> None:
+        vhost, conn = self.conn.vhost, self.conn
+        if m.queue == REPLY_TO or (self.reply_to_name and m.queue == self.reply_to_name):
+            self._ok(m, spec.QueueDeclareOk(queue=m.queue, message_count=0, consumer_count=0))
+            return
+        if not m.passive:
+            self._check("configure", "queue", m.queue or "amq.gen")
+        q = vhost.declare_queue(m.queue, m.durable, conn if m.exclusive else None, m.auto_delete,
+                                m.arguments, m.passive, owner=conn)
+        self.last_queue = q.name
+        self._ok(m, spec.QueueDeclareOk(queue=q.name, message_count=len(q.ready), consumer_count=len(q.consumers)))
+
+    def _on_queue_bind(self, m: spec.QueueBind) -> None:
+        queue = self._queue_name(m.queue)
+        self._check("write", "queue", queue)
+        self._check("read", "exchange", m.exchange)
+        self.conn.vhost.bind(m.exchange, queue, m.routing_key, m.arguments, "queue", owner=self.conn)
+        self._ok(m, spec.QueueBindOk())
+
+    def _on_queue_unbind(self, m: spec.QueueUnbind) -> None:
+        queue = self._queue_name(m.queue)
+        self._check("write", "queue", queue)
+        self._check("read", "exchange", m.exchange)
+        self.conn.vhost.unbind(m.exchange, queue, m.routing_key, m.arguments, "queue", owner=self.conn)
+        self.conn.send(encode_method(self.number, spec.QueueUnbindOk()))
+
+    def _on_queue_purge(self, m: spec.QueuePurge) -> None:
+        queue = self._queue_name(m.queue)
+        self._check("read", "queue", queue)
+        n = self.conn.vhost.get_queue(queue, owner=self.conn).purge()
+        self._ok(m, spec.QueuePurgeOk(message_count=n))
+
+    def _on_queue_delete(self, m: spec.QueueDelete) -> None:
+        queue = self._queue_name(m.queue)
+        self._check("configure", "queue", queue)
+        n = self.conn.vhost.delete_queue(queue, m.if_unused, m.if_empty, owner=self.conn)
+        self._ok(m, spec.QueueDeleteOk(message_count=n))
+
+    # -- basic class: consuming ---------------------------------------------------------
+    def _on_qos(self, m: spec.BasicQos) -> None:
+        if m.prefetch_size:
+            from .session import ConnectionError_, NOT_IMPLEMENTED
+            raise ConnectionError_(NOT_IMPLEMENTED, f"prefetch_size!=0 ({m.prefetch_size})", 60, 10)
+        # RabbitMQ's meaning of 'global': false = each new consumer, true = the whole channel.
+        if m.global_:
+            self.global_prefetch = m.prefetch_count
+            self.update_blocked()
+        else:
+            self.consumer_prefetch = m.prefetch_count
+        self.conn.send(encode_method(self.number, spec.BasicQosOk()))
+        self.resume_consumers()
+
+    def _on_consume(self, m: spec.BasicConsume) -> None:
+        from .session import ConnectionError_, NOT_ALLOWED
+        tag = m.consumer_tag or "amq.ctag-" + _token()
+        if tag in self.consumers:
+            raise ConnectionError_(NOT_ALLOWED, f"attempt to reuse consumer tag '{tag}'", 60, 20)
+        if m.queue == REPLY_TO:
+            self._consume_reply_to(m, tag)
+            return
+        queue = self._queue_name(m.queue)
+        self._check("read", "queue", queue)
+        vhost = self.conn.vhost
+        q = vhost.get_queue(queue, owner=self.conn)
+        if q.consumers and (m.exclusive or any(c.exclusive for c in q.consumers)):
+            raise AccessRefused(f"queue '{queue}' in vhost '{vhost.name}' in exclusive use")
+        args = m.arguments or {}
+        priority = args.get("x-priority", 0)
+        if not isinstance(priority, int) or isinstance(priority, bool):
+            raise PreconditionFailed(f"invalid x-priority argument {priority!r}: expected an integer")
+        c = Consumer(q, tag, self, m.no_ack, m.exclusive, priority, self.consumer_prefetch, args)
+        self.consumers[tag] = c
+        self._ok(m, spec.BasicConsumeOk(consumer_tag=tag))
+        q.add_consumer(c)
+
+    def _consume_reply_to(self, m: spec.BasicConsume, tag: str) -> None:
+        """RabbitMQ's direct reply-to: a pseudo-queue answered straight to this channel."""
+        if not m.no_ack:
+            raise PreconditionFailed("reply consumer cannot acknowledge")
+        if self.reply_to_name is not None:
+            raise PreconditionFailed("reply consumer already set")
+        self.reply_to_name = f"{REPLY_TO}.{_token()}"
+        vhost = self.conn.vhost
+
+        class _ReplyQueue:  # stands in for a queue in the consumer record
+            name = REPLY_TO
+
+            @staticmethod
+            def remove_consumer(consumer: Consumer) -> None:
+                vhost.direct_reply.pop(self.reply_to_name or "", None)
+
+        consumer = Consumer(_ReplyQueue, tag, self, True)  # type: ignore[arg-type]
+        self.consumers[tag] = consumer
+
+        def reply(message: Message) -> bool:
+            if self.closing:
+                return False
+            self.deliver(consumer, QueueEntry(message, None))
+            return True
+
+        vhost.direct_reply[self.reply_to_name] = reply
+        self._ok(m, spec.BasicConsumeOk(consumer_tag=tag))
+
+    def _on_cancel(self, m: spec.BasicCancel) -> None:
+        c = self.consumers.pop(m.consumer_tag, None)
+        if c is not None:
+            c.queue.remove_consumer(c)
+            if c.queue.name == REPLY_TO:
+                self.reply_to_name = None
+        self._ok(m, spec.BasicCancelOk(consumer_tag=m.consumer_tag))
+
+    def _on_cancel_ok(self, m: spec.BasicCancelOk) -> None:
+        pass  # the client's answer to a server-sent basic.cancel
+
+    def _on_get(self, m: spec.BasicGet) -> None:
+        queue = self._queue_name(m.queue)
+        self._check("read", "queue", queue)
+        q = self.conn.vhost.get_queue(queue, owner=self.conn)
+        entry = q.get(m.no_ack)
+        if entry is None:
+            self.conn.send(encode_method(self.number, spec.BasicGetEmpty()))
+            return
+        self.delivery_tag = tag = self.delivery_tag + 1
+        if not m.no_ack:
+            self.unacked[tag] = (q, None, entry)
+        msg = entry.message
+        props = msg.encoded_properties
+        if props is None:
+            props = msg.encoded_properties = encode_properties(msg.properties)
+        ok = spec.BasicGetOk(delivery_tag=tag, redelivered=entry.redelivered, exchange=msg.exchange,
+                             routing_key=msg.routing_key, message_count=len(q.ready))
+        self.conn.send(encode_content(self.number, ok, None, msg.body, self.conn.frame_max, props))
+
+    # -- basic class: settling ----------------------------------------------------------
+    def _take(self, tag: int, multiple: bool) -> list[tuple[Any, Consumer | None, QueueEntry]]:
+        unacked = self.unacked
+        if multiple:
+            if tag == 0:
+                taken = list(unacked.values())
+                unacked.clear()
+                return taken
+            keys = [t for t in unacked if t <= tag]
+            if not keys and tag > self.delivery_tag:
+                raise PreconditionFailed(f"unknown delivery tag {tag}")
+            return [unacked.pop(t) for t in keys]
+        item = unacked.pop(tag, None)
+        if item is None:
+            raise PreconditionFailed(f"unknown delivery tag {tag}")
+        return [item]
+
+    def _on_ack(self, m: spec.BasicAck) -> None:
+        if self.tx is not None:
+            self.tx.append(("ack", self._take(m.delivery_tag, m.multiple)))
+            return
+        self._settle(self._take(m.delivery_tag, m.multiple))
+
+    def _settle(self, items: list) -> None:
+        dirty = self.conn.dirty_queues
+        for queue, consumer, entry in items:
+            queue.ack(entry, consumer)
+            dirty.add(queue)
+        if self.global_prefetch:
+            self.update_blocked()
+
+    def _on_reject(self, m: spec.BasicReject) -> None:
+        self._reject(self._take(m.delivery_tag, False), m.requeue)
+
+    def _on_nack(self, m: spec.BasicNack) -> None:
+        self._reject(self._take(m.delivery_tag, m.multiple), m.requeue)
+
+    def _reject(self, items: list, requeue: bool) -> None:
+        if self.tx is not None:
+            self.tx.append(("reject" if requeue else "discard", items))
+            return
+        self._reject_now(items, requeue)
+
+    def _reject_now(self, items: list, requeue: bool) -> None:
+        by_queue: dict[Any, list] = {}
+        for queue, consumer, entry in items:
+            by_queue.setdefault((queue, consumer), []).append(entry)
+        for (queue, consumer), entries in by_queue.items():
+            queue.reject(entries, consumer, requeue)
+        if self.global_prefetch:
+            self.update_blocked()
+            self.resume_consumers()
+
+    def _on_recover(self, m: spec.BasicRecover) -> None:
+        self._requeue_all()
+        if isinstance(m, spec.BasicRecover):
+            self.conn.send(encode_method(self.number, spec.BasicRecoverOk()))
+
+    # -- basic class: publishing --------------------------------------------------------
+    def _on_publish(self, m: spec.BasicPublish) -> None:
+        if m.immediate:
+            from .session import ConnectionError_, NOT_IMPLEMENTED
+            raise ConnectionError_(NOT_IMPLEMENTED, "immediate=true", 60, 40)
+        self._publish = m
+
+    def _content_complete(self, body: bytes) -> None:
+        m, header = self._publish, self._header
+        self._publish = self._header = None
+        props = header.properties
+        msg = Message(m.exchange, m.routing_key, body, props, header.raw)
+        try:
+            user_id = props.get("user_id")
+            if user_id is not None and user_id != self.conn.user.name:
+                raise PreconditionFailed(f"user_id property set to '{user_id}' but authenticated user "
+                                         f"was '{self.conn.user.name}'")
+            if props.get("reply_to") == REPLY_TO:
+                if self.reply_to_name is None:
+                    raise PreconditionFailed("fast reply consumer does not exist")
+                msg.properties = dict(props, reply_to=self.reply_to_name)
+                msg.encoded_properties = None
+            self._check("write", "exchange", m.exchange)
+            if self.tx is not None:
+                self.tx.append(("publish", (m, msg)))
+                return
+            self._route(m, msg)
+        except BrokerError as e:
+            if not e.soft:
+                from .session import ConnectionError_
+                raise ConnectionError_(e.code, e.text, 60, 40) from None
+            self.close(e.code, f"{e.name} - {e.text}", 60, 40)
+
+    def _route(self, m: spec.BasicPublish, msg: Message) -> None:
+        conn = self.conn
+        conn.published = True
+        routed, refused = conn.vhost.publish(m.exchange, m.routing_key, msg)
+        if not routed and m.mandatory:
+            ret = spec.BasicReturn(reply_code=312, reply_text="NO_ROUTE", exchange=m.exchange,
+                                   routing_key=m.routing_key)
+            props = msg.encoded_properties
+            conn.send(encode_content(self.number, ret, msg.properties if props is None else None,
+                                     msg.body, conn.frame_max, props))
+        if self.confirm:
+            self.publish_seq = seq = self.publish_seq + 1
+            if refused:
+                self.flush_confirms()
+                self._confirmed = seq
+                conn.send(encode_method(self.number, spec.BasicNack(delivery_tag=seq, multiple=False, requeue=False)))
+                return
+            store = conn.broker.store
+            if routed and store.keeps_messages and msg.persistent:
+                store.when_durable(store.barrier(), lambda: self._confirm_durable(seq))
+            else:
+                self._confirm_upto = seq
+                conn.confirming.add(self)
+
+    def _confirm_durable(self, seq: int) -> None:
+        if not self.closing and self.conn.channels.get(self.number) is self:
+            self._confirm_upto = max(self._confirm_upto, seq)
+            self.flush_confirms()
+
+    def flush_confirms(self) -> None:
+        """Send one basic.ack for every publish confirmed since the last (multiple=true)."""
+        upto = self._confirm_upto
+        if upto <= self._confirmed or self.closing:
+            return
+        multiple = upto - self._confirmed > 1
+        self._confirmed = upto
+        self.conn.send(encode_method(self.number, spec.BasicAck(delivery_tag=upto, multiple=multiple)))
+
+    # -- tx and confirm classes ---------------------------------------------------------
+    def _on_tx_select(self, m: spec.TxSelect) -> None:
+        if self.confirm:
+            raise PreconditionFailed("cannot switch from confirm to tx mode")
+        if self.tx is None:
+            self.tx = []
+        self.conn.send(encode_method(self.number, spec.TxSelectOk()))
+
+    def _on_tx_commit(self, m: spec.TxCommit) -> None:
+        if self.tx is None:
+            raise PreconditionFailed("channel is not transactional")
+        work, self.tx = self.tx, []
+        for kind, item in work:
+            if kind == "publish":
+                self._route(*item)
+            elif kind == "ack":
+                self._settle(item)
+            else:
+                self._reject_now(item, kind == "reject")
+        self.conn.send(encode_method(self.number, spec.TxCommitOk()))
+
+    def _on_tx_rollback(self, m: spec.TxRollback) -> None:
+        if self.tx is None:
+            raise PreconditionFailed("channel is not transactional")
+        for kind, item in self.tx:
+            if kind != "publish":  # acks are forgotten: their deliveries are unacked again
+                for queue, consumer, entry in item:
+                    self.unacked[self._retag(queue, consumer, entry)] = (queue, consumer, entry)
+        self.tx = []
+        self.conn.send(encode_method(self.number, spec.TxRollbackOk()))
+
+    def _retag(self, queue: Any, consumer: Any, entry: QueueEntry) -> int:
+        self.delivery_tag += 1
+        return self.delivery_tag
+
+    def _on_confirm_select(self, m: spec.ConfirmSelect) -> None:
+        if self.tx is not None:
+            raise PreconditionFailed("cannot switch from tx to confirm mode")
+        self.confirm = True
+        self._ok(m, spec.ConfirmSelectOk())
+
+
+def _connection_method(self: Channel, m: Any) -> None:
+    from .session import ConnectionError_, COMMAND_INVALID
+    raise ConnectionError_(COMMAND_INVALID, f"{m.NAME} is only allowed on channel 0", m.CLASS_ID, m.METHOD_ID)
+
+
+_HANDLERS = {
+    spec.ChannelOpen: Channel._on_channel_open,
+    spec.ChannelClose: Channel._on_channel_close,
+    spec.ChannelCloseOk: Channel._on_channel_close_ok,
+    spec.ChannelFlow: Channel._on_flow,
+    spec.ChannelFlowOk: Channel._on_flow_ok,
+    spec.AccessRequest: Channel._on_access_request,
+    spec.ExchangeDeclare: Channel._on_exchange_declare,
+    spec.ExchangeDelete: Channel._on_exchange_delete,
+    spec.ExchangeBind: Channel._on_exchange_bind,
+    spec.ExchangeUnbind: Channel._on_exchange_unbind,
+    spec.QueueDeclare: Channel._on_queue_declare,
+    spec.QueueBind: Channel._on_queue_bind,
+    spec.QueueUnbind: Channel._on_queue_unbind,
+    spec.QueuePurge: Channel._on_queue_purge,
+    spec.QueueDelete: Channel._on_queue_delete,
+    spec.BasicQos: Channel._on_qos,
+    spec.BasicConsume: Channel._on_consume,
+    spec.BasicCancel: Channel._on_cancel,
+    spec.BasicCancelOk: Channel._on_cancel_ok,
+    spec.BasicPublish: Channel._on_publish,
+    spec.BasicGet: Channel._on_get,
+    spec.BasicAck: Channel._on_ack,
+    spec.BasicReject: Channel._on_reject,
+    spec.BasicNack: Channel._on_nack,
+    spec.BasicRecover: Channel._on_recover,
+    spec.BasicRecoverAsync: Channel._on_recover,
+    spec.TxSelect: Channel._on_tx_select,
+    spec.TxCommit: Channel._on_tx_commit,
+    spec.TxRollback: Channel._on_tx_rollback,
+    spec.ConfirmSelect: Channel._on_confirm_select,
+}
+for _name in dir(spec):
+    _cls = getattr(spec, _name)
+    if isinstance(_cls, type) and getattr(_cls, "CLASS_ID", None) == 10:
+        _HANDLERS.setdefault(_cls, _connection_method)

@@ -1,0 +1,28 @@
+"""The AMQP 0-9-1 listener: a session per accepted socket, run by the shared transport."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import trio
+
+from mqemu.protocols.transport import serve_protocol
+
+from .session import AMQPConnection
+
+log = logging.getLogger("mqemu.protocols.amqp091")
+
+
+async def serve_amqp(broker: Any, host: str, port: int, *, connections: set | None = None,
+                     task_status: Any = trio.TASK_STATUS_IGNORED, **options: Any) -> None:
+    """Listen for AMQP 0-9-1 clients; reports the bound port. ``options`` go to each
+    connection (heartbeat, frame_max, channel_max)."""
+
+    def make(peer: str | None, conn_id: int) -> AMQPConnection:
+        conn = AMQPConnection(broker, peer, conn_id, **options)
+        if connections is not None:
+            connections.add(conn)
+        return conn
+
+    await serve_protocol("amqp", host, port, make, log, task_status=task_status)

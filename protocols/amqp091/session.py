@@ -1,0 +1,451 @@
+"""The AMQP 0-9-1 connection state machine (sans-IO).
+
+Bytes come in through ``data_received``; frames to send are appended to ``outbound``. The
+session calls the core directly; it never awaits. Channels live in ``channel.py``.
+
+Connection states and what moves them (AMQP 0-9-1 §4.2.1, the connection class):
+
+    HEADER   --protocol header--------------------> START     (send connection.start)
+    START    --start-ok, login accepted-----------> TUNE      (send connection.tune)
+    START    --start-ok, login refused------------> CLOSING   (403, RabbitMQ's
+                                                                authentication_failure_close)
+    TUNE     --tune-ok----------------------------> OPEN_WAIT
+    OPEN_WAIT--connection.open, vhost allowed-----> OPEN      (send open-ok)
+    OPEN     --connection.close-------------------> CLOSED    (send close-ok)
+    any      --hard error-------------------------> CLOSING   (send connection.close)
+    CLOSING  --close-ok or close, or 2 s----------> CLOSED
+
+In CLOSING every frame but close/close-ok is dropped (§4.2.1, "after sending close ... the
+peer discards frames"). In CLOSED the transport flushes ``outbound`` and closes the socket.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import platform
+from typing import TYPE_CHECKING, Any, Callable
+
+from mqemu.broker.errors import AuthenticationFailed, BrokerError
+from mqemu.protocols.transport import OUTBOUND_HIGH_WATER, ClosedReason
+
+from . import spec
+from .channel import Channel
+from .codec import (
+    HEARTBEAT_FRAME,
+    NEED_DATA,
+    PROTOCOL_HEADER,
+    AMQPFrameError,
+    BodyFrame,
+    FrameDecoder,
+    HeaderFrame,
+    Heartbeat,
+    MethodFrame,
+    ProtocolHeader,
+    ProtocolHeaderMismatch,
+    encode_method,
+)
+from .fieldtable import _decode_table
+
+if TYPE_CHECKING:
+    from mqemu.broker.auth import User
+    from mqemu.broker.core import Broker
+    from mqemu.broker.vhost import VirtualHost
+
+log = logging.getLogger("mqemu.protocols.amqp091")
+
+FRAME_MAX = 131072  # RabbitMQ's default
+CHANNEL_MAX = 2047  # RabbitMQ's default
+HEARTBEAT = 60  # seconds, RabbitMQ's default
+CLOSE_TIMEOUT = 2.0
+HANDSHAKE_TIMEOUT = 10.0  # RabbitMQ's handshake_timeout
+MAX_MESSAGE_SIZE = 128 * 1024 * 1024  # RabbitMQ 3.10's max_message_size
+
+# Reply codes (AMQP 0-9-1 §1.2).
+CONNECTION_FORCED = 320
+ACCESS_REFUSED = 403
+FRAME_ERROR = 501
+SYNTAX_ERROR = 502
+COMMAND_INVALID = 503
+CHANNEL_ERROR = 504
+UNEXPECTED_FRAME = 505
+NOT_ALLOWED = 530
+NOT_IMPLEMENTED = 540
+
+
+class State(enum.Enum):
+    HEADER = "header"
+    START = "start"
+    TUNE = "tune"
+    OPEN_WAIT = "open_wait"
+    OPEN = "open"
+    CLOSING = "closing"
+    CLOSED = "closed"
+
+
+class ConnectionError_(Exception):
+    """A hard error found while handling a method: closes the connection."""
+
+    def __init__(self, code: int, text: str, class_id: int = 0, method_id: int = 0) -> None:
+        super().__init__(text)
+        self.code, self.text, self.class_id, self.method_id = code, text, class_id, method_id
+
+
+def server_properties() -> dict[str, Any]:
+    # RabbitMQ's server properties, so clients enable the extensions they look for.
+    return {
+        "capabilities": {
+            "publisher_confirms": True,
+            "exchange_exchange_bindings": True,
+            "basic.nack": True,
+            "consumer_cancel_notify": True,
+            "connection.blocked": True,
+            "consumer_priorities": True,
+            "authentication_failure_close": True,
+            "per_consumer_qos": True,
+            "direct_reply_to": True,
+        },
+        "cluster_name": "mqemu@" + platform.node(),
+        "copyright": "mqemu contributors",
+        "information": "mqemu: a Python broker emulating RabbitMQ 3.10 (not RabbitMQ itself)",
+        "platform": f"Python {platform.python_version()}",
+        "product": "RabbitMQ",
+        "version": "3.10.25",
+    }
+
+
+class AMQPConnection:
+    """One client connection. See the module docstring for its states."""
+
+    def __init__(self, broker: "Broker", peer: str | None = None, conn_id: int = 0,
+                 heartbeat: int = HEARTBEAT, frame_max: int = FRAME_MAX, channel_max: int = CHANNEL_MAX) -> None:
+        self.broker = broker
+        self.peer = peer
+        self.conn_id = conn_id
+        self.decoder = FrameDecoder(FRAME_MIN_SIZE_FOR_HANDSHAKE)
+        self.state = State.HEADER
+        self.outbound: list[bytes] = []
+        self.outbound_bytes = 0
+        self.closing = False
+        self.close_reason: ClosedReason | None = None
+        self.reading_paused = False
+        self.over_budget = False
+        self.channels: dict[int, Channel] = {}
+        self.user: User | None = None
+        self.vhost: VirtualHost | None = None
+        self.client_properties: dict[str, Any] = {}
+        self.capabilities: dict[str, Any] = {}
+        self.server_heartbeat = heartbeat
+        self.server_frame_max = frame_max
+        self.server_channel_max = channel_max
+        self.heartbeat = 0
+        self.frame_max = frame_max
+        self.channel_max = channel_max
+        self.last_received = 0.0
+        self.last_sent = 0.0
+        self.deadline: float | None = None
+        self.dirty_queues: set = set()
+        self.confirming: set[Channel] = set()
+        self.blocked_sent = False
+        self.published = False
+        self._wake: Callable[[], None] = lambda: None
+        self._resume_reading: Callable[[], None] = lambda: None
+        self._now = 0.0
+
+    # -- transport interface ------------------------------------------------------------
+    def bind_transport(self, wake: Callable[[], None], resume_reading: Callable[[], None]) -> None:
+        self._wake = wake
+        self._resume_reading = resume_reading
+        self.broker.alarm_listeners.add(self._on_alarm)
+
+    def send(self, data: bytes) -> None:
+        self.outbound.append(data)
+        self.outbound_bytes += len(data)
+        if self.outbound_bytes > OUTBOUND_HIGH_WATER and not self.over_budget:
+            self.over_budget = True
+            for ch in self.channels.values():
+                ch.update_blocked()
+        self._wake()
+
+    def data_received(self, data: bytes, now: float) -> None:
+        self._now = self.last_received = now
+        if self.state is State.CLOSED:
+            return
+        if self.deadline is None:
+            self.deadline = now + HANDSHAKE_TIMEOUT
+        dec = self.decoder
+        dec.feed(data)
+        try:
+            while True:
+                frame = dec.next_frame()
+                if frame is NEED_DATA:
+                    break
+                self._handle_frame(frame)
+                if self.state is State.CLOSED:
+                    break
+        except ProtocolHeaderMismatch:
+            # §4.2.2: answer with the header we speak and close, no connection.close.
+            self.send(PROTOCOL_HEADER)
+            self._closed(ClosedReason.PROTOCOL_ERROR)
+        except AMQPFrameError as e:
+            self.connection_error(e.reply_code, e.text, e.class_id, e.method_id, prefixed=True)
+        except ConnectionError_ as e:
+            self.connection_error(e.code, e.text, e.class_id, e.method_id)
+        self.end_of_batch()
+
+    def end_of_batch(self) -> None:
+        """Work deferred to the end of a read: redispatch queues, coalesced confirms."""
+        if self.dirty_queues:
+            queues = self.dirty_queues
+            self.dirty_queues = set()
+            for q in queues:
+                q.dispatch()
+        if self.confirming:
+            chans = self.confirming
+            self.confirming = set()
+            for ch in chans:
+                ch.flush_confirms()
+
+    def next_deadline(self) -> float | None:
+        if self.state is State.OPEN and self.heartbeat:
+            return min(self.last_sent + self.heartbeat / 2, self.last_received + 2 * self.heartbeat)
+        return self.deadline
+
+    def on_timer(self, now: float) -> None:
+        if self.state is State.OPEN and self.heartbeat:
+            if now >= self.last_received + 2 * self.heartbeat:
+                # RabbitMQ closes a silent peer's socket without connection.close.
+                log.info("missed heartbeats from client, timeout: %ds", self.heartbeat,
+                         extra={"conn": self.conn_id})
+                self._closed(ClosedReason.HEARTBEAT_TIMEOUT)
+                return
+            if now >= self.last_sent + self.heartbeat / 2 and not self.outbound:
+                self.send(HEARTBEAT_FRAME)
+            return
+        if self.deadline is not None and now >= self.deadline and self.state is not State.OPEN:
+            self._closed(ClosedReason.PROTOCOL_ERROR if self.state is not State.CLOSING
+                         else ClosedReason.CLIENT_CLOSED)
+
+    def on_drained(self) -> None:
+        self.last_sent = self._now
+        if self.over_budget:
+            self.over_budget = False
+            for ch in list(self.channels.values()):
+                ch.update_blocked()
+                ch.resume_consumers()
+
+    def connection_lost(self) -> None:
+        self.broker.alarm_listeners.discard(self._on_alarm)
+        for ch in list(self.channels.values()):
+            ch.teardown()
+        self.channels.clear()
+        if self.vhost is not None:
+            self.vhost.connection_closed(self)
+        self.state = State.CLOSED
+
+    # -- frames -------------------------------------------------------------------------
+    def _handle_frame(self, frame: Any) -> None:
+        state = self.state
+        if state is State.OPEN:
+            ch = self.channels.get(frame.channel) if frame.__class__ is not Heartbeat else None
+            if ch is not None:
+                ch.handle(frame)
+                return
+            self._frame_without_channel(frame)
+            return
+        if frame.__class__ is Heartbeat:
+            return
+        if state is State.CLOSING:
+            if frame.__class__ is MethodFrame and frame.channel == 0:
+                m = frame.method
+                if m.__class__ is spec.ConnectionCloseOk:
+                    self._closed(self.close_reason or ClosedReason.PROTOCOL_ERROR)
+                elif m.__class__ is spec.ConnectionClose:
+                    self.send(encode_method(0, spec.ConnectionCloseOk()))
+                    self._closed(self.close_reason or ClosedReason.PROTOCOL_ERROR)
+            return
+        if frame.__class__ is ProtocolHeader:
+            self._start()
+            return
+        if frame.__class__ is not MethodFrame or frame.channel != 0:
+            raise ConnectionError_(UNEXPECTED_FRAME, f"expected a connection method on channel 0 "
+                                   f"during the handshake, got {type(frame).__name__} on channel {frame.channel}")
+        handler = self._handshake.get((state, frame.method.__class__))
+        if handler is None:
+            m = frame.method
+            if m.__class__ is spec.ConnectionClose:
+                self.send(encode_method(0, spec.ConnectionCloseOk()))
+                self._closed(ClosedReason.CLIENT_CLOSED)
+                return
+            raise ConnectionError_(COMMAND_INVALID, f"unexpected method {m.NAME} during the handshake",
+                                   m.CLASS_ID, m.METHOD_ID)
+        handler(self, frame.method)
+
+    def _frame_without_channel(self, frame: Any) -> None:
+        if frame.__class__ is Heartbeat:
+            return
+        if frame.channel == 0:
+            if frame.__class__ is not MethodFrame:
+                raise ConnectionError_(UNEXPECTED_FRAME, f"unexpected {type(frame).__name__} on channel 0")
+            m = frame.method
+            if m.__class__ is spec.ConnectionClose:
+                self.send(encode_method(0, spec.ConnectionCloseOk()))
+                self._closed(ClosedReason.CLIENT_CLOSED)
+            elif m.__class__ is spec.ConnectionCloseOk:
+                self._closed(ClosedReason.CLIENT_CLOSED)
+            elif m.__class__ is spec.ConnectionUpdateSecret:
+                self.send(encode_method(0, spec.ConnectionUpdateSecretOk()))
+            elif m.__class__ in (spec.ConnectionBlocked, spec.ConnectionUnblocked):
+                pass
+            else:
+                raise ConnectionError_(COMMAND_INVALID, f"unexpected method {m.NAME} on channel 0",
+                                       m.CLASS_ID, m.METHOD_ID)
+            return
+        if frame.__class__ is MethodFrame and frame.method.__class__ is spec.ChannelOpen:
+            self._open_channel(frame.channel)
+            return
+        m = frame.method if frame.__class__ is MethodFrame else None
+        raise ConnectionError_(CHANNEL_ERROR, f"expected 'channel.open' on channel {frame.channel}",
+                               m.CLASS_ID if m else 0, m.METHOD_ID if m else 0)
+
+    def _open_channel(self, number: int) -> None:
+        if number > self.channel_max:
+            raise ConnectionError_(NOT_ALLOWED, f"channel number {number} above negotiated channel_max "
+                                   f"{self.channel_max}", 20, 10)
+        self.channels[number] = Channel(self, number)
+        self.send(encode_method(number, spec.ChannelOpenOk()))
+
+    # -- handshake ----------------------------------------------------------------------
+    def _start(self) -> None:
+        self.state = State.START
+        self.send(encode_method(0, spec.ConnectionStart(
+            version_major=0, version_minor=9, server_properties=server_properties(),
+            mechanisms=b"PLAIN AMQPLAIN", locales=b"en_US")))
+
+    def _on_start_ok(self, m: spec.ConnectionStartOk) -> None:
+        self.client_properties = m.client_properties or {}
+        caps = self.client_properties.get("capabilities")
+        self.capabilities = caps if isinstance(caps, dict) else {}
+        try:
+            username, password = self._credentials(m.mechanism, m.response)
+            self.user = self.broker.auth.authenticate(username, password, self.peer)
+        except AuthenticationFailed as e:
+            log.info("authentication failed", extra={"conn": self.conn_id, "reason": e.text})
+            if self.capabilities.get("authentication_failure_close"):
+                self.connection_error(ACCESS_REFUSED, f"ACCESS_REFUSED - {e.text}", 10, 11,
+                                      reason=ClosedReason.AUTH_FAILED, prefixed=True)
+            else:
+                self._closed(ClosedReason.AUTH_FAILED)
+            return
+        self.state = State.TUNE
+        self.send(encode_method(0, spec.ConnectionTune(
+            channel_max=self.server_channel_max, frame_max=self.server_frame_max,
+            heartbeat=self.server_heartbeat)))
+
+    def _credentials(self, mechanism: str, response: bytes) -> tuple[str, str]:
+        if mechanism == "PLAIN":
+            parts = bytes(response).split(b"\x00")
+            if len(parts) != 3:
+                raise AuthenticationFailed("Login was refused: malformed PLAIN response")
+            return parts[1].decode("utf-8", "replace"), parts[2].decode("utf-8", "replace")
+        if mechanism == "AMQPLAIN":
+            try:
+                table = _decode_table(bytes(response), 0, len(response))
+            except AMQPFrameError:
+                raise AuthenticationFailed("Login was refused: malformed AMQPLAIN response") from None
+            login, password = table.get("LOGIN", ""), table.get("PASSWORD", "")
+            as_str = lambda v: v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v)
+            return as_str(login), as_str(password)
+        raise ConnectionError_(COMMAND_INVALID, f"unknown authentication mechanism '{mechanism}'", 10, 11)
+
+    def _on_tune_ok(self, m: spec.ConnectionTuneOk) -> None:
+        if m.frame_max and m.frame_max < 4096:
+            raise ConnectionError_(NOT_ALLOWED, f"frame_max={m.frame_max} < 4096 min size", 10, 31)
+        if m.frame_max > self.server_frame_max:
+            raise ConnectionError_(NOT_ALLOWED, f"frame_max={m.frame_max} > {self.server_frame_max} max size", 10, 31)
+        if m.channel_max > self.server_channel_max:
+            raise ConnectionError_(NOT_ALLOWED, f"channel_max={m.channel_max} > {self.server_channel_max} max",
+                                   10, 31)
+        self.frame_max = m.frame_max or self.server_frame_max
+        self.channel_max = m.channel_max or self.server_channel_max
+        self.heartbeat = m.heartbeat
+        self.decoder.frame_max = self.frame_max
+        self.state = State.OPEN_WAIT
+
+    def _on_open(self, m: spec.ConnectionOpen) -> None:
+        try:
+            self.vhost = self.broker.open_vhost(self.user, m.virtual_host)
+        except BrokerError as e:
+            self.connection_error(NOT_ALLOWED, f"NOT_ALLOWED - {e.text}", 10, 40, prefixed=True)
+            return
+        self.state = State.OPEN
+        self.deadline = None
+        self.send(encode_method(0, spec.ConnectionOpenOk()))
+        if self.broker.memory_alarm:
+            self._on_alarm(True)
+
+    _handshake = {
+        (State.START, spec.ConnectionStartOk): _on_start_ok,
+        (State.TUNE, spec.ConnectionTuneOk): _on_tune_ok,
+        (State.OPEN_WAIT, spec.ConnectionOpen): _on_open,
+    }
+
+    # -- errors and closing -------------------------------------------------------------
+    def connection_error(self, code: int, text: str, class_id: int = 0, method_id: int = 0,
+                         reason: ClosedReason = ClosedReason.PROTOCOL_ERROR, prefixed: bool = False) -> None:
+        """Send connection.close with the error and wait (briefly) for close-ok."""
+        if self.state in (State.CLOSING, State.CLOSED):
+            return
+        if not prefixed:
+            text = f"{_CODE_NAMES.get(code, 'ERROR')} - {text}"
+        log.info("closing connection: %s", text, extra={"conn": self.conn_id, "reply_code": code})
+        self.send(encode_method(0, spec.ConnectionClose(reply_code=code, reply_text=text[:255],
+                                                         class_id=class_id, method_id=method_id)))
+        self.state = State.CLOSING
+        self.close_reason = reason
+        self.deadline = self._now + CLOSE_TIMEOUT
+        for ch in list(self.channels.values()):
+            ch.teardown()
+        self.channels.clear()
+
+    def _closed(self, reason: ClosedReason) -> None:
+        self.state = State.CLOSED
+        self.close_reason = self.close_reason or reason
+        self.closing = True
+        self._wake()
+
+    def server_close(self, text: str = "broker shutdown") -> None:
+        """Close from the broker side (shutdown): 320 CONNECTION_FORCED."""
+        if self.state is State.OPEN:
+            self.connection_error(CONNECTION_FORCED, f"CONNECTION_FORCED - {text}",
+                                  reason=ClosedReason.SERVER_SHUTDOWN, prefixed=True)
+        else:
+            self._closed(ClosedReason.SERVER_SHUTDOWN)
+
+    def channel_closed(self, number: int) -> None:
+        self.channels.pop(number, None)
+
+    # -- memory alarm (RabbitMQ's connection.blocked extension) -------------------------
+    def _on_alarm(self, high: bool) -> None:
+        if self.state is not State.OPEN:
+            return
+        if self.capabilities.get("connection.blocked") and high != self.blocked_sent:
+            self.blocked_sent = high
+            self.send(encode_method(0, spec.ConnectionBlocked(reason="low on memory") if high
+                                    else spec.ConnectionUnblocked()))
+        if high and self.published:
+            self.reading_paused = True
+        elif not high and self.reading_paused:
+            self.reading_paused = False
+            self._resume_reading()
+
+
+FRAME_MIN_SIZE_FOR_HANDSHAKE = 131072
+
+_CODE_NAMES = {
+    200: "REPLY_SUCCESS", 311: "CONTENT_TOO_LARGE", 312: "NO_ROUTE", 313: "NO_CONSUMERS",
+    320: "CONNECTION_FORCED", 402: "INVALID_PATH", 403: "ACCESS_REFUSED", 404: "NOT_FOUND",
+    405: "RESOURCE_LOCKED", 406: "PRECONDITION_FAILED", 501: "FRAME_ERROR", 502: "SYNTAX_ERROR",
+    503: "COMMAND_INVALID", 504: "CHANNEL_ERROR", 505: "UNEXPECTED_FRAME", 506: "RESOURCE_ERROR",
+    530: "NOT_ALLOWED", 540: "NOT_IMPLEMENTED", 541: "INTERNAL_ERROR",
+}

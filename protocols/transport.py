@@ -1,0 +1,178 @@
+"""The thin trio layer every protocol listener shares: accept, read, write, time, close.
+
+A connection runs two tasks in one nursery:
+
+- the reader takes whatever the socket has (up to 64 KiB at a time) and hands it to the
+  session in one call, so the session handles every whole frame in it before the task
+  yields;
+- the writer sleeps until the session has output (``session.wake``) or its next deadline
+  (heartbeats, keep-alive), then sends everything pending in one ``send_all``.
+
+Sessions never touch the socket. What a session must offer is ``Session`` below. Deliveries
+made by other connections' publishes land in this connection's ``outbound`` list and wake
+its writer once per batch.
+"""
+
+from __future__ import annotations
+
+import enum
+import errno
+import itertools
+import logging
+import math
+from typing import Any, Callable, Protocol
+
+import trio
+
+READ_SIZE = 65536
+# Outbound bytes a connection may hold before its consumers stop receiving deliveries.
+OUTBOUND_HIGH_WATER = 1 << 20
+
+
+class ClosedReason(enum.Enum):
+    """Why a connection ended: one value per cause, logged on every close."""
+
+    CLIENT_CLOSED = "client_closed"  # a clean protocol close
+    CLIENT_DISCONNECTED = "client_disconnected"  # EOF or reset without a protocol close
+    PROTOCOL_ERROR = "protocol_error"
+    AUTH_FAILED = "auth_failed"
+    HEARTBEAT_TIMEOUT = "heartbeat_timeout"
+    TAKEN_OVER = "taken_over"
+    SERVER_SHUTDOWN = "server_shutdown"
+    INTERNAL_ERROR = "internal_error"
+    SOCKET_ERROR = "socket_error"
+
+
+class Session(Protocol):
+    outbound: list[bytes]
+    outbound_bytes: int
+    closing: bool  # set when the session wants the socket closed once output is flushed
+    close_reason: ClosedReason | None
+    reading_paused: bool
+
+    def bind_transport(self, wake: Callable[[], None], resume_reading: Callable[[], None]) -> None: ...
+    def data_received(self, data: bytes, now: float) -> None: ...
+    def next_deadline(self) -> float | None: ...
+    def on_timer(self, now: float) -> None: ...
+    def on_drained(self) -> None: ...
+    def connection_lost(self) -> None: ...
+
+
+_conn_ids = itertools.count(1)
+
+
+class _Wakeup:
+    """A resettable flag the writer sleeps on; setting it twice costs nothing."""
+
+    __slots__ = ("event",)
+
+    def __init__(self) -> None:
+        self.event = trio.Event()
+
+    def set(self) -> None:
+        ev = self.event
+        if not ev.is_set():
+            ev.set()
+
+    def reset(self) -> None:
+        if self.event.is_set():
+            self.event = trio.Event()
+
+
+async def run_connection(stream: trio.SocketStream, session: Session, log: logging.Logger, conn_id: int) -> None:
+    """Drive one connection until either side closes. Never raises except Cancelled."""
+    writer_wake = _Wakeup()
+    reader_wake = _Wakeup()
+    session.bind_transport(writer_wake.set, reader_wake.set)
+    reason: ClosedReason | None = None
+
+    async def reader(cancel: trio.CancelScope) -> None:
+        nonlocal reason
+        while not session.closing:
+            if session.reading_paused:
+                reader_wake.reset()
+                if session.reading_paused:
+                    await reader_wake.event.wait()
+                    continue
+            data = await stream.receive_some(READ_SIZE)
+            if not data:
+                reason = reason or ClosedReason.CLIENT_DISCONNECTED
+                cancel.cancel()
+                return
+            session.data_received(data, trio.current_time())
+            writer_wake.set()
+
+    async def writer(cancel: trio.CancelScope) -> None:
+        while True:
+            if not session.outbound:
+                if session.closing:
+                    break
+                deadline = session.next_deadline()
+                with trio.move_on_at(math.inf if deadline is None else deadline):
+                    await writer_wake.event.wait()
+                writer_wake.reset()
+                if deadline is not None and trio.current_time() >= deadline:
+                    session.on_timer(trio.current_time())
+            if session.outbound:
+                data = b"".join(session.outbound) if len(session.outbound) > 1 else session.outbound[0]
+                session.outbound.clear()
+                session.outbound_bytes = 0
+                await stream.send_all(data)
+                session.on_drained()
+        cancel.cancel()
+
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(reader, nursery.cancel_scope)
+            nursery.start_soon(writer, nursery.cancel_scope)
+    except* (trio.BrokenResourceError, trio.ClosedResourceError, ConnectionError, OSError):
+        reason = ClosedReason.SOCKET_ERROR
+    except* Exception:
+        log.exception("connection %d failed; closing it", conn_id)
+        reason = ClosedReason.INTERNAL_ERROR
+    finally:
+        try:
+            session.connection_lost()
+        except Exception:
+            log.exception("connection %d: cleanup failed", conn_id)
+        with trio.CancelScope(shield=True):
+            with trio.move_on_after(1):
+                await stream.aclose()
+    final = session.close_reason or reason or ClosedReason.CLIENT_DISCONNECTED
+    log.info("connection closed", extra={"conn": conn_id, "reason": final.value})
+
+
+async def serve_protocol(
+    name: str,
+    host: str,
+    port: int,
+    make_session: Callable[[str | None, int], Session],
+    log: logging.Logger,
+    *,
+    task_status: Any = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Listen on host:port (0 = a free port) and run a session per accepted connection.
+
+    Reports the bound port through task_status. Raises OSError when the port cannot be
+    bound (the caller says which listener failed).
+    """
+    listeners = await trio.open_tcp_listeners(port, host=host)
+    bound = listeners[0].socket.getsockname()[1]
+
+    async def handle(stream: trio.SocketStream) -> None:
+        conn_id = next(_conn_ids)
+        try:
+            peer = stream.socket.getpeername()[0]
+            stream.setsockopt(trio.socket.IPPROTO_TCP, trio.socket.TCP_NODELAY, 1)
+        except OSError:
+            peer = None
+        log.debug("connection accepted", extra={"conn": conn_id, "protocol": name, "peer": peer})
+        await run_connection(stream, make_session(peer, conn_id), log, conn_id)
+
+    async with trio.open_nursery() as nursery:
+        task_status.started(bound)
+        await trio.serve_listeners(handle, listeners, handler_nursery=nursery)
+
+
+def is_capacity_error(exc: OSError) -> bool:
+    return exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS)
