@@ -88,13 +88,14 @@ def serve(args: argparse.Namespace) -> int:
                     nursery.cancel_scope.cancel()
                     break
 
+    failures: list[NodeStartError] = []
     try:
         trio.run(run)
     except* NodeStartError as group:
-        for e in group.exceptions:
-            log.error("%s", e)
-        return 1
-    return 0
+        failures.extend(group.exceptions)
+    for e in failures:
+        log.error("%s", e)
+    return 1 if failures else 0
 
 
 if __name__ == "__main__":

@@ -1,0 +1,60 @@
+"""pytest fixtures that hand a test a running mqemu node (installed as a pytest plugin).
+
+- ``mqemu_server``: a node in a background thread for plain synchronous tests; it has
+  ``.ports`` (``{"amqp": 40123, "stomp": ..., "mqtt": ...}``) and ``.url("amqp")``.
+- ``mqemu_node``: the same inside the test's own trio loop (pytest-trio tests).
+- ``mqemu_start``: a factory for other settings, e.g. ``mqemu_start(engine="activemq")``;
+  every node it starts is stopped after the test.
+
+Every listener is on a free port of 127.0.0.1, so tests can run side by side.
+"""
+
+from __future__ import annotations
+
+from typing import Any, AsyncIterator, Callable, Iterator
+
+import pytest
+
+from .node import NodeThread, open_node
+
+
+class RunningNode:
+    """What the synchronous fixtures yield: the node's ports and URLs."""
+
+    def __init__(self, thread: NodeThread) -> None:
+        self._thread = thread
+        self.node = thread.node
+        self.broker = thread.node.broker
+        self.host = thread.node.host
+
+    @property
+    def ports(self) -> dict[str, int]:
+        return self.node.ports
+
+    def url(self, protocol: str) -> str:
+        return self.node.url(protocol)
+
+
+@pytest.fixture
+def mqemu_start() -> Iterator[Callable[..., RunningNode]]:
+    started: list[NodeThread] = []
+
+    def start(**kwargs: Any) -> RunningNode:
+        thread = NodeThread(**kwargs).start()
+        started.append(thread)
+        return RunningNode(thread)
+
+    yield start
+    for thread in started:
+        thread.stop()
+
+
+@pytest.fixture
+def mqemu_server(mqemu_start: Callable[..., RunningNode]) -> RunningNode:
+    return mqemu_start()
+
+
+@pytest.fixture
+async def mqemu_node() -> AsyncIterator[Any]:
+    async with open_node() as node:
+        yield node

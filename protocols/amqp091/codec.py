@@ -47,6 +47,7 @@ from .errors import (
     COMMAND_INVALID, FRAME_ERROR, NOT_IMPLEMENTED, SYNTAX_ERROR, UNEXPECTED_FRAME,
     AMQPFrameError, ProtocolHeaderMismatch, frame_error,
 )
+from .methodgen import twin_of
 from .fieldtable import decode_array, decode_table, encode_array, encode_table
 from .properties import decode_properties, encode_properties
 
@@ -122,6 +123,11 @@ class BodyFrame:
 class Heartbeat:
     channel: int
 
+
+# fast constructors for the records built per frame (see methodgen.twin_of)
+_MethodFrameTwin = twin_of(MethodFrame)
+_HeaderFrameTwin = twin_of(HeaderFrame)
+_BodyFrameTwin = twin_of(BodyFrame)
 
 _FRAME_HEAD = struct.Struct(">BHI")
 _U32 = struct.Struct(">I")
@@ -242,9 +248,13 @@ class FrameDecoder:
                     NOT_IMPLEMENTED,
                     f"NOT_IMPLEMENTED - unknown method {spec.method_name(class_id, method_id)} "
                     f"({class_id}, {method_id})", class_id, method_id)
-            return MethodFrame(channel, decode(buf, start + 4, end))
+            frame = _MethodFrameTwin(channel, decode(buf, start + 4, end))
+            frame.__class__ = MethodFrame
+            return frame
         if ftype == 3:  # content body, §4.2.6.2
-            return BodyFrame(channel, bytes(buf[start:end]))
+            frame = _BodyFrameTwin(channel, bytes(buf[start:end]))
+            frame.__class__ = BodyFrame
+            return frame
         if ftype == 2:  # content header, §4.2.6.1
             if size < 14:
                 raise frame_error(f"type 2, content header payload of {size} octets")
@@ -253,7 +263,9 @@ class FrameDecoder:
             # only basic (60) carries content in 0-9-1; other classes are left
             # to the session (RabbitMQ: unexpected_frame, class mismatch)
             props = decode_properties(raw) if class_id == 60 else {}
-            return HeaderFrame(channel, class_id, body_size, props, raw)
+            frame = _HeaderFrameTwin(channel, class_id, body_size, props, raw)
+            frame.__class__ = HeaderFrame
+            return frame
         if ftype == 8:  # heartbeat, §4.2.7
             if size:
                 raise frame_error(f"type 8, heartbeat frame with {size} octets of payload")

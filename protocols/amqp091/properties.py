@@ -20,7 +20,7 @@ import datetime
 import struct
 from typing import Any
 
-from .errors import AMQPFrameError, frame_error, syntax_error
+from .errors import frame_error, syntax_error
 from .fieldtable import _decode_table, encode_table
 
 __all__ = ["decode_properties", "encode_properties", "PROPERTY_NAMES"]
@@ -48,8 +48,19 @@ _PROPS: tuple[tuple[int, str, str], ...] = (
     (0x0004, "cluster_id", "s"),  # deprecated in 0-9-1, still on the wire
 )
 PROPERTY_NAMES: tuple[str, ...] = tuple(key for _bit, key, _kind in _PROPS)
+_BITS: dict[str, int] = {key: bit for bit, key, _kind in _PROPS}
 
 _EMPTY = b"\x00\x00"
+
+# flags word -> ((key, kind), ...) of the properties present, in wire order
+_PLANS: dict[int, tuple[tuple[str, str], ...]] = {}
+
+
+def _plan(flags: int) -> tuple[tuple[str, str], ...]:
+    plan = tuple((key, kind) for bit, key, kind in _PROPS if flags & bit)
+    if len(_PLANS) < 4096:  # 2**14 combinations at most; cap anyway
+        _PLANS[flags] = plan
+    return plan
 
 
 def decode_properties(data: bytes | bytearray, offset: int = 0, end: int | None = None) -> dict[str, Any]:
@@ -73,10 +84,9 @@ def decode_properties(data: bytes | bytearray, offset: int = 0, end: int | None 
         return props
     if flags & 0x0003:
         raise frame_error(f"property flags 0x{flags:04x}: continuation/unused bits set")
+    plan = _PLANS.get(flags) or _plan(flags)
     try:
-        for bit, key, kind in _PROPS:
-            if not flags & bit:
-                continue
+        for key, kind in plan:
             if kind == "s":
                 n = data[off]
                 off += 1
@@ -99,8 +109,6 @@ def decode_properties(data: bytes | bytearray, offset: int = 0, end: int | None 
         raise frame_error("cannot decode content header property list") from None
     except RecursionError:
         raise syntax_error("headers table nested too deeply") from None
-    except AMQPFrameError:
-        raise
     if off != end:
         raise frame_error(f"cannot decode content header property list ({end - offset} octets)")
     return props
@@ -116,14 +124,13 @@ def encode_properties(props: dict[str, Any] | None) -> bytes:
     if not props:
         return _EMPTY
     flags = 0
-    parts: list[bytes] = [b""]
+    for key, value in props.items():
+        if value is not None:
+            flags |= _BITS.get(key, 0)
+    parts: list[bytes] = [_H.pack(flags)]
     append = parts.append
-    get = props.get
-    for bit, key, kind in _PROPS:
-        value = get(key)
-        if value is None:
-            continue
-        flags |= bit
+    for key, kind in _PLANS.get(flags) or _plan(flags):
+        value = props[key]
         if kind == "s":
             raw = value.encode("utf-8", "surrogateescape")
             if len(raw) > 255:
@@ -142,5 +149,4 @@ def encode_properties(props: dict[str, Any] | None) -> bytes:
                     value = value.replace(tzinfo=datetime.timezone.utc)
                 value = int(value.timestamp())
             append(_Q.pack(value))
-    parts[0] = _H.pack(flags)
     return b"".join(parts)

@@ -17,7 +17,6 @@ Alias checks are the session's job.
 
 from __future__ import annotations
 
-import struct
 from typing import Any, Final
 
 from .packets import (
@@ -53,7 +52,6 @@ NEED_DATA: Final = _NeedData()
 #: (protocol name, protocol level) pairs a CONNECT may carry.
 SUPPORTED_PROTOCOLS: Final = frozenset({("MQIsdp", 3), ("MQTT", 4), ("MQTT", 5)})
 
-_U16 = struct.Struct("!H")
 _COMPACT_AT = 65536
 # Required low nibble of the fixed header for packets other than PUBLISH:
 # 3.1.1 [MQTT-2.2.2-1] (Table 2.2), 5.0 [MQTT-2.1.3-1] (Table 2-2).
@@ -307,7 +305,7 @@ class MqttDecoder:
             props, pos = decode_properties(data, 2, end, 2)
             _no_trailing(pos, end)
         if ack_flags & 0xFE:
-            raise MalformedPacket("CONNACK reserved flags set")  # [MQTT-3.2.2-1]
+            raise MalformedPacket("CONNACK reserved flags set")  # 5.0 [MQTT-3.2.2-1], 3.1.1 3.2.2.1
         return Connack(bool(ack_flags & 1), code, props)
 
     # ---------------------------------------------- PUBACK/PUBREC/PUBREL/PUBCOMP

@@ -284,3 +284,16 @@ def test_bad_content_headers():
     _raises(PROTOCOL_HEADER + b"\x02\x00\x01" + len(trailing).to_bytes(4, "big") + trailing + b"\xce", 501)
     bad_headers = head + b"\x20\x00" + b"\x00\x00\x00\x03\x01kZ"
     _raises(PROTOCOL_HEADER + b"\x02\x00\x01" + len(bad_headers).to_bytes(4, "big") + bad_headers + b"\xce", 502)
+
+
+def test_decoded_records_are_real_frozen_instances():
+    import dataclasses
+
+    frames = decode_all(PROTOCOL_HEADER + codec.encode_content(
+        1, spec.BasicPublish(exchange="e"), PROPS, b"body", 4096))
+    for f in frames[1:] + [frames[1].method]:
+        assert type(f).__name__ in {"MethodFrame", "HeaderFrame", "BodyFrame", "BasicPublish"}
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            setattr(f, dataclasses.fields(f)[0].name, 9)
+    assert frames[1] == MethodFrame(1, spec.BasicPublish(exchange="e"))
+    assert hash(frames[3]) == hash(BodyFrame(1, b"body"))
