@@ -27,6 +27,7 @@ class Message:
         "encoded_properties",
         "id",
         "routing_keys",
+        "origin",
     )
 
     def __init__(
@@ -44,6 +45,9 @@ class Message:
         self.encoded_properties = encoded_properties
         self.id: int | None = None  # assigned by a store that keeps the message
         self.routing_keys: list[str] | None = None  # with CC/BCC, every key it was routed by
+        # Set by the publishing session for its own use (MQTT: the client id, for no-local);
+        # the core never reads it.
+        self.origin: object | None = None
 
     @property
     def persistent(self) -> bool:

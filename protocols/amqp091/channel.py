@@ -21,8 +21,12 @@ from mqemu.broker.message import Message, QueueEntry
 from mqemu.broker.queue import Consumer
 
 from . import spec
-from .codec import BodyFrame, HeaderFrame, MethodFrame, encode_content, encode_deliver, encode_method
+from .codec import BodyFrame, ContentFrames, HeaderFrame, MethodFrame, encode_content, encode_deliver, encode_method
 from .properties import encode_properties
+from .replies import (
+    CHANNEL_ERROR, COMMAND_INVALID, FRAME_ERROR, MAX_MESSAGE_SIZE, NOT_ALLOWED, NOT_IMPLEMENTED,
+    UNEXPECTED_FRAME, HardError,
+)
 
 if TYPE_CHECKING:
     from .session import AMQPConnection
@@ -62,7 +66,6 @@ class Channel:
 
     # -- frames -------------------------------------------------------------------------
     def handle(self, frame: Any) -> None:
-        from .session import ConnectionError_, UNEXPECTED_FRAME, FRAME_ERROR, COMMAND_INVALID
 
         cls = frame.__class__
         if self.closing:
@@ -76,32 +79,44 @@ class Channel:
         if cls is MethodFrame:
             if self._publish is not None:
                 if self._header is None:
-                    raise ConnectionError_(UNEXPECTED_FRAME, "expected content header for class 60, "
+                    raise HardError(UNEXPECTED_FRAME, "expected content header for class 60, "
                                            "got non content header frame instead")
-                raise ConnectionError_(UNEXPECTED_FRAME, "expected content body, got non content body frame instead")
+                raise HardError(UNEXPECTED_FRAME, "expected content body, got non content body frame instead")
             m = frame.method
             handler = _HANDLERS.get(m.__class__)
             if handler is None:
-                raise ConnectionError_(COMMAND_INVALID, f"unimplemented method {m.NAME}", m.CLASS_ID, m.METHOD_ID)
+                raise HardError(COMMAND_INVALID, f"unimplemented method {m.NAME}", m.CLASS_ID, m.METHOD_ID)
             try:
                 handler(self, m)
             except BrokerError as e:
                 if e.soft:
                     self.close(e.code, f"{e.name} - {e.text}", m.CLASS_ID, m.METHOD_ID)
                 else:
-                    raise ConnectionError_(e.code, e.text, m.CLASS_ID, m.METHOD_ID) from None
+                    raise HardError(e.code, e.text, m.CLASS_ID, m.METHOD_ID) from None
+            return
+        if cls is ContentFrames:
+            if self._publish is not None:
+                raise HardError(UNEXPECTED_FRAME, "expected content header for class 60, "
+                                "got non content header frame instead" if self._header is None else
+                                "expected content body, got non content body frame instead")
+            m = frame.method
+            if m.immediate:
+                raise HardError(NOT_IMPLEMENTED, "immediate=true", 60, 40)
+            header = frame.header
+            if header.body_size > MAX_MESSAGE_SIZE:
+                self._too_large(header.body_size)
+                return
+            self._publish, self._header = m, header
+            self._content_complete(frame.body)
             return
         if cls is HeaderFrame:
             if self._publish is None or self._header is not None:
-                raise ConnectionError_(UNEXPECTED_FRAME, "expected method frame, got non method frame instead")
+                raise HardError(UNEXPECTED_FRAME, "expected method frame, got non method frame instead")
             if frame.class_id != 60:
-                raise ConnectionError_(UNEXPECTED_FRAME, f"expected content header for class 60, "
+                raise HardError(UNEXPECTED_FRAME, f"expected content header for class 60, "
                                        f"got class {frame.class_id}")
-            from .session import MAX_MESSAGE_SIZE
             if frame.body_size > MAX_MESSAGE_SIZE:
-                self._publish = None
-                self.close(406, f"PRECONDITION_FAILED - message size {frame.body_size} is larger than "
-                           f"configured max size {MAX_MESSAGE_SIZE}", 60, 40)
+                self._too_large(frame.body_size)
                 return
             self._header = frame
             self._body_left = frame.body_size
@@ -110,11 +125,11 @@ class Channel:
             return
         if cls is BodyFrame:
             if self._header is None:
-                raise ConnectionError_(UNEXPECTED_FRAME, "expected method frame, got non method frame instead")
+                raise HardError(UNEXPECTED_FRAME, "expected method frame, got non method frame instead")
             data = frame.data
             self._body_left -= len(data)
             if self._body_left < 0:
-                raise ConnectionError_(FRAME_ERROR, "content body is longer than the size its header declared")
+                raise HardError(FRAME_ERROR, "content body is longer than the size its header declared")
             if self._body_left == 0 and not self._body:
                 self._content_complete(data)
                 return
@@ -123,6 +138,11 @@ class Channel:
                 body = b"".join(self._body)
                 self._body = []
                 self._content_complete(body)
+
+    def _too_large(self, size: int) -> None:
+        self._publish = None
+        self.close(406, f"PRECONDITION_FAILED - message size {size} is larger than "
+                   f"configured max size {MAX_MESSAGE_SIZE}", 60, 40)
 
     def close(self, code: int, text: str, class_id: int = 0, method_id: int = 0) -> None:
         """Close this channel with an error (a soft error: the connection stays)."""
@@ -182,8 +202,7 @@ class Channel:
 
     # -- channel class ------------------------------------------------------------------
     def _on_channel_open(self, m: spec.ChannelOpen) -> None:
-        from .session import ConnectionError_, CHANNEL_ERROR
-        raise ConnectionError_(CHANNEL_ERROR, f"second 'channel.open' seen on channel {self.number}", 20, 10)
+        raise HardError(CHANNEL_ERROR, f"second 'channel.open' seen on channel {self.number}", 20, 10)
 
     def _on_channel_close(self, m: spec.ChannelClose) -> None:
         self.teardown()
@@ -291,8 +310,7 @@ class Channel:
     # -- basic class: consuming ---------------------------------------------------------
     def _on_qos(self, m: spec.BasicQos) -> None:
         if m.prefetch_size:
-            from .session import ConnectionError_, NOT_IMPLEMENTED
-            raise ConnectionError_(NOT_IMPLEMENTED, f"prefetch_size!=0 ({m.prefetch_size})", 60, 10)
+            raise HardError(NOT_IMPLEMENTED, f"prefetch_size!=0 ({m.prefetch_size})", 60, 10)
         # RabbitMQ's meaning of 'global': false = each new consumer, true = the whole channel.
         if m.global_:
             self.global_prefetch = m.prefetch_count
@@ -303,10 +321,9 @@ class Channel:
         self.resume_consumers()
 
     def _on_consume(self, m: spec.BasicConsume) -> None:
-        from .session import ConnectionError_, NOT_ALLOWED
         tag = m.consumer_tag or "amq.ctag-" + _token()
         if tag in self.consumers:
-            raise ConnectionError_(NOT_ALLOWED, f"attempt to reuse consumer tag '{tag}'", 60, 20)
+            raise HardError(NOT_ALLOWED, f"attempt to reuse consumer tag '{tag}'", 60, 20)
         if m.queue == REPLY_TO:
             self._consume_reply_to(m, tag)
             return
@@ -444,8 +461,7 @@ class Channel:
     # -- basic class: publishing --------------------------------------------------------
     def _on_publish(self, m: spec.BasicPublish) -> None:
         if m.immediate:
-            from .session import ConnectionError_, NOT_IMPLEMENTED
-            raise ConnectionError_(NOT_IMPLEMENTED, "immediate=true", 60, 40)
+            raise HardError(NOT_IMPLEMENTED, "immediate=true", 60, 40)
         self._publish = m
 
     def _content_complete(self, body: bytes) -> None:
@@ -470,8 +486,7 @@ class Channel:
             self._route(m, msg)
         except BrokerError as e:
             if not e.soft:
-                from .session import ConnectionError_
-                raise ConnectionError_(e.code, e.text, 60, 40) from None
+                raise HardError(e.code, e.text, 60, 40) from None
             self.close(e.code, f"{e.name} - {e.text}", 60, 40)
 
     def _route(self, m: spec.BasicPublish, msg: Message) -> None:
@@ -555,8 +570,7 @@ class Channel:
 
 
 def _connection_method(self: Channel, m: Any) -> None:
-    from .session import ConnectionError_, COMMAND_INVALID
-    raise ConnectionError_(COMMAND_INVALID, f"{m.NAME} is only allowed on channel 0", m.CLASS_ID, m.METHOD_ID)
+    raise HardError(COMMAND_INVALID, f"{m.NAME} is only allowed on channel 0", m.CLASS_ID, m.METHOD_ID)
 
 
 _HANDLERS = {

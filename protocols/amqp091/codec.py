@@ -57,7 +57,7 @@ __all__ = [
     "ProtocolHeader", "MethodFrame", "HeaderFrame", "BodyFrame", "Heartbeat",
     "AMQPFrameError", "ProtocolHeaderMismatch",
     "FRAME_ERROR", "SYNTAX_ERROR", "COMMAND_INVALID", "UNEXPECTED_FRAME", "NOT_IMPLEMENTED",
-    "FrameDecoder", "encode_method", "encode_content", "encode_deliver", "encode_heartbeat",
+    "FrameDecoder", "ContentFrames", "encode_method", "encode_content", "encode_deliver", "encode_heartbeat",
     "decode_method", "decode_properties", "encode_properties",
     "decode_table", "encode_table", "decode_array", "encode_array",
 ]
@@ -124,10 +124,33 @@ class Heartbeat:
     channel: int
 
 
+@dataclass(frozen=True, slots=True)
+class ContentFrames:
+    """A basic.publish with its header and its single body frame, decoded together.
+
+    The decoder returns this instead of three records when all three frames are already
+    buffered and well formed (the common case for small messages), so the session handles a
+    publish in one step. Otherwise the frames come one by one as usual.
+    """
+
+    channel: int
+    method: Any
+    header: HeaderFrame
+    body: bytes
+
+    def frames(self) -> list[Any]:
+        """The same content as the separate records the frame-by-frame path returns."""
+        out = [MethodFrame(self.channel, self.method), self.header]
+        if self.header.body_size:
+            out.append(BodyFrame(self.channel, self.body))
+        return out
+
+
 # fast constructors for the records built per frame (see methodgen.twin_of)
 _MethodFrameTwin = twin_of(MethodFrame)
 _HeaderFrameTwin = twin_of(HeaderFrame)
 _BodyFrameTwin = twin_of(BodyFrame)
+_ContentFramesTwin = twin_of(ContentFrames)
 
 _FRAME_HEAD = struct.Struct(">BHI")
 _U32 = struct.Struct(">I")
@@ -135,6 +158,7 @@ _CONTENT_HEAD = struct.Struct(">HHQ")
 _DECODERS = spec.DECODERS
 _ENCODERS = spec.ENCODERS
 _COMPACT_AT = 1 << 16
+_PUBLISH_INDEX = spec.BasicPublish.INDEX  # type: ignore[attr-defined]
 
 
 class FrameDecoder:
@@ -149,13 +173,14 @@ class FrameDecoder:
     then unusable, as the connection must be closed.
     """
 
-    __slots__ = ("frame_max", "_buf", "_pos", "_started")
+    __slots__ = ("frame_max", "_buf", "_pos", "_started", "_error")
 
     def __init__(self, frame_max: int = 131072) -> None:
         self.frame_max = frame_max
         self._buf = bytearray()
         self._pos = 0
         self._started = False
+        self._error: AMQPFrameError | None = None
 
     @property
     def buffered(self) -> int:
@@ -179,17 +204,24 @@ class FrameDecoder:
     def read_frames(self) -> list[Any]:
         """Return every whole frame buffered (possibly an empty list).
 
-        Raises AMQPFrameError / ProtocolHeaderMismatch on bad input; frames
-        before the bad one are lost with it (the connection is closing anyway).
+        Raises AMQPFrameError / ProtocolHeaderMismatch on bad input. Frames before the
+        bad one are returned first; the error is raised by the next call.
         """
+        if self._error is not None:
+            raise self._error
         frames = []
         append = frames.append
         nxt = self._next
-        while True:
-            frame = nxt()
-            if frame is NEED_DATA:
-                break
-            append(frame)
+        try:
+            while True:
+                frame = nxt()
+                if frame is NEED_DATA:
+                    break
+                append(frame)
+        except AMQPFrameError as e:
+            if not frames:
+                raise
+            self._error = e
         if frames:
             self._compact(0)
         return frames
@@ -248,7 +280,12 @@ class FrameDecoder:
                     NOT_IMPLEMENTED,
                     f"NOT_IMPLEMENTED - unknown method {spec.method_name(class_id, method_id)} "
                     f"({class_id}, {method_id})", class_id, method_id)
-            frame = _MethodFrameTwin(channel, decode(buf, start + 4, end))
+            method = decode(buf, start + 4, end)
+            if index == _PUBLISH_INDEX:
+                content = self._content_after(channel, method)
+                if content is not None:
+                    return content
+            frame = _MethodFrameTwin(channel, method)
             frame.__class__ = MethodFrame
             return frame
         if ftype == 3:  # content body, §4.2.6.2
@@ -271,6 +308,46 @@ class FrameDecoder:
                 raise frame_error(f"type 8, heartbeat frame with {size} octets of payload")
             return Heartbeat(channel)
         raise frame_error(f"type {ftype}, unknown_frame")
+
+
+    def _content_after(self, channel: int, method: Any) -> ContentFrames | None:
+        """The header and single body frame after a publish, if already buffered and well
+        formed; None leaves them to the frame-by-frame path (which reports any error)."""
+        buf, pos = self._buf, self._pos
+        n = len(buf)
+        if n - pos < 21:
+            return None
+        ftype, ch, size = _FRAME_HEAD.unpack_from(buf, pos)
+        hend = pos + 7 + size
+        if ftype != 2 or ch != channel or size < 14 or hend >= n or buf[hend] != FRAME_END:
+            return None
+        if self.frame_max and size > self.frame_max:
+            return None
+        class_id, _weight, body_size = _CONTENT_HEAD.unpack_from(buf, pos + 7)
+        if class_id != 60:
+            return None
+        if body_size:
+            bpos = hend + 1
+            if n - bpos < 8:
+                return None
+            ftype, ch, bsize = _FRAME_HEAD.unpack_from(buf, bpos)
+            bend = bpos + 7 + bsize
+            if ftype != 3 or ch != channel or bsize != body_size or bend >= n or buf[bend] != FRAME_END:
+                return None
+            if self.frame_max and bsize > self.frame_max:
+                return None
+            body = bytes(buf[bpos + 7:bend])
+            after = bend + 1
+        else:
+            body = b""
+            after = hend + 1
+        raw = bytes(buf[pos + 19:hend])
+        header = _HeaderFrameTwin(channel, 60, body_size, decode_properties(raw), raw)
+        header.__class__ = HeaderFrame
+        self._pos = after
+        content = _ContentFramesTwin(channel, method, header, body)
+        content.__class__ = ContentFrames
+        return content
 
 
 def decode_method(payload: bytes | bytearray) -> Any:

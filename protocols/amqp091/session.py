@@ -33,7 +33,6 @@ from . import spec
 from .channel import Channel
 from .codec import (
     HEARTBEAT_FRAME,
-    NEED_DATA,
     PROTOCOL_HEADER,
     AMQPFrameError,
     BodyFrame,
@@ -46,6 +45,10 @@ from .codec import (
     encode_method,
 )
 from .fieldtable import _decode_table
+from .replies import (
+    ACCESS_REFUSED, CHANNEL_ERROR, CODE_NAMES, COMMAND_INVALID, CONNECTION_FORCED, NOT_ALLOWED,
+    UNEXPECTED_FRAME, HardError,
+)
 
 if TYPE_CHECKING:
     from mqemu.broker.auth import User
@@ -59,18 +62,6 @@ CHANNEL_MAX = 2047  # RabbitMQ's default
 HEARTBEAT = 60  # seconds, RabbitMQ's default
 CLOSE_TIMEOUT = 2.0
 HANDSHAKE_TIMEOUT = 10.0  # RabbitMQ's handshake_timeout
-MAX_MESSAGE_SIZE = 128 * 1024 * 1024  # RabbitMQ 3.10's max_message_size
-
-# Reply codes (AMQP 0-9-1 §1.2).
-CONNECTION_FORCED = 320
-ACCESS_REFUSED = 403
-FRAME_ERROR = 501
-SYNTAX_ERROR = 502
-COMMAND_INVALID = 503
-CHANNEL_ERROR = 504
-UNEXPECTED_FRAME = 505
-NOT_ALLOWED = 530
-NOT_IMPLEMENTED = 540
 
 
 class State(enum.Enum):
@@ -81,14 +72,6 @@ class State(enum.Enum):
     OPEN = "open"
     CLOSING = "closing"
     CLOSED = "closed"
-
-
-class ConnectionError_(Exception):
-    """A hard error found while handling a method: closes the connection."""
-
-    def __init__(self, code: int, text: str, class_id: int = 0, method_id: int = 0) -> None:
-        super().__init__(text)
-        self.code, self.text, self.class_id, self.method_id = code, text, class_id, method_id
 
 
 def server_properties() -> dict[str, Any]:
@@ -122,7 +105,7 @@ class AMQPConnection:
         self.broker = broker
         self.peer = peer
         self.conn_id = conn_id
-        self.decoder = FrameDecoder(FRAME_MIN_SIZE_FOR_HANDSHAKE)
+        self.decoder = FrameDecoder(frame_max)
         self.state = State.HEADER
         self.outbound: list[bytes] = []
         self.outbound_bytes = 0
@@ -175,21 +158,26 @@ class AMQPConnection:
             self.deadline = now + HANDSHAKE_TIMEOUT
         dec = self.decoder
         dec.feed(data)
+        handle = self._handle_frame
         try:
             while True:
-                frame = dec.next_frame()
-                if frame is NEED_DATA:
+                frames = dec.read_frames()
+                if not frames:
                     break
-                self._handle_frame(frame)
-                if self.state is State.CLOSED:
-                    break
+                for frame in frames:
+                    handle(frame)
+                    if self.state is State.CLOSED:
+                        break
+                else:
+                    continue
+                break
         except ProtocolHeaderMismatch:
             # §4.2.2: answer with the header we speak and close, no connection.close.
             self.send(PROTOCOL_HEADER)
             self._closed(ClosedReason.PROTOCOL_ERROR)
         except AMQPFrameError as e:
             self.connection_error(e.reply_code, e.text, e.class_id, e.method_id, prefixed=True)
-        except ConnectionError_ as e:
+        except HardError as e:
             self.connection_error(e.code, e.text, e.class_id, e.method_id)
         self.end_of_batch()
 
@@ -268,7 +256,7 @@ class AMQPConnection:
             self._start()
             return
         if frame.__class__ is not MethodFrame or frame.channel != 0:
-            raise ConnectionError_(UNEXPECTED_FRAME, f"expected a connection method on channel 0 "
+            raise HardError(UNEXPECTED_FRAME, f"expected a connection method on channel 0 "
                                    f"during the handshake, got {type(frame).__name__} on channel {frame.channel}")
         handler = self._handshake.get((state, frame.method.__class__))
         if handler is None:
@@ -277,7 +265,7 @@ class AMQPConnection:
                 self.send(encode_method(0, spec.ConnectionCloseOk()))
                 self._closed(ClosedReason.CLIENT_CLOSED)
                 return
-            raise ConnectionError_(COMMAND_INVALID, f"unexpected method {m.NAME} during the handshake",
+            raise HardError(COMMAND_INVALID, f"unexpected method {m.NAME} during the handshake",
                                    m.CLASS_ID, m.METHOD_ID)
         handler(self, frame.method)
 
@@ -286,7 +274,7 @@ class AMQPConnection:
             return
         if frame.channel == 0:
             if frame.__class__ is not MethodFrame:
-                raise ConnectionError_(UNEXPECTED_FRAME, f"unexpected {type(frame).__name__} on channel 0")
+                raise HardError(UNEXPECTED_FRAME, f"unexpected {type(frame).__name__} on channel 0")
             m = frame.method
             if m.__class__ is spec.ConnectionClose:
                 self.send(encode_method(0, spec.ConnectionCloseOk()))
@@ -298,19 +286,19 @@ class AMQPConnection:
             elif m.__class__ in (spec.ConnectionBlocked, spec.ConnectionUnblocked):
                 pass
             else:
-                raise ConnectionError_(COMMAND_INVALID, f"unexpected method {m.NAME} on channel 0",
+                raise HardError(COMMAND_INVALID, f"unexpected method {m.NAME} on channel 0",
                                        m.CLASS_ID, m.METHOD_ID)
             return
         if frame.__class__ is MethodFrame and frame.method.__class__ is spec.ChannelOpen:
             self._open_channel(frame.channel)
             return
-        m = frame.method if frame.__class__ is MethodFrame else None
-        raise ConnectionError_(CHANNEL_ERROR, f"expected 'channel.open' on channel {frame.channel}",
+        m = getattr(frame, "method", None)
+        raise HardError(CHANNEL_ERROR, f"expected 'channel.open' on channel {frame.channel}",
                                m.CLASS_ID if m else 0, m.METHOD_ID if m else 0)
 
     def _open_channel(self, number: int) -> None:
         if number > self.channel_max:
-            raise ConnectionError_(NOT_ALLOWED, f"channel number {number} above negotiated channel_max "
+            raise HardError(NOT_ALLOWED, f"channel number {number} above negotiated channel_max "
                                    f"{self.channel_max}", 20, 10)
         self.channels[number] = Channel(self, number)
         self.send(encode_method(number, spec.ChannelOpenOk()))
@@ -356,15 +344,15 @@ class AMQPConnection:
             login, password = table.get("LOGIN", ""), table.get("PASSWORD", "")
             as_str = lambda v: v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v)
             return as_str(login), as_str(password)
-        raise ConnectionError_(COMMAND_INVALID, f"unknown authentication mechanism '{mechanism}'", 10, 11)
+        raise HardError(COMMAND_INVALID, f"unknown authentication mechanism '{mechanism}'", 10, 11)
 
     def _on_tune_ok(self, m: spec.ConnectionTuneOk) -> None:
         if m.frame_max and m.frame_max < 4096:
-            raise ConnectionError_(NOT_ALLOWED, f"frame_max={m.frame_max} < 4096 min size", 10, 31)
+            raise HardError(NOT_ALLOWED, f"frame_max={m.frame_max} < 4096 min size", 10, 31)
         if m.frame_max > self.server_frame_max:
-            raise ConnectionError_(NOT_ALLOWED, f"frame_max={m.frame_max} > {self.server_frame_max} max size", 10, 31)
+            raise HardError(NOT_ALLOWED, f"frame_max={m.frame_max} > {self.server_frame_max} max size", 10, 31)
         if m.channel_max > self.server_channel_max:
-            raise ConnectionError_(NOT_ALLOWED, f"channel_max={m.channel_max} > {self.server_channel_max} max",
+            raise HardError(NOT_ALLOWED, f"channel_max={m.channel_max} > {self.server_channel_max} max",
                                    10, 31)
         self.frame_max = m.frame_max or self.server_frame_max
         self.channel_max = m.channel_max or self.server_channel_max
@@ -397,7 +385,7 @@ class AMQPConnection:
         if self.state in (State.CLOSING, State.CLOSED):
             return
         if not prefixed:
-            text = f"{_CODE_NAMES.get(code, 'ERROR')} - {text}"
+            text = f"{CODE_NAMES.get(code, 'ERROR')} - {text}"
         log.info("closing connection: %s", text, extra={"conn": self.conn_id, "reply_code": code})
         self.send(encode_method(0, spec.ConnectionClose(reply_code=code, reply_text=text[:255],
                                                          class_id=class_id, method_id=method_id)))
@@ -440,12 +428,3 @@ class AMQPConnection:
             self._resume_reading()
 
 
-FRAME_MIN_SIZE_FOR_HANDSHAKE = 131072
-
-_CODE_NAMES = {
-    200: "REPLY_SUCCESS", 311: "CONTENT_TOO_LARGE", 312: "NO_ROUTE", 313: "NO_CONSUMERS",
-    320: "CONNECTION_FORCED", 402: "INVALID_PATH", 403: "ACCESS_REFUSED", 404: "NOT_FOUND",
-    405: "RESOURCE_LOCKED", 406: "PRECONDITION_FAILED", 501: "FRAME_ERROR", 502: "SYNTAX_ERROR",
-    503: "COMMAND_INVALID", 504: "CHANNEL_ERROR", 505: "UNEXPECTED_FRAME", 506: "RESOURCE_ERROR",
-    530: "NOT_ALLOWED", 540: "NOT_IMPLEMENTED", 541: "INTERNAL_ERROR",
-}

@@ -18,10 +18,25 @@ RAW_PROPS = bytes.fromhex(
 HEADER_FRAME = (bytes.fromhex("02 0001 0000002e 003c 0000 0000000000000005") + RAW_PROPS + b"\xce")
 
 
+def flat(frames: list) -> list:
+    """Frames with each ContentFrames (a publish decoded in one step) as its three records."""
+    out = []
+    for f in frames:
+        out.extend(f.frames() if isinstance(f, codec.ContentFrames) else [f])
+    return out
+
+
+def drain(dec: FrameDecoder) -> list:
+    out = []
+    while frames := dec.read_frames():
+        out += flat(frames)
+    return out
+
+
 def decode_all(data: bytes, frame_max: int = 131072) -> list:
     dec = FrameDecoder(frame_max)
     dec.feed(data)
-    return dec.read_frames()
+    return drain(dec)
 
 
 def test_constants():
@@ -116,16 +131,16 @@ def test_every_split_gives_the_same_frames():
     for i in range(len(data)):
         dec.feed(data[i:i + 1])
         while (f := dec.next_frame()) is not NEED_DATA:
-            got.append(f)
+            got += flat([f])
     assert got == expected
     assert dec.buffered == 0
     # every split point, both halves through read_frames (feeding memoryview / bytearray)
     for cut in range(len(data) + 1):
         dec = FrameDecoder()
         dec.feed(memoryview(data)[:cut])
-        first = dec.read_frames()
+        first = drain(dec)
         dec.feed(bytearray(data[cut:]))
-        assert first + dec.read_frames() == expected, cut
+        assert first + drain(dec) == expected, cut
     # and three-way splits at a stride
     for a in range(0, len(data), 7):
         for b in range(a, len(data), 53):
@@ -133,7 +148,7 @@ def test_every_split_gives_the_same_frames():
             out = []
             for chunk in (data[:a], data[a:b], data[b:]):
                 dec.feed(chunk)
-                out += dec.read_frames()
+                out += drain(dec)
             assert out == expected
 
 
@@ -152,7 +167,7 @@ def test_frame_max_can_change():
     dec.read_frames()
     dec.frame_max = 131072
     dec.feed(codec.encode_content(1, spec.BasicPublish(), None, b"x" * 10000, 131072))
-    assert len(dec.read_frames()) == 3
+    assert len(drain(dec)) == 3
 
 
 # ---------------------------------------------------------------------------
@@ -163,7 +178,7 @@ def _raises(data: bytes, code: int, frame_max: int = 131072) -> AMQPFrameError:
     dec = FrameDecoder(frame_max)
     dec.feed(data)
     with pytest.raises(AMQPFrameError) as info:
-        dec.read_frames()
+        drain(dec)
     assert info.value.reply_code == code, info.value.text
     return info.value
 
@@ -297,3 +312,30 @@ def test_decoded_records_are_real_frozen_instances():
             setattr(f, dataclasses.fields(f)[0].name, 9)
     assert frames[1] == MethodFrame(1, spec.BasicPublish(exchange="e"))
     assert hash(frames[3]) == hash(BodyFrame(1, b"body"))
+
+
+def test_publish_with_its_content_buffered_decodes_in_one_step():
+    wire = codec.encode_content(3, spec.BasicPublish(exchange="x", routing_key="k"), PROPS, b"body", 131072)
+    dec = FrameDecoder()
+    dec.feed(PROTOCOL_HEADER + wire)
+    header, content = dec.read_frames()
+    assert isinstance(content, codec.ContentFrames)
+    assert (content.channel, content.method, content.body) == (3, spec.BasicPublish(exchange="x", routing_key="k"), b"body")
+    assert content.header == HeaderFrame(3, 60, 4, PROPS, RAW_PROPS)
+    # the body not yet buffered: the publish comes alone, the rest frame by frame
+    dec = FrameDecoder()
+    dec.feed(PROTOCOL_HEADER + wire[:-3])
+    assert [type(f) for f in dec.read_frames()] == [ProtocolHeader, MethodFrame, HeaderFrame]
+    dec.feed(wire[-3:])
+    assert dec.read_frames() == [BodyFrame(3, b"body")]
+
+
+def test_good_frames_before_a_bad_one_are_returned_first():
+    bad = bytearray(codec.encode_method(1, spec.BasicAck(delivery_tag=2)))
+    bad[-1] = 0
+    dec = FrameDecoder()
+    dec.feed(PROTOCOL_HEADER + codec.encode_method(1, spec.BasicAck(delivery_tag=1)) + bytes(bad))
+    assert dec.read_frames() == [ProtocolHeader(0, 9, 1), MethodFrame(1, spec.BasicAck(delivery_tag=1))]
+    with pytest.raises(AMQPFrameError) as info:
+        dec.read_frames()
+    assert info.value.reply_code == 501

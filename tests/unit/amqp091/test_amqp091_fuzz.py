@@ -17,7 +17,8 @@ def _drain(data: bytes, frame_max: int = 131072) -> None:
     dec.read_frames()
     dec.feed(data)
     try:
-        dec.read_frames()
+        while dec.read_frames():
+            pass
     except AMQPFrameError as exc:
         assert 500 <= exc.reply_code < 600 and exc.text
 

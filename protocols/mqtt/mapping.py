@@ -1,0 +1,175 @@
+"""MQTT PUBLISH <-> the neutral ``Message`` (AMQP 0-9-1 basic property names).
+
+How each MQTT 5.0 property travels (so AMQP and STOMP clients see it, and it comes back):
+
+=============================  =====================================================
+MQTT                           Message.properties
+=============================  =====================================================
+QoS of the PUBLISH             header ``x-mqtt-publish-qos`` (RabbitMQ's name);
+                               QoS >= 1 also sets ``delivery_mode`` 2, as RabbitMQ does
+RETAIN flag of the PUBLISH     header ``x-mqtt-retain`` (only when set), for
+                               retain-as-published
+Content Type                   ``content_type``
+Correlation Data               ``correlation_id`` when it is UTF-8 of at most 255 bytes
+                               (an AMQP shortstr), else header ``x-correlation-id``
+                               holding the bytes (RabbitMQ 3.13 does the same)
+Response Topic                 ``reply_to``, as a routing key (``/`` <-> ``.``), so an
+                               AMQP responder publishing to ``amq.topic`` with
+                               routing key ``reply_to`` reaches the MQTT requester
+Message Expiry Interval        ``expiration`` in milliseconds (the queue then expires it);
+                               the remaining time is sent on delivery [MQTT-3.3.2-6]
+User Property                  ``headers`` (a name sent twice becomes a list)
+Payload Format Indicator       header ``x-mqtt-payload-format-indicator``
+=============================  =====================================================
+
+Messages from other protocols: a persistent message (``delivery_mode`` 2) without the QoS
+header counts as published with QoS 1, others QoS 0 (RabbitMQ's rule); simple header values
+become user properties.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from mqemu.broker.message import Message
+
+from .topics import key_to_topic, topic_to_key
+
+QOS_HEADER = "x-mqtt-publish-qos"
+RETAIN_HEADER = "x-mqtt-retain"
+PFI_HEADER = "x-mqtt-payload-format-indicator"
+CORRELATION_HEADER = "x-correlation-id"
+_INTERNAL = frozenset((QOS_HEADER, RETAIN_HEADER, PFI_HEADER, CORRELATION_HEADER))
+
+# Property dicts shared by every message that carries no MQTT 5.0 property: the core and the
+# other sessions replace ``properties`` rather than change it, so sharing is safe.
+_PLAIN: dict[tuple[int, bool], dict[str, Any]] = {
+    (qos, retain): {
+        "headers": {QOS_HEADER: qos, **({RETAIN_HEADER: True} if retain else {})},
+        "delivery_mode": 2 if qos else 1,
+    }
+    for qos in (0, 1, 2) for retain in (False, True)
+}
+
+
+def to_message(routing_key: str, payload: bytes, qos: int, retain: bool,
+               props: dict[str, Any] | None) -> Message:
+    """A Message for ``amq.topic`` from a PUBLISH (or a will) and its 5.0 properties."""
+    if not props:
+        return Message("amq.topic", routing_key, payload, _PLAIN[(qos, retain)])
+    headers: dict[str, Any] = {QOS_HEADER: qos}
+    if retain:
+        headers[RETAIN_HEADER] = True
+    out: dict[str, Any] = {"delivery_mode": 2 if qos else 1, "headers": headers}
+    for name, value in props.items():
+        if name == "user_property":
+            for k, v in value:
+                if k in _INTERNAL:
+                    continue  # the broker's own names cannot be set by a client
+                old = headers.get(k)
+                if old is None:
+                    headers[k] = v
+                elif isinstance(old, list):
+                    old.append(v)
+                else:
+                    headers[k] = [old, v]
+        elif name == "content_type":
+            out["content_type"] = value
+        elif name == "correlation_data":
+            try:
+                text = value.decode("utf-8")
+            except UnicodeDecodeError:
+                text = None
+            if text is not None and len(value) <= 255:
+                out["correlation_id"] = text
+            else:
+                headers[CORRELATION_HEADER] = bytes(value)
+        elif name == "response_topic":
+            out["reply_to"] = topic_to_key(value)
+        elif name == "message_expiry_interval":
+            out["expiration"] = str(value * 1000)
+        elif name == "payload_format_indicator":
+            headers[PFI_HEADER] = value
+    return Message("amq.topic", routing_key, payload, out)
+
+
+def publish_qos(message: Message) -> int:
+    """The QoS the message was published with (see the module docstring)."""
+    props = message.properties
+    headers = props.get("headers")
+    if headers:
+        q = headers.get(QOS_HEADER)
+        if q is not None:
+            return q if q.__class__ is int and 0 <= q <= 2 else 1
+    return 1 if props.get("delivery_mode") == 2 else 0
+
+
+def was_retained(message: Message) -> bool:
+    headers = message.properties.get("headers")
+    return bool(headers) and headers.get(RETAIN_HEADER) is True
+
+
+def outgoing_properties(message: Message) -> dict[str, Any]:
+    """The MQTT 5.0 properties a delivery of ``message`` carries (expiry excluded)."""
+    props = message.properties
+    out: dict[str, Any] = {}
+    headers = props.get("headers")
+    if headers:
+        pfi = headers.get(PFI_HEADER)
+        if pfi in (0, 1):
+            out["payload_format_indicator"] = pfi
+    ct = props.get("content_type")
+    if ct is not None:
+        out["content_type"] = str(ct)
+    rt = props.get("reply_to")
+    if rt is not None:
+        out["response_topic"] = key_to_topic(str(rt))
+    cid = props.get("correlation_id")
+    if cid is not None:
+        out["correlation_data"] = cid.encode("utf-8") if isinstance(cid, str) else bytes(cid)
+    elif headers and isinstance(headers.get(CORRELATION_HEADER), (bytes, bytearray)):
+        out["correlation_data"] = bytes(headers[CORRELATION_HEADER])
+    if headers:
+        pairs = []
+        for k, v in headers.items():
+            if k in _INTERNAL:
+                continue
+            for item in (v if isinstance(v, list) else (v,)):
+                text = _simple(item)
+                if text is not None:
+                    pairs.append((k, text))
+        if pairs:
+            out["user_property"] = pairs
+    return out
+
+
+def _simple(value: Any) -> str | None:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return str(value)
+    if isinstance(value, (bytes, bytearray)):
+        try:
+            return bytes(value).decode("utf-8")
+        except UnicodeDecodeError:
+            return None
+    return None
+
+
+def plain(message: Message) -> bool:
+    """True when a delivery carries no 5.0 property derived from the message (fast path)."""
+    props = message.properties
+    if props.__class__ is dict and any(props is p for p in _PLAIN_VALUES):
+        return True
+    return not outgoing_properties(message)
+
+
+_PLAIN_VALUES = tuple(_PLAIN.values())
+
+
+def remaining_expiry(expires_at: float, now: float) -> int:
+    """Seconds left, rounded up, never below 1 for a message still being delivered."""
+    return max(1, math.ceil(expires_at - now))

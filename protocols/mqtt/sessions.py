@@ -1,0 +1,183 @@
+"""MQTT session state that outlives a connection, and the registry of sessions by client id.
+
+A session (MQTT 5.0 4.1, 3.1.1 4.1) is the client's subscriptions, its queue, the QoS 1/2
+deliveries not yet acknowledged, and the QoS 2 packet ids received but not yet released. A
+clean session (3.1.1 clean-session 1; 5.0 session expiry 0) ends with its connection; a
+persistent one stays in the registry, its queue keeps collecting messages, and it ends when
+its expiry interval has passed without a connection (3.1.1: never).
+
+Queues follow RabbitMQ's names: one queue per session, ``mqtt-subscription-<clientid>qos1``
+(RabbitMQ keeps a second ``...qos0`` queue for QoS 0 subscriptions; mqemu keeps one queue and
+decides each delivery's QoS itself, which also gives one PUBLISH per message when several
+subscriptions match). Shared subscriptions ``$share/G/F`` use one queue per group and filter,
+``mqtt-shared-<G>-<F>``, with each member session as a consumer.
+
+The registry is per ``Broker`` object (a weak dictionary), so brokers in one process (tests)
+do not see each other's clients.
+"""
+
+from __future__ import annotations
+
+import weakref
+from typing import TYPE_CHECKING, Any
+
+from mqemu.broker.errors import BrokerError
+
+from .mapping import to_message
+from .retained import retained_store
+from .topics import Filter, filter_covers, filter_to_binding, topic_to_key
+
+if TYPE_CHECKING:
+    from mqemu.broker.core import Broker
+    from mqemu.broker.message import QueueEntry
+    from mqemu.broker.queue import Queue
+    from mqemu.broker.vhost import VirtualHost
+
+    from .packets import Will
+
+NEVER_EXPIRES = 0xFFFFFFFF
+
+
+class Subscription:
+    """One subscription of a session, with its options (5.0 3.8.3.1)."""
+
+    __slots__ = ("text", "filter", "qos", "no_local", "rap", "sub_id", "binding", "group", "queue")
+
+    def __init__(self, text: str, inner: str, qos: int, no_local: bool, rap: bool,
+                 sub_id: int | None, group: str | None = None) -> None:
+        self.text = text  # as the client wrote it, $share prefix included
+        self.filter = Filter(inner)
+        self.qos = qos
+        self.no_local = no_local
+        self.rap = rap  # retain as published
+        self.sub_id = sub_id
+        self.binding = filter_to_binding(inner)
+        self.group = group
+        self.queue: str | None = None  # the shared queue's name for shared subscriptions
+
+
+class Inflight:
+    """A QoS 1/2 delivery to the client awaiting PUBACK, PUBREC or PUBCOMP."""
+
+    __slots__ = ("queue", "entry", "qos", "released", "topic", "retain")
+
+    def __init__(self, queue: "Queue", entry: "QueueEntry", qos: int, topic: bytes, retain: bool) -> None:
+        self.queue = queue
+        self.entry = entry
+        self.qos = qos
+        self.released = False  # PUBREC received, PUBREL sent: now awaiting PUBCOMP
+        self.topic = topic
+        self.retain = retain
+
+
+class SessionState:
+    def __init__(self, client_id: str, vhost: "VirtualHost", expiry: int) -> None:
+        self.client_id = client_id
+        self.vhost = vhost
+        self.expiry = expiry  # seconds; 0 = ends with the connection
+        self.subs: dict[str, Subscription] = {}  # non-shared, by filter
+        self.shared: dict[str, Subscription] = {}  # by the full $share/G/F text
+        self.queue_name = "mqtt-subscription-" + client_id + "qos1"
+        self.binding_refs: dict[str, int] = {}
+        self.inflight: dict[int, Inflight] = {}
+        self.awaiting_rel: set[int] = set()  # incoming QoS 2 ids before PUBREL [MQTT-4.3.3-?]
+        self.next_pid = 0
+        self.connection: Any = None
+        self.generation = 0  # bumped at every attach; stale timers compare it
+        self.pending_will: tuple["Will", str] | None = None
+        self.ended = False
+
+    @property
+    def persistent(self) -> bool:
+        return self.expiry > 0
+
+    def new_packet_id(self) -> int:
+        """The next packet id not in use by an outgoing QoS 1/2 delivery [MQTT-2.2.1-3]."""
+        pid = self.next_pid
+        inflight = self.inflight
+        for _ in range(65535):
+            pid = pid + 1 if pid < 65535 else 1
+            if pid not in inflight:
+                self.next_pid = pid
+                return pid
+        raise RuntimeError("no packet identifier left")  # prevented by the receive maximum
+
+    # -- the session queue and its bindings ----------------------------------------------
+    def queue(self) -> "Queue":
+        q = self.vhost.queues.get(self.queue_name)
+        if q is None:
+            q = self.vhost.declare_queue(self.queue_name, durable=self.persistent)
+        return q
+
+    def bind(self, key: str) -> None:
+        n = self.binding_refs.get(key, 0)
+        if n == 0:
+            self.vhost.bind("amq.topic", self.queue().name, key)
+        self.binding_refs[key] = n + 1
+
+    def unbind(self, key: str) -> None:
+        n = self.binding_refs.get(key, 0)
+        if n <= 1:
+            self.binding_refs.pop(key, None)
+            if n and self.queue_name in self.vhost.queues:
+                self.vhost.unbind("amq.topic", self.queue_name, key)
+        else:
+            self.binding_refs[key] = n - 1
+
+    def end(self) -> None:
+        """The session is over: delete its queue, leave shared groups, drop unacked entries."""
+        if self.ended:
+            return
+        self.ended = True
+        vh = self.vhost
+        for inf in self.inflight.values():
+            if not inf.queue.deleted and inf.queue.name != self.queue_name:
+                inf.queue.release_consumer_entries(None, [inf.entry])
+        self.inflight.clear()
+        if self.queue_name in vh.queues:
+            vh.delete_queue(self.queue_name, internal=True)
+
+
+_registries: "weakref.WeakKeyDictionary[Broker, dict[tuple[str, str], SessionState]]" = (
+    weakref.WeakKeyDictionary())
+
+
+def registry(broker: "Broker") -> dict[tuple[str, str], SessionState]:
+    """(vhost name, client id) -> the session, connected or not."""
+    reg = _registries.get(broker)
+    if reg is None:
+        reg = _registries[broker] = {}
+    return reg
+
+
+def acl_filters(broker: "Broker", key: str) -> tuple[Filter, ...]:
+    """The filters of ``[mqtt] deny_subscribe`` / ``deny_publish`` in the config file."""
+    section = broker.config.extra.get("mqtt", {})
+    return tuple(Filter(f) for f in section.get(key, ()) if isinstance(f, str) and f)
+
+
+def denied(filters: tuple[Filter, ...], topic: str) -> bool:
+    for f in filters:
+        if filter_covers(f, topic):
+            return True
+    return False
+
+
+def publish_will(broker: "Broker", vhost: "VirtualHost", will: "Will", client_id: str) -> None:
+    """Publish a will message as if the client had sent it (3.1.1 3.1.2.5, 5.0 3.1.3.2)."""
+    if denied(acl_filters(broker, "deny_publish"), will.topic):
+        return
+    props = will.properties or None
+    if props:
+        props = {k: v for k, v in props.items() if k != "will_delay_interval"}
+    key = topic_to_key(will.topic)
+    msg = to_message(key, will.payload, will.qos, will.retain, props)
+    msg.origin = client_id
+    if will.retain:
+        expiry = (props or {}).get("message_expiry_interval")
+        retained_store(broker, vhost.name).put(
+            will.topic, msg, will.qos, None if expiry is None else vhost.clock() + expiry)
+    try:
+        vhost.publish("amq.topic", key, msg)
+    except BrokerError:
+        pass
