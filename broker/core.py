@@ -13,6 +13,7 @@ from typing import Any, Callable
 
 import trio
 
+from .activemq import ActiveMQSettings
 from .auth import AuthRegistry, User
 from .config import BrokerConfig
 from .errors import AccessRefused, NotAllowed
@@ -50,7 +51,10 @@ class Broker:
     def add_vhost(self, name: str) -> VirtualHost:
         vh = self.vhosts.get(name)
         if vh is None:
-            vh = self.vhosts[name] = VirtualHost(name, self.timers, self.clock, self.store)
+            vh = self.vhosts[name] = VirtualHost(
+                name, self.timers, self.clock, self.store, engine=self.engine,
+                activemq_settings=ActiveMQSettings.from_config(self.config) if self.engine == "activemq" else None,
+            )
         return vh
 
     def open_vhost(self, user: User, name: str) -> VirtualHost:

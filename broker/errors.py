@@ -43,6 +43,22 @@ class PreconditionFailed(BrokerError):
     code, name, soft = 406, "PRECONDITION_FAILED", True
 
 
+class InvalidSelector(PreconditionFailed):
+    """A JMS message selector that does not parse (JMS 1.1 §3.8.1; InvalidSelectorException).
+
+    ActiveMQ: the exception's message is the selector text itself and the parse error is
+    its cause; ``text`` is the selector, ``reason`` the parse error.
+    """
+
+    def __init__(self, selector: str, reason: str = "") -> None:
+        super().__init__(selector)
+        self.selector = selector
+        self.reason = reason
+
+    def __str__(self) -> str:
+        return f"{self.name} - Invalid selector '{self.selector}': {self.reason}"
+
+
 class ResourceError(BrokerError):
     """The broker lacks the resources (memory, a limit was reached) to do what was asked."""
 

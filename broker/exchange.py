@@ -113,7 +113,7 @@ def _check_x_match(args: dict[str, Any]) -> None:
     x_match = args.get("x-match", "all")
     if x_match not in ("all", "any", "all-with-x", "any-with-x"):
         raise PreconditionFailed(
-            f"Invalid x-match field value {x_match!r}; expected all, any, all-with-x, or any-with-x"
+            f"Invalid x-match field value <<\"{x_match}\">>; expected all, any, all-with-x, or any-with-x"
         )
 
 

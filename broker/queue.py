@@ -17,11 +17,15 @@ from collections import deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Iterable, Protocol
 
+from . import activemq
 from .message import Message, QueueEntry
 from .queue_args import QueueSettings
 
 if TYPE_CHECKING:
+    from .selector import Selector
     from .vhost import VirtualHost
+
+_ALL_FULL = object()  # _pick's answer when no consumer can take anything
 
 
 class ConsumerOwner(Protocol):
@@ -34,7 +38,8 @@ class ConsumerOwner(Protocol):
 
 
 class Consumer:
-    __slots__ = ("queue", "tag", "owner", "no_ack", "exclusive", "priority", "prefetch", "unacked", "arguments")
+    __slots__ = ("queue", "tag", "owner", "no_ack", "exclusive", "priority", "prefetch", "unacked", "arguments",
+                 "selector")
 
     def __init__(
         self,
@@ -46,9 +51,11 @@ class Consumer:
         priority: int = 0,
         prefetch: int = 0,
         arguments: dict[str, Any] | None = None,
+        selector: "Selector | None" = None,
     ) -> None:
         self.queue = queue
         self.tag = tag
+        self.selector = selector  # JMS 1.1 §3.8.1: only matching messages reach this consumer
         self.owner = owner
         self.no_ack = no_ack
         self.exclusive = exclusive
@@ -156,6 +163,14 @@ class Queue:
         self._dispatching = False
         self._expiry_at: float | None = None
         self._persist = durable and vhost.store is not None and vhost.store.keeps_messages
+        # ActiveMQ: message groups and the redelivery policy; selectors on any engine.
+        self._amq: activemq.ActiveMQSettings | None = getattr(vhost, "activemq", None)
+        self._groups: dict[str, Consumer] = {}  # JMSXGroupID -> owning consumer
+        self._selectors = 0  # consumers with a selector
+        self._selective = self._amq is not None  # dispatch through _dispatch_selective
+        self._version = 0  # bumped when an entry left in the queue may become deliverable
+        self._stuck = 0  # head entries the last selective scan found no consumer for
+        self._stuck_version = -1
 
     # -- publishing ---------------------------------------------------------------------
     def publish(self, message: Message, now: float) -> bool:
@@ -179,7 +194,10 @@ class Queue:
         self.ready.append(entry)
         self.bytes_ready += entry.size
         if self.consumers:
-            self.dispatch()
+            if self._selective:
+                self._dispatch_selective(new_entry=True)
+            else:
+                self.dispatch()
         if entry.expires_at is not None:
             self.expire(now)
         return True
@@ -218,6 +236,9 @@ class Queue:
         """Hand ready entries to consumers with credit, round-robin by priority."""
         if self._dispatching or self.deleted:
             return
+        if self._selective:
+            self._dispatch_selective(new_entry=False)
+            return
         self._dispatching = True
         try:
             ready = self.ready
@@ -239,6 +260,127 @@ class Queue:
                 consumer.owner.deliver(consumer, entry)
         finally:
             self._dispatching = False
+
+    def _dispatch_selective(self, new_entry: bool) -> None:
+        """Dispatch with selectors and message groups (ActiveMQ queue semantics): each ready
+        entry, in order, goes to the first consumer (by priority, round-robin) with credit
+        whose selector matches and that may take its group; entries nobody takes stay, in
+        order, and later entries may pass them. ``new_entry``: only the tail entry is new,
+        so when the scan before found no taker for every other entry, try the tail alone."""
+        if self._dispatching or self.deleted:
+            return
+        self._dispatching = True
+        try:
+            ready = self.ready
+            if (new_entry and self._stuck_version == self._version and self._stuck == len(ready) - 1
+                    and type(ready) is deque):
+                entry = ready[-1]
+                if entry.expires_at is None or entry.expires_at >= self.vhost.clock():
+                    consumer = self._pick(entry)
+                    if consumer is None:
+                        self._stuck += 1
+                    elif consumer is not _ALL_FULL:
+                        ready.pop()
+                        self.bytes_ready -= entry.size
+                        self._hand_over(consumer, entry)
+                    return
+            self._scan()
+        finally:
+            self._dispatching = False
+
+    def _scan(self) -> None:
+        ready = self.ready
+        kept: list[QueueEntry] = []
+        verified = 0
+        while ready:
+            entry = ready.popleft()
+            self.bytes_ready -= entry.size
+            if entry.expires_at is not None and entry.expires_at < self.vhost.clock():
+                self._settle_dropped([entry])
+                self.vhost.dead_letter(self, [entry], "expired")
+                continue
+            consumer = self._pick(entry)
+            kept_here = consumer is None or consumer is _ALL_FULL
+            if kept_here:
+                kept.append(entry)
+                if consumer is _ALL_FULL:
+                    break
+                verified += 1
+                continue
+            self._hand_over(consumer, entry)
+        for entry in reversed(kept):
+            ready.appendleft(entry)
+            self.bytes_ready += entry.size
+        self._stuck = verified if verified == len(kept) else -1
+        self._stuck_version = self._version
+
+    def _hand_over(self, consumer: Consumer, entry: QueueEntry) -> None:
+        if consumer.no_ack:
+            self._settle(entry)
+        else:
+            consumer.unacked += 1
+            self.unacked += 1
+        consumer.owner.deliver(consumer, entry)
+
+    def _pick(self, entry: QueueEntry) -> Any:
+        """The consumer entry goes to (its group taken or released), None when no consumer
+        with credit may take it, _ALL_FULL when no consumer has credit."""
+        consumers = self.consumers
+        n = len(consumers)
+        if n and self.settings.single_active_consumer:
+            n = 1
+        message = entry.message
+        group = None
+        if self._amq is not None:
+            headers = message.properties.get("headers")
+            if headers:
+                group = headers.get("JMSXGroupID")
+                if group is not None:
+                    return self._pick_grouped(entry, str(group), _group_seq(headers.get("JMSXGroupSeq")), n)
+        best = None
+        any_credit = False
+        start = self._rr
+        for i in range(n):
+            idx = (start + i) % n
+            c = consumers[idx]
+            if c.owner.blocked or (c.prefetch and c.unacked >= c.prefetch):
+                continue
+            any_credit = True
+            if best is not None and c.priority <= best.priority:
+                continue
+            sel = c.selector
+            if sel is None or sel.matches(message, entry):
+                best, best_i = c, idx
+        if best is None:
+            return None if any_credit else _ALL_FULL
+        self._rr = best_i + 1
+        return best
+
+    def _pick_grouped(self, entry: QueueEntry, group: str, seq: int, n: int) -> Any:
+        """ActiveMQ message groups (Queue.assignMessageGroup): the first consumer to get a
+        group owns it until it goes away; JMSXGroupSeq 1 lets any consumer take the group
+        over, and a negative JMSXGroupSeq delivered to the owner closes the group."""
+        owner = self._groups.get(group)
+        if owner is not None and seq != 1:
+            if owner.owner.blocked or (owner.prefetch and owner.unacked >= owner.prefetch):
+                return None if any(not c.owner.blocked and not (c.prefetch and c.unacked >= c.prefetch)
+                                   for c in self.consumers[:n]) else _ALL_FULL
+            if owner.selector is not None and not owner.selector.matches(entry.message, entry):
+                return None
+            if seq < 0:
+                del self._groups[group]
+                self._version += 1
+            return owner
+        saved = self._amq
+        self._amq = None  # pick as for an ungrouped entry
+        try:
+            chosen = self._pick(entry)
+        finally:
+            self._amq = saved
+        if chosen is not None and chosen is not _ALL_FULL:
+            # ActiveMQ: a closing message with no owner still assigns the group.
+            self._groups[group] = chosen
+        return chosen
 
     def _next_consumer(self) -> Consumer | None:
         consumers = self.consumers
@@ -302,10 +444,16 @@ class Queue:
         """Put delivered entries back at the head in their original order, redelivered."""
         limit = self.settings.delivery_limit
         quorum = self.settings.quorum
+        amq = self._amq
         over = []
         for entry in reversed(list(entries)):
             entry.redelivered = True
-            if quorum:
+            if amq is not None:
+                # ActiveMQ: past maximumRedeliveries the message goes to ActiveMQ.DLQ.
+                if activemq.over_redelivery_limit(amq, entry):
+                    over.append(entry)
+                    continue
+            elif quorum:
                 entry.delivery_count += 1
                 if limit is not None and entry.delivery_count > limit:
                     over.append(entry)
@@ -332,6 +480,7 @@ class Queue:
             self.dispatch()
 
     def _release(self, consumer: Consumer | None) -> None:
+        self._version += 1
         self.unacked -= 1
         if consumer is not None and consumer.unacked:
             consumer.unacked -= 1
@@ -346,6 +495,10 @@ class Queue:
 
     # -- consumers ----------------------------------------------------------------------
     def add_consumer(self, consumer: Consumer) -> None:
+        if consumer.selector is not None:
+            self._selectors += 1
+            self._selective = True
+        self._version += 1
         self.consumers.append(consumer)
         if consumer.priority:
             self.consumers.sort(key=lambda c: -c.priority)
@@ -358,13 +511,20 @@ class Queue:
         except ValueError:
             return
         self.last_used = self.vhost.clock()
+        self._version += 1
+        if consumer.selector is not None:
+            self._selectors -= 1
+            self._selective = self._selectors > 0 or self._amq is not None
+        if self._groups:  # ActiveMQ: its groups go to whichever consumer gets their next message
+            for group in [g for g, c in self._groups.items() if c is consumer]:
+                del self._groups[group]
         if not self.consumers:
             if self.auto_delete and self.had_consumer:
                 self.vhost.delete_queue(self.name, internal=True)
                 return
             self.vhost.schedule_queue_expiry(self)
-        elif self.settings.single_active_consumer:
-            self.dispatch()  # the next consumer in line becomes active
+        elif self.settings.single_active_consumer or self._selective:
+            self.dispatch()  # the next consumer in line becomes active, or takes its groups
 
     # -- expiry and housekeeping --------------------------------------------------------
     def expire(self, now: float) -> None:
@@ -404,3 +564,13 @@ class Queue:
 
     def __repr__(self) -> str:
         return f"Queue({self.name!r}, ready={len(self.ready)}, consumers={len(self.consumers)})"
+
+
+def _group_seq(value: Any) -> int:
+    """JMSXGroupSeq as a number (STOMP sends a string); 0 when absent or not a number."""
+    if value is None or isinstance(value, bool):
+        return 0
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return 0

@@ -12,6 +12,27 @@ from typing import Any
 from .errors import PreconditionFailed
 
 OVERFLOW_MODES = ("drop-head", "reject-publish", "reject-publish-dlx")
+
+
+def amqp_type_name(v: Any) -> str:
+    """The field-table type RabbitMQ names in its error texts for a decoded value."""
+    if isinstance(v, bool):
+        return "bool"
+    if isinstance(v, int):
+        return "signedint" if -(1 << 31) <= v < (1 << 31) else "long"
+    if isinstance(v, str):
+        return "longstr"
+    if isinstance(v, (bytes, bytearray, memoryview)):
+        return "binary"
+    if isinstance(v, float):
+        return "double"
+    if isinstance(v, dict):
+        return "table"
+    if isinstance(v, (list, tuple)):
+        return "array"
+    if v is None:
+        return "void"
+    return type(v).__name__.lower()
 QUEUE_TYPES = ("classic", "quorum", "stream")
 
 
@@ -45,7 +66,7 @@ class QueueSettings:
                 return None
             v = args[key]
             if isinstance(v, bool) or not isinstance(v, int):
-                raise bad(key, f"{{unacceptable_type,{type(v).__name__}}}")
+                raise bad(key, f'"expected integer, got {amqp_type_name(v)}"')
             if v < minimum:
                 raise bad(key, f"{{value_negative,{v}}}" if v < 0 else f"{{value_zero,{v}}}")
             return v
@@ -57,22 +78,25 @@ class QueueSettings:
             if isinstance(v, bytes):
                 v = v.decode("utf-8", "replace")
             if not isinstance(v, str):
-                raise bad(key, f"{{unacceptable_type,{type(v).__name__}}}")
+                raise PreconditionFailed(f"invalid type '{amqp_type_name(v)}' for arg '{key}' in queue "
+                                         f"'{queue}' in vhost '{vhost}'")
             return v
 
         overflow = string("x-overflow") or "drop-head"
         if overflow not in OVERFLOW_MODES:
-            raise bad("x-overflow", f"{{unacceptable_value,<<\"{overflow}\">>}}")
+            raise bad("x-overflow", "invalid_overflow")
         qtype = string("x-queue-type") or "classic"
         if qtype not in QUEUE_TYPES:
-            raise bad("x-queue-type", f"{{unacceptable_value,<<\"{qtype}\">>}}")
+            raise bad("x-queue-type", f"\"unsupported queue type '{qtype}'\"")
         priority = integer("x-max-priority", 0) or 0
         if priority > 255:
-            raise bad("x-max-priority", f"{{value_too_large,{priority},255}}")
+            raise bad("x-max-priority", f"{{max_value_exceeded,{priority}}}")
         sac = args.get("x-single-active-consumer", False)
         if not isinstance(sac, bool):
-            raise bad("x-single-active-consumer", f"{{unacceptable_type,{type(sac).__name__}}}")
+            raise bad("x-single-active-consumer", f"{{unacceptable_type,{amqp_type_name(sac)}}}")
         limit = integer("x-delivery-limit", 0)
+        if "x-dead-letter-routing-key" in args and "x-dead-letter-exchange" not in args:
+            raise bad("x-dead-letter-routing-key", "routing_key_but_no_dlx_defined")
         return cls(
             message_ttl=integer("x-message-ttl", 0),
             expires=integer("x-expires", 1),

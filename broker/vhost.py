@@ -11,11 +11,12 @@ import datetime
 import os
 from typing import TYPE_CHECKING, Any, Callable, Iterable
 
+from . import activemq
 from .errors import AccessRefused, NotFound, PreconditionFailed, ResourceLocked
 from .exchange import EXCHANGE_TYPES, Binding, Exchange, freeze_arguments
 from .message import Message, QueueEntry
 from .queue import Queue
-from .queue_args import QueueSettings
+from .queue_args import QueueSettings, amqp_type_name
 from .timers import Timers
 
 if TYPE_CHECKING:
@@ -29,6 +30,7 @@ STANDARD_EXCHANGES = (
     ("amq.topic", "topic"),
     ("amq.headers", "headers"),
     ("amq.match", "headers"),
+    ("amq.rabbitmq.trace", "topic"),  # internal: RabbitMQ's firehose tracer publishes there
 )
 
 # Queue arguments compared when a queue is declared again (RabbitMQ's equivalence check).
@@ -50,8 +52,15 @@ class VirtualHost:
         timers: Timers,
         clock: Callable[[], float],
         store: "Store | None" = None,
+        engine: str = "rabbitmq",
+        activemq_settings: "activemq.ActiveMQSettings | None" = None,
     ) -> None:
         self.name = name
+        self.engine = engine
+        # ActiveMQ policies (scheduler, redelivery, ActiveMQ.DLQ); None on a RabbitMQ broker.
+        self.activemq: activemq.ActiveMQSettings | None = (
+            (activemq_settings or activemq.ActiveMQSettings()) if engine == "activemq" else None
+        )
         self.timers = timers
         self.clock = clock
         self.store = store
@@ -59,14 +68,20 @@ class VirtualHost:
         self.queues: dict[str, Queue] = {}
         self.direct_reply: dict[str, Callable[[Message], bool]] = {}
         for xname, xtype in STANDARD_EXCHANGES:
-            self.exchanges[xname] = Exchange(xname, xtype, durable=True)
+            self.exchanges[xname] = Exchange(xname, xtype, durable=True, internal=xname == "amq.rabbitmq.trace")
 
     # -- publishing ---------------------------------------------------------------------
     def publish(self, exchange: str, routing_key: str, message: Message) -> tuple[int, bool]:
         """Route and enqueue message. Returns (queues reached, whether any queue refused it).
 
         Raises NotFound for an unknown exchange and AccessRefused for an internal one.
+        ActiveMQ: a message asking for scheduled delivery is held and counts as one queue
+        reached (PreconditionFailed for a bad schedule value).
         """
+        if self.activemq is not None and self.activemq.scheduler_support and (
+            exchange == "" or exchange in self.exchanges
+        ) and activemq.maybe_schedule(self, exchange, routing_key, message):
+            return 1, False
         if exchange == "":
             q = self.queues.get(routing_key)
             if q is None:
@@ -153,8 +168,11 @@ class VirtualHost:
         """Republish entries to the queue's dead-letter exchange with an ``x-death`` record.
 
         Without a dead-letter exchange (or if it does not exist) the entries are dropped,
-        as on RabbitMQ.
+        as on RabbitMQ. On an ActiveMQ broker they go to ``ActiveMQ.DLQ`` instead.
         """
+        if self.activemq is not None:
+            activemq.dead_letter(self, queue, entries, reason)
+            return
         s = queue.settings
         dlx_name = s.dead_letter_exchange
         if dlx_name is None:
@@ -188,17 +206,21 @@ class VirtualHost:
         PreconditionFailed (unknown type, or inequivalent to the existing exchange)."""
         ex = self.exchanges.get(name)
         if passive:
+            if name == "":
+                raise AccessRefused("operation not permitted on the default exchange")
             if ex is None:
                 raise NotFound(f"no exchange '{name}' in vhost '{self.name}'")
             return ex
-        if name.startswith("amq.") or name == "":
-            if ex is not None and name == "" and type == "direct":
-                return ex
-            raise AccessRefused(f"exchange name '{name}' contains reserved prefix 'amq.*'")
         if type not in EXCHANGE_TYPES:
             # RabbitMQ 3.10 closed the connection with 503 here; later 3.x releases close
             # the channel with 406, which is what clients' tests expect. mqemu follows them.
             raise PreconditionFailed(f"invalid exchange type '{type}'")
+        if name == "":
+            raise AccessRefused("operation not permitted on the default exchange")
+        if ex is None and name.startswith("amq."):
+            # RabbitMQ checks the prefix only for a new exchange: redeclaring amq.direct as it
+            # is succeeds, with other properties it fails the equivalence check below
+            raise AccessRefused(f"exchange name '{name}' contains reserved prefix 'amq.*'")
         if ex is not None:
             for field, new, cur in (
                 ("type", type, ex.type),
@@ -223,8 +245,8 @@ class VirtualHost:
         """Deleting an absent exchange succeeds (RabbitMQ 3.x). Raises AccessRefused for the
         default and ``amq.*`` exchanges, PreconditionFailed when if_unused and bound."""
         if name == "" or name.startswith("amq."):
-            raise AccessRefused(f"operation not permitted on the default exchange" if name == ""
-                                else f"exchange name '{name}' contains reserved prefix 'amq.*'")
+            raise AccessRefused("operation not permitted on the default exchange" if name == ""
+                                else f"deletion of system exchange '{name}' in vhost '{self.name}' not allowed")
         ex = self.exchanges.get(name)
         if ex is None:
             return
@@ -316,9 +338,10 @@ class VirtualHost:
             if key == "x-queue-type" and (new is None or cur is None):
                 continue  # a declare without a type matches any type
             if new != cur:
+                show = _show if new is not None and cur is not None else _show_typed
                 raise PreconditionFailed(
                     f"inequivalent arg '{key}' for queue '{q.name}' in vhost '{self.name}': "
-                    f"received {_show(new)} but current is {_show(cur)}"
+                    f"received {show(new)} but current is {show(cur)}"
                 )
 
     def check_exclusive(self, q: Queue, owner: object | None) -> None:
@@ -392,8 +415,12 @@ class VirtualHost:
 
     def unbind(self, source: str, destination: str, routing_key: str, arguments: dict[str, Any] | None = None,
                destination_kind: str = "queue", owner: object | None = None) -> None:
-        """Removing a binding that does not exist succeeds, as on RabbitMQ."""
-        self._binding_ends(source, destination, destination_kind, owner)
+        """Removing a binding that does not exist succeeds, as on RabbitMQ, even when its
+        source or destination does not exist either."""
+        try:
+            self._binding_ends(source, destination, destination_kind, owner)
+        except NotFound:
+            return
         self._remove_binding(Binding(source, destination, destination_kind, routing_key, freeze_arguments(arguments)))
 
     def _binding_ends(self, source: str, destination: str, kind: str, owner: object | None) -> tuple[Exchange, Any]:
@@ -440,6 +467,13 @@ def _show(v: Any) -> str:
     if v is None:
         return "none"
     return f"'{v}'"
+
+
+def _show_typed(v: Any) -> str:
+    """RabbitMQ's form when only one side has the argument: the value 'X' of type 'T'."""
+    if v is None:
+        return "none"
+    return f"the value '{v}' of type '{amqp_type_name(v)}'"
 
 
 def _cycles(msg: Message, target: str, reason: str) -> bool:

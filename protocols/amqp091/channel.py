@@ -78,10 +78,7 @@ class Channel:
             return
         if cls is MethodFrame:
             if self._publish is not None:
-                if self._header is None:
-                    raise HardError(UNEXPECTED_FRAME, "expected content header for class 60, "
-                                           "got non content header frame instead")
-                raise HardError(UNEXPECTED_FRAME, "expected content body, got non content body frame instead")
+                self._unexpected_during_content()
             m = frame.method
             handler = _HANDLERS.get(m.__class__)
             if handler is None:
@@ -96,9 +93,7 @@ class Channel:
             return
         if cls is ContentFrames:
             if self._publish is not None:
-                raise HardError(UNEXPECTED_FRAME, "expected content header for class 60, "
-                                "got non content header frame instead" if self._header is None else
-                                "expected content body, got non content body frame instead")
+                self._unexpected_during_content()
             m = frame.method
             if m.immediate:
                 raise HardError(NOT_IMPLEMENTED, "immediate=true", 60, 40)
@@ -114,7 +109,7 @@ class Channel:
                 raise HardError(UNEXPECTED_FRAME, "expected method frame, got non method frame instead")
             if frame.class_id != 60:
                 raise HardError(UNEXPECTED_FRAME, f"expected content header for class 60, "
-                                       f"got class {frame.class_id}")
+                                f"got one for class {frame.class_id} instead", 60, 40)
             if frame.body_size > MAX_MESSAGE_SIZE:
                 self._too_large(frame.body_size)
                 return
@@ -125,6 +120,8 @@ class Channel:
             return
         if cls is BodyFrame:
             if self._header is None:
+                if self._publish is not None:
+                    self._unexpected_during_content()
                 raise HardError(UNEXPECTED_FRAME, "expected method frame, got non method frame instead")
             data = frame.data
             self._body_left -= len(data)
@@ -138,6 +135,13 @@ class Channel:
                 body = b"".join(self._body)
                 self._body = []
                 self._content_complete(body)
+
+    def _unexpected_during_content(self) -> None:
+        """A frame that breaks off a publish's content: RabbitMQ names basic.publish (60, 40)."""
+        if self._header is None:
+            raise HardError(UNEXPECTED_FRAME, "expected content header for class 60, "
+                            "got non content header frame instead", 60, 40)
+        raise HardError(UNEXPECTED_FRAME, "expected content body, got non content body frame instead", 60, 40)
 
     def _too_large(self, size: int) -> None:
         self._publish = None
@@ -213,6 +217,8 @@ class Channel:
         pass  # a close-ok for a close we never sent: ignore
 
     def _on_flow(self, m: spec.ChannelFlow) -> None:
+        if not m.active:  # RabbitMQ 3.x does not implement client-side flow control
+            raise HardError(NOT_IMPLEMENTED, "active=false", 20, 20)
         self.flow_active = m.active
         self.update_blocked()
         self.conn.send(encode_method(self.number, spec.ChannelFlowOk(active=m.active)))
@@ -276,7 +282,8 @@ class Channel:
             return
         if not m.passive:
             self._check("configure", "queue", m.queue or "amq.gen")
-        q = vhost.declare_queue(m.queue, m.durable, conn if m.exclusive else None, m.auto_delete,
+        # RabbitMQ (rabbit_channel): an exclusive queue is never durable, whatever was asked
+        q = vhost.declare_queue(m.queue, m.durable and not m.exclusive, conn if m.exclusive else None, m.auto_delete,
                                 m.arguments, m.passive, owner=conn)
         self.last_queue = q.name
         self._ok(m, spec.QueueDeclareOk(queue=q.name, message_count=len(q.ready), consumer_count=len(q.consumers)))

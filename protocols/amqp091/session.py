@@ -44,7 +44,7 @@ from .codec import (
     ProtocolHeaderMismatch,
     encode_method,
 )
-from .fieldtable import _decode_table
+from .fieldtable import decode_table
 from .replies import (
     ACCESS_REFUSED, CHANNEL_ERROR, CODE_NAMES, COMMAND_INVALID, CONNECTION_FORCED, NOT_ALLOWED,
     UNEXPECTED_FRAME, HardError,
@@ -234,14 +234,17 @@ class AMQPConnection:
     # -- frames -------------------------------------------------------------------------
     def _handle_frame(self, frame: Any) -> None:
         state = self.state
+        if frame.__class__ is Heartbeat:
+            if frame.channel != 0 and state is not State.CLOSING:
+                # RabbitMQ (rabbit_reader): a heartbeat off channel 0 is unexpected_frame
+                raise HardError(UNEXPECTED_FRAME, f"type 8, heartbeat on channel {frame.channel}")
+            return
         if state is State.OPEN:
-            ch = self.channels.get(frame.channel) if frame.__class__ is not Heartbeat else None
+            ch = self.channels.get(frame.channel)
             if ch is not None:
                 ch.handle(frame)
                 return
             self._frame_without_channel(frame)
-            return
-        if frame.__class__ is Heartbeat:
             return
         if state is State.CLOSING:
             if frame.__class__ is MethodFrame and frame.channel == 0:
@@ -270,8 +273,6 @@ class AMQPConnection:
         handler(self, frame.method)
 
     def _frame_without_channel(self, frame: Any) -> None:
-        if frame.__class__ is Heartbeat:
-            return
         if frame.channel == 0:
             if frame.__class__ is not MethodFrame:
                 raise HardError(UNEXPECTED_FRAME, f"unexpected {type(frame).__name__} on channel 0")
@@ -286,8 +287,9 @@ class AMQPConnection:
             elif m.__class__ in (spec.ConnectionBlocked, spec.ConnectionUnblocked):
                 pass
             else:
-                raise HardError(COMMAND_INVALID, f"unexpected method {m.NAME} on channel 0",
-                                       m.CLASS_ID, m.METHOD_ID)
+                # RabbitMQ (rabbit_reader:handle_method0): any other method here is a channel_error
+                raise HardError(CHANNEL_ERROR, "unexpected method in connection state running",
+                                m.CLASS_ID, m.METHOD_ID)
             return
         if frame.__class__ is MethodFrame and frame.method.__class__ is spec.ChannelOpen:
             self._open_channel(frame.channel)
@@ -297,9 +299,11 @@ class AMQPConnection:
                                m.CLASS_ID if m else 0, m.METHOD_ID if m else 0)
 
     def _open_channel(self, number: int) -> None:
-        if number > self.channel_max:
-            raise HardError(NOT_ALLOWED, f"channel number {number} above negotiated channel_max "
-                                   f"{self.channel_max}", 20, 10)
+        # RabbitMQ 3.10 (rabbit_reader:create_channel) limits how many channels are open, not
+        # their numbers, and names no method in the close.
+        if self.channel_max and len(self.channels) >= self.channel_max:
+            raise HardError(NOT_ALLOWED, f"number of channels opened ({len(self.channels)}) has "
+                            f"reached the negotiated channel_max ({self.channel_max})")
         self.channels[number] = Channel(self, number)
         self.send(encode_method(number, spec.ChannelOpenOk()))
 
@@ -320,7 +324,8 @@ class AMQPConnection:
         except AuthenticationFailed as e:
             log.info("authentication failed", extra={"conn": self.conn_id, "reason": e.text})
             if self.capabilities.get("authentication_failure_close"):
-                self.connection_error(ACCESS_REFUSED, f"ACCESS_REFUSED - {e.text}", 10, 11,
+                # RabbitMQ sends this close with class and method 0
+                self.connection_error(ACCESS_REFUSED, f"ACCESS_REFUSED - {e.text}", 0, 0,
                                       reason=ClosedReason.AUTH_FAILED, prefixed=True)
             else:
                 self._closed(ClosedReason.AUTH_FAILED)
@@ -338,7 +343,7 @@ class AMQPConnection:
             return parts[1].decode("utf-8", "replace"), parts[2].decode("utf-8", "replace")
         if mechanism == "AMQPLAIN":
             try:
-                table = _decode_table(bytes(response), 0, len(response))
+                table = decode_table(bytes(response))
             except AMQPFrameError:
                 raise AuthenticationFailed("Login was refused: malformed AMQPLAIN response") from None
             login, password = table.get("LOGIN", ""), table.get("PASSWORD", "")

@@ -184,6 +184,8 @@ class RawAMQP:
             if not isinstance(f, MethodFrame):
                 continue
             m = f.method
+            if isinstance(m, spec.BasicQosOk):  # the answer to alive(): nothing was closed
+                return Outcome("ok")
             if isinstance(m, spec.ConnectionClose):
                 try:
                     self.method(0, spec.ConnectionCloseOk())
@@ -196,6 +198,11 @@ class RawAMQP:
                 except OSError:
                     pass
                 return Outcome("channel", m.reply_code, m.class_id, m.method_id, m.reply_text)
+
+
+def alive(c: RawAMQP, channel: int = 1) -> None:
+    """Ask for basic.qos-ok: ``outcome`` returns "ok" at once when it comes back."""
+    c.method(channel, spec.BasicQos(prefetch_count=0))
 
 
 # -- scenarios ----------------------------------------------------------------------------
@@ -360,10 +367,43 @@ def second_channel_open(host: str, port: int) -> Outcome:
         return c.outcome()
 
 
-def channel_above_max(host: str, port: int) -> Outcome:
+def channel_number_above_max(host: str, port: int) -> Outcome:
     with RawAMQP(host, port) as c:
-        c.handshake(channel_max=10)
-        c.method(11, spec.ChannelOpen())
+        c.handshake(channel_max=2)
+        c.method(7, spec.ChannelOpen())
+        c.expect(spec.ChannelOpenOk)
+        alive(c, 7)
+        return c.outcome()
+
+
+def channel_count_over_max(host: str, port: int) -> Outcome:
+    with RawAMQP(host, port) as c:
+        c.handshake(channel_max=2)
+        for n in (1, 2):
+            c.open_channel(n)
+        c.method(3, spec.ChannelOpen())
+        return c.outcome()
+
+
+def connection_open_twice(host: str, port: int) -> Outcome:
+    with RawAMQP(host, port) as c:
+        c.handshake()
+        c.method(0, spec.ConnectionOpen(virtual_host="/"))
+        return c.outcome()
+
+
+def header_on_channel_zero(host: str, port: int) -> Outcome:
+    with RawAMQP(host, port) as c:
+        c.handshake()
+        c.send(content_header(0, 2))
+        return c.outcome()
+
+
+def method_instead_of_body(host: str, port: int) -> Outcome:
+    with _opened(host, port) as c:
+        c.method(1, spec.BasicPublish(exchange="", routing_key="nowhere"))
+        c.send(content_header(1, 4) + body_frame(1, b"ab"))
+        c.method(1, spec.BasicQos(prefetch_count=1))
         return c.outcome()
 
 
@@ -506,9 +546,144 @@ def exchange_redeclare_other_type(c: RawAMQP) -> None:
 @_channel_scenario
 def queue_inequivalent_durable(c: RawAMQP) -> None:
     name = _unique("q")
+    args = {"x-expires": 5000}  # not exclusive: let the reference broker drop it soon
+    c.method(1, spec.QueueDeclare(queue=name, arguments=args))
+    c.expect(spec.QueueDeclareOk)
+    c.method(1, spec.QueueDeclare(queue=name, durable=True, arguments=args))
+
+
+@_channel_scenario
+def exclusive_queue_durable_ignored(c: RawAMQP) -> None:
+    name = _unique("q")
+    c.method(1, spec.QueueDeclare(queue=name, exclusive=True, durable=True))
+    c.expect(spec.QueueDeclareOk)
+    c.method(1, spec.QueueDeclare(queue=name, exclusive=True, durable=False))
+    c.expect(spec.QueueDeclareOk)
+    alive(c)
+
+
+@_channel_scenario
+def queue_inequivalent_args_missing(c: RawAMQP) -> None:
+    name = _unique("q")
+    c.method(1, spec.QueueDeclare(queue=name, exclusive=True, arguments={"x-message-ttl": 1000}))
+    c.expect(spec.QueueDeclareOk)
+    c.method(1, spec.QueueDeclare(queue=name, exclusive=True))
+
+
+@_channel_scenario
+def queue_inequivalent_args_added(c: RawAMQP) -> None:
+    name = _unique("q")
     c.method(1, spec.QueueDeclare(queue=name, exclusive=True))
     c.expect(spec.QueueDeclareOk)
-    c.method(1, spec.QueueDeclare(queue=name, exclusive=True, durable=True))
+    c.method(1, spec.QueueDeclare(queue=name, exclusive=True, arguments={"x-message-ttl": 1000}))
+
+
+@_channel_scenario
+def queue_inequivalent_auto_delete(c: RawAMQP) -> None:
+    name = _unique("q")
+    c.method(1, spec.QueueDeclare(queue=name, exclusive=True))
+    c.expect(spec.QueueDeclareOk)
+    c.method(1, spec.QueueDeclare(queue=name, exclusive=True, auto_delete=True))
+
+
+def _bad_args(args: dict) -> Callable[[RawAMQP], None]:
+    def body(c: RawAMQP) -> None:
+        c.method(1, spec.QueueDeclare(queue=_unique("q"), exclusive=True, arguments=args))
+    return body
+
+
+queue_arg_ttl_string = _channel_scenario(_bad_args({"x-message-ttl": "abc"}))
+queue_arg_max_length_float = _channel_scenario(_bad_args({"x-max-length": 1.5}))
+queue_arg_max_length_negative = _channel_scenario(_bad_args({"x-max-length": -1}))
+queue_arg_expires_zero = _channel_scenario(_bad_args({"x-expires": 0}))
+queue_arg_priority_too_large = _channel_scenario(_bad_args({"x-max-priority": 300}))
+queue_arg_overflow_bogus = _channel_scenario(_bad_args({"x-overflow": "bogus"}))
+queue_arg_type_bogus = _channel_scenario(_bad_args({"x-queue-type": "bogus"}))
+queue_arg_sac_string = _channel_scenario(_bad_args({"x-single-active-consumer": "yes"}))
+queue_arg_dlx_integer = _channel_scenario(_bad_args({"x-dead-letter-exchange": 5}))
+queue_arg_dlrk_without_dlx = _channel_scenario(_bad_args({"x-dead-letter-routing-key": "k"}))
+for _name in [n for n in list(globals()) if n.startswith("queue_arg_")]:
+    globals()[_name].__name__ = _name
+
+
+@_channel_scenario
+def passive_default_exchange(c: RawAMQP) -> None:
+    c.method(1, spec.ExchangeDeclare(exchange="", type="direct", passive=True))
+
+
+@_channel_scenario
+def declare_default_exchange(c: RawAMQP) -> None:
+    c.method(1, spec.ExchangeDeclare(exchange="", type="direct", durable=True))
+
+
+@_channel_scenario
+def redeclare_amq_direct_as_is(c: RawAMQP) -> None:
+    c.method(1, spec.ExchangeDeclare(exchange="amq.direct", type="direct", durable=True))
+    c.expect(spec.ExchangeDeclareOk)
+    alive(c)
+
+
+@_channel_scenario
+def redeclare_amq_direct_not_durable(c: RawAMQP) -> None:
+    c.method(1, spec.ExchangeDeclare(exchange="amq.direct", type="direct", durable=False))
+
+
+@_channel_scenario
+def delete_missing_amq_exchange(c: RawAMQP) -> None:
+    c.method(1, spec.ExchangeDelete(exchange="amq.mqemu-missing"))
+
+
+@_channel_scenario
+def delete_default_exchange_itself(c: RawAMQP) -> None:
+    c.method(1, spec.ExchangeDelete(exchange=""))
+
+
+@_channel_scenario
+def publish_to_trace_exchange(c: RawAMQP) -> None:
+    c.method(1, spec.BasicPublish(exchange="amq.rabbitmq.trace", routing_key="x"))
+    c.send(content_header(1, 0))
+
+
+@_channel_scenario
+def unbind_missing_everything(c: RawAMQP) -> None:
+    c.method(1, spec.QueueUnbind(queue=_unique("missing"), exchange=_unique("missing"), routing_key="k"))
+    c.expect(spec.QueueUnbindOk)
+    c.method(1, spec.ExchangeUnbind(destination=_unique("missing"), source=_unique("missing"), routing_key="k"))
+    c.expect(spec.ExchangeUnbindOk)
+    alive(c)
+
+
+@_channel_scenario
+def headers_bind_bad_x_match(c: RawAMQP) -> None:
+    c.method(1, spec.QueueDeclare(queue="", exclusive=True))
+    c.expect(spec.QueueDeclareOk)
+    c.method(1, spec.QueueBind(queue="", exchange="amq.headers", arguments={"x-match": "some"}))
+
+
+@_channel_scenario
+def channel_flow_inactive(c: RawAMQP) -> None:
+    c.method(1, spec.ChannelFlow(active=False))
+
+
+@_channel_scenario
+def get_without_previous_queue(c: RawAMQP) -> None:
+    c.method(1, spec.BasicGet(queue=""))
+
+
+@_channel_scenario
+def reject_unknown_tag(c: RawAMQP) -> None:
+    c.method(1, spec.BasicReject(delivery_tag=3))
+
+
+@_channel_scenario
+def nack_unknown_tag_multiple(c: RawAMQP) -> None:
+    c.method(1, spec.BasicNack(delivery_tag=5, multiple=True))
+
+
+@_channel_scenario
+def ack_all_when_nothing_unacked(c: RawAMQP) -> None:
+    c.method(1, spec.BasicAck(delivery_tag=0, multiple=True))
+    alive(c)
 
 
 @_channel_scenario
@@ -653,15 +828,19 @@ _add(header_wrong_class, ("connection", 505, 60, 40))
 _add(bad_field_table_type, ("connection", 502, 50, 10))
 _add(absurd_body_size, ("channel", 406, 60, 40))
 _add(body_longer_than_header, ("connection", 501, 0, 0))
-_add(heartbeat_on_channel, ("connection", 501, 0, 0))
+_add(heartbeat_on_channel, ("connection", 505, 0, 0))
 _add(second_channel_open, ("connection", 504, 20, 10))
-_add(channel_above_max, ("connection", 530, 20, 10))
+_add(channel_number_above_max, ("ok", 0, 0, 0))
+_add(channel_count_over_max, ("connection", 530, 0, 0))
+_add(connection_open_twice, ("connection", 504, 10, 40))
+_add(header_on_channel_zero, ("connection", 505, 0, 0))
+_add(method_instead_of_body, ("connection", 505, 60, 40))
 _add(connection_method_on_channel, ("connection", 503, 10, 40))
-_add(channel_method_on_channel_zero, ("connection", 503, 50, 10))
+_add(channel_method_on_channel_zero, ("connection", 504, 50, 10))
 _add(immediate_publish, ("connection", 540, 60, 40))
 _add(prefetch_size, ("connection", 540, 60, 10))
 _add(unknown_vhost, ("connection", 530, 10, 40))
-_add(wrong_password, ("connection", 403, 10, 11))
+_add(wrong_password, ("connection", 403, 0, 0))
 _add(frame_max_too_small, ("connection", 530, 10, 31))
 _add(passive_missing_queue, ("channel", 404, 50, 10))
 _add(passive_missing_exchange, ("channel", 404, 40, 10))
@@ -675,6 +854,28 @@ _add(bind_default_exchange, ("channel", 403, 50, 20))
 _add(unknown_exchange_type, ("channel", 406, 40, 10))
 _add(exchange_redeclare_other_type, ("channel", 406, 40, 10))
 _add(queue_inequivalent_durable, ("channel", 406, 50, 10))
+_add(exclusive_queue_durable_ignored, ("ok", 0, 0, 0))
+_add(queue_inequivalent_args_missing, ("channel", 406, 50, 10))
+_add(queue_inequivalent_args_added, ("channel", 406, 50, 10))
+_add(queue_inequivalent_auto_delete, ("channel", 406, 50, 10))
+for _fn in (queue_arg_ttl_string, queue_arg_max_length_float, queue_arg_max_length_negative, queue_arg_expires_zero,
+            queue_arg_priority_too_large, queue_arg_overflow_bogus, queue_arg_type_bogus, queue_arg_sac_string,
+            queue_arg_dlx_integer, queue_arg_dlrk_without_dlx):
+    _add(_fn, ("channel", 406, 50, 10))
+_add(passive_default_exchange, ("channel", 403, 40, 10))
+_add(declare_default_exchange, ("channel", 403, 40, 10))
+_add(redeclare_amq_direct_as_is, ("ok", 0, 0, 0))
+_add(redeclare_amq_direct_not_durable, ("channel", 406, 40, 10))
+_add(delete_missing_amq_exchange, ("channel", 403, 40, 20))
+_add(delete_default_exchange_itself, ("channel", 403, 40, 20))
+_add(publish_to_trace_exchange, ("channel", 403, 60, 40))
+_add(unbind_missing_everything, ("ok", 0, 0, 0))
+_add(headers_bind_bad_x_match, ("channel", 406, 50, 20))
+_add(channel_flow_inactive, ("connection", 540, 20, 20))
+_add(get_without_previous_queue, ("channel", 404, 60, 70))
+_add(reject_unknown_tag, ("channel", 406, 60, 90))
+_add(nack_unknown_tag_multiple, ("channel", 406, 60, 120))
+_add(ack_all_when_nothing_unacked, ("ok", 0, 0, 0))
 _add(queue_inequivalent_args, ("channel", 406, 50, 10))
 _add(queue_bad_argument, ("channel", 406, 50, 10))
 _add(quorum_not_durable, ("channel", 406, 50, 10))
@@ -694,6 +895,18 @@ _add(exclusive_queue_consume_other_connection, ("channel", 405, 60, 20))
 # Where mqemu deliberately differs from RabbitMQ 3.10: name -> (3.10's outcome key, why).
 DELIBERATE = {
     "unknown_exchange_type": (("connection", 503, 40, 10),
-                              "mqemu closes the channel with 406 like RabbitMQ >= 3.11; 3.10 closed the "
-                              "connection with 503"),
+                              "mqemu closes the channel with 406 like later RabbitMQ 3.x releases; 3.10 "
+                              "closed the connection with 503"),
+    "unknown_method": (("eof", 0, 0, 0), "RabbitMQ's reader crashes and drops the socket; mqemu sends a "
+                       "clean 540 connection.close naming the class and method"),
+    "unknown_class": (("eof", 0, 0, 0), "as unknown_method"),
+    "bad_field_table_type": (("eof", 0, 0, 0), "RabbitMQ's reader crashes and drops the socket; mqemu sends "
+                             "502 SYNTAX_ERROR, the spec's code for it"),
+    "absurd_body_size": (("ok", 0, 0, 0), "RabbitMQ 3.10 checks max_message_size only once the whole body "
+                         "has arrived (it waits for 2^62 octets); mqemu refuses at the header with the same "
+                         "406 channel close so it never buffers"),
+    "body_longer_than_header": (("ok", 0, 0, 0), "RabbitMQ 3.10's assembler goes below zero remaining octets "
+                                "and waits for ever; mqemu closes with 501"),
+    "frame_max_too_small": (("eof", 0, 0, 0), "RabbitMQ closes a failed handshake silently after 3 s (its "
+                            "anti-DoS delay); mqemu sends 530 with the reason at once"),
 }

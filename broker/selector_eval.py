@@ -1,0 +1,265 @@
+"""Closures that evaluate JMS selector operators (JMS 1.1 §3.8.1.2) as ActiveMQ 5.17 does.
+
+Each builder takes the closures of its operands and returns one closure
+``fn(message, entry) -> value``, where a value is None (NULL, unknown), bool, int, float or
+str. AND, OR and NOT follow SQL three-valued logic; comparisons with a NULL operand are
+unknown. A closure may raise (ActiveMQ throws on ``'a' * 2``); ``Selector.matches`` treats
+that as no match.
+
+ActiveMQ quirks kept here, each marked "ActiveMQ:" where it is implemented:
+- a string compared with a number is false, not unknown, unless the selector was compiled
+  with ``convert_string_expressions`` (what ActiveMQ does for every STOMP subscription);
+- ``a = b`` with both absent is true, and ``5 = a`` with ``a`` absent is false (not unknown);
+- ``x IN (...)`` is unknown when ``x`` is not a string.
+"""
+
+from __future__ import annotations
+
+import decimal
+import math
+import operator
+import re
+from typing import Any, Callable
+
+Fn = Callable[[Any, Any], Any]
+
+_JAVA_INT = re.compile(r"[+-]?[0-9]+\Z")
+_JAVA_DOUBLE = re.compile(r"[+-]?(?:NaN|Infinity|(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?[fFdD]?)\Z")
+_ORDER = {">": operator.gt, ">=": operator.ge, "<": operator.lt, "<=": operator.le}
+
+
+def is_number(v: Any) -> bool:
+    t = type(v)
+    return t is int or t is float
+
+
+def _number(v: Any) -> int | float:
+    t = type(v)
+    if t is int or t is float:
+        return v
+    if t is decimal.Decimal:
+        return float(v)
+    raise TypeError(f"Cannot convert value: {v} into a number")
+
+
+def _parse_as(kind: type, s: str) -> Any:
+    """Java's Integer/Long.valueOf or Double.valueOf of a string; None when it throws."""
+    if kind is int:
+        return int(s) if _JAVA_INT.match(s) else None
+    s = s.strip()
+    if not _JAVA_DOUBLE.match(s):
+        return None
+    return float(s.rstrip("fFdD").replace("Infinity", "inf"))
+
+
+def coerce(lv: Any, rv: Any, convert: bool) -> tuple[Any, Any] | None:
+    """Operands of different types made comparable, or None when ActiveMQ says false."""
+    if type(lv) is decimal.Decimal:
+        lv = float(lv)
+    if type(rv) is decimal.Decimal:
+        rv = float(rv)
+    lt, rt = type(lv), type(rv)
+    if lt is rt:
+        return lv, rv
+    ln, rn = lt is int or lt is float, rt is int or rt is float
+    if ln and rn:
+        return lv, rv
+    if not convert:
+        return None  # ActiveMQ: a string property compared with a number is false
+    if ln and rt is str:
+        parsed = _parse_as(lt, rv)
+        return None if parsed is None else (lv, parsed)
+    if lt is str and rt is bool:
+        return lv.lower() == "true", rv  # Boolean.valueOf
+    if lt is str and rn:
+        parsed = _parse_as(rt, lv)
+        return None if parsed is None else (parsed, rv)
+    return None
+
+
+# -- logic -------------------------------------------------------------------------------
+def and_(*fns: Fn) -> Fn:
+    def f(m: Any, e: Any) -> bool | None:
+        unknown = False
+        for fn in fns:
+            v = fn(m, e)
+            if v is False:
+                return False
+            if v is None:
+                unknown = True
+        return None if unknown else True
+    return f
+
+
+def or_(*fns: Fn) -> Fn:
+    def f(m: Any, e: Any) -> bool | None:
+        unknown = False
+        for fn in fns:
+            v = fn(m, e)
+            if v is True:
+                return True
+            if v is None:
+                unknown = True
+        return None if unknown else False
+    return f
+
+
+def not_(fn: Fn) -> Fn:
+    def f(m: Any, e: Any) -> bool | None:
+        v = fn(m, e)
+        return None if v is None else not v
+    return f
+
+
+def boolean_cast(fn: Fn) -> Fn:
+    """A bare property used as a condition: true only for a boolean true."""
+    def f(m: Any, e: Any) -> bool | None:
+        v = fn(m, e)
+        if v is None:
+            return None
+        return v if type(v) is bool else False
+    return f
+
+
+# -- comparisons -------------------------------------------------------------------------
+def equal(left: Fn, right: Fn, convert: bool) -> Fn:
+    def f(m: Any, e: Any) -> bool | None:
+        lv, rv = left(m, e), right(m, e)
+        # ActiveMQ: NULL = NULL is true; a NULL on the right only is false, on the left unknown.
+        if lv is None:
+            return True if rv is None else None
+        if rv is None:
+            return False
+        if type(lv) is type(rv):
+            return lv == rv
+        pair = coerce(lv, rv, convert)
+        return False if pair is None else pair[0] == pair[1]
+    return f
+
+
+def is_null(fn: Fn) -> Fn:
+    return lambda m, e: fn(m, e) is None
+
+
+def ordering(op: str, left: Fn, right: Fn, convert: bool) -> Fn:
+    cmp = _ORDER[op]
+
+    def f(m: Any, e: Any) -> bool | None:
+        lv = left(m, e)
+        if lv is None:
+            return None
+        rv = right(m, e)
+        if rv is None:
+            return None
+        if type(lv) is not type(rv):
+            pair = coerce(lv, rv, convert)
+            if pair is None:
+                return False
+            lv, rv = pair
+        return cmp(lv, rv)
+    return f
+
+
+def like(fn: Fn, pattern: str, escape: str | None) -> Fn:
+    """LIKE with % and _ (JMS 1.1 §3.8.1.2); the escape character escapes only %, _ and
+    itself, otherwise it stands for itself (ActiveMQ)."""
+    parts = []
+    i, n = 0, len(pattern)
+    while i < n:
+        c = pattern[i]
+        if escape is not None and c == escape and i + 1 < n and pattern[i + 1] in ("%", "_", escape):
+            parts.append(re.escape(pattern[i + 1]))
+            i += 2
+            continue
+        parts.append(".*" if c == "%" else "." if c == "_" else re.escape(c))
+        i += 1
+    match = re.compile("".join(parts), re.S).fullmatch
+
+    def f(m: Any, e: Any) -> bool | None:
+        v = fn(m, e)
+        if v is None:
+            return None
+        if type(v) is not str:
+            return False
+        return match(v) is not None
+    return f
+
+
+def in_(fn: Fn, items: frozenset[str], negate: bool) -> Fn:
+    def f(m: Any, e: Any) -> bool | None:
+        v = fn(m, e)
+        if type(v) is not str:
+            return None  # ActiveMQ: NULL and non-strings are unknown, with IN and NOT IN
+        return (v in items) != negate
+    return f
+
+
+# -- arithmetic --------------------------------------------------------------------------
+def _java_str(v: Any) -> str:
+    if type(v) is bool:
+        return "true" if v else "false"
+    if type(v) is float:
+        if math.isnan(v):
+            return "NaN"
+        if math.isinf(v):
+            return "Infinity" if v > 0 else "-Infinity"
+        if v == 0 or 1e-3 <= abs(v) < 1e7:
+            return repr(v)
+        sign, digits, exp = decimal.Decimal(repr(v)).normalize().as_tuple()
+        rest = "".join(map(str, digits[1:])) or "0"
+        return f"{'-' if sign else ''}{digits[0]}.{rest}E{len(digits) + exp - 1}"
+    return str(v)
+
+
+def _divide(a: Any, b: Any) -> float:
+    a, b = float(_number(a)), float(_number(b))
+    if b == 0.0:  # Java double division
+        if a == 0.0 or math.isnan(a):
+            return math.nan
+        return math.copysign(math.inf, a) * math.copysign(1.0, b)
+    return a / b
+
+
+def _modulo(a: Any, b: Any) -> float:
+    a, b = float(_number(a)), float(_number(b))
+    if b == 0.0 or math.isinf(a):
+        return math.nan
+    return math.fmod(a, b)  # Java's % keeps the sign of the dividend
+
+
+def _plus(a: Any, b: Any) -> Any:
+    if type(a) is str:
+        return a + _java_str(b)  # ActiveMQ: string + anything concatenates
+    return _number(a) + _number(b)
+
+
+_ARITHMETIC: dict[str, Callable[[Any, Any], Any]] = {
+    "+": _plus,
+    "-": lambda a, b: _number(a) - _number(b),
+    "*": lambda a, b: _number(a) * _number(b),
+    "/": _divide,
+    "%": _modulo,
+}
+
+
+def arithmetic(op: str, left: Fn, right: Fn) -> Fn:
+    apply = _ARITHMETIC[op]
+
+    def f(m: Any, e: Any) -> Any:
+        lv = left(m, e)
+        if lv is None:
+            return None
+        rv = right(m, e)
+        if rv is None:
+            return None
+        if type(lv) is bool:
+            raise TypeError(f"Cannot call {op} operation on: {lv} and: {rv}")
+        return apply(lv, rv)
+    return f
+
+
+def negate(fn: Fn) -> Fn:
+    def f(m: Any, e: Any) -> Any:
+        v = fn(m, e)
+        return -v if is_number(v) else None
+    return f

@@ -1,0 +1,630 @@
+"""The STOMP 1.0 / 1.1 / 1.2 connection state machine (sans-IO).
+
+Bytes come in through ``data_received(data, now)``; frames to send are appended to
+``outbound``. The session calls the core directly and never awaits; time is passed in.
+
+States and what moves them (STOMP 1.2, "Connecting", "DISCONNECT", "ERROR"):
+
+    CONNECTING --CONNECT or STOMP, login and version accepted--> CONNECTED  (send CONNECTED)
+    CONNECTING --any other frame, a refused login, a bad frame--> CLOSED    (send ERROR)
+    CONNECTING --no CONNECT within CONNECT_TIMEOUT--------------> CLOSED
+    CONNECTED  --DISCONNECT------------------------------------> CLOSED    (RECEIPT if asked)
+    CONNECTED  --a refused or malformed frame------------------> CLOSED    (send ERROR)
+    CONNECTED  --nothing received for the heart-beat grace-----> CLOSED    (no frame)
+    any        --the socket went away--------------------------> CLOSED
+
+In CLOSED every further byte is ignored; the transport flushes ``outbound`` and closes the
+socket (``closing``). Each refused frame gets one ERROR frame (``message`` header,
+``receipt-id`` when the frame asked for a receipt, a text/plain body) and the connection
+closes, as STOMP 1.2 "ERROR" says a server must.
+
+Engine flavours (``broker.engine``) differ in login, ``host``, destinations, header
+mapping and error texts; each difference is commented "RabbitMQ:" or "ActiveMQ:".
+"""
+
+from __future__ import annotations
+
+import base64
+import enum
+import itertools
+import logging
+import os
+import time
+from typing import TYPE_CHECKING, Any, Callable
+
+from mqemu.broker.errors import AuthenticationFailed, BrokerError, PreconditionFailed
+from mqemu.broker.message import Message
+from mqemu.protocols.transport import OUTBOUND_HIGH_WATER, ClosedReason
+
+from .codec import NEED_DATA, Frame, StompDecoder, StompFrameError, encode_frame, negotiate_version
+from .destinations import ActiveMQDestinations, RabbitDestinations
+from .errors import StompError, from_broker_error
+from .frames_out import connected_frame, error_frame, receipt_frame
+from .mapping import ESCAPERS, activemq_properties, escape_10, rabbit_properties
+from .subscription import ACK_MODES, Subscription, destination_header
+
+if TYPE_CHECKING:
+    from mqemu.broker.auth import User
+    from mqemu.broker.core import Broker
+    from mqemu.broker.vhost import VirtualHost
+
+log = logging.getLogger("mqemu.protocols.stomp")
+
+CONNECT_TIMEOUT = 30.0
+LOGIN_TIMEOUT = 10.0  # RabbitMQ's stomp.login_timeout, counted from a refused CONNECT
+HEARTBEAT_EOL = b"\n"
+# Missed-heart-beat grace, as a multiple of the client's send interval.
+GRACE = {"rabbitmq": 2.0, "activemq": 1.5}  # RabbitMQ: two silent periods; ActiveMQ: 1.5
+SERVER_HEADER = {"rabbitmq": "RabbitMQ/3.10.25", "activemq": "ActiveMQ/5.17.6"}
+MAX_TRANSACTIONS = 100  # RabbitMQ's limit of open transactions per connection
+_session_numbers = itertools.count(1)
+_START_MS = int(time.time() * 1000)
+
+
+class State(enum.Enum):
+    CONNECTING = "connecting"
+    CONNECTED = "connected"
+    CLOSED = "closed"
+
+
+class StompSession:
+    """One client connection. See the module docstring for its states."""
+
+    def __init__(self, broker: "Broker", peer: str | None = None, conn_id: int = 0,
+                 wallclock: Callable[[], float] = time.time) -> None:
+        self.broker = broker
+        self.engine = broker.engine
+        self.peer = peer
+        self.conn_id = conn_id
+        self.wallclock = wallclock
+        self.decoder = StompDecoder()
+        self.state = State.CONNECTING
+        self.outbound: list[bytes] = []
+        self.outbound_bytes = 0
+        self.closing = False
+        self.close_reason: ClosedReason | None = None
+        self.reading_paused = False
+        self.over_budget = False
+        self.version = "1.0"
+        self.escape: Callable[[str], str] = escape_10
+        self.user: User | None = None
+        self.vhost: VirtualHost | None = None
+        self.client_id: str | None = None
+        self.login_refused = False
+        self.session_id = ""
+        self.sub_counter = 0
+        self.subscriptions: dict[str, Subscription] = {}
+        self.unacked: dict[int, tuple[Subscription, Any, Any]] = {}
+        self.tag = 0
+        self.transactions: dict[str, list[Frame]] = {}
+        self.destinations: RabbitDestinations | ActiveMQDestinations | None = None
+        self.send_routes: dict[str, list[tuple[str, str]]] = {}
+        self.destinations_seen: dict[tuple[str, str], bytes] = {}
+        self.dirty_queues: set = set()
+        self.published = False
+        self.send_interval = 0.0  # seconds between our heart-beats (0 = none)
+        self.receive_interval = 0.0  # the client's promised interval (0 = none)
+        self.last_received = 0.0
+        self.last_sent = 0.0
+        self.deadline: float | None = None
+        self._now = 0.0
+        self._wake: Callable[[], None] = lambda: None
+        self._resume_reading: Callable[[], None] = lambda: None
+
+    # -- transport interface ------------------------------------------------------------
+    def bind_transport(self, wake: Callable[[], None], resume_reading: Callable[[], None]) -> None:
+        self._wake = wake
+        self._resume_reading = resume_reading
+        self.broker.alarm_listeners.add(self._on_alarm)
+
+    def send(self, data: bytes) -> None:
+        self.outbound.append(data)
+        self.outbound_bytes += len(data)
+        if self.outbound_bytes > OUTBOUND_HIGH_WATER and not self.over_budget:
+            self.over_budget = True
+            for sub in self.subscriptions.values():
+                sub.blocked = True
+        self._wake()
+
+    def data_received(self, data: bytes, now: float) -> None:
+        self._now = self.last_received = now
+        if self.state is State.CLOSED:
+            return
+        if self.deadline is None and self.state is State.CONNECTING:
+            self.deadline = now + CONNECT_TIMEOUT
+        dec = self.decoder
+        dec.feed(data)
+        frame = None
+        try:
+            while self.state is not State.CLOSED:
+                frame = dec.next_frame()
+                if frame is NEED_DATA:
+                    break
+                self.handle_frame(frame)
+        except StompFrameError as e:
+            self.error(e.message, e.detail, e.receipt_id)
+        self.end_of_batch()
+
+    def end_of_batch(self) -> None:
+        """Acks of one read redispatch each queue they touched once."""
+        if self.dirty_queues:
+            queues, self.dirty_queues = self.dirty_queues, set()
+            for q in queues:
+                q.dispatch()
+
+    def next_deadline(self) -> float | None:
+        if self.state is State.CONNECTED:
+            deadline = None
+            if self.send_interval:
+                deadline = self.last_sent + self.send_interval
+            if self.receive_interval:
+                limit = self.last_received + self.receive_interval * GRACE[self.engine]
+                deadline = limit if deadline is None else min(deadline, limit)
+            return deadline
+        return self.deadline
+
+    def on_timer(self, now: float) -> None:
+        self._now = now
+        if self.state is State.CONNECTED:
+            if self.receive_interval and now >= self.last_received + self.receive_interval * GRACE[self.engine]:
+                # STOMP 1.2, "Heart-beating": the peer is considered dead; no ERROR is sent.
+                log.info("no heart-beat from client for %.1f s", now - self.last_received,
+                         extra={"conn": self.conn_id})
+                self._closed(ClosedReason.HEARTBEAT_TIMEOUT)
+                return
+            if self.send_interval and now >= self.last_sent + self.send_interval:
+                self.last_sent = now
+                if not self.outbound:
+                    self.send(HEARTBEAT_EOL)
+            return
+        if self.deadline is not None and now >= self.deadline and self.state is State.CONNECTING:
+            self._closed(ClosedReason.PROTOCOL_ERROR)
+
+    def on_drained(self) -> None:
+        self.last_sent = self._now
+        if self.over_budget:
+            self.over_budget = False
+            for sub in list(self.subscriptions.values()):
+                sub.blocked = False
+            for sub in list(self.subscriptions.values()):
+                sub.resume()
+
+    def connection_lost(self) -> None:
+        self.broker.alarm_listeners.discard(self._on_alarm)
+        for sub in list(self.subscriptions.values()):
+            sub.cancel()
+        self.subscriptions.clear()
+        self._requeue_unacked()
+        self.transactions.clear()
+        if self.vhost is not None:
+            self.vhost.connection_closed(self)
+        self.state = State.CLOSED
+
+    def _requeue_unacked(self) -> None:
+        """Deliveries never acknowledged go back to their queues, marked redelivered."""
+        by_consumer: dict[Any, list] = {}
+        for _sub, consumer, entry in self.unacked.values():
+            by_consumer.setdefault(consumer, []).append(entry)
+        self.unacked.clear()
+        for consumer, entries in by_consumer.items():
+            consumer.queue.release_consumer_entries(consumer, entries)
+
+    # -- frames -------------------------------------------------------------------------
+    def handle_frame(self, frame: Frame) -> None:
+        """Handle one frame; a refusal sends ERROR and closes (never raises)."""
+        try:
+            if self.state is State.CONNECTING:
+                if frame.command not in ("CONNECT", "STOMP"):
+                    raise StompError("Illegal command", "You must log in using CONNECT first\n")
+                self._on_connect(frame)
+                return
+            handler = _HANDLERS.get(frame.command)
+            if handler is None:
+                if self.engine == "rabbitmq":
+                    raise StompError("Bad command", f'Could not interpret command "{frame.command}"\n')
+                raise StompError(f"Unknown STOMP action: {frame.command}",
+                                 f"org.apache.activemq.transport.stomp.ProtocolException: "
+                                 f"Unknown STOMP action: {frame.command}\n")
+            if not handler(self, frame):
+                self._receipt(frame)
+        except StompError as e:
+            if self.login_refused and self.state is State.CONNECTING:
+                # RabbitMQ: after a refused CONNECT the socket stays open, answering ERROR,
+                # until the login timeout; a client may still CONNECT with other credentials.
+                self.send(error_frame(e.message, e.detail, frame.headers.get("receipt"), "1.0"))
+                self.deadline = min(self.deadline or self._now + LOGIN_TIMEOUT, self._now + LOGIN_TIMEOUT)
+                return
+            self.error(e.message, e.detail, frame.headers.get("receipt"))
+        except BrokerError as e:
+            err = from_broker_error(e, self.engine)
+            self.error(err.message, err.detail, frame.headers.get("receipt"))
+        except ValueError as e:  # a header that should be a number is not
+            self.error("Invalid header", f"{e}\n", frame.headers.get("receipt"))
+
+    def _receipt(self, frame: Frame) -> None:
+        receipt = frame.headers.get("receipt")
+        if receipt is not None and self.state is not State.CLOSED:
+            self.send(receipt_frame(receipt, self.version))
+
+    # -- CONNECT ------------------------------------------------------------------------
+    def _on_connect(self, f: Frame) -> None:
+        h = f.headers
+        self.login_refused, self.close_reason = False, None
+        version = negotiate_version(h.get("accept-version"))
+        if version is None:
+            raise StompError("Version mismatch", "Supported versions are 1.0,1.1,1.2\n")
+        self.version = self.decoder.version = version
+        self.escape = ESCAPERS[version]
+        cx, cy = _heart_beat(h.get("heart-beat", "0,0"))
+        if self.engine == "rabbitmq":
+            self._login_rabbit(h)
+            # RabbitMQ: heart-beats in whole seconds (anything under one second is one).
+            send_ms, recv_ms = _whole_seconds(cy), _whole_seconds(cx)
+            self.session_id = "session-" + base64.urlsafe_b64encode(os.urandom(16)).decode().rstrip("=")
+        else:
+            # ActiveMQ without an authentication plugin accepts any login; host is ignored.
+            self.vhost = self.broker.vhosts["/"]
+            self.client_id = h.get("client-id")
+            send_ms, recv_ms = cy, cx
+            self.session_id = f"ID:mqemu-{os.getpid()}-{_START_MS}-{next(_session_numbers)}:{self.conn_id}"
+            self.destinations = ActiveMQDestinations(self)
+        self.send_interval = send_ms / 1000.0
+        self.receive_interval = recv_ms / 1000.0
+        self.state = State.CONNECTED
+        self.deadline = None
+        self.last_sent = self._now
+        self.send(connected_frame(version, self.session_id, f"{send_ms},{recv_ms}",
+                                  SERVER_HEADER[self.engine]))
+        if self.broker.memory_alarm:
+            self._on_alarm(True)
+
+    def _login_rabbit(self, h: dict[str, str]) -> None:
+        # RabbitMQ: a CONNECT without login uses the plugin's default user (guest/guest).
+        login = h.get("login", "guest")
+        passcode = h.get("passcode", "guest" if "login" not in h else "")
+        try:
+            self.user = self.broker.auth.authenticate(login, passcode, self.peer)
+        except AuthenticationFailed as e:
+            log.info("STOMP login failed for user '%s': %s", login, e.text, extra={"conn": self.conn_id})
+            self.close_reason = ClosedReason.AUTH_FAILED
+            self.login_refused = True
+            detail = ("non-loopback access denied" if "localhost" in e.text
+                      else f"Access refused for user '{login}'\n")
+            raise StompError("Bad CONNECT", detail) from None
+        # RabbitMQ: the host header names the virtual host (the plugin's default_vhost is /).
+        host = h.get("host", "/")
+        try:
+            self.vhost = self.broker.open_vhost(self.user, host)
+        except BrokerError:
+            self.close_reason = ClosedReason.AUTH_FAILED
+            self.login_refused = True
+            self.user = None
+            raise StompError("Bad CONNECT", f"Virtual host '{host}' access denied") from None
+        self.destinations = RabbitDestinations(self)
+
+    # -- SEND ---------------------------------------------------------------------------
+    def _on_send(self, f: Frame) -> bool:
+        tx = f.headers.get("transaction")
+        if tx is not None:
+            self._transaction(tx).append(f)
+            return False
+        return self._send(f)
+
+    def _send(self, f: Frame) -> bool:
+        h = f.headers
+        dest = h.get("destination")
+        if dest is None:
+            raise StompError("Missing destination", "SEND must include a 'destination' header\n")
+        rabbit = self.engine == "rabbitmq"
+        if rabbit and "message-id" in h:
+            raise StompError("Invalid header", "'message-id' is not allowed on 'SEND'.\n")
+        targets = self.send_routes.get(dest)
+        if targets is None:
+            targets = self.destinations.send_targets(dest, h)
+            if rabbit:  # RabbitMQ resolves (and declares) a destination once per connection
+                self.send_routes[dest] = targets
+        reply_to = h.get("reply-to")
+        if reply_to is not None:
+            rewritten = self.destinations.rewrite_reply_to(reply_to)
+            if rewritten != reply_to:
+                h = dict(h, **{"reply-to": rewritten})
+        if rabbit:
+            props = rabbit_properties(h)
+            user_id = props.get("user_id")
+            if user_id is not None and user_id != self.user.name:
+                raise PreconditionFailed(f"user_id property set to '{user_id}' but authenticated "
+                                         f"user was '{self.user.name}'")
+        else:
+            props = activemq_properties(h, int(self.wallclock() * 1000))
+        self.published = True
+        vhost = self.vhost
+        body = f.body
+        routed = 0
+        for exchange, key in targets:
+            self.check("write", "exchange", exchange or "amq.default")
+            n, _refused = vhost.publish(exchange, key, Message(exchange, key, body, props if len(targets) == 1
+                                                                else dict(props)))
+            routed += n
+        receipt = h.get("receipt")
+        if receipt is not None and routed and props.get("delivery_mode") == 2:
+            store = self.broker.store
+            if store.keeps_messages:
+                # The receipt of a persistent message waits until it is on disk.
+                store.when_durable(store.barrier(), lambda: self._late_receipt(receipt))
+                return True
+        return False
+
+    def _late_receipt(self, receipt: str) -> None:
+        if self.state is State.CONNECTED:
+            self.send(receipt_frame(receipt, self.version))
+
+    # -- SUBSCRIBE / UNSUBSCRIBE --------------------------------------------------------
+    def _on_subscribe(self, f: Frame) -> bool:
+        h = f.headers
+        dest = h.get("destination")
+        if dest is None:
+            raise StompError("Missing destination", "SUBSCRIBE must include a 'destination' header\n")
+        sub_id = h.get("id")
+        if sub_id is None:
+            if self.version != "1.0":  # STOMP 1.1+, "SUBSCRIBE": the id header is required
+                raise StompError("Missing header", "SUBSCRIBE must include an 'id' header\n")
+            if self.engine == "rabbitmq" and ("true" in (h.get("durable"), h.get("persistent"))):
+                raise StompError("Missing Header", "Header 'id' is required for durable subscriptions")
+        elif self.engine == "rabbitmq" and sub_id.startswith("/temp-queue/"):
+            raise StompError("Invalid id", "SUBSCRIBE 'id' may not start with /temp-queue/\n")
+        key = dest if sub_id is None else sub_id
+        if key in self.subscriptions:
+            raise StompError("Duplicated subscription identifier",
+                             f"A subscription identified by '{key}' already exists.")
+        ack = h.get("ack", "auto")
+        if ack not in ACK_MODES:
+            raise StompError("Invalid ack mode", f"'{ack}' is not a valid ack mode "
+                             "(auto, client, client-individual)\n")
+        prefetch, selector = self._consumer_options(h, dest)
+        queues = self.destinations.subscribe_queues(dest, h, key)
+        for q in queues:
+            self.check("read", "queue", q.name)
+        self._receipt(f)  # before any MESSAGE the subscription may receive at once
+        self.add_subscription(key, dest, queues, ack, prefetch, sub_id is not None, h, selector)
+        return True
+
+    def _consumer_options(self, h: dict[str, str], dest: str) -> tuple[int, Any]:
+        if self.engine == "rabbitmq":
+            # RabbitMQ: prefetch-count (default: no limit, the default consumer prefetch).
+            return int(h.get("prefetch-count", "0")), None
+        size = h.get("activemq.prefetchSize")
+        if size is None:
+            topic = dest.startswith(("/topic/", "topic://", "/temp-topic/"))
+            size = ActiveMQDestinations.DEFAULT_TOPIC_PREFETCH if topic else ActiveMQDestinations.DEFAULT_QUEUE_PREFETCH
+        text = h.get("selector")
+        selector = None
+        if text:
+            from mqemu.broker.selector import compile_selector
+
+            # ActiveMQ: STOMP selectors compare string headers with numbers by converting them.
+            selector = compile_selector(text, convert_string_expressions=True)
+        return max(0, int(size)), selector
+
+    def add_subscription(self, key: str, dest: str, queues: list, ack: str, prefetch: int,
+                         show_id: bool = True, headers: dict[str, str] | None = None,
+                         selector: Any = None) -> Subscription:
+        from mqemu.broker.queue import Consumer
+
+        self.sub_counter += 1
+        sub = Subscription(self, key, dest, ack, show_id, headers)
+        self.subscriptions[key] = sub
+        priority = int((headers or {}).get("x-priority", "0")) if self.engine == "rabbitmq" else 0
+        for q in queues:
+            c = Consumer(q, f"stomp-{self.conn_id}-{key}", sub, ack == "auto", priority=priority,
+                         prefetch=prefetch)
+            c.selector = selector
+            sub.consumers.append(c)
+        for c in list(sub.consumers):
+            c.queue.add_consumer(c)
+        return sub
+
+    def _on_unsubscribe(self, f: Frame) -> bool:
+        h = f.headers
+        key = h.get("id")
+        if key is None:
+            key = h.get("destination") if self.version == "1.0" or self.engine == "rabbitmq" else None
+            if key is None:
+                raise StompError("Missing destination or id",
+                                 "UNSUBSCRIBE must include a 'destination' or 'id' header")
+        sub = self.subscriptions.pop(key, None)
+        if sub is None:
+            raise StompError("No subscription found", "UNSUBSCRIBE must refer to an existing subscription.\n"
+                             f"Subscription to id='{key}' not found.\n")
+        queues = [c.queue for c in sub.consumers]
+        sub.cancel()
+        self.destinations.unsubscribed(sub.destination, queues, h)
+        return False
+
+    def subscription_cancelled(self, sub: Subscription) -> None:
+        """A queue under a subscription was deleted."""
+        if sub.consumers or self.subscriptions.get(sub.id) is not sub:
+            return
+        del self.subscriptions[sub.id]
+        if self.engine == "rabbitmq" and self.state is State.CONNECTED:
+            # RabbitMQ tells the client with an ERROR naming the subscription.
+            self.error("Server cancelled subscription",
+                       f"The server has canceled a subscription.\nNo more messages will be "
+                       f"delivered for id='{sub.id}'.\n", None, extra=[("subscription", sub.id)])
+
+    # -- ACK / NACK ---------------------------------------------------------------------
+    def _on_ack(self, f: Frame) -> bool:
+        return self._settle(f, True)
+
+    def _on_nack(self, f: Frame) -> bool:
+        if self.version == "1.0":
+            raise StompError("Bad command", 'Could not interpret command "NACK"\n')
+        return self._settle(f, False)
+
+    def _settle(self, f: Frame, ack: bool) -> bool:
+        tx = f.headers.get("transaction")
+        if tx is not None:
+            self._transaction(tx).append(f)
+            return False
+        self._settle_now(f, ack)
+        return False
+
+    def _settle_now(self, f: Frame, ack: bool) -> None:
+        h = f.headers
+        name = "id" if self.version == "1.2" else "message-id"  # STOMP 1.2, "ACK"; 1.1 and 1.0
+        value = h.get(name)
+        if value is None:
+            raise StompError("Missing header", f"{f.command} must include the '{name}' header\n")
+        sep = "@@" if self.engine == "rabbitmq" else ":"
+        try:
+            tag = int(value.rsplit(sep, 1)[1])
+        except (IndexError, ValueError):
+            raise StompError("Invalid header", f"{f.command} must include a valid '{name}' header\n") from None
+        item = self.unacked.get(tag)
+        if item is None:
+            raise StompError("Message not found", f"unknown delivery tag {tag}\n")
+        sub = item[0]
+        if sub.cumulative:  # ack=client: this message and every earlier one of the subscription
+            items = [(t, it) for t, it in self.unacked.items() if t <= tag and it[0] is sub]
+        else:
+            items = [(tag, item)]
+        for t, _ in items:
+            del self.unacked[t]
+        if ack:
+            dirty = self.dirty_queues
+            for _t, (_sub, consumer, entry) in items:
+                q = consumer.queue
+                q.ack(entry, consumer)
+                dirty.add(q)
+            return
+        # RabbitMQ: NACK requeues unless requeue:false. ActiveMQ: a NACK is a poison ack,
+        # the message goes to the dead-letter queue.
+        requeue = self.engine == "rabbitmq" and h.get("requeue", "true") != "false"
+        groups: dict[Any, list] = {}
+        for _t, (_sub, consumer, entry) in items:
+            groups.setdefault(consumer, []).append(entry)
+        for consumer, entries in groups.items():
+            consumer.queue.reject(entries, consumer, requeue)
+
+    # -- transactions (STOMP 1.2, "BEGIN", "COMMIT", "ABORT") ----------------------------
+    def _transaction(self, tx: str) -> list[Frame]:
+        work = self.transactions.get(tx)
+        if work is None:
+            raise StompError("Bad transaction", f'Invalid transaction identifier: "{tx}"\n')
+        return work
+
+    def _tx_name(self, f: Frame) -> str:
+        tx = f.headers.get("transaction")
+        if tx is None:
+            raise StompError("Missing transaction", f"{f.command} must include a 'transaction' header\n")
+        return tx
+
+    def _on_begin(self, f: Frame) -> bool:
+        tx = self._tx_name(f)
+        if tx in self.transactions and self.engine == "activemq":
+            raise StompError(f"The transaction {tx} is already started", "")
+        if len(self.transactions) >= MAX_TRANSACTIONS:
+            raise StompError("Transaction limit exceeded",
+                             f"Too many concurrent transactions (limit {MAX_TRANSACTIONS})")
+        self.transactions[tx] = []
+        return False
+
+    def _on_commit(self, f: Frame) -> bool:
+        work = self._transaction(self._tx_name(f))
+        del self.transactions[f.headers["transaction"]]
+        for frame in work:
+            if frame.command == "SEND":
+                self._send(frame)
+            else:
+                self._settle_now(frame, frame.command == "ACK")
+        return False
+
+    def _on_abort(self, f: Frame) -> bool:
+        self._transaction(self._tx_name(f))
+        del self.transactions[f.headers["transaction"]]
+        return False
+
+    # -- DISCONNECT ---------------------------------------------------------------------
+    def _on_disconnect(self, f: Frame) -> bool:
+        self._receipt(f)  # STOMP 1.2, "DISCONNECT": the receipt, then the server closes
+        self._closed(ClosedReason.CLIENT_CLOSED)
+        return True
+
+    def _on_connect_again(self, f: Frame) -> bool:
+        raise StompError("Already connected", "A CONNECT frame was received on a connection "
+                         "that is already connected\n")
+
+    # -- helpers ------------------------------------------------------------------------
+    def check(self, what: str, kind: str, name: str) -> None:
+        """RabbitMQ: the user's configure/write/read permission; ActiveMQ: no authorisation."""
+        if self.user is not None:
+            self.broker.auth.check(self.user, self.vhost.name, what, kind, name)
+
+    def destination_line(self, key: tuple[str, str]) -> bytes:
+        line = destination_header(self.engine, key[0], key[1], self.escape)
+        if len(self.destinations_seen) < 1024:
+            self.destinations_seen[key] = line
+        return line
+
+    def error(self, message: str, detail: str, receipt_id: str | None,
+              extra: list[tuple[str, str]] | None = None) -> None:
+        """Send one ERROR frame and close (STOMP 1.2, "ERROR")."""
+        if self.state is State.CLOSED:
+            return
+        log.info("STOMP error: %s", message, extra={"conn": self.conn_id})
+        self.send(error_frame(message, detail, receipt_id, self.version if self.state is State.CONNECTED
+                              else "1.0", extra))
+        self._closed(self.close_reason or ClosedReason.PROTOCOL_ERROR)
+
+    def _closed(self, reason: ClosedReason) -> None:
+        self.state = State.CLOSED
+        self.close_reason = self.close_reason or reason
+        self.closing = True
+        self._wake()
+
+    def server_close(self, text: str = "broker shutdown") -> None:
+        self.error("Server shutdown", text + "\n", None)
+        self.close_reason = ClosedReason.SERVER_SHUTDOWN
+
+    def _on_alarm(self, high: bool) -> None:
+        """Memory alarm: stop reading from a connection that publishes (RabbitMQ blocks it)."""
+        if self.state is not State.CONNECTED:
+            return
+        if high and self.published:
+            self.reading_paused = True
+        elif not high and self.reading_paused:
+            self.reading_paused = False
+            self._resume_reading()
+
+
+def _heart_beat(value: str) -> tuple[int, int]:
+    """STOMP 1.2, "Heart-beating": ``cx,cy`` in milliseconds, both non-negative."""
+    parts = value.split(",")
+    try:
+        cx, cy = (int(p.strip()) for p in parts)
+    except ValueError:
+        cx = cy = -1
+    if len(parts) != 2 or cx < 0 or cy < 0:
+        raise StompError("Invalid heart-beat header", f"heart-beat '{value}' must be two "
+                         "non-negative integers separated by a comma\n")
+    return cx, cy
+
+
+def _whole_seconds(ms: int) -> int:
+    if ms <= 0:
+        return 0
+    return max(1, ms // 1000) * 1000
+
+
+_HANDLERS: dict[str, Callable[[StompSession, Frame], bool]] = {
+    "SEND": StompSession._on_send,
+    "SUBSCRIBE": StompSession._on_subscribe,
+    "UNSUBSCRIBE": StompSession._on_unsubscribe,
+    "ACK": StompSession._on_ack,
+    "NACK": StompSession._on_nack,
+    "BEGIN": StompSession._on_begin,
+    "COMMIT": StompSession._on_commit,
+    "ABORT": StompSession._on_abort,
+    "DISCONNECT": StompSession._on_disconnect,
+    "CONNECT": StompSession._on_connect_again,
+    "STOMP": StompSession._on_connect_again,
+}
