@@ -84,7 +84,9 @@ def serve(args: argparse.Namespace) -> int:
             async with trio.open_nursery() as nursery:
                 await nursery.start(node.run)
                 async for signum in signals:
-                    log.info("stopping", extra={"signal": signal.Signals(signum).name})
+                    log.info("stopping", extra={"signal": signal.Signals(signum).name,
+                                                "connections": len(node.sessions)})
+                    await node.shutdown()
                     nursery.cancel_scope.cancel()
                     break
 

@@ -13,6 +13,7 @@ import logging
 import os
 import threading
 from contextlib import asynccontextmanager
+from functools import partial
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator
 
@@ -54,6 +55,7 @@ class Node:
         self.broker = Broker(cfg)
         self.ports: dict[str, int] = {}
         self.host = self.options.host
+        self.sessions: set = set()  # live connections of every protocol
 
     def url(self, protocol: str) -> str:
         port = self.ports[protocol]
@@ -80,7 +82,8 @@ class Node:
                                     proto.upper(), proto.upper())
                         continue
                     try:
-                        bound = await nursery.start(serve, broker, self.host, int(port))
+                        bound = await nursery.start(
+                            partial(serve, broker, self.host, int(port), connections=self.sessions))
                     except OSError as e:
                         raise NodeStartError(f"cannot listen for {proto.upper()} on {self.host}:{port}: "
                                              f"{e.strerror or e}; pick another port with --{proto}-port") from e
@@ -96,6 +99,18 @@ class Node:
                     os.unlink(self.options.ready_file)
                 except OSError:
                     pass
+
+    async def shutdown(self, grace: float = 1.0) -> None:
+        """Close every connection the way its protocol says a server closes one (AMQP:
+        connection.close 320; MQTT 5: DISCONNECT 0x8B; STOMP: ERROR), then wait up to ``grace``
+        seconds for them to go. The caller then cancels ``run``."""
+        for session in list(self.sessions):
+            close = getattr(session, "server_close", None)
+            if close is not None:
+                close()
+        with trio.move_on_after(grace):
+            while self.sessions:
+                await trio.sleep(0.02)
 
     def _write_ready_file(self) -> None:
         path = self.options.ready_file

@@ -16,7 +16,6 @@ its writer once per batch.
 from __future__ import annotations
 
 import enum
-import errno
 import itertools
 import logging
 import math
@@ -139,7 +138,7 @@ async def run_connection(stream: trio.SocketStream, session: Session, log: loggi
             with trio.move_on_after(1):
                 await stream.aclose()
     final = session.close_reason or reason or ClosedReason.CLIENT_DISCONNECTED
-    log.info("connection closed", extra={"conn": conn_id, "reason": final.value})
+    log.debug("connection closed", extra={"conn": conn_id, "reason": final.value})
 
 
 async def serve_protocol(
@@ -149,12 +148,14 @@ async def serve_protocol(
     make_session: Callable[[str | None, int], Session],
     log: logging.Logger,
     *,
+    sessions: set | None = None,
     task_status: Any = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Listen on host:port (0 = a free port) and run a session per accepted connection.
 
-    Reports the bound port through task_status. Raises OSError when the port cannot be
-    bound (the caller says which listener failed).
+    Reports the bound port through task_status. ``sessions``, if given, holds the live
+    sessions (the node closes them politely on shutdown). Raises OSError when the port cannot
+    be bound (the caller says which listener failed).
     """
     listeners = await trio.open_tcp_listeners(port, host=host)
     bound = listeners[0].socket.getsockname()[1]
@@ -167,12 +168,16 @@ async def serve_protocol(
         except OSError:
             peer = None
         log.debug("connection accepted", extra={"conn": conn_id, "protocol": name, "peer": peer})
-        await run_connection(stream, make_session(peer, conn_id), log, conn_id)
+        session = make_session(peer, conn_id)
+        if sessions is not None:
+            sessions.add(session)
+        try:
+            await run_connection(stream, session, log, conn_id)
+        finally:
+            if sessions is not None:
+                sessions.discard(session)
 
     async with trio.open_nursery() as nursery:
         task_status.started(bound)
         await trio.serve_listeners(handle, listeners, handler_nursery=nursery)
 
-
-def is_capacity_error(exc: OSError) -> bool:
-    return exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS)

@@ -283,8 +283,8 @@ class Channel:
         if not m.passive:
             self._check("configure", "queue", m.queue or "amq.gen")
         # RabbitMQ (rabbit_channel): an exclusive queue is never durable, whatever was asked
-        q = vhost.declare_queue(m.queue, m.durable and not m.exclusive, conn if m.exclusive else None, m.auto_delete,
-                                m.arguments, m.passive, owner=conn)
+        q = vhost.declare_queue(m.queue, m.durable and not m.exclusive, conn if m.exclusive else None,
+                                m.auto_delete, m.arguments, m.passive, owner=conn)
         self.last_queue = q.name
         self._ok(m, spec.QueueDeclareOk(queue=q.name, message_count=len(q.ready), consumer_count=len(q.consumers)))
 

@@ -21,8 +21,6 @@ async def serve_amqp(broker: Any, host: str, port: int, *, connections: set | No
 
     def make(peer: str | None, conn_id: int) -> AMQPConnection:
         conn = AMQPConnection(broker, peer, conn_id, **options)
-        if connections is not None:
-            connections.add(conn)
         return conn
 
-    await serve_protocol("amqp", host, port, make, log, task_status=task_status)
+    await serve_protocol("amqp", host, port, make, log, sessions=connections, task_status=task_status)

@@ -407,7 +407,7 @@ class AMQPConnection:
         self.closing = True
         self._wake()
 
-    def server_close(self, text: str = "broker shutdown") -> None:
+    def server_close(self, text: str = "broker forced connection closure with reason 'shutdown'") -> None:
         """Close from the broker side (shutdown): 320 CONNECTION_FORCED."""
         if self.state is State.OPEN:
             self.connection_error(CONNECTION_FORCED, f"CONNECTION_FORCED - {text}",

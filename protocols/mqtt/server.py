@@ -26,8 +26,6 @@ async def serve_mqtt(broker: Any, host: str, port: int, *, connections: set | No
 
     def make(peer: str | None, conn_id: int) -> MqttConnection:
         conn = MqttConnection(broker, peer, conn_id)
-        if connections is not None:
-            connections.add(conn)
         return conn
 
-    await serve_protocol("mqtt", host, port, make, log, task_status=task_status)
+    await serve_protocol("mqtt", host, port, make, log, sessions=connections, task_status=task_status)

@@ -21,8 +21,6 @@ async def serve_stomp(broker: Any, host: str, port: int, *, connections: set | N
 
     def make(peer: str | None, conn_id: int) -> StompSession:
         session = StompSession(broker, peer, conn_id)
-        if connections is not None:
-            connections.add(session)
         return session
 
-    await serve_protocol("stomp", host, port, make, log, task_status=task_status)
+    await serve_protocol("stomp", host, port, make, log, sessions=connections, task_status=task_status)
