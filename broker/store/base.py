@@ -5,7 +5,21 @@ loop (group commit). ``barrier`` returns a ticket covering every write made so f
 ``when_durable(ticket, callback)`` calls back once that ticket's batch is on disk: a
 publisher confirm, STOMP receipt or MQTT PUBACK for persistent data waits for it.
 
-Message ids are assigned by the store (``message.id``) when a message is first written.
+Message ids are assigned by the store (``message.id``) when a message is first written. A
+message routed to several durable queues is written once, with one row per queue holding it;
+``remove_message`` drops one queue's row and the message itself with the last one.
+
+Records: protocol state that is not a queue (MQTT retained messages and session records,
+STOMP durable subscriptions) goes through a small key-value API, ``put_record(namespace,
+key, value)`` and ``delete_record(namespace, key)``. A namespace is a short name owned by one
+protocol (e.g. ``"mqtt.retained"``); keys are strings, values bytes the protocol encodes
+itself. Records are written in the same group commits as messages, so a ``barrier`` taken
+after ``put_record`` covers it, and ``open`` returns them all in ``Snapshot.records``.
+
+Lifecycle: ``open()`` once (returns the ``Snapshot``), then ``run()`` as a task for as long
+as the node lives (the flusher, if the back-end has one), then ``close()`` once, which
+commits what is pending and releases the data directory. Vhosts, users and permissions
+come from the config file and are not stored.
 """
 
 from __future__ import annotations
@@ -20,22 +34,47 @@ if TYPE_CHECKING:
     from ..queue import Queue
 
 
+class StoreError(Exception):
+    """The store cannot be used; the text names the data directory or file and the reason."""
+
+
+class StoreLocked(StoreError):
+    """Another running node holds the data directory."""
+
+
+class StoreCorrupt(StoreError):
+    """The database file is damaged or truncated; nothing was loaded from it."""
+
+
 @dataclass(slots=True)
 class Snapshot:
-    """What a store holds when it is opened: durable definitions and persistent messages."""
+    """What a store holds when it is opened: durable definitions, persistent messages, records.
+
+    ``exchanges``: dicts with vhost, name, type, durable, auto_delete, internal, arguments.
+    ``queues``: dicts with vhost, name, durable, exclusive, auto_delete, arguments.
+    ``bindings``: dicts with vhost, source, destination, destination_kind, routing_key,
+    arguments (a dict). ``messages``: per (vhost, queue) the queue's messages in queue order,
+    each with its ``id`` set. ``records``: namespace -> key -> value.
+    """
 
     exchanges: list[dict[str, Any]] = field(default_factory=list)
     queues: list[dict[str, Any]] = field(default_factory=list)
     bindings: list[dict[str, Any]] = field(default_factory=list)
     messages: dict[tuple[str, str], list["Message"]] = field(default_factory=dict)
+    records: dict[str, dict[str, bytes]] = field(default_factory=dict)
 
 
 class Store(ABC):
     #: False for a store that keeps no messages (the memory store): queues then skip the calls.
     keeps_messages: bool = True
+    #: Set by the broker: called with True when the store cannot write (disk full, I/O
+    #: error) and with False once it can again. The broker blocks publishers meanwhile.
+    on_write_alarm: Callable[[bool], None] | None = None
 
     @abstractmethod
-    async def open(self) -> Snapshot: ...
+    async def open(self) -> Snapshot:
+        """Take the data directory and load it. Raises StoreLocked or StoreCorrupt (or
+        StoreError); on error nothing is held and close() need not be called."""
 
     @abstractmethod
     async def close(self) -> None:
@@ -54,7 +93,8 @@ class Store(ABC):
     @abstractmethod
     def save_queue(self, vhost: str, queue: "Queue") -> None: ...
     @abstractmethod
-    def delete_queue(self, vhost: str, name: str) -> None: ...
+    def delete_queue(self, vhost: str, name: str) -> None:
+        """Forget the queue and every message row it holds."""
     @abstractmethod
     def save_binding(self, vhost: str, binding: "Binding") -> None: ...
     @abstractmethod
@@ -62,12 +102,23 @@ class Store(ABC):
 
     # Persistent messages in durable queues.
     @abstractmethod
-    def add_message(self, queue: "Queue", message: "Message") -> None: ...
+    def add_message(self, queue: "Queue", message: "Message") -> None:
+        """Keep message in queue; assigns ``message.id`` the first time it is added."""
     @abstractmethod
-    def remove_message(self, queue: "Queue", message: "Message") -> None: ...
+    def remove_message(self, queue: "Queue", message: "Message") -> None:
+        """Queue settled the message (ack, drop, dead-letter move, purge)."""
+
+    # Protocol records (key-value, see the module docstring).
+    @abstractmethod
+    def put_record(self, namespace: str, key: str, value: bytes) -> None: ...
+    @abstractmethod
+    def delete_record(self, namespace: str, key: str) -> None: ...
 
     # Durability tickets.
     @abstractmethod
-    def barrier(self) -> int: ...
+    def barrier(self) -> int:
+        """A ticket covering every write made so far."""
     @abstractmethod
-    def when_durable(self, ticket: int, callback: Callable[[], None]) -> None: ...
+    def when_durable(self, ticket: int, callback: Callable[[], None]) -> None:
+        """Call callback (on the event loop) once the ticket's writes are on disk; at once if
+        they are. A callback never runs if the node stops first."""

@@ -12,6 +12,8 @@ class MemoryStore(Store):
 
     def __init__(self) -> None:
         self.definitions: dict[tuple[str, str, Any], Any] = {}
+        # Protocol records are kept so a protocol can use one code path with either store.
+        self.records: dict[str, dict[str, bytes]] = {}
 
     async def open(self) -> Snapshot:
         return Snapshot()
@@ -42,6 +44,12 @@ class MemoryStore(Store):
 
     def remove_message(self, queue, message) -> None:
         pass
+
+    def put_record(self, namespace: str, key: str, value: bytes) -> None:
+        self.records.setdefault(namespace, {})[key] = bytes(value)
+
+    def delete_record(self, namespace: str, key: str) -> None:
+        self.records.get(namespace, {}).pop(key, None)
 
     def barrier(self) -> int:
         return 0

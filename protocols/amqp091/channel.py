@@ -425,8 +425,8 @@ class Channel:
         return [item]
 
     def _on_ack(self, m: spec.BasicAck) -> None:
-        if self.tx is not None:
-            self.tx.append(("ack", self._take(m.delivery_tag, m.multiple)))
+        if self.tx is not None:  # acted on at tx.commit, forgotten at tx.rollback (§1.9.2)
+            self.tx.append(("ack", (m.delivery_tag, m.multiple, False)))
             return
         self._settle(self._take(m.delivery_tag, m.multiple))
 
@@ -439,16 +439,16 @@ class Channel:
             self.update_blocked()
 
     def _on_reject(self, m: spec.BasicReject) -> None:
-        self._reject(self._take(m.delivery_tag, False), m.requeue)
+        self._reject(m.delivery_tag, False, m.requeue)
 
     def _on_nack(self, m: spec.BasicNack) -> None:
-        self._reject(self._take(m.delivery_tag, m.multiple), m.requeue)
+        self._reject(m.delivery_tag, m.multiple, m.requeue)
 
-    def _reject(self, items: list, requeue: bool) -> None:
+    def _reject(self, tag: int, multiple: bool, requeue: bool) -> None:
         if self.tx is not None:
-            self.tx.append(("reject" if requeue else "discard", items))
+            self.tx.append(("reject", (tag, multiple, requeue)))
             return
-        self._reject_now(items, requeue)
+        self._reject_now(self._take(tag, multiple), requeue)
 
     def _reject_now(self, items: list, requeue: bool) -> None:
         by_queue: dict[Any, list] = {}
@@ -550,24 +550,17 @@ class Channel:
             if kind == "publish":
                 self._route(*item)
             elif kind == "ack":
-                self._settle(item)
+                self._settle(self._take(item[0], item[1]))
             else:
-                self._reject_now(item, kind == "reject")
+                self._reject_now(self._take(item[0], item[1]), item[2])
         self.conn.send(encode_method(self.number, spec.TxCommitOk()))
 
     def _on_tx_rollback(self, m: spec.TxRollback) -> None:
+        """Drop the transaction's publishes and acks; its deliveries stay unacknowledged."""
         if self.tx is None:
             raise PreconditionFailed("channel is not transactional")
-        for kind, item in self.tx:
-            if kind != "publish":  # acks are forgotten: their deliveries are unacked again
-                for queue, consumer, entry in item:
-                    self.unacked[self._retag(queue, consumer, entry)] = (queue, consumer, entry)
         self.tx = []
         self.conn.send(encode_method(self.number, spec.TxRollbackOk()))
-
-    def _retag(self, queue: Any, consumer: Any, entry: QueueEntry) -> int:
-        self.delivery_tag += 1
-        return self.delivery_tag
 
     def _on_confirm_select(self, m: spec.ConfirmSelect) -> None:
         if self.tx is not None:

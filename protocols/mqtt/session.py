@@ -52,6 +52,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("mqemu.protocols.mqtt")
 
+LINGER = 1.0  # seconds a socket stays open after a DISCONNECT or refusal sent by the server
 CONNECT_TIMEOUT = 10.0  # RabbitMQ closes a socket that sends no CONNECT within 10 s
 MAX_PACKET_BEFORE_CONNECT = 65536  # RabbitMQ's max_packet_size_unauthenticated
 MAX_PACKET_SIZE = 268435455  # the largest the Remaining Length allows (5.0 1.5.5)
@@ -100,8 +101,12 @@ def _settings(broker: "Broker") -> dict[str, Any]:
 class MqttConnection(DeliveryMixin, SubscribeMixin):
     """One client connection. See the module docstring for its states."""
 
-    def __init__(self, broker: "Broker", peer: str | None = None, conn_id: int = 0) -> None:
+    def __init__(self, broker: "Broker", peer: str | None = None, conn_id: int = 0,
+                 pump: Any = None) -> None:
         self.broker = broker
+        self.pump = pump  # defers routing of PUBLISH to the end of the scheduler pass
+        self.pending: list[tuple[str, Any, Publish]] = []
+        self.linger_until: float | None = None
         self.peer = peer
         self.conn_id = conn_id
         cfg = _settings(broker)
@@ -170,6 +175,8 @@ class MqttConnection(DeliveryMixin, SubscribeMixin):
                 if p is NEED_DATA:
                     break
                 if self.state is State.CONNECTED:
+                    if self.pending and p.__class__ is not Publish:
+                        self.flush_publishes()  # keep this connection's own order
                     self._handlers[p.__class__](self, p)
                 else:
                     self._on_connect(p)
@@ -189,12 +196,18 @@ class MqttConnection(DeliveryMixin, SubscribeMixin):
                 q.dispatch()
 
     def next_deadline(self) -> float | None:
+        if self.linger_until is not None and not self.closing:
+            return self.linger_until
         if self.state is State.CONNECTED:
             return self.last_received + 1.5 * self.keep_alive if self.keep_alive else None
         return self.deadline if self.state is State.CONNECTING else None
 
     def on_timer(self, now: float) -> None:
         self._now = now
+        if self.linger_until is not None:
+            if now >= self.linger_until:
+                self.closing = True
+            return
         if self.state is State.CONNECTING and self.deadline is not None and now >= self.deadline:
             self._close(ClosedReason.PROTOCOL_ERROR, will=False)
         elif self.state is State.CONNECTED and self.keep_alive and now >= self.last_received + 1.5 * self.keep_alive:
@@ -344,7 +357,8 @@ class MqttConnection(DeliveryMixin, SubscribeMixin):
         log.info("CONNECT refused: %s", text, extra={"conn": self.conn_id, "reason_code": code})
         props = {"reason_string": text} if self.level >= 5 else {}
         self.send(encode(Connack(False, code, props), self.level))
-        self._close(ClosedReason.AUTH_FAILED if code in (0x86, 0x87) else ClosedReason.PROTOCOL_ERROR, will=False)
+        self._close(ClosedReason.AUTH_FAILED if code in (0x86, 0x87) else ClosedReason.PROTOCOL_ERROR,
+                    will=False, linger=True)
 
     # -- packets while CONNECTED ----------------------------------------------------------
     def _on_publish(self, p: Publish) -> None:
@@ -370,16 +384,39 @@ class MqttConnection(DeliveryMixin, SubscribeMixin):
             key = self._key(topic)
         msg = to_message(key, p.payload, qos, p.retain, props)
         msg.origin = self.client_id
+        if qos == 2:
+            self.session.awaiting_rel.add(p.packet_id)
+        if self.pump is None:
+            self._route(topic, msg, p)
+            return
+        if not self.pending:
+            self.pump.defer(self)
+        self.pending.append((topic, msg, p))
+
+    def flush_publishes(self) -> None:
+        """Route the PUBLISH packets deferred to the pump (see ``server.PublishPump``)."""
+        pending = self.pending
+        if pending:
+            self.pending = []
+            route = self._route
+            for topic, msg, p in pending:
+                route(topic, msg, p)
+            self.end_of_batch()
+
+    def _route(self, topic: str, msg: Any, p: Publish) -> None:
         if p.retain:
-            expiry = props.get("message_expiry_interval") if props else None
+            expiry = p.properties.get("message_expiry_interval") if p.properties else None
             retained_store(self.broker, self.vhost.name).put(
-                topic, msg, qos, None if expiry is None else self.vhost.clock() + expiry)
+                topic, msg, p.qos, None if expiry is None else self.vhost.clock() + expiry)
         try:
-            self.vhost.publish("amq.topic", key, msg)
+            self.vhost.publish("amq.topic", msg.routing_key, msg)
         except BrokerError as e:
             log.warning("publish failed: %s", e, extra={"conn": self.conn_id})
-        if qos:
-            self._ack_publish(p, 0)
+        qos = p.qos
+        if qos == 1:
+            self.send(_PUBACK + p.packet_id.to_bytes(2, "big"))
+        elif qos == 2:
+            self.send(_PUBREC + p.packet_id.to_bytes(2, "big"))
 
     def _ack_publish(self, p: Publish, code: int) -> None:
         pid = p.packet_id
@@ -503,7 +540,7 @@ class MqttConnection(DeliveryMixin, SubscribeMixin):
             return
         if self.level >= 5:
             self.send(encode(Disconnect(code, {"reason_string": text[:200]}), 5))
-        self._close(ClosedReason.PROTOCOL_ERROR, will=True)
+        self._close(ClosedReason.PROTOCOL_ERROR, will=True, linger=self.level >= 5)
 
     def taken_over(self, new_clean_start: bool) -> None:
         """Another connection took the client id [MQTT-3.1.4-3]."""
@@ -522,13 +559,22 @@ class MqttConnection(DeliveryMixin, SubscribeMixin):
             self.send(encode(Disconnect(0x8B), 5))  # Server shutting down
         self._close(ClosedReason.SERVER_SHUTDOWN, will=True)
 
-    def _close(self, reason: ClosedReason, will: bool) -> None:
+    def _close(self, reason: ClosedReason, will: bool, linger: bool = False) -> None:
+        """Leave CONNECTED/CONNECTING. With ``linger`` the socket stays open for LINGER
+        seconds, reading and dropping input, so that the client reads the DISCONNECT or
+        CONNACK just sent: closing a socket with unread input makes the kernel send a reset,
+        which loses what the client has not read yet."""
         if self.state is State.CLOSED:
             return
         was_connected = self.state is State.CONNECTED
+        if self.pending:
+            self.flush_publishes()
         self.state = State.CLOSED
         self.close_reason = self.close_reason or reason
-        self.closing = True
+        if linger:
+            self.linger_until = self._now + LINGER
+        else:
+            self.closing = True
         if was_connected:
             self._detach(will)
         self._wake()

@@ -259,3 +259,22 @@ def test_closing_a_channel_requeues_its_unacked_messages():
     assert c.methods(c.method(1, spec.ChannelClose())) == [spec.ChannelCloseOk()]
     entry = broker.vhosts["/"].queues["q"].ready[0]
     assert entry.redelivered and entry.message.body == b"m"
+
+
+def test_tx_rollback_forgets_publishes_and_acks_but_keeps_delivery_tags():
+    broker = Broker()
+    c = Client(broker).open()
+    c.channel()
+    c.method(1, spec.QueueDeclare(queue="q"))
+    c.send(encode_content(1, spec.BasicPublish(routing_key="q"), None, b"before", 131072))
+    c.method(1, spec.BasicGet(queue="q"))  # delivery tag 1
+    assert c.methods(c.method(1, spec.TxSelect())) == [spec.TxSelectOk()]
+    c.send(encode_content(1, spec.BasicPublish(routing_key="q"), None, b"in-tx", 131072))
+    c.method(1, spec.BasicAck(delivery_tag=1))
+    assert c.methods(c.method(1, spec.TxRollback())) == [spec.TxRollbackOk()]
+    queue = broker.vhosts["/"].queues["q"]
+    assert len(queue.ready) == 0 and queue.unacked == 1
+    c.method(1, spec.BasicAck(delivery_tag=1))
+    c.send(encode_content(1, spec.BasicPublish(routing_key="q"), None, b"committed", 131072))
+    assert c.methods(c.method(1, spec.TxCommit())) == [spec.TxCommitOk()]
+    assert queue.unacked == 0 and [e.message.body for e in queue.ready] == [b"committed"]
