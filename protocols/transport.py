@@ -83,6 +83,9 @@ async def run_connection(stream: trio.SocketStream, session: Session, log: loggi
     writer_wake = _Wakeup()
     reader_wake = _Wakeup()
     session.bind_transport(writer_wake.set, reader_wake.set)
+    made = getattr(session, "connection_made", None)  # optional: start a handshake timer
+    if made is not None:
+        made(trio.current_time())
     reason: ClosedReason | None = None
 
     async def reader(cancel: trio.CancelScope) -> None:

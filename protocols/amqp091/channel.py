@@ -416,7 +416,7 @@ class Channel:
                 unacked.clear()
                 return taken
             keys = [t for t in unacked if t <= tag]
-            if not keys and tag > self.delivery_tag:
+            if not keys:
                 raise PreconditionFailed(f"unknown delivery tag {tag}")
             return [unacked.pop(t) for t in keys]
         item = unacked.pop(tag, None)

@@ -154,8 +154,6 @@ class AMQPConnection:
         self._now = self.last_received = now
         if self.state is State.CLOSED:
             return
-        if self.deadline is None:
-            self.deadline = now + HANDSHAKE_TIMEOUT
         dec = self.decoder
         dec.feed(data)
         handle = self._handle_frame
@@ -199,7 +197,13 @@ class AMQPConnection:
             return min(self.last_sent + self.heartbeat / 2, self.last_received + 2 * self.heartbeat)
         return self.deadline
 
+    def connection_made(self, now: float) -> None:
+        """A client that never completes the handshake is closed (RabbitMQ's handshake_timeout)."""
+        self._now = self.last_received = now
+        self.deadline = now + HANDSHAKE_TIMEOUT
+
     def on_timer(self, now: float) -> None:
+        self._now = now
         if self.state is State.OPEN and self.heartbeat:
             if now >= self.last_received + 2 * self.heartbeat:
                 # RabbitMQ closes a silent peer's socket without connection.close.

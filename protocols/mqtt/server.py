@@ -1,4 +1,5 @@
-"""The MQTT listener: a session per accepted socket, run by the shared transport."""
+"""The MQTT listener: a session per accepted socket, run by the shared transport, and the
+publish pump that routes PUBLISH packets once per scheduler pass."""
 
 from __future__ import annotations
 
@@ -7,11 +8,51 @@ from typing import Any
 
 import trio
 
-from mqemu.protocols.transport import serve_protocol
+from mqemu.protocols.transport import ClosedReason, serve_protocol
 
 from .session import MqttConnection
 
 log = logging.getLogger("mqemu.protocols.mqtt")
+
+
+class PublishPump:
+    """Routes the PUBLISH packets connections received, after every reader of the pass ran.
+
+    Why: clients such as Paho's interoperability suite send SUBSCRIBE on one connection and,
+    microseconds later, PUBLISH on another, and expect the subscriber to get the message.
+    Both sockets turn readable in the same event-loop pass, and trio runs the woken readers
+    in either order (it reverses half of its batches on purpose). A connection therefore
+    handles its SUBSCRIBE, UNSUBSCRIBE and acks at once but queues its PUBLISH packets here;
+    this task, woken for the next pass, routes them, so a subscription that arrived in the
+    same pass as a publish is always in place first. A connection routes its own queued
+    publishes before it handles any other packet of its own, so its order is kept.
+    The cost is one task wake-up per pass, not per message.
+    """
+
+    def __init__(self) -> None:
+        self.waiting: list[MqttConnection] = []
+        self._event = trio.Event()
+
+    def defer(self, conn: MqttConnection) -> None:
+        self.waiting.append(conn)
+        ev = self._event
+        if not ev.is_set():
+            ev.set()
+
+    async def run(self) -> None:
+        while True:
+            await self._event.wait()
+            self._event = trio.Event()
+            conns, self.waiting = self.waiting, []
+            for conn in conns:
+                try:
+                    conn.flush_publishes()
+                except Exception:
+                    log.exception("connection %d: routing publishes failed; closing it", conn.conn_id)
+                    conn.pending = []
+                    conn.close_reason = ClosedReason.INTERNAL_ERROR
+                    conn.closing = True
+                    conn._wake()
 
 
 async def serve_mqtt(broker: Any, host: str, port: int, *, connections: set | None = None,
@@ -23,9 +64,14 @@ async def serve_mqtt(broker: Any, host: str, port: int, *, connections: set | No
     ``allow_anonymous``, ``default_user``, ``default_pass``, ``deny_subscribe``,
     ``deny_publish``). Raises OSError when the port cannot be bound.
     """
+    pump = PublishPump()
 
     def make(peer: str | None, conn_id: int) -> MqttConnection:
-        conn = MqttConnection(broker, peer, conn_id)
+        conn = MqttConnection(broker, peer, conn_id, pump=pump)
+        if connections is not None:
+            connections.add(conn)
         return conn
 
-    await serve_protocol("mqtt", host, port, make, log, sessions=connections, task_status=task_status)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(pump.run)
+        await serve_protocol("mqtt", host, port, make, log, task_status=task_status)

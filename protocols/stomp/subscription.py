@@ -26,7 +26,7 @@ from .mapping import (
     activemq_message_headers,
     encode_header_block,
     rabbit_destination,
-    rabbit_message_headers,
+    rabbit_header_block,
 )
 
 if TYPE_CHECKING:
@@ -74,8 +74,12 @@ class Subscription:
         if dest is None:
             dest = s.destination_line(key)
         props = msg.properties
-        block = (encode_header_block(rabbit_message_headers(props), s.version) if self.rabbit
-                 else encode_header_block(activemq_message_headers(props), s.version)) if props else b""
+        if not props:
+            block = b""
+        elif self.rabbit:
+            block = rabbit_header_block(props, s.escape)
+        else:
+            block = encode_header_block(activemq_message_headers(props), s.version)
         ack = b"" if self.ack_prefix is None else b"%s%d\n" % (self.ack_prefix, tag)
         if self.rabbit:
             red = b"redelivered:true\n" if entry.redelivered else b"redelivered:false\n"

@@ -19,6 +19,7 @@ class Client:
         self.broker = broker or Broker()
         self.conn = AMQPConnection(self.broker, peer=peer)
         self.conn.bind_transport(lambda: None, lambda: None)
+        self.conn.connection_made(0.0)
         self.decoder = FrameDecoder(0)
         self.decoder.feed(PROTOCOL_HEADER)
         self.decoder.read_frames()
@@ -218,6 +219,7 @@ def test_heartbeats_sent_and_silent_peer_closed():
     assert c.conn.outbound == [b"\x08\x00\x00\x00\x00\x00\x00\xce"]
     c.received()
     c.conn.on_drained()
+    assert c.conn.next_deadline() == pytest.approx(2.0)  # the next heartbeat, not a busy loop
     c.conn.on_timer(4.0)
     assert c.conn.closing and c.conn.close_reason is ClosedReason.HEARTBEAT_TIMEOUT
 
@@ -278,3 +280,11 @@ def test_tx_rollback_forgets_publishes_and_acks_but_keeps_delivery_tags():
     c.send(encode_content(1, spec.BasicPublish(routing_key="q"), None, b"committed", 131072))
     assert c.methods(c.method(1, spec.TxCommit())) == [spec.TxCommitOk()]
     assert queue.unacked == 0 and [e.message.body for e in queue.ready] == [b"committed"]
+
+
+def test_a_client_that_never_finishes_the_handshake_is_closed():
+    c = Client()
+    c.send(PROTOCOL_HEADER)
+    assert c.conn.next_deadline() == pytest.approx(10.0)
+    c.conn.on_timer(10.0)
+    assert c.conn.closing and c.conn.close_reason is ClosedReason.PROTOCOL_ERROR
