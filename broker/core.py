@@ -17,7 +17,7 @@ from .activemq import ActiveMQSettings
 from .auth import AuthRegistry, User
 from .config import BrokerConfig
 from .errors import AccessRefused, NotAllowed
-from .store.base import Store
+from .store.base import Snapshot, Store
 from .store.memory import MemoryStore
 from .timers import Timers
 from .vhost import VirtualHost
@@ -44,7 +44,13 @@ class Broker:
         for name in self.config.vhosts:
             self.add_vhost(name)
         self.memory_alarm = False
+        # True while the store cannot write (disk full): blocks publishers like the memory
+        # alarm, as RabbitMQ's disk alarm does.
+        self.store_alarm = False
+        self.store.on_write_alarm = self.set_store_alarm
         self.alarm_listeners: set[Callable[[bool], None]] = set()
+        # Protocol records loaded from the store at start (namespace -> key -> bytes).
+        self.records: dict[str, dict[str, bytes]] = {}
         self._wake = trio.Event()
         self.timers.on_earlier = self._wake_timer_task
 
@@ -69,8 +75,18 @@ class Broker:
     def queued_bytes(self) -> int:
         return sum(q.bytes_ready for vh in self.vhosts.values() for q in vh.queues.values())
 
+    def recover(self, snapshot: Snapshot) -> "Any":
+        """Rebuild durable definitions and messages from the store (before listeners start)."""
+        from .recovery import recover
+        self.records = snapshot.records
+        return recover(self, snapshot)
+
+    def set_store_alarm(self, on: bool) -> None:
+        self.store_alarm = on
+        self.check_memory()
+
     def check_memory(self) -> None:
-        high = self.queued_bytes() >= self.config.watermark_bytes()
+        high = self.store_alarm or self.queued_bytes() >= self.config.watermark_bytes()
         if high != self.memory_alarm:
             self.memory_alarm = high
             log.warning("memory alarm %s", "set: publishers blocked" if high else "cleared",

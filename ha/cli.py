@@ -73,8 +73,6 @@ def serve(args: argparse.Namespace) -> int:
     except ConfigError as e:
         log.error("%s", e)
         return 2
-    if args.data_dir:
-        log.warning("--data-dir is accepted but persistence is not built yet: data is kept in memory only")
     ports = {p: getattr(args, f"{p}_port") for p in PROTOCOLS}
     node = Node(NodeOptions(engine=config.engine, host=args.host, ports=ports, data_dir=args.data_dir,
                             ready_file=args.ready_file, config=config))

@@ -21,6 +21,8 @@ import trio
 
 from mqemu.broker.config import BrokerConfig, load_config
 from mqemu.broker.core import Broker
+from mqemu.broker.store.base import Store, StoreError
+from mqemu.broker.store.memory import MemoryStore
 
 log = logging.getLogger("mqemu.ha.node")
 
@@ -45,14 +47,22 @@ class NodeOptions:
 
 
 class NodeStartError(Exception):
-    """A listener could not start; the text names it and the reason."""
+    """A listener or the store could not start; the text names it and the reason."""
+
+
+def make_store(data_dir: str | None) -> Store:
+    """The SQLite store in data_dir, or the memory store without one."""
+    if not data_dir:
+        return MemoryStore()
+    from mqemu.broker.store.sqlite import SQLiteStore
+    return SQLiteStore(data_dir)
 
 
 class Node:
     def __init__(self, options: NodeOptions | None = None) -> None:
         self.options = options or NodeOptions()
         cfg = self.options.config or load_config(self.options.config_file, self.options.engine)
-        self.broker = Broker(cfg)
+        self.broker = Broker(cfg, store=make_store(self.options.data_dir))
         self.ports: dict[str, int] = {}
         self.host = self.options.host
         self.sessions: set = set()  # live connections of every protocol
@@ -65,9 +75,21 @@ class Node:
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         """Start the store, the core's task and every listener; runs until cancelled."""
         broker = self.broker
-        await broker.store.open()
         try:
+            snapshot = await broker.store.open()
+        except StoreError as e:
+            raise NodeStartError(str(e)) from e
+        try:
+            report = broker.recover(snapshot)
+            del snapshot
+            if self.options.data_dir:
+                log.info("store: SQLite in %s; recovered %d exchanges, %d queues, %d bindings, %d messages "
+                         "in %.2f s", os.path.abspath(self.options.data_dir), report.exchanges, report.queues,
+                         report.bindings, report.messages, report.seconds)
+            else:
+                log.info("store: memory only (no --data-dir): nothing survives a restart")
             async with trio.open_nursery() as nursery:
+                await nursery.start(broker.store.run)
                 await nursery.start(broker.run)
                 for proto, (module, func, defaults) in PROTOCOLS.items():
                     port = self.options.ports.get(proto)

@@ -26,6 +26,9 @@ import trio
 READ_SIZE = 65536
 # Outbound bytes a connection may hold before its consumers stop receiving deliveries.
 OUTBOUND_HIGH_WATER = 1 << 20
+# Outbound bytes past which the connection's own input is not read until its peer reads what
+# it was sent (replies to a client that writes but never reads must not grow without bound).
+READ_PAUSE_BYTES = 8 << 20
 
 
 class ClosedReason(enum.Enum):
@@ -82,6 +85,7 @@ async def run_connection(stream: trio.SocketStream, session: Session, log: loggi
     """Drive one connection until either side closes. Never raises except Cancelled."""
     writer_wake = _Wakeup()
     reader_wake = _Wakeup()
+    drained = _Wakeup()
     session.bind_transport(writer_wake.set, reader_wake.set)
     made = getattr(session, "connection_made", None)  # optional: start a handshake timer
     if made is not None:
@@ -96,6 +100,10 @@ async def run_connection(stream: trio.SocketStream, session: Session, log: loggi
                 if session.reading_paused:
                     await reader_wake.event.wait()
                     continue
+            if session.outbound_bytes > READ_PAUSE_BYTES:
+                drained.reset()
+                await drained.event.wait()
+                continue
             data = await stream.receive_some(READ_SIZE)
             if not data:
                 reason = reason or ClosedReason.CLIENT_DISCONNECTED
@@ -121,6 +129,7 @@ async def run_connection(stream: trio.SocketStream, session: Session, log: loggi
                 session.outbound_bytes = 0
                 await stream.send_all(data)
                 session.on_drained()
+                drained.set()
         cancel.cancel()
 
     try:

@@ -53,7 +53,7 @@ class Snapshot:
     ``exchanges``: dicts with vhost, name, type, durable, auto_delete, internal, arguments.
     ``queues``: dicts with vhost, name, durable, exclusive, auto_delete, arguments.
     ``bindings``: dicts with vhost, source, destination, destination_kind, routing_key,
-    arguments (a dict). ``messages``: per (vhost, queue) the queue's messages in queue order,
+    arguments (the binding's frozen argument tuple, ``exchange.freeze_arguments``). ``messages``: per (vhost, queue) the queue's messages in queue order,
     each with its ``id`` set. ``records``: namespace -> key -> value.
     """
 

@@ -20,6 +20,7 @@ the callbacks, so nothing is confirmed that is not on disk.
 from __future__ import annotations
 
 import logging
+import os
 import sqlite3
 import time
 from typing import TYPE_CHECKING, Any, Callable
@@ -52,10 +53,10 @@ _Q_PUT = ("INSERT OR REPLACE INTO queues (qid, vhost, name, exclusive, auto_dele
           "VALUES (?, ?, ?, ?, ?, ?)")
 _Q_DEL = "DELETE FROM queues WHERE qid = ?"
 _Q_DEL_MSGS = "DELETE FROM queue_messages WHERE qid = ?"
-_B_PUT = ("INSERT OR REPLACE INTO bindings (vhost, source, destination, kind, routing_key, arguments) "
-          "VALUES (?, ?, ?, ?, ?, ?)")
+_B_PUT = ("INSERT OR REPLACE INTO bindings (vhost, source, destination, kind, routing_key, args_key, "
+          "arguments) VALUES (?, ?, ?, ?, ?, ?, ?)")
 _B_DEL = ("DELETE FROM bindings WHERE vhost = ? AND source = ? AND destination = ? AND kind = ? "
-          "AND routing_key = ? AND arguments = ?")
+          "AND routing_key = ? AND args_key = ?")
 _R_PUT = "INSERT OR REPLACE INTO records (namespace, key, value) VALUES (?, ?, ?)"
 _R_DEL = "DELETE FROM records WHERE namespace = ? AND key = ?"
 
@@ -124,7 +125,6 @@ class SQLiteStore(Store):
 
     @property
     def path(self) -> str:
-        import os
         return os.path.join(self.data_dir, schema.DB_NAME)
 
     async def close(self) -> None:
@@ -156,6 +156,12 @@ class SQLiteStore(Store):
                 await self._wake.wait()
             ticket = self._ticket
             ops = self._take()
+            if not any(op is not None for op in ops):
+                # Everything in the batch was cancelled in memory (acked before written), and
+                # the batch before is on disk: nothing to wait for.
+                self._durable = ticket
+                self._run_callbacks(ticket)
+                continue
             try:
                 await trio.to_thread.run_sync(self._commit, ops)
             except sqlite3.Error as e:
@@ -263,7 +269,7 @@ class SQLiteStore(Store):
             self._pending_msg[mid] = len(self._ops)
             # The row is encoded in the commit thread: a message acked before its batch is
             # taken costs no encoding at all.
-            self._ops.append((_MSG, message))
+            self._ops.append((_MSG, (mid, message)))
         else:
             self._shared[mid] = self._shared.get(mid, 1) + 1
         self._pending_add[(qid, mid)] = len(self._ops)
@@ -315,10 +321,10 @@ class SQLiteStore(Store):
             self._push((_Q_DEL, (qid,)))
 
     def save_binding(self, vhost: str, binding: "Binding") -> None:
-        self._push((_B_PUT, _binding_row(vhost, binding)))
+        self._push((_B_PUT, (*_binding_key(vhost, binding), schema.dumps(binding.arguments))))
 
     def delete_binding(self, vhost: str, binding: "Binding") -> None:
-        self._push((_B_DEL, _binding_row(vhost, binding)))
+        self._push((_B_DEL, _binding_key(vhost, binding)))
 
     # -- records ------------------------------------------------------------------------
     def put_record(self, namespace: str, key: str, value: bytes) -> None:
@@ -328,15 +334,17 @@ class SQLiteStore(Store):
         self._push((_R_DEL, (namespace, key)))
 
 
-def _binding_row(vhost: str, b: "Binding") -> tuple:
-    args = schema.dumps(b.args) if b.arguments else b""
-    return (vhost, b.source, b.destination, b.destination_kind, b.routing_key, args)
+def _binding_key(vhost: str, b: "Binding") -> tuple:
+    # The arguments' repr is the key: it is the same for equal frozen argument tuples,
+    # which a pickle is not (pickle memoizes shared objects).
+    return (vhost, b.source, b.destination, b.destination_kind, b.routing_key, repr(b.arguments))
 
 
 def _run(con: sqlite3.Connection, kind: str, rows: list[Any]) -> None:
     if kind is _MSG:
-        rows = [(m.id, m.exchange, m.routing_key, schema.dumps((m.properties, m.routing_keys)), m.body)
-                for m in rows]
+        # The id was taken when the message was added: message.id may be reset meanwhile.
+        rows = [(mid, m.exchange, m.routing_key, schema.dumps((m.properties, m.routing_keys)), m.body)
+                for mid, m in rows]
     con.executemany(kind, rows)
     if kind is _Q_DEL:
         con.executemany(_Q_DEL_MSGS, rows)

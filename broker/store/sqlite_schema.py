@@ -30,8 +30,8 @@ CREATE TABLE IF NOT EXISTS queues (
     auto_delete INTEGER NOT NULL, arguments BLOB NOT NULL, UNIQUE (vhost, name));
 CREATE TABLE IF NOT EXISTS bindings (
     vhost TEXT NOT NULL, source TEXT NOT NULL, destination TEXT NOT NULL, kind TEXT NOT NULL,
-    routing_key TEXT NOT NULL, arguments BLOB NOT NULL,
-    PRIMARY KEY (vhost, source, destination, kind, routing_key, arguments));
+    routing_key TEXT NOT NULL, args_key TEXT NOT NULL, arguments BLOB NOT NULL,
+    PRIMARY KEY (vhost, source, destination, kind, routing_key, args_key));
 CREATE TABLE IF NOT EXISTS messages (
     id INTEGER PRIMARY KEY, exchange TEXT NOT NULL, routing_key TEXT NOT NULL,
     properties BLOB NOT NULL, body BLOB NOT NULL);
@@ -141,8 +141,8 @@ def load(con: sqlite3.Connection) -> Loaded:
                             "auto_delete": bool(auto_delete), "arguments": pickle.loads(args)})
     for vhost, source, dest, kind, key, args in con.execute(
             "SELECT vhost, source, destination, kind, routing_key, arguments FROM bindings"):
-        snap.bindings.append({"vhost": vhost, "source": source, "destination": dest,
-                              "destination_kind": kind, "routing_key": key, "arguments": pickle.loads(args)})
+        snap.bindings.append({"vhost": vhost, "source": source, "destination": dest, "destination_kind": kind,
+                              "routing_key": key, "arguments": pickle.loads(args)})
     # Messages held by no queue (a queue deleted while some were unacked): drop them now.
     out.orphans = con.execute("DELETE FROM messages WHERE id NOT IN (SELECT msg_id FROM queue_messages)").rowcount
     con.execute("DELETE FROM queue_messages WHERE qid NOT IN (SELECT qid FROM queues)")

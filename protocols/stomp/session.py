@@ -99,6 +99,7 @@ class StompSession:
         self.transactions: dict[str, list[Frame]] = {}
         self.destinations: RabbitDestinations | ActiveMQDestinations | None = None
         self.send_routes: dict[str, list[tuple[str, str]]] = {}
+        self.write_allowed: set[str] = set()
         self.destinations_seen: dict[tuple[str, str], bytes] = {}
         self.dirty_queues: set = set()
         self.published = False
@@ -340,8 +341,11 @@ class StompSession:
         vhost = self.vhost
         body = f.body
         routed = 0
+        allowed = self.write_allowed
         for exchange, key in targets:
-            self.check("write", "exchange", exchange or "amq.default")
+            if exchange not in allowed:  # RabbitMQ caches permission checks per connection too
+                self.check("write", "exchange", exchange or "amq.default")
+                allowed.add(exchange)
             n, _refused = vhost.publish(exchange, key, Message(exchange, key, body, props if len(targets) == 1
                                                                 else dict(props)))
             routed += n
