@@ -81,6 +81,8 @@ class AuthRegistry:
 
 def _is_loopback(host: str) -> bool:
     try:
-        return ipaddress.ip_address(host.split("%")[0]).is_loopback
+        addr = ipaddress.ip_address(host.split("%")[0])
     except ValueError:
         return host == "localhost"
+    mapped = getattr(addr, "ipv4_mapped", None)  # ::ffff:127.0.0.1 from a dual-stack socket
+    return (mapped or addr).is_loopback

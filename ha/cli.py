@@ -92,10 +92,18 @@ def serve(args: argparse.Namespace) -> int:
     try:
         trio.run(run)
     except* NodeStartError as group:
-        failures.extend(group.exceptions)
+        failures.extend(_leaves(group))
     for e in failures:
         log.error("%s", e)
     return 1 if failures else 0
+
+
+def _leaves(group: BaseExceptionGroup) -> list:
+    """The exceptions inside nested groups (one per nursery level)."""
+    out = []
+    for e in group.exceptions:
+        out.extend(_leaves(e) if isinstance(e, BaseExceptionGroup) else [e])
+    return out
 
 
 if __name__ == "__main__":
