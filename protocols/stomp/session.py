@@ -36,11 +36,12 @@ from mqemu.broker.errors import AuthenticationFailed, BrokerError, PreconditionF
 from mqemu.broker.message import Message
 from mqemu.protocols.transport import OUTBOUND_HIGH_WATER, ClosedReason
 
-from .codec import NEED_DATA, Frame, StompDecoder, StompFrameError, encode_frame, negotiate_version
+from .codec import NEED_DATA, Frame, StompDecoder, StompFrameError, negotiate_version
 from .destinations import ActiveMQDestinations, RabbitDestinations
 from .errors import StompError, from_broker_error
 from .frames_out import connected_frame, error_frame, receipt_frame
 from .mapping import ESCAPERS, activemq_properties, escape_10, rabbit_properties
+from .acks import SettleMixin
 from .subscription import ACK_MODES, Subscription, destination_header
 
 if TYPE_CHECKING:
@@ -56,7 +57,6 @@ HEARTBEAT_EOL = b"\n"
 # Missed-heart-beat grace, as a multiple of the client's send interval.
 GRACE = {"rabbitmq": 2.0, "activemq": 1.5}  # RabbitMQ: two silent periods; ActiveMQ: 1.5
 SERVER_HEADER = {"rabbitmq": "RabbitMQ/3.10.25", "activemq": "ActiveMQ/5.17.6"}
-MAX_TRANSACTIONS = 100  # RabbitMQ's limit of open transactions per connection
 _session_numbers = itertools.count(1)
 _START_MS = int(time.time() * 1000)
 
@@ -67,7 +67,7 @@ class State(enum.Enum):
     CLOSED = "closed"
 
 
-class StompSession:
+class StompSession(SettleMixin):
     """One client connection. See the module docstring for its states."""
 
     def __init__(self, broker: "Broker", peer: str | None = None, conn_id: int = 0,
@@ -454,98 +454,6 @@ class StompSession:
             self.error("Server cancelled subscription",
                        f"The server has canceled a subscription.\nNo more messages will be "
                        f"delivered for id='{sub.id}'.\n", None, extra=[("subscription", sub.id)])
-
-    # -- ACK / NACK ---------------------------------------------------------------------
-    def _on_ack(self, f: Frame) -> bool:
-        return self._settle(f, True)
-
-    def _on_nack(self, f: Frame) -> bool:
-        if self.version == "1.0":
-            raise StompError("Bad command", 'Could not interpret command "NACK"\n')
-        return self._settle(f, False)
-
-    def _settle(self, f: Frame, ack: bool) -> bool:
-        tx = f.headers.get("transaction")
-        if tx is not None:
-            self._transaction(tx).append(f)
-            return False
-        self._settle_now(f, ack)
-        return False
-
-    def _settle_now(self, f: Frame, ack: bool) -> None:
-        h = f.headers
-        name = "id" if self.version == "1.2" else "message-id"  # STOMP 1.2, "ACK"; 1.1 and 1.0
-        value = h.get(name)
-        if value is None:
-            raise StompError("Missing header", f"{f.command} must include the '{name}' header\n")
-        sep = "@@" if self.engine == "rabbitmq" else ":"
-        try:
-            tag = int(value.rsplit(sep, 1)[1])
-        except (IndexError, ValueError):
-            raise StompError("Invalid header", f"{f.command} must include a valid '{name}' header\n") from None
-        item = self.unacked.get(tag)
-        if item is None:
-            raise StompError("Message not found", f"unknown delivery tag {tag}\n")
-        sub = item[0]
-        if sub.cumulative:  # ack=client: this message and every earlier one of the subscription
-            items = [(t, it) for t, it in self.unacked.items() if t <= tag and it[0] is sub]
-        else:
-            items = [(tag, item)]
-        for t, _ in items:
-            del self.unacked[t]
-        if ack:
-            dirty = self.dirty_queues
-            for _t, (_sub, consumer, entry) in items:
-                q = consumer.queue
-                q.ack(entry, consumer)
-                dirty.add(q)
-            return
-        # RabbitMQ: NACK requeues unless requeue:false. ActiveMQ: a NACK is a poison ack,
-        # the message goes to the dead-letter queue.
-        requeue = self.engine == "rabbitmq" and h.get("requeue", "true") != "false"
-        groups: dict[Any, list] = {}
-        for _t, (_sub, consumer, entry) in items:
-            groups.setdefault(consumer, []).append(entry)
-        for consumer, entries in groups.items():
-            consumer.queue.reject(entries, consumer, requeue)
-
-    # -- transactions (STOMP 1.2, "BEGIN", "COMMIT", "ABORT") ----------------------------
-    def _transaction(self, tx: str) -> list[Frame]:
-        work = self.transactions.get(tx)
-        if work is None:
-            raise StompError("Bad transaction", f'Invalid transaction identifier: "{tx}"\n')
-        return work
-
-    def _tx_name(self, f: Frame) -> str:
-        tx = f.headers.get("transaction")
-        if tx is None:
-            raise StompError("Missing transaction", f"{f.command} must include a 'transaction' header\n")
-        return tx
-
-    def _on_begin(self, f: Frame) -> bool:
-        tx = self._tx_name(f)
-        if tx in self.transactions and self.engine == "activemq":
-            raise StompError(f"The transaction {tx} is already started", "")
-        if len(self.transactions) >= MAX_TRANSACTIONS:
-            raise StompError("Transaction limit exceeded",
-                             f"Too many concurrent transactions (limit {MAX_TRANSACTIONS})")
-        self.transactions[tx] = []
-        return False
-
-    def _on_commit(self, f: Frame) -> bool:
-        work = self._transaction(self._tx_name(f))
-        del self.transactions[f.headers["transaction"]]
-        for frame in work:
-            if frame.command == "SEND":
-                self._send(frame)
-            else:
-                self._settle_now(frame, frame.command == "ACK")
-        return False
-
-    def _on_abort(self, f: Frame) -> bool:
-        self._transaction(self._tx_name(f))
-        del self.transactions[f.headers["transaction"]]
-        return False
 
     # -- DISCONNECT ---------------------------------------------------------------------
     def _on_disconnect(self, f: Frame) -> bool:
