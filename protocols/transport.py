@@ -91,9 +91,10 @@ async def run_connection(stream: trio.SocketStream, session: Session, log: loggi
     if made is not None:
         made(trio.current_time())
     reason: ClosedReason | None = None
+    eof = False
 
     async def reader(cancel: trio.CancelScope) -> None:
-        nonlocal reason
+        nonlocal reason, eof
         while not session.closing:
             if session.reading_paused:
                 reader_wake.reset()
@@ -106,8 +107,11 @@ async def run_connection(stream: trio.SocketStream, session: Session, log: loggi
                 continue
             data = await stream.receive_some(READ_SIZE)
             if not data:
+                # The peer may only have shut down its side: the writer still flushes what
+                # the session queued (a CONNECTED frame, an ERROR), then closes.
                 reason = reason or ClosedReason.CLIENT_DISCONNECTED
-                cancel.cancel()
+                eof = True
+                writer_wake.set()
                 return
             session.data_received(data, trio.current_time())
             writer_wake.set()
@@ -115,7 +119,7 @@ async def run_connection(stream: trio.SocketStream, session: Session, log: loggi
     async def writer(cancel: trio.CancelScope) -> None:
         while True:
             if not session.outbound:
-                if session.closing:
+                if session.closing or eof:
                     break
                 deadline = session.next_deadline()
                 with trio.move_on_at(math.inf if deadline is None else deadline):
@@ -127,7 +131,12 @@ async def run_connection(stream: trio.SocketStream, session: Session, log: loggi
                 data = b"".join(session.outbound) if len(session.outbound) > 1 else session.outbound[0]
                 session.outbound.clear()
                 session.outbound_bytes = 0
-                await stream.send_all(data)
+                try:
+                    await stream.send_all(data)
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    if eof:  # the peer closed both ways: nothing more to flush
+                        break
+                    raise
                 session.on_drained()
                 drained.set()
         cancel.cancel()
