@@ -323,6 +323,20 @@ class StompDecoder:
             table = _UNESCAPE_12 if version == "1.2" else _UNESCAPE_11
         trim = version == "1.0"
         headers: dict[str, str] = {}
+        if not trim and (table is None or "\\" not in text) and len(text) * 4 <= max_len:
+            # The common case, kept lean: no escapes, no trimming, and the whole block too
+            # short for any line to pass the length limit.
+            for line in lines[1:]:
+                name, sep, value = line.partition(":")
+                if not sep:
+                    raise StompFrameError(
+                        "Malformed header",
+                        f"Header line {line[:64]!r} has no ':' separator",
+                        self._salvage_receipt_text(lines),
+                    )
+                if name not in headers:  # STOMP 1.2, Repeated Header Entries
+                    headers[name] = value
+            lines = ()
         for line in lines[1:]:
             # Cheap pre-check: a UTF-8 character is at most 4 bytes.
             if len(line) * 4 > max_len and len(line.encode("utf-8")) > max_len:
