@@ -60,6 +60,82 @@ class Session(Protocol):
     def connection_lost(self) -> None: ...
 
 
+def _nothing() -> None:
+    pass
+
+
+class SessionBase:
+    """What every protocol session shares: the outbound buffer and its budget, the transport's
+    wake-ups, the memory-alarm subscription and the once-per-read redispatch of queues.
+
+    Subclasses override ``budget_changed`` (stop or resume deliveries when the outbound
+    buffer passes ``OUTBOUND_HIGH_WATER`` or drains) and ``on_alarm`` (the broker's memory
+    alarm), and call ``redispatch`` at the end of each ``data_received``.
+    """
+
+    def __init__(self, broker: Any, peer: str | None, conn_id: int) -> None:
+        self.broker = broker
+        self.peer = peer
+        self.conn_id = conn_id
+        self.outbound: list[bytes] = []
+        self.outbound_bytes = 0
+        self.closing = False
+        self.close_reason: ClosedReason | None = None
+        self.reading_paused = False
+        self.over_budget = False
+        self.dirty_queues: set = set()  # queues whose consumers got credit back in this read
+        self.last_received = 0.0
+        self.last_sent = 0.0
+        self._now = 0.0
+        self._wake: Callable[[], None] = _nothing
+        self._resume_reading: Callable[[], None] = _nothing
+
+    def bind_transport(self, wake: Callable[[], None], resume_reading: Callable[[], None]) -> None:
+        self._wake = wake
+        self._resume_reading = resume_reading
+        self.broker.alarm_listeners.add(self.on_alarm)
+
+    def release_transport(self) -> None:
+        """Call from ``connection_lost``."""
+        self.broker.alarm_listeners.discard(self.on_alarm)
+
+    def send(self, data: bytes) -> None:
+        self.outbound.append(data)
+        self.outbound_bytes += len(data)
+        if self.outbound_bytes > OUTBOUND_HIGH_WATER and not self.over_budget:
+            self.over_budget = True
+            self.budget_changed(True)
+        self._wake()
+
+    def on_drained(self) -> None:
+        self.last_sent = self._now
+        if self.over_budget:
+            self.over_budget = False
+            self.budget_changed(False)
+
+    def redispatch(self) -> None:
+        """Acks of one read redispatch each queue they touched once."""
+        if self.dirty_queues:
+            queues, self.dirty_queues = self.dirty_queues, set()
+            for q in queues:
+                q.dispatch()
+
+    def pause_publisher(self, high: bool, publishes: bool) -> None:
+        """The memory alarm's effect on reading: a connection that publishes stops being read
+        while the alarm is on (RabbitMQ blocks publishing connections)."""
+        if high and publishes:
+            self.reading_paused = True
+        elif not high and self.reading_paused:
+            self.reading_paused = False
+            self._resume_reading()
+
+    def budget_changed(self, over: bool) -> None:
+        pass
+
+    def on_alarm(self, high: bool) -> None:
+        pass
+
+
 _conn_ids = itertools.count(1)
 
 

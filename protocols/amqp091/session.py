@@ -27,7 +27,7 @@ import platform
 from typing import TYPE_CHECKING, Any, Callable
 
 from mqemu.broker.errors import AuthenticationFailed, BrokerError
-from mqemu.protocols.transport import OUTBOUND_HIGH_WATER, ClosedReason
+from mqemu.protocols.transport import ClosedReason, SessionBase
 
 from . import spec
 from .channel import Channel
@@ -97,22 +97,14 @@ def server_properties() -> dict[str, Any]:
     }
 
 
-class AMQPConnection:
+class AMQPConnection(SessionBase):
     """One client connection. See the module docstring for its states."""
 
     def __init__(self, broker: "Broker", peer: str | None = None, conn_id: int = 0,
                  heartbeat: int = HEARTBEAT, frame_max: int = FRAME_MAX, channel_max: int = CHANNEL_MAX) -> None:
-        self.broker = broker
-        self.peer = peer
-        self.conn_id = conn_id
+        super().__init__(broker, peer, conn_id)
         self.decoder = FrameDecoder(frame_max)
         self.state = State.HEADER
-        self.outbound: list[bytes] = []
-        self.outbound_bytes = 0
-        self.closing = False
-        self.close_reason: ClosedReason | None = None
-        self.reading_paused = False
-        self.over_budget = False
         self.channels: dict[int, Channel] = {}
         self.user: User | None = None
         self.vhost: VirtualHost | None = None
@@ -124,31 +116,17 @@ class AMQPConnection:
         self.heartbeat = 0
         self.frame_max = frame_max
         self.channel_max = channel_max
-        self.last_received = 0.0
-        self.last_sent = 0.0
         self.deadline: float | None = None
-        self.dirty_queues: set = set()
         self.confirming: set[Channel] = set()
         self.blocked_sent = False
         self.published = False
-        self._wake: Callable[[], None] = lambda: None
-        self._resume_reading: Callable[[], None] = lambda: None
-        self._now = 0.0
 
     # -- transport interface ------------------------------------------------------------
-    def bind_transport(self, wake: Callable[[], None], resume_reading: Callable[[], None]) -> None:
-        self._wake = wake
-        self._resume_reading = resume_reading
-        self.broker.alarm_listeners.add(self._on_alarm)
-
-    def send(self, data: bytes) -> None:
-        self.outbound.append(data)
-        self.outbound_bytes += len(data)
-        if self.outbound_bytes > OUTBOUND_HIGH_WATER and not self.over_budget:
-            self.over_budget = True
-            for ch in self.channels.values():
-                ch.update_blocked()
-        self._wake()
+    def budget_changed(self, over: bool) -> None:
+        for ch in list(self.channels.values()):
+            ch.update_blocked()
+            if not over:
+                ch.resume_consumers()
 
     def data_received(self, data: bytes, now: float) -> None:
         self._now = self.last_received = now
@@ -181,11 +159,7 @@ class AMQPConnection:
 
     def end_of_batch(self) -> None:
         """Work deferred to the end of a read: redispatch queues, coalesced confirms."""
-        if self.dirty_queues:
-            queues = self.dirty_queues
-            self.dirty_queues = set()
-            for q in queues:
-                q.dispatch()
+        self.redispatch()
         if self.confirming:
             chans = self.confirming
             self.confirming = set()
@@ -218,16 +192,8 @@ class AMQPConnection:
             self._closed(ClosedReason.PROTOCOL_ERROR if self.state is not State.CLOSING
                          else ClosedReason.CLIENT_CLOSED)
 
-    def on_drained(self) -> None:
-        self.last_sent = self._now
-        if self.over_budget:
-            self.over_budget = False
-            for ch in list(self.channels.values()):
-                ch.update_blocked()
-                ch.resume_consumers()
-
     def connection_lost(self) -> None:
-        self.broker.alarm_listeners.discard(self._on_alarm)
+        self.release_transport()
         for ch in list(self.channels.values()):
             ch.teardown()
         self.channels.clear()
@@ -379,7 +345,7 @@ class AMQPConnection:
         self.deadline = None
         self.send(encode_method(0, spec.ConnectionOpenOk()))
         if self.broker.memory_alarm:
-            self._on_alarm(True)
+            self.on_alarm(True)
 
     _handshake = {
         (State.START, spec.ConnectionStartOk): _on_start_ok,
@@ -423,17 +389,13 @@ class AMQPConnection:
         self.channels.pop(number, None)
 
     # -- memory alarm (RabbitMQ's connection.blocked extension) -------------------------
-    def _on_alarm(self, high: bool) -> None:
+    def on_alarm(self, high: bool) -> None:
         if self.state is not State.OPEN:
             return
         if self.capabilities.get("connection.blocked") and high != self.blocked_sent:
             self.blocked_sent = high
             self.send(encode_method(0, spec.ConnectionBlocked(reason="low on memory") if high
                                     else spec.ConnectionUnblocked()))
-        if high and self.published:
-            self.reading_paused = True
-        elif not high and self.reading_paused:
-            self.reading_paused = False
-            self._resume_reading()
+        self.pause_publisher(high, self.published)
 
 

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from mqemu.broker.errors import AuthenticationFailed, BrokerError, PreconditionFailed
 from mqemu.broker.message import Message
-from mqemu.protocols.transport import OUTBOUND_HIGH_WATER, ClosedReason
+from mqemu.protocols.transport import ClosedReason, SessionBase
 
 from .codec import NEED_DATA, Frame, StompDecoder, StompFrameError, negotiate_version
 from .destinations import ActiveMQDestinations, RabbitDestinations
@@ -67,24 +67,16 @@ class State(enum.Enum):
     CLOSED = "closed"
 
 
-class StompSession(SettleMixin):
+class StompSession(SettleMixin, SessionBase):
     """One client connection. See the module docstring for its states."""
 
     def __init__(self, broker: "Broker", peer: str | None = None, conn_id: int = 0,
                  wallclock: Callable[[], float] = time.time) -> None:
-        self.broker = broker
+        SessionBase.__init__(self, broker, peer, conn_id)
         self.engine = broker.engine
-        self.peer = peer
-        self.conn_id = conn_id
         self.wallclock = wallclock
         self.decoder = StompDecoder()
         self.state = State.CONNECTING
-        self.outbound: list[bytes] = []
-        self.outbound_bytes = 0
-        self.closing = False
-        self.close_reason: ClosedReason | None = None
-        self.reading_paused = False
-        self.over_budget = False
         self.version = "1.0"
         self.escape: Callable[[str], str] = escape_10
         self.user: User | None = None
@@ -101,31 +93,18 @@ class StompSession(SettleMixin):
         self.send_routes: dict[str, list[tuple[str, str]]] = {}
         self.write_allowed: set[str] = set()
         self.destinations_seen: dict[tuple[str, str], bytes] = {}
-        self.dirty_queues: set = set()
         self.published = False
         self.send_interval = 0.0  # seconds between our heart-beats (0 = none)
         self.receive_interval = 0.0  # the client's promised interval (0 = none)
-        self.last_received = 0.0
-        self.last_sent = 0.0
         self.deadline: float | None = None
-        self._now = 0.0
-        self._wake: Callable[[], None] = lambda: None
-        self._resume_reading: Callable[[], None] = lambda: None
 
     # -- transport interface ------------------------------------------------------------
-    def bind_transport(self, wake: Callable[[], None], resume_reading: Callable[[], None]) -> None:
-        self._wake = wake
-        self._resume_reading = resume_reading
-        self.broker.alarm_listeners.add(self._on_alarm)
-
-    def send(self, data: bytes) -> None:
-        self.outbound.append(data)
-        self.outbound_bytes += len(data)
-        if self.outbound_bytes > OUTBOUND_HIGH_WATER and not self.over_budget:
-            self.over_budget = True
-            for sub in self.subscriptions.values():
-                sub.blocked = True
-        self._wake()
+    def budget_changed(self, over: bool) -> None:
+        for sub in list(self.subscriptions.values()):
+            sub.blocked = over
+        if not over:
+            for sub in list(self.subscriptions.values()):
+                sub.resume()
 
     def data_received(self, data: bytes, now: float) -> None:
         self._now = self.last_received = now
@@ -148,10 +127,7 @@ class StompSession(SettleMixin):
 
     def end_of_batch(self) -> None:
         """Acks of one read redispatch each queue they touched once."""
-        if self.dirty_queues:
-            queues, self.dirty_queues = self.dirty_queues, set()
-            for q in queues:
-                q.dispatch()
+        self.redispatch()
 
     def next_deadline(self) -> float | None:
         if self.state is State.CONNECTED:
@@ -181,17 +157,8 @@ class StompSession(SettleMixin):
         if self.deadline is not None and now >= self.deadline and self.state is State.CONNECTING:
             self._closed(ClosedReason.PROTOCOL_ERROR)
 
-    def on_drained(self) -> None:
-        self.last_sent = self._now
-        if self.over_budget:
-            self.over_budget = False
-            for sub in list(self.subscriptions.values()):
-                sub.blocked = False
-            for sub in list(self.subscriptions.values()):
-                sub.resume()
-
     def connection_lost(self) -> None:
-        self.broker.alarm_listeners.discard(self._on_alarm)
+        self.release_transport()
         for sub in list(self.subscriptions.values()):
             sub.cancel()
         self.subscriptions.clear()
@@ -277,7 +244,7 @@ class StompSession(SettleMixin):
         self.send(connected_frame(version, self.session_id, f"{send_ms},{recv_ms}",
                                   SERVER_HEADER[self.engine]))
         if self.broker.memory_alarm:
-            self._on_alarm(True)
+            self.on_alarm(True)
 
     def _login_rabbit(self, h: dict[str, str]) -> None:
         # RabbitMQ: a CONNECT without login uses the plugin's default user (guest/guest).
@@ -497,15 +464,10 @@ class StompSession(SettleMixin):
         self.error("Server shutdown", text + "\n", None)
         self.close_reason = ClosedReason.SERVER_SHUTDOWN
 
-    def _on_alarm(self, high: bool) -> None:
+    def on_alarm(self, high: bool) -> None:
         """Memory alarm: stop reading from a connection that publishes (RabbitMQ blocks it)."""
-        if self.state is not State.CONNECTED:
-            return
-        if high and self.published:
-            self.reading_paused = True
-        elif not high and self.reading_paused:
-            self.reading_paused = False
-            self._resume_reading()
+        if self.state is State.CONNECTED:
+            self.pause_publisher(high, self.published)
 
 
 def _heart_beat(value: str) -> tuple[int, int]:

@@ -7,7 +7,7 @@ import pytest
 from mqemu.protocols.stomp.destinations import RabbitDestinations, activemq_wildcards, rabbit_subscription_queue
 from mqemu.protocols.stomp.errors import StompError
 
-from test_session_peer import Peer, make_broker
+from stomp_peer import Peer, make_broker
 
 
 def peer(engine="rabbitmq", version="1.2", **connect):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from test_session_peer import Peer, make_broker
+from stomp_peer import Peer, make_broker
 
 
 @pytest.fixture
@@ -332,7 +332,7 @@ def test_invalid_heart_beat_header(broker):
 
 
 def test_outbound_budget_blocks_and_drain_resumes(broker, monkeypatch):
-    import mqemu.protocols.stomp.session as sess
+    import mqemu.protocols.transport as sess
 
     p = Peer(broker)
     p.connect()
