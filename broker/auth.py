@@ -50,7 +50,7 @@ class AuthRegistry:
         user = self.users.get(username)
         if user is None or not hmac.compare_digest(user.password.encode(), password.encode()):
             raise AuthenticationFailed(
-                f"Login was refused using authentication mechanism PLAIN. For details see the broker logfile."
+                "Login was refused using authentication mechanism PLAIN. For details see the broker logfile."
             )
         if username in self.loopback_users and peer_host is not None and not _is_loopback(peer_host):
             raise AuthenticationFailed(

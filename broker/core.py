@@ -16,7 +16,7 @@ import trio
 from .activemq import ActiveMQSettings
 from .auth import AuthRegistry, User
 from .config import BrokerConfig
-from .errors import AccessRefused, NotAllowed
+from .errors import NotAllowed
 from .store.base import Snapshot, Store
 from .store.memory import MemoryStore
 from .timers import Timers

@@ -425,7 +425,7 @@ class VirtualHost:
 
     def _binding_ends(self, source: str, destination: str, kind: str, owner: object | None) -> tuple[Exchange, Any]:
         if source == "" or (kind == "exchange" and destination == ""):
-            raise AccessRefused(f"operation not permitted on the default exchange")
+            raise AccessRefused("operation not permitted on the default exchange")
         if kind == "queue":
             dest = self.queues.get(destination)
             if dest is None:

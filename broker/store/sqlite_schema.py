@@ -34,10 +34,13 @@ CREATE TABLE IF NOT EXISTS bindings (
     PRIMARY KEY (vhost, source, destination, kind, routing_key, args_key));
 CREATE TABLE IF NOT EXISTS messages (
     id INTEGER PRIMARY KEY, exchange TEXT NOT NULL, routing_key TEXT NOT NULL,
-    properties BLOB NOT NULL, body BLOB NOT NULL);
+    properties BLOB NOT NULL, body BLOB NOT NULL,
+    shared INTEGER NOT NULL DEFAULT 0);  -- 1: routed to several queues when written
 -- one row per (queue, message): a message routed to several queues is stored once
 CREATE TABLE IF NOT EXISTS queue_messages (
     qid INTEGER NOT NULL, msg_id INTEGER NOT NULL, PRIMARY KEY (qid, msg_id)) WITHOUT ROWID;
+-- flags: orphans_possible = 1 after a queue was deleted (message rows may be left unheld)
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS records (
     namespace TEXT NOT NULL, key TEXT NOT NULL, value BLOB NOT NULL,
     PRIMARY KEY (namespace, key)) WITHOUT ROWID;
@@ -144,8 +147,12 @@ def load(con: sqlite3.Connection) -> Loaded:
         snap.bindings.append({"vhost": vhost, "source": source, "destination": dest, "destination_kind": kind,
                               "routing_key": key, "arguments": pickle.loads(args)})
     # Messages held by no queue (a queue deleted while some were unacked): drop them now.
-    out.orphans = con.execute("DELETE FROM messages WHERE id NOT IN (SELECT msg_id FROM queue_messages)").rowcount
-    con.execute("DELETE FROM queue_messages WHERE qid NOT IN (SELECT qid FROM queues)")
+    # Only after a queue deletion: on a big store the scan costs most of a second.
+    if con.execute("SELECT value FROM meta WHERE key = 'orphans_possible'").fetchone():
+        con.execute("DELETE FROM queue_messages WHERE qid NOT IN (SELECT qid FROM queues)")
+        out.orphans = con.execute(
+            "DELETE FROM messages WHERE id NOT IN (SELECT msg_id FROM queue_messages)").rowcount
+        con.execute("DELETE FROM meta WHERE key = 'orphans_possible'")
     _load_messages(con, names, out)
     for ns, key, value in con.execute("SELECT namespace, key, value FROM records"):
         snap.records.setdefault(ns, {})[key] = value
@@ -157,21 +164,22 @@ def _load_messages(con: sqlite3.Connection, names: dict[int, tuple[str, str]], o
     # each distinct blob once and share the result (the core never changes a properties
     # dict in place; it replaces it).
     props_cache: dict[bytes, tuple] = {}
-    # Messages in several queues come back as one object (one body in memory), as published.
-    out.shared = dict(con.execute(
-        "SELECT msg_id, COUNT(*) FROM queue_messages GROUP BY msg_id HAVING COUNT(*) > 1"))
+    # Messages in several queues come back as one object (one body in memory), as published,
+    # and with their count of holders; the shared flag written with the row says which to track.
     seen: dict[int, Message] = {}
+    holders: dict[int, int] = {}
     current_qid = None
     current: list[Message] = []
     top = con.execute("SELECT MAX(id) FROM messages").fetchone()[0] or 0
     out.next_msg_id = top + 1
-    for qid, mid, exchange, key, props, body in con.execute(
-            "SELECT qm.qid, m.id, m.exchange, m.routing_key, m.properties, m.body "
+    for qid, mid, exchange, key, props, body, shared in con.execute(
+            "SELECT qm.qid, m.id, m.exchange, m.routing_key, m.properties, m.body, m.shared "
             "FROM queue_messages qm JOIN messages m ON m.id = qm.msg_id ORDER BY qm.qid, qm.msg_id"):
         if qid != current_qid:
             current_qid = qid
             current = out.snapshot.messages.setdefault(names[qid], [])
-        if mid in seen:
+        if shared and mid in seen:
+            holders[mid] += 1
             current.append(seen[mid])
             continue
         decoded = props_cache.get(props)
@@ -184,5 +192,7 @@ def _load_messages(con: sqlite3.Connection, names: dict[int, tuple[str, str]], o
         msg.routing_keys = routing_keys
         msg.id = mid
         current.append(msg)
-        if mid in out.shared:
+        if shared:
             seen[mid] = msg
+            holders[mid] = 1
+    out.shared = {mid: n for mid, n in holders.items() if n > 1}

@@ -24,7 +24,7 @@ from __future__ import annotations
 import enum
 import logging
 import platform
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 from mqemu.broker.errors import AuthenticationFailed, BrokerError
 from mqemu.protocols.transport import ClosedReason, SessionBase
@@ -35,9 +35,7 @@ from .codec import (
     HEARTBEAT_FRAME,
     PROTOCOL_HEADER,
     AMQPFrameError,
-    BodyFrame,
     FrameDecoder,
-    HeaderFrame,
     Heartbeat,
     MethodFrame,
     ProtocolHeader,
