@@ -16,6 +16,7 @@ import trio
 from .activemq import ActiveMQSettings
 from .auth import AuthRegistry, User
 from .config import BrokerConfig
+from .recovery import recover as recover_snapshot
 from .errors import NotAllowed
 from .store.base import Snapshot, Store
 from .store.memory import MemoryStore
@@ -77,19 +78,24 @@ class Broker:
 
     def recover(self, snapshot: Snapshot) -> "Any":
         """Rebuild durable definitions and messages from the store (before listeners start)."""
-        from .recovery import recover
         self.records = snapshot.records
-        return recover(self, snapshot)
+        return recover_snapshot(self, snapshot)
 
     def set_store_alarm(self, on: bool) -> None:
         self.store_alarm = on
         self.check_memory()
 
+    @property
+    def alarm_reason(self) -> str:
+        """Why publishers are blocked, in RabbitMQ's words for connection.blocked."""
+        return "low on disk" if self.store_alarm else "low on memory"
+
     def check_memory(self) -> None:
         high = self.store_alarm or self.queued_bytes() >= self.config.watermark_bytes()
         if high != self.memory_alarm:
             self.memory_alarm = high
-            log.warning("memory alarm %s", "set: publishers blocked" if high else "cleared",
+            log.warning("%s alarm %s", "disk" if self.store_alarm else "memory",
+                        "set: publishers blocked" if high else "cleared",
                         extra={"queued_bytes": self.queued_bytes()})
             for listener in list(self.alarm_listeners):
                 listener(high)

@@ -392,7 +392,7 @@ class AMQPConnection(SessionBase):
             return
         if self.capabilities.get("connection.blocked") and high != self.blocked_sent:
             self.blocked_sent = high
-            self.send(encode_method(0, spec.ConnectionBlocked(reason="low on memory") if high
+            self.send(encode_method(0, spec.ConnectionBlocked(reason=self.broker.alarm_reason) if high
                                     else spec.ConnectionUnblocked()))
         self.pause_publisher(high, self.published)
 
