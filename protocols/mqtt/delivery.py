@@ -45,7 +45,7 @@ _CACHE_LIMIT = 1024
 class Route:
     """What one routing key means for one consumer's subscriptions."""
 
-    __slots__ = ("topic", "topic_bytes", "qos", "sub_ids", "rap", "local")
+    __slots__ = ("local", "qos", "rap", "sub_ids", "topic", "topic_bytes")
 
     def __init__(self, topic: str, subs: list[Subscription]) -> None:
         self.topic = topic
@@ -62,9 +62,9 @@ class Route:
 class MqttConsumer(Consumer):
     """A core consumer that knows which subscriptions it serves."""
 
-    __slots__ = ("subs", "routes")
+    __slots__ = ("routes", "subs")
 
-    def __init__(self, queue: "Queue", tag: str, owner: Any, prefetch: int) -> None:
+    def __init__(self, queue: Queue, tag: str, owner: Any, prefetch: int) -> None:
         super().__init__(queue, tag, owner, no_ack=True, prefetch=prefetch)
         self.subs: list[Subscription] = []
         self.routes: dict[str, Route | None] = {}
@@ -88,7 +88,7 @@ class MqttConsumer(Consumer):
 class RetainedDelivery:
     """``Message.origin`` of a retained message put in a session queue at SUBSCRIBE."""
 
-    __slots__ = ("sub", "qos", "topic")
+    __slots__ = ("qos", "sub", "topic")
 
     def __init__(self, sub: Subscription, qos: int, topic: str) -> None:
         self.sub = sub
@@ -107,7 +107,7 @@ class DeliveryMixin:
     """Deliveries and their acknowledgements; mixed into ``MqttConnection``."""
 
     # -- the consumer owner interface ----------------------------------------------------
-    def deliver(self, consumer: MqttConsumer, entry: "QueueEntry") -> None:
+    def deliver(self, consumer: MqttConsumer, entry: QueueEntry) -> None:
         global _last_msg, _last_key, _last_data
         msg = entry.message
         origin = msg.origin
@@ -125,7 +125,7 @@ class DeliveryMixin:
             self._settle_unsent(consumer, entry)
             return
         pq = publish_qos(msg)
-        qos = pq if pq < route.qos else route.qos
+        qos = min(route.qos, pq)
         retain = route.rap and was_retained(msg)
         if self.level < 5:
             if qos == 0:
@@ -146,7 +146,7 @@ class DeliveryMixin:
             return
         self._deliver_v5(consumer, entry, route.topic, route.topic_bytes, qos, retain, route.sub_ids)
 
-    def _deliver_retained(self, consumer: MqttConsumer, entry: "QueueEntry", rd: RetainedDelivery) -> None:
+    def _deliver_retained(self, consumer: MqttConsumer, entry: QueueEntry, rd: RetainedDelivery) -> None:
         # [MQTT-3.3.1-8]: a retained message sent for a new subscription has RETAIN 1.
         qos = min(rd.qos, rd.sub.qos)
         topic = rd.topic
@@ -160,7 +160,7 @@ class DeliveryMixin:
         sub_ids = (rd.sub.sub_id,) if rd.sub.sub_id else ()
         self._deliver_v5(consumer, entry, topic, topic.encode(), qos, True, sub_ids)
 
-    def _deliver_v5(self, consumer: MqttConsumer, entry: "QueueEntry", topic: str, topic_bytes: bytes,
+    def _deliver_v5(self, consumer: MqttConsumer, entry: QueueEntry, topic: str, topic_bytes: bytes,
                     qos: int, retain: bool, sub_ids: tuple[int, ...]) -> None:
         msg = entry.message
         props = self._message_props(msg)
@@ -176,7 +176,7 @@ class DeliveryMixin:
         if self._send_v5(consumer, entry, topic, topic_bytes, 0, retain, None, props, False) and not consumer.no_ack:
             consumer.queue.ack(entry, consumer)
 
-    def _send_v5(self, consumer: MqttConsumer | None, entry: "QueueEntry", topic: str, topic_bytes: bytes,
+    def _send_v5(self, consumer: MqttConsumer | None, entry: QueueEntry, topic: str, topic_bytes: bytes,
                  qos: int, retain: bool, pid: int | None, props: dict[str, Any], dup: bool) -> bool:
         """Encode a 5.0 PUBLISH with a topic alias when the client allows; False if too large."""
         alias_max = self.alias_out_max
@@ -204,7 +204,7 @@ class DeliveryMixin:
         self.send(data)
         return True
 
-    def _send_qos(self, consumer: MqttConsumer, entry: "QueueEntry", topic_bytes: bytes, qos: int,
+    def _send_qos(self, consumer: MqttConsumer, entry: QueueEntry, topic_bytes: bytes, qos: int,
                   retain: bool, props: dict[str, Any] | None, topic: str | None = None) -> None:
         state = self.session
         pid = state.new_packet_id()
@@ -221,7 +221,7 @@ class DeliveryMixin:
             return
         state.inflight[pid] = Inflight(consumer.queue, entry, qos, topic_bytes, retain)
 
-    def _send_or_drop(self, consumer: MqttConsumer, entry: "QueueEntry", data: bytes) -> None:
+    def _send_or_drop(self, consumer: MqttConsumer, entry: QueueEntry, data: bytes) -> None:
         if len(data) > self.max_out:
             self._settle_unsent(consumer, entry)
         else:
@@ -229,11 +229,11 @@ class DeliveryMixin:
             if not consumer.no_ack:
                 consumer.queue.ack(entry, consumer)
 
-    def _settle_unsent(self, consumer: MqttConsumer, entry: "QueueEntry") -> None:
+    def _settle_unsent(self, consumer: MqttConsumer, entry: QueueEntry) -> None:
         if not consumer.no_ack:
             consumer.queue.ack(entry, consumer)
 
-    def _message_props(self, msg: "Message") -> dict[str, Any]:
+    def _message_props(self, msg: Message) -> dict[str, Any]:
         if msg is self._props_msg:
             return self._props_val
         props = outgoing_properties(msg)

@@ -10,7 +10,8 @@ away takes its retained messages with it (the memory store keeps nothing on disk
 from __future__ import annotations
 
 import weakref
-from typing import TYPE_CHECKING, Iterator
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 from .topics import Filter
 
@@ -20,9 +21,9 @@ if TYPE_CHECKING:
 
 
 class Retained:
-    __slots__ = ("message", "qos", "expires_at")
+    __slots__ = ("expires_at", "message", "qos")
 
-    def __init__(self, message: "Message", qos: int, expires_at: float | None) -> None:
+    def __init__(self, message: Message, qos: int, expires_at: float | None) -> None:
         self.message = message
         self.qos = qos
         self.expires_at = expires_at  # broker clock; None = never
@@ -32,7 +33,7 @@ class RetainedStore:
     def __init__(self) -> None:
         self.by_topic: dict[str, Retained] = {}
 
-    def put(self, topic: str, message: "Message", qos: int, expires_at: float | None) -> None:
+    def put(self, topic: str, message: Message, qos: int, expires_at: float | None) -> None:
         if not message.body:
             self.by_topic.pop(topic, None)
         else:
@@ -56,10 +57,10 @@ class RetainedStore:
         return len(self.by_topic)
 
 
-_stores: "weakref.WeakKeyDictionary[Broker, dict[str, RetainedStore]]" = weakref.WeakKeyDictionary()
+_stores: weakref.WeakKeyDictionary[Broker, dict[str, RetainedStore]] = weakref.WeakKeyDictionary()
 
 
-def retained_store(broker: "Broker", vhost: str) -> RetainedStore:
+def retained_store(broker: Broker, vhost: str) -> RetainedStore:
     per_broker = _stores.get(broker)
     if per_broker is None:
         per_broker = _stores[broker] = {}

@@ -7,7 +7,6 @@ import logging
 from typing import Any
 
 import trio
-
 from mqemu.protocols.transport import ClosedReason, serve_protocol
 
 from .session import MqttConnection
@@ -58,6 +57,7 @@ class PublishPump:
 async def serve_mqtt(broker: Any, host: str, port: int, *, connections: set | None = None,
                      task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
     """Listen for MQTT 3.1, 3.1.1 and 5.0 clients; reports the bound port through task_status.
+    ``connections``, if given, holds the live sessions (the node closes them on shutdown).
 
     Settings come from the config file's ``[mqtt]`` section (``receive_maximum``,
     ``max_packet_size``, ``topic_alias_maximum``, ``server_keep_alive``, ``max_inflight``,
@@ -67,11 +67,15 @@ async def serve_mqtt(broker: Any, host: str, port: int, *, connections: set | No
     pump = PublishPump()
 
     def make(peer: str | None, conn_id: int) -> MqttConnection:
-        conn = MqttConnection(broker, peer, conn_id, pump=pump)
-        if connections is not None:
-            connections.add(conn)
-        return conn
+        return MqttConnection(broker, peer, conn_id, pump=pump)
 
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(pump.run)
-        await serve_protocol("mqtt", host, port, make, log, task_status=task_status)
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(pump.run)
+            await serve_protocol("mqtt", host, port, make, log, sessions=connections,
+                                 task_status=task_status)
+    except BaseExceptionGroup as group:
+        # A port that cannot be bound: raise the OSError itself, as the caller expects.
+        if len(group.exceptions) == 1 and isinstance(group.exceptions[0], OSError):
+            raise group.exceptions[0] from None
+        raise

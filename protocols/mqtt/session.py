@@ -29,22 +29,42 @@ from __future__ import annotations
 import enum
 import logging
 import os
-from typing import TYPE_CHECKING, Any, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from mqemu.broker.errors import AuthenticationFailed, BrokerError
 from mqemu.protocols.transport import OUTBOUND_HIGH_WATER, ClosedReason
 
 from .codec import NEED_DATA, MqttDecoder, MqttError, UnsupportedProtocolVersion
 from .delivery import DeliveryMixin, MqttConsumer
-from .mapping import to_message
+from .fastpath import scan
+from .inbound import ProtocolViolation, PublishMixin
 from .packets import (
-    Auth, Connack, Connect, Disconnect, Pingreq, Puback, Pubcomp, Publish, Pubrec, Pubrel,
-    Subscribe, Unsubscribe, encode,
+    Auth,
+    Connack,
+    Connect,
+    Disconnect,
+    Pingreq,
+    Puback,
+    Pubcomp,
+    Publish,
+    Pubrec,
+    Pubrel,
+    Subscribe,
+    Unsubscribe,
+    encode,
 )
-from .retained import retained_store
-from .sessions import NEVER_EXPIRES, SessionState, acl_filters, denied, publish_will, registry
+from .sessions import (
+    NEVER_EXPIRES,
+    SessionState,
+    acl_filters,
+    end_session,
+    expiry_due,
+    publish_will,
+    registry,
+    will_due,
+)
 from .subscriptions import SubscribeMixin
-from .topics import topic_to_key
 
 if TYPE_CHECKING:
     from mqemu.broker.core import Broker
@@ -85,27 +105,19 @@ class State(enum.Enum):
     CLOSED = "closed"
 
 
-class ProtocolViolation(Exception):
-    """A packet the session refuses: 5.0 gets DISCONNECT with ``code``, 3.x a close."""
-
-    def __init__(self, code: int, text: str) -> None:
-        super().__init__(text)
-        self.code, self.text = code, text
-
-
-def _settings(broker: "Broker") -> dict[str, Any]:
+def _settings(broker: Broker) -> dict[str, Any]:
     section = broker.config.extra.get("mqtt", {})
     return section if isinstance(section, dict) else {}
 
 
-class MqttConnection(DeliveryMixin, SubscribeMixin):
+class MqttConnection(PublishMixin, DeliveryMixin, SubscribeMixin):
     """One client connection. See the module docstring for its states."""
 
-    def __init__(self, broker: "Broker", peer: str | None = None, conn_id: int = 0,
+    def __init__(self, broker: Broker, peer: str | None = None, conn_id: int = 0,
                  pump: Any = None) -> None:
         self.broker = broker
         self.pump = pump  # defers routing of PUBLISH to the end of the scheduler pass
-        self.pending: list[tuple[str, Any, Publish]] = []
+        self.pending: list[tuple] = []  # (topic, message, qos, retain, packet id, properties)
         self.linger_until: float | None = None
         self.peer = peer
         self.conn_id = conn_id
@@ -117,6 +129,7 @@ class MqttConnection(DeliveryMixin, SubscribeMixin):
         self.max_inflight_311 = int(cfg.get("max_inflight", MAX_INFLIGHT_311))
         self.deny_subscribe = acl_filters(broker, "deny_subscribe")
         self.deny_publish = acl_filters(broker, "deny_publish")
+        self.deny_subscribe_code = int(cfg.get("deny_subscribe_code", NOT_AUTHORIZED))
         self.decoder = MqttDecoder(MAX_PACKET_BEFORE_CONNECT)
         self.state = State.CONNECTING
         self.outbound: list[bytes] = []
@@ -137,7 +150,7 @@ class MqttConnection(DeliveryMixin, SubscribeMixin):
         self.alias_out_max = 0
         self.aliases_out: dict[str, int] = {}
         self.aliases_in: dict[int, str] = {}
-        self.consumers: dict["Queue", MqttConsumer] = {}
+        self.consumers: dict[Queue, MqttConsumer] = {}
         self.session_consumer: MqttConsumer | None = None
         self.dirty_queues: set = set()
         self.keys: dict[str, str] = {}  # topic -> routing key cache
@@ -155,11 +168,13 @@ class MqttConnection(DeliveryMixin, SubscribeMixin):
         self._resume_reading = resume_reading
 
     def send(self, data: bytes) -> None:
-        self.outbound.append(data)
+        out = self.outbound
+        if not out:
+            self._wake()  # the writer sleeps only while outbound is empty
+        out.append(data)
         self.outbound_bytes += len(data)
         if self.outbound_bytes > OUTBOUND_HIGH_WATER:
             self.blocked = True
-        self._wake()
 
     def data_received(self, data: bytes, now: float) -> None:
         self._now = self.last_received = now
@@ -168,14 +183,21 @@ class MqttConnection(DeliveryMixin, SubscribeMixin):
         if self.deadline is None:
             self.deadline = now + CONNECT_TIMEOUT
         dec = self.decoder
-        dec.feed(data)
         try:
+            if self.level < 5 and self.state is State.CONNECTED and not dec.buffered:
+                used = scan(data, dec.max_packet_size, self._publish_fast, self._on_puback_id, self._is_closed)
+                if used:
+                    if used == len(data) or self.state is State.CLOSED:
+                        self.end_of_batch()
+                        return
+                    data = data[used:]
+            dec.feed(data)
             while True:
                 p = dec.next_packet()
                 if p is NEED_DATA:
                     break
                 if self.state is State.CONNECTED:
-                    if self.pending and p.__class__ is not Publish:
+                    if self.pending and p.__class__ is not Publish and p.__class__ is not Puback:
                         self.flush_publishes()  # keep this connection's own order
                     self._handlers[p.__class__](self, p)
                 else:
@@ -187,6 +209,9 @@ class MqttConnection(DeliveryMixin, SubscribeMixin):
         except ProtocolViolation as e:
             self._violation(e.code, e.text)
         self.end_of_batch()
+
+    def _is_closed(self) -> bool:
+        return self.state is State.CLOSED
 
     def end_of_batch(self) -> None:
         if self.dirty_queues:
@@ -361,137 +386,6 @@ class MqttConnection(DeliveryMixin, SubscribeMixin):
                     will=False, linger=True)
 
     # -- packets while CONNECTED ----------------------------------------------------------
-    def _on_publish(self, p: Publish) -> None:
-        topic = p.topic
-        props = p.properties
-        qos = p.qos
-        if props:
-            props = self._publish_props(p)
-            topic = self._alias_topic(topic, p.properties)
-        if qos == 2:
-            awaiting = self.session.awaiting_rel
-            if p.packet_id in awaiting:
-                # Already received and not yet released: no second delivery [MQTT-4.3.3-2]
-                self.send(_PUBREC + p.packet_id.to_bytes(2, "big"))
-                return
-            if self.level >= 5 and len(awaiting) >= self.receive_maximum:
-                raise ProtocolViolation(RECEIVE_MAXIMUM_EXCEEDED, "receive maximum exceeded")  # [MQTT-3.3.4-8]
-        if self.deny_publish and denied(self.deny_publish, topic):
-            self._ack_publish(p, 0x87 if self.level >= 5 else 0)
-            return
-        key = self.keys.get(topic)
-        if key is None:
-            key = self._key(topic)
-        msg = to_message(key, p.payload, qos, p.retain, props)
-        msg.origin = self.client_id
-        if qos == 2:
-            self.session.awaiting_rel.add(p.packet_id)
-        if self.pump is None:
-            self._route(topic, msg, p)
-            return
-        if not self.pending:
-            self.pump.defer(self)
-        self.pending.append((topic, msg, p))
-
-    def flush_publishes(self) -> None:
-        """Route the PUBLISH packets deferred to the pump (see ``server.PublishPump``)."""
-        pending = self.pending
-        if pending:
-            self.pending = []
-            route = self._route
-            for topic, msg, p in pending:
-                route(topic, msg, p)
-            self.end_of_batch()
-
-    def _route(self, topic: str, msg: Any, p: Publish) -> None:
-        if p.retain:
-            expiry = p.properties.get("message_expiry_interval") if p.properties else None
-            retained_store(self.broker, self.vhost.name).put(
-                topic, msg, p.qos, None if expiry is None else self.vhost.clock() + expiry)
-        try:
-            self.vhost.publish("amq.topic", msg.routing_key, msg)
-        except BrokerError as e:
-            log.warning("publish failed: %s", e, extra={"conn": self.conn_id})
-        qos = p.qos
-        if qos == 1:
-            self.send(_PUBACK + p.packet_id.to_bytes(2, "big"))
-        elif qos == 2:
-            self.send(_PUBREC + p.packet_id.to_bytes(2, "big"))
-
-    def _ack_publish(self, p: Publish, code: int) -> None:
-        pid = p.packet_id
-        if p.qos == 1:
-            self.send(_PUBACK + pid.to_bytes(2, "big") if not code else encode(Puback(pid, code), self.level))
-        elif p.qos == 2:
-            if code:
-                self.send(encode(Pubrec(pid, code), self.level))  # an error ends the exchange
-            else:
-                self.session.awaiting_rel.add(pid)
-                self.send(_PUBREC + pid.to_bytes(2, "big"))
-
-    def _key(self, topic: str) -> str:
-        key = topic_to_key(topic)
-        if len(self.keys) >= 1024:
-            self.keys.clear()
-        self.keys[topic] = key
-        return key
-
-    def _publish_props(self, p: Publish) -> dict[str, Any]:
-        props = p.properties
-        if "subscription_identifier" in props:
-            raise ProtocolViolation(PROTOCOL_ERROR, "subscription identifier in PUBLISH")  # [MQTT-3.3.4-6]
-        if "topic_alias" in props:
-            props = {k: v for k, v in props.items() if k != "topic_alias"}
-        return props
-
-    def _alias_topic(self, topic: str, props: dict[str, Any]) -> str:
-        alias = props.get("topic_alias")
-        if alias is None:
-            return topic
-        if alias == 0 or alias > self.alias_in_max:
-            raise ProtocolViolation(TOPIC_ALIAS_INVALID, f"topic alias {alias}")  # [MQTT-3.3.2-8], [MQTT-3.3.2-9]
-        if topic:
-            self.aliases_in[alias] = topic
-            return topic
-        known = self.aliases_in.get(alias)
-        if known is None:
-            raise ProtocolViolation(PROTOCOL_ERROR, f"unknown topic alias {alias}")  # 5.0 3.3.4
-        return known
-
-    def _on_puback(self, p: Puback) -> None:
-        inf = self.session.inflight.get(p.packet_id)
-        if inf is not None and inf.qos == 1:
-            del self.session.inflight[p.packet_id]
-            self._ack_inflight(inf)
-
-    def _on_pubrec(self, p: Pubrec) -> None:
-        pid = p.packet_id
-        inf = self.session.inflight.get(pid)
-        if inf is None or inf.qos != 2:
-            if self.level >= 5:
-                self.send(encode(Pubrel(pid, PACKET_ID_NOT_FOUND), 5))
-            return
-        if p.reason_code >= 0x80:  # 5.0 4.3.3: an error PUBREC ends the exchange
-            del self.session.inflight[pid]
-            self._ack_inflight(inf)
-            return
-        inf.released = True
-        self.send(b"\x62\x02" + pid.to_bytes(2, "big"))  # [MQTT-4.3.3-4]
-
-    def _on_pubcomp(self, p: Pubcomp) -> None:
-        inf = self.session.inflight.get(p.packet_id)
-        if inf is not None and inf.qos == 2:
-            del self.session.inflight[p.packet_id]
-            self._ack_inflight(inf)
-
-    def _on_pubrel(self, p: Pubrel) -> None:
-        awaiting = self.session.awaiting_rel
-        if p.packet_id in awaiting or self.level < 5:
-            awaiting.discard(p.packet_id)
-            self.send(_PUBCOMP + p.packet_id.to_bytes(2, "big"))  # [MQTT-4.3.3-11]
-        else:
-            self.send(encode(Pubcomp(p.packet_id, PACKET_ID_NOT_FOUND), 5))
-
     def _on_pingreq(self, p: Pingreq) -> None:
         self.send(_PINGRESP)  # [MQTT-3.12.4-1]
 
@@ -592,7 +486,7 @@ class MqttConnection(DeliveryMixin, SubscribeMixin):
             return  # taken over: the session is the new connection's now
         state.connection = None
         will = self.will if send_will else None
-        broker, vhost, reg = self.broker, self.vhost, registry(self.broker)
+        broker, vhost = self.broker, self.vhost
         if will is not None:
             delay = min(will.properties.get("will_delay_interval", 0), state.expiry)
             if delay == 0:
@@ -600,12 +494,12 @@ class MqttConnection(DeliveryMixin, SubscribeMixin):
             else:
                 state.pending_will = (will, self.client_id)
                 gen = state.generation
-                vhost.timers.call_at(vhost.clock() + delay, lambda now: _will_due(broker, state, gen))
+                vhost.timers.call_at(vhost.clock() + delay, lambda now: will_due(broker, state, gen))
         if state.expiry == 0:
-            _end_session(broker, state)
+            end_session(broker, state)
         elif state.expiry != NEVER_EXPIRES:
             gen = state.generation
-            vhost.timers.call_at(vhost.clock() + state.expiry, lambda now: _expiry_due(broker, state, gen))
+            vhost.timers.call_at(vhost.clock() + state.expiry, lambda now: expiry_due(broker, state, gen))
 
     # -- memory alarm: stop reading from publishers, as RabbitMQ does ---------------------
     def _on_alarm(self, high: bool) -> None:
@@ -615,12 +509,12 @@ class MqttConnection(DeliveryMixin, SubscribeMixin):
             self.reading_paused = False
             self._resume_reading()
 
-    _handlers: dict[type, Callable[["MqttConnection", Any], None]] = {
-        Publish: _on_publish,
-        Puback: _on_puback,
-        Pubrec: _on_pubrec,
-        Pubrel: _on_pubrel,
-        Pubcomp: _on_pubcomp,
+    _handlers: dict[type, Callable[[MqttConnection, Any], None]] = {
+        Publish: PublishMixin._on_publish,
+        Puback: PublishMixin._on_puback,
+        Pubrec: PublishMixin._on_pubrec,
+        Pubrel: PublishMixin._on_pubrel,
+        Pubcomp: PublishMixin._on_pubcomp,
         Subscribe: SubscribeMixin._on_subscribe,
         Unsubscribe: SubscribeMixin._on_unsubscribe,
         Pingreq: _on_pingreq,
@@ -633,30 +527,6 @@ class MqttConnection(DeliveryMixin, SubscribeMixin):
 for _cls in ("Connack", "Suback", "Unsuback", "Pingresp"):
     from . import packets as _packets
     MqttConnection._handlers[getattr(_packets, _cls)] = MqttConnection._on_server_packet
-
-
-def _will_due(broker: "Broker", state: SessionState, generation: int) -> None:
-    if state.generation == generation and state.connection is None and state.pending_will is not None:
-        will, cid = state.pending_will
-        state.pending_will = None
-        publish_will(broker, state.vhost, will, cid)
-
-
-def _expiry_due(broker: "Broker", state: SessionState, generation: int) -> None:
-    if state.generation == generation and state.connection is None:
-        _end_session(broker, state)
-
-
-def _end_session(broker: "Broker", state: SessionState) -> None:
-    if state.pending_will is not None:  # the session ends first: the will is due now
-        will, cid = state.pending_will
-        state.pending_will = None
-        publish_will(broker, state.vhost, will, cid)
-    state.end()
-    reg = registry(broker)
-    key = (state.vhost.name, state.client_id)
-    if reg.get(key) is state:
-        del reg[key]
 
 
 def _sniff_level(data: bytes) -> int | None:

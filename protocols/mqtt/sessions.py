@@ -41,7 +41,7 @@ NEVER_EXPIRES = 0xFFFFFFFF
 class Subscription:
     """One subscription of a session, with its options (5.0 3.8.3.1)."""
 
-    __slots__ = ("text", "filter", "qos", "no_local", "rap", "sub_id", "binding", "group", "queue")
+    __slots__ = ("binding", "filter", "group", "no_local", "qos", "queue", "rap", "sub_id", "text")
 
     def __init__(self, text: str, inner: str, qos: int, no_local: bool, rap: bool,
                  sub_id: int | None, group: str | None = None) -> None:
@@ -59,9 +59,9 @@ class Subscription:
 class Inflight:
     """A QoS 1/2 delivery to the client awaiting PUBACK, PUBREC or PUBCOMP."""
 
-    __slots__ = ("queue", "entry", "qos", "released", "topic", "retain")
+    __slots__ = ("entry", "qos", "queue", "released", "retain", "topic")
 
-    def __init__(self, queue: "Queue", entry: "QueueEntry", qos: int, topic: bytes, retain: bool) -> None:
+    def __init__(self, queue: Queue, entry: QueueEntry, qos: int, topic: bytes, retain: bool) -> None:
         self.queue = queue
         self.entry = entry
         self.qos = qos
@@ -71,7 +71,7 @@ class Inflight:
 
 
 class SessionState:
-    def __init__(self, client_id: str, vhost: "VirtualHost", expiry: int) -> None:
+    def __init__(self, client_id: str, vhost: VirtualHost, expiry: int) -> None:
         self.client_id = client_id
         self.vhost = vhost
         self.expiry = expiry  # seconds; 0 = ends with the connection
@@ -84,7 +84,7 @@ class SessionState:
         self.next_pid = 0
         self.connection: Any = None
         self.generation = 0  # bumped at every attach; stale timers compare it
-        self.pending_will: tuple["Will", str] | None = None
+        self.pending_will: tuple[Will, str] | None = None
         self.ended = False
 
     @property
@@ -103,7 +103,7 @@ class SessionState:
         raise RuntimeError("no packet identifier left")  # prevented by the receive maximum
 
     # -- the session queue and its bindings ----------------------------------------------
-    def queue(self) -> "Queue":
+    def queue(self) -> Queue:
         q = self.vhost.queues.get(self.queue_name)
         if q is None:
             q = self.vhost.declare_queue(self.queue_name, durable=self.persistent)
@@ -138,11 +138,11 @@ class SessionState:
             vh.delete_queue(self.queue_name, internal=True)
 
 
-_registries: "weakref.WeakKeyDictionary[Broker, dict[tuple[str, str], SessionState]]" = (
+_registries: weakref.WeakKeyDictionary[Broker, dict[tuple[str, str], SessionState]] = (
     weakref.WeakKeyDictionary())
 
 
-def registry(broker: "Broker") -> dict[tuple[str, str], SessionState]:
+def registry(broker: Broker) -> dict[tuple[str, str], SessionState]:
     """(vhost name, client id) -> the session, connected or not."""
     reg = _registries.get(broker)
     if reg is None:
@@ -150,7 +150,7 @@ def registry(broker: "Broker") -> dict[tuple[str, str], SessionState]:
     return reg
 
 
-def acl_filters(broker: "Broker", key: str) -> tuple[Filter, ...]:
+def acl_filters(broker: Broker, key: str) -> tuple[Filter, ...]:
     """The filters of ``[mqtt] deny_subscribe`` / ``deny_publish`` in the config file."""
     section = broker.config.extra.get("mqtt", {})
     return tuple(Filter(f) for f in section.get(key, ()) if isinstance(f, str) and f)
@@ -163,7 +163,7 @@ def denied(filters: tuple[Filter, ...], topic: str) -> bool:
     return False
 
 
-def publish_will(broker: "Broker", vhost: "VirtualHost", will: "Will", client_id: str) -> None:
+def publish_will(broker: Broker, vhost: VirtualHost, will: Will, client_id: str) -> None:
     """Publish a will message as if the client had sent it (3.1.1 3.1.2.5, 5.0 3.1.3.2)."""
     if denied(acl_filters(broker, "deny_publish"), will.topic):
         return
@@ -181,3 +181,27 @@ def publish_will(broker: "Broker", vhost: "VirtualHost", will: "Will", client_id
         vhost.publish("amq.topic", key, msg)
     except BrokerError:
         pass
+
+
+def will_due(broker: Broker, state: SessionState, generation: int) -> None:
+    if state.generation == generation and state.connection is None and state.pending_will is not None:
+        will, cid = state.pending_will
+        state.pending_will = None
+        publish_will(broker, state.vhost, will, cid)
+
+
+def expiry_due(broker: Broker, state: SessionState, generation: int) -> None:
+    if state.generation == generation and state.connection is None:
+        end_session(broker, state)
+
+
+def end_session(broker: Broker, state: SessionState) -> None:
+    if state.pending_will is not None:  # the session ends first: the will is due now
+        will, cid = state.pending_will
+        state.pending_will = None
+        publish_will(broker, state.vhost, will, cid)
+    state.end()
+    reg = registry(broker)
+    key = (state.vhost.name, state.client_id)
+    if reg.get(key) is state:
+        del reg[key]

@@ -60,7 +60,9 @@ class SubscribeMixin:
         if not valid_filter(inner):
             return TOPIC_FILTER_INVALID, None, False  # [MQTT-4.7.1-2], [MQTT-4.7.1-3]
         if denied(self.deny_subscribe, inner):
-            return NOT_AUTHORIZED, None, False
+            # 5.0: 0x87 Not authorized, or ``[mqtt] deny_subscribe_code`` (e.g. 0x80, which is
+            # all the Paho interoperability suite's client accepts); 3.x: 0x80.
+            return self.deny_subscribe_code, None, False
         sub = Subscription(text, inner, s.qos, s.no_local, s.retain_as_published, sub_id, group)
         state = self.session
         try:
@@ -162,7 +164,7 @@ class SubscribeMixin:
             self._release_shared(q, c)
             q.remove_consumer(c)
 
-    def _release_shared(self, q: "Queue", c: MqttConsumer) -> None:
+    def _release_shared(self, q: Queue, c: MqttConsumer) -> None:
         """Give a shared queue's unacknowledged deliveries back to the group (5.0 4.8.2:
         another member may get them)."""
         inflight = self.session.inflight

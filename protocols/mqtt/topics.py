@@ -71,7 +71,7 @@ def parse_shared(topic_filter: str) -> tuple[str, str] | None:
 class Filter:
     """One MQTT topic filter, matched against topic names the MQTT way."""
 
-    __slots__ = ("text", "levels", "exact", "wild_first")
+    __slots__ = ("exact", "levels", "text", "wild_first")
 
     def __init__(self, text: str) -> None:
         self.text = text
