@@ -44,9 +44,13 @@ for suite in $SUITES; do
     mqtt)
         start_broker --mqtt-port 0 --amqp-port 0 --stomp-port off || { failed=1; continue; }
         bash "$CONF/paho-interop.sh" 127.0.0.1 "$(port_of mqtt)" >"$out" 2>&1
-        stop_broker; check paho-interop 36 "$out" ;;
+        # 35 is every test but the two test_subscribe_failure (3.1.1 and 5.0), which pass
+        # only on a broker configured to refuse test/nosubscribe: that is the next suite.
+        stop_broker; check paho-interop 35 "$out" ;;
     mqtt-deny)
-        printf '[mqtt]\ndeny_subscribe = ["test/nosubscribe"]\n' > "$WORK/deny.toml"
+        # The suite's 5.0 client accepts only 0x80 in the refusing SUBACK; mqemu answers 0x87
+        # (not authorized) unless told otherwise.
+        printf '[mqtt]\ndeny_subscribe = ["test/nosubscribe"]\ndeny_subscribe_code = 0x80\n' > "$WORK/deny.toml"
         start_broker --mqtt-port 0 --amqp-port 0 --stomp-port off --config "$WORK/deny.toml" || { failed=1; continue; }
         bash "$CONF/paho-interop.sh" 127.0.0.1 "$(port_of mqtt)" >"$out" 2>&1
         stop_broker; check paho-interop-deny 37 "$out" ;;
