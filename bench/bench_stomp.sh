@@ -4,7 +4,9 @@
 # client-individual with prefetch 1000 >= ~25 000 msg/s.
 #
 # usage: bench/bench_stomp.sh [ROUNDS] [ENGINE]
-#   env: SHARED (default ../shared), MQEMU_REF_STOMP=HOST:PORT of a reference broker (optional)
+#   env: SHARED (default ../shared); reference brokers, each a target when set (HOST:PORT):
+#        MQEMU_REF_RABBIT_STOMP (RabbitMQ, vhost /), MQEMU_REF_ACTIVEMQ_STOMP (ActiveMQ),
+#        MQEMU_REF_STOMP (any other)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SHARED="${SHARED:-../shared}"
@@ -19,6 +21,8 @@ for _ in $(seq 100); do [ -s "$WORK/ready.json" ] && break; sleep 0.1; done
 PORT="$(python3 -c "import json; print(json.load(open('$WORK/ready.json'))['stomp'])")"
 
 targets=(--target "mqemu-$ENGINE=stomp:127.0.0.1:$PORT,--broker-pid=$PID")
+[ -n "${MQEMU_REF_RABBIT_STOMP:-}" ] && targets+=(--target "rabbitmq=stomp:$MQEMU_REF_RABBIT_STOMP,--stomp-host=/")
+[ -n "${MQEMU_REF_ACTIVEMQ_STOMP:-}" ] && targets+=(--target "activemq=stomp:$MQEMU_REF_ACTIVEMQ_STOMP")
 [ -n "${MQEMU_REF_STOMP:-}" ] && targets+=(--target "reference=stomp:$MQEMU_REF_STOMP")
 run() {  # run TITLE LOADGEN-ARGS...
     local title="$1"; shift

@@ -53,6 +53,7 @@ from .frames import (
     _BadEscape,
     _Sentinel,
     _unescape,
+    _unescape_lenient,
     encode_frame,
     negotiate_version,
 )
@@ -96,6 +97,9 @@ class StompDecoder:
     are already decoded with the right rules.  The session may overwrite
     ``version`` afterwards; it takes effect from the next frame.
 
+    ``strict_escapes`` (default true) refuses an undefined escape sequence; when false it
+    is kept as it is, as ActiveMQ does.
+
     After a :class:`StompFrameError` the stream cannot be resynchronised:
     every later call raises the same error again.
     """
@@ -112,6 +116,7 @@ class StompDecoder:
         self.max_headers = max_headers
         self.max_header_length = max_header_length
         self.auto_version = auto_version
+        self.strict_escapes = True
         self.version: str | None = None
         self._buf = bytearray()
         self._pos = 0  # start of the frame (or of the heart-beats) being read
@@ -355,6 +360,12 @@ class StompDecoder:
             name = line[:i]
             value = line[i + 1 :]
             if table is not None and "\\" in line:
+                if not self.strict_escapes:
+                    name = _unescape_lenient(name, table)
+                    value = _unescape_lenient(value, table)
+                    if name not in headers:
+                        headers[name] = value
+                    continue
                 try:
                     name = _unescape(name, table)
                     value = _unescape(value, table)

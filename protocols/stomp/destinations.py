@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from mqemu.broker.queue import Queue
 
-from .errors import StompError
+from .errors import StompError, protocol_exception
 from .mapping import is_true
 
 if TYPE_CHECKING:
@@ -239,7 +239,11 @@ class ActiveMQDestinations:
     def __init__(self, session: "StompSession") -> None:
         self.s = session
         self.declared: set[str] = set()
-        self.temp_prefix = f"ID:{session.session_id}:"
+        # ActiveMQ names a connection's temporary destinations <connection id>:<n>, n counting
+        # from 1 per connection; the connection itself sees the name it gave.
+        self.temp_prefix = f"{session.session_id}:"
+        self.temp_names: dict[str, str] = {}  # "/temp-queue/x" -> the real name
+        self.temp_shown: dict[str, str] = {}  # the real queue name -> "/temp-queue/x"
 
     def parse(self, dest: str) -> list[tuple[str, str]]:
         """[(kind, name)], kind one of queue/topic, one per part of a composite destination.
@@ -257,9 +261,9 @@ class ActiveMQDestinations:
             elif part.startswith("/topic/"):
                 out.append(("topic", part[7:]))
             elif part.startswith(ACTIVEMQ_TEMP_QUEUE):
-                out.append(("queue", self.temp_prefix + "tq:" + part[len(ACTIVEMQ_TEMP_QUEUE):]))
+                out.append(("queue", self.temp_name(part)))
             elif part.startswith(ACTIVEMQ_TEMP_TOPIC):
-                out.append(("topic", self.temp_prefix + "tt:" + part[len(ACTIVEMQ_TEMP_TOPIC):]))
+                out.append(("topic", self.temp_name(part)))
             elif part.startswith(ACTIVEMQ_REMOTE_QUEUE):
                 out.append(("queue", part[len(ACTIVEMQ_REMOTE_QUEUE):]))
             elif part.startswith(ACTIVEMQ_REMOTE_TOPIC):
@@ -274,6 +278,15 @@ class ActiveMQDestinations:
             default = default or out[-1][0]
         return out
 
+    def temp_name(self, dest: str) -> str:
+        """The real name of this connection's /temp-queue/X or /temp-topic/X."""
+        name = self.temp_names.get(dest)
+        if name is None:
+            name = self.temp_names[dest] = f"{self.temp_prefix}{len(self.temp_names) + 1}"
+            if dest.startswith(ACTIVEMQ_TEMP_QUEUE):
+                self.temp_shown[name] = dest
+        return name
+
     def send_targets(self, dest: str, headers: dict[str, str]) -> list[tuple[str, str]]:
         targets = []
         for kind, name in self.parse(dest):
@@ -287,11 +300,11 @@ class ActiveMQDestinations:
     def rewrite_reply_to(self, value: str) -> str:
         """ActiveMQ: a temporary destination in reply-to is shown to others as remote."""
         if value.startswith(ACTIVEMQ_TEMP_QUEUE):
-            name = self.temp_prefix + "tq:" + value[len(ACTIVEMQ_TEMP_QUEUE):]
+            name = self.temp_name(value)
             self._queue(name, temporary=True)
             return ACTIVEMQ_REMOTE_QUEUE + name
         if value.startswith(ACTIVEMQ_TEMP_TOPIC):
-            return ACTIVEMQ_REMOTE_TOPIC + self.temp_prefix + "tt:" + value[len(ACTIVEMQ_TEMP_TOPIC):]
+            return ACTIVEMQ_REMOTE_TOPIC + self.temp_name(value)
         return value
 
     def subscribe_queues(self, dest: str, headers: dict[str, str], sub_id: str) -> list[Queue]:
@@ -313,7 +326,19 @@ class ActiveMQDestinations:
         return queues
 
     def unsubscribed(self, dest: str, queues: list[Queue], headers: dict[str, str]) -> None:
-        pass  # ActiveMQ keeps a durable subscription until it is removed explicitly
+        pass  # ActiveMQ keeps a durable subscription until it is removed (remove_durable)
+
+    def remove_durable(self, sub_name: str, active_here: bool) -> None:
+        """ActiveMQ's RemoveSubscriptionInfo for (client-id, sub_name). Raises StompError
+        while a consumer uses it or when there is none."""
+        s = self.s
+        q = s.vhost.queues.get(f"{s.client_id}:{sub_name}") if s.client_id else None
+        if q is None:
+            raise protocol_exception(f"No durable subscription exists for clientID: {s.client_id} "
+                                     f"and subscriptionName: {sub_name}")
+        if active_here or q.consumers:
+            raise protocol_exception("Durable consumer is in use")
+        s.vhost.delete_queue(q.name, owner=s)
 
     def _queue(self, name: str, temporary: bool = False) -> Queue:
         s = self.s

@@ -117,6 +117,11 @@ def _unescape(text: str, table: dict[str, str]) -> str:
     return _ESCAPE_RE.sub(repl, text)
 
 
+def _unescape_lenient(text: str, table: dict[str, str]) -> str:
+    """Undo Value Encoding, keeping an undefined sequence as it is (ActiveMQ's decoder)."""
+    return _ESCAPE_RE.sub(lambda m: table.get(m.group(1), m.group(0)), text)
+
+
 # No version can carry a NUL in a header (it ends the frame for peers that read
 # to the first NUL), so every escaper turns NUL into U+FFFD.
 

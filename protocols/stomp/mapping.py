@@ -27,6 +27,9 @@ _FRAME_HEADERS = frozenset({
     "subscription", "ack", "redelivered",
 })
 
+# RabbitMQ: the plugin passes a SEND's receipt header on as an AMQP header.
+_RABBIT_FRAME_HEADERS = _FRAME_HEADERS - {"receipt"}
+
 # RabbitMQ: header -> (property, kind); kind s = string, i = integer.
 _RABBIT_PROPS = {
     "content-type": ("content_type", "s"),
@@ -60,6 +63,10 @@ _ACTIVEMQ_PROPS = {
     "type": "type",
 }
 ACTIVEMQ_DEFAULT_PRIORITY = 4  # JMS default priority
+
+# ActiveMQ: a SEND without content-length is a JMS TextMessage, and its MESSAGE frames carry
+# no content-length either (a text body cannot hold a NUL). Set as ``Message.origin``.
+ACTIVEMQ_TEXT = "stomp:text"
 
 
 def is_true(value: str | None) -> bool:
@@ -116,7 +123,7 @@ def rabbit_properties(headers: dict[str, str]) -> dict[str, Any]:
         elif name == "persistent":
             if is_true(value):
                 props["delivery_mode"] = 2
-        elif name not in _FRAME_HEADERS:
+        elif name not in _RABBIT_FRAME_HEADERS:
             user[name] = value
     if user:
         props["headers"] = user

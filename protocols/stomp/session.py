@@ -6,17 +6,20 @@ Bytes come in through ``data_received(data, now)``; frames to send are appended 
 States and what moves them (STOMP 1.2, "Connecting", "DISCONNECT", "ERROR"):
 
     CONNECTING --CONNECT or STOMP, login and version accepted--> CONNECTED  (send CONNECTED)
-    CONNECTING --any other frame, a refused login, a bad frame--> CLOSED    (send ERROR)
-    CONNECTING --no CONNECT within CONNECT_TIMEOUT--------------> CLOSED
+    CONNECTING --another frame, a refused login or version-----> CONNECTING (send ERROR)
+    CONNECTING --no CONNECT within CONNECT_TIMEOUT (LOGIN_TIMEOUT after a refused login)--> CLOSED
     CONNECTED  --DISCONNECT------------------------------------> CLOSED    (RECEIPT if asked)
-    CONNECTED  --a refused or malformed frame------------------> CLOSED    (send ERROR)
+    CONNECTED  --a refused frame-------------------------------> CONNECTED (send ERROR)
+    any        --a fatal refusal, a frame that cannot be read--> CLOSED    (send ERROR)
     CONNECTED  --nothing received for the heart-beat grace-----> CLOSED    (no frame)
     any        --the socket went away--------------------------> CLOSED
 
 In CLOSED every further byte is ignored; the transport flushes ``outbound`` and closes the
-socket (``closing``). Each refused frame gets one ERROR frame (``message`` header,
-``receipt-id`` when the frame asked for a receipt, a text/plain body) and the connection
-closes, as STOMP 1.2 "ERROR" says a server must.
+socket (``closing``). STOMP 1.2 "ERROR" says the server closes after an ERROR; both engines
+answer most refusals with an ERROR and go on, so mqemu does as each engine does
+(``StompError.close``; checked by ``tests/differential/test_stomp_differential.py``).
+RabbitMQ writes no ``receipt-id`` in ERROR frames; ActiveMQ echoes the refused frame's
+receipt. A frame that cannot be read (its framing is lost) always closes.
 
 Engine flavours (``broker.engine``) differ in login, ``host``, destinations, header
 mapping and error texts; each difference is commented "RabbitMQ:" or "ActiveMQ:".
@@ -36,12 +39,18 @@ from mqemu.broker.errors import AuthenticationFailed, BrokerError, PreconditionF
 from mqemu.broker.message import Message
 from mqemu.protocols.transport import ClosedReason, SessionBase
 
+from .acks import SettleMixin
 from .codec import NEED_DATA, Frame, StompDecoder, StompFrameError, negotiate_version
 from .destinations import ActiveMQDestinations, RabbitDestinations
-from .errors import StompError, from_broker_error
+from .errors import StompError, for_engine, from_broker_error
 from .frames_out import connected_frame, error_frame, receipt_frame
-from .mapping import ESCAPERS, activemq_properties, escape_10, rabbit_properties
-from .acks import SettleMixin
+from .mapping import (
+    ACTIVEMQ_TEXT,
+    ESCAPERS,
+    activemq_properties,
+    escape_10,
+    rabbit_properties,
+)
 from .subscription import ACK_MODES, Subscription, destination_header
 
 if TYPE_CHECKING:
@@ -122,8 +131,17 @@ class StompSession(SettleMixin, SessionBase):
                     break
                 self.handle_frame(frame)
         except StompFrameError as e:
-            self.error(e.message, e.detail, e.receipt_id)
+            self._frame_error(e)
         self.end_of_batch()
+
+    def _frame_error(self, e: StompFrameError) -> None:
+        """A frame that cannot be read ends the connection (its framing is lost). RabbitMQ
+        drops the socket without a word; mqemu sends an ERROR naming the fault first (a
+        DELIBERATE difference). ActiveMQ sends its own text, with no receipt-id."""
+        message = e.message
+        if self.engine == "activemq":
+            message = _ACTIVEMQ_FRAME_ERRORS.get(message, message)
+        self.error(message, e.detail, None)
 
     def end_of_batch(self) -> None:
         """Acks of one read redispatch each queue they touched once."""
@@ -179,35 +197,43 @@ class StompSession(SettleMixin, SessionBase):
 
     # -- frames -------------------------------------------------------------------------
     def handle_frame(self, frame: Frame) -> None:
-        """Handle one frame; a refusal sends ERROR and closes (never raises)."""
+        """Handle one frame; a refusal sends ERROR (and closes when it is fatal). Never raises."""
         try:
             if self.state is State.CONNECTING:
                 if frame.command not in ("CONNECT", "STOMP"):
-                    raise StompError("Illegal command", "You must log in using CONNECT first\n")
+                    raise for_engine(self.engine, StompError("Illegal command",
+                                                             "You must log in using CONNECT first"),
+                                     "Not connected.")
                 self._on_connect(frame)
                 return
             handler = _HANDLERS.get(frame.command)
             if handler is None:
-                if self.engine == "rabbitmq":
-                    raise StompError("Bad command", f'Could not interpret command "{frame.command}"\n')
-                raise StompError(f"Unknown STOMP action: {frame.command}",
-                                 f"org.apache.activemq.transport.stomp.ProtocolException: "
-                                 f"Unknown STOMP action: {frame.command}\n")
+                raise for_engine(self.engine, StompError("Bad command",
+                                                         f'Could not interpret command "{frame.command}"\n'),
+                                 f"Unknown STOMP action: {frame.command}", activemq_close=True)
             if not handler(self, frame):
                 self._receipt(frame)
         except StompError as e:
-            if self.login_refused and self.state is State.CONNECTING:
-                # RabbitMQ: after a refused CONNECT the socket stays open, answering ERROR,
-                # until the login timeout; a client may still CONNECT with other credentials.
-                self.send(error_frame(e.message, e.detail, frame.headers.get("receipt"), "1.0"))
-                self.deadline = min(self.deadline or self._now + LOGIN_TIMEOUT, self._now + LOGIN_TIMEOUT)
-                return
-            self.error(e.message, e.detail, frame.headers.get("receipt"))
+            self.refuse(e, frame)
         except BrokerError as e:
-            err = from_broker_error(e, self.engine)
-            self.error(err.message, err.detail, frame.headers.get("receipt"))
+            self.refuse(from_broker_error(e, self.engine), frame)
         except ValueError as e:  # a header that should be a number is not
-            self.error("Invalid header", f"{e}\n", frame.headers.get("receipt"))
+            self.refuse(StompError("Invalid header", f"{e}\n"), frame)
+
+    def refuse(self, e: StompError, frame: Frame) -> None:
+        """The ERROR for a refused frame. RabbitMQ writes no receipt-id in ERROR frames;
+        ActiveMQ echoes the frame's receipt. Only a fatal refusal closes the connection."""
+        receipt = None if self.engine == "rabbitmq" else frame.headers.get("receipt")
+        if e.close or self.state is State.CLOSED:
+            self.error(e.message, e.detail, receipt)
+            return
+        log.info("STOMP error: %s", e.message, extra={"conn": self.conn_id})
+        self.send(error_frame(e.message, e.detail, receipt,
+                              self.version if self.state is State.CONNECTED else "1.0"))
+        if self.login_refused and self.state is State.CONNECTING:
+            # RabbitMQ: after a refused CONNECT the socket stays open, answering ERROR,
+            # until the login timeout; a client may still CONNECT with other credentials.
+            self.deadline = min(self.deadline or self._now + LOGIN_TIMEOUT, self._now + LOGIN_TIMEOUT)
 
     def _receipt(self, frame: Frame) -> None:
         receipt = frame.headers.get("receipt")
@@ -220,10 +246,12 @@ class StompSession(SettleMixin, SessionBase):
         self.login_refused, self.close_reason = False, None
         version = negotiate_version(h.get("accept-version"))
         if version is None:
-            raise StompError("Version mismatch", "Supported versions are 1.0,1.1,1.2\n")
+            raise for_engine(self.engine, StompError("Version mismatch", "Supported versions are 1.0,1.1,1.2\n"),
+                             f"Invalid Protocol version[{h.get('accept-version')}], supported versions "
+                             "are: [1.2, 1.1, 1.0]", activemq_close=True)
         self.version = self.decoder.version = version
         self.escape = ESCAPERS[version]
-        cx, cy = _heart_beat(h.get("heart-beat", "0,0"))
+        cx, cy = _heart_beat(h.get("heart-beat", "0,0"), self.engine)
         if self.engine == "rabbitmq":
             self._login_rabbit(h)
             # RabbitMQ: heart-beats in whole seconds (anything under one second is one).
@@ -236,6 +264,7 @@ class StompSession(SettleMixin, SessionBase):
             send_ms, recv_ms = cy, cx
             self.session_id = f"ID:mqemu-{os.getpid()}-{_START_MS}-{next(_session_numbers)}:{self.conn_id}"
             self.destinations = ActiveMQDestinations(self)
+            self.decoder.strict_escapes = False  # ActiveMQ keeps an undefined escape as it is
         self.send_interval = send_ms / 1000.0
         self.receive_interval = recv_ms / 1000.0
         self.state = State.CONNECTED
@@ -282,7 +311,9 @@ class StompSession(SettleMixin, SessionBase):
         h = f.headers
         dest = h.get("destination")
         if dest is None:
-            raise StompError("Missing destination", "SEND must include a 'destination' header\n")
+            raise for_engine(self.engine, StompError("Missing destination",
+                                                     "SEND must include a 'destination' header\n"),
+                             "SEND received without a Destination specified!")
         rabbit = self.engine == "rabbitmq"
         if rabbit and "message-id" in h:
             raise StompError("Invalid header", "'message-id' is not allowed on 'SEND'.\n")
@@ -309,12 +340,14 @@ class StompSession(SettleMixin, SessionBase):
         body = f.body
         routed = 0
         allowed = self.write_allowed
+        text = None if rabbit or "content-length" in h else ACTIVEMQ_TEXT
         for exchange, key in targets:
             if exchange not in allowed:  # RabbitMQ caches permission checks per connection too
                 self.check("write", "exchange", exchange or "amq.default")
                 allowed.add(exchange)
-            n, _refused = vhost.publish(exchange, key, Message(exchange, key, body, props if len(targets) == 1
-                                                                else dict(props)))
+            msg = Message(exchange, key, body, props if len(targets) == 1 else dict(props))
+            msg.origin = text
+            n, _refused = vhost.publish(exchange, key, msg)
             routed += n
         receipt = h.get("receipt")
         if receipt is not None and routed and props.get("delivery_mode") == 2:
@@ -334,19 +367,25 @@ class StompSession(SettleMixin, SessionBase):
         h = f.headers
         dest = h.get("destination")
         if dest is None:
-            raise StompError("Missing destination", "SUBSCRIBE must include a 'destination' header\n")
+            raise for_engine(self.engine, StompError("Missing destination",
+                                                     "SUBSCRIBE must include a 'destination' header\n"),
+                             "Invalid empty or 'null' Destination header")
         sub_id = h.get("id")
         if sub_id is None:
-            if self.version != "1.0":  # STOMP 1.1+, "SUBSCRIBE": the id header is required
-                raise StompError("Missing header", "SUBSCRIBE must include an 'id' header\n")
+            # STOMP 1.1+, "SUBSCRIBE": the id header is required. ActiveMQ insists; RabbitMQ
+            # takes the destination as the id, as in 1.0.
+            if self.version != "1.0" and self.engine == "activemq":
+                raise StompError("SUBSCRIBE received without a subscription id!",
+                                 "org.apache.activemq.transport.stomp.ProtocolException: "
+                                 "SUBSCRIBE received without a subscription id!\n")
             if self.engine == "rabbitmq" and ("true" in (h.get("durable"), h.get("persistent"))):
                 raise StompError("Missing Header", "Header 'id' is required for durable subscriptions")
         elif self.engine == "rabbitmq" and sub_id.startswith("/temp-queue/"):
             raise StompError("Invalid id", "SUBSCRIBE 'id' may not start with /temp-queue/\n")
         key = dest if sub_id is None else sub_id
         if key in self.subscriptions:
-            raise StompError("Duplicated subscription identifier",
-                             f"A subscription identified by '{key}' already exists.")
+            raise StompError("Duplicated subscription identifier",  # RabbitMQ: its channel dies
+                             f"A subscription identified by '{key}' already exists.", close=True)
         ack = h.get("ack", "auto")
         if ack not in ACK_MODES:
             raise StompError("Invalid ack mode", f"'{ack}' is not a valid ack mode "
@@ -400,12 +439,21 @@ class StompSession(SettleMixin, SessionBase):
         if key is None:
             key = h.get("destination") if self.version == "1.0" or self.engine == "rabbitmq" else None
             if key is None:
-                raise StompError("Missing destination or id",
-                                 "UNSUBSCRIBE must include a 'destination' or 'id' header")
+                raise for_engine(self.engine, StompError("Missing destination or id",
+                                                         "UNSUBSCRIBE must include a 'destination' or 'id' header"),
+                                 "UNSUBSCRIBE received without a subscription id!")
+        if self.engine == "activemq":
+            name = h.get("activemq.subscriptionName") or h.get("durable-subscription-name")
+            if name is not None:
+                # ActiveMQ: UNSUBSCRIBE naming a durable subscription removes it (it must
+                # not be active: UNSUBSCRIBE by id first).
+                self.destinations.remove_durable(name, key in self.subscriptions)
+                return False
         sub = self.subscriptions.pop(key, None)
         if sub is None:
-            raise StompError("No subscription found", "UNSUBSCRIBE must refer to an existing subscription.\n"
-                             f"Subscription to id='{key}' not found.\n")
+            raise for_engine(self.engine, StompError(
+                "No subscription found", "UNSUBSCRIBE must refer to an existing subscription.\n"
+                f"Subscription to id='{key}' not found.\n"), "No subscription matched.")
         queues = [c.queue for c in sub.consumers]
         sub.cancel()
         self.destinations.unsubscribed(sub.destination, queues, h)
@@ -417,10 +465,12 @@ class StompSession(SettleMixin, SessionBase):
             return
         del self.subscriptions[sub.id]
         if self.engine == "rabbitmq" and self.state is State.CONNECTED:
-            # RabbitMQ tells the client with an ERROR naming the subscription.
-            self.error("Server cancelled subscription",
-                       f"The server has canceled a subscription.\nNo more messages will be "
-                       f"delivered for id='{sub.id}'.\n", None, extra=[("subscription", sub.id)])
+            # RabbitMQ (the plugin's server_cancel_consumer) tells the client with an ERROR
+            # naming the subscription and keeps the connection open.
+            self.send(error_frame("Server cancelled subscription",
+                                  f"The server has canceled a subscription.\nNo more messages will be "
+                                  f"delivered for \"id='{sub.id}'\".\n", None, self.version,
+                                  [("subscription", sub.id)]))
 
     # -- DISCONNECT ---------------------------------------------------------------------
     def _on_disconnect(self, f: Frame) -> bool:
@@ -429,8 +479,10 @@ class StompSession(SettleMixin, SessionBase):
         return True
 
     def _on_connect_again(self, f: Frame) -> bool:
-        raise StompError("Already connected", "A CONNECT frame was received on a connection "
-                         "that is already connected\n")
+        # RabbitMQ drops the socket without a word (a DELIBERATE difference: mqemu says why).
+        raise for_engine(self.engine, StompError("Already connected", "A CONNECT frame was received on a "
+                                                 "connection that is already connected\n", close=True),
+                         "Already connected.")
 
     # -- helpers ------------------------------------------------------------------------
     def check(self, what: str, kind: str, name: str) -> None:
@@ -439,7 +491,14 @@ class StompSession(SettleMixin, SessionBase):
             self.broker.auth.check(self.user, self.vhost.name, what, kind, name)
 
     def destination_line(self, key: tuple[str, str]) -> bytes:
-        line = destination_header(self.engine, key[0], key[1], self.escape)
+        shown = None
+        if self.engine == "activemq" and key[0] == "":
+            # ActiveMQ: the connection's own temporary queue under the name it gave it.
+            shown = self.destinations.temp_shown.get(key[1])
+        if shown is not None:
+            line = b"destination:" + self.escape(shown).encode("utf-8") + b"\n"
+        else:
+            line = destination_header(self.engine, key[0], key[1], self.escape)
         if len(self.destinations_seen) < 1024:
             self.destinations_seen[key] = line
         return line
@@ -470,7 +529,7 @@ class StompSession(SettleMixin, SessionBase):
             self.pause_publisher(high, self.published)
 
 
-def _heart_beat(value: str) -> tuple[int, int]:
+def _heart_beat(value: str, engine: str) -> tuple[int, int]:
     """STOMP 1.2, "Heart-beating": ``cx,cy`` in milliseconds, both non-negative."""
     parts = value.split(",")
     try:
@@ -478,8 +537,10 @@ def _heart_beat(value: str) -> tuple[int, int]:
     except ValueError:
         cx = cy = -1
     if len(parts) != 2 or cx < 0 or cy < 0:
-        raise StompError("Invalid heart-beat header", f"heart-beat '{value}' must be two "
-                         "non-negative integers separated by a comma\n")
+        # RabbitMQ: the plugin's parser crashes on it and answers "Processing error".
+        raise for_engine(engine, StompError("Processing error", f"heart-beat '{value}' must be two "
+                                            "non-negative integers separated by a comma\n"),
+                         f"Invalid heart-beat header:{value}", activemq_close=True)
     return cx, cy
 
 
@@ -488,6 +549,11 @@ def _whole_seconds(ms: int) -> int:
         return 0
     return max(1, ms // 1000) * 1000
 
+
+# ActiveMQ: its codec's texts for the frame faults it detects the same way.
+_ACTIVEMQ_FRAME_ERRORS = {
+    "Body longer than content-length": "content-length bytes were read and there was no trailing null byte",
+}
 
 _HANDLERS: dict[str, Callable[[StompSession, Frame], bool]] = {
     "SEND": StompSession._on_send,

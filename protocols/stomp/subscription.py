@@ -22,6 +22,7 @@ from mqemu.broker.message import QueueEntry
 from mqemu.broker.queue import Consumer
 
 from .mapping import (
+    ACTIVEMQ_TEXT,
     activemq_destination,
     activemq_message_headers,
     encode_header_block,
@@ -81,11 +82,15 @@ class Subscription:
         else:
             block = encode_header_block(activemq_message_headers(props), s.version)
         ack = b"" if self.ack_prefix is None else b"%s%d\n" % (self.ack_prefix, tag)
+        body = msg.body
         if self.rabbit:
             red = b"redelivered:true\n" if entry.redelivered else b"redelivered:false\n"
         else:
             red = b"redelivered:true\n" if entry.redelivered else b""
-        body = msg.body
+            if msg.origin == ACTIVEMQ_TEXT:
+                s.send(b"%s%smessage-id:%s%d\n%s%s%s\n%s\x00" % (
+                    self.head, dest, self.id_prefix, tag, red, block, ack, body))
+                return
         s.send(b"%s%smessage-id:%s%d\n%s%s%scontent-length:%d\n\n%s\x00" % (
             self.head, dest, self.id_prefix, tag, red, block, ack, len(body), body))
 

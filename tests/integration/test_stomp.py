@@ -55,7 +55,7 @@ CONNECT = b"CONNECT\naccept-version:1.2\nhost:/\nlogin:guest\npasscode:guest\n\n
 @pytest.mark.parametrize("bad, message", [
     (CONNECT + CONNECT, b"message:Already connected"),
     (b"SEND\ndestination:/queue/x\n\nhi\x00", b"message:Illegal command"),
-    (CONNECT + b"ACK\nid:T_1@@s@@42\nreceipt:r7\n\n\x00", b"message:Message not found"),
+    (CONNECT + b"ACK\nid:T_1@@s@@42\nreceipt:r7\n\n\x00", b"message:Subscription not found"),
     (CONNECT + b"SEND\ndestination:/queue/x\nbad:a\\tb\nreceipt:r7\n\n\x00", b"message:Undefined escape sequence"),
     (CONNECT + b"SEND\ndestination:/queue/x\ncontent-length:1\nreceipt:r7\n\nhello\x00",
      b"message:Body longer than content-length"),
@@ -63,17 +63,17 @@ CONNECT = b"CONNECT\naccept-version:1.2\nhost:/\nlogin:guest\npasscode:guest\n\n
     (CONNECT + b"SEND\nreceipt:r7\n\nx\x00", b"message:Missing destination"),
     (CONNECT + b"SEND\ndestination:/queue/x\ncontent-length:99999999\n\n", b"message:Frame too large"),
 ])
-def test_bad_input_gets_error_then_close_and_spares_others(mqemu_server, bad, message):
+def test_bad_input_gets_error_and_spares_others(mqemu_server, bad, message):
     port = mqemu_server.ports["stomp"]
     other, listener = connect(stomp.Connection12, port, vhost="/")
     s = raw(port)
     s.sendall(bad)
+    s.shutdown(socket.SHUT_WR)  # most refusals leave the connection open, as on RabbitMQ
     out = read_until_closed(s)
     s.close()
     err = out[out.index(b"ERROR\n"):]
     assert message in err
-    if b"receipt:r7" in bad:
-        assert b"receipt-id:r7" in err
+    assert b"receipt-id" not in err  # RabbitMQ writes none in ERROR frames
     other.subscribe("/queue/spared", id="1", ack="auto")
     other.send("/queue/spared", "still here")
     assert listener.messages.get(timeout=5).body == "still here"

@@ -38,13 +38,14 @@ def test_stomp_command_connects_too(broker):
     assert p.one("CONNECTED").headers["version"] == "1.2"
 
 
-def test_version_mismatch_is_an_error_and_closes(broker):
+def test_version_mismatch_is_an_error_and_the_client_may_connect_again(broker):
     p = Peer(broker)
     p.send("CONNECT", {"accept-version": "2.0"})
     err = p.one("ERROR")
     assert err.headers["message"] == "Version mismatch"
     assert b"1.0,1.1,1.2" in err.body
-    assert p.closed
+    assert not p.closed  # RabbitMQ keeps the socket open after a refused CONNECT
+    p.connect()
 
 
 def test_rabbitmq_missing_login_is_guest(broker):
@@ -87,14 +88,14 @@ def test_activemq_accepts_any_login_and_ignores_host():
     assert h["session"].startswith("ID:")
 
 
-def test_frame_before_connect_is_an_error_and_closes(broker):
+def test_frame_before_connect_is_an_error_without_receipt_id(broker):
     p = Peer(broker)
     p.send("SEND", {"destination": "/queue/a", "receipt": "r1"}, b"x")
     err = p.one("ERROR")
     assert err.headers["message"] == "Illegal command"
-    assert err.headers["receipt-id"] == "r1"
+    assert "receipt-id" not in err.headers  # RabbitMQ writes no receipt-id in ERROR frames
     assert err.headers["content-type"] == "text/plain"
-    assert p.closed
+    assert not p.closed
 
 
 def test_connect_twice_is_an_error(broker):
@@ -111,10 +112,10 @@ def test_unknown_command_gets_error_with_receipt_id(broker):
     p.send("FROB", {"receipt": "77"})
     err = p.one("ERROR")
     assert err.headers["message"] == "Bad command"
-    assert err.headers["receipt-id"] == "77"
-    assert p.closed
-    p.send("SEND", {"destination": "/queue/a"}, b"ignored")  # nothing after CLOSED
-    assert p.frames() == []
+    assert "receipt-id" not in err.headers
+    assert not p.closed  # RabbitMQ answers and goes on
+    p.send("SEND", {"destination": "/queue/a", "receipt": "78"}, b"kept")
+    assert p.one("RECEIPT").headers["receipt-id"] == "78"
 
 
 def test_malformed_frames_error_and_close(broker):
@@ -124,7 +125,7 @@ def test_malformed_frames_error_and_close(broker):
         p.connect()
         p.raw(bad)
         err = p.one("ERROR")
-        assert err.headers["receipt-id"] == "9"
+        assert "receipt-id" not in err.headers  # the frame could not be read
         assert p.closed
 
 
@@ -160,8 +161,8 @@ def test_send_subscribe_message_headers_and_receipts(broker):
 def test_subscribe_requires_id_in_1_1_and_destination(broker):
     p = Peer(broker)
     p.connect()
-    p.send("SUBSCRIBE", {"destination": "/queue/a"})
-    assert p.one("ERROR").headers["message"] == "Missing header"
+    p.send("SUBSCRIBE", {"destination": "/queue/a", "receipt": "r"})
+    assert p.one("RECEIPT")  # RabbitMQ takes the destination as the id, as in 1.0
     p = Peer(broker)
     p.connect()
     p.send("SUBSCRIBE", {"id": "1"})
@@ -236,8 +237,13 @@ def test_ack_of_unknown_id_is_an_error(broker):
     p.connect()
     p.send("ACK", {"id": "T_1@@session-x@@99", "receipt": "r"})
     err = p.one("ERROR")
-    assert err.headers["message"] == "Message not found"
-    assert err.headers["receipt-id"] == "r"
+    assert err.headers["message"] == "Subscription not found"
+    assert not p.closed
+    p.send("SUBSCRIBE", {"destination": "/queue/a", "id": "1", "ack": "client"})
+    p.send("ACK", {"id": "T_1@@session-x@@99"})
+    err = p.one("ERROR")  # the channel's unknown delivery tag: RabbitMQ closes
+    assert err.headers["message"] == "precondition_failed"
+    assert p.closed
     p = Peer(broker)
     p.connect()
     p.send("ACK", {})
@@ -328,7 +334,7 @@ def test_heart_beat_eol_keeps_the_peer_alive_and_activemq_grace():
 def test_invalid_heart_beat_header(broker):
     p = Peer(broker)
     p.send("CONNECT", {"accept-version": "1.2", "heart-beat": "x,1"})
-    assert p.one("ERROR").headers["message"] == "Invalid heart-beat header"
+    assert p.one("ERROR").headers["message"] == "Processing error"  # RabbitMQ's text
 
 
 def test_outbound_budget_blocks_and_drain_resumes(broker, monkeypatch):
@@ -345,3 +351,37 @@ def test_outbound_budget_blocks_and_drain_resumes(broker, monkeypatch):
     p.session.outbound.clear()
     p.session.on_drained()
     assert len(q.ready) == 3  # one more delivery filled the budget again
+
+
+def test_receipt_of_a_persistent_send_waits_for_the_store():
+    from mqemu.broker.config import BrokerConfig
+    from mqemu.broker.core import Broker
+    from mqemu.broker.store.memory import MemoryStore
+
+    class SlowDisk(MemoryStore):
+        keeps_messages = True
+
+        def __init__(self):
+            super().__init__()
+            self.pending = []
+            self.added = []
+
+        def add_message(self, queue, message, *args, **kwargs):
+            self.added.append(message.body)
+
+        def remove_message(self, *args, **kwargs):
+            pass
+
+        def when_durable(self, ticket, callback):
+            self.pending.append(callback)
+
+    store = SlowDisk()
+    p = Peer(Broker(BrokerConfig(engine="rabbitmq"), store=store))
+    p.connect()
+    p.send("SEND", {"destination": "/queue/d", "persistent": "true", "receipt": "p1"}, b"x")
+    p.send("SEND", {"destination": "/queue/d", "receipt": "t1"}, b"y")
+    assert [f.headers["receipt-id"] for f in p.frames()] == ["t1"]  # transient: at once
+    assert store.added == [b"x"]
+    for callback in store.pending:
+        callback()
+    assert [f.headers["receipt-id"] for f in p.frames()] == ["p1"]

@@ -148,7 +148,26 @@ def test_activemq_composite_and_temp_destinations():
     other = Peer(p.broker)
     other.connect()
     other.send("SEND", {"destination": reply_to}, b"answer")
-    assert p.one("MESSAGE").body == b"answer"
+    reply = p.one("MESSAGE")
+    assert reply.body == b"answer"
+    assert reply.headers["destination"] == "/temp-queue/replies"  # as ActiveMQ shows it
+
+
+def test_activemq_durable_subscription_removed_by_name():
+    p = peer("activemq", **{"client-id": "app"})
+    p.send("SUBSCRIBE", {"destination": "/topic/d", "id": "1", "activemq.subscriptionName": "s"})
+    p.send("UNSUBSCRIBE", {"id": "1", "activemq.subscriptionName": "s", "receipt": "a"})
+    err = p.one("ERROR")
+    assert err.headers["message"] == "Durable consumer is in use"
+    assert err.headers["receipt-id"] == "a"
+    p.send("UNSUBSCRIBE", {"id": "1", "receipt": "b"})
+    p.send("UNSUBSCRIBE", {"id": "1", "activemq.subscriptionName": "s", "receipt": "c"})
+    assert [f.headers["receipt-id"] for f in p.frames()] == ["b", "c"]
+    assert "app:s" not in p.broker.vhosts["/"].queues
+    p.send("UNSUBSCRIBE", {"id": "1", "activemq.subscriptionName": "s"})
+    assert p.one("ERROR").headers["message"] == ("No durable subscription exists for clientID: app "
+                                                 "and subscriptionName: s")
+    assert not p.closed
 
 
 def test_activemq_durable_topic_subscription_outlives_connection():
@@ -170,3 +189,16 @@ def test_activemq_nack_dead_letters_and_bad_selector():
     assert p.frames() == []  # ActiveMQ: a NACK is a poison ack, no redelivery
     p.send("SUBSCRIBE", {"destination": "/queue/s", "id": "2", "selector": "a >"})
     assert p.one("ERROR")
+
+
+def test_rabbit_queue_deleted_under_subscription_errors_and_stays_open():
+    p = peer()
+    p.send("SUBSCRIBE", {"destination": "/queue/gone", "id": "s1"})
+    p.broker.vhosts["/"].delete_queue("gone")
+    err = p.one("ERROR")  # RabbitMQ's server_cancel_consumer
+    assert err.headers["message"] == "Server cancelled subscription"
+    assert err.headers["subscription"] == "s1"
+    assert err.body == b"The server has canceled a subscription.\nNo more messages will be delivered for \"id='s1'\".\n"
+    assert not p.closed
+    p.send("SEND", {"destination": "/queue/other", "receipt": "r"}, b"x")
+    assert p.one("RECEIPT")
