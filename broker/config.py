@@ -6,6 +6,10 @@ Example::
     memory_high_watermark = 0.4    # fraction of RAM, or bytes when > 1
     loopback_users = ["guest"]
 
+    [store]
+    memory_budget = "256MB"        # bodies kept in memory by all queues; past it they page
+                                   # to disk ("off": never; default 25 % of the watermark)
+
     [[users]]
     name = "app"
     password = "secret"
@@ -45,6 +49,9 @@ class BrokerConfig:
     auth: AuthRegistry = field(default_factory=AuthRegistry.default)
     memory_high_watermark: int = 0  # bytes of queued message bodies; 0 = 40 % of RAM
     extra: dict[str, Any] = field(default_factory=dict)  # protocol sections ([amqp], [mqtt], ...)
+    # bytes of ready bodies queues keep in memory before paging; None = 25 % of the
+    # watermark, -1 = never page
+    memory_budget: int | None = None
 
     def watermark_bytes(self) -> int:
         if self.memory_high_watermark:
@@ -54,6 +61,12 @@ class BrokerConfig:
         except (ValueError, OSError):
             total = 8 << 30
         return int(total * 0.4)
+
+    def memory_budget_bytes(self) -> int | None:
+        """The paging budget in bytes, None when paging is off."""
+        if self.memory_budget is None:
+            return self.watermark_bytes() // 4
+        return None if self.memory_budget < 0 else self.memory_budget
 
 
 def load_config(path: str | None, engine: str | None = None) -> BrokerConfig:
@@ -100,7 +113,35 @@ def load_config(path: str | None, engine: str | None = None) -> BrokerConfig:
     if "loopback_users" in data:
         cfg.auth.loopback_users = set(data["loopback_users"])
     cfg.extra = {k: v for k, v in data.items() if isinstance(v, dict)}
+    budget = cfg.extra.get("store", {}).get("memory_budget")
+    if budget is not None:
+        cfg.memory_budget = parse_budget(budget)
     return cfg
+
+
+_UNITS = {"": 1, "B": 1, "KB": 1000, "MB": 1000**2, "GB": 1000**3, "KIB": 1 << 10, "MIB": 1 << 20, "GIB": 1 << 30}
+
+
+def parse_budget(value: Any) -> int:
+    """``[store] memory_budget``: bytes (an integer), a size ("256MB", "1GiB") or "off" (-1).
+    Raises ConfigError."""
+    if isinstance(value, bool):
+        if not value:
+            return -1
+    elif isinstance(value, int) and value >= 0:
+        return value
+    elif isinstance(value, str):
+        text = value.strip().upper().replace(" ", "")
+        if text in ("OFF", "NONE"):
+            return -1
+        number = text.rstrip("KMGIB")
+        unit = text[len(number):]
+        if number and unit in _UNITS:
+            try:
+                return int(float(number) * _UNITS[unit])
+            except ValueError:
+                pass
+    raise ConfigError(f'[store] memory_budget must be a byte count, a size such as "256MB" or "off", not {value!r}')
 
 
 def _ram() -> int:

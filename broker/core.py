@@ -18,6 +18,7 @@ from .auth import AuthRegistry, User
 from .config import BrokerConfig
 from .recovery import recover as recover_snapshot
 from .errors import NotAllowed
+from .paging import MemoryBudget, arguments_paging_mode
 from .store.base import Snapshot, Store
 from .store.memory import MemoryStore
 from .timers import Timers
@@ -42,6 +43,12 @@ class Broker:
         self.timers = Timers()
         self.auth: AuthRegistry = self.config.auth
         self.vhosts: dict[str, VirtualHost] = {}
+        # Queues larger than memory: past this many bytes of bodies in memory, queues page
+        # (``paging``); recovery loads bodies only up to it. None: no paging.
+        limit = self.config.memory_budget_bytes()
+        self.budget: MemoryBudget | None = None if limit is None else MemoryBudget(limit, self.vhosts)
+        self.store.memory_budget = limit
+        self.store.queue_paging = arguments_paging_mode
         for name in self.config.vhosts:
             self.add_vhost(name)
         self.memory_alarm = False
@@ -62,6 +69,7 @@ class Broker:
                 name, self.timers, self.clock, self.store, engine=self.engine,
                 activemq_settings=ActiveMQSettings.from_config(self.config) if self.engine == "activemq" else None,
             )
+            vh.budget = self.budget
         return vh
 
     def open_vhost(self, user: User, name: str) -> VirtualHost:
@@ -74,6 +82,7 @@ class Broker:
 
     # -- memory alarm -------------------------------------------------------------------
     def queued_bytes(self) -> int:
+        """Bytes of ready message bodies in memory (paged ones, on disk, do not count)."""
         return sum(q.bytes_ready for vh in self.vhosts.values() for q in vh.queues.values())
 
     def recover(self, snapshot: Snapshot) -> "Any":
@@ -88,13 +97,14 @@ class Broker:
     @property
     def alarm_reason(self) -> str:
         """Why publishers are blocked, in RabbitMQ's words for connection.blocked."""
-        return "low on disk" if self.store_alarm else "low on memory"
+        return getattr(self.store, "alarm_reason", "low on disk") if self.store_alarm else "low on memory"
 
     def check_memory(self) -> None:
-        high = self.store_alarm or self.queued_bytes() >= self.config.watermark_bytes()
+        queued = self.budget.check() if self.budget is not None else self.queued_bytes()
+        high = self.store_alarm or queued >= self.config.watermark_bytes()
         if high != self.memory_alarm:
             self.memory_alarm = high
-            log.warning("%s alarm %s", "disk" if self.store_alarm else "memory",
+            log.warning("%s alarm %s", self.alarm_reason.split()[-1],
                         "set: publishers blocked" if high else "cleared",
                         extra={"queued_bytes": self.queued_bytes()})
             for listener in list(self.alarm_listeners):

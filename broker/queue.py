@@ -15,10 +15,12 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING, Any, Iterable, Protocol
 
 from . import activemq
 from .message import Message, QueueEntry
+from .paging import NEVER, PAGE_BATCH, PAGE_BATCH_BYTES, Chunk, PagedDeque, PagedIndex, paging_mode
 from .queue_args import QueueSettings
 
 if TYPE_CHECKING:
@@ -171,6 +173,11 @@ class Queue:
         self._version = 0  # bumped when an entry left in the queue may become deliverable
         self._stuck = 0  # head entries the last selective scan found no consumer for
         self._stuck_version = -1
+        # Paging (see ``paging``): past _page_at bytes in memory publish takes the slow path,
+        # which asks the node's budget for more or pages the message out to the store.
+        self._paged: PagedIndex | None = None
+        self._paging = paging_mode(s) if getattr(vhost, "budget", None) is not None else "never"
+        self._page_at = self._open_gate()
 
     # -- publishing ---------------------------------------------------------------------
     def publish(self, message: Message, now: float) -> bool:
@@ -186,10 +193,15 @@ class Queue:
             if per_msg is not None and (ttl is None or per_msg < ttl):
                 ttl = per_msg
         entry = QueueEntry(message, None if ttl is None else now + ttl / 1000.0)
-        if s.max_length is not None or s.max_length_bytes is not None:
-            if not self._make_room(entry):
-                return False
-        if self._persist and message.persistent:
+        if self.bytes_ready >= self._page_at:  # a length limit, or past the memory ceiling
+            if s.max_length is not None or s.max_length_bytes is not None:
+                if not self._make_room(entry):
+                    return False
+            if self._persist and message.persistent:
+                self.vhost.store.add_message(self, message)
+            if self._page_out(entry):
+                return True
+        elif self._persist and message.persistent:
             self.vhost.store.add_message(self, message)
         self.ready.append(entry)
         self.bytes_ready += entry.size
@@ -260,6 +272,8 @@ class Queue:
                 consumer.owner.deliver(consumer, entry)
         finally:
             self._dispatching = False
+        if self._paged is not None:
+            self._page_in()
 
     def _dispatch_selective(self, new_entry: bool) -> None:
         """Dispatch with selectors and message groups (ActiveMQ queue semantics): each ready
@@ -287,6 +301,8 @@ class Queue:
             self._scan()
         finally:
             self._dispatching = False
+        if self._paged is not None:
+            self._page_in()
 
     def _scan(self) -> None:
         ready = self.ready
@@ -417,7 +433,11 @@ class Queue:
                 self._settle(entry)
             else:
                 self.unacked += 1
+            if self._paged is not None:
+                self._page_in()
             return entry
+        if self._paged is not None:
+            self._page_in()  # the head is being read: a get right after it finds it
         return None
 
     # -- settling -----------------------------------------------------------------------
@@ -546,6 +566,8 @@ class Queue:
             if head.expires_at is not None and (self._expiry_at is None or head.expires_at < self._expiry_at):
                 self._expiry_at = head.expires_at
                 self.vhost.timers.call_at(head.expires_at, self._expiry_due)
+        elif self._paged is not None:
+            self._page_in()  # the paged head expires once it is read (RabbitMQ: at the head)
 
     def _expiry_due(self, now: float) -> None:
         self._expiry_at = None
@@ -557,10 +579,128 @@ class Queue:
             self._settle(entry)
         self.ready.clear()
         self.bytes_ready = 0
+        pg = self._paged
+        if pg is not None:
+            # The chunk being read is settled when it arrives (_paged_in sees it cancelled).
+            self.vhost.store.page_discard(self, pg.keys())
+            self._leave_paging()
         return n
 
     def statistics(self) -> QueueStatistics:
-        return QueueStatistics(self.name, len(self.ready), self.unacked, self.bytes_ready, len(self.consumers))
+        paged = self._paged.nbytes if self._paged is not None else 0
+        return QueueStatistics(self.name, len(self.ready), self.unacked, self.bytes_ready + paged,
+                               len(self.consumers))
+
+    # -- paging (queues larger than memory, see ``paging``) ------------------------------
+    @property
+    def bytes_paged(self) -> int:
+        """Bytes of ready bodies the store keeps on disk for this queue."""
+        return self._paged.nbytes if self._paged is not None else 0
+
+    @property
+    def messages_paged(self) -> int:
+        return self._paged.count if self._paged is not None else 0
+
+    def _page_out(self, entry: QueueEntry) -> bool:
+        """publish's slow path, past the queue's ceiling: True when entry went to the paged
+        tail, False when it stays in memory (budget granted, or a consumer takes it now)."""
+        pg = self._paged
+        if pg is None:
+            mode = self._paging
+            if mode == "never" or (mode == "budget" and self.vhost.budget.grant(self)):
+                return False
+            if not self.ready and self._consumer_ready():
+                return False  # delivered at once: never worth a write
+            store = self.vhost.store
+            if store is None or not store.can_page:
+                # No paging task (a core without a running store): keep it in memory and
+                # look again a MiB later.
+                self._page_at = self.bytes_ready + PAGE_BATCH_BYTES
+                return False
+            pg = self._paged = PagedIndex()
+            self.ready = PagedDeque(self.ready, pg)
+            self._page_at = -1  # every publish joins the tail while there is one
+        message = entry.message
+        key = self.vhost.store.page_out(self, message, self._persist and message.persistent)
+        pg.append(key, entry.size, entry.expires_at)
+        if pg.loading is None:
+            self._page_in()
+        return True
+
+    def _consumer_ready(self) -> bool:
+        for c in self.consumers:
+            if not c.owner.blocked and (c.prefetch == 0 or c.unacked < c.prefetch):
+                return True
+        return False
+
+    def _page_in(self) -> None:
+        """Ask the store for the next chunk when the in-memory head runs low."""
+        pg = self._paged
+        if (pg is None or pg.loading is not None or not pg.chunks or self.deleted
+                or self.bytes_ready >= PAGE_BATCH_BYTES or self.ready.in_memory() >= PAGE_BATCH):
+            return
+        chunk = pg.loading = pg.chunks.popleft()
+        self.vhost.store.page_in(self, chunk.keys, partial(self._paged_in, chunk))
+
+    def _paged_in(self, chunk: Chunk, messages: list[Message | None]) -> None:
+        """The store read chunk: append its entries to the in-memory head and dispatch."""
+        pg = self._paged
+        if pg is None or pg.loading is not chunk or self.deleted:
+            # Purged or deleted while it was read: settle what came back.
+            if self._persist and not self.deleted:
+                store = self.vhost.store
+                for m in messages:
+                    if m is not None and m.id is not None:
+                        store.remove_message(self, m)
+            return
+        pg.loading = None
+        pg.count -= len(chunk.keys)
+        pg.nbytes -= chunk.nbytes
+        ready = self.ready
+        redelivered = chunk.redelivered
+        size = 0
+        for i, m in enumerate(messages):
+            if m is None:
+                continue  # its row is gone (cannot happen while the queue holds it)
+            entry = QueueEntry(m, chunk.expiry(i))
+            entry.redelivered = redelivered
+            ready.append(entry)
+            size += entry.size
+        self.bytes_ready += size
+        if not pg.chunks:
+            self._leave_paging()
+        if self.ready and self.ready[0].expires_at is not None:
+            self.expire(self.vhost.clock())
+        if self.consumers:
+            self.dispatch()
+        elif self._paged is not None:
+            self._page_in()
+
+    def _leave_paging(self) -> None:
+        """The paged tail is empty: back to a plain deque in memory."""
+        self._paged = None
+        self.ready = deque(self.ready)
+        self._page_at = self._open_gate()
+
+    def _open_gate(self) -> int:
+        """publish's slow path starts at _page_at bytes in memory: at once (-1) for a queue
+        with a length limit, 0 (ask the budget at the first message) for one that pages."""
+        s = self.settings
+        if s.max_length is not None or s.max_length_bytes is not None:
+            return -1
+        return NEVER if self._paging == "never" else 0
+
+    def adopt_paged(self, chunks: Iterable[Chunk]) -> None:
+        """Recovery: chunks of messages left on disk follow the in-memory entries."""
+        pg = self._paged
+        if pg is None:
+            pg = self._paged = PagedIndex()
+            self.ready = PagedDeque(self.ready, pg)
+            self._page_at = -1
+        for c in chunks:
+            pg.add_chunk(c)
+        if not pg.count:
+            self._leave_paging()
 
     def __repr__(self) -> str:
         return f"Queue({self.name!r}, ready={len(self.ready)}, consumers={len(self.consumers)})"

@@ -34,6 +34,7 @@ def amqp_type_name(v: Any) -> str:
         return "void"
     return type(v).__name__.lower()
 QUEUE_TYPES = ("classic", "quorum", "stream")
+QUEUE_MODES = ("default", "lazy")
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +50,7 @@ class QueueSettings:
     single_active_consumer: bool = False
     queue_type: str = "classic"
     delivery_limit: int | None = None
+    queue_mode: str = "default"  # "lazy": bodies go to disk from the first message (paging)
 
     @property
     def quorum(self) -> bool:
@@ -95,6 +97,9 @@ class QueueSettings:
         if not isinstance(sac, bool):
             raise bad("x-single-active-consumer", f"{{unacceptable_type,{amqp_type_name(sac)}}}")
         limit = integer("x-delivery-limit", 0)
+        mode = string("x-queue-mode") or "default"
+        if mode not in QUEUE_MODES:
+            raise bad("x-queue-mode", f'{{unacceptable_value,<<"{mode}">>}}')
         if "x-dead-letter-routing-key" in args and "x-dead-letter-exchange" not in args:
             raise bad("x-dead-letter-routing-key", "routing_key_but_no_dlx_defined")
         return cls(
@@ -109,4 +114,5 @@ class QueueSettings:
             single_active_consumer=sac,
             queue_type=qtype,
             delivery_limit=limit,
+            queue_mode=mode,
         )

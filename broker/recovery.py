@@ -7,6 +7,9 @@ What comes back, as on RabbitMQ:
 - durable exchanges, durable queues and the bindings between durable ends;
 - each durable queue's persistent messages, in queue order (the order of their store ids,
   which follow publish order; a requeued message goes back among them at its place);
+- a queue whose bodies do not fit in the node's memory budget (or a lazy queue) comes back as
+  an index only (``Snapshot.paged``: id, size, TTL per message); its bodies are read in
+  chunks as its head drains, as for any queue past its budget (``paging``);
 - every recovered message is flagged redelivered. RabbitMQ flags the ones delivered before
   the crash; mqemu does not write a delivery mark per message (that would cost a disk write
   per delivery), so it flags every message that may have been delivered, i.e. all of them.
@@ -22,11 +25,13 @@ from __future__ import annotations
 
 import logging
 import time
+from array import array
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from .exchange import EXCHANGE_TYPES, Binding, Exchange
 from .message import QueueEntry
+from .paging import PAGE_BATCH, PAGE_BATCH_BYTES, Chunk
 from .queue import Queue
 from .queue_args import QueueSettings
 from .store.base import Snapshot
@@ -43,6 +48,7 @@ class RecoveryReport:
     queues: int = 0
     bindings: int = 0
     messages: int = 0
+    paged: int = 0  # of messages, those left on disk (the queue keeps an index)
     dropped_queues: int = 0
     seconds: float = 0.0
 
@@ -78,6 +84,10 @@ def recover(broker: "Broker", snapshot: Snapshot) -> RecoveryReport:
         vh.queues[q.name] = q
         report.queues += 1
         report.messages += _refill(q, snapshot.messages.get((vh.name, q.name), ()))
+        rows = snapshot.paged.get((vh.name, q.name))
+        if rows is not None:
+            report.messages += _refill_paged(q, rows)
+            report.paged += len(rows.ids)
         vh.schedule_queue_expiry(q)
     for d in snapshot.bindings:
         vh = broker.vhosts.get(d["vhost"])
@@ -120,3 +130,30 @@ def _refill(q: Queue, messages) -> int:
     if ready and ready[0].expires_at is not None:
         q.expire(now)
     return len(messages)
+
+
+def _refill_paged(q: Queue, rows) -> int:
+    """Give q the index of its messages left on disk, in chunks, flagged redelivered."""
+    now = q.vhost.clock()
+    ttl = q.settings.message_ttl
+    chunks = []
+    chunk = None
+    ids, sizes, ttls = rows.ids, rows.sizes, rows.ttls
+    for i in range(len(ids)):
+        if chunk is None or len(chunk.keys) >= PAGE_BATCH or chunk.nbytes >= PAGE_BATCH_BYTES:
+            chunk = Chunk(redelivered=True)
+            chunks.append(chunk)
+        msg_ttl = ttls[i]
+        if ttl is not None and (msg_ttl < 0 or ttl < msg_ttl):
+            msg_ttl = ttl
+        if msg_ttl >= 0:
+            if chunk.expires is None:
+                chunk.expires = array("d", [float("inf")]) * len(chunk.keys)
+            chunk.expires.append(now + msg_ttl / 1000.0)
+        elif chunk.expires is not None:
+            chunk.expires.append(float("inf"))
+        chunk.keys.append(ids[i])
+        chunk.nbytes += sizes[i]
+    q.adopt_paged(chunks)
+    q._page_in()  # read the head now: consumers and basic.get find it in memory
+    return len(ids)

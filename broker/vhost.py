@@ -20,6 +20,7 @@ from .queue_args import QueueSettings, amqp_type_name
 from .timers import Timers
 
 if TYPE_CHECKING:
+    from .paging import MemoryBudget
     from .store.base import Store
 
 # Exchanges every virtual host has (AMQP 0-9-1 §3.1.3.1 and RabbitMQ's amq.rabbitmq.trace).
@@ -64,6 +65,8 @@ class VirtualHost:
         self.timers = timers
         self.clock = clock
         self.store = store
+        # The node's memory budget (set by Broker); None: queues never page.
+        self.budget: "MemoryBudget | None" = None
         self.exchanges: dict[str, Exchange] = {}
         self.queues: dict[str, Queue] = {}
         self.direct_reply: dict[str, Callable[[Message], bool]] = {}
@@ -369,7 +372,7 @@ class VirtualHost:
             self.check_exclusive(q, owner)
             if if_unused and q.consumers:
                 raise PreconditionFailed(f"queue '{name}' in vhost '{self.name}' in use")
-            if if_empty and q.ready:
+            if if_empty and len(q.ready):  # len counts paged messages too
                 raise PreconditionFailed(f"queue '{name}' in vhost '{self.name}' not empty")
         n = len(q.ready)
         q.purge()

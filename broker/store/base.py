@@ -25,8 +25,9 @@ come from the config file and are not stored.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from array import array
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 if TYPE_CHECKING:
     from ..exchange import Binding, Exchange
@@ -61,7 +62,20 @@ class Snapshot:
     queues: list[dict[str, Any]] = field(default_factory=list)
     bindings: list[dict[str, Any]] = field(default_factory=list)
     messages: dict[tuple[str, str], list["Message"]] = field(default_factory=dict)
+    #: per (vhost, queue) the messages loaded as an index only (the queue was past the
+    #: memory budget): ``PagedRows`` following the messages in ``messages``.
+    paged: dict[tuple[str, str], "PagedRows"] = field(default_factory=dict)
     records: dict[str, dict[str, bytes]] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class PagedRows:
+    """A recovered queue's messages left on disk: ids, body sizes and per-message TTL in ms
+    (-1: none), in queue order."""
+
+    ids: "array"
+    sizes: "array"
+    ttls: "array"
 
 
 class Store(ABC):
@@ -122,3 +136,32 @@ class Store(ABC):
     def when_durable(self, ticket: int, callback: Callable[[], None]) -> None:
         """Call callback (on the event loop) once the ticket's writes are on disk; at once if
         they are. A callback never runs if the node stops first."""
+
+    # Paging: bodies of queues past their memory budget (see ``pagefile``). A key is a
+    # message's id in the store (positive: a persistent message the queue already stored)
+    # or a page-file key (negative).
+    #: Set by the broker before ``open``: bytes of message bodies recovery may load into
+    #: memory (None: load every body), and which queues may page
+    #: (``queue_paging(arguments)`` -> "never", "budget" or "lazy").
+    memory_budget: int | None = None
+    queue_paging: Callable[[dict[str, Any]], str] | None = None
+
+    @property
+    def can_page(self) -> bool:
+        """True while the store can take bodies (its paging task runs)."""
+        return False
+
+    def page_out(self, queue: "Queue", message: "Message", stored: bool) -> int:
+        """Keep message's body on disk for queue; returns its key. ``stored``: queue already
+        wrote it with ``add_message``."""
+        raise NotImplementedError
+
+    def page_in(self, queue: "Queue", keys: "Sequence[int]",
+                callback: "Callable[[list[Message | None]], None]") -> None:
+        """Read the messages for keys off the event loop; callback gets them in key order
+        (None for a key that is gone)."""
+        raise NotImplementedError
+
+    def page_discard(self, queue: "Queue", keys: "Sequence[int]") -> None:
+        """queue settled paged messages without reading them (purge, delete, drop)."""
+        raise NotImplementedError

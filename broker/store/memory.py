@@ -1,10 +1,17 @@
-"""The memory store: nothing outlives the process, so every write is durable at once."""
+"""The memory store: nothing outlives the process, so every write is durable at once.
+
+Queues past their memory budget page bodies to a scratch SQLite file in a temporary
+directory (``pagefile.Pager``), made on first use and deleted at close.
+"""
 
 from __future__ import annotations
 
 from typing import Any, Callable
 
+import trio
+
 from .base import Snapshot, Store
+from .pagefile import Pager
 
 
 class MemoryStore(Store):
@@ -14,12 +21,31 @@ class MemoryStore(Store):
         self.definitions: dict[tuple[str, str, Any], Any] = {}
         # Protocol records are kept so a protocol can use one code path with either store.
         self.records: dict[str, dict[str, bytes]] = {}
+        self.pager = Pager()
 
     async def open(self) -> Snapshot:
         return Snapshot()
 
+    async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        """The pager's task (nothing else to flush)."""
+        await self.pager.run(task_status=task_status)
+
     async def close(self) -> None:
-        pass
+        self.pager.close()
+
+    # -- paging -------------------------------------------------------------------------
+    @property
+    def can_page(self) -> bool:
+        return self.pager.running
+
+    def page_out(self, queue, message, stored: bool) -> int:
+        return self.pager.put(message)
+
+    def page_in(self, queue, keys, callback) -> None:
+        self.pager.read(keys, callback)
+
+    def page_discard(self, queue, keys) -> None:
+        self.pager.discard(keys)
 
     def save_exchange(self, vhost, exchange) -> None:
         self.definitions[("exchange", vhost, exchange.name)] = exchange

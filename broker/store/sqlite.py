@@ -23,13 +23,14 @@ import logging
 import os
 import sqlite3
 import time
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import trio
 
 from . import sqlite_schema as schema
 from .base import Snapshot, Store, StoreCorrupt
 from .lock import DataDirLock
+from .pagefile import Pager, remove_page_file
 
 if TYPE_CHECKING:
     from ..exchange import Binding, Exchange
@@ -40,6 +41,9 @@ log = logging.getLogger("mqemu.broker.store")
 
 RETRY_FIRST = 0.2  # seconds before retrying a failed commit; doubles up to RETRY_MAX
 RETRY_MAX = 5.0
+# Bytes of message bodies accepted but not yet committed past which publishers are blocked
+# (the flusher fell behind, e.g. starved of the GIL by a saturated loop); unblocked below half.
+BACKLOG_HIGH = 32 << 20
 
 # Operation kinds, each one SQL statement run with executemany over consecutive rows.
 _MSG = ("INSERT OR REPLACE INTO messages (id, exchange, routing_key, properties, body, shared) "
@@ -97,6 +101,11 @@ class SQLiteStore(Store):
         self.commits = 0
         self.committed_ops = 0  # operations written (cancelled ones not counted)
         self.commit_seconds = 0.0  # time spent in commits (worker thread), fsyncs included
+        # Bodies of queues past their memory budget: transient ones in DIR/pages.sqlite
+        # (scratch, emptied at open and deleted at close), stored ones read from the database.
+        self.pager = Pager(data_dir, os.path.join(data_dir, schema.DB_NAME))
+        self._backlog = 0  # bytes of bodies added and not yet committed
+        self.backlogged = False
 
     # -- lifecycle ----------------------------------------------------------------------
     async def open(self) -> Snapshot:
@@ -108,9 +117,11 @@ class SQLiteStore(Store):
         self._lock.acquire()
         try:
             started = time.monotonic()
+            remove_page_file(self.data_dir)  # scratch pages of a node that was killed
             self._con = await trio.to_thread.run_sync(schema.connect, self.data_dir, self.check)
             try:
-                loaded = await trio.to_thread.run_sync(schema.load, self._con)
+                loaded = await trio.to_thread.run_sync(schema.load, self._con, self.memory_budget,
+                                                       self.queue_paging)
             except sqlite3.DatabaseError as e:
                 raise StoreCorrupt(f"database file {self.path} is damaged: {e}; nothing was loaded") from None
         except BaseException:
@@ -122,7 +133,9 @@ class SQLiteStore(Store):
         self._qids, self._next_qid = loaded.qids, loaded.next_qid
         self._next_id, self._shared = loaded.next_msg_id, loaded.shared
         n = sum(len(v) for v in loaded.snapshot.messages.values())
-        log.info("store opened", extra={"path": self.path, "messages": n, "orphans_dropped": loaded.orphans,
+        paged = sum(len(v.ids) for v in loaded.snapshot.paged.values())
+        log.info("store opened", extra={"path": self.path, "messages": n + paged, "paged": paged,
+                                        "orphans_dropped": loaded.orphans,
                                         "seconds": round(time.monotonic() - started, 3)})
         return loaded.snapshot
 
@@ -143,6 +156,7 @@ class SQLiteStore(Store):
         except sqlite3.Error as e:
             log.error("final commit to %s failed: %s; unconfirmed writes are lost", self.path, e)
         finally:
+            self.pager.close()
             con, self._con = self._con, None
             con.close()
             self._lock.release()
@@ -152,7 +166,13 @@ class SQLiteStore(Store):
 
     # -- the flusher --------------------------------------------------------------------
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
-        """Commit batches until cancelled; a cancelled commit in a thread finishes first."""
+        """Commit batches (and serve the pager) until cancelled; a cancelled commit in a
+        thread finishes first."""
+        async with trio.open_nursery() as nursery:
+            await nursery.start(self.pager.run)
+            await self._flush(task_status)
+
+    async def _flush(self, task_status: Any) -> None:
         task_status.started()
         delay = RETRY_FIRST
         while True:
@@ -170,6 +190,11 @@ class SQLiteStore(Store):
                 continue
             try:
                 await trio.to_thread.run_sync(self._commit, ops)
+            except trio.Cancelled:
+                # Cancelled before the thread started (a started commit always finishes):
+                # keep the batch for close() to commit, or a busy node's stop loses it.
+                self._failed = ops
+                raise
             except sqlite3.Error as e:
                 self._failed = ops
                 self._write_alarm(True, e)
@@ -179,6 +204,10 @@ class SQLiteStore(Store):
             delay = RETRY_FIRST
             if self._alarm:
                 self._write_alarm(False, None)
+            self._backlog -= sum(len(op[1][1].body) for op in ops if op is not None and op[0] is _MSG)
+            if self.backlogged and self._backlog < BACKLOG_HIGH // 2:
+                self.backlogged = False
+                self._notify_alarm()
             self._durable = ticket
             self._run_callbacks(ticket)
 
@@ -243,8 +272,16 @@ class SQLiteStore(Store):
         elif not on:
             log.warning("writing to %s again; publishers unblocked", self.path)
         self._alarm = on
+        self._notify_alarm()
+
+    def _notify_alarm(self) -> None:
         if self.on_write_alarm is not None:
-            self.on_write_alarm(on)
+            self.on_write_alarm(self._alarm or self.backlogged)
+
+    @property
+    def alarm_reason(self) -> str:
+        """Why the store blocks publishers, in RabbitMQ's words for connection.blocked."""
+        return "low on disk" if self._alarm else "low on memory"
 
     def _push(self, op: tuple[str, Any]) -> None:
         self._ops.append(op)
@@ -281,6 +318,10 @@ class SQLiteStore(Store):
             # The row is encoded in the commit thread: a message acked before its batch is
             # taken costs no encoding at all.
             self._ops.append((_MSG, (mid, message)))
+            self._backlog += len(message.body)
+            if self._backlog > BACKLOG_HIGH and not self.backlogged:
+                self.backlogged = True
+                self._notify_alarm()
         else:
             self._shared[mid] = self._shared.get(mid, 1) + 1
         self._pending_add[(qid, mid)] = len(self._ops)
@@ -291,6 +332,11 @@ class SQLiteStore(Store):
         qid = self._qids.get((queue.vhost.name, queue.name))
         if mid is None or qid is None:
             return
+        if self._remove(qid, mid):
+            message.id = None  # written again (with a new id) if it is ever added again
+
+    def _remove(self, qid: int, mid: int) -> bool:
+        """Drop queue qid's row for message mid; True when it was the last holder."""
         ops = self._ops
         index = self._pending_add.pop((qid, mid), None)
         if index is not None:
@@ -300,13 +346,40 @@ class SQLiteStore(Store):
         holders = self._shared.pop(mid, 1)
         if holders > 1:
             self._shared[mid] = holders - 1
-            return
+            return False
         index = self._pending_msg.pop(mid, None)
         if index is not None:
+            self._backlog -= len(ops[index][1][1].body)
             ops[index] = None
         else:
             self._push((_MSG_DEL, (mid,)))
-        message.id = None  # written again (with a new id) if it is ever added again
+        return True
+
+    # -- paging -------------------------------------------------------------------------
+    @property
+    def can_page(self) -> bool:
+        return self.pager.running
+
+    def page_out(self, queue: "Queue", message: "Message", stored: bool) -> int:
+        if stored and message.id is not None and (queue.vhost.name, queue.name) in self._qids:
+            return message.id  # already a row of the database (written in this batch or before)
+        return self.pager.put(message)
+
+    def page_in(self, queue: "Queue", keys: "Sequence[int]",
+                callback: "Callable[[list[Message | None]], None]") -> None:
+        if any(k > 0 for k in keys):
+            # Stored rows are read by another connection: wait until their batch is committed.
+            self.when_durable(self.barrier(), lambda: self.pager.read(keys, callback))
+        else:
+            self.pager.read(keys, callback)
+
+    def page_discard(self, queue: "Queue", keys: "Sequence[int]") -> None:
+        qid = self._qids.get((queue.vhost.name, queue.name))
+        if qid is not None:
+            for k in keys:
+                if k > 0:
+                    self._remove(qid, k)
+        self.pager.discard(keys)
 
     # -- definitions --------------------------------------------------------------------
     def save_exchange(self, vhost: str, exchange: "Exchange") -> None:

@@ -13,10 +13,11 @@ from __future__ import annotations
 import os
 import pickle
 import sqlite3
-from typing import Any
+from array import array
+from typing import Any, Callable
 
 from ..message import Message
-from .base import Snapshot, StoreCorrupt, StoreError
+from .base import PagedRows, Snapshot, StoreCorrupt, StoreError
 
 DB_NAME = "mqemu.sqlite"
 SCHEMA_VERSION = 1
@@ -125,8 +126,13 @@ class Loaded:
         self.orphans = 0
 
 
-def load(con: sqlite3.Connection) -> Loaded:
-    """Read every definition, message and record. Raises sqlite3.DatabaseError."""
+def load(con: sqlite3.Connection, budget: int | None = None,
+         paging: Callable[[dict[str, Any]], str] | None = None) -> Loaded:
+    """Read every definition, message and record. Raises sqlite3.DatabaseError.
+
+    ``budget``: bytes of bodies to load; a queue that may page (``paging(arguments)`` is not
+    "never") and whose bodies do not fit in what is left of it, or is lazy, comes back as an
+    index only (``Snapshot.paged``). None: load every body."""
     out = Loaded()
     snap = out.snapshot
     for vhost, name, type_, auto_delete, internal, args in con.execute(
@@ -135,13 +141,16 @@ def load(con: sqlite3.Connection) -> Loaded:
                                "auto_delete": bool(auto_delete), "internal": bool(internal),
                                "arguments": pickle.loads(args)})
     names: dict[int, tuple[str, str]] = {}
+    modes: dict[int, str] = {}
     for qid, vhost, name, exclusive, auto_delete, args in con.execute(
             "SELECT qid, vhost, name, exclusive, auto_delete, arguments FROM queues ORDER BY qid"):
         names[qid] = (vhost, name)
         out.qids[(vhost, name)] = qid
         out.next_qid = qid + 1
+        arguments = pickle.loads(args)
         snap.queues.append({"vhost": vhost, "name": name, "durable": True, "exclusive": bool(exclusive),
-                            "auto_delete": bool(auto_delete), "arguments": pickle.loads(args)})
+                            "auto_delete": bool(auto_delete), "arguments": arguments})
+        modes[qid] = "never" if paging is None or exclusive or auto_delete else paging(arguments)
     for vhost, source, dest, kind, key, args in con.execute(
             "SELECT vhost, source, destination, kind, routing_key, arguments FROM bindings"):
         snap.bindings.append({"vhost": vhost, "source": source, "destination": dest, "destination_kind": kind,
@@ -153,7 +162,10 @@ def load(con: sqlite3.Connection) -> Loaded:
         out.orphans = con.execute(
             "DELETE FROM messages WHERE id NOT IN (SELECT msg_id FROM queue_messages)").rowcount
         con.execute("DELETE FROM meta WHERE key = 'orphans_possible'")
-    _load_messages(con, names, out)
+    if budget is None:
+        _load_messages(con, names, out)
+    else:
+        _load_within(con, names, modes, budget, out)
     for ns, key, value in con.execute("SELECT namespace, key, value FROM records"):
         snap.records.setdefault(ns, {})[key] = value
     return out
@@ -196,3 +208,79 @@ def _load_messages(con: sqlite3.Connection, names: dict[int, tuple[str, str]], o
             seen[mid] = msg
             holders[mid] = 1
     out.shared = {mid: n for mid, n in holders.items() if n > 1}
+
+
+def _load_within(con: sqlite3.Connection, names: dict[int, tuple[str, str]], modes: dict[int, str],
+                 budget: int, out: Loaded) -> None:
+    """Load bodies while they fit in budget; every other queue that may page comes back as
+    an index (id, size, TTL), read without its bodies."""
+    top = con.execute("SELECT MAX(id) FROM messages").fetchone()[0] or 0
+    out.next_msg_id = top + 1
+    # length() of a blob is read from the record header: this scan reads no body.
+    totals = {qid: n for qid, n in con.execute(
+        "SELECT qm.qid, SUM(LENGTH(m.body)) FROM queue_messages qm JOIN messages m ON m.id = qm.msg_id "
+        "GROUP BY qm.qid")}
+    left = budget
+    props_cache: dict[bytes, Any] = {}
+    ttl_cache: dict[bytes, int] = {}
+    seen: dict[int, Message] = {}
+    holders: dict[int, int] = {}
+    for qid in sorted(totals):
+        if qid not in names:
+            continue
+        mode = modes.get(qid, "never")
+        size = totals[qid] or 0
+        if mode == "never" or (mode == "budget" and size <= left):
+            left -= size
+            current = out.snapshot.messages.setdefault(names[qid], [])
+            for mid, exchange, key, props, body, shared in con.execute(
+                    "SELECT m.id, m.exchange, m.routing_key, m.properties, m.body, m.shared FROM queue_messages qm "
+                    "JOIN messages m ON m.id = qm.msg_id WHERE qm.qid = ? ORDER BY qm.msg_id", (qid,)):
+                if shared and mid in seen:
+                    holders[mid] += 1
+                    current.append(seen[mid])
+                    continue
+                decoded = props_cache.get(props)
+                if decoded is None:
+                    decoded = pickle.loads(props)
+                    if len(props_cache) < 10_000:
+                        props_cache[props] = decoded
+                properties, routing_keys = decoded
+                msg = Message(exchange, key, body, properties)
+                msg.routing_keys = routing_keys
+                msg.id = mid
+                current.append(msg)
+                if shared:
+                    seen[mid] = msg
+                    holders[mid] = holders.get(mid, 0) + 1  # another queue may hold it as an index
+            continue
+        ids, sizes, ttls = array("q"), array("q"), array("q")
+        for mid, length, props, shared in con.execute(
+                "SELECT m.id, LENGTH(m.body), m.properties, m.shared FROM queue_messages qm "
+                "JOIN messages m ON m.id = qm.msg_id WHERE qm.qid = ? ORDER BY qm.msg_id", (qid,)):
+            if shared:
+                if mid in holders:
+                    holders[mid] += 1
+                else:
+                    holders[mid] = 1
+            ttl = ttl_cache.get(props)
+            if ttl is None:
+                ttl = _ttl_ms(pickle.loads(props)[0])
+                if len(ttl_cache) < 10_000:
+                    ttl_cache[props] = ttl
+            ids.append(mid)
+            sizes.append(length)
+            ttls.append(ttl)
+        out.snapshot.paged[names[qid]] = PagedRows(ids, sizes, ttls)
+    out.shared = {mid: n for mid, n in holders.items() if n > 1}
+
+
+def _ttl_ms(properties: dict[str, Any]) -> int:
+    """A message's own TTL (the expiration property) in ms, -1 without a usable one."""
+    exp = properties.get("expiration") if properties else None
+    if exp is None:
+        return -1
+    try:
+        return max(0, int(exp))
+    except (TypeError, ValueError):
+        return -1

@@ -1,0 +1,176 @@
+"""Queues larger than memory: the index a queue keeps of messages whose bodies are on disk,
+and the node's memory budget.
+
+A queue under its budget keeps every ready entry in memory (``Queue.ready``, a deque). Past
+it, new messages go to the *paged tail*: the store keeps the body (``Store.page_out``) and
+the queue keeps a ``PagedIndex``, chunks of compact arrays (store key, expiry; about 16
+bytes a message, no Python object per message). Order is kept: the paged tail always
+follows every in-memory entry, and while a queue has a paged tail every new message joins
+it. When the in-memory head runs low (fewer than ``PAGE_BATCH`` entries and less than
+``PAGE_BATCH_BYTES``) the queue asks the store for the next chunk (``Store.page_in``); the
+store reads it in a worker thread and the callback appends the entries and dispatches.
+When the tail is empty again the queue is back to plain memory.
+
+Which queues page: classic and quorum queues without ``x-max-priority``, ``x-max-length`` or
+``x-max-length-bytes`` (a priority queue or a queue that drops its head would need its paged
+entries in memory). ``x-queue-mode: lazy`` pages from the first message (except one a
+consumer takes at once); other queues page past the node's budget (``MemoryBudget``).
+"""
+
+from __future__ import annotations
+
+from array import array
+from collections import deque
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .queue import Queue
+    from .queue_args import QueueSettings
+
+PAGE_BATCH = 512  # entries per chunk: one read from the store
+PAGE_BATCH_BYTES = 1 << 20  # a chunk closes once its bodies reach this many bytes
+NEVER = 1 << 62  # Queue._page_at of a queue that never pages
+_INF = float("inf")
+
+
+def paging_mode(settings: "QueueSettings") -> str:
+    """"never", "lazy" or "budget" (pages past the node's memory budget)."""
+    if settings.max_priority or settings.max_length is not None or settings.max_length_bytes is not None:
+        return "never"
+    return "lazy" if settings.queue_mode == "lazy" else "budget"
+
+
+def arguments_paging_mode(arguments: dict[str, Any]) -> str:
+    """paging_mode for a stored queue's arguments (recovery); "never" if they do not parse."""
+    from .queue_args import QueueSettings
+    try:
+        return paging_mode(QueueSettings.parse("", "", arguments))
+    except Exception:
+        return "never"
+
+
+class Chunk:
+    """Consecutive paged messages, read back together: store keys, expiry deadlines (None
+    until one message has one; inf = none) and their body bytes."""
+
+    __slots__ = ("keys", "expires", "nbytes", "redelivered")
+
+    def __init__(self, redelivered: bool = False) -> None:
+        self.keys = array("q")
+        self.expires: array | None = None
+        self.nbytes = 0
+        self.redelivered = redelivered  # recovered messages: all flagged redelivered
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def expiry(self, i: int) -> float | None:
+        exp = self.expires
+        if exp is None:
+            return None
+        t = exp[i]
+        return None if t == _INF else t
+
+
+class PagedIndex:
+    """A queue's paged tail: chunks in order, plus the chunk being read (``loading``)."""
+
+    __slots__ = ("chunks", "count", "nbytes", "loading")
+
+    def __init__(self) -> None:
+        self.chunks: deque[Chunk] = deque()
+        self.count = 0  # messages in chunks and in the chunk being read
+        self.nbytes = 0
+        self.loading: Chunk | None = None
+
+    def append(self, key: int, size: int, expires_at: float | None) -> None:
+        chunks = self.chunks
+        c = chunks[-1] if chunks else None
+        if c is None or c.redelivered or len(c.keys) >= PAGE_BATCH or c.nbytes >= PAGE_BATCH_BYTES:
+            c = Chunk()
+            chunks.append(c)
+        if expires_at is not None:
+            if c.expires is None:
+                c.expires = array("d", [_INF]) * len(c.keys)
+            c.expires.append(expires_at)
+        elif c.expires is not None:
+            c.expires.append(_INF)
+        c.keys.append(key)
+        c.nbytes += size
+        self.count += 1
+        self.nbytes += size
+
+    def add_chunk(self, chunk: Chunk) -> None:
+        self.chunks.append(chunk)
+        self.count += len(chunk.keys)
+        self.nbytes += chunk.nbytes
+
+    def keys(self) -> list[int]:
+        return [k for c in self.chunks for k in c.keys]
+
+
+class PagedDeque(deque):
+    """``Queue.ready`` while the queue has a paged tail: the in-memory head entries.
+
+    ``len()`` counts every ready message, paged ones included (it is the message count
+    protocols report); truth, indexing and iteration are about the in-memory head only,
+    which is what every loop of ``Queue`` works on.
+    """
+
+    __slots__ = ("index",)
+
+    def __init__(self, entries: Any, index: PagedIndex) -> None:
+        super().__init__(entries)
+        self.index = index
+
+    def __len__(self) -> int:
+        return deque.__len__(self) + self.index.count
+
+    def __bool__(self) -> bool:
+        return deque.__len__(self) > 0
+
+    def in_memory(self) -> int:
+        return deque.__len__(self)
+
+
+class MemoryBudget:
+    """Bytes of ready message bodies the node's queues may keep in memory, together.
+
+    A queue under budget appends in memory up to its ceiling (``Queue._page_at``); at the
+    ceiling it asks ``grant`` for more: half of what the node has left, so a queue checks
+    back a handful of times while it fills and many queues share what is left. When less
+    than ``min_grant`` is left the budget is full: queues past their ceiling page until
+    ``check`` (every 0.5 s, with the memory alarm) finds room again.
+    """
+
+    def __init__(self, limit: int, vhosts: dict[str, Any]) -> None:
+        self.limit = max(0, limit)
+        self.vhosts = vhosts
+        self.min_grant = max(64 << 10, min(1 << 20, self.limit // 16))
+        self.full = self.limit <= self.min_grant
+
+    def in_memory(self) -> int:
+        return sum(q.bytes_ready for vh in self.vhosts.values() for q in vh.queues.values())
+
+    def grant(self, queue: "Queue") -> bool:
+        """Raise queue's ceiling if the node has room; False: the queue should page."""
+        if self.full:
+            return False
+        free = self.limit - self.in_memory()
+        if free <= self.min_grant:
+            self.full = True
+            return False
+        queue._page_at = queue.bytes_ready + free // 2
+        return True
+
+    def check(self) -> int:
+        """The periodic look: clear or set ``full``; past the limit, make every queue in
+        memory ask again before it grows. Returns the bytes in memory."""
+        total = self.in_memory()
+        self.full = total >= self.limit - self.min_grant
+        if total > self.limit:
+            for vh in self.vhosts.values():
+                for q in vh.queues.values():
+                    if q._page_at != NEVER and q._page_at > q.bytes_ready:
+                        q._page_at = q.bytes_ready
+        return total
