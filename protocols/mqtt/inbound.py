@@ -3,8 +3,16 @@
 Inbound QoS 2 uses the packet-id method of [MQTT-4.3.3-2]: the message is routed when the
 PUBLISH arrives, its id is kept until PUBREL, and a PUBLISH with a kept id is acknowledged
 again but not routed again. Outbound QoS 1/2 deliveries are acked in the core only at PUBACK
-or PUBCOMP [MQTT-4.3.2-1], [MQTT-4.3.3-1]. With a publish pump (``server.PublishPump``),
-routing waits for the end of the scheduler pass; without one (unit tests) it is immediate.
+or PUBCOMP [MQTT-4.3.2-1], [MQTT-4.3.3-1]; an outgoing QoS 2 delivery is settled in its
+queue at PUBREC (the client has it; only PUBREL/PUBCOMP remain [MQTT-4.3.3-3]) but keeps its
+place in the client's receive maximum until PUBCOMP. With a publish pump
+(``server.PublishPump``), routing waits for the end of the scheduler pass; without one (unit
+tests) it is immediate.
+
+Acknowledgements wait for the disk: a PUBACK or PUBREC for a persistent message the store
+keeps (QoS >= 1 reaching a queue, or a retained message's record) is held until the store's
+batch holding it is committed (``Store.when_durable``), as AMQP publisher confirms are; acks
+behind a held one wait with it, so PUBACKs keep the order of the PUBLISH packets.
 """
 
 from __future__ import annotations
@@ -16,6 +24,7 @@ from mqemu.broker.errors import BrokerError
 
 from .mapping import to_message
 from .packets import Puback, Pubcomp, Publish, Pubrec, Pubrel, encode
+from .persist import QOS2_IN, QOS2_OUT, qos2_mark
 from .retained import retained_store
 from .sessions import denied
 from .topics import topic_to_key
@@ -61,11 +70,11 @@ class PublishMixin:
             awaiting = self.session.awaiting_rel
             if pid in awaiting:
                 # Already received and not yet released: no second delivery [MQTT-4.3.3-2]
-                self.send(_PUBREC + pid.to_bytes(2, "big"))
+                self._send_ack(_PUBREC + pid.to_bytes(2, "big"))
                 return
             if self.level >= 5 and len(awaiting) >= self.receive_maximum:
                 raise ProtocolViolation(RECEIVE_MAXIMUM_EXCEEDED, "receive maximum exceeded")  # [MQTT-3.3.4-8]
-        if self.deny_publish and denied(self.deny_publish, topic):
+        if self.publish_refused or (self.deny_publish and denied(self.deny_publish, topic)):
             # Mosquitto acknowledges a denied publish and drops it (3.x has no code for it).
             self._ack_denied(qos, pid)
             return
@@ -76,6 +85,7 @@ class PublishMixin:
         msg.origin = self.client_id
         if qos == 2:
             self.session.awaiting_rel.add(pid)
+            qos2_mark(self.session, QOS2_IN, pid, True)  # type: ignore[arg-type]
         if self.pump is None:
             self._route(topic, msg, qos, retain, pid, props)
             return
@@ -91,33 +101,67 @@ class PublishMixin:
             route = self._route
             for item in pending:
                 route(*item)
-            self.end_of_batch()
+            self.redispatch()
 
     def _route(self, topic: str, msg: Any, qos: int, retain: bool, pid: int | None,
                props: dict[str, Any] | None) -> None:
+        durable = False
         if retain:
             expiry = props.get("message_expiry_interval") if props else None
-            retained_store(self.broker, self.vhost.name).put(
+            durable = retained_store(self.broker, self.vhost.name).put(
                 topic, msg, qos, None if expiry is None else self.vhost.clock() + expiry)
         try:
-            self.vhost.publish("amq.topic", msg.routing_key, msg)
+            routed, _ = self.vhost.publish("amq.topic", msg.routing_key, msg)
         except BrokerError as e:
             log.warning("publish failed: %s", e, extra={"conn": self.conn_id})
-        if qos == 1:
-            self.send(_PUBACK + pid.to_bytes(2, "big"))  # type: ignore[union-attr]
-        elif qos == 2:
-            self.send(_PUBREC + pid.to_bytes(2, "big"))  # type: ignore[union-attr]
+            routed = 0
+        if qos:
+            ack = (_PUBACK if qos == 1 else _PUBREC) + pid.to_bytes(2, "big")  # type: ignore[union-attr]
+            if self.durable_acks and (durable or routed):
+                self._hold_ack(ack)
+            elif self.held_acks:
+                self.held_acks.append((0, ack))
+            else:
+                self.send(ack)
+
+    def _send_ack(self, data: bytes) -> None:
+        """An acknowledgement that needs no disk write, behind any held one."""
+        if self.held_acks:
+            self.held_acks.append((0, data))
+        else:
+            self.send(data)
+
+    def _hold_ack(self, data: bytes) -> None:
+        """Send data once every store write made so far is on disk (see the docstring)."""
+        store = self.broker.store
+        ticket = store.barrier()
+        if ticket <= self.durable_upto:
+            self._send_ack(data)
+            return
+        self.held_acks.append((ticket, data))
+        if ticket != self.held_ticket:
+            self.held_ticket = ticket
+            store.when_durable(ticket, lambda: self._acks_durable(ticket))
+
+    def _acks_durable(self, ticket: int) -> None:
+        self.durable_upto = max(self.durable_upto, ticket)
+        held = self.held_acks
+        if self.closing or self.linger_until is not None:
+            held.clear()  # the connection is gone: the client resends what was not acked
+            return
+        while held and held[0][0] <= ticket:
+            self.send(held.popleft()[1])
 
     def _ack_denied(self, qos: int, pid: int | None) -> None:
         if qos == 0:
             return
         if self.level >= 5:  # 0x87 Not authorized ends a QoS 2 exchange too
-            self.send(encode((Puback if qos == 1 else Pubrec)(pid, NOT_AUTHORIZED), 5))
+            self._send_ack(encode((Puback if qos == 1 else Pubrec)(pid, NOT_AUTHORIZED), 5))
         elif qos == 1:
-            self.send(_PUBACK + pid.to_bytes(2, "big"))  # type: ignore[union-attr]
+            self._send_ack(_PUBACK + pid.to_bytes(2, "big"))  # type: ignore[union-attr]
         else:
             self.session.awaiting_rel.add(pid)  # type: ignore[arg-type]
-            self.send(_PUBREC + pid.to_bytes(2, "big"))  # type: ignore[union-attr]
+            self._send_ack(_PUBREC + pid.to_bytes(2, "big"))  # type: ignore[union-attr]
 
     def _key(self, topic: str) -> str:
         key = topic_to_key(topic)
@@ -172,19 +216,40 @@ class PublishMixin:
             del self.session.inflight[pid]
             self._ack_inflight(inf)
             return
-        inf.released = True
-        self.send(b"\x62\x02" + pid.to_bytes(2, "big"))  # [MQTT-4.3.3-4]
+        if not inf.released:
+            # The client owns the message now: settle it in its queue, keep the packet id
+            # (and the receive-maximum slot) until PUBCOMP, and remember it on disk.
+            inf.released = True
+            q = inf.queue
+            if inf.entry is not None and not q.deleted:
+                c = self.consumers.get(q)
+                q.ack(inf.entry, c)
+                if c is not None:
+                    c.unacked += 1
+            inf.entry = None
+            qos2_mark(self.session, QOS2_OUT, pid, True)
+        self.send(_PUBREL + pid.to_bytes(2, "big"))  # [MQTT-4.3.3-4]
 
     def _on_pubcomp(self, p: Pubcomp) -> None:
         inf = self.session.inflight.get(p.packet_id)
         if inf is not None and inf.qos == 2:
             del self.session.inflight[p.packet_id]
-            self._ack_inflight(inf)
+            if not inf.released:
+                self._ack_inflight(inf)
+                return
+            qos2_mark(self.session, QOS2_OUT, p.packet_id, False)
+            q = inf.queue
+            c = self.consumers.get(q) if q is not None else None
+            if c is not None and c.unacked:
+                c.unacked -= 1
+                self.dirty_queues.add(q)
 
     def _on_pubrel(self, p: Pubrel) -> None:
         awaiting = self.session.awaiting_rel
         if p.packet_id in awaiting or self.level < 5:
-            awaiting.discard(p.packet_id)
-            self.send(_PUBCOMP + p.packet_id.to_bytes(2, "big"))  # [MQTT-4.3.3-11]
+            if p.packet_id in awaiting:
+                awaiting.discard(p.packet_id)
+                qos2_mark(self.session, QOS2_IN, p.packet_id, False)
+            self._send_ack(_PUBCOMP + p.packet_id.to_bytes(2, "big"))  # [MQTT-4.3.3-11]
         else:
-            self.send(encode(Pubcomp(p.packet_id, PACKET_ID_NOT_FOUND), 5))
+            self._send_ack(encode(Pubcomp(p.packet_id, PACKET_ID_NOT_FOUND), 5))

@@ -9,6 +9,7 @@ from typing import Any
 import trio
 from mqemu.protocols.transport import ClosedReason, serve_protocol
 
+from .persist import restore
 from .session import MqttConnection
 
 log = logging.getLogger("mqemu.protocols.mqtt")
@@ -64,6 +65,7 @@ async def serve_mqtt(broker: Any, host: str, port: int, *, connections: set | No
     ``allow_anonymous``, ``default_user``, ``default_pass``, ``deny_subscribe``,
     ``deny_publish``). Raises OSError when the port cannot be bound.
     """
+    restore(broker)  # persistent sessions and retained messages from the store's records
     pump = PublishPump()
 
     def make(peer: str | None, conn_id: int) -> MqttConnection:

@@ -9,8 +9,14 @@ its expiry interval has passed without a connection (3.1.1: never).
 Queues follow RabbitMQ's names: one queue per session, ``mqtt-subscription-<clientid>qos1``
 (RabbitMQ keeps a second ``...qos0`` queue for QoS 0 subscriptions; mqemu keeps one queue and
 decides each delivery's QoS itself, which also gives one PUBLISH per message when several
-subscriptions match). Shared subscriptions ``$share/G/F`` use one queue per group and filter,
-``mqtt-shared-<G>-<F>``, with each member session as a consumer.
+subscriptions match), durable for a persistent session. Shared subscriptions ``$share/G/F``
+use one durable queue per group and filter, ``mqtt-shared-<G>-<F>``, with each connected
+member session as a consumer. RabbitMQ 3.10 has no shared subscriptions; following MQTT 5.0
+4.8.2, the group's queue lives as long as any session (connected or not) holds the
+subscription [MQTT-4.8.2-*]: an offline persistent member keeps the group's messages queued
+(the connected members get them, or the first member to come back), and the queue is deleted
+with the last member's unsubscribe or session end. Persistent sessions are written to the
+store as records (``persist.py``).
 
 The registry is per ``Broker`` object (a weak dictionary), so brokers in one process (tests)
 do not see each other's clients.
@@ -24,8 +30,9 @@ from typing import TYPE_CHECKING, Any
 from mqemu.broker.errors import BrokerError
 
 from .mapping import to_message
+from .persist import forget_session
 from .retained import retained_store
-from .topics import Filter, filter_covers, filter_to_binding, topic_to_key
+from .topics import Filter, filter_covers, filter_to_binding, parse_shared, topic_to_key
 
 if TYPE_CHECKING:
     from mqemu.broker.core import Broker
@@ -53,7 +60,8 @@ class Subscription:
         self.sub_id = sub_id
         self.binding = filter_to_binding(inner)
         self.group = group
-        self.queue: str | None = None  # the shared queue's name for shared subscriptions
+        # the shared queue's name for shared subscriptions
+        self.queue: str | None = None if group is None else f"mqtt-shared-{group}-{inner}"
 
 
 class Inflight:
@@ -61,9 +69,10 @@ class Inflight:
 
     __slots__ = ("entry", "qos", "queue", "released", "retain", "topic")
 
-    def __init__(self, queue: Queue, entry: QueueEntry, qos: int, topic: bytes, retain: bool) -> None:
+    def __init__(self, queue: Queue | None, entry: QueueEntry | None, qos: int, topic: bytes,
+                 retain: bool) -> None:
         self.queue = queue
-        self.entry = entry
+        self.entry = entry  # None once settled in the queue (PUBREC received)
         self.qos = qos
         self.released = False  # PUBREC received, PUBREL sent: now awaiting PUBCOMP
         self.topic = topic
@@ -86,6 +95,8 @@ class SessionState:
         self.generation = 0  # bumped at every attach; stale timers compare it
         self.pending_will: tuple[Will, str] | None = None
         self.ended = False
+        self.registry: dict[tuple[str, str], SessionState] | None = None
+        self.recorded = False  # a record of it is in the store (persist.py)
 
     @property
     def persistent(self) -> bool:
@@ -124,18 +135,47 @@ class SessionState:
         else:
             self.binding_refs[key] = n - 1
 
+    def restore_subscription(self, text: str, qos: int, no_local: bool, rap: bool, sub_id: int | None) -> None:
+        """A subscription read back from the store at start: its queue (recovered with its
+        bindings, or declared again) keeps collecting messages while the client is away."""
+        shared = parse_shared(text)
+        group, inner = shared if shared is not None else (None, text)
+        sub = Subscription(text, inner, qos, no_local, rap, sub_id, group)
+        if group is None:
+            self.subs[text] = sub
+            self.bind(sub.binding)
+        else:
+            self.shared[text] = sub
+            self.vhost.declare_queue(sub.queue, durable=True)
+            self.vhost.bind("amq.topic", sub.queue, sub.binding)
+
     def end(self) -> None:
-        """The session is over: delete its queue, leave shared groups, drop unacked entries."""
+        """The session is over: delete its queue and its records, leave shared groups, give
+        unacked shared deliveries back to the group."""
         if self.ended:
             return
+        forget_session(self)
         self.ended = True
         vh = self.vhost
         for inf in self.inflight.values():
-            if not inf.queue.deleted and inf.queue.name != self.queue_name:
-                inf.queue.release_consumer_entries(None, [inf.entry])
+            q = inf.queue
+            if inf.entry is not None and not q.deleted and q.name != self.queue_name:
+                q.release_consumer_entries(None, [inf.entry])
         self.inflight.clear()
         if self.queue_name in vh.queues:
             vh.delete_queue(self.queue_name, internal=True)
+        for sub in self.shared.values():
+            self.leave_group(sub)
+
+    def leave_group(self, sub: Subscription) -> None:
+        """This session no longer holds shared subscription sub: delete the group's queue if
+        no other session does [MQTT-4.8.2-*]."""
+        name = sub.queue
+        for other in (self.registry or {}).values():
+            if other is not self and not other.ended and any(s.queue == name for s in other.shared.values()):
+                return
+        if name in self.vhost.queues:
+            self.vhost.delete_queue(name, internal=True)
 
 
 _registries: weakref.WeakKeyDictionary[Broker, dict[tuple[str, str], SessionState]] = (

@@ -7,6 +7,10 @@ as a consumer of the group's queue, whose consumers the core serves round-robin
 with a ``RetainedDelivery`` origin (retain handling 0: always, 1: for a new subscription only,
 2: never [MQTT-3.3.1-9], [MQTT-3.3.1-10], [MQTT-3.3.1-11]); shared subscriptions get none
 (5.0 4.8.2).
+
+Permissions (RabbitMQ flavour, as its MQTT plugin checks them): ``read`` on ``amq.topic``
+and ``configure``, ``write`` and ``read`` on the queue that serves the subscription; a
+refused one gets 0x80 (3.x) or 0x87 Not authorized (5.0) in the SUBACK.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from mqemu.broker.message import Message
 
 from .delivery import MqttConsumer, RetainedDelivery
 from .packets import Suback, Subscribe, Unsuback, Unsubscribe, encode
+from .persist import save_session
 from .retained import retained_store
 from .sessions import Subscription, denied
 from .topics import parse_shared, valid_filter
@@ -47,6 +52,7 @@ class SubscribeMixin:
                 retained.append((sub, is_new))
         self.send(encode(Suback(p.packet_id, tuple(codes)), self.level))
         self._refresh_session_consumer()
+        save_session(self.session)
         for sub, _ in retained:
             self._queue_retained(sub)
 
@@ -65,6 +71,8 @@ class SubscribeMixin:
             return self.deny_subscribe_code, None, False
         sub = Subscription(text, inner, s.qos, s.no_local, s.retain_as_published, sub_id, group)
         state = self.session
+        if self.user is not None and not self._may_subscribe(sub.queue or state.queue_name):
+            return (NOT_AUTHORIZED if self.level >= 5 else UNSPECIFIED_ERROR), None, False
         try:
             if group is not None:
                 is_new = text not in state.shared
@@ -80,13 +88,18 @@ class SubscribeMixin:
             return UNSPECIFIED_ERROR, None, False
         return s.qos, sub, is_new  # granted QoS: as requested, mqemu supports QoS 2
 
+    def _may_subscribe(self, queue: str) -> bool:
+        allowed = self.allowed
+        return (allowed("read", "exchange", "amq.topic") and allowed("configure", "queue", queue)
+                and allowed("write", "queue", queue) and allowed("read", "queue", queue))
+
     def _subscribe_shared(self, sub: Subscription, old: Subscription | None) -> None:
         vh = self.vhost
-        name = f"mqtt-shared-{sub.group}-{sub.filter.text}"
-        sub.queue = name
+        name = sub.queue
         q = vh.queues.get(name)
         if q is None:
-            q = vh.declare_queue(name, auto_delete=True)
+            # Not auto-delete: it outlives its connected members while a session holds it.
+            q = vh.declare_queue(name, durable=True)
             vh.bind("amq.topic", name, sub.binding)
         c = self.consumers.get(q)
         if c is None:
@@ -144,6 +157,7 @@ class SubscribeMixin:
             sub = state.shared.pop(text, None)
             if sub is not None:
                 self._unsubscribe_shared(sub)
+                state.leave_group(sub)
                 codes.append(0)
                 continue
             sub = state.subs.pop(text, None)
@@ -153,6 +167,7 @@ class SubscribeMixin:
             state.unbind(sub.binding)
             codes.append(0)
         self._refresh_session_consumer()
+        save_session(state)
         self.send(encode(Unsuback(p.packet_id, tuple(codes) if self.level >= 5 else ()), self.level))
 
     def _unsubscribe_shared(self, sub: Subscription) -> None:

@@ -1,0 +1,172 @@
+"""Durable MQTT state without sockets: acks held until the store's batch is on disk (in
+order), session and retained records read back by a new broker, and shared-subscription
+queues that outlive their connected members while a persistent member's session exists."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+from mqemu.broker.core import Broker
+from mqemu.broker.store.memory import MemoryStore
+from mqemu.protocols.mqtt.packets import (
+    Puback,
+    Pubcomp,
+    Publish,
+    Pubrec,
+    Pubrel,
+    Subscription,
+    Unsubscribe,
+)
+from mqemu.protocols.mqtt.persist import QOS2_IN, SESSIONS, restore
+from mqemu.protocols.mqtt.sessions import registry
+from test_session import Client, Clock
+
+
+@pytest.fixture
+def broker() -> Broker:
+    return Broker(clock=Clock())
+
+
+class SlowStore(MemoryStore):
+    """A store that keeps data and commits only when the test says so."""
+
+    keeps_messages = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ticket = 0
+        self.durable = 0
+        self.waiting: list[tuple[int, Callable[[], None]]] = []
+
+    def put_record(self, namespace: str, key: str, value: bytes) -> None:
+        super().put_record(namespace, key, value)
+        self.ticket += 1
+
+    def add_message(self, queue, message) -> None:
+        self.ticket += 1
+
+    def barrier(self) -> int:
+        return self.ticket
+
+    def when_durable(self, ticket: int, callback: Callable[[], None]) -> None:
+        if ticket <= self.durable:
+            callback()
+        else:
+            self.waiting.append((ticket, callback))
+
+    def commit(self) -> None:
+        self.durable = self.ticket
+        waiting, self.waiting = self.waiting, []
+        for _, cb in waiting:
+            cb()
+
+
+def test_puback_waits_for_the_disk_and_keeps_order() -> None:
+    store = SlowStore()
+    broker = Broker(store=store, clock=Clock())
+    sub = Client(broker)
+    sub.connect("s", clean=False)
+    sub.subscribe(Subscription("t", 1))
+    store.commit()
+    pub = Client(broker)
+    pub.connect("p")
+    pub.send(Publish("t", b"1", qos=1, packet_id=1), Publish("nowhere", b"2", qos=0),
+             Publish("t", b"3", qos=2, packet_id=3))
+    assert pub.recv() == []  # nothing acknowledged before the commit
+    pub.send(Pubrel(9))  # an ack needing no write still waits behind the held ones
+    assert pub.recv() == []
+    store.commit()
+    assert pub.recv() == [Puback(1), Pubrec(3), Pubcomp(9)]
+    assert not store.records.get(QOS2_IN)  # a clean session keeps no records
+
+
+def test_sessions_and_retained_come_back_in_a_new_broker() -> None:
+    store = SlowStore()
+    broker = Broker(store=store, clock=Clock())
+    c = Client(broker, 5)
+    c.connect("keep", clean=False, properties={"session_expiry_interval": 600})
+    c.subscribe(Subscription("a/+", 1, no_local=True), subscription_identifier=7)
+    c.subscribe(Subscription("$share/g/j/#", 1), pid=2)
+    c.send(Publish("a/r", b"retained", qos=1, packet_id=1, retain=True))
+    c.send(Publish("q2", b"x", qos=2, packet_id=5))
+    c.conn.connection_lost()
+    gone = Client(broker)
+    gone.connect("clean")
+    gone.subscribe(Subscription("a/#", 1))
+    assert set(store.records[SESSIONS]) == {"/\x00keep"}
+
+    again = Broker(store=store, clock=Clock())
+    again.records = store.records
+    restore(again)
+    state = registry(again)[("/", "keep")]
+    assert state.expiry == 600 and state.awaiting_rel == {5}
+    sub = state.subs["a/+"]
+    assert (sub.qos, sub.no_local, sub.sub_id) == (1, True, 7)
+    assert "mqtt-shared-g-j/#" in again.vhosts["/"].queues
+    c = Client(again, 5)
+    assert c.connect("keep", clean=False, properties={"session_expiry_interval": 600}).session_present
+    c.subscribe(Subscription("a/#", 1), pid=3)
+    (ret,) = [p for p in c.recv() if isinstance(p, Publish)]
+    assert (ret.topic, ret.payload, ret.retain) == ("a/r", b"retained", True)
+    c.send(Puback(ret.packet_id))
+    other = Client(again)
+    other.connect("o")
+    other.send(Publish("a/b", b"routed", qos=0))
+    got = c.recv()
+    assert [p.payload for p in got if isinstance(p, Publish)] == [b"routed"]
+    c.send(Publish("q2", b"x", qos=2, packet_id=5, dup=True))  # awaiting PUBREL: not routed again
+    assert c.recv() == [Pubrec(5)]
+
+
+def test_retained_record_written_and_cleared() -> None:
+    store = SlowStore()
+    broker = Broker(store=store, clock=Clock())
+    c = Client(broker)
+    c.connect("r")
+    c.send(Publish("x/y", b"keep", qos=1, packet_id=1, retain=True))
+    store.commit()
+    assert c.recv() == [Puback(1)]
+    assert list(store.records["mqtt.retained"]) == ["/\x00x/y"]
+    c.send(Publish("x/y", b"", qos=1, packet_id=2, retain=True))
+    store.commit()
+    assert c.recv() == [Puback(2)]
+    assert store.records["mqtt.retained"] == {}
+    again = Broker(store=store, clock=Clock())
+    again.records = store.records
+    restore(again)
+    r = Client(again)
+    r.connect("n")
+    r.subscribe(Subscription("x/#", 1))
+    assert [p for p in r.recv() if isinstance(p, Publish)] == []
+
+
+def test_shared_group_queue_lives_while_a_persistent_member_does(broker: Broker) -> None:
+    keep = Client(broker)
+    keep.connect("keep", clean=False)
+    keep.subscribe(Subscription("$share/g/s/#", 1))
+    clean = Client(broker)
+    clean.connect("clean")
+    clean.subscribe(Subscription("$share/g/s/#", 1))
+    keep.conn.connection_lost()  # offline, its session stays
+    clean.conn.connection_lost()  # its session ends; the persistent member still holds the group
+    queues = broker.vhosts["/"].queues
+    assert "mqtt-shared-g-s/#" in queues
+    p = Client(broker)
+    p.connect("p")
+    p.send(Publish("s/1", b"kept for the group", qos=1, packet_id=1))
+    keep = Client(broker)
+    assert keep.connect("keep", clean=False).session_present
+    assert [x.payload for x in keep.extra if isinstance(x, Publish)] == [b"kept for the group"]
+    keep.conn.connection_lost()
+    Client(broker).connect("keep", clean=True)  # the last member's session ends
+    assert "mqtt-shared-g-s/#" not in queues
+
+
+def test_unsubscribe_of_last_member_deletes_group_queue(broker: Broker) -> None:
+    a = Client(broker, 5)
+    a.connect("a")
+    a.subscribe(Subscription("$share/g/u", 0))
+    a.send(Unsubscribe(2, ("$share/g/u",)))
+    a.recv()
+    assert "mqtt-shared-g-u" not in broker.vhosts["/"].queues
