@@ -100,12 +100,16 @@ class SessionBase:
         self.broker.alarm_listeners.discard(self.on_alarm)
 
     def send(self, data: bytes) -> None:
-        self.outbound.append(data)
+        """Queue bytes for the writer. The writer sleeps only while the buffer is empty, so
+        only the first append after it drained needs to wake it."""
+        out = self.outbound
+        if not out:
+            self._wake()
+        out.append(data)
         self.outbound_bytes += len(data)
         if self.outbound_bytes > OUTBOUND_HIGH_WATER and not self.over_budget:
             self.over_budget = True
             self.budget_changed(True)
-        self._wake()
 
     def on_drained(self) -> None:
         self.last_sent = self._now

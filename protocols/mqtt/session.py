@@ -33,7 +33,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from mqemu.protocols.transport import OUTBOUND_HIGH_WATER, ClosedReason, SessionBase
+from mqemu.protocols.transport import ClosedReason, SessionBase
 
 from .codec import NEED_DATA, MqttDecoder, MqttError, UnsupportedProtocolVersion
 from .connect import MAX_PACKET_SIZE, ConnectMixin, State, settings
@@ -189,18 +189,6 @@ class MqttConnection(ConnectMixin, PublishMixin, DeliveryMixin, SubscribeMixin, 
             if self.level >= 5:
                 self.send(encode(Disconnect(KEEP_ALIVE_TIMEOUT), 5))
             self._close(ClosedReason.HEARTBEAT_TIMEOUT, will=True)
-
-    def send(self, data: bytes) -> None:
-        """``SessionBase.send``, waking the writer only when the buffer was empty (it sleeps
-        only then): a busy connection sends several packets per PUBLISH it handles."""
-        out = self.outbound
-        if not out:
-            self._wake()
-        out.append(data)
-        self.outbound_bytes += len(data)
-        if self.outbound_bytes > OUTBOUND_HIGH_WATER and not self.over_budget:
-            self.over_budget = True
-            self.budget_changed(True)
 
     def budget_changed(self, over: bool) -> None:
         """Outbound past ``OUTBOUND_HIGH_WATER``: no deliveries until the writer drained it."""
