@@ -126,7 +126,7 @@ def _unescape_lenient(text: str, table: dict[str, str]) -> str:
 # to the first NUL), so every escaper turns NUL into U+FFFD.
 
 
-def _escape_12(text: str) -> str:
+def escape_12(text: str) -> str:
     if "\x00" in text:
         text = text.replace("\x00", "\ufffd")
     if "\\" in text:
@@ -140,7 +140,7 @@ def _escape_12(text: str) -> str:
     return text
 
 
-def _escape_11(text: str) -> str:
+def escape_11(text: str) -> str:
     # 1.1 has no \r escape: a CR is sent raw (STOMP 1.1, "Value Encoding").
     if "\x00" in text:
         text = text.replace("\x00", "\ufffd")
@@ -153,7 +153,7 @@ def _escape_11(text: str) -> str:
     return text
 
 
-def _literal(text: str) -> str:
+def escape_10(text: str) -> str:
     # 1.0, CONNECT and CONNECTED cannot carry EOLs in a header at all; writing
     # them raw would desynchronise the peer's framing, so they become spaces.
     if "\x00" in text:
@@ -192,11 +192,11 @@ def encode_frame(
     Never raises for str/bytes input.
     """
     if command in _UNESCAPED_COMMANDS or version is None or version == "1.0":
-        esc = _literal
+        esc = escape_10
     elif version == "1.1":
-        esc = _escape_11
+        esc = escape_11
     else:
-        esc = _escape_12
+        esc = escape_12
     items = headers.items() if isinstance(headers, dict) else headers
     parts = [command]
     has_cl = False

@@ -20,6 +20,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from .frames import escape_10, escape_11, escape_12
+
 # Frame-level headers that never become message properties (STOMP 1.2, "SEND": the
 # frame's own headers; the rest are "user defined headers" passed on to receivers).
 _FRAME_HEADERS = frozenset({
@@ -71,37 +73,6 @@ ACTIVEMQ_TEXT = "stomp:text"
 
 def is_true(value: str | None) -> bool:
     return value is not None and value.lower() == "true"
-
-
-# -- escaping (STOMP 1.2 / 1.1, "Value Encoding") -----------------------------------------
-def escape_12(text: str) -> str:
-    if "\\" in text:
-        text = text.replace("\\", "\\\\")
-    if "\r" in text:
-        text = text.replace("\r", "\\r")
-    if "\n" in text:
-        text = text.replace("\n", "\\n")
-    if ":" in text:
-        text = text.replace(":", "\\c")
-    return text
-
-
-def escape_11(text: str) -> str:
-    # STOMP 1.1 has no \r escape: a CR is sent as it is.
-    if "\\" in text:
-        text = text.replace("\\", "\\\\")
-    if "\n" in text:
-        text = text.replace("\n", "\\n")
-    if ":" in text:
-        text = text.replace(":", "\\c")
-    return text
-
-
-def escape_10(text: str) -> str:
-    # STOMP 1.0 cannot carry an EOL in a header; a space keeps the peer's framing.
-    if "\n" in text or "\r" in text:
-        text = text.replace("\r", " ").replace("\n", " ")
-    return text
 
 
 ESCAPERS = {"1.0": escape_10, "1.1": escape_11, "1.2": escape_12}
