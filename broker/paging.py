@@ -21,7 +21,10 @@ from __future__ import annotations
 
 from array import array
 from collections import deque
-from typing import TYPE_CHECKING, Any
+from functools import partial
+from typing import TYPE_CHECKING, Any, Iterable
+
+from .message import Message, QueueEntry
 
 if TYPE_CHECKING:
     from .queue import Queue
@@ -174,3 +177,117 @@ class MemoryBudget:
                     if q._page_at != NEVER and q._page_at > q.bytes_ready:
                         q._page_at = q.bytes_ready
         return total
+
+
+class PagingQueue:
+    """Mixed into ``Queue``: the paged tail of a queue past its memory budget."""
+
+    @property
+    def bytes_paged(self) -> int:
+        """Bytes of ready bodies the store keeps on disk for this queue."""
+        return self._paged.nbytes if self._paged is not None else 0
+
+    @property
+    def messages_paged(self) -> int:
+        return self._paged.count if self._paged is not None else 0
+
+    def _page_out(self, entry: QueueEntry) -> bool:
+        """publish's slow path, past the queue's ceiling: True when entry went to the paged
+        tail, False when it stays in memory (budget granted, or a consumer takes it now)."""
+        pg = self._paged
+        if pg is None:
+            mode = self._paging
+            if mode == "never" or (mode == "budget" and self.vhost.budget.grant(self)):
+                return False
+            if not self.ready and self._consumer_ready():
+                return False  # delivered at once: never worth a write
+            store = self.vhost.store
+            if store is None or not store.can_page:
+                # No paging task (a core without a running store): keep it in memory and
+                # look again a MiB later.
+                self._page_at = self.bytes_ready + PAGE_BATCH_BYTES
+                return False
+            pg = self._paged = PagedIndex()
+            self.ready = PagedDeque(self.ready, pg)
+            self._page_at = -1  # every publish joins the tail while there is one
+        message = entry.message
+        key = self.vhost.store.page_out(self, message, self._persist and message.persistent)
+        pg.append(key, entry.size, entry.expires_at)
+        if pg.loading is None:
+            self._page_in()
+        return True
+
+    def _consumer_ready(self) -> bool:
+        for c in self.consumers:
+            if not c.owner.blocked and (c.prefetch == 0 or c.unacked < c.prefetch):
+                return True
+        return False
+
+    def _page_in(self) -> None:
+        """Ask the store for the next chunk when the in-memory head runs low."""
+        pg = self._paged
+        if (pg is None or pg.loading is not None or not pg.chunks or self.deleted
+                or self.bytes_ready >= PAGE_BATCH_BYTES or self.ready.in_memory() >= PAGE_BATCH):
+            return
+        chunk = pg.loading = pg.chunks.popleft()
+        self.vhost.store.page_in(self, chunk.keys, partial(self._paged_in, chunk))
+
+    def _paged_in(self, chunk: Chunk, messages: list[Message | None]) -> None:
+        """The store read chunk: append its entries to the in-memory head and dispatch."""
+        pg = self._paged
+        if pg is None or pg.loading is not chunk or self.deleted:
+            # Purged or deleted while it was read: settle what came back.
+            if self._persist and not self.deleted:
+                store = self.vhost.store
+                for m in messages:
+                    if m is not None and m.id is not None:
+                        store.remove_message(self, m)
+            return
+        pg.loading = None
+        pg.count -= len(chunk.keys)
+        pg.nbytes -= chunk.nbytes
+        ready = self.ready
+        redelivered = chunk.redelivered
+        size = 0
+        for i, m in enumerate(messages):
+            if m is None:
+                continue  # its row is gone (cannot happen while the queue holds it)
+            entry = QueueEntry(m, chunk.expiry(i))
+            entry.redelivered = redelivered
+            ready.append(entry)
+            size += entry.size
+        self.bytes_ready += size
+        if not pg.chunks:
+            self._leave_paging()
+        if self.ready and self.ready[0].expires_at is not None:
+            self.expire(self.vhost.clock())
+        if self.consumers:
+            self.dispatch()
+        elif self._paged is not None:
+            self._page_in()
+
+    def _leave_paging(self) -> None:
+        """The paged tail is empty: back to a plain deque in memory."""
+        self._paged = None
+        self.ready = deque(self.ready)
+        self._page_at = self._open_gate()
+
+    def _open_gate(self) -> int:
+        """publish's slow path starts at _page_at bytes in memory: at once (-1) for a queue
+        with a length limit, 0 (ask the budget at the first message) for one that pages."""
+        s = self.settings
+        if s.max_length is not None or s.max_length_bytes is not None:
+            return -1
+        return NEVER if self._paging == "never" else 0
+
+    def adopt_paged(self, chunks: Iterable[Chunk]) -> None:
+        """Recovery: chunks of messages left on disk follow the in-memory entries."""
+        pg = self._paged
+        if pg is None:
+            pg = self._paged = PagedIndex()
+            self.ready = PagedDeque(self.ready, pg)
+            self._page_at = -1
+        for c in chunks:
+            pg.add_chunk(c)
+        if not pg.count:
+            self._leave_paging()
