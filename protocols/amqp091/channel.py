@@ -12,33 +12,25 @@ outbound buffer.
 
 from __future__ import annotations
 
-import base64
-import os
 from typing import TYPE_CHECKING, Any
 
-from mqemu.broker.errors import AccessRefused, BrokerError, NotFound, PreconditionFailed
-from mqemu.broker.message import Message, QueueEntry
+from mqemu.broker.errors import BrokerError, NotFound
+from mqemu.broker.message import QueueEntry
 from mqemu.broker.queue import Consumer
 
 from . import spec
-from .codec import BodyFrame, ContentFrames, HeaderFrame, MethodFrame, encode_content, encode_deliver, encode_method
+from .codec import BodyFrame, ContentFrames, HeaderFrame, MethodFrame, encode_deliver, encode_method
+from .basic import REPLY_TO, BasicMethods
 from .properties import encode_properties
 from .replies import (
-    CHANNEL_ERROR, COMMAND_INVALID, FRAME_ERROR, MAX_MESSAGE_SIZE, NOT_ALLOWED, NOT_IMPLEMENTED,
+    CHANNEL_ERROR, COMMAND_INVALID, FRAME_ERROR, MAX_MESSAGE_SIZE, NOT_IMPLEMENTED,
     UNEXPECTED_FRAME, HardError,
 )
 
 if TYPE_CHECKING:
     from .session import AMQPConnection
 
-REPLY_TO = "amq.rabbitmq.reply-to"
-
-
-def _token() -> str:
-    return base64.urlsafe_b64encode(os.urandom(12)).decode()
-
-
-class Channel:
+class Channel(BasicMethods):
     def __init__(self, conn: "AMQPConnection", number: int) -> None:
         self.conn = conn
         self.number = number
@@ -313,261 +305,6 @@ class Channel:
         self._check("configure", "queue", queue)
         n = self.conn.vhost.delete_queue(queue, m.if_unused, m.if_empty, owner=self.conn)
         self._ok(m, spec.QueueDeleteOk(message_count=n))
-
-    # -- basic class: consuming ---------------------------------------------------------
-    def _on_qos(self, m: spec.BasicQos) -> None:
-        if m.prefetch_size:
-            raise HardError(NOT_IMPLEMENTED, f"prefetch_size!=0 ({m.prefetch_size})", 60, 10)
-        # RabbitMQ's meaning of 'global': false = each new consumer, true = the whole channel.
-        if m.global_:
-            self.global_prefetch = m.prefetch_count
-            self.update_blocked()
-        else:
-            self.consumer_prefetch = m.prefetch_count
-        self.conn.send(encode_method(self.number, spec.BasicQosOk()))
-        self.resume_consumers()
-
-    def _on_consume(self, m: spec.BasicConsume) -> None:
-        tag = m.consumer_tag or "amq.ctag-" + _token()
-        if tag in self.consumers:
-            raise HardError(NOT_ALLOWED, f"attempt to reuse consumer tag '{tag}'", 60, 20)
-        if m.queue == REPLY_TO:
-            self._consume_reply_to(m, tag)
-            return
-        queue = self._queue_name(m.queue)
-        self._check("read", "queue", queue)
-        vhost = self.conn.vhost
-        q = vhost.get_queue(queue, owner=self.conn)
-        if q.consumers and (m.exclusive or any(c.exclusive for c in q.consumers)):
-            raise AccessRefused(f"queue '{queue}' in vhost '{vhost.name}' in exclusive use")
-        args = m.arguments or {}
-        priority = args.get("x-priority", 0)
-        if not isinstance(priority, int) or isinstance(priority, bool):
-            raise PreconditionFailed(f"invalid x-priority argument {priority!r}: expected an integer")
-        c = Consumer(q, tag, self, m.no_ack, m.exclusive, priority, self.consumer_prefetch, args)
-        self.consumers[tag] = c
-        self._ok(m, spec.BasicConsumeOk(consumer_tag=tag))
-        q.add_consumer(c)
-
-    def _consume_reply_to(self, m: spec.BasicConsume, tag: str) -> None:
-        """RabbitMQ's direct reply-to: a pseudo-queue answered straight to this channel."""
-        if not m.no_ack:
-            raise PreconditionFailed("reply consumer cannot acknowledge")
-        if self.reply_to_name is not None:
-            raise PreconditionFailed("reply consumer already set")
-        self.reply_to_name = f"{REPLY_TO}.{_token()}"
-        vhost = self.conn.vhost
-
-        class _ReplyQueue:  # stands in for a queue in the consumer record
-            name = REPLY_TO
-
-            @staticmethod
-            def remove_consumer(consumer: Consumer) -> None:
-                vhost.direct_reply.pop(self.reply_to_name or "", None)
-
-        consumer = Consumer(_ReplyQueue, tag, self, True)  # type: ignore[arg-type]
-        self.consumers[tag] = consumer
-
-        def reply(message: Message) -> bool:
-            if self.closing:
-                return False
-            self.deliver(consumer, QueueEntry(message, None))
-            return True
-
-        vhost.direct_reply[self.reply_to_name] = reply
-        self._ok(m, spec.BasicConsumeOk(consumer_tag=tag))
-
-    def _on_cancel(self, m: spec.BasicCancel) -> None:
-        c = self.consumers.pop(m.consumer_tag, None)
-        if c is not None:
-            c.queue.remove_consumer(c)
-            if c.queue.name == REPLY_TO:
-                self.reply_to_name = None
-        self._ok(m, spec.BasicCancelOk(consumer_tag=m.consumer_tag))
-
-    def _on_cancel_ok(self, m: spec.BasicCancelOk) -> None:
-        pass  # the client's answer to a server-sent basic.cancel
-
-    def _on_get(self, m: spec.BasicGet) -> None:
-        queue = self._queue_name(m.queue)
-        self._check("read", "queue", queue)
-        q = self.conn.vhost.get_queue(queue, owner=self.conn)
-        entry = q.get(m.no_ack)
-        if entry is None:
-            self.conn.send(encode_method(self.number, spec.BasicGetEmpty()))
-            return
-        self.delivery_tag = tag = self.delivery_tag + 1
-        if not m.no_ack:
-            self.unacked[tag] = (q, None, entry)
-        msg = entry.message
-        props = msg.encoded_properties
-        if props is None:
-            props = msg.encoded_properties = encode_properties(msg.properties)
-        ok = spec.BasicGetOk(delivery_tag=tag, redelivered=entry.redelivered, exchange=msg.exchange,
-                             routing_key=msg.routing_key, message_count=len(q.ready))
-        self.conn.send(encode_content(self.number, ok, None, msg.body, self.conn.frame_max, props))
-
-    # -- basic class: settling ----------------------------------------------------------
-    def _take(self, tag: int, multiple: bool) -> list[tuple[Any, Consumer | None, QueueEntry]]:
-        unacked = self.unacked
-        if multiple:
-            if tag == 0:
-                taken = list(unacked.values())
-                unacked.clear()
-                return taken
-            keys = [t for t in unacked if t <= tag]
-            if not keys:
-                raise PreconditionFailed(f"unknown delivery tag {tag}")
-            return [unacked.pop(t) for t in keys]
-        item = unacked.pop(tag, None)
-        if item is None:
-            raise PreconditionFailed(f"unknown delivery tag {tag}")
-        return [item]
-
-    def _on_ack(self, m: spec.BasicAck) -> None:
-        if self.tx is not None:  # acted on at tx.commit, forgotten at tx.rollback (§1.9.2)
-            self.tx.append(("ack", (m.delivery_tag, m.multiple, False)))
-            return
-        self._settle(self._take(m.delivery_tag, m.multiple))
-
-    def _settle(self, items: list) -> None:
-        dirty = self.conn.dirty_queues
-        for queue, consumer, entry in items:
-            queue.ack(entry, consumer)
-            dirty.add(queue)
-        if self.global_prefetch:
-            self.update_blocked()
-
-    def _on_reject(self, m: spec.BasicReject) -> None:
-        self._reject(m.delivery_tag, False, m.requeue)
-
-    def _on_nack(self, m: spec.BasicNack) -> None:
-        self._reject(m.delivery_tag, m.multiple, m.requeue)
-
-    def _reject(self, tag: int, multiple: bool, requeue: bool) -> None:
-        if self.tx is not None:
-            self.tx.append(("reject", (tag, multiple, requeue)))
-            return
-        self._reject_now(self._take(tag, multiple), requeue)
-
-    def _reject_now(self, items: list, requeue: bool) -> None:
-        by_queue: dict[Any, list] = {}
-        for queue, consumer, entry in items:
-            by_queue.setdefault((queue, consumer), []).append(entry)
-        for (queue, consumer), entries in by_queue.items():
-            queue.reject(entries, consumer, requeue)
-        if self.global_prefetch:
-            self.update_blocked()
-            self.resume_consumers()
-
-    def _on_recover(self, m: spec.BasicRecover) -> None:
-        self._requeue_all()
-        if isinstance(m, spec.BasicRecover):
-            self.conn.send(encode_method(self.number, spec.BasicRecoverOk()))
-
-    # -- basic class: publishing --------------------------------------------------------
-    def _on_publish(self, m: spec.BasicPublish) -> None:
-        if m.immediate:
-            raise HardError(NOT_IMPLEMENTED, "immediate=true", 60, 40)
-        self._publish = m
-
-    def _content_complete(self, body: bytes) -> None:
-        m, header = self._publish, self._header
-        self._publish = self._header = None
-        props = header.properties
-        msg = Message(m.exchange, m.routing_key, body, props, header.raw)
-        try:
-            user_id = props.get("user_id")
-            if user_id is not None and user_id != self.conn.user.name:
-                raise PreconditionFailed(f"user_id property set to '{user_id}' but authenticated user "
-                                         f"was '{self.conn.user.name}'")
-            if props.get("reply_to") == REPLY_TO:
-                if self.reply_to_name is None:
-                    raise PreconditionFailed("fast reply consumer does not exist")
-                msg.properties = dict(props, reply_to=self.reply_to_name)
-                msg.encoded_properties = None
-            self._check("write", "exchange", m.exchange)
-            if self.tx is not None:
-                self.tx.append(("publish", (m, msg)))
-                return
-            self._route(m, msg)
-        except BrokerError as e:
-            if not e.soft:
-                raise HardError(e.code, e.text, 60, 40) from None
-            self.close(e.code, f"{e.name} - {e.text}", 60, 40)
-
-    def _route(self, m: spec.BasicPublish, msg: Message) -> None:
-        conn = self.conn
-        conn.published = True
-        routed, refused = conn.vhost.publish(m.exchange, m.routing_key, msg)
-        if not routed and m.mandatory:
-            ret = spec.BasicReturn(reply_code=312, reply_text="NO_ROUTE", exchange=m.exchange,
-                                   routing_key=m.routing_key)
-            props = msg.encoded_properties
-            conn.send(encode_content(self.number, ret, msg.properties if props is None else None,
-                                     msg.body, conn.frame_max, props))
-        if self.confirm:
-            self.publish_seq = seq = self.publish_seq + 1
-            if refused:
-                self.flush_confirms()
-                self._confirmed = seq
-                conn.send(encode_method(self.number, spec.BasicNack(delivery_tag=seq, multiple=False, requeue=False)))
-                return
-            store = conn.broker.store
-            if routed and store.keeps_messages and msg.persistent:
-                store.when_durable(store.barrier(), lambda: self._confirm_durable(seq))
-            else:
-                self._confirm_upto = seq
-                conn.confirming.add(self)
-
-    def _confirm_durable(self, seq: int) -> None:
-        if not self.closing and self.conn.channels.get(self.number) is self:
-            self._confirm_upto = max(self._confirm_upto, seq)
-            self.flush_confirms()
-
-    def flush_confirms(self) -> None:
-        """Send one basic.ack for every publish confirmed since the last (multiple=true)."""
-        upto = self._confirm_upto
-        if upto <= self._confirmed or self.closing:
-            return
-        multiple = upto - self._confirmed > 1
-        self._confirmed = upto
-        self.conn.send(encode_method(self.number, spec.BasicAck(delivery_tag=upto, multiple=multiple)))
-
-    # -- tx and confirm classes ---------------------------------------------------------
-    def _on_tx_select(self, m: spec.TxSelect) -> None:
-        if self.confirm:
-            raise PreconditionFailed("cannot switch from confirm to tx mode")
-        if self.tx is None:
-            self.tx = []
-        self.conn.send(encode_method(self.number, spec.TxSelectOk()))
-
-    def _on_tx_commit(self, m: spec.TxCommit) -> None:
-        if self.tx is None:
-            raise PreconditionFailed("channel is not transactional")
-        work, self.tx = self.tx, []
-        for kind, item in work:
-            if kind == "publish":
-                self._route(*item)
-            elif kind == "ack":
-                self._settle(self._take(item[0], item[1]))
-            else:
-                self._reject_now(self._take(item[0], item[1]), item[2])
-        self.conn.send(encode_method(self.number, spec.TxCommitOk()))
-
-    def _on_tx_rollback(self, m: spec.TxRollback) -> None:
-        """Drop the transaction's publishes and acks; its deliveries stay unacknowledged."""
-        if self.tx is None:
-            raise PreconditionFailed("channel is not transactional")
-        self.tx = []
-        self.conn.send(encode_method(self.number, spec.TxRollbackOk()))
-
-    def _on_confirm_select(self, m: spec.ConfirmSelect) -> None:
-        if self.tx is not None:
-            raise PreconditionFailed("cannot switch from tx to confirm mode")
-        self.confirm = True
-        self._ok(m, spec.ConfirmSelectOk())
-
 
 def _connection_method(self: Channel, m: Any) -> None:
     raise HardError(COMMAND_INVALID, f"{m.NAME} is only allowed on channel 0", m.CLASS_ID, m.METHOD_ID)
