@@ -51,7 +51,8 @@ from .mapping import (
     escape_10,
     rabbit_properties,
 )
-from .subscription import ACK_MODES, Subscription, destination_header
+from .subscribing import SubscribeMixin
+from .subscription import Subscription, destination_header
 
 if TYPE_CHECKING:
     from mqemu.broker.auth import User
@@ -76,7 +77,7 @@ class State(enum.Enum):
     CLOSED = "closed"
 
 
-class StompSession(SettleMixin, SessionBase):
+class StompSession(SettleMixin, SubscribeMixin, SessionBase):
     """One client connection. See the module docstring for its states."""
 
     def __init__(self, broker: "Broker", peer: str | None = None, conn_id: int = 0,
@@ -362,116 +363,6 @@ class StompSession(SettleMixin, SessionBase):
         if self.state is State.CONNECTED:
             self.send(receipt_frame(receipt, self.version))
 
-    # -- SUBSCRIBE / UNSUBSCRIBE --------------------------------------------------------
-    def _on_subscribe(self, f: Frame) -> bool:
-        h = f.headers
-        dest = h.get("destination")
-        if dest is None:
-            raise for_engine(self.engine, StompError("Missing destination",
-                                                     "SUBSCRIBE must include a 'destination' header\n"),
-                             "Invalid empty or 'null' Destination header")
-        sub_id = h.get("id")
-        if sub_id is None:
-            # STOMP 1.1+, "SUBSCRIBE": the id header is required. ActiveMQ insists; RabbitMQ
-            # takes the destination as the id, as in 1.0.
-            if self.version != "1.0" and self.engine == "activemq":
-                raise StompError("SUBSCRIBE received without a subscription id!",
-                                 "org.apache.activemq.transport.stomp.ProtocolException: "
-                                 "SUBSCRIBE received without a subscription id!\n")
-            if self.engine == "rabbitmq" and ("true" in (h.get("durable"), h.get("persistent"))):
-                raise StompError("Missing Header", "Header 'id' is required for durable subscriptions")
-        elif self.engine == "rabbitmq" and sub_id.startswith("/temp-queue/"):
-            raise StompError("Invalid id", "SUBSCRIBE 'id' may not start with /temp-queue/\n")
-        key = dest if sub_id is None else sub_id
-        if key in self.subscriptions:
-            raise StompError("Duplicated subscription identifier",  # RabbitMQ: its channel dies
-                             f"A subscription identified by '{key}' already exists.", close=True)
-        ack = h.get("ack", "auto")
-        if ack not in ACK_MODES:
-            raise StompError("Invalid ack mode", f"'{ack}' is not a valid ack mode "
-                             "(auto, client, client-individual)\n")
-        prefetch, selector = self._consumer_options(h, dest)
-        queues = self.destinations.subscribe_queues(dest, h, key)
-        for q in queues:
-            self.check("read", "queue", q.name)
-        self._receipt(f)  # before any MESSAGE the subscription may receive at once
-        self.add_subscription(key, dest, queues, ack, prefetch, sub_id is not None, h, selector)
-        return True
-
-    def _consumer_options(self, h: dict[str, str], dest: str) -> tuple[int, Any]:
-        if self.engine == "rabbitmq":
-            # RabbitMQ: prefetch-count (default: no limit, the default consumer prefetch).
-            return int(h.get("prefetch-count", "0")), None
-        size = h.get("activemq.prefetchSize")
-        if size is None:
-            topic = dest.startswith(("/topic/", "topic://", "/temp-topic/"))
-            size = ActiveMQDestinations.DEFAULT_TOPIC_PREFETCH if topic else ActiveMQDestinations.DEFAULT_QUEUE_PREFETCH
-        text = h.get("selector")
-        selector = None
-        if text:
-            from mqemu.broker.selector import compile_selector
-
-            # ActiveMQ: STOMP selectors compare string headers with numbers by converting them.
-            selector = compile_selector(text, convert_string_expressions=True)
-        return max(0, int(size)), selector
-
-    def add_subscription(self, key: str, dest: str, queues: list, ack: str, prefetch: int,
-                         show_id: bool = True, headers: dict[str, str] | None = None,
-                         selector: Any = None) -> Subscription:
-        from mqemu.broker.queue import Consumer
-
-        self.sub_counter += 1
-        sub = Subscription(self, key, dest, ack, show_id, headers)
-        self.subscriptions[key] = sub
-        priority = int((headers or {}).get("x-priority", "0")) if self.engine == "rabbitmq" else 0
-        for q in queues:
-            c = Consumer(q, f"stomp-{self.conn_id}-{key}", sub, ack == "auto", priority=priority,
-                         prefetch=prefetch)
-            c.selector = selector
-            sub.consumers.append(c)
-        for c in list(sub.consumers):
-            c.queue.add_consumer(c)
-        return sub
-
-    def _on_unsubscribe(self, f: Frame) -> bool:
-        h = f.headers
-        key = h.get("id")
-        if key is None:
-            key = h.get("destination") if self.version == "1.0" or self.engine == "rabbitmq" else None
-            if key is None:
-                raise for_engine(self.engine, StompError("Missing destination or id",
-                                                         "UNSUBSCRIBE must include a 'destination' or 'id' header"),
-                                 "UNSUBSCRIBE received without a subscription id!")
-        if self.engine == "activemq":
-            name = h.get("activemq.subscriptionName") or h.get("durable-subscription-name")
-            if name is not None:
-                # ActiveMQ: UNSUBSCRIBE naming a durable subscription removes it (it must
-                # not be active: UNSUBSCRIBE by id first).
-                self.destinations.remove_durable(name, key in self.subscriptions)
-                return False
-        sub = self.subscriptions.pop(key, None)
-        if sub is None:
-            raise for_engine(self.engine, StompError(
-                "No subscription found", "UNSUBSCRIBE must refer to an existing subscription.\n"
-                f"Subscription to id='{key}' not found.\n"), "No subscription matched.")
-        queues = [c.queue for c in sub.consumers]
-        sub.cancel()
-        self.destinations.unsubscribed(sub.destination, queues, h)
-        return False
-
-    def subscription_cancelled(self, sub: Subscription) -> None:
-        """A queue under a subscription was deleted."""
-        if sub.consumers or self.subscriptions.get(sub.id) is not sub:
-            return
-        del self.subscriptions[sub.id]
-        if self.engine == "rabbitmq" and self.state is State.CONNECTED:
-            # RabbitMQ (the plugin's server_cancel_consumer) tells the client with an ERROR
-            # naming the subscription and keeps the connection open.
-            self.send(error_frame("Server cancelled subscription",
-                                  f"The server has canceled a subscription.\nNo more messages will be "
-                                  f"delivered for \"id='{sub.id}'\".\n", None, self.version,
-                                  [("subscription", sub.id)]))
-
     # -- DISCONNECT ---------------------------------------------------------------------
     def _on_disconnect(self, f: Frame) -> bool:
         self._receipt(f)  # STOMP 1.2, "DISCONNECT": the receipt, then the server closes
@@ -485,6 +376,10 @@ class StompSession(SettleMixin, SessionBase):
                          "Already connected.")
 
     # -- helpers ------------------------------------------------------------------------
+    @property
+    def connected(self) -> bool:
+        return self.state is State.CONNECTED
+
     def check(self, what: str, kind: str, name: str) -> None:
         """RabbitMQ: the user's configure/write/read permission; ActiveMQ: no authorisation."""
         if self.user is not None:
