@@ -171,15 +171,46 @@ def load(con: sqlite3.Connection, budget: int | None = None,
     return out
 
 
+class _Rows:
+    """Turns message rows into Messages, for both loaders.
+
+    Most messages share a handful of property sets ({"delivery_mode": 2}, ...): each distinct
+    blob is unpickled once and the result shared (the core never changes a properties dict in
+    place; it replaces it). A message in several queues comes back as one object (one body in
+    memory), as published, with its count of holders; the row's shared flag says which to track.
+    """
+
+    def __init__(self) -> None:
+        self.props: dict[bytes, tuple] = {}
+        self.seen: dict[int, Message] = {}
+        self.holders: dict[int, int] = {}
+
+    def add(self, current: list[Message], mid: int, exchange: str, key: str, props: bytes,
+            body: bytes, shared: int) -> None:
+        if shared and mid in self.seen:
+            self.holders[mid] += 1
+            current.append(self.seen[mid])
+            return
+        decoded = self.props.get(props)
+        if decoded is None:
+            decoded = pickle.loads(props)
+            if len(self.props) < 10_000:
+                self.props[props] = decoded
+        properties, routing_keys = decoded
+        msg = Message(exchange, key, body, properties)
+        msg.routing_keys = routing_keys
+        msg.id = mid
+        current.append(msg)
+        if shared:
+            self.seen[mid] = msg
+            self.holders[mid] = self.holders.get(mid, 0) + 1  # another queue may hold it as an index
+
+    def shared(self) -> dict[int, int]:
+        return {mid: n for mid, n in self.holders.items() if n > 1}
+
+
 def _load_messages(con: sqlite3.Connection, names: dict[int, tuple[str, str]], out: Loaded) -> None:
-    # Most messages share a handful of property sets ({"delivery_mode": 2}, ...): unpickle
-    # each distinct blob once and share the result (the core never changes a properties
-    # dict in place; it replaces it).
-    props_cache: dict[bytes, tuple] = {}
-    # Messages in several queues come back as one object (one body in memory), as published,
-    # and with their count of holders; the shared flag written with the row says which to track.
-    seen: dict[int, Message] = {}
-    holders: dict[int, int] = {}
+    rows = _Rows()
     current_qid = None
     current: list[Message] = []
     top = con.execute("SELECT MAX(id) FROM messages").fetchone()[0] or 0
@@ -190,24 +221,8 @@ def _load_messages(con: sqlite3.Connection, names: dict[int, tuple[str, str]], o
         if qid != current_qid:
             current_qid = qid
             current = out.snapshot.messages.setdefault(names[qid], [])
-        if shared and mid in seen:
-            holders[mid] += 1
-            current.append(seen[mid])
-            continue
-        decoded = props_cache.get(props)
-        if decoded is None:
-            decoded = pickle.loads(props)
-            if len(props_cache) < 10_000:
-                props_cache[props] = decoded
-        properties, routing_keys = decoded
-        msg = Message(exchange, key, body, properties)
-        msg.routing_keys = routing_keys
-        msg.id = mid
-        current.append(msg)
-        if shared:
-            seen[mid] = msg
-            holders[mid] = 1
-    out.shared = {mid: n for mid, n in holders.items() if n > 1}
+        rows.add(current, mid, exchange, key, props, body, shared)
+    out.shared = rows.shared()
 
 
 def _load_within(con: sqlite3.Connection, names: dict[int, tuple[str, str]], modes: dict[int, str],
@@ -221,10 +236,9 @@ def _load_within(con: sqlite3.Connection, names: dict[int, tuple[str, str]], mod
         "SELECT qm.qid, SUM(LENGTH(m.body)) FROM queue_messages qm JOIN messages m ON m.id = qm.msg_id "
         "GROUP BY qm.qid")}
     left = budget
-    props_cache: dict[bytes, Any] = {}
+    rows = _Rows()
+    holders = rows.holders
     ttl_cache: dict[bytes, int] = {}
-    seen: dict[int, Message] = {}
-    holders: dict[int, int] = {}
     for qid in sorted(totals):
         if qid not in names:
             continue
@@ -236,33 +250,14 @@ def _load_within(con: sqlite3.Connection, names: dict[int, tuple[str, str]], mod
             for mid, exchange, key, props, body, shared in con.execute(
                     "SELECT m.id, m.exchange, m.routing_key, m.properties, m.body, m.shared FROM queue_messages qm "
                     "JOIN messages m ON m.id = qm.msg_id WHERE qm.qid = ? ORDER BY qm.msg_id", (qid,)):
-                if shared and mid in seen:
-                    holders[mid] += 1
-                    current.append(seen[mid])
-                    continue
-                decoded = props_cache.get(props)
-                if decoded is None:
-                    decoded = pickle.loads(props)
-                    if len(props_cache) < 10_000:
-                        props_cache[props] = decoded
-                properties, routing_keys = decoded
-                msg = Message(exchange, key, body, properties)
-                msg.routing_keys = routing_keys
-                msg.id = mid
-                current.append(msg)
-                if shared:
-                    seen[mid] = msg
-                    holders[mid] = holders.get(mid, 0) + 1  # another queue may hold it as an index
+                rows.add(current, mid, exchange, key, props, body, shared)
             continue
         ids, sizes, ttls = array("q"), array("q"), array("q")
         for mid, length, props, shared in con.execute(
                 "SELECT m.id, LENGTH(m.body), m.properties, m.shared FROM queue_messages qm "
                 "JOIN messages m ON m.id = qm.msg_id WHERE qm.qid = ? ORDER BY qm.msg_id", (qid,)):
             if shared:
-                if mid in holders:
-                    holders[mid] += 1
-                else:
-                    holders[mid] = 1
+                holders[mid] = holders.get(mid, 0) + 1
             ttl = ttl_cache.get(props)
             if ttl is None:
                 ttl = _ttl_ms(pickle.loads(props)[0])
@@ -272,7 +267,7 @@ def _load_within(con: sqlite3.Connection, names: dict[int, tuple[str, str]], mod
             sizes.append(length)
             ttls.append(ttl)
         out.snapshot.paged[names[qid]] = PagedRows(ids, sizes, ttls)
-    out.shared = {mid: n for mid, n in holders.items() if n > 1}
+    out.shared = rows.shared()
 
 
 def _ttl_ms(properties: dict[str, Any]) -> int:
