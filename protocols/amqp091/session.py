@@ -27,7 +27,7 @@ import platform
 from typing import TYPE_CHECKING, Any
 
 from mqemu.broker.errors import AuthenticationFailed, BrokerError
-from mqemu.protocols.transport import ClosedReason, SessionBase
+from mqemu.protocols.session_base import ClosedReason, SessionBase
 
 from . import spec
 from .channel import Channel

@@ -17,7 +17,7 @@ import os
 from typing import Any
 
 from mqemu.broker.errors import AccessRefused, AuthenticationFailed, BrokerError
-from mqemu.protocols.transport import ClosedReason
+from mqemu.protocols.session_base import ClosedReason
 
 from .inbound import ProtocolViolation
 from .packets import Connack, Connect, encode

@@ -7,7 +7,8 @@ import logging
 from typing import Any
 
 import trio
-from mqemu.protocols.transport import ClosedReason, serve_protocol
+from mqemu.protocols.session_base import ClosedReason
+from mqemu.protocols.transport import serve_protocol
 
 from .persist import restore
 from .session import MqttConnection

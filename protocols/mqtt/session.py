@@ -1,7 +1,7 @@
 """The MQTT 3.1 / 3.1.1 / 5.0 connection state machine (sans-IO).
 
 Bytes come in through ``data_received(data, now)``; packets to send are appended to
-``outbound`` (``transport.SessionBase``: budget, wake-ups, alarm, redispatch). The session
+``outbound`` (``session_base.SessionBase``: budget, wake-ups, alarm, redispatch). The session
 calls the core directly and never awaits. CONNECT and leaving the session are in
 ``connect.py``, PUBLISH and the acks in ``inbound.py``, deliveries in ``delivery.py``,
 SUBSCRIBE/UNSUBSCRIBE in ``subscriptions.py``, the state that outlives a connection in
@@ -33,7 +33,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from mqemu.protocols.transport import ClosedReason, SessionBase
+from mqemu.protocols.session_base import ClosedReason, SessionBase
 
 from .codec import NEED_DATA, MqttDecoder, MqttError, UnsupportedProtocolVersion
 from .connect import MAX_PACKET_SIZE, ConnectMixin, State, settings

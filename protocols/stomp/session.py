@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from mqemu.broker.errors import AuthenticationFailed, BrokerError, PreconditionFailed
 from mqemu.broker.message import Message
-from mqemu.protocols.transport import ClosedReason, SessionBase
+from mqemu.protocols.session_base import ClosedReason, SessionBase
 
 from .acks import SettleMixin
 from .codec import NEED_DATA, Frame, StompDecoder, StompFrameError, negotiate_version

@@ -9,7 +9,7 @@ from mqemu.protocols.amqp091.codec import (
     encode_method,
 )
 from mqemu.protocols.amqp091.session import AMQPConnection, State
-from mqemu.protocols.transport import ClosedReason
+from mqemu.protocols.session_base import ClosedReason
 
 
 class Client:

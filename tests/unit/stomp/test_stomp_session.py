@@ -338,7 +338,7 @@ def test_invalid_heart_beat_header(broker):
 
 
 def test_outbound_budget_blocks_and_drain_resumes(broker, monkeypatch):
-    import mqemu.protocols.transport as sess
+    import mqemu.protocols.session_base as sess
 
     p = Peer(broker)
     p.connect()

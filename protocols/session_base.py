@@ -1,0 +1,128 @@
+"""What every protocol session is and shares, with no I/O and no trio.
+
+A session is the state machine of one connection: bytes in through ``data_received``, bytes
+out through its ``outbound`` list, deadlines through ``next_deadline``/``on_timer``. The
+trio transport (``transport.py``) drives it; unit tests drive it by hand. ``SessionBase``
+holds the outbound buffer and its budget, the transport's wake-ups, the memory-alarm
+subscription and the once-per-read redispatch of queues.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Any, Callable, Protocol
+
+# Outbound bytes a connection may hold before its consumers stop receiving deliveries.
+OUTBOUND_HIGH_WATER = 1 << 20
+# Outbound bytes past which the connection's own input is not read until its peer reads what
+# it was sent (replies to a client that writes but never reads must not grow without bound).
+READ_PAUSE_BYTES = 8 << 20
+
+
+class ClosedReason(enum.Enum):
+    """Why a connection ended: one value per cause, logged on every close."""
+
+    CLIENT_CLOSED = "client_closed"  # a clean protocol close
+    CLIENT_DISCONNECTED = "client_disconnected"  # EOF or reset without a protocol close
+    PROTOCOL_ERROR = "protocol_error"
+    AUTH_FAILED = "auth_failed"
+    HEARTBEAT_TIMEOUT = "heartbeat_timeout"
+    TAKEN_OVER = "taken_over"
+    SERVER_SHUTDOWN = "server_shutdown"
+    INTERNAL_ERROR = "internal_error"
+    SOCKET_ERROR = "socket_error"
+
+
+class Session(Protocol):
+    outbound: list[bytes]
+    outbound_bytes: int
+    closing: bool  # set when the session wants the socket closed once output is flushed
+    close_reason: ClosedReason | None
+    reading_paused: bool
+
+    def bind_transport(self, wake: Callable[[], None], resume_reading: Callable[[], None]) -> None: ...
+    def data_received(self, data: bytes, now: float) -> None: ...
+    def next_deadline(self) -> float | None: ...
+    def on_timer(self, now: float) -> None: ...
+    def on_drained(self) -> None: ...
+    def connection_lost(self) -> None: ...
+
+
+def _nothing() -> None:
+    pass
+
+
+class SessionBase:
+    """What every protocol session shares: the outbound buffer and its budget, the transport's
+    wake-ups, the memory-alarm subscription and the once-per-read redispatch of queues.
+
+    Subclasses override ``budget_changed`` (stop or resume deliveries when the outbound
+    buffer passes ``OUTBOUND_HIGH_WATER`` or drains) and ``on_alarm`` (the broker's memory
+    alarm), and call ``redispatch`` at the end of each ``data_received``.
+    """
+
+    def __init__(self, broker: Any, peer: str | None, conn_id: int) -> None:
+        self.broker = broker
+        self.peer = peer
+        self.conn_id = conn_id
+        self.outbound: list[bytes] = []
+        self.outbound_bytes = 0
+        self.closing = False
+        self.close_reason: ClosedReason | None = None
+        self.reading_paused = False
+        self.over_budget = False
+        self.dirty_queues: set = set()  # queues whose consumers got credit back in this read
+        self.last_received = 0.0
+        self.last_sent = 0.0
+        self._now = 0.0
+        self._wake: Callable[[], None] = _nothing
+        self._resume_reading: Callable[[], None] = _nothing
+
+    def bind_transport(self, wake: Callable[[], None], resume_reading: Callable[[], None]) -> None:
+        self._wake = wake
+        self._resume_reading = resume_reading
+        self.broker.alarm_listeners.add(self.on_alarm)
+
+    def release_transport(self) -> None:
+        """Call from ``connection_lost``."""
+        self.broker.alarm_listeners.discard(self.on_alarm)
+
+    def send(self, data: bytes) -> None:
+        """Queue bytes for the writer. The writer sleeps only while the buffer is empty, so
+        only the first append after it drained needs to wake it."""
+        out = self.outbound
+        if not out:
+            self._wake()
+        out.append(data)
+        self.outbound_bytes += len(data)
+        if self.outbound_bytes > OUTBOUND_HIGH_WATER and not self.over_budget:
+            self.over_budget = True
+            self.budget_changed(True)
+
+    def on_drained(self) -> None:
+        self.last_sent = self._now
+        if self.over_budget:
+            self.over_budget = False
+            self.budget_changed(False)
+
+    def redispatch(self) -> None:
+        """Acks of one read redispatch each queue they touched once."""
+        if self.dirty_queues:
+            queues, self.dirty_queues = self.dirty_queues, set()
+            for q in queues:
+                q.dispatch()
+
+    def pause_publisher(self, high: bool, publishes: bool) -> None:
+        """The memory alarm's effect on reading: a connection that publishes stops being read
+        while the alarm is on (RabbitMQ blocks publishing connections)."""
+        if high and publishes:
+            self.reading_paused = True
+        elif not high and self.reading_paused:
+            self.reading_paused = False
+            self._resume_reading()
+
+    def budget_changed(self, over: bool) -> None:
+        pass
+
+    def on_alarm(self, high: bool) -> None:
+        pass
