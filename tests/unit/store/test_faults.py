@@ -26,7 +26,7 @@ async def make_database(data_dir: str, messages: int = 200) -> str:
     broker = Broker(store=store)
     vh = broker.vhosts["/"]
     vh.declare_queue("q", durable=True)
-    for i in range(messages):
+    for _ in range(messages):
         vh.publish("", "q", Message("", "", os.urandom(500), {"delivery_mode": 2}))
     await store.close()  # commits and checkpoints: everything is in the main file
     return store.path
