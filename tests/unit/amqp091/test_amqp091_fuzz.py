@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mqemu.protocols.amqp091 import codec, spec
+from mqemu.protocols.amqp091 import spec
 from mqemu.protocols.amqp091.codec import PROTOCOL_HEADER, AMQPFrameError, FrameDecoder
 
 FUZZ = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
