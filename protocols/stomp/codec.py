@@ -341,7 +341,7 @@ class StompDecoder:
                     )
                 if name not in headers:  # STOMP 1.2, Repeated Header Entries
                     headers[name] = value
-            lines = []
+            lines = ()  # type: ignore[assignment]  # the loop below then does nothing
         for line in lines[1:]:
             # Cheap pre-check: a UTF-8 character is at most 4 bytes.
             if len(line) * 4 > max_len and len(line.encode("utf-8")) > max_len:
