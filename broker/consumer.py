@@ -59,7 +59,7 @@ class PriorityReady:
 
     def __init__(self, max_priority: int) -> None:
         self.max_priority = max_priority
-        self.levels = [deque() for _ in range(max_priority + 1)]
+        self.levels: list[deque[QueueEntry]] = [deque() for _ in range(max_priority + 1)]
         self._len = 0
 
     def _level(self, entry: QueueEntry) -> deque:

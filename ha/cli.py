@@ -93,14 +93,14 @@ def serve(args: argparse.Namespace) -> int:
         trio.run(run)
     except* NodeStartError as group:
         failures.extend(_leaves(group))
-    for e in failures:
-        log.error("%s", e)
+    for failure in failures:
+        log.error("%s", failure)
     return 1 if failures else 0
 
 
 def _leaves(group: BaseExceptionGroup) -> list:
     """The exceptions inside nested groups (one per nursery level)."""
-    out = []
+    out: list[BaseException] = []
     for e in group.exceptions:
         out.extend(_leaves(e) if isinstance(e, BaseExceptionGroup) else [e])
     return out

@@ -209,7 +209,7 @@ class FrameDecoder:
         """
         if self._error is not None:
             raise self._error
-        frames = []
+        frames: list[Any] = []
         append = frames.append
         nxt = self._next
         try:

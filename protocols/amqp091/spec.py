@@ -188,7 +188,7 @@ def _build() -> None:
                 if keyword.iskeyword(fname):  # basic.qos "global" -> global_ (PEP 8)
                     fname += "_"
                 fields.append((fname, ftype, reserved))
-            dc_fields = []
+            dc_fields: list[tuple[str, Any, Any]] = []
             for fname, ftype, reserved in fields:
                 if reserved:
                     continue
@@ -213,7 +213,7 @@ def _build() -> None:
             cls.__module__ = __name__
             cls.__doc__ = f"AMQP 0-9-1 method {full} ({class_id}, {method_id})."
             METHODS[index] = cls
-            ENCODERS[index], DECODERS[index] = methodgen.build(cls, fields)
+            ENCODERS[index], DECODERS[index] = methodgen.build(cls, tuple(fields))
             g[cls_name] = cls
             __all__.append(cls_name)
 

@@ -290,12 +290,12 @@ class StompDecoder:
         try:
             text = buf[start : hdr_end - 1].decode("utf-8")
         except UnicodeDecodeError as exc:
-            lines = bytes(buf[start : hdr_end - 1]).split(b"\n")
+            raw_lines = bytes(buf[start : hdr_end - 1]).split(b"\n")
             raise StompFrameError(
                 "Invalid UTF-8 in headers",
                 f"Frame headers are not valid UTF-8 (byte offset {exc.start}) "
                 "(STOMP 1.2, Value Encoding: headers are UTF-8)",
-                self._salvage_receipt(lines),
+                self._salvage_receipt(raw_lines),
             ) from None
         lines = text.split("\n")
         if "\r" in text:
@@ -341,7 +341,7 @@ class StompDecoder:
                     )
                 if name not in headers:  # STOMP 1.2, Repeated Header Entries
                     headers[name] = value
-            lines = ()
+            lines = ()  # type: ignore[assignment]  # the loop below then does nothing
         for line in lines[1:]:
             # Cheap pre-check: a UTF-8 character is at most 4 bytes.
             if len(line) * 4 > max_len and len(line.encode("utf-8")) > max_len:

@@ -20,9 +20,8 @@ from urllib.parse import urlsplit
 
 from mqemu.protocols.amqp091 import spec
 from mqemu.protocols.amqp091.codec import (
-    NEED_DATA, PROTOCOL_HEADER, FrameDecoder, HeaderFrame, Heartbeat, MethodFrame, encode_method,
+    NEED_DATA, PROTOCOL_HEADER, FrameDecoder, Heartbeat, MethodFrame, encode_method,
 )
-from mqemu.protocols.amqp091.fieldtable import encode_table
 
 CLIENT_PROPERTIES = {
     "product": "mqemu-raw-test",

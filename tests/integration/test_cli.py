@@ -1,7 +1,6 @@
 """`mqemu serve` as a user runs it: a subprocess, its ready file, its signals and its errors."""
 
 import json
-import os
 import signal
 import socket
 import subprocess

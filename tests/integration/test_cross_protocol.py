@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import queue
 import threading
-import time
 
 import paho.mqtt.client as mqtt
 import pika
@@ -23,9 +22,17 @@ pytestmark = pytest.mark.timeout(30)
 class StompInbox(stomp.ConnectionListener):
     def __init__(self) -> None:
         self.frames: queue.Queue = queue.Queue()
+        self.receipts: queue.Queue = queue.Queue()
 
     def on_message(self, frame) -> None:
         self.frames.put(frame)
+
+    def on_receipt(self, frame) -> None:
+        self.receipts.put(frame.headers["receipt-id"])
+
+    def receipt(self, receipt_id: str) -> None:
+        """Wait for the RECEIPT of the frame sent with ``receipt: receipt_id``."""
+        assert self.receipts.get(timeout=5) == receipt_id
 
 
 def stomp_client(port: int, login: tuple[str, str] = ("guest", "guest")):
@@ -68,7 +75,7 @@ def test_mqtt_publish_reaches_stomp_topic_subscriber(mqemu_start, engine, stomp_
     c, _ = mqtt_client(node.ports["mqtt"], f"pub-{engine}")
     try:
         sconn.subscribe(stomp_dest, id="s1", ack="auto", headers={"receipt": "sub"})
-        time.sleep(0.3)
+        sinbox.receipt("sub")
         c.publish("sensors/kitchen", b"21.5C", qos=1).wait_for_publish(5)
         frame = sinbox.frames.get(timeout=5)
         assert frame.body == "21.5C"
@@ -101,12 +108,9 @@ def test_mqtt_to_amqp_and_back_rabbitmq(mqemu_server):
     c, inbox = mqtt_client(mqemu_server.ports["mqtt"], "cross-amqp")
     try:
         c.publish("orders/42", b"from mqtt", qos=1).wait_for_publish(5)
-        method, _props, body = None, None, None
-        deadline = time.monotonic() + 5
-        while method is None and time.monotonic() < deadline:
-            method, _props, body = ch.basic_get(q, auto_ack=True)
-            if method is None:
-                time.sleep(0.05)
+        method, _props, body = next(ch.consume(q, auto_ack=True, inactivity_timeout=5))
+        ch.cancel()
+        assert method is not None, "nothing reached the AMQP queue"
         assert (method.routing_key, body) == ("orders.42", b"from mqtt")
         subscribed(c, "replies/#")
         ch.basic_publish("amq.topic", "replies.42", b"from amqp")
@@ -124,7 +128,7 @@ def test_stomp_to_amqp_headers_and_content_type_intact(mqemu_server):
     try:
         sconn.send("/queue/bridge", '{"n": 1}', headers={"content-type": "application/json", "x-trace": "abc",
                                                           "receipt": "sent"})
-        time.sleep(0.3)
+        sinbox.receipt("sent")
         method, props, body = ch.basic_get("bridge", auto_ack=True)
         assert body == b'{"n": 1}'
         assert props.content_type == "application/json"

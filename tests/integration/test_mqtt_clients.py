@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import queue
 import threading
-import time
 
 import paho.mqtt.client as mqtt
 import pika
@@ -32,6 +31,16 @@ def paho(port: int, client_id: str, protocol=mqtt.MQTTv311, clean=True, login=No
     return c, inbox
 
 
+def subscribe(c: mqtt.Client, topic: str, qos: int) -> None:
+    """SUBSCRIBE and wait for its SUBACK, which says the subscription is in place; the broker
+    must grant the QoS asked for."""
+    acks: queue.Queue = queue.Queue()
+    c.on_subscribe = lambda cl, u, mid, codes, props: acks.put((mid, [rc.value for rc in codes]))
+    rc, mid = c.subscribe(topic, qos=qos)
+    assert rc == mqtt.MQTT_ERR_SUCCESS
+    assert acks.get(timeout=5) == (mid, [qos])
+
+
 def stop(c: mqtt.Client) -> None:
     c.disconnect()
     c.loop_stop()
@@ -42,8 +51,7 @@ def test_paho_qos_0_1_2(mqemu_server, protocol) -> None:
     port = mqemu_server.ports["mqtt"]
     c, inbox = paho(port, "paho-q", protocol)
     try:
-        c.subscribe("it/+", qos=2)[1]
-        time.sleep(0.2)
+        subscribe(c, "it/+", 2)
         for q in (0, 1, 2):
             c.publish("it/x", b"m%d" % q, qos=q).wait_for_publish(5)
         got = sorted(inbox.get(timeout=5).payload for _ in range(3))
@@ -56,8 +64,7 @@ def test_paho_v5_properties_round_trip(mqemu_server) -> None:
     port = mqemu_server.ports["mqtt"]
     c, inbox = paho(port, "paho-v5", mqtt.MQTTv5)
     try:
-        c.subscribe("req/1", qos=1)
-        time.sleep(0.2)
+        subscribe(c, "req/1", 1)
         props = Properties(PacketTypes.PUBLISH)
         props.ResponseTopic = "resp/1"
         props.CorrelationData = b"42"
@@ -76,8 +83,7 @@ def test_paho_v5_properties_round_trip(mqemu_server) -> None:
 def test_persistent_session_gets_offline_messages(mqemu_server) -> None:
     port = mqemu_server.ports["mqtt"]
     c, _ = paho(port, "offline", clean=False)
-    c.subscribe("off/t", qos=1)
-    time.sleep(0.2)
+    subscribe(c, "off/t", 1)
     stop(c)
     p, _ = paho(port, "pub")
     p.publish("off/t", b"while away", qos=1).wait_for_publish(5)
@@ -96,14 +102,11 @@ def test_mqtt_to_amqp_and_back(mqemu_server) -> None:
     ch.queue_bind(q, "amq.topic", "sensors.*")
     c, inbox = paho(mqemu_server.ports["mqtt"], "xproto", mqtt.MQTTv5)
     try:
-        c.subscribe("cmd/#", qos=1)
-        time.sleep(0.2)
+        subscribe(c, "cmd/#", 1)
         c.publish("sensors/t1", b"21.5", qos=1).wait_for_publish(5)
-        for _ in range(50):
-            method, props, body = ch.basic_get(q, auto_ack=True)
-            if method:
-                break
-            time.sleep(0.05)
+        method, props, body = next(ch.consume(q, auto_ack=True, inactivity_timeout=5))
+        ch.cancel()
+        assert method is not None, "nothing reached the AMQP queue"
         assert method.routing_key == "sensors.t1" and body == b"21.5"
         assert props.headers["x-mqtt-publish-qos"] == 1 and props.delivery_mode == 2
         ch.basic_publish("amq.topic", "cmd.t1", b"on", pika.BasicProperties(content_type="text/plain"))
@@ -134,8 +137,7 @@ def test_activemq_flavour(mqemu_start) -> None:
     node = mqemu_start(engine="activemq")
     c, inbox = paho(node.ports["mqtt"], "amq", login=("anyone", "anything"))
     try:
-        c.subscribe("a/#", qos=1)
-        time.sleep(0.2)
+        subscribe(c, "a/#", 1)
         c.publish("a/b", b"x", qos=1).wait_for_publish(5)
         assert inbox.get(timeout=5).payload == b"x"
     finally:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import queue
 import threading
-import time
 
 import paho.mqtt.client as mqtt
 import pytest
@@ -88,7 +87,6 @@ def test_subscribe_and_publish_permissions(port, protocol) -> None:
         assert reader.subacks.get(timeout=5) == [1]
         writer.c.subscribe("p/#", 1)  # no configure/read on its queue
         assert writer.subacks.get(timeout=5) == [refused]
-        time.sleep(0.1)
         writer.c.publish("p/w", b"from writer", qos=1)
         assert writer.pubacks.get(timeout=5) == 0
         assert reader.inbox.get(timeout=5) == b"from writer"

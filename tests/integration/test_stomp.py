@@ -18,9 +18,17 @@ class Collect(stomp.ConnectionListener):
     def __init__(self) -> None:
         self.messages: queue.Queue = queue.Queue()
         self.errors: queue.Queue = queue.Queue()
+        self.receipts: queue.Queue = queue.Queue()
 
     def on_message(self, frame) -> None:
         self.messages.put(frame)
+
+    def on_receipt(self, frame) -> None:
+        self.receipts.put(frame.headers["receipt-id"])
+
+    def receipt(self, receipt_id: str) -> None:
+        """Wait for the RECEIPT of the frame sent with ``receipt: receipt_id``."""
+        assert self.receipts.get(timeout=5) == receipt_id
 
     def on_error(self, frame) -> None:
         self.errors.put(frame)
@@ -134,8 +142,9 @@ def test_topic_fan_out_and_temp_queue_reply(mqemu_server):
     a, la = connect(stomp.Connection12, port, vhost="/")
     b, lb = connect(stomp.Connection12, port, vhost="/")
     a.subscribe("/topic/news.*", id="1", receipt="r")
-    b.subscribe("/topic/news.sport", id="1")
-    time.sleep(0.2)
+    b.subscribe("/topic/news.sport", id="1", receipt="r")
+    la.receipt("r")
+    lb.receipt("r")
     a.send("/topic/news.sport", "goal", headers={"reply-to": "/temp-queue/answers"})
     got_a, got_b = la.messages.get(timeout=5), lb.messages.get(timeout=5)
     assert got_a.body == got_b.body == "goal"
@@ -154,8 +163,9 @@ def test_activemq_flavour_wildcards_selector_and_headers(mqemu_start):
     port = node.ports["stomp"]
     conn, listener = connect(stomp.Connection12, port, vhost="ignored-by-activemq")
     conn.subscribe("/topic/prices.>", id="1", receipt="r1")
-    conn.subscribe("/queue/orders", id="2", headers={"selector": "amount > 10"})
-    time.sleep(0.2)
+    conn.subscribe("/queue/orders", id="2", headers={"selector": "amount > 10"}, receipt="r2")
+    listener.receipt("r1")
+    listener.receipt("r2")
     conn.send("/topic/prices.eu.fr", "p1", headers={"priority": "7"})
     msg = listener.messages.get(timeout=5)
     assert msg.body == "p1" and msg.headers["destination"] == "/topic/prices.eu.fr"
@@ -183,7 +193,7 @@ def test_pika_to_stomp_and_back(mqemu_server):
             msg.headers["n"], msg.headers["persistent"]) == ("application/json", "c1", "v1", "3", "true")
     conn.send("/queue/back", "from-stomp", content_type="text/plain", headers={"x-app": "yes"},
               receipt="sent")
-    time.sleep(0.3)
+    listener.receipt("sent")
     method, props, body = ch.basic_get("back", auto_ack=True)
     assert body == b"from-stomp"
     assert props.content_type == "text/plain" and props.headers["x-app"] == "yes"

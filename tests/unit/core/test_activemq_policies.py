@@ -36,7 +36,7 @@ def test_repeat_and_period():
     _, owner = consume(q, "c", no_ack=True)
     publish(vh, b"tick", AMQ_SCHEDULED_DELAY=1000, AMQ_SCHEDULED_PERIOD=500, AMQ_SCHEDULED_REPEAT=3)
     times = []
-    for step in range(40):
+    for _ in range(40):
         clock.now += 0.1
         before = len(owner.got)
         broker.timers.run_due(clock.now)

@@ -587,7 +587,7 @@ def test_endless_header_line_refused() -> None:
     dec = StompDecoder(max_header_length=1024)
     dec.feed(b"SEND\nx:")
     with pytest.raises(StompFrameError, match="Header too long"):
-        for i in range(100):
+        for i in range(100):  # noqa: B007 (i is read after the loop)
             dec.feed(b"y" * 100)
             dec.read_frames()
     assert i <= 11

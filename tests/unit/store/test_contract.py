@@ -7,7 +7,6 @@ and answers durability tickets at once.
 
 from __future__ import annotations
 
-import trio
 
 from mqemu.broker.message import Message
 

@@ -26,7 +26,7 @@ async def make_database(data_dir: str, messages: int = 200) -> str:
     broker = Broker(store=store)
     vh = broker.vhosts["/"]
     vh.declare_queue("q", durable=True)
-    for i in range(messages):
+    for _ in range(messages):
         vh.publish("", "q", Message("", "", os.urandom(500), {"delivery_mode": 2}))
     await store.close()  # commits and checkpoints: everything is in the main file
     return store.path
@@ -92,9 +92,15 @@ async def test_full_disk_blocks_publishers_and_withholds_confirms(tmp_path, monk
     vh.declare_queue("q", durable=True)
     real_execute = store._execute
     full = True
+    failures = 0
+    failed_twice = trio.Event()
 
-    def execute(con, ops):
+    def execute(con, ops):  # in the flusher's worker thread
+        nonlocal failures
         if full:
+            failures += 1
+            if failures == 2:
+                trio.from_thread.run_sync(failed_twice.set)
             raise sqlite3.OperationalError("database or disk is full")
         return real_execute(con, ops)
 
@@ -106,10 +112,8 @@ async def test_full_disk_blocks_publishers_and_withholds_confirms(tmp_path, monk
         vh.publish("", "q", Message("", "", b"kept", {"delivery_mode": 2}))
         store.when_durable(store.barrier(), confirmed.set)
         with trio.fail_after(5):
-            while not broker.store_alarm:
-                await trio.sleep(0.01)
-        assert broker.memory_alarm and alarms == [True]  # publishers blocked
-        await trio.sleep(0.1)
+            await failed_twice.wait()  # the commit failed, and so did its first retry
+        assert broker.store_alarm and broker.memory_alarm and alarms == [True]  # publishers blocked
         assert not confirmed.is_set()  # nothing confirmed that is not on disk
         full = False
         with trio.fail_after(5):
