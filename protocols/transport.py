@@ -116,8 +116,6 @@ async def run_connection(stream: trio.SocketStream, session: Session, log: loggi
         async with trio.open_nursery() as nursery:
             nursery.start_soon(reader, nursery.cancel_scope)
             nursery.start_soon(writer, nursery.cancel_scope)
-        if session.drain_after_close and not eof:
-            await _drain_until_eof(stream)
     except* (trio.BrokenResourceError, trio.ClosedResourceError, ConnectionError, OSError):
         reason = ClosedReason.SOCKET_ERROR
     except* Exception:
@@ -128,16 +126,24 @@ async def run_connection(stream: trio.SocketStream, session: Session, log: loggi
             session.connection_lost()
         except Exception:
             log.exception("connection %d: cleanup failed", conn_id)
-        with trio.CancelScope(shield=True):
-            with trio.move_on_after(1):
-                await stream.aclose()
+        try:
+            if session.drain_after_close and not eof:
+                await _drain_until_eof(stream)
+        finally:
+            with trio.CancelScope(shield=True):
+                with trio.move_on_after(1):
+                    await stream.aclose()
     final = session.close_reason or reason or ClosedReason.CLIENT_DISCONNECTED
     log.debug("connection closed", extra={"conn": conn_id, "reason": final.value})
 
 
 async def _drain_until_eof(stream: trio.SocketStream) -> None:
+    """The session is gone already (its queues and sessions released); only the socket waits."""
     with trio.move_on_after(CLOSE_DRAIN_TIMEOUT):
-        while await stream.receive_some(READ_SIZE):
+        try:
+            while await stream.receive_some(READ_SIZE):
+                pass
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
             pass
 
 

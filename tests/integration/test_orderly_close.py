@@ -77,3 +77,26 @@ def test_mqtt_disconnect_then_more_bytes_is_no_reset(mqemu_server):
     finally:
         s.close()
 
+
+
+def test_a_disconnected_stomp_clients_unacked_message_is_requeued_while_its_socket_lingers(mqemu_server):
+    """The session ends at DISCONNECT, not when the socket does: what it held goes back to the
+    queue at once for the next consumer."""
+    port = mqemu_server.ports["stomp"]
+    hello = b"CONNECT\naccept-version:1.2\nhost:/\nlogin:guest\npasscode:guest\n\n\0"
+    first, second = _dial(port), _dial(port)
+    try:
+        first.sendall(hello)
+        _read_until(first, b"\0")
+        first.sendall(b"SUBSCRIBE\nid:1\ndestination:/queue/linger\nack:client-individual\n\n\0"
+                      b"SEND\ndestination:/queue/linger\n\nheld\0")
+        assert b"\n\nheld\0" in _read_until(first, b"held\0")
+        first.sendall(b"DISCONNECT\nreceipt:bye\n\n\0")
+        _read_until(first, b"receipt-id:bye")  # the socket stays open: we do not hang up
+        second.sendall(hello)
+        _read_until(second, b"\0")
+        second.sendall(b"SUBSCRIBE\nid:1\ndestination:/queue/linger\n\n\0")
+        assert b"\n\nheld\0" in _read_until(second, b"held\0")
+    finally:
+        first.close()
+        second.close()
