@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import heapq
 from collections import deque
+from operator import attrgetter
 from typing import TYPE_CHECKING, Any, Protocol
 
 from .message import QueueEntry
@@ -52,6 +54,21 @@ class Consumer:
         return f"Consumer({self.tag!r} on {self.queue.name!r})"
 
 
+by_arrival = attrgetter("seq")
+
+
+def put_back(ready: deque[QueueEntry], entries: list[QueueEntry]) -> None:
+    """Return entries (sorted by ``seq``) to their places at the front of ``ready``, which is
+    in ``seq`` order: only the older entries already back at the head are looked at."""
+    last = entries[-1].seq
+    head: list[QueueEntry] = []
+    while ready and ready[0].seq < last:
+        head.append(ready.popleft())
+    if head:
+        entries = list(heapq.merge(head, entries, key=by_arrival))
+    ready.extendleft(reversed(entries))
+
+
 class PriorityReady:
     """Ready entries of a priority queue: one deque per level, highest level served first."""
 
@@ -72,6 +89,15 @@ class PriorityReady:
     def appendleft(self, entry: QueueEntry) -> None:
         self._level(entry).appendleft(entry)
         self._len += 1
+
+    def put_back(self, entries: list[QueueEntry]) -> None:
+        """``put_back`` per priority level."""
+        by_level: dict[int, list[QueueEntry]] = {}
+        for e in entries:
+            by_level.setdefault(min(e.message.priority, self.max_priority), []).append(e)
+        for level, group in by_level.items():
+            put_back(self.levels[level], group)
+        self._len += len(entries)
 
     def popleft(self) -> QueueEntry:
         for level in reversed(self.levels):

@@ -8,6 +8,7 @@ every protocol it speaks; STOMP and MQTT sessions map their headers onto these n
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 
@@ -85,13 +86,19 @@ class Message:
         return f"Message({self.exchange!r}, {self.routing_key!r}, {len(self.body)} bytes)"
 
 
-class QueueEntry:
-    """A message's place in one queue: its redelivery state and deadline there."""
+# Entries are numbered in the order they are made, so within one queue ``seq`` is the order
+# of arrival: a requeued entry goes back to its place by it, as on RabbitMQ.
+_entry_seq = itertools.count()
 
-    __slots__ = ("message", "redelivered", "delivery_count", "expires_at", "size")
+
+class QueueEntry:
+    """A message's place in one queue: its arrival number, redelivery state and deadline."""
+
+    __slots__ = ("message", "seq", "redelivered", "delivery_count", "expires_at", "size")
 
     def __init__(self, message: Message, expires_at: float | None) -> None:
         self.message = message
+        self.seq = next(_entry_seq)
         self.redelivered = False
         self.delivery_count = 0
         self.expires_at = expires_at

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Iterable
 
 from . import activemq
-from .consumer import Consumer, ConsumerOwner, PriorityReady  # noqa: F401 (sessions import them from here)
+from .consumer import Consumer, ConsumerOwner, PriorityReady, by_arrival, put_back  # noqa: F401 (sessions import them from here)
 from .message import Message, QueueEntry
 from .paging import PagedIndex, PagingQueue, paging_mode
 from .queue_args import QueueSettings
@@ -30,6 +30,7 @@ from .selective import SelectiveDispatch
 
 if TYPE_CHECKING:
     from .vhost import VirtualHost
+
 
 @dataclass(frozen=True, slots=True)
 class QueueStatistics:
@@ -247,12 +248,14 @@ class Queue(SelectiveDispatch, PagingQueue):
         self.dispatch()
 
     def requeue(self, entries: Iterable[QueueEntry]) -> None:
-        """Put delivered entries back at the head in their original order, redelivered."""
+        """Put delivered entries back, redelivered, each at its place in the order of arrival
+        (RabbitMQ: a requeued message goes back to its original position)."""
         limit = self.settings.delivery_limit
         quorum = self.settings.quorum
         amq = self._amq
         over = []
-        for entry in reversed(list(entries)):
+        back = []
+        for entry in entries:
             entry.redelivered = True
             if amq is not None:
                 # ActiveMQ: past maximumRedeliveries the message goes to ActiveMQ.DLQ.
@@ -269,10 +272,16 @@ class Queue(SelectiveDispatch, PagingQueue):
                 old = entry.message
                 entry.message = old.copy_with(headers=headers)
                 entry.message.id = old.id
-            self.ready.appendleft(entry)
+            back.append(entry)
             self.bytes_ready += entry.size
+        if back:
+            back.sort(key=by_arrival)
+            ready = self.ready
+            if isinstance(ready, PriorityReady):
+                ready.put_back(back)
+            else:
+                put_back(ready, back)
         if over:
-            over.reverse()
             for e in over:
                 self._settle(e)
             self.vhost.dead_letter(self, over, "delivery_limit")

@@ -299,7 +299,7 @@ class VirtualHost:
             raise AccessRefused(f"queue name '{name}' contains reserved prefix 'amq.*'")
         arguments = dict(arguments or {})
         if q is not None:
-            self.check_exclusive(q, owner)
+            self.check_exclusive(q, owner, redeclare_exclusive=exclusive_owner is not None)
             self._check_equivalent(q, durable, exclusive_owner is not None, auto_delete, arguments)
             q.last_used = self.clock()
             return q
@@ -347,8 +347,14 @@ class VirtualHost:
                     f"received {show(new)} but current is {show(cur)}"
                 )
 
-    def check_exclusive(self, q: Queue, owner: object | None) -> None:
-        if q.exclusive_owner is not None and q.exclusive_owner is not owner:
+    def check_exclusive(self, q: Queue, owner: object | None, redeclare_exclusive: bool | None = None) -> None:
+        """ResourceLocked unless ``owner`` may use q. A redeclare passes whether it asks for an
+        exclusive queue: that must match the queue too, checked (as on RabbitMQ) before the
+        other properties."""
+        locked = q.exclusive_owner is not None and q.exclusive_owner is not owner
+        if redeclare_exclusive is not None and redeclare_exclusive != (q.exclusive_owner is not None):
+            locked = True
+        if locked:
             raise ResourceLocked(
                 f"cannot obtain exclusive access to locked queue '{q.name}' in vhost '{self.name}'. "
                 "It could be originally declared on another connection or the exclusive property "

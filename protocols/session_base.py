@@ -39,6 +39,7 @@ class Session(Protocol):
     closing: bool  # set when the session wants the socket closed once output is flushed
     close_reason: ClosedReason | None
     reading_paused: bool
+    drain_after_close: bool  # the peer closed cleanly: read and discard until it hangs up
 
     def bind_transport(self, wake: Callable[[], None], resume_reading: Callable[[], None]) -> None: ...
     def data_received(self, data: bytes, now: float) -> None: ...
@@ -70,6 +71,7 @@ class SessionBase:
         self.closing = False
         self.close_reason: ClosedReason | None = None
         self.reading_paused = False
+        self.drain_after_close = False
         self.over_budget = False
         self.dirty_queues: set = set()  # queues whose consumers got credit back in this read
         self.last_received = 0.0

@@ -25,6 +25,11 @@ import trio
 from mqemu.protocols.session_base import READ_PAUSE_BYTES, ClosedReason, Session
 
 READ_SIZE = 65536
+# After a clean close the client asked for (AMQP connection.close, STOMP DISCONNECT, MQTT
+# DISCONNECT), the reply is flushed and input is read and discarded until the peer hangs up,
+# at most this long: a client still writing never meets a reset before it reads the reply.
+# RabbitMQ's reader does the same, with a 30 s limit.
+CLOSE_DRAIN_TIMEOUT = 30.0
 
 _conn_ids = itertools.count(1)
 
@@ -121,11 +126,25 @@ async def run_connection(stream: trio.SocketStream, session: Session, log: loggi
             session.connection_lost()
         except Exception:
             log.exception("connection %d: cleanup failed", conn_id)
-        with trio.CancelScope(shield=True):
-            with trio.move_on_after(1):
-                await stream.aclose()
+        try:
+            if session.drain_after_close and not eof:
+                await _drain_until_eof(stream)
+        finally:
+            with trio.CancelScope(shield=True):
+                with trio.move_on_after(1):
+                    await stream.aclose()
     final = session.close_reason or reason or ClosedReason.CLIENT_DISCONNECTED
     log.debug("connection closed", extra={"conn": conn_id, "reason": final.value})
+
+
+async def _drain_until_eof(stream: trio.SocketStream) -> None:
+    """The session is gone already (its queues and sessions released); only the socket waits."""
+    with trio.move_on_after(CLOSE_DRAIN_TIMEOUT):
+        try:
+            while await stream.receive_some(READ_SIZE):
+                pass
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+            pass
 
 
 async def serve_protocol(

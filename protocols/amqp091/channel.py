@@ -55,6 +55,9 @@ class Channel(BasicMethods):
         self._confirmed = 0
         self.tx: list[tuple[str, Any]] | None = None
         self.reply_to_name: str | None = None
+        # While this channel deletes a queue, its own cancel notifications wait here: they
+        # follow queue.delete-ok, as RabbitMQ sends them.
+        self._held_cancels: list[bytes] | None = None
 
     # -- frames -------------------------------------------------------------------------
     def handle(self, frame: Any) -> None:
@@ -194,13 +197,20 @@ class Channel(BasicMethods):
     def consumer_cancelled(self, consumer: Consumer) -> None:
         self.consumers.pop(consumer.tag, None)
         if self.conn.capabilities.get("consumer_cancel_notify") and not self.closing:
-            self.conn.send(encode_method(self.number, spec.BasicCancel(consumer_tag=consumer.tag, no_wait=True)))
+            frame = encode_method(self.number, spec.BasicCancel(consumer_tag=consumer.tag, no_wait=True))
+            if self._held_cancels is not None:
+                self._held_cancels.append(frame)
+            else:
+                self.conn.send(frame)
 
     # -- channel class ------------------------------------------------------------------
     def _on_channel_open(self, m: spec.ChannelOpen) -> None:
         raise HardError(CHANNEL_ERROR, f"second 'channel.open' seen on channel {self.number}", 20, 10)
 
     def _on_channel_close(self, m: spec.ChannelClose) -> None:
+        # Confirms due so far go out before close-ok; nothing may follow it on this channel.
+        self.flush_confirms()
+        self.closing = True
         self.teardown()
         self.conn.send(encode_method(self.number, spec.ChannelCloseOk()))
         self.conn.channel_closed(self.number)
@@ -303,8 +313,14 @@ class Channel(BasicMethods):
     def _on_queue_delete(self, m: spec.QueueDelete) -> None:
         queue = self._queue_name(m.queue)
         self._check("configure", "queue", queue)
-        n = self.conn.vhost.delete_queue(queue, m.if_unused, m.if_empty, owner=self.conn)
+        self._held_cancels = held = []
+        try:
+            n = self.conn.vhost.delete_queue(queue, m.if_unused, m.if_empty, owner=self.conn)
+        finally:
+            self._held_cancels = None
         self._ok(m, spec.QueueDeleteOk(message_count=n))
+        for frame in held:
+            self.conn.send(frame)
 
 def _connection_method(self: Channel, m: Any) -> None:
     raise HardError(COMMAND_INVALID, f"{m.NAME} is only allowed on channel 0", m.CLASS_ID, m.METHOD_ID)

@@ -234,6 +234,7 @@ class AMQPConnection(SessionBase):
             m = frame.method
             if m.__class__ is spec.ConnectionClose:
                 self.send(encode_method(0, spec.ConnectionCloseOk()))
+                self.drain_after_close = True
                 self._closed(ClosedReason.CLIENT_CLOSED)
                 return
             raise HardError(COMMAND_INVALID, f"unexpected method {m.NAME} during the handshake",
@@ -247,6 +248,7 @@ class AMQPConnection(SessionBase):
             m = frame.method
             if m.__class__ is spec.ConnectionClose:
                 self.send(encode_method(0, spec.ConnectionCloseOk()))
+                self.drain_after_close = True
                 self._closed(ClosedReason.CLIENT_CLOSED)
             elif m.__class__ is spec.ConnectionCloseOk:
                 self._closed(ClosedReason.CLIENT_CLOSED)

@@ -219,6 +219,7 @@ class MqttConnection(ConnectMixin, PublishMixin, DeliveryMixin, SubscribeMixin, 
                 raise ProtocolViolation(PROTOCOL_ERROR, "session expiry set after CONNECT had 0")  # [MQTT-3.14.2-2]
             self.session.expiry = expiry
         # [MQTT-3.1.2-10]: a normal DISCONNECT discards the will; 0x04 asks for it (5.0).
+        self.drain_after_close = True
         self._close(ClosedReason.CLIENT_CLOSED, will=p.reason_code == 0x04)
 
     def _on_second_connect(self, p: Connect) -> None:

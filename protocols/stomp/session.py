@@ -366,6 +366,7 @@ class StompSession(SettleMixin, SubscribeMixin, SessionBase):
     # -- DISCONNECT ---------------------------------------------------------------------
     def _on_disconnect(self, f: Frame) -> bool:
         self._receipt(f)  # STOMP 1.2, "DISCONNECT": the receipt, then the server closes
+        self.drain_after_close = True
         self._closed(ClosedReason.CLIENT_CLOSED)
         return True
 

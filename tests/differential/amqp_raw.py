@@ -585,6 +585,23 @@ def queue_inequivalent_auto_delete(c: RawAMQP) -> None:
     c.method(1, spec.QueueDeclare(queue=name, exclusive=True, auto_delete=True))
 
 
+@_channel_scenario
+def exclusive_queue_redeclared_shared(c: RawAMQP) -> None:
+    name = _unique("q")
+    c.method(1, spec.QueueDeclare(queue=name, exclusive=True))
+    c.expect(spec.QueueDeclareOk)
+    c.method(1, spec.QueueDeclare(queue=name, exclusive=False, durable=True))  # exclusivity first
+
+
+@_channel_scenario
+def shared_queue_redeclared_exclusive(c: RawAMQP) -> None:
+    name = _unique("q")
+    args = {"x-expires": 5000}  # not exclusive: let the reference broker drop it soon
+    c.method(1, spec.QueueDeclare(queue=name, arguments=args))
+    c.expect(spec.QueueDeclareOk)
+    c.method(1, spec.QueueDeclare(queue=name, exclusive=True, arguments=args))
+
+
 def _bad_args(args: dict) -> Callable[[RawAMQP], None]:
     def body(c: RawAMQP) -> None:
         c.method(1, spec.QueueDeclare(queue=_unique("q"), exclusive=True, arguments=args))
@@ -857,6 +874,8 @@ _add(exclusive_queue_durable_ignored, ("ok", 0, 0, 0))
 _add(queue_inequivalent_args_missing, ("channel", 406, 50, 10))
 _add(queue_inequivalent_args_added, ("channel", 406, 50, 10))
 _add(queue_inequivalent_auto_delete, ("channel", 406, 50, 10))
+_add(exclusive_queue_redeclared_shared, ("channel", 405, 50, 10))
+_add(shared_queue_redeclared_exclusive, ("channel", 405, 50, 10))
 for _fn in (queue_arg_ttl_string, queue_arg_max_length_float, queue_arg_max_length_negative, queue_arg_expires_zero,
             queue_arg_priority_too_large, queue_arg_overflow_bogus, queue_arg_type_bogus, queue_arg_sac_string,
             queue_arg_dlx_integer, queue_arg_dlrk_without_dlx):

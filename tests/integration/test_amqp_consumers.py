@@ -175,3 +175,28 @@ def test_unacked_messages_return_when_channel_closes(conn):
     ch = conn.channel()
     m, _, b = ch.basic_get("back", auto_ack=True)
     assert (b, m.redelivered) == (b"0", True)
+
+
+@pytest.mark.parametrize("settle", ["reject", "nack", "recover", "channel-close"])
+def test_requeued_messages_come_back_in_their_original_order(conn, settle):
+    """Five deliveries taken with basic.get, each then rejected in its own frame in delivery
+    order, or all returned at once by basic.recover or a closing channel: a consumer then
+    gets them in publish order, as from RabbitMQ (each goes back to its place)."""
+    ch = conn.channel()
+    ch.queue_declare("order", exclusive=True)
+    fill(ch, "order", 5)
+    tags = [ch.basic_get("order")[0].delivery_tag for _ in range(5)]
+    for delivery_tag in tags:
+        if settle == "reject":
+            ch.basic_reject(delivery_tag, requeue=True)
+        elif settle == "nack":
+            ch.basic_nack(delivery_tag, multiple=False, requeue=True)
+    if settle == "recover":
+        ch.basic_recover(requeue=True)
+    elif settle == "channel-close":
+        ch.close()
+        ch = conn.channel()
+    got = []
+    ch.basic_consume("order", lambda c, m, p, b: got.append((m.redelivered, b)))
+    pump(conn, lambda: len(got) == 5)
+    assert got == [(True, b"0"), (True, b"1"), (True, b"2"), (True, b"3"), (True, b"4")]
