@@ -313,7 +313,8 @@ class Channel(BasicMethods):
     def _on_queue_delete(self, m: spec.QueueDelete) -> None:
         queue = self._queue_name(m.queue)
         self._check("configure", "queue", queue)
-        self._held_cancels = held = []
+        held: list[bytes] = []
+        self._held_cancels = held
         try:
             n = self.conn.vhost.delete_queue(queue, m.if_unused, m.if_empty, owner=self.conn)
         finally:
