@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -62,4 +63,12 @@ def test_deeply_nested_tables_are_a_syntax_error():
     for _ in range(5000):
         body = b"\x01kF" + len(body).to_bytes(4, "big") + body
     payload = b"\x00\x32\x00\x0a\x00\x00\x01q\x00" + len(body).to_bytes(4, "big") + body
-    _drain(b"\x01\x00\x01" + len(payload).to_bytes(4, "big") + payload + b"\xce")
+    dec = FrameDecoder(131072)
+    dec.feed(PROTOCOL_HEADER)
+    dec.read_frames()
+    dec.feed(b"\x01\x00\x01" + len(payload).to_bytes(4, "big") + payload + b"\xce")
+    with pytest.raises(AMQPFrameError) as info:
+        dec.read_frames()
+    err = info.value
+    assert (err.reply_code, err.class_id, err.method_id) == (502, 50, 10)  # queue.declare
+    assert err.text == "SYNTAX_ERROR - field table nested more than 100 levels deep"
