@@ -64,10 +64,6 @@ async def run_connection(stream: trio.SocketStream, session: Session, log: loggi
     writer_wake = _Wakeup()
     reader_wake = _Wakeup()
     drained = _Wakeup()
-    session.bind_transport(writer_wake.set, reader_wake.set)
-    made = getattr(session, "connection_made", None)  # optional: start a handshake timer
-    if made is not None:
-        made(trio.current_time())
     reason: ClosedReason | None = None
     eof = False
     faults = 0
@@ -82,12 +78,20 @@ async def run_connection(stream: trio.SocketStream, session: Session, log: loggi
             try:
                 session.internal_error()
             except Exception:
-                pass
+                faults += 1
         if faults > 1:
             # no second chance: a session that fails again is dropped
             session.close_reason = session.close_reason or ClosedReason.INTERNAL_ERROR
             session.closing = True
         writer_wake.set()
+
+    try:
+        session.bind_transport(writer_wake.set, reader_wake.set)
+        made = getattr(session, "connection_made", None)  # optional: start a handshake timer
+        if made is not None:
+            made(trio.current_time())
+    except Exception as exc:
+        fault(exc, "connection_made")
 
     async def reader(cancel: trio.CancelScope) -> None:
         nonlocal reason, eof
@@ -159,8 +163,9 @@ async def run_connection(stream: trio.SocketStream, session: Session, log: loggi
     finally:
         try:
             session.connection_lost()
-        except Exception:
-            log.exception("connection %d: cleanup failed", conn_id)
+        except Exception as exc:
+            FAULTS.warn(log, "internal_error", "connection %d: %s in connection_lost: %s", conn_id,
+                        type(exc).__name__, exc, exc=exc, extra={"conn": conn_id})
         with trio.CancelScope(shield=True):
             with trio.move_on_after(1):
                 await stream.aclose()

@@ -370,3 +370,17 @@ def test_mqtt_session_failure_before_connack(mqemu_start, monkeypatch, faults, h
         assert h.received == b""
     else:
         assert h.received[0] == 0x20 and h.received[3] == expected
+
+
+def test_failure_in_a_timer_closes_that_connection_only(mqemu_start, monkeypatch, faults, caplog):
+    """The writer's path: a session's on_timer raises at the connect timeout."""
+    monkeypatch.setattr(stomp_session.StompSession, "on_timer", _boom)
+    caplog.set_level(logging.WARNING)
+    node = mqemu_start(config=short_timeouts(0.5))
+    h = Hostile(node.ports["stomp"])
+    witness = Witness(node.ports["amqp"])
+    witness.run_until(all_closed([h]))
+    witness.check()
+    assert h.received.startswith(b"ERROR\nmessage:Processing error\n")
+    lines = [r.getMessage() for r in _fault_lines(caplog)]
+    assert len(lines) == 1 and "RuntimeError in on_timer: boom; closing the connection" in lines[0]
