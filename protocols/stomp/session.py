@@ -189,7 +189,7 @@ class StompSession(SettleMixin, SubscribeMixin, SessionBase):
             return
         if self.deadline is not None and now >= self.deadline and self.state is State.CONNECTING:
             # Both engines close without a frame.
-            log.info("no CONNECT within the connect timeout", extra={"conn": self.conn_id})
+            log.debug("no CONNECT within the connect timeout", extra={"conn": self.conn_id})
             self._closed(ClosedReason.PROTOCOL_ERROR)
 
     def connection_lost(self) -> None:
