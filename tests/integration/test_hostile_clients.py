@@ -21,6 +21,7 @@ from mqemu.protocols.amqp091 import channel as amqp_channel
 from mqemu.protocols.amqp091 import spec
 from mqemu.protocols.amqp091.codec import PROTOCOL_HEADER
 from mqemu.protocols.faults import RateLimitedLog
+from mqemu.protocols.mqtt import server as mqtt_server
 from mqemu.protocols.mqtt import session as mqtt_session
 from mqemu.protocols.mqtt.packets import Subscribe
 from mqemu.protocols.stomp import session as stomp_session
@@ -291,6 +292,7 @@ def faults(monkeypatch):
     now = [0.0]
     log = RateLimitedLog(interval=10.0, clock=lambda: now[0])
     monkeypatch.setattr(transport, "FAULTS", log)
+    monkeypatch.setattr(mqtt_server, "FAULTS", log)
     return now
 
 
@@ -389,3 +391,21 @@ def test_failure_in_a_timer_closes_that_connection_only(mqemu_start, monkeypatch
     assert h.received.startswith(b"ERROR\nmessage:Processing error\n")
     lines = [r.getMessage() for r in _fault_lines(caplog)]
     assert len(lines) == 1 and "RuntimeError in on_timer: boom; closing the connection" in lines[0]
+
+
+def test_mqtt_failure_in_the_publish_pump_is_0x83(mqemu_start, monkeypatch, faults, caplog):
+    """Publishes are routed by the pump task, not the connection's reader: same answer."""
+    monkeypatch.setattr(mqtt_session.MqttConnection, "_route", _boom)
+    caplog.set_level(logging.WARNING)
+    node = mqemu_start()
+    publish = b"\x32\x07\x00\x01t\x00\x01\x00x"  # QoS 1, packet id 1, no properties, body "x"
+    h = Hostile(node.ports["mqtt"], MQTT_CONNECT_5 + publish)
+    witness = Witness(node.ports["amqp"])
+    witness.run_until(all_closed([h]))
+    witness.check()
+    connack = h.received[:2 + h.received[1]]
+    assert connack[3] == 0x00
+    disconnect = h.received[len(connack):]
+    assert disconnect[0] == 0xE0 and disconnect[2] == 0x83
+    lines = [r.getMessage() for r in _fault_lines(caplog)]
+    assert len(lines) == 1 and "RuntimeError routing publishes: boom; closing the connection" in lines[0]
