@@ -153,7 +153,7 @@ for _letter, _fn in {
     "D": _dec_decimal,
     "S": _dec_longstr,
     "x": _dec_bytes,
-    "A": _dec_nested,  # placeholder: tables and arrays are decoded by _dec_nested
+    "A": _dec_nested,  # tables and arrays: the loops below pass _dec_nested the depth
     "T": _dec_timestamp,
     "F": _dec_nested,
     "V": _dec_void,
@@ -161,7 +161,6 @@ for _letter, _fn in {
     _VALUE_DECODERS[ord(_letter)] = _fn
 del _letter, _fn
 _TAG_TABLE = ord("F")
-_TAG_ARRAY = ord("A")
 
 
 def _decode_table(buf: Any, off: int, end: int, depth: int = 0) -> dict[str, Any]:

@@ -359,13 +359,16 @@ class AMQPConnection(SessionBase):
 
     # -- errors and closing -------------------------------------------------------------
     def connection_error(self, code: int, text: str, class_id: int = 0, method_id: int = 0,
-                         reason: ClosedReason = ClosedReason.PROTOCOL_ERROR, prefixed: bool = False) -> None:
-        """Send connection.close with the error and wait (briefly) for close-ok."""
+                         reason: ClosedReason = ClosedReason.PROTOCOL_ERROR, prefixed: bool = False,
+                         logged: bool = True) -> None:
+        """Send connection.close with the error and wait (briefly) for close-ok. ``logged``
+        false: the caller has logged it already."""
         if self.state in (State.CLOSING, State.CLOSED):
             return
         if not prefixed:
             text = f"{CODE_NAMES.get(code, 'ERROR')} - {text}"
-        log.info("closing connection: %s", text, extra={"conn": self.conn_id, "reply_code": code})
+        if logged:
+            log.info("closing connection: %s", text, extra={"conn": self.conn_id, "reply_code": code})
         self.send(encode_method(0, spec.ConnectionClose(reply_code=code, reply_text=text[:255],
                                                          class_id=class_id, method_id=method_id)))
         self.state = State.CLOSING
@@ -397,7 +400,7 @@ class AMQPConnection(SessionBase):
             try:
                 self.connection_error(INTERNAL_ERROR, "INTERNAL_ERROR - the broker failed to handle "
                                       "a frame on this connection", reason=ClosedReason.INTERNAL_ERROR,
-                                      prefixed=True)
+                                      prefixed=True, logged=False)  # the transport logs, rate-limited
                 return
             except Exception:  # the teardown failed too: close without more ado
                 self.state = State.CLOSING

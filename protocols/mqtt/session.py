@@ -45,6 +45,7 @@ from .fastpath import scan
 from .inbound import ProtocolViolation, PublishMixin
 from .packets import (
     Auth,
+    Connack,
     Connect,
     Disconnect,
     Pingreq,
@@ -291,12 +292,10 @@ class MqttConnection(ConnectMixin, PublishMixin, DeliveryMixin, SubscribeMixin, 
         will is published as for any close the client did not ask for."""
         self.close_reason = ClosedReason.INTERNAL_ERROR
         text = "the broker failed to handle a packet on this connection"
-        log.info("internal error: closing the connection", extra={"conn": self.conn_id})
-        try:
+        try:  # not logged here: the transport logs it, rate-limited
             if self.state is State.CONNECTING and self.level >= 5:
-                self._refuse(IMPLEMENTATION_SPECIFIC_ERROR, text)
-                return
-            if self.state is State.CONNECTED and self.level >= 5:
+                self.send(encode(Connack(False, IMPLEMENTATION_SPECIFIC_ERROR, {"reason_string": text}), 5))
+            elif self.state is State.CONNECTED and self.level >= 5:
                 self.send(encode(Disconnect(IMPLEMENTATION_SPECIFIC_ERROR, {"reason_string": text}), 5))
             self._close(ClosedReason.INTERNAL_ERROR, will=True, linger=self.level >= 5)
         finally:

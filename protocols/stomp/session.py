@@ -435,9 +435,13 @@ class StompSession(SettleMixin, SubscribeMixin, SessionBase):
         """A bug while handling this connection (the transport caught it): an ERROR frame,
         then close, as the engines do when a frame's processing fails."""
         self.close_reason = ClosedReason.INTERNAL_ERROR
+        if self.state is State.CLOSED:
+            self.closing = True
+            return
         message = "Processing error" if self.engine == "rabbitmq" else "Internal error"
-        try:
-            self.error(message, "The broker failed to handle a frame on this connection; it is closed\n", None)
+        try:  # not logged here: the transport logs it, rate-limited
+            self.send(error_frame(message, "The broker failed to handle a frame on this connection; it is "
+                                  "closed\n", None, self.version if self.state is State.CONNECTED else "1.0"))
         finally:
             self._closed(ClosedReason.INTERNAL_ERROR)
 
