@@ -74,7 +74,9 @@ LINGER = 1.0  # seconds a socket stays open after a DISCONNECT or refusal sent b
 # keep-alive applies only after CONNECT. RabbitMQ closes after 10 s, ActiveMQ after 30 s
 # (transport.connectAttemptTimeout).
 CONNECT_TIMEOUT = {"rabbitmq": 10.0, "activemq": 30.0}
-MAX_PACKET_BEFORE_CONNECT = 65536  # RabbitMQ's max_packet_size_unauthenticated
+# Largest packet before CONNECT is accepted: RabbitMQ 3.12's max_packet_size_unauthenticated
+# (3.10 takes a CONNECT of any size; mqemu bounds what an unauthenticated client makes it hold).
+MAX_PACKET_BEFORE_CONNECT = 65536
 RECEIVE_MAXIMUM = 1024  # QoS 2 publishes a 5.0 client may have unreleased
 TOPIC_ALIAS_MAXIMUM = 10  # Mosquitto's default max_topic_alias
 SERVER_KEEP_ALIVE = 60  # 5.0 clients asking for longer are told this (Server Keep Alive)
