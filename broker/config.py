@@ -10,6 +10,9 @@ Example::
     memory_budget = "256MB"        # bodies kept in memory by all queues; past it they page
                                    # to disk ("off": never; default 25 % of the watermark)
 
+    [stomp]
+    connect_timeout = 10           # seconds from accept to CONNECTED (default: the engine's)
+
     [[users]]
     name = "app"
     password = "secret"
@@ -36,6 +39,12 @@ from typing import Any
 from .auth import AuthRegistry, Permission, User
 
 ENGINES = ("rabbitmq", "activemq")
+# Timeouts in seconds a protocol section may set; each defaults to the emulated engine's.
+TIMEOUT_KEYS = (
+    ("amqp", "handshake_timeout"),  # header to connection.open-ok (RabbitMQ: 10 s)
+    ("stomp", "connect_timeout"),  # accept to CONNECTED (RabbitMQ: 10 s, ActiveMQ: 30 s)
+    ("mqtt", "connect_timeout"),  # accept to CONNACK (RabbitMQ: 10 s, ActiveMQ: 30 s)
+)
 
 
 class ConfigError(ValueError):
@@ -61,6 +70,12 @@ class BrokerConfig:
         except (ValueError, OSError):
             total = 8 << 30
         return int(total * 0.4)
+
+    def seconds(self, section: str, key: str, default: float) -> float:
+        """A timeout from a protocol section (``[stomp] connect_timeout``), or ``default``.
+        Checked at load (``TIMEOUT_KEYS``)."""
+        value = self.extra.get(section, {}).get(key)
+        return default if value is None else float(value)
 
     def memory_budget_bytes(self) -> int | None:
         """The paging budget in bytes, None when paging is off."""
@@ -113,6 +128,10 @@ def load_config(path: str | None, engine: str | None = None) -> BrokerConfig:
     if "loopback_users" in data:
         cfg.auth.loopback_users = set(data["loopback_users"])
     cfg.extra = {k: v for k, v in data.items() if isinstance(v, dict)}
+    for section, key in TIMEOUT_KEYS:
+        value = cfg.extra.get(section, {}).get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0):
+            raise ConfigError(f"[{section}] {key} must be a number of seconds above 0, not {value!r}")
     budget = cfg.extra.get("store", {}).get("memory_budget")
     if budget is not None:
         cfg.memory_budget = parse_budget(budget)

@@ -47,6 +47,7 @@ class Session(Protocol):
     def on_timer(self, now: float) -> None: ...
     def on_drained(self) -> None: ...
     def connection_lost(self) -> None: ...
+    def internal_error(self) -> None: ...
 
 
 def _nothing() -> None:
@@ -122,6 +123,14 @@ class SessionBase:
         elif not high and self.reading_paused:
             self.reading_paused = False
             self._resume_reading()
+
+    def internal_error(self) -> None:
+        """One of this session's methods raised (a bug). Queue the protocol's internal-error
+        frame and set ``closing``; the transport flushes the output, then closes the socket.
+        Subclasses send their protocol's error; this default only closes."""
+        self.close_reason = ClosedReason.INTERNAL_ERROR
+        self.closing = True
+        self._wake()
 
     def budget_changed(self, over: bool) -> None:
         pass

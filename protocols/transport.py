@@ -11,17 +11,26 @@ A connection runs two tasks in one nursery:
 Sessions never touch the socket. What a session must offer is ``session_base.Session``.
 Deliveries made by other connections' publishes land in this connection's ``outbound`` list
 and wake its writer once per batch.
+
+An exception a session raises (a bug, not bad input: sessions answer bad input themselves)
+closes that connection only: the session's ``internal_error`` queues its protocol's error
+(AMQP 541, a STOMP ERROR, MQTT 5 reason 0x83), the writer flushes it, then the socket is
+closed. One rate-limited line is logged (``faults.FAULTS``). Accepting stops for a moment
+when the process is out of file descriptors, with one warning per interval.
 """
 
 from __future__ import annotations
 
+import errno
 import itertools
 import logging
 import math
+import os
 from typing import Any, Callable
 
 import trio
 
+from mqemu.protocols.faults import FAULTS
 from mqemu.protocols.session_base import READ_PAUSE_BYTES, ClosedReason, Session
 
 READ_SIZE = 65536
@@ -30,6 +39,9 @@ READ_SIZE = 65536
 # at most this long: a client still writing never meets a reset before it reads the reply.
 # RabbitMQ's reader does the same, with a 30 s limit.
 CLOSE_DRAIN_TIMEOUT = 30.0
+# accept(2) errors that mean "out of descriptors or memory": wait and retry, as trio does
+ACCEPT_CAPACITY_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS})
+ACCEPT_RETRY = 0.1  # seconds between accept attempts while at the limit
 
 _conn_ids = itertools.count(1)
 
@@ -57,12 +69,34 @@ async def run_connection(stream: trio.SocketStream, session: Session, log: loggi
     writer_wake = _Wakeup()
     reader_wake = _Wakeup()
     drained = _Wakeup()
-    session.bind_transport(writer_wake.set, reader_wake.set)
-    made = getattr(session, "connection_made", None)  # optional: start a handshake timer
-    if made is not None:
-        made(trio.current_time())
     reason: ClosedReason | None = None
     eof = False
+    faults = 0
+
+    def fault(exc: Exception, where: str) -> None:
+        """A session method raised: the protocol's internal error, then close."""
+        nonlocal faults
+        faults += 1
+        FAULTS.warn(log, "internal_error", "connection %d: %s in %s: %s; closing the connection",
+                    conn_id, type(exc).__name__, where, exc, exc=exc, extra={"conn": conn_id})
+        if faults == 1:
+            try:
+                session.internal_error()
+            except Exception:
+                faults += 1
+        if faults > 1:
+            # no second chance: a session that fails again is dropped
+            session.close_reason = session.close_reason or ClosedReason.INTERNAL_ERROR
+            session.closing = True
+        writer_wake.set()
+
+    try:
+        session.bind_transport(writer_wake.set, reader_wake.set)
+        made = getattr(session, "connection_made", None)  # optional: start a handshake timer
+        if made is not None:
+            made(trio.current_time())
+    except Exception as exc:
+        fault(exc, "connection_made")
 
     async def reader(cancel: trio.CancelScope) -> None:
         nonlocal reason, eof
@@ -84,7 +118,10 @@ async def run_connection(stream: trio.SocketStream, session: Session, log: loggi
                 eof = True
                 writer_wake.set()
                 return
-            session.data_received(data, trio.current_time())
+            try:
+                session.data_received(data, trio.current_time())
+            except Exception as exc:
+                fault(exc, "data_received")
             writer_wake.set()
 
     async def writer(cancel: trio.CancelScope) -> None:
@@ -97,7 +134,10 @@ async def run_connection(stream: trio.SocketStream, session: Session, log: loggi
                     await writer_wake.event.wait()
                 writer_wake.reset()
                 if deadline is not None and trio.current_time() >= deadline:
-                    session.on_timer(trio.current_time())
+                    try:
+                        session.on_timer(trio.current_time())
+                    except Exception as exc:
+                        fault(exc, "on_timer")
             if session.outbound:
                 data = b"".join(session.outbound) if len(session.outbound) > 1 else session.outbound[0]
                 session.outbound.clear()
@@ -108,7 +148,10 @@ async def run_connection(stream: trio.SocketStream, session: Session, log: loggi
                     if eof:  # the peer closed both ways: nothing more to flush
                         break
                     raise
-                session.on_drained()
+                try:
+                    session.on_drained()
+                except Exception as exc:
+                    fault(exc, "on_drained")
                 drained.set()
         cancel.cancel()
 
@@ -118,14 +161,16 @@ async def run_connection(stream: trio.SocketStream, session: Session, log: loggi
             nursery.start_soon(writer, nursery.cancel_scope)
     except* (trio.BrokenResourceError, trio.ClosedResourceError, ConnectionError, OSError):
         reason = ClosedReason.SOCKET_ERROR
-    except* Exception:
-        log.exception("connection %d failed; closing it", conn_id)
+    except* Exception as group:
+        FAULTS.warn(log, "internal_error", "connection %d failed: %s; closing it", conn_id,
+                    group.exceptions[0], exc=group.exceptions[0], extra={"conn": conn_id})
         reason = ClosedReason.INTERNAL_ERROR
     finally:
         try:
             session.connection_lost()
-        except Exception:
-            log.exception("connection %d: cleanup failed", conn_id)
+        except Exception as exc:
+            FAULTS.warn(log, "internal_error", "connection %d: %s in connection_lost: %s", conn_id,
+                        type(exc).__name__, exc, exc=exc, extra={"conn": conn_id})
         try:
             if session.drain_after_close and not eof:
                 await _drain_until_eof(stream)
@@ -174,7 +219,13 @@ async def serve_protocol(
         except OSError:
             peer = None
         log.debug("connection accepted", extra={"conn": conn_id, "protocol": name, "peer": peer})
-        session = make_session(peer, conn_id)
+        try:
+            session = make_session(peer, conn_id)
+        except Exception as exc:  # a bug must not stop the listener
+            FAULTS.warn(log, "internal_error", "connection %d: cannot start a %s session: %s",
+                        conn_id, name, exc, exc=exc, extra={"conn": conn_id})
+            await trio.aclose_forcefully(stream)
+            return
         if sessions is not None:
             sessions.add(session)
         try:
@@ -184,6 +235,29 @@ async def serve_protocol(
                 sessions.discard(session)
 
     async with trio.open_nursery() as nursery:
+        for listener in listeners:
+            nursery.start_soon(accept_loop, listener, handle, nursery, log, name)
         task_status.started(bound)
-        await trio.serve_listeners(handle, listeners, handler_nursery=nursery)
+
+
+async def accept_loop(listener: Any, handle: Callable[[Any], Any], nursery: trio.Nursery,
+                      log: logging.Logger, name: str) -> None:
+    """Accept connections for ever, each handled in ``nursery``. At the file-descriptor
+    limit (EMFILE and the like) accept is retried every ACCEPT_RETRY seconds with one
+    warning per interval instead of a traceback per attempt."""
+    async with listener:
+        while True:
+            try:
+                stream = await listener.accept()
+            except OSError as exc:
+                if exc.errno not in ACCEPT_CAPACITY_ERRNOS:
+                    raise
+                FAULTS.warn(log, f"accept:{name}",
+                            "%s listener cannot accept connections: %s (%s); new clients wait. "
+                            "Raise the open-files limit (ulimit -n, systemd LimitNOFILE) or close "
+                            "idle connections", name.upper(), errno.errorcode.get(exc.errno, exc.errno),
+                            os.strerror(exc.errno) if exc.errno else exc)
+                await trio.sleep(ACCEPT_RETRY)
+                continue
+            nursery.start_soon(handle, stream)
 

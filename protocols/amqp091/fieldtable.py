@@ -14,6 +14,13 @@ RabbitMQ also decodes ``L`` as a signed 64-bit integer; we accept it too.
 
 Decoding is bounds-checked against the enclosing table/array length; every
 malformed value raises :class:`AMQPFrameError` 502 SYNTAX_ERROR.
+
+Nesting is bounded: a table or array inside tables and arrays more than
+``MAX_NESTING`` levels deep is a 502 SYNTAX_ERROR. RabbitMQ deviation: RabbitMQ
+takes any depth that fits in a frame (its parser does not recurse on the
+native stack); mqemu's decoder and encoder do, and a value nested thousands
+deep would otherwise fail later, on delivery or when a session maps it. No
+client nests anywhere near 100 levels.
 """
 
 from __future__ import annotations
@@ -25,7 +32,9 @@ from typing import Any, Callable
 
 from .errors import AMQPFrameError, syntax_error
 
-__all__ = ["decode_table", "encode_table", "decode_array", "encode_array"]
+__all__ = ["MAX_NESTING", "decode_table", "encode_table", "decode_array", "encode_array"]
+
+MAX_NESTING = 100  # tables/arrays inside the outermost one
 
 _UTC = datetime.timezone.utc
 _EPOCH = datetime.datetime(1970, 1, 1, tzinfo=_UTC)
@@ -112,14 +121,15 @@ def _dec_bytes(buf: Any, off: int, end: int) -> tuple[Any, int]:
     return bytes(buf[start:stop]), stop
 
 
-def _dec_table_value(buf: Any, off: int, end: int) -> tuple[Any, int]:
-    start, stop = _sized(buf, off, end, "table")
-    return _decode_table(buf, start, stop), stop
-
-
-def _dec_array_value(buf: Any, off: int, end: int) -> tuple[Any, int]:
+def _dec_nested(buf: Any, off: int, end: int, tag: int, depth: int) -> tuple[Any, int]:
+    """A table (``F``) or array (``A``) value one level below ``depth``."""
+    if depth >= MAX_NESTING:
+        raise syntax_error(f"field table nested more than {MAX_NESTING} levels deep")
+    if tag == _TAG_TABLE:
+        start, stop = _sized(buf, off, end, "table")
+        return _decode_table(buf, start, stop, depth + 1), stop
     start, stop = _sized(buf, off, end, "array")
-    return _decode_array(buf, start, stop), stop
+    return _decode_array(buf, start, stop, depth + 1), stop
 
 
 def _dec_void(buf: Any, off: int, end: int) -> tuple[Any, int]:
@@ -143,17 +153,19 @@ for _letter, _fn in {
     "D": _dec_decimal,
     "S": _dec_longstr,
     "x": _dec_bytes,
-    "A": _dec_array_value,
+    "A": _dec_nested,  # tables and arrays: the loops below pass _dec_nested the depth
     "T": _dec_timestamp,
-    "F": _dec_table_value,
+    "F": _dec_nested,
     "V": _dec_void,
 }.items():
     _VALUE_DECODERS[ord(_letter)] = _fn
 del _letter, _fn
+_TAG_TABLE = ord("F")
 
 
-def _decode_table(buf: Any, off: int, end: int) -> dict[str, Any]:
+def _decode_table(buf: Any, off: int, end: int, depth: int = 0) -> dict[str, Any]:
     decoders = _VALUE_DECODERS
+    nested = _dec_nested
     result: dict[str, Any] = {}
     while off < end:
         klen = buf[off]
@@ -166,12 +178,16 @@ def _decode_table(buf: Any, off: int, end: int) -> dict[str, Any]:
         dec = decoders[tag]
         if dec is None:
             raise syntax_error(f"unknown field table type {chr(tag)!r} for key {key!r}")
-        result[key], off = dec(buf, kend + 1, end)
+        if dec is nested:
+            result[key], off = nested(buf, kend + 1, end, tag, depth)
+        else:
+            result[key], off = dec(buf, kend + 1, end)
     return result
 
 
-def _decode_array(buf: Any, off: int, end: int) -> list[Any]:
+def _decode_array(buf: Any, off: int, end: int, depth: int = 0) -> list[Any]:
     decoders = _VALUE_DECODERS
+    nested = _dec_nested
     result: list[Any] = []
     append = result.append
     while off < end:
@@ -179,7 +195,10 @@ def _decode_array(buf: Any, off: int, end: int) -> list[Any]:
         dec = decoders[tag]
         if dec is None:
             raise syntax_error(f"unknown field array type {chr(tag)!r}")
-        value, off = dec(buf, off + 1, end)
+        if dec is nested:
+            value, off = nested(buf, off + 1, end, tag, depth)
+        else:
+            value, off = dec(buf, off + 1, end)
         append(value)
     return result
 
@@ -188,8 +207,8 @@ def decode_table(data: bytes | bytearray | memoryview, offset: int = 0, end: int
     """Decode the *body* of a field table (without its 32-bit length prefix).
 
     Keys are str (undecodable bytes kept via ``surrogateescape``).
-    Raises AMQPFrameError 502 SYNTAX_ERROR on a bad type letter or an entry
-    running past ``end``.
+    Raises AMQPFrameError 502 SYNTAX_ERROR on a bad type letter, an entry
+    running past ``end`` or nesting deeper than ``MAX_NESTING``.
     """
     if end is None:
         end = len(data)

@@ -32,6 +32,7 @@ from mqemu.protocols.session_base import ClosedReason, SessionBase
 from . import spec
 from .channel import Channel
 from .codec import (
+    FRAME_MIN_SIZE,
     HEARTBEAT_FRAME,
     PROTOCOL_HEADER,
     AMQPFrameError,
@@ -44,8 +45,8 @@ from .codec import (
 )
 from .fieldtable import decode_table
 from .replies import (
-    ACCESS_REFUSED, CHANNEL_ERROR, CODE_NAMES, COMMAND_INVALID, CONNECTION_FORCED, NOT_ALLOWED,
-    UNEXPECTED_FRAME, HardError,
+    ACCESS_REFUSED, CHANNEL_ERROR, CODE_NAMES, COMMAND_INVALID, CONNECTION_FORCED, INTERNAL_ERROR,
+    NOT_ALLOWED, SYNTAX_ERROR, UNEXPECTED_FRAME, HardError,
 )
 
 if TYPE_CHECKING:
@@ -101,7 +102,10 @@ class AMQPConnection(SessionBase):
     def __init__(self, broker: "Broker", peer: str | None = None, conn_id: int = 0,
                  heartbeat: int = HEARTBEAT, frame_max: int = FRAME_MAX, channel_max: int = CHANNEL_MAX) -> None:
         super().__init__(broker, peer, conn_id)
-        self.decoder = FrameDecoder(frame_max)
+        # Until tune-ok a frame may be at most 4096 octets (RabbitMQ's frame_max before
+        # tuning): an unauthenticated client cannot make the connection buffer more.
+        self.decoder = FrameDecoder(FRAME_MIN_SIZE)
+        self.handshake_timeout = broker.config.seconds("amqp", "handshake_timeout", HANDSHAKE_TIMEOUT)
         self.state = State.HEADER
         self.channels: dict[int, Channel] = {}
         self.user: User | None = None
@@ -172,7 +176,7 @@ class AMQPConnection(SessionBase):
     def connection_made(self, now: float) -> None:
         """A client that never completes the handshake is closed (RabbitMQ's handshake_timeout)."""
         self._now = self.last_received = now
-        self.deadline = now + HANDSHAKE_TIMEOUT
+        self.deadline = now + self.handshake_timeout
 
     def on_timer(self, now: float) -> None:
         self._now = now
@@ -314,8 +318,10 @@ class AMQPConnection(SessionBase):
         if mechanism == "AMQPLAIN":
             try:
                 table = decode_table(bytes(response))
-            except AMQPFrameError:
-                raise AuthenticationFailed("Login was refused: malformed AMQPLAIN response") from None
+            except AMQPFrameError as e:
+                # a field table that cannot be read is a syntax error wherever it is
+                raise AMQPFrameError(SYNTAX_ERROR, f"{e.text} (the AMQPLAIN response of "
+                                     "connection.start-ok)", 10, 11) from None
             login, password = table.get("LOGIN", ""), table.get("PASSWORD", "")
             as_str = lambda v: v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v)
             return as_str(login), as_str(password)
@@ -355,13 +361,16 @@ class AMQPConnection(SessionBase):
 
     # -- errors and closing -------------------------------------------------------------
     def connection_error(self, code: int, text: str, class_id: int = 0, method_id: int = 0,
-                         reason: ClosedReason = ClosedReason.PROTOCOL_ERROR, prefixed: bool = False) -> None:
-        """Send connection.close with the error and wait (briefly) for close-ok."""
+                         reason: ClosedReason = ClosedReason.PROTOCOL_ERROR, prefixed: bool = False,
+                         logged: bool = True) -> None:
+        """Send connection.close with the error and wait (briefly) for close-ok. ``logged``
+        false: the caller has logged it already."""
         if self.state in (State.CLOSING, State.CLOSED):
             return
         if not prefixed:
             text = f"{CODE_NAMES.get(code, 'ERROR')} - {text}"
-        log.info("closing connection: %s", text, extra={"conn": self.conn_id, "reply_code": code})
+        if logged:
+            log.info("closing connection: %s", text, extra={"conn": self.conn_id, "reply_code": code})
         self.send(encode_method(0, spec.ConnectionClose(reply_code=code, reply_text=text[:255],
                                                          class_id=class_id, method_id=method_id)))
         self.state = State.CLOSING
@@ -384,6 +393,20 @@ class AMQPConnection(SessionBase):
                                   reason=ClosedReason.SERVER_SHUTDOWN, prefixed=True)
         else:
             self._closed(ClosedReason.SERVER_SHUTDOWN)
+
+    def internal_error(self) -> None:
+        """A bug while handling this connection (the transport caught it): connection.close
+        541 INTERNAL_ERROR once the client has had connection.start, as RabbitMQ closes a
+        connection whose channel crashed; before that the socket is just closed."""
+        if self.state in (State.START, State.TUNE, State.OPEN_WAIT, State.OPEN):
+            try:
+                self.connection_error(INTERNAL_ERROR, "INTERNAL_ERROR - the broker failed to handle "
+                                      "a frame on this connection", reason=ClosedReason.INTERNAL_ERROR,
+                                      prefixed=True, logged=False)  # the transport logs, rate-limited
+                return
+            except Exception:  # the teardown failed too: close without more ado
+                self.state = State.CLOSING
+        self._closed(ClosedReason.INTERNAL_ERROR)
 
     def channel_closed(self, number: int) -> None:
         self.channels.pop(number, None)

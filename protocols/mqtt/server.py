@@ -7,6 +7,7 @@ import logging
 from typing import Any
 
 import trio
+from mqemu.protocols.faults import FAULTS
 from mqemu.protocols.session_base import ClosedReason
 from mqemu.protocols.transport import serve_protocol
 
@@ -48,11 +49,16 @@ class PublishPump:
             for conn in conns:
                 try:
                     conn.flush_publishes()
-                except Exception:
-                    log.exception("connection %d: routing publishes failed; closing it", conn.conn_id)
+                except Exception as exc:
+                    FAULTS.warn(log, "internal_error", "connection %d: %s routing publishes: %s; closing "
+                                "the connection", conn.conn_id, type(exc).__name__, exc, exc=exc,
+                                extra={"conn": conn.conn_id})
                     conn.pending = []
-                    conn.close_reason = ClosedReason.INTERNAL_ERROR
-                    conn.closing = True
+                    try:
+                        conn.internal_error()  # 5.0: DISCONNECT 0x83, then close
+                    except Exception:
+                        conn.close_reason = conn.close_reason or ClosedReason.INTERNAL_ERROR
+                        conn.closing = True
                     conn._wake()
 
 

@@ -13,13 +13,16 @@ States and what moves them:
     CONNECTING --CONNECT refused----------------> CLOSED    (CONNACK with the code)
     CONNECTING --malformed CONNECT--------------> CLOSED    (5.0: CONNACK 0x81/0x82/0x95;
                                                              3.x: close [MQTT-4.8.0-1])
-    CONNECTING --another packet, or 10 s--------> CLOSED    [MQTT-3.1.0-1]
+    CONNECTING --another packet-----------------> CLOSED    [MQTT-3.1.0-1]
+    CONNECTING --CONNECT_TIMEOUT after accept---> CLOSED    (no packet; RabbitMQ 10 s, ActiveMQ 30 s)
     CONNECTED  --DISCONNECT---------------------> CLOSED    (will dropped [MQTT-3.1.2-10],
                                                              except 5.0 reason 0x04)
     CONNECTED  --bad packet, second CONNECT-----> CLOSED    (5.0: DISCONNECT with the reason;
                                                              3.x: close), will sent
     CONNECTED  --1.5 x keep alive of silence----> CLOSED    [MQTT-3.1.2-24], will sent
     CONNECTED  --same client id connects--------> CLOSED    (5.0: DISCONNECT 0x8E) [MQTT-3.1.4-3]
+    any        --a bug (the transport caught it)> CLOSED    (5.0: CONNACK or DISCONNECT 0x83;
+                                                             3.x: close)
     any        --socket closed------------------> CLOSED    (will sent when CONNECTED)
 
 On CLOSED the connection leaves its session (a clean one ends, a persistent one waits for
@@ -42,6 +45,7 @@ from .fastpath import scan
 from .inbound import ProtocolViolation, PublishMixin
 from .packets import (
     Auth,
+    Connack,
     Connect,
     Disconnect,
     Pingreq,
@@ -66,8 +70,13 @@ __all__ = ["MqttConnection", "State"]
 log = logging.getLogger("mqemu.protocols.mqtt")
 
 LINGER = 1.0  # seconds a socket stays open after a DISCONNECT or refusal sent by the server
-CONNECT_TIMEOUT = 10.0  # RabbitMQ closes a socket that sends no CONNECT within 10 s
-MAX_PACKET_BEFORE_CONNECT = 65536  # RabbitMQ's max_packet_size_unauthenticated
+# Seconds from accept to CONNECT, a silent socket included ([mqtt] connect_timeout); the
+# keep-alive applies only after CONNECT. RabbitMQ closes after 10 s, ActiveMQ after 30 s
+# (transport.connectAttemptTimeout).
+CONNECT_TIMEOUT = {"rabbitmq": 10.0, "activemq": 30.0}
+# Largest packet before CONNECT is accepted: RabbitMQ 3.12's max_packet_size_unauthenticated
+# (3.10 takes a CONNECT of any size; mqemu bounds what an unauthenticated client makes it hold).
+MAX_PACKET_BEFORE_CONNECT = 65536
 RECEIVE_MAXIMUM = 1024  # QoS 2 publishes a 5.0 client may have unreleased
 TOPIC_ALIAS_MAXIMUM = 10  # Mosquitto's default max_topic_alias
 SERVER_KEEP_ALIVE = 60  # 5.0 clients asking for longer are told this (Server Keep Alive)
@@ -75,6 +84,7 @@ MAX_INFLIGHT_311 = 100  # unacknowledged QoS 1/2 deliveries to a 3.x client
 
 # Reason codes used here (5.0 Table 2-6).
 PROTOCOL_ERROR = 0x82
+IMPLEMENTATION_SPECIFIC_ERROR = 0x83
 NOT_AUTHORIZED = 0x87
 KEEP_ALIVE_TIMEOUT = 0x8D
 SESSION_TAKEN_OVER = 0x8E
@@ -101,6 +111,7 @@ class MqttConnection(ConnectMixin, PublishMixin, DeliveryMixin, SubscribeMixin, 
         self.deny_publish = acl_filters(broker, "deny_publish")
         self.deny_subscribe_code = int(cfg.get("deny_subscribe_code", NOT_AUTHORIZED))
         self.decoder = MqttDecoder(MAX_PACKET_BEFORE_CONNECT)
+        self.connect_timeout = broker.config.seconds("mqtt", "connect_timeout", CONNECT_TIMEOUT[broker.engine])
         self.state = State.CONNECTING
         self.blocked = False  # the consumer owner flag: outbound over its budget
         self.level = 4
@@ -135,8 +146,8 @@ class MqttConnection(ConnectMixin, PublishMixin, DeliveryMixin, SubscribeMixin, 
         self._now = self.last_received = now
         if self.state is State.CLOSED:
             return
-        if self.deadline is None:
-            self.deadline = now + CONNECT_TIMEOUT
+        if self.deadline is None and self.state is State.CONNECTING:
+            self.deadline = now + self.connect_timeout  # driven without connection_made
         dec = self.decoder
         try:
             if self.level < 5 and self.state is State.CONNECTED and not dec.buffered:
@@ -164,6 +175,12 @@ class MqttConnection(ConnectMixin, PublishMixin, DeliveryMixin, SubscribeMixin, 
         except ProtocolViolation as e:
             self._violation(e.code, e.text)
         self.redispatch()
+
+    def connection_made(self, now: float) -> None:
+        """The connect timeout runs from the accept: a socket that never sends a byte is
+        closed too."""
+        self._now = self.last_received = now
+        self.deadline = now + self.connect_timeout
 
     def _is_closed(self) -> bool:
         return self.state is State.CLOSED
@@ -271,6 +288,23 @@ class MqttConnection(ConnectMixin, PublishMixin, DeliveryMixin, SubscribeMixin, 
         self._close(ClosedReason.TAKEN_OVER, will=False)
         if will is not None and (new_clean_start or not will.properties.get("will_delay_interval")):
             publish_will(self.broker, self.vhost, will, self.client_id)
+
+    def internal_error(self) -> None:
+        """A bug while handling this connection (the transport caught it). 5.0: CONNACK 0x83
+        before CONNECT was accepted, DISCONNECT 0x83 after; 3.x has no such code: close. The
+        will is published as for any close the client did not ask for."""
+        self.close_reason = ClosedReason.INTERNAL_ERROR
+        text = "the broker failed to handle a packet on this connection"
+        try:  # not logged here: the transport logs it, rate-limited
+            if self.state is State.CONNECTING and self.level >= 5:
+                self.send(encode(Connack(False, IMPLEMENTATION_SPECIFIC_ERROR, {"reason_string": text}), 5))
+            elif self.state is State.CONNECTED and self.level >= 5:
+                self.send(encode(Disconnect(IMPLEMENTATION_SPECIFIC_ERROR, {"reason_string": text}), 5))
+            self._close(ClosedReason.INTERNAL_ERROR, will=True, linger=self.level >= 5)
+        finally:
+            if self.state is not State.CLOSED:
+                self.state = State.CLOSED
+                self.closing = True
 
     def server_close(self, text: str = "broker shutdown") -> None:
         if self.state is State.CONNECTED and self.level >= 5:

@@ -7,7 +7,8 @@ States and what moves them (STOMP 1.2, "Connecting", "DISCONNECT", "ERROR"):
 
     CONNECTING --CONNECT or STOMP, login and version accepted--> CONNECTED  (send CONNECTED)
     CONNECTING --another frame, a refused login or version-----> CONNECTING (send ERROR)
-    CONNECTING --no CONNECT within CONNECT_TIMEOUT (LOGIN_TIMEOUT after a refused login)--> CLOSED
+    CONNECTING --not CONNECTED within CONNECT_TIMEOUT of the accept, or LOGIN_TIMEOUT after a
+                 refused login (whichever is first)-----------> CLOSED    (no frame)
     CONNECTED  --DISCONNECT------------------------------------> CLOSED    (RECEIPT if asked)
     CONNECTED  --a refused frame-------------------------------> CONNECTED (send ERROR)
     any        --a fatal refusal, a frame that cannot be read--> CLOSED    (send ERROR)
@@ -61,8 +62,14 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("mqemu.protocols.stomp")
 
-CONNECT_TIMEOUT = 30.0
+# Seconds from accept to CONNECTED, a silent socket included ([stomp] connect_timeout):
+# RabbitMQ closes it after 10 s, ActiveMQ after 30 s (transport.connectAttemptTimeout).
+CONNECT_TIMEOUT = {"rabbitmq": 10.0, "activemq": 30.0}
 LOGIN_TIMEOUT = 10.0  # RabbitMQ's stomp.login_timeout, counted from a refused CONNECT
+# Largest frame before CONNECTED: a CONNECT with a long token as passcode fits; an
+# unauthenticated client cannot make the connection hold more.
+MAX_FRAME_BEFORE_CONNECT = 16384
+MAX_FRAME = 4 * 1024 * 1024  # after CONNECTED
 HEARTBEAT_EOL = b"\n"
 # Missed-heart-beat grace, as a multiple of the client's send interval.
 GRACE = {"rabbitmq": 2.0, "activemq": 1.5}  # RabbitMQ: two silent periods; ActiveMQ: 1.5
@@ -85,7 +92,8 @@ class StompSession(SettleMixin, SubscribeMixin, SessionBase):
         SessionBase.__init__(self, broker, peer, conn_id)
         self.engine = broker.engine
         self.wallclock = wallclock
-        self.decoder = StompDecoder()
+        self.decoder = StompDecoder(max_frame_size=MAX_FRAME_BEFORE_CONNECT)
+        self.connect_timeout = broker.config.seconds("stomp", "connect_timeout", CONNECT_TIMEOUT[self.engine])
         self.state = State.CONNECTING
         self.version = "1.0"
         self.escape: Callable[[str], str] = escape_10
@@ -121,7 +129,7 @@ class StompSession(SettleMixin, SubscribeMixin, SessionBase):
         if self.state is State.CLOSED:
             return
         if self.deadline is None and self.state is State.CONNECTING:
-            self.deadline = now + CONNECT_TIMEOUT
+            self.deadline = now + self.connect_timeout  # driven without connection_made
         dec = self.decoder
         dec.feed(data)
         frame = None
@@ -143,6 +151,12 @@ class StompSession(SettleMixin, SubscribeMixin, SessionBase):
         if self.engine == "activemq":
             message = _ACTIVEMQ_FRAME_ERRORS.get(message, message)
         self.error(message, e.detail, None)
+
+    def connection_made(self, now: float) -> None:
+        """The connect timeout runs from the accept: a socket that never sends a byte is
+        closed too."""
+        self._now = self.last_received = now
+        self.deadline = now + self.connect_timeout
 
     def end_of_batch(self) -> None:
         """Acks of one read redispatch each queue they touched once."""
@@ -174,6 +188,8 @@ class StompSession(SettleMixin, SubscribeMixin, SessionBase):
                     self.send(HEARTBEAT_EOL)
             return
         if self.deadline is not None and now >= self.deadline and self.state is State.CONNECTING:
+            # Both engines close without a frame.
+            log.debug("no CONNECT within the connect timeout", extra={"conn": self.conn_id})
             self._closed(ClosedReason.PROTOCOL_ERROR)
 
     def connection_lost(self) -> None:
@@ -270,6 +286,7 @@ class StompSession(SettleMixin, SubscribeMixin, SessionBase):
         self.receive_interval = recv_ms / 1000.0
         self.state = State.CONNECTED
         self.deadline = None
+        self.decoder.max_frame_size = MAX_FRAME
         self.last_sent = self._now
         self.send(connected_frame(version, self.session_id, f"{send_ms},{recv_ms}",
                                   SERVER_HEADER[self.engine]))
@@ -414,6 +431,20 @@ class StompSession(SettleMixin, SubscribeMixin, SessionBase):
         self.close_reason = self.close_reason or reason
         self.closing = True
         self._wake()
+
+    def internal_error(self) -> None:
+        """A bug while handling this connection (the transport caught it): an ERROR frame,
+        then close, as the engines do when a frame's processing fails."""
+        self.close_reason = ClosedReason.INTERNAL_ERROR
+        if self.state is State.CLOSED:
+            self.closing = True
+            return
+        message = "Processing error" if self.engine == "rabbitmq" else "Internal error"
+        try:  # not logged here: the transport logs it, rate-limited
+            self.send(error_frame(message, "The broker failed to handle a frame on this connection; it is "
+                                  "closed\n", None, self.version if self.state is State.CONNECTED else "1.0"))
+        finally:
+            self._closed(ClosedReason.INTERNAL_ERROR)
 
     def server_close(self, text: str = "broker shutdown") -> None:
         self.error("Server shutdown", text + "\n", None)

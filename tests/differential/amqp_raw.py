@@ -465,6 +465,30 @@ def frame_max_too_small(host: str, port: int) -> Outcome:
         return c.outcome()
 
 
+def start_ok_over_frame_min(host: str, port: int) -> Outcome:
+    """A connection.start-ok of 5 KB: before tune-ok a frame may be 4096 octets at most."""
+    with RawAMQP(host, port) as c:
+        c.send(PROTOCOL_HEADER)
+        c.expect(spec.ConnectionStart)
+        c.method(0, spec.ConnectionStartOk(client_properties=dict(CLIENT_PROPERTIES, pad="x" * 5000),
+                                           mechanism="PLAIN", response=b"\x00guest\x00guest", locale="en_US"))
+        return c.outcome()
+
+
+def amqplain_nested_deep(host: str, port: int) -> Outcome:
+    """An AMQPLAIN response with good credentials and a table nested 500 levels deep."""
+    nested = b""
+    for _ in range(500):
+        nested = b"\x01kF" + struct.pack(">I", len(nested)) + nested
+    response = encode_table({"LOGIN": "guest", "PASSWORD": "guest"}) + nested
+    with RawAMQP(host, port) as c:
+        c.send(PROTOCOL_HEADER)
+        c.expect(spec.ConnectionStart)
+        c.method(0, spec.ConnectionStartOk(client_properties=CLIENT_PROPERTIES, mechanism="AMQPLAIN",
+                                           response=response, locale="en_US"))
+        return c.outcome()
+
+
 # -- channel errors -----------------------------------------------------------------------
 
 def _channel_scenario(body: Callable[[RawAMQP], None]) -> Scenario:
@@ -858,6 +882,8 @@ _add(prefetch_size, ("connection", 540, 60, 10))
 _add(unknown_vhost, ("connection", 530, 10, 40))
 _add(wrong_password, ("connection", 403, 0, 0))
 _add(frame_max_too_small, ("connection", 530, 10, 31))
+_add(start_ok_over_frame_min, ("connection", 501, 0, 0))
+_add(amqplain_nested_deep, ("connection", 502, 10, 11))
 _add(passive_missing_queue, ("channel", 404, 50, 10))
 _add(passive_missing_exchange, ("channel", 404, 40, 10))
 _add(bind_missing_queue, ("channel", 404, 50, 20))
@@ -927,4 +953,9 @@ DELIBERATE = {
                                 "and waits for ever; mqemu closes with 501"),
     "frame_max_too_small": (("eof", 0, 0, 0), "RabbitMQ closes a failed handshake silently after 3 s (its "
                             "anti-DoS delay); mqemu sends 530 with the reason at once"),
+    "start_ok_over_frame_min": (("eof", 0, 0, 0), "both refuse a frame over 4096 octets before tune-ok; "
+                                "RabbitMQ drops the socket, mqemu sends 501 naming the size"),
+    "amqplain_nested_deep": (("ok", 0, 0, 0), "RabbitMQ takes field tables nested to any depth that fits a "
+                             "frame; mqemu refuses past 100 levels with 502 SYNTAX_ERROR (its decoder and "
+                             "encoder recurse; no client nests that deep)"),
 }

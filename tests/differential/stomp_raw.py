@@ -262,6 +262,9 @@ BAD_INPUT: dict[str, Callable[[Addr, str], dict[str, Any]]] = {
     "unsupported_version": _connect_frame({"accept-version": "2.0,3.1", **_LOGIN}),
     "bad_login": _connect_frame({"accept-version": "1.2", "host": "/", "login": "guest",
                                  "passcode": "wrong"}),
+    # 18 KB of headers: more than mqemu buffers before login (16 KiB)
+    "connect_over_16k": _connect_frame({"accept-version": "1.2", **_LOGIN,
+                                        **{f"pad{i}": "v" * 900 for i in range(20)}}),
 }
 
 
@@ -452,4 +455,9 @@ DELIBERATE: dict[tuple[str, str], tuple[dict[str, Any], str]] = {
     ("rabbitmq", "connect_twice"): ({"commands": [], "closed": True},
                                     ("RabbitMQ's processor crashes on a second CONNECT and drops the "
                                      "socket; mqemu sends ERROR 'Already connected', then closes")),
+    ("rabbitmq", "connect_over_16k"): ({"commands": ["CONNECTED"], "closed": False},
+                                       ("both engines take a CONNECT of any size; mqemu buffers at most "
+                                        "16 KiB before login (ERROR 'Frame too large', then closes), so an "
+                                        "unauthenticated client cannot make it hold megabytes")),
+    ("activemq", "connect_over_16k"): ({"commands": ["CONNECTED"], "closed": False}, "as on rabbitmq"),
 }

@@ -71,4 +71,6 @@ def test_deeply_nested_tables_are_a_syntax_error():
     dec.feed(b"\x01\x00\x01" + len(payload).to_bytes(4, "big") + payload + b"\xce")
     with pytest.raises(AMQPFrameError) as info:
         dec.read_frames()
-    assert info.value.reply_code == 502
+    err = info.value
+    assert (err.reply_code, err.class_id, err.method_id) == (502, 50, 10)  # queue.declare
+    assert err.text == "SYNTAX_ERROR - field table nested more than 100 levels deep"
