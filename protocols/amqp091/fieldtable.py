@@ -137,7 +137,7 @@ def _dec_void(buf: Any, off: int, end: int) -> tuple[Any, int]:
 
 
 # Indexed by the type octet; None means "not a valid type letter".
-_VALUE_DECODERS: list[Callable[[Any, int, int], tuple[Any, int]] | None] = [None] * 256
+_VALUE_DECODERS: list[Callable[..., tuple[Any, int]] | None] = [None] * 256
 for _letter, _fn in {
     "t": _dec_bool,
     "b": _fixed(_b, "int8"),

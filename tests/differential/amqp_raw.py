@@ -19,6 +19,7 @@ from typing import Any, Callable
 from urllib.parse import urlsplit
 
 from mqemu.protocols.amqp091 import spec
+from mqemu.protocols.amqp091.fieldtable import encode_table
 from mqemu.protocols.amqp091.codec import (
     NEED_DATA, PROTOCOL_HEADER, FrameDecoder, Heartbeat, MethodFrame, encode_method,
 )

@@ -83,7 +83,7 @@ def test_silent_sockets_close_as_the_engines_do():
             node.stop()
     for (engine, protocol, partial, who), (after, received) in sorted(results.items()):
         print(f"{engine} {protocol} {'partial' if partial else 'silent'} {who}: {after} s, {received!r}")
-    for (engine, protocol, partial, who), (after, received) in results.items():
+    for (engine, protocol, partial, _who), (after, received) in results.items():
         ref_after, ref_received = results[engine, protocol, partial, "reference"]
         assert received == ref_received == b""
         assert ref_after is not None and abs(ref_after - EXPECTED[engine]) < 1.0, "the reference changed"
