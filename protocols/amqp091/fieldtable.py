@@ -137,8 +137,9 @@ def _dec_void(buf: Any, off: int, end: int) -> tuple[Any, int]:
 
 
 # Indexed by the type octet; None means "not a valid type letter".
-_VALUE_DECODERS: list[Callable[..., tuple[Any, int]] | None] = [None] * 256
-for _letter, _fn in {
+_Decoder = Callable[..., tuple[Any, int]]
+_VALUE_DECODERS: list[_Decoder | None] = [None] * 256
+_BY_LETTER: dict[str, _Decoder] = {
     "t": _dec_bool,
     "b": _fixed(_b, "int8"),
     "B": _fixed(_B, "uint8"),
@@ -157,7 +158,8 @@ for _letter, _fn in {
     "T": _dec_timestamp,
     "F": _dec_nested,
     "V": _dec_void,
-}.items():
+}
+for _letter, _fn in _BY_LETTER.items():
     _VALUE_DECODERS[ord(_letter)] = _fn
 del _letter, _fn
 _TAG_TABLE = ord("F")
