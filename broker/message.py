@@ -10,6 +10,10 @@ from __future__ import annotations
 
 from typing import Any
 
+# A per-message TTL (``expiration``, ms) of this or more never expires: STOMP can send an
+# expiration of thousands of digits, which no deadline (a float, an int64 index) can hold.
+NEVER_MS = 1 << 62
+
 
 class Message:
     """One published message; the body is kept once and shared by every queue it reaches.

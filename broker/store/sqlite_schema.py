@@ -16,7 +16,7 @@ import sqlite3
 from array import array
 from typing import Any, Callable
 
-from ..message import Message
+from ..message import NEVER_MS, Message
 from .base import PagedRows, Snapshot, StoreCorrupt, StoreError
 
 DB_NAME = "mqemu.sqlite"
@@ -276,6 +276,7 @@ def _ttl_ms(properties: dict[str, Any]) -> int:
     if exp is None:
         return -1
     try:
-        return max(0, int(exp))
+        ms = max(0, int(exp))
     except (TypeError, ValueError):
         return -1
+    return ms if ms < NEVER_MS else -1

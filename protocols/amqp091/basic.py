@@ -8,6 +8,7 @@ deliveries, the content being assembled, confirm and tx modes).
 from __future__ import annotations
 
 import base64
+import logging
 import os
 from typing import TYPE_CHECKING, Any
 
@@ -17,13 +18,27 @@ from mqemu.broker.queue import Consumer
 
 from . import spec
 from .codec import encode_content, encode_method
-from .properties import encode_properties
+from .properties import encode_fitted, encode_properties, fit_shortstr
 from .replies import NOT_ALLOWED, NOT_IMPLEMENTED, HardError
 
 if TYPE_CHECKING:
     from .session import AMQPConnection
 
 REPLY_TO = "amq.rabbitmq.reply-to"
+
+log = logging.getLogger("mqemu.protocols.amqp091")
+
+
+def wire_properties(msg: Message, conn_id: int) -> bytes:
+    """The encoded property list of a delivery of ``msg`` (cached by the caller as
+    ``msg.encoded_properties``). Properties a STOMP or MQTT publisher gave that AMQP 0-9-1
+    cannot carry are converted (``properties.fit_properties``) with one log line: a
+    delivery never fails on them."""
+    try:
+        return encode_properties(msg.properties)
+    except Exception:  # noqa: BLE001 - a value of another protocol's form
+        log.info("message properties converted for AMQP 0-9-1", extra={"conn": conn_id, "exchange": msg.exchange})
+        return encode_fitted(msg.properties)
 
 
 def _token() -> str:
@@ -121,9 +136,9 @@ class BasicMethods:
         msg = entry.message
         props = msg.encoded_properties
         if props is None:
-            props = msg.encoded_properties = encode_properties(msg.properties)
+            props = msg.encoded_properties = wire_properties(msg, self.conn.conn_id)
         ok = spec.BasicGetOk(delivery_tag=tag, redelivered=entry.redelivered, exchange=msg.exchange,
-                             routing_key=msg.routing_key, message_count=len(q.ready))
+                             routing_key=fit_shortstr(msg.routing_key), message_count=len(q.ready))
         self.conn.send(encode_content(self.number, ok, None, msg.body, self.conn.frame_max, props))
 
     # -- basic class: settling ----------------------------------------------------------
@@ -223,8 +238,9 @@ class BasicMethods:
             ret = spec.BasicReturn(reply_code=312, reply_text="NO_ROUTE", exchange=m.exchange,
                                    routing_key=m.routing_key)
             props = msg.encoded_properties
-            conn.send(encode_content(self.number, ret, msg.properties if props is None else None,
-                                     msg.body, conn.frame_max, props))
+            if props is None:
+                props = msg.encoded_properties = wire_properties(msg, conn.conn_id)
+            conn.send(encode_content(self.number, ret, None, msg.body, conn.frame_max, props))
         if self.confirm:
             self.publish_seq = seq = self.publish_seq + 1
             if refused:

@@ -47,16 +47,16 @@ class Route:
 
     __slots__ = ("local", "qos", "rap", "sub_ids", "topic", "topic_bytes")
 
-    def __init__(self, topic: str, subs: list[Subscription]) -> None:
+    def __init__(self, topic: str, subs: list[Subscription], topic_bytes: bytes) -> None:
         self.topic = topic
-        self.topic_bytes = topic.encode("utf-8")
+        self.topic_bytes = topic_bytes
         self.qos = max(s.qos for s in subs)
         self.sub_ids = tuple(sorted({s.sub_id for s in subs if s.sub_id}))
         self.rap = any(s.rap for s in subs)
         self.local: Route | None = self  # the route for the client's own messages
         if any(s.no_local for s in subs):
             rest = [s for s in subs if not s.no_local]
-            self.local = Route(topic, rest) if rest else None
+            self.local = Route(topic, rest, topic_bytes) if rest else None
 
 
 class MqttConsumer(Consumer):
@@ -76,13 +76,29 @@ class MqttConsumer(Consumer):
         self.no_ack = all(s.qos == 0 for s in subs)
 
     def route(self, key: str) -> Route | None:
+        """None when no subscription matches, or when the routing key (from AMQP or STOMP)
+        has no MQTT topic form: then the message is settled as if delivered, like a PUBLISH
+        over the client's maximum packet size."""
         topic = key_to_topic(key)
         subs = [s for s in self.subs if s.filter.matches(topic)]
-        r = Route(topic, subs) if subs else None
+        topic_bytes = _topic_bytes(topic) if subs else None
+        r = Route(topic, subs, topic_bytes) if topic_bytes is not None else None
         if len(self.routes) >= _CACHE_LIMIT:
             self.routes.clear()
         self.routes[key] = r
         return r
+
+
+def _topic_bytes(topic: str) -> bytes | None:
+    """A Topic Name's UTF-8, or None for one MQTT cannot carry: empty, over 65535 bytes,
+    with U+0000 or a lone surrogate [MQTT-4.7.3-1], [MQTT-4.7.3-2], [MQTT-1.5.4-1]."""
+    if not topic or "\x00" in topic:
+        return None
+    try:
+        raw = topic.encode("utf-8")
+    except UnicodeEncodeError:
+        return None
+    return raw if len(raw) <= 0xFFFF else None
 
 
 class RetainedDelivery:

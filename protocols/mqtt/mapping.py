@@ -111,37 +111,70 @@ def was_retained(message: Message) -> bool:
 
 
 def outgoing_properties(message: Message) -> dict[str, Any]:
-    """The MQTT 5.0 properties a delivery of ``message`` carries (expiry excluded)."""
+    """The MQTT 5.0 properties a delivery of ``message`` carries (expiry excluded).
+
+    A value MQTT cannot carry is left out (see ``mqtt_string``), so a message from
+    another protocol never fails a delivery."""
     props = message.properties
     out: dict[str, Any] = {}
     headers = props.get("headers")
+    if headers.__class__ is not dict:
+        headers = None
     if headers:
         pfi = headers.get(PFI_HEADER)
         if pfi in (0, 1):
             out["payload_format_indicator"] = pfi
     ct = props.get("content_type")
     if ct is not None:
-        out["content_type"] = str(ct)
+        ct = mqtt_string(str(ct))
+        if ct is not None:
+            out["content_type"] = ct
     rt = props.get("reply_to")
     if rt is not None:
-        out["response_topic"] = key_to_topic(str(rt))
+        rt = mqtt_string(key_to_topic(str(rt)))
+        if rt:
+            out["response_topic"] = rt
     cid = props.get("correlation_id")
     if cid is not None:
-        out["correlation_data"] = cid.encode("utf-8") if isinstance(cid, str) else bytes(cid)
+        data = cid.encode("utf-8", "surrogateescape") if isinstance(cid, str) else _binary(cid)
+        if data is not None and len(data) <= 0xFFFF:
+            out["correlation_data"] = data
     elif headers and isinstance(headers.get(CORRELATION_HEADER), (bytes, bytearray)):
-        out["correlation_data"] = bytes(headers[CORRELATION_HEADER])
+        data = bytes(headers[CORRELATION_HEADER])
+        if len(data) <= 0xFFFF:
+            out["correlation_data"] = data
     if headers:
         pairs = []
         for k, v in headers.items():
-            if k in _INTERNAL:
+            if k in _INTERNAL or mqtt_string(k) is None:
                 continue
             for item in (v if isinstance(v, list) else (v,)):
                 text = _simple(item)
-                if text is not None:
+                if text is not None and mqtt_string(text) is not None:
                     pairs.append((k, text))
         if pairs:
             out["user_property"] = pairs
     return out
+
+
+def mqtt_string(text: str) -> str | None:
+    """``text`` when it is a valid MQTT UTF-8 Encoded String, else None: at most 65535
+    bytes [MQTT-1.5.4], well-formed (no lone surrogate, which is how text decoded from
+    another protocol's non-UTF-8 bytes arrives) [MQTT-1.5.4-1] and without U+0000
+    [MQTT-1.5.4-2]."""
+    if len(text) <= 16383 and text.isascii():
+        return None if "\x00" in text else text
+    if "\x00" in text:
+        return None
+    try:
+        n = len(text.encode("utf-8"))
+    except UnicodeEncodeError:
+        return None
+    return text if n <= 0xFFFF else None
+
+
+def _binary(value: Any) -> bytes | None:
+    return bytes(value) if isinstance(value, (bytes, bytearray, memoryview)) else None
 
 
 def _simple(value: Any) -> str | None:

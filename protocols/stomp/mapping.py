@@ -20,6 +20,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from mqemu.broker.errors import PreconditionFailed
+
 from .frames import escape_10, escape_11, escape_12
 
 # Frame-level headers that never become message properties (STOMP 1.2, "SEND": the
@@ -98,7 +100,30 @@ def rabbit_properties(headers: dict[str, str]) -> dict[str, Any]:
             user[name] = value
     if user:
         props["headers"] = user
+    expiration = props.get("expiration")
+    if expiration is not None:
+        check_expiration(expiration)
     return props
+
+
+def check_expiration(text: str) -> None:
+    """RabbitMQ refuses a message whose expiration is not an integer from 0 to ten years in
+    ms, with the texts of its ``rabbit_basic:parse_expiration`` (the channel, hence the
+    STOMP connection, closes). Checked against RabbitMQ 3.10."""
+    digits = text[1:] if text[:1] in ("+", "-") else text
+    n = len(digits) - len(digits.lstrip("0123456789"))
+    if n == 0:
+        raise PreconditionFailed(f"invalid expiration '{text}': no_integer")
+    if n < len(digits):
+        raise PreconditionFailed(f"invalid expiration '{text}': {{leftover_string,\"{digits[n:]}\"}}")
+    if text[0] == "-" and digits.strip("0"):
+        raise PreconditionFailed(f"invalid expiration '{text}': {{value_negative,{text}}}")
+    value = digits.lstrip("0") or "0"
+    if text[0] != "-" and (len(value) > 12 or int(value) > MAX_EXPIRATION_MS):
+        raise PreconditionFailed(f"invalid expiration '{text}': {{value_too_large,{value}}}")
+
+
+MAX_EXPIRATION_MS = 315_360_000_000  # RabbitMQ's ceiling: ten years
 
 
 def activemq_properties(headers: dict[str, str], now_ms: int) -> dict[str, Any]:
@@ -224,7 +249,7 @@ def rabbit_header_block(props: dict[str, Any], esc: Any) -> bytes:
         elif key == "timestamp" and not isinstance(value, int):
             value = int(value.timestamp()) if hasattr(value, "timestamp") else value
         lines.append(f"{name}:{esc(str(value))}\n")
-    return "".join(lines).encode("utf-8")
+    return to_utf8("".join(lines))
 
 
 def encode_header_block(pairs: list[tuple[str, str]], version: str) -> bytes:
@@ -232,7 +257,17 @@ def encode_header_block(pairs: list[tuple[str, str]], version: str) -> bytes:
     if not pairs:
         return b""
     esc = ESCAPERS[version]
-    return "".join(f"{esc(n)}:{esc(v)}\n" for n, v in pairs).encode("utf-8")
+    return to_utf8("".join(f"{esc(n)}:{esc(v)}\n" for n, v in pairs))
+
+
+def to_utf8(text: str) -> bytes:
+    """Header text as UTF-8 (STOMP 1.2, "Value Encoding"). Text decoded from another
+    protocol's bytes that were not UTF-8 (an AMQP header name, a routing key) holds lone
+    surrogates: each becomes ``?`` rather than failing the delivery."""
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "replace")
 
 
 # -- destinations on MESSAGE frames ---------------------------------------------------------
@@ -248,8 +283,8 @@ def _escape_dest(text: str) -> str:
             out.append("%25")
         elif 32 <= ord(ch) <= 127:
             out.append(ch)
-        else:
-            out.extend(f"%{b:02X}" for b in ch.encode("utf-8"))
+        else:  # a byte that was not UTF-8 (kept as a lone surrogate) is escaped as itself
+            out.extend(f"%{b:02X}" for b in ch.encode("utf-8", "surrogateescape"))
     return "".join(out)
 
 

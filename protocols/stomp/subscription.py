@@ -28,6 +28,7 @@ from .mapping import (
     encode_header_block,
     rabbit_destination,
     rabbit_header_block,
+    to_utf8,
 )
 
 if TYPE_CHECKING:
@@ -117,4 +118,4 @@ class Subscription:
 def destination_header(engine: str, exchange: str, routing_key: str, escape: Any) -> bytes:
     """``destination:...\\n`` of MESSAGE frames for a message's exchange and routing key."""
     text = (rabbit_destination if engine == "rabbitmq" else activemq_destination)(exchange, routing_key)
-    return b"destination:" + escape(text).encode("utf-8") + b"\n"
+    return b"destination:" + to_utf8(escape(text)) + b"\n"
