@@ -8,7 +8,7 @@ every protocol it speaks; STOMP and MQTT sessions map their headers onto these n
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Generic, Mapping, TypeVar
 
 # A per-message TTL (``expiration``, ms) of this or more never expires: STOMP can send an
 # expiration of thousands of digits, which no deadline (a float, an int64 index) can hold.
@@ -31,7 +31,7 @@ class Message:
         "encoded_properties",
         "id",
         "routing_keys",
-        "origin",
+        "fields",
     )
 
     def __init__(
@@ -41,6 +41,7 @@ class Message:
         body: bytes,
         properties: dict[str, Any] | None = None,
         encoded_properties: bytes | None = None,
+        fields: Mapping[str, FieldValue] | None = None,
     ) -> None:
         self.exchange = exchange
         self.routing_key = routing_key
@@ -49,9 +50,9 @@ class Message:
         self.encoded_properties = encoded_properties
         self.id: int | None = None  # assigned by a store that keeps the message
         self.routing_keys: list[str] | None = None  # with CC/BCC, every key it was routed by
-        # Set by the publishing session for its own use (MQTT: the client id, for no-local);
-        # the core never reads it.
-        self.origin: object | None = None
+        # Protocol fields (see ``Field``): kept and stored with the message, never read by
+        # the core. Shared between messages: replaced, never changed in place.
+        self.fields = fields
 
     @property
     def persistent(self) -> bool:
@@ -82,11 +83,54 @@ class Message:
             changes.get("routing_key", self.routing_key),
             self.body,
             props,
+            fields=self.fields,
         )
         return msg
 
     def __repr__(self) -> str:
         return f"Message({self.exchange!r}, {self.routing_key!r}, {len(self.body)} bytes)"
+
+
+FieldValue = str | int | bool
+T = TypeVar("T", str, int, bool)
+
+
+class Field(Generic[T]):
+    """A protocol's own field of a message: a typed key, namespaced by the protocol, in
+    ``Message.fields`` (``"stomp.text"``, ``"mqtt.publisher"``).
+
+    What only one protocol needs to know about a message (an ActiveMQ STOMP text message,
+    the MQTT client that published it) travels with it, through copies (dead-lettering,
+    scheduled delivery) and the store, without the core reading it. Values are plain
+    ``str``, ``int`` or ``bool``, so every store can keep them. A protocol declares its
+    fields once, as module constants::
+
+        TEXT = Field("stomp", "text", bool)
+        TEXT.get(message)            # True, or None when absent
+        message.fields = TEXT.add(message.fields, True)
+    """
+
+    __slots__ = ("key", "type")
+
+    def __init__(self, namespace: str, name: str, type_: type[T]) -> None:
+        self.key = f"{namespace}.{name}"
+        self.type = type_
+
+    def get(self, message: Message) -> T | None:
+        fields = message.fields
+        if fields is None:
+            return None
+        value = fields.get(self.key)
+        return value if value.__class__ is self.type else None  # type: ignore[return-value]
+
+    def add(self, fields: Mapping[str, FieldValue] | None, value: T) -> dict[str, FieldValue]:
+        """A new fields mapping: ``fields`` with this field set to ``value``."""
+        if value.__class__ is not self.type:
+            raise TypeError(f"{self.key} is a {self.type.__name__}, not {value.__class__.__name__}")
+        return {**(fields or {}), self.key: value}
+
+    def __repr__(self) -> str:
+        return f"Field({self.key!r}, {self.type.__name__})"
 
 
 class QueueEntry:

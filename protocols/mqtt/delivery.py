@@ -29,7 +29,14 @@ from typing import TYPE_CHECKING, Any
 
 from mqemu.broker.queue import Consumer
 
-from .mapping import outgoing_properties, publish_qos, remaining_expiry, was_retained
+from .mapping import (
+    PUBLISHER,
+    RETAINED_FOR,
+    outgoing_properties,
+    publish_qos,
+    remaining_expiry,
+    was_retained,
+)
 from .packets import encode_publish
 from .properties import encode_properties
 from .sessions import Inflight, Subscription
@@ -101,15 +108,8 @@ def _topic_bytes(topic: str) -> bytes | None:
     return raw if len(raw) <= 0xFFFF else None
 
 
-class RetainedDelivery:
-    """``Message.origin`` of a retained message put in a session queue at SUBSCRIBE."""
-
-    __slots__ = ("qos", "sub", "topic")
-
-    def __init__(self, sub: Subscription, qos: int, topic: str) -> None:
-        self.sub = sub
-        self.qos = qos
-        self.topic = topic
+_PUBLISHER = PUBLISHER.key
+_RETAINED_FOR = RETAINED_FOR.key
 
 
 # The last QoS 0 PUBLISH encoded without per-delivery properties: a fan-out dispatches one
@@ -126,16 +126,17 @@ class DeliveryMixin:
     def deliver(self, consumer: MqttConsumer, entry: QueueEntry) -> None:
         global _last_msg, _last_key, _last_data
         msg = entry.message
-        origin = msg.origin
-        if origin is not None and origin.__class__ is RetainedDelivery:
-            self._deliver_retained(consumer, entry, origin)
+        fields = msg.fields
+        if fields is not None and _RETAINED_FOR in fields:
+            self._deliver_retained(consumer, entry, fields[_RETAINED_FOR])
             return
         key = msg.routing_key
         try:
             route = consumer.routes[key]
         except KeyError:
             route = consumer.route(key)
-        if route is not None and origin is not None and route.local is not route and origin == self.client_id:
+        if (route is not None and route.local is not route and fields is not None
+                and fields.get(_PUBLISHER) == self.client_id):
             route = route.local
         if route is None:
             self._settle_unsent(consumer, entry)
@@ -162,10 +163,15 @@ class DeliveryMixin:
             return
         self._deliver_v5(consumer, entry, route.topic, route.topic_bytes, qos, retain, route.sub_ids)
 
-    def _deliver_retained(self, consumer: MqttConsumer, entry: QueueEntry, rd: RetainedDelivery) -> None:
-        # [MQTT-3.3.1-8]: a retained message sent for a new subscription has RETAIN 1.
-        qos = min(rd.qos, rd.sub.qos)
-        topic = rd.topic
+    def _deliver_retained(self, consumer: MqttConsumer, entry: QueueEntry, sub_text: Any) -> None:
+        """A retained message queued at SUBSCRIBE for the subscription ``sub_text``: it goes
+        out with RETAIN 1 [MQTT-3.3.1-8], or is settled unsent if that subscription is gone."""
+        sub = self.session.subs.get(sub_text)
+        if sub is None:
+            self._settle_unsent(consumer, entry)
+            return
+        qos = min(publish_qos(entry.message), sub.qos)
+        topic = key_to_topic(entry.message.routing_key)
         if self.level < 5:
             if qos == 0:
                 self._send_or_drop(consumer, entry, encode_publish(topic, entry.message.body, 0, True, False,
@@ -173,7 +179,7 @@ class DeliveryMixin:
             else:
                 self._send_qos(consumer, entry, topic.encode(), qos, True, None)
             return
-        sub_ids = (rd.sub.sub_id,) if rd.sub.sub_id else ()
+        sub_ids = (sub.sub_id,) if sub.sub_id else ()
         self._deliver_v5(consumer, entry, topic, topic.encode(), qos, True, sub_ids)
 
     def _deliver_v5(self, consumer: MqttConsumer, entry: QueueEntry, topic: str, topic_bytes: bytes,

@@ -32,7 +32,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from mqemu.broker.message import Message
+from mqemu.broker.message import Field, Message
 
 from .topics import key_to_topic, topic_to_key
 
@@ -41,6 +41,14 @@ RETAIN_HEADER = "x-mqtt-retain"
 PFI_HEADER = "x-mqtt-payload-format-indicator"
 CORRELATION_HEADER = "x-correlation-id"
 _INTERNAL = frozenset((QOS_HEADER, RETAIN_HEADER, PFI_HEADER, CORRELATION_HEADER))
+
+# MQTT's own message fields (``Message.fields``, kept by the store):
+# - the client id of the connection that published it, for no-local [MQTT-3.8.3-3];
+PUBLISHER = Field("mqtt", "publisher", str)
+# - on a retained message queued for one subscription at SUBSCRIBE, that subscription's
+#   filter as the client wrote it: it goes out with RETAIN 1 [MQTT-3.3.1-8] to that
+#   subscription only, whatever else the topic matches.
+RETAINED_FOR = Field("mqtt", "retained_for", str)
 
 # Property dicts shared by every message that carries no MQTT 5.0 property: the core and the
 # other sessions replace ``properties`` rather than change it, so sharing is safe.

@@ -21,6 +21,7 @@ from __future__ import annotations
 from typing import Any
 
 from mqemu.broker.errors import PreconditionFailed
+from mqemu.broker.message import Field
 
 from .frames import escape_10, escape_11, escape_12
 
@@ -69,8 +70,10 @@ _ACTIVEMQ_PROPS = {
 ACTIVEMQ_DEFAULT_PRIORITY = 4  # JMS default priority
 
 # ActiveMQ: a SEND without content-length is a JMS TextMessage, and its MESSAGE frames carry
-# no content-length either (a text body cannot hold a NUL). Set as ``Message.origin``.
-ACTIVEMQ_TEXT = "stomp:text"
+# no content-length either (a text body cannot hold a NUL). STOMP's own message field
+# (``Message.fields``, kept by the store, so the message keeps its form after a restart).
+TEXT = Field("stomp", "text", bool)
+TEXT_FIELDS = TEXT.add(None, True)  # shared by every text message published here
 
 
 def is_true(value: str | None) -> bool:

@@ -22,7 +22,7 @@ from mqemu.broker.message import QueueEntry
 from mqemu.broker.queue import Consumer
 
 from .mapping import (
-    ACTIVEMQ_TEXT,
+    TEXT,
     activemq_destination,
     activemq_message_headers,
     encode_header_block,
@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from .session import StompSession
 
 ACK_MODES = ("auto", "client", "client-individual")
+_TEXT = TEXT.key
 
 
 class Subscription:
@@ -88,7 +89,8 @@ class Subscription:
             red = b"redelivered:true\n" if entry.redelivered else b"redelivered:false\n"
         else:
             red = b"redelivered:true\n" if entry.redelivered else b""
-            if msg.origin == ACTIVEMQ_TEXT:
+            fields = msg.fields
+            if fields is not None and fields.get(_TEXT) is True:
                 s.send(b"%s%smessage-id:%s%d\n%s%s%s\n%s\x00" % (
                     self.head, dest, self.id_prefix, tag, red, block, ack, body))
                 return
