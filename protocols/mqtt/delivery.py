@@ -32,6 +32,7 @@ from mqemu.broker.queue import Consumer
 from .mapping import (
     PUBLISHER,
     RETAINED_FOR,
+    mqtt_string,
     outgoing_properties,
     publish_qos,
     remaining_expiry,
@@ -97,15 +98,11 @@ class MqttConsumer(Consumer):
 
 
 def _topic_bytes(topic: str) -> bytes | None:
-    """A Topic Name's UTF-8, or None for one MQTT cannot carry: empty, over 65535 bytes,
-    with U+0000 or a lone surrogate [MQTT-4.7.3-1], [MQTT-4.7.3-2], [MQTT-1.5.4-1]."""
-    if not topic or "\x00" in topic:
-        return None
-    try:
-        raw = topic.encode("utf-8")
-    except UnicodeEncodeError:
-        return None
-    return raw if len(raw) <= 0xFFFF else None
+    """A Topic Name's UTF-8, U+0000 and bytes that were not UTF-8 made U+FFFD
+    (``mqtt_string``); None for a topic MQTT cannot carry: empty or over 65535 bytes
+    [MQTT-4.7.3-1]."""
+    text = mqtt_string(topic) if topic else None
+    return None if text is None else text.encode("utf-8")
 
 
 _PUBLISHER = PUBLISHER.key

@@ -121,8 +121,8 @@ def was_retained(message: Message) -> bool:
 def outgoing_properties(message: Message) -> dict[str, Any]:
     """The MQTT 5.0 properties a delivery of ``message`` carries (expiry excluded).
 
-    A value MQTT cannot carry is left out (see ``mqtt_string``), so a message from
-    another protocol never fails a delivery."""
+    Text is made a valid MQTT string and a value too long for one is left out (see
+    ``mqtt_string``), so a message from another protocol never fails a delivery."""
     props = message.properties
     out: dict[str, Any] = {}
     headers = props.get("headers")
@@ -154,31 +154,40 @@ def outgoing_properties(message: Message) -> dict[str, Any]:
     if headers:
         pairs = []
         for k, v in headers.items():
-            if k in _INTERNAL or mqtt_string(k) is None:
+            if k in _INTERNAL or k.__class__ is not str:
+                continue
+            name = mqtt_string(k)
+            if name is None:
                 continue
             for item in (v if isinstance(v, list) else (v,)):
                 text = _simple(item)
-                if text is not None and mqtt_string(text) is not None:
-                    pairs.append((k, text))
+                if text is not None:
+                    text = mqtt_string(text)
+                    if text is not None:
+                        pairs.append((name, text))
         if pairs:
             out["user_property"] = pairs
     return out
 
 
 def mqtt_string(text: str) -> str | None:
-    """``text`` when it is a valid MQTT UTF-8 Encoded String, else None: at most 65535
-    bytes [MQTT-1.5.4], well-formed (no lone surrogate, which is how text decoded from
-    another protocol's non-UTF-8 bytes arrives) [MQTT-1.5.4-1] and without U+0000
-    [MQTT-1.5.4-2]."""
+    """``text`` as a valid MQTT UTF-8 Encoded String, or None when it is longer than one
+    can be (65535 bytes [MQTT-1.5.4]). Text from another protocol may hold what MQTT
+    forbids: U+0000 [MQTT-1.5.4-2], and bytes that were not UTF-8 (kept as lone
+    surrogates) [MQTT-1.5.4-1]; each becomes U+FFFD."""
     if len(text) <= 16383 and text.isascii():
-        return None if "\x00" in text else text
+        return text.replace("\x00", "\ufffd") if "\x00" in text else text
     if "\x00" in text:
-        return None
+        text = text.replace("\x00", "\ufffd")
     try:
-        n = len(text.encode("utf-8"))
+        raw = text.encode("utf-8")
     except UnicodeEncodeError:
-        return None
-    return text if n <= 0xFFFF else None
+        try:
+            text = text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+        except UnicodeEncodeError:  # a surrogate that stands for no byte
+            text = text.encode("utf-8", "replace").decode("utf-8")
+        raw = text.encode("utf-8")
+    return text if len(raw) <= 0xFFFF else None
 
 
 def _binary(value: Any) -> bytes | None:

@@ -265,12 +265,15 @@ def encode_header_block(pairs: list[tuple[str, str]], version: str) -> bytes:
 
 def to_utf8(text: str) -> bytes:
     """Header text as UTF-8 (STOMP 1.2, "Value Encoding"). Text decoded from another
-    protocol's bytes that were not UTF-8 (an AMQP header name, a routing key) holds lone
-    surrogates: each becomes ``?`` rather than failing the delivery."""
+    protocol's bytes that were not UTF-8 (an AMQP header name, a routing key) holds them
+    as lone surrogates: each such byte becomes U+FFFD rather than failing the delivery."""
     try:
         return text.encode("utf-8")
     except UnicodeEncodeError:
-        return text.encode("utf-8", "replace")
+        try:
+            return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace").encode("utf-8")
+        except UnicodeEncodeError:  # a surrogate that stands for no byte
+            return text.encode("utf-8", "replace")
 
 
 # -- destinations on MESSAGE frames ---------------------------------------------------------
