@@ -61,7 +61,7 @@ class Message:
     @property
     def priority(self) -> int:
         p = self.properties.get("priority")
-        return p if isinstance(p, int) else 0
+        return p if p.__class__ is int and p > 0 else 0  # a STOMP priority may be negative
 
     @property
     def headers(self) -> dict[str, Any]:

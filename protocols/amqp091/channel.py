@@ -20,7 +20,7 @@ from mqemu.broker.queue import Consumer
 
 from . import spec
 from .codec import BodyFrame, ContentFrames, HeaderFrame, MethodFrame, encode_deliver, encode_method
-from .basic import REPLY_TO, BasicMethods, wire_properties
+from .basic import REPLY_TO, BasicMethods, framed_properties, wire_properties
 from .replies import (
     CHANNEL_ERROR, COMMAND_INVALID, FRAME_ERROR, MAX_MESSAGE_SIZE, NOT_IMPLEMENTED,
     UNEXPECTED_FRAME, HardError,
@@ -187,6 +187,8 @@ class Channel(BasicMethods):
         conn = self.conn
         if props is None:
             props = msg.encoded_properties = wire_properties(msg, conn.conn_id)
+        if len(props) > conn.frame_max - 20:  # a content header frame over frame_max
+            props = framed_properties(msg, conn.conn_id, conn.frame_max)
         conn.send(encode_deliver(self.number, consumer.tag, tag, entry.redelivered, msg.exchange,
                                  msg.routing_key, props, msg.body, conn.frame_max))
 

@@ -153,6 +153,8 @@ def test_stomp_headers_amqp_cannot_carry(mqemu_server):
         ("/topic/poison.d", {"reply-to": "/queue/" + "r" * 300}),
         ("/topic/poison.e", {"priority": "300", "timestamp": "-1"}),
         ("/topic/poison." + "t" * 300, {"x": "long topic"}),
+        # 150 KB of headers: a content header frame over pika's frame_max (128 KiB)
+        ("/topic/poison.f", {**{f"h{i}": "v" * 1000 for i in range(150)}, "content-type": "text/plain"}),
     ]
     good_sent: dict[bytes, float] = {}
     try:
@@ -173,6 +175,8 @@ def test_stomp_headers_amqp_cannot_carry(mqemu_server):
         assert amqp[b"hostile-2"].headers["x-message-id"] == "m" * 300
         assert amqp[b"hostile-3"].reply_to is None
         assert (amqp[b"hostile-4"].priority, amqp[b"hostile-4"].timestamp) == (None, None)
+        assert amqp[b"hostile-6"].headers is None and amqp[b"hostile-6"].content_type == "text/plain"
+        assert consumers.stomp.extra[b"hostile-6"]["h149"] == "v" * 1000
         method = consumers.amqp.extra[b"hostile-5"][0]
         assert method.routing_key == "poison." + "t" * 248  # cut to 255 bytes
         # STOMP and MQTT consumers see what the publisher sent
