@@ -221,5 +221,6 @@ _PLAIN_VALUES = tuple(_PLAIN.values())
 
 
 def remaining_expiry(expires_at: float, now: float) -> int:
-    """Seconds left, rounded up, never below 1 for a message still being delivered."""
-    return max(1, math.ceil(expires_at - now))
+    """Seconds left, rounded up, never below 1 for a message still being delivered, and at
+    most what the Four Byte Integer holds (an AMQP or STOMP expiration can be longer)."""
+    return min(max(1, math.ceil(expires_at - now)), 0xFFFF_FFFF)

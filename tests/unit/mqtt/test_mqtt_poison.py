@@ -140,3 +140,14 @@ def test_retained_copy_names_its_subscription_and_goes_to_it_only():
     vh.queues[q_name].publish(copy, 0.0)
     vh.queues[q_name].dispatch()
     assert s.recv() == [] and len(vh.queues[q_name].ready) == 0
+
+
+def test_an_expiry_longer_than_mqtt_holds_is_capped():
+    broker = Broker(clock=Clock())
+    c = Client(broker)
+    c.start("sub", Subscription("t", 0))
+    # an AMQP expiration of 10^14 ms: 10^11 s, more than a Four Byte Integer
+    broker.vhosts["/"].publish("amq.topic", "t", Message("amq.topic", "t", b"x", {"expiration": "1" + "0" * 14}))
+    (pub,) = c.recv()
+    assert pub.properties == {"message_expiry_interval": 0xFFFF_FFFF}
+    assert not c.conn.closing
