@@ -29,27 +29,36 @@ REPLY_TO = "amq.rabbitmq.reply-to"
 log = logging.getLogger("mqemu.protocols.amqp091")
 
 
-def wire_properties(msg: Message, conn_id: int) -> bytes:
+def wire_properties(msg: Message, conn: "AMQPConnection") -> bytes:
     """The encoded property list of a delivery of ``msg`` (cached by the caller as
     ``msg.encoded_properties``). Properties a STOMP or MQTT publisher gave that AMQP 0-9-1
-    cannot carry are converted (``properties.fit_properties``) with one log line: a
-    delivery never fails on them."""
+    cannot carry are converted (``properties.fit_properties``): a delivery never fails on
+    them."""
     try:
         return encode_properties(msg.properties)
     except Exception:  # noqa: BLE001 - a value of another protocol's form
-        log.info("message properties converted for AMQP 0-9-1", extra={"conn": conn_id, "exchange": msg.exchange})
+        _converted(conn, "message properties converted for AMQP 0-9-1")
         return encode_fitted(msg.properties)
 
 
-def framed_properties(msg: Message, conn_id: int, frame_max: int) -> bytes:
+def framed_properties(msg: Message, conn: "AMQPConnection") -> bytes:
     """The property list of a delivery whose encoded properties would make a content header
     frame over the connection's frame_max (thousands of STOMP headers): without its headers
     table, so the client gets a frame it accepts (its 12 fixed octets and the frame's 8
     count toward frame_max)."""
-    log.info("message headers left out: over frame_max", extra={"conn": conn_id, "frame_max": frame_max})
+    _converted(conn, "message headers left out: over frame_max")
     props = dict(msg.properties)
     props.pop("headers", None)
     return encode_fitted(props)
+
+
+def _converted(conn: "AMQPConnection", what: str) -> None:
+    """One log line for the first conversion on a connection, then one per 1000: a flood of
+    such messages does not flood the log."""
+    n = conn.converted
+    conn.converted = n + 1
+    if n % 1000 == 0:
+        log.info(what, extra={"conn": conn.conn_id, "conversions": n + 1})
 
 
 def _token() -> str:
@@ -147,9 +156,9 @@ class BasicMethods:
         msg = entry.message
         props = msg.encoded_properties
         if props is None:
-            props = msg.encoded_properties = wire_properties(msg, self.conn.conn_id)
+            props = msg.encoded_properties = wire_properties(msg, self.conn)
         if len(props) > self.conn.frame_max - 20:
-            props = framed_properties(msg, self.conn.conn_id, self.conn.frame_max)
+            props = framed_properties(msg, self.conn)
         ok = spec.BasicGetOk(delivery_tag=tag, redelivered=entry.redelivered, exchange=msg.exchange,
                              routing_key=fit_shortstr(msg.routing_key), message_count=len(q.ready))
         self.conn.send(encode_content(self.number, ok, None, msg.body, self.conn.frame_max, props))
@@ -252,9 +261,9 @@ class BasicMethods:
                                    routing_key=m.routing_key)
             props = msg.encoded_properties
             if props is None:
-                props = msg.encoded_properties = wire_properties(msg, conn.conn_id)
+                props = msg.encoded_properties = wire_properties(msg, conn)
             if len(props) > conn.frame_max - 20:
-                props = framed_properties(msg, conn.conn_id, conn.frame_max)
+                props = framed_properties(msg, conn)
             conn.send(encode_content(self.number, ret, None, msg.body, conn.frame_max, props))
         if self.confirm:
             self.publish_seq = seq = self.publish_seq + 1

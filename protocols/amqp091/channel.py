@@ -186,9 +186,9 @@ class Channel(BasicMethods):
         props = msg.encoded_properties
         conn = self.conn
         if props is None:
-            props = msg.encoded_properties = wire_properties(msg, conn.conn_id)
+            props = msg.encoded_properties = wire_properties(msg, conn)
         if len(props) > conn.frame_max - 20:  # a content header frame over frame_max
-            props = framed_properties(msg, conn.conn_id, conn.frame_max)
+            props = framed_properties(msg, conn)
         conn.send(encode_deliver(self.number, consumer.tag, tag, entry.redelivered, msg.exchange,
                                  msg.routing_key, props, msg.body, conn.frame_max))
 

@@ -95,12 +95,22 @@ def test_deliver_with_a_routing_key_over_255_bytes():
     assert data[7 + 4 + 5 + 8 + 1 + 10] == 255  # the routing key's length octet
 
 
-def test_wire_properties_logs_one_line_per_message(caplog):
+class Conn:
+    conn_id = 9
+    converted = 0
+
+
+def test_wire_properties_logs_the_first_conversion_then_one_per_1000(caplog):
+    conn = Conn()
     msg = Message("amq.topic", "k", b"", {"headers": {L300: "v"}, "content_type": "text/plain"})
     with caplog.at_level(logging.INFO, logger="mqemu.protocols.amqp091"):
-        data = wire_properties(msg, 9)
+        data = wire_properties(msg, conn)
+        for _ in range(1500):
+            wire_properties(msg, conn)
     assert decode_properties(data) == {"content_type": "text/plain", "headers": {}}
-    assert [r.getMessage() for r in caplog.records] == ["message properties converted for AMQP 0-9-1"]
+    assert [(r.getMessage(), r.conversions) for r in caplog.records] == [
+        ("message properties converted for AMQP 0-9-1", 1), ("message properties converted for AMQP 0-9-1", 1001)]
     caplog.clear()
     ok = Message("", "q", b"", {"content_type": "text/plain"})
-    assert wire_properties(ok, 9) == encode_properties(ok.properties) and not caplog.records
+    assert wire_properties(ok, conn) == encode_properties(ok.properties) and not caplog.records
+    assert conn.converted == 1501
