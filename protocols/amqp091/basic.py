@@ -13,7 +13,7 @@ import os
 from typing import TYPE_CHECKING, Any
 
 from mqemu.broker.errors import AccessRefused, BrokerError, PreconditionFailed
-from mqemu.broker.message import Message, QueueEntry
+from mqemu.broker.message import Message, QueueEntry, check_expiration
 from mqemu.broker.queue import Consumer
 
 from . import spec
@@ -237,6 +237,9 @@ class BasicMethods:
             if user_id is not None and user_id != self.conn.user.name:
                 raise PreconditionFailed(f"user_id property set to '{user_id}' but authenticated user "
                                          f"was '{self.conn.user.name}'")
+            expiration = props.get("expiration")
+            if expiration is not None:
+                check_expiration(expiration)
             if props.get("reply_to") == REPLY_TO:
                 if self.reply_to_name is None:
                     raise PreconditionFailed("fast reply consumer does not exist")

@@ -20,8 +20,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from mqemu.broker.errors import PreconditionFailed
-from mqemu.broker.message import Field
+from mqemu.broker.message import Field, check_expiration
 
 from .frames import escape_10, escape_11, escape_12
 
@@ -109,24 +108,6 @@ def rabbit_properties(headers: dict[str, str]) -> dict[str, Any]:
     return props
 
 
-def check_expiration(text: str) -> None:
-    """RabbitMQ refuses a message whose expiration is not an integer from 0 to ten years in
-    ms, with the texts of its ``rabbit_basic:parse_expiration`` (the channel, hence the
-    STOMP connection, closes). Checked against RabbitMQ 3.10."""
-    digits = text[1:] if text[:1] in ("+", "-") else text
-    n = len(digits) - len(digits.lstrip("0123456789"))
-    if n == 0:
-        raise PreconditionFailed(f"invalid expiration '{text}': no_integer")
-    if n < len(digits):
-        raise PreconditionFailed(f"invalid expiration '{text}': {{leftover_string,\"{digits[n:]}\"}}")
-    if text[0] == "-" and digits.strip("0"):
-        raise PreconditionFailed(f"invalid expiration '{text}': {{value_negative,{text}}}")
-    value = digits.lstrip("0") or "0"
-    if text[0] != "-" and (len(value) > 12 or int(value) > MAX_EXPIRATION_MS):
-        raise PreconditionFailed(f"invalid expiration '{text}': {{value_too_large,{value}}}")
-
-
-MAX_EXPIRATION_MS = 315_360_000_000  # RabbitMQ's ceiling: ten years
 
 
 def activemq_properties(headers: dict[str, str], now_ms: int) -> dict[str, Any]:
