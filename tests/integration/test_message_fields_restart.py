@@ -1,14 +1,23 @@
 """Protocol fields of a message (``Message.fields``) survive a restart with ``--data-dir``.
 
 An ActiveMQ STOMP text message (a SEND without content-length) is delivered without a
-content-length; it must come back in that form from the store. Raw sockets show the bytes.
+content-length; it must come back in that form from the store (raw sockets show the bytes).
+An MQTT client's own message queued in its persistent session before a restart is still
+not delivered to a no-local subscription after it.
 """
 
 from __future__ import annotations
 
+import queue as queues
 import socket
+import threading
 
+import paho.mqtt.client as mqtt
 import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.subscribeoptions import SubscribeOptions
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -103,3 +112,62 @@ def test_activemq_stomp_bytes_message_keeps_content_length_after_restart(mqemu_s
         s.buf += s.sock.recv(65536)
     s.close()
     assert b"content-length:4\n" in s.buf
+
+
+# -- MQTT: the publisher field (no-local) after a restart -----------------------------------
+def _mqtt(port: int, client_id: str, inbox, **connect_props):
+    c = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, client_id=client_id,
+                    protocol=mqtt.MQTTv5, manual_ack=True)
+    connected = threading.Event()
+    c.on_connect = lambda *a: connected.set()
+    c.on_message = lambda cl, u, m: inbox.put(m)
+    props = Properties(PacketTypes.CONNECT)
+    props.SessionExpiryInterval = 3600
+    for k, v in connect_props.items():
+        setattr(props, k, v)
+    c.connect("127.0.0.1", port, clean_start=False, properties=props)
+    c.loop_start()
+    assert connected.wait(5)
+    return c
+
+
+def _stop(c) -> None:
+    c.disconnect()
+    c.loop_stop()
+
+
+def test_mqtt_no_local_holds_for_a_message_queued_before_a_restart(mqemu_start, tmp_path):
+    """The client's own message waits in its persistent session queue (its receive maximum
+    is used up) while the node restarts: it must still not come back to it."""
+    data = str(tmp_path / "data")
+    node = mqemu_start(data_dir=data)
+    port = node.ports["mqtt"]
+    inbox: queues.Queue = queues.Queue()
+    me = _mqtt(port, "me", inbox, ReceiveMaximum=1)
+    done = threading.Event()
+    me.on_subscribe = lambda *a: done.set()
+    me.subscribe("t", options=SubscribeOptions(qos=1, noLocal=True))
+    assert done.wait(5)
+    other = _mqtt(port, "other", queues.Queue())
+    other.publish("t", b"first", qos=1).wait_for_publish(5)
+    first = inbox.get(timeout=5)
+    assert first.payload == b"first"  # not acked: the receive maximum (1) is used up
+    me.publish("t", b"mine", qos=1).wait_for_publish(5)
+    other.publish("t", b"second", qos=1).wait_for_publish(5)
+    assert inbox.empty()
+    _stop(me)
+    _stop(other)
+    node._thread.stop()
+
+    again = mqemu_start(data_dir=data)
+    inbox = queues.Queue()
+    me = _mqtt(again.ports["mqtt"], "me", inbox)
+    got = []
+    try:
+        while b"second" not in got:
+            m = inbox.get(timeout=5)
+            got.append(m.payload)
+            me.ack(m.mid, m.qos)
+    finally:
+        _stop(me)
+    assert got == [b"first", b"second"]

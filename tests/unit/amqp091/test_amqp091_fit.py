@@ -8,7 +8,6 @@ import decimal
 import logging
 
 import pytest
-
 from mqemu.broker.message import Message
 from mqemu.protocols.amqp091 import spec
 from mqemu.protocols.amqp091.basic import wire_properties

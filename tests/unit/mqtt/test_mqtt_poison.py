@@ -6,8 +6,21 @@ from __future__ import annotations
 from mqemu.broker.core import Broker
 from mqemu.broker.message import Message
 from mqemu.protocols.mqtt.codec import MqttDecoder
-from mqemu.protocols.mqtt.mapping import PUBLISHER, RETAINED_FOR, mqtt_string, outgoing_properties, to_message
-from mqemu.protocols.mqtt.packets import Connect, Publish, Subscribe, Subscription, Unsubscribe, encode
+from mqemu.protocols.mqtt.mapping import (
+    PUBLISHER,
+    RETAINED_FOR,
+    mqtt_string,
+    outgoing_properties,
+    to_message,
+)
+from mqemu.protocols.mqtt.packets import (
+    Connect,
+    Publish,
+    Subscribe,
+    Subscription,
+    Unsubscribe,
+    encode,
+)
 from mqemu.protocols.mqtt.session import MqttConnection
 
 

@@ -4,7 +4,6 @@ exact bytes: no delivery fails, a refused SEND queues nothing."""
 from __future__ import annotations
 
 import pytest
-
 from mqemu.broker.errors import PreconditionFailed
 from mqemu.broker.message import Message
 from mqemu.protocols.stomp.mapping import (

@@ -9,7 +9,6 @@ import sqlite3
 
 import pytest
 import trio
-
 from mqemu.broker.core import Broker
 from mqemu.broker.message import Field, Message
 from mqemu.broker.store import sqlite_schema as schema
