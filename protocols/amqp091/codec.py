@@ -448,7 +448,8 @@ def encode_deliver(channel: int, consumer_tag: str, delivery_tag: int, redeliver
     rk = routing_key.encode("utf-8", "surrogateescape")
     nct, nex, nrk = len(ct), len(ex), len(rk)
     if nct > 255 or nex > 255 or nrk > 255:
-        ct, ex, rk = (fit_shortstr(s).encode("utf-8", "surrogateescape") for s in (consumer_tag, exchange, routing_key))
+        ct, ex, rk = (fit_shortstr(s).encode("utf-8", "surrogateescape")
+                      for s in (consumer_tag, exchange, routing_key))
         nct, nex, nrk = len(ct), len(ex), len(rk)
     size = len(body)
     limit = frame_max - 8 if frame_max else size
