@@ -184,7 +184,12 @@ def activemq_message_headers(props: dict[str, Any]) -> list[tuple[str, str]]:
     expires = headers.get("expires")
     if expires is None:
         exp = props.get("expiration")
-        expires = str(int(ts) + int(exp)) if exp is not None and str(exp).isdigit() and ts != "0" else "0"
+        expires = "0"
+        if exp is not None and ts != "0" and str(exp).isascii() and str(exp).isdigit():
+            try:  # a timestamp header from another protocol may be any value
+                expires = str(int(ts) + int(exp))
+            except (TypeError, ValueError):
+                pass
     priority = props.get("priority")
     out = [("expires", str(expires)), ("timestamp", str(ts)),
            ("priority", str(ACTIVEMQ_DEFAULT_PRIORITY if priority is None else priority))]

@@ -92,3 +92,18 @@ def test_activemq_text_message_has_no_content_length():
     p.send("SUBSCRIBE", {"destination": "/queue/t", "id": "s"})
     data = b"".join(p.session.outbound)
     assert data.endswith(b"\n\nhello\x00") and b"content-length" not in data
+
+
+def test_activemq_headers_from_another_protocol_never_fail_a_delivery():
+    """An AMQP publisher's timestamp header that is no number, on the ActiveMQ engine."""
+    broker = make_broker("activemq")
+    vh = broker.vhosts["/"]
+    vh.declare_queue("q", durable=True)
+    p = Peer(broker)
+    p.connect()
+    p.send("SUBSCRIBE", {"destination": "/queue/q", "id": "s"})
+    for ts in ("abc", {"t": 1}, "1" * 5000):
+        vh.publish("", "q", Message("", "q", b"x", {"expiration": "1000", "headers": {"timestamp": ts}}))
+    frames = p.frames()
+    assert [(f.command, f.headers["expires"]) for f in frames] == [("MESSAGE", "0")] * 3
+    assert not p.closed
