@@ -217,7 +217,7 @@ def fit_properties(props: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     headers = props.get("headers")
     moved: dict[str, Any] = {}
-    for bit, key, kind in _PROPS:
+    for _bit, key, kind in _PROPS:
         value = props.get(key)
         if value is None or key == "headers":
             continue
