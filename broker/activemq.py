@@ -130,7 +130,7 @@ def dead_letter(vhost: "VirtualHost", queue: "Queue", entries: list[QueueEntry],
         if dlq is None:
             dlq = vhost.queues.get(settings.dead_letter_queue) or vhost.declare_queue(
                 settings.dead_letter_queue, durable=True)
-        dlq.publish(Message("", settings.dead_letter_queue, old.body, props), now)
+        dlq.publish(Message("", settings.dead_letter_queue, old.body, props, fields=old.fields), now)
 
 
 def _long(v: Any, default: int) -> int:
@@ -185,7 +185,7 @@ def maybe_schedule(vhost: "VirtualHost", exchange: str, routing_key: str, messag
     props = dict(message.properties)
     props["headers"] = {k: v for k, v in headers.items() if k not in _SCHEDULE_HEADERS}
     props["headers"]["scheduledJobId"] = job
-    template = Message(exchange, routing_key, message.body, props)
+    template = Message(exchange, routing_key, message.body, props, fields=message.fields)
     first = vhost.clock() + (delay if delay > 0 else period) / 1000.0
     _arm(vhost, template, first, period, repeat)
     return True
@@ -193,7 +193,8 @@ def maybe_schedule(vhost: "VirtualHost", exchange: str, routing_key: str, messag
 
 def _arm(vhost: "VirtualHost", template: Message, when: float, period: int, remaining: int) -> None:
     def fire(now: float) -> None:
-        msg = Message(template.exchange, template.routing_key, template.body, dict(template.properties))
+        msg = Message(template.exchange, template.routing_key, template.body, dict(template.properties),
+                      fields=template.fields)
         try:
             vhost.publish(template.exchange, template.routing_key, msg)
         except Exception as e:  # ActiveMQ logs "Failed to send scheduled message" and goes on

@@ -9,7 +9,35 @@ every protocol it speaks; STOMP and MQTT sessions map their headers onto these n
 from __future__ import annotations
 
 import itertools
-from typing import Any
+from typing import Any, Generic, Mapping, TypeVar
+
+from .errors import PreconditionFailed
+
+
+def check_expiration(text: str) -> None:
+    """RabbitMQ refuses a message whose expiration is not an integer from 0 to ten years in
+    ms (AMQP 0-9-1 and STOMP publishers alike), with the texts of its
+    ``rabbit_basic:parse_expiration``. Raises PreconditionFailed. Checked against
+    RabbitMQ 3.10."""
+    digits = text[1:] if text[:1] in ("+", "-") else text
+    n = len(digits) - len(digits.lstrip("0123456789"))
+    if n == 0:
+        raise PreconditionFailed(f"invalid expiration '{text}': no_integer")
+    if n < len(digits):
+        raise PreconditionFailed(f"invalid expiration '{text}': {{leftover_string,\"{digits[n:]}\"}}")
+    if text[0] == "-" and digits.strip("0"):
+        raise PreconditionFailed(f"invalid expiration '{text}': {{value_negative,{text}}}")
+    value = digits.lstrip("0") or "0"
+    if text[0] != "-" and (len(value) > 12 or int(value) > MAX_EXPIRATION_MS):
+        raise PreconditionFailed(f"invalid expiration '{text}': {{value_too_large,{value}}}")
+
+
+MAX_EXPIRATION_MS = 315_360_000_000  # RabbitMQ's ceiling: ten years
+
+
+# A per-message TTL (``expiration``, ms) of this or more never expires: STOMP can send an
+# expiration of thousands of digits, which no deadline (a float, an int64 index) can hold.
+NEVER_MS = 1 << 62
 
 
 class Message:
@@ -28,7 +56,7 @@ class Message:
         "encoded_properties",
         "id",
         "routing_keys",
-        "origin",
+        "fields",
     )
 
     def __init__(
@@ -38,6 +66,7 @@ class Message:
         body: bytes,
         properties: dict[str, Any] | None = None,
         encoded_properties: bytes | None = None,
+        fields: Mapping[str, FieldValue] | None = None,
     ) -> None:
         self.exchange = exchange
         self.routing_key = routing_key
@@ -46,9 +75,9 @@ class Message:
         self.encoded_properties = encoded_properties
         self.id: int | None = None  # assigned by a store that keeps the message
         self.routing_keys: list[str] | None = None  # with CC/BCC, every key it was routed by
-        # Set by the publishing session for its own use (MQTT: the client id, for no-local);
-        # the core never reads it.
-        self.origin: object | None = None
+        # Protocol fields (see ``Field``): kept and stored with the message, never read by
+        # the core. Shared between messages: replaced, never changed in place.
+        self.fields = fields
 
     @property
     def persistent(self) -> bool:
@@ -57,7 +86,7 @@ class Message:
     @property
     def priority(self) -> int:
         p = self.properties.get("priority")
-        return p if isinstance(p, int) else 0
+        return p if p.__class__ is int and p > 0 else 0  # a STOMP priority may be negative
 
     @property
     def headers(self) -> dict[str, Any]:
@@ -79,6 +108,7 @@ class Message:
             changes.get("routing_key", self.routing_key),
             self.body,
             props,
+            fields=self.fields,
         )
         return msg
 
@@ -89,6 +119,52 @@ class Message:
 # Entries are numbered in the order they are made, so within one queue ``seq`` is the order
 # of arrival: a requeued entry goes back to its place by it, as on RabbitMQ.
 _entry_seq = itertools.count()
+
+
+FieldValue = str | int | bool
+T = TypeVar("T", str, int, bool)
+
+
+class Field(Generic[T]):
+    """A protocol's own field of a message: a typed key, namespaced by the protocol, in
+    ``Message.fields`` (``"stomp.text"``, ``"mqtt.publisher"``).
+
+    What only one protocol needs to know about a message (an ActiveMQ STOMP text message,
+    the MQTT client that published it) travels with it, through copies (dead-lettering,
+    scheduled delivery) and the store, without the core reading it. Values are plain
+    ``str``, ``int`` or ``bool``, so every store can keep them. A protocol declares its
+    fields once, as module constants::
+
+        TEXT = Field("stomp", "text", bool)
+        TEXT.get(message)            # True, or None when absent
+        message.fields = TEXT.add(message.fields, True)
+    """
+
+    __slots__ = ("key", "type")
+
+    def __init__(self, namespace: str, name: str, type_: type[T]) -> None:
+        self.key = f"{namespace}.{name}"
+        self.type = type_
+
+    def get(self, message: Message) -> T | None:
+        fields = message.fields
+        if fields is None:
+            return None
+        value = fields.get(self.key)
+        return value if value.__class__ is self.type else None  # type: ignore[return-value]
+
+    def add(self, fields: Mapping[str, FieldValue] | None, value: T) -> dict[str, FieldValue]:
+        """A new fields mapping: ``fields`` with this field set to ``value``."""
+        if value.__class__ is not self.type:
+            raise TypeError(f"{self.key} is a {self.type.__name__}, not {value.__class__.__name__}")
+        return {**(fields or {}), self.key: value}
+
+    def __repr__(self) -> str:
+        return f"Field({self.key!r}, {self.type.__name__})"
+
+
+class QueueEntry:
+    """A message's place in one queue: its redelivery state and deadline there."""
 
 
 class QueueEntry:

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Iterable
 
 from . import activemq
 from .consumer import Consumer, ConsumerOwner, PriorityReady, by_arrival, put_back  # noqa: F401 (sessions import them from here)
-from .message import Message, QueueEntry
+from .message import NEVER_MS, Message, QueueEntry
 from .paging import PagedIndex, PagingQueue, paging_mode
 from .queue_args import QueueSettings
 from .selective import SelectiveDispatch
@@ -100,7 +100,7 @@ class Queue(SelectiveDispatch, PagingQueue):
                 per_msg = int(exp)
             except (TypeError, ValueError):
                 per_msg = None
-            if per_msg is not None and (ttl is None or per_msg < ttl):
+            if per_msg is not None and (ttl is None or per_msg < ttl) and per_msg < NEVER_MS:
                 ttl = per_msg
         entry = QueueEntry(message, None if ttl is None else now + ttl / 1000.0)
         if self.bytes_ready >= self._page_at:  # a length limit, or past the memory ceiling

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from .exchange import EXCHANGE_TYPES, Binding, Exchange
-from .message import QueueEntry
+from .message import NEVER_MS, QueueEntry
 from .paging import PAGE_BATCH, PAGE_BATCH_BYTES, Chunk
 from .queue import Queue
 from .queue_args import QueueSettings
@@ -118,7 +118,7 @@ def _refill(q: Queue, messages) -> int:
         if exp is not None:
             try:
                 per_msg = int(exp)
-                if msg_ttl is None or per_msg < msg_ttl:
+                if (msg_ttl is None or per_msg < msg_ttl) and per_msg < NEVER_MS:
                     msg_ttl = per_msg
             except (TypeError, ValueError):
                 pass

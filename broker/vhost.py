@@ -523,4 +523,4 @@ def _dead_lettered(old: Message, queue: str, reason: str) -> Message:
     headers.setdefault("x-first-death-queue", queue)
     headers.setdefault("x-first-death-exchange", old.exchange)
     props["headers"] = headers
-    return Message(old.exchange, old.routing_key, old.body, props)
+    return Message(old.exchange, old.routing_key, old.body, props, fields=old.fields)

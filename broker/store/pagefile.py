@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import logging
 import os
-import pickle
 import shutil
 import sqlite3
 import tempfile
@@ -32,6 +31,7 @@ from typing import Any, Callable, Sequence
 import trio
 
 from ..message import Message
+from .message_codec import dump_meta, load_meta, make_message
 
 log = logging.getLogger("mqemu.broker.store.pager")
 
@@ -42,10 +42,6 @@ _IN = 900  # keys per "IN (...)" list (SQLite's old default variable limit is 99
 _PAGE_SCHEMA = ("CREATE TABLE IF NOT EXISTS pages (id INTEGER PRIMARY KEY, exchange TEXT NOT NULL, "
                 "routing_key TEXT NOT NULL, properties BLOB NOT NULL, body BLOB NOT NULL)")
 _PAGE_PUT = "INSERT OR REPLACE INTO pages (id, exchange, routing_key, properties, body) VALUES (?, ?, ?, ?, ?)"
-
-
-def _dumps(value: Any) -> bytes:
-    return pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
 
 
 class _Read:
@@ -174,7 +170,7 @@ class Pager:
             if writes:
                 assert con is not None
                 con.executemany(_PAGE_PUT, [(k, m.exchange, m.routing_key,
-                                             _dumps((m.properties, m.routing_keys)), m.body) for k, m in writes])
+                                             dump_meta(m), m.body) for k, m in writes])
             results = [self._read(con, req.keys) for req in reads]
             for i in range(0, len(discards), _IN):
                 assert con is not None
@@ -219,14 +215,11 @@ class Pager:
         # properties dict, never changes one in place).
         decoded = self._props.get(props)
         if decoded is None:
-            decoded = pickle.loads(props)
+            decoded = load_meta(props)
             if len(self._props) >= 1000:
                 self._props.clear()
             self._props[props] = decoded
-        properties, routing_keys = decoded
-        msg = Message(exchange, key, body, properties)
-        msg.routing_keys = routing_keys
-        return msg
+        return make_message(exchange, key, body, decoded)
 
 
 def remove_page_file(directory: str) -> None:

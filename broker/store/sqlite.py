@@ -30,6 +30,7 @@ import trio
 from . import sqlite_schema as schema
 from .base import Snapshot, Store, StoreCorrupt
 from .lock import DataDirLock
+from .message_codec import dump_meta
 from .pagefile import Pager, remove_page_file
 
 if TYPE_CHECKING:
@@ -429,7 +430,7 @@ def _run(con: sqlite3.Connection, kind: str, rows: list[Any], shared: dict[int, 
         # The id was taken when the message was added: message.id may be reset meanwhile.
         # shared: a message is added to every queue it reaches in the one publish call that
         # routes it, so by the time its batch is taken the holder count is final.
-        rows = [(mid, m.exchange, m.routing_key, schema.dumps((m.properties, m.routing_keys)), m.body,
+        rows = [(mid, m.exchange, m.routing_key, dump_meta(m), m.body,
                  int(shared.get(mid, 1) > 1)) for mid, m in rows]
     con.executemany(kind, rows)
     if kind is _Q_DEL:

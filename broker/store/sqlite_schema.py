@@ -16,11 +16,15 @@ import sqlite3
 from array import array
 from typing import Any, Callable
 
-from ..message import Message
+from ..message import NEVER_MS, Message
 from .base import PagedRows, Snapshot, StoreCorrupt, StoreError
+from .message_codec import Meta, load_meta, make_message
 
 DB_NAME = "mqemu.sqlite"
-SCHEMA_VERSION = 1
+# 2: a message row's properties blob may also hold the message's protocol fields
+# (``message_codec``). A schema 1 file is read as it is and marked 2 at open; an mqemu
+# that knows only schema 1 then refuses the file ("written by a newer mqemu").
+SCHEMA_VERSION = 2
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS exchanges (
@@ -181,7 +185,7 @@ class _Rows:
     """
 
     def __init__(self) -> None:
-        self.props: dict[bytes, tuple] = {}
+        self.props: dict[bytes, Meta] = {}
         self.seen: dict[int, Message] = {}
         self.holders: dict[int, int] = {}
 
@@ -193,12 +197,10 @@ class _Rows:
             return
         decoded = self.props.get(props)
         if decoded is None:
-            decoded = pickle.loads(props)
+            decoded = load_meta(props)
             if len(self.props) < 10_000:
                 self.props[props] = decoded
-        properties, routing_keys = decoded
-        msg = Message(exchange, key, body, properties)
-        msg.routing_keys = routing_keys
+        msg = make_message(exchange, key, body, decoded)
         msg.id = mid
         current.append(msg)
         if shared:
@@ -260,7 +262,7 @@ def _load_within(con: sqlite3.Connection, names: dict[int, tuple[str, str]], mod
                 holders[mid] = holders.get(mid, 0) + 1
             ttl = ttl_cache.get(props)
             if ttl is None:
-                ttl = _ttl_ms(pickle.loads(props)[0])
+                ttl = _ttl_ms(load_meta(props)[0])
                 if len(ttl_cache) < 10_000:
                     ttl_cache[props] = ttl
             ids.append(mid)
@@ -276,6 +278,7 @@ def _ttl_ms(properties: dict[str, Any]) -> int:
     if exp is None:
         return -1
     try:
-        return max(0, int(exp))
+        ms = max(0, int(exp))
     except (TypeError, ValueError):
         return -1
+    return ms if ms < NEVER_MS else -1

@@ -8,22 +8,57 @@ deliveries, the content being assembled, confirm and tx modes).
 from __future__ import annotations
 
 import base64
+import logging
 import os
 from typing import TYPE_CHECKING, Any
 
 from mqemu.broker.errors import AccessRefused, BrokerError, PreconditionFailed
-from mqemu.broker.message import Message, QueueEntry
+from mqemu.broker.message import Message, QueueEntry, check_expiration
 from mqemu.broker.queue import Consumer
 
 from . import spec
 from .codec import encode_content, encode_method
-from .properties import encode_properties
+from .properties import encode_fitted, encode_properties, fit_shortstr
 from .replies import NOT_ALLOWED, NOT_IMPLEMENTED, HardError
 
 if TYPE_CHECKING:
     from .session import AMQPConnection
 
 REPLY_TO = "amq.rabbitmq.reply-to"
+
+log = logging.getLogger("mqemu.protocols.amqp091")
+
+
+def wire_properties(msg: Message, conn: "AMQPConnection") -> bytes:
+    """The encoded property list of a delivery of ``msg`` (cached by the caller as
+    ``msg.encoded_properties``). Properties a STOMP or MQTT publisher gave that AMQP 0-9-1
+    cannot carry are converted (``properties.fit_properties``): a delivery never fails on
+    them."""
+    try:
+        return encode_properties(msg.properties)
+    except Exception:  # noqa: BLE001 - a value of another protocol's form
+        _converted(conn, "message properties converted for AMQP 0-9-1")
+        return encode_fitted(msg.properties)
+
+
+def framed_properties(msg: Message, conn: "AMQPConnection") -> bytes:
+    """The property list of a delivery whose encoded properties would make a content header
+    frame over the connection's frame_max (thousands of STOMP headers): without its headers
+    table, so the client gets a frame it accepts (its 12 fixed octets and the frame's 8
+    count toward frame_max)."""
+    _converted(conn, "message headers left out: over frame_max")
+    props = dict(msg.properties)
+    props.pop("headers", None)
+    return encode_fitted(props)
+
+
+def _converted(conn: "AMQPConnection", what: str) -> None:
+    """One log line for the first conversion on a connection, then one per 1000: a flood of
+    such messages does not flood the log."""
+    n = conn.converted
+    conn.converted = n + 1
+    if n % 1000 == 0:
+        log.info(what, extra={"conn": conn.conn_id, "conversions": n + 1})
 
 
 def _token() -> str:
@@ -121,9 +156,11 @@ class BasicMethods:
         msg = entry.message
         props = msg.encoded_properties
         if props is None:
-            props = msg.encoded_properties = encode_properties(msg.properties)
+            props = msg.encoded_properties = wire_properties(msg, self.conn)
+        if len(props) > self.conn.frame_max - 20:
+            props = framed_properties(msg, self.conn)
         ok = spec.BasicGetOk(delivery_tag=tag, redelivered=entry.redelivered, exchange=msg.exchange,
-                             routing_key=msg.routing_key, message_count=len(q.ready))
+                             routing_key=fit_shortstr(msg.routing_key), message_count=len(q.ready))
         self.conn.send(encode_content(self.number, ok, None, msg.body, self.conn.frame_max, props))
 
     # -- basic class: settling ----------------------------------------------------------
@@ -200,6 +237,9 @@ class BasicMethods:
             if user_id is not None and user_id != self.conn.user.name:
                 raise PreconditionFailed(f"user_id property set to '{user_id}' but authenticated user "
                                          f"was '{self.conn.user.name}'")
+            expiration = props.get("expiration")
+            if expiration is not None:
+                check_expiration(expiration)
             if props.get("reply_to") == REPLY_TO:
                 if self.reply_to_name is None:
                     raise PreconditionFailed("fast reply consumer does not exist")
@@ -223,8 +263,11 @@ class BasicMethods:
             ret = spec.BasicReturn(reply_code=312, reply_text="NO_ROUTE", exchange=m.exchange,
                                    routing_key=m.routing_key)
             props = msg.encoded_properties
-            conn.send(encode_content(self.number, ret, msg.properties if props is None else None,
-                                     msg.body, conn.frame_max, props))
+            if props is None:
+                props = msg.encoded_properties = wire_properties(msg, conn)
+            if len(props) > conn.frame_max - 20:
+                props = framed_properties(msg, conn)
+            conn.send(encode_content(self.number, ret, None, msg.body, conn.frame_max, props))
         if self.confirm:
             self.publish_seq = seq = self.publish_seq + 1
             if refused:

@@ -20,8 +20,7 @@ from mqemu.broker.queue import Consumer
 
 from . import spec
 from .codec import BodyFrame, ContentFrames, HeaderFrame, MethodFrame, encode_deliver, encode_method
-from .basic import REPLY_TO, BasicMethods
-from .properties import encode_properties
+from .basic import REPLY_TO, BasicMethods, framed_properties, wire_properties
 from .replies import (
     CHANNEL_ERROR, COMMAND_INVALID, FRAME_ERROR, MAX_MESSAGE_SIZE, NOT_IMPLEMENTED,
     UNEXPECTED_FRAME, HardError,
@@ -188,9 +187,11 @@ class Channel(BasicMethods):
                 self.blocked = True
         msg = entry.message
         props = msg.encoded_properties
-        if props is None:
-            props = msg.encoded_properties = encode_properties(msg.properties)
         conn = self.conn
+        if props is None:
+            props = msg.encoded_properties = wire_properties(msg, conn)
+        if len(props) > conn.frame_max - 20:  # a content header frame over frame_max
+            props = framed_properties(msg, conn)
         conn.send(encode_deliver(self.number, consumer.tag, tag, entry.redelivered, msg.exchange,
                                  msg.routing_key, props, msg.body, conn.frame_max))
 

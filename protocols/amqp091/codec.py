@@ -49,7 +49,7 @@ from .errors import (
 )
 from .methodgen import twin_of
 from .fieldtable import decode_array, decode_table, encode_array, encode_table
-from .properties import decode_properties, encode_properties
+from .properties import decode_properties, encode_properties, fit_shortstr
 
 __all__ = [
     "PROTOCOL_HEADER", "NEED_DATA", "HEARTBEAT_FRAME", "FRAME_MIN_SIZE", "FRAME_END",
@@ -441,13 +441,16 @@ def encode_deliver(channel: int, consumer_tag: str, delivery_tag: int, redeliver
                    routing_key: str, raw_properties: bytes, body: bytes, frame_max: int) -> bytes:
     """Hot path: basic.deliver + content header + body, byte-identical to
     ``encode_content(channel, BasicDeliver(...), None, body, frame_max,
-    raw_properties)``. Raises ValueError for a shortstr over 255 bytes."""
+    raw_properties)``. A shortstr field over 255 bytes (a routing key from STOMP or MQTT)
+    is cut to 255 (``fit_shortstr``): a delivery never fails."""
     ct = consumer_tag.encode("utf-8", "surrogateescape")
     ex = exchange.encode("utf-8", "surrogateescape")
     rk = routing_key.encode("utf-8", "surrogateescape")
     nct, nex, nrk = len(ct), len(ex), len(rk)
     if nct > 255 or nex > 255 or nrk > 255:
-        raise ValueError("basic.deliver: shortstr field over 255 bytes")
+        ct, ex, rk = (fit_shortstr(s).encode("utf-8", "surrogateescape")
+                      for s in (consumer_tag, exchange, routing_key))
+        nct, nex, nrk = len(ct), len(ex), len(rk)
     size = len(body)
     limit = frame_max - 8 if frame_max else size
     head = _DELIVER_D.pack(FRAME_END, 2, channel, 12 + len(raw_properties), 60, 0, size)

@@ -23,7 +23,8 @@ from typing import Any
 from .errors import frame_error, syntax_error
 from .fieldtable import _decode_table, encode_table
 
-__all__ = ["decode_properties", "encode_properties", "PROPERTY_NAMES"]
+__all__ = ["decode_properties", "encode_properties", "PROPERTY_NAMES", "fit_properties", "encode_fitted",
+           "fit_shortstr"]
 
 _H = struct.Struct(">H")
 _B = struct.Struct(">B")
@@ -150,3 +151,117 @@ def encode_properties(props: dict[str, Any] | None) -> bytes:
                 value = int(value.timestamp())
             append(_Q.pack(value))
     return b"".join(parts)
+
+
+# -- what AMQP 0-9-1 can carry ------------------------------------------------------------
+# A message published with STOMP or MQTT keeps its own protocol's values in the neutral
+# properties; some of them have no AMQP 0-9-1 form (a header name or a shortstr over 255
+# bytes, an integer that does not fit its octet, a header value of no field-table type).
+# Deliveries to AMQP clients convert them the way RabbitMQ's protocol bridges convert a
+# message into AMQP 0-9-1 (its ``mc_amqpl`` and ``mc_mqtt`` modules), so no delivery fails:
+# - a header (STOMP header, MQTT user property) whose name is over 255 bytes is dropped;
+# - ``correlation_id`` and ``message_id`` over 255 bytes move to the headers
+#   ``x-correlation-id`` and ``x-message-id`` (long strings);
+# - every other shortstr property over 255 bytes (``reply_to``, ``content_type``, ...) is
+#   dropped, as is ``delivery_mode`` or ``priority`` outside 0..255 and a ``timestamp``
+#   outside 0..2**64-1;
+# - a header value of a type a field table cannot hold, or out of its range (an integer
+#   beyond int64, a decimal beyond scale octet + int32, a time before 1970), is dropped.
+# ARCHITECTURE.md ("Messages that cross protocols") lists the rules of every protocol.
+
+_SHORTSTR_MOVED = {"correlation_id": "x-correlation-id", "message_id": "x-message-id"}
+_MAX_DEPTH = 32  # nesting kept in header tables and arrays (deeper values are dropped)
+
+
+def _shortstr_ok(value: Any) -> bool:
+    if value.__class__ is not str:
+        return False
+    return len(value) <= 63 or len(value.encode("utf-8", "surrogateescape")) <= 255
+
+
+def _fit_value(value: Any, depth: int) -> tuple[bool, Any]:
+    """(kept, value) for one field-table value."""
+    if isinstance(value, dict):
+        if depth >= _MAX_DEPTH:
+            return False, None
+        return True, _fit_table(value, depth + 1)
+    if isinstance(value, (list, tuple)):
+        if depth >= _MAX_DEPTH:
+            return False, None
+        out = []
+        for item in value:
+            kept, v = _fit_value(item, depth + 1)
+            if kept:
+                out.append(v)
+        return True, out
+    try:
+        encode_table({"v": value})
+    except Exception:  # noqa: BLE001 - any value the field-table encoder refuses
+        return False, None
+    return True, value
+
+
+def _fit_table(table: dict[Any, Any], depth: int = 0) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in table.items():
+        if not _shortstr_ok(key):
+            continue
+        kept, v = _fit_value(value, depth)
+        if kept:
+            out[key] = v
+    return out
+
+
+def fit_properties(props: dict[str, Any]) -> dict[str, Any]:
+    """A copy of the neutral properties that AMQP 0-9-1 can carry (the rules above)."""
+    out: dict[str, Any] = {}
+    headers = props.get("headers")
+    moved: dict[str, Any] = {}
+    for _bit, key, kind in _PROPS:
+        value = props.get(key)
+        if value is None or key == "headers":
+            continue
+        if kind == "s":
+            if value.__class__ is int and not isinstance(value, bool):
+                value = str(value)
+            if _shortstr_ok(value):
+                out[key] = value
+            elif key in _SHORTSTR_MOVED and isinstance(value, str):
+                moved[_SHORTSTR_MOVED[key]] = value
+        elif kind == "o":
+            if value.__class__ is int and 0 <= value <= 255:
+                out[key] = value
+        elif kind == "T":
+            if isinstance(value, datetime.datetime):
+                if value.tzinfo is None:
+                    value = value.replace(tzinfo=datetime.timezone.utc)
+                value = int(value.timestamp())
+            if value.__class__ is int and 0 <= value < 1 << 64:
+                out[key] = value
+    if isinstance(headers, dict) or moved:
+        table = _fit_table(headers) if isinstance(headers, dict) else {}
+        for name, value in moved.items():
+            table.setdefault(name, value)
+        out["headers"] = table
+    return out
+
+
+def encode_fitted(props: dict[str, Any] | None) -> bytes:
+    """``encode_properties(fit_properties(props))``; never raises (the slow path of a
+    delivery whose properties ``encode_properties`` refused)."""
+    try:
+        return encode_properties(fit_properties(props or {}))
+    except Exception:  # noqa: BLE001 - cannot happen for fitted values; deliver without them
+        return _EMPTY
+
+
+def fit_shortstr(text: str) -> str:
+    """``text`` cut to at most 255 bytes of UTF-8 at a character boundary (a routing key
+    from STOMP or MQTT, which have no such limit, in a ``basic.deliver``)."""
+    raw = text.encode("utf-8", "surrogateescape")
+    if len(raw) <= 255:
+        return text
+    cut = 255
+    while cut and raw[cut] & 0xC0 == 0x80:  # raw[cut] continues a character: cut before it
+        cut -= 1
+    return raw[:cut].decode("utf-8", "surrogateescape")

@@ -122,6 +122,7 @@ class AMQPConnection(SessionBase):
         self.confirming: set[Channel] = set()
         self.blocked_sent = False
         self.published = False
+        self.converted = 0  # deliveries whose properties were converted (basic.wire_properties)
 
     # -- transport interface ------------------------------------------------------------
     def budget_changed(self, over: bool) -> None:

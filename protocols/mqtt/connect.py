@@ -20,6 +20,7 @@ from mqemu.broker.errors import AccessRefused, AuthenticationFailed, BrokerError
 from mqemu.protocols.session_base import ClosedReason
 
 from .inbound import ProtocolViolation
+from .mapping import PUBLISHER
 from .packets import Connack, Connect, encode
 from .persist import save_session
 from .sessions import (
@@ -79,6 +80,7 @@ class ConnectMixin:
         if vhost is None:
             return
         self.vhost, self.client_id = vhost, client_id
+        self.publisher_fields = PUBLISHER.add(None, client_id)
         self.keep_alive = p.keep_alive
         server_ka = None
         if level >= 5 and self.server_keep_alive and p.keep_alive > self.server_keep_alive:

@@ -29,7 +29,15 @@ from typing import TYPE_CHECKING, Any
 
 from mqemu.broker.queue import Consumer
 
-from .mapping import outgoing_properties, publish_qos, remaining_expiry, was_retained
+from .mapping import (
+    PUBLISHER,
+    RETAINED_FOR,
+    mqtt_string,
+    outgoing_properties,
+    publish_qos,
+    remaining_expiry,
+    was_retained,
+)
 from .packets import encode_publish
 from .properties import encode_properties
 from .sessions import Inflight, Subscription
@@ -47,16 +55,16 @@ class Route:
 
     __slots__ = ("local", "qos", "rap", "sub_ids", "topic", "topic_bytes")
 
-    def __init__(self, topic: str, subs: list[Subscription]) -> None:
+    def __init__(self, topic: str, subs: list[Subscription], topic_bytes: bytes) -> None:
         self.topic = topic
-        self.topic_bytes = topic.encode("utf-8")
+        self.topic_bytes = topic_bytes
         self.qos = max(s.qos for s in subs)
         self.sub_ids = tuple(sorted({s.sub_id for s in subs if s.sub_id}))
         self.rap = any(s.rap for s in subs)
         self.local: Route | None = self  # the route for the client's own messages
         if any(s.no_local for s in subs):
             rest = [s for s in subs if not s.no_local]
-            self.local = Route(topic, rest) if rest else None
+            self.local = Route(topic, rest, topic_bytes) if rest else None
 
 
 class MqttConsumer(Consumer):
@@ -76,24 +84,29 @@ class MqttConsumer(Consumer):
         self.no_ack = all(s.qos == 0 for s in subs)
 
     def route(self, key: str) -> Route | None:
+        """None when no subscription matches, or when the routing key (from AMQP or STOMP)
+        has no MQTT topic form: then the message is settled as if delivered, like a PUBLISH
+        over the client's maximum packet size."""
         topic = key_to_topic(key)
         subs = [s for s in self.subs if s.filter.matches(topic)]
-        r = Route(topic, subs) if subs else None
+        topic_bytes = _topic_bytes(topic) if subs else None
+        r = Route(topic, subs, topic_bytes) if topic_bytes is not None else None
         if len(self.routes) >= _CACHE_LIMIT:
             self.routes.clear()
         self.routes[key] = r
         return r
 
 
-class RetainedDelivery:
-    """``Message.origin`` of a retained message put in a session queue at SUBSCRIBE."""
+def _topic_bytes(topic: str) -> bytes | None:
+    """A Topic Name's UTF-8, U+0000 and bytes that were not UTF-8 made U+FFFD
+    (``mqtt_string``); None for a topic MQTT cannot carry: empty or over 65535 bytes
+    [MQTT-4.7.3-1]."""
+    text = mqtt_string(topic) if topic else None
+    return None if text is None else text.encode("utf-8")
 
-    __slots__ = ("qos", "sub", "topic")
 
-    def __init__(self, sub: Subscription, qos: int, topic: str) -> None:
-        self.sub = sub
-        self.qos = qos
-        self.topic = topic
+_PUBLISHER = PUBLISHER.key
+_RETAINED_FOR = RETAINED_FOR.key
 
 
 # The last QoS 0 PUBLISH encoded without per-delivery properties: a fan-out dispatches one
@@ -110,16 +123,17 @@ class DeliveryMixin:
     def deliver(self, consumer: MqttConsumer, entry: QueueEntry) -> None:
         global _last_msg, _last_key, _last_data
         msg = entry.message
-        origin = msg.origin
-        if origin is not None and origin.__class__ is RetainedDelivery:
-            self._deliver_retained(consumer, entry, origin)
+        fields = msg.fields
+        if fields is not None and _RETAINED_FOR in fields:
+            self._deliver_retained(consumer, entry, fields[_RETAINED_FOR])
             return
         key = msg.routing_key
         try:
             route = consumer.routes[key]
         except KeyError:
             route = consumer.route(key)
-        if route is not None and origin is not None and route.local is not route and origin == self.client_id:
+        if (route is not None and route.local is not route and fields is not None
+                and fields.get(_PUBLISHER) == self.client_id):
             route = route.local
         if route is None:
             self._settle_unsent(consumer, entry)
@@ -146,10 +160,15 @@ class DeliveryMixin:
             return
         self._deliver_v5(consumer, entry, route.topic, route.topic_bytes, qos, retain, route.sub_ids)
 
-    def _deliver_retained(self, consumer: MqttConsumer, entry: QueueEntry, rd: RetainedDelivery) -> None:
-        # [MQTT-3.3.1-8]: a retained message sent for a new subscription has RETAIN 1.
-        qos = min(rd.qos, rd.sub.qos)
-        topic = rd.topic
+    def _deliver_retained(self, consumer: MqttConsumer, entry: QueueEntry, sub_text: Any) -> None:
+        """A retained message queued at SUBSCRIBE for the subscription ``sub_text``: it goes
+        out with RETAIN 1 [MQTT-3.3.1-8], or is settled unsent if that subscription is gone."""
+        sub = self.session.subs.get(sub_text)
+        if sub is None:
+            self._settle_unsent(consumer, entry)
+            return
+        qos = min(publish_qos(entry.message), sub.qos)
+        topic = key_to_topic(entry.message.routing_key)
         if self.level < 5:
             if qos == 0:
                 self._send_or_drop(consumer, entry, encode_publish(topic, entry.message.body, 0, True, False,
@@ -157,7 +176,7 @@ class DeliveryMixin:
             else:
                 self._send_qos(consumer, entry, topic.encode(), qos, True, None)
             return
-        sub_ids = (rd.sub.sub_id,) if rd.sub.sub_id else ()
+        sub_ids = (sub.sub_id,) if sub.sub_id else ()
         self._deliver_v5(consumer, entry, topic, topic.encode(), qos, True, sub_ids)
 
     def _deliver_v5(self, consumer: MqttConsumer, entry: QueueEntry, topic: str, topic_bytes: bytes,

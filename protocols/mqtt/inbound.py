@@ -82,7 +82,7 @@ class PublishMixin:
         if key is None:
             key = self._key(topic)
         msg = to_message(key, payload, qos, retain, props)
-        msg.origin = self.client_id
+        msg.fields = self.publisher_fields
         if qos == 2:
             self.session.awaiting_rel.add(pid)
             qos2_mark(self.session, QOS2_IN, pid, True)  # type: ignore[arg-type]

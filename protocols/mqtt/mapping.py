@@ -32,7 +32,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from mqemu.broker.message import Message
+from mqemu.broker.message import Field, Message
 
 from .topics import key_to_topic, topic_to_key
 
@@ -41,6 +41,14 @@ RETAIN_HEADER = "x-mqtt-retain"
 PFI_HEADER = "x-mqtt-payload-format-indicator"
 CORRELATION_HEADER = "x-correlation-id"
 _INTERNAL = frozenset((QOS_HEADER, RETAIN_HEADER, PFI_HEADER, CORRELATION_HEADER))
+
+# MQTT's own message fields (``Message.fields``, kept by the store):
+# - the client id of the connection that published it, for no-local [MQTT-3.8.3-3];
+PUBLISHER = Field("mqtt", "publisher", str)
+# - on a retained message queued for one subscription at SUBSCRIBE, that subscription's
+#   filter as the client wrote it: it goes out with RETAIN 1 [MQTT-3.3.1-8] to that
+#   subscription only, whatever else the topic matches.
+RETAINED_FOR = Field("mqtt", "retained_for", str)
 
 # Property dicts shared by every message that carries no MQTT 5.0 property: the core and the
 # other sessions replace ``properties`` rather than change it, so sharing is safe.
@@ -111,37 +119,79 @@ def was_retained(message: Message) -> bool:
 
 
 def outgoing_properties(message: Message) -> dict[str, Any]:
-    """The MQTT 5.0 properties a delivery of ``message`` carries (expiry excluded)."""
+    """The MQTT 5.0 properties a delivery of ``message`` carries (expiry excluded).
+
+    Text is made a valid MQTT string and a value too long for one is left out (see
+    ``mqtt_string``), so a message from another protocol never fails a delivery."""
     props = message.properties
     out: dict[str, Any] = {}
     headers = props.get("headers")
+    if headers.__class__ is not dict:
+        headers = None
     if headers:
         pfi = headers.get(PFI_HEADER)
         if pfi in (0, 1):
             out["payload_format_indicator"] = pfi
     ct = props.get("content_type")
     if ct is not None:
-        out["content_type"] = str(ct)
+        ct = mqtt_string(str(ct))
+        if ct is not None:
+            out["content_type"] = ct
     rt = props.get("reply_to")
     if rt is not None:
-        out["response_topic"] = key_to_topic(str(rt))
+        rt = mqtt_string(key_to_topic(str(rt)))
+        if rt:
+            out["response_topic"] = rt
     cid = props.get("correlation_id")
     if cid is not None:
-        out["correlation_data"] = cid.encode("utf-8") if isinstance(cid, str) else bytes(cid)
+        data = cid.encode("utf-8", "surrogateescape") if isinstance(cid, str) else _binary(cid)
+        if data is not None and len(data) <= 0xFFFF:
+            out["correlation_data"] = data
     elif headers and isinstance(headers.get(CORRELATION_HEADER), (bytes, bytearray)):
-        out["correlation_data"] = bytes(headers[CORRELATION_HEADER])
+        data = bytes(headers[CORRELATION_HEADER])
+        if len(data) <= 0xFFFF:
+            out["correlation_data"] = data
     if headers:
         pairs = []
         for k, v in headers.items():
-            if k in _INTERNAL:
+            if k in _INTERNAL or k.__class__ is not str:
+                continue
+            name = mqtt_string(k)
+            if name is None:
                 continue
             for item in (v if isinstance(v, list) else (v,)):
                 text = _simple(item)
                 if text is not None:
-                    pairs.append((k, text))
+                    text = mqtt_string(text)
+                    if text is not None:
+                        pairs.append((name, text))
         if pairs:
             out["user_property"] = pairs
     return out
+
+
+def mqtt_string(text: str) -> str | None:
+    """``text`` as a valid MQTT UTF-8 Encoded String, or None when it is longer than one
+    can be (65535 bytes [MQTT-1.5.4]). Text from another protocol may hold what MQTT
+    forbids: U+0000 [MQTT-1.5.4-2], and bytes that were not UTF-8 (kept as lone
+    surrogates) [MQTT-1.5.4-1]; each becomes U+FFFD."""
+    if len(text) <= 16383 and text.isascii():
+        return text.replace("\x00", "\ufffd") if "\x00" in text else text
+    if "\x00" in text:
+        text = text.replace("\x00", "\ufffd")
+    try:
+        raw = text.encode("utf-8")
+    except UnicodeEncodeError:
+        try:
+            text = text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+        except UnicodeEncodeError:  # a surrogate that stands for no byte
+            text = text.encode("utf-8", "replace").decode("utf-8")
+        raw = text.encode("utf-8")
+    return text if len(raw) <= 0xFFFF else None
+
+
+def _binary(value: Any) -> bytes | None:
+    return bytes(value) if isinstance(value, (bytes, bytearray, memoryview)) else None
 
 
 def _simple(value: Any) -> str | None:
@@ -171,5 +221,6 @@ _PLAIN_VALUES = tuple(_PLAIN.values())
 
 
 def remaining_expiry(expires_at: float, now: float) -> int:
-    """Seconds left, rounded up, never below 1 for a message still being delivered."""
-    return max(1, math.ceil(expires_at - now))
+    """Seconds left, rounded up, never below 1 for a message still being delivered, and at
+    most what the Four Byte Integer holds (an AMQP or STOMP expiration can be longer)."""
+    return min(max(1, math.ceil(expires_at - now)), 0xFFFF_FFFF)

@@ -116,6 +116,7 @@ class MqttConnection(ConnectMixin, PublishMixin, DeliveryMixin, SubscribeMixin, 
         self.blocked = False  # the consumer owner flag: outbound over its budget
         self.level = 4
         self.client_id = ""
+        self.publisher_fields: Any = None  # Message.fields of its PUBLISH packets (mapping.PUBLISHER)
         self.user: Any = None  # None on the ActiveMQ flavour: nothing is checked
         self.publish_refused = False
         self.vhost: Any = None

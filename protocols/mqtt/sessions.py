@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from mqemu.broker.errors import BrokerError
 
-from .mapping import to_message
+from .mapping import PUBLISHER, to_message
 from .persist import forget_session
 from .retained import retained_store
 from .topics import Filter, filter_covers, filter_to_binding, parse_shared, topic_to_key
@@ -212,7 +212,7 @@ def publish_will(broker: Broker, vhost: VirtualHost, will: Will, client_id: str)
         props = {k: v for k, v in props.items() if k != "will_delay_interval"}
     key = topic_to_key(will.topic)
     msg = to_message(key, will.payload, will.qos, will.retain, props)
-    msg.origin = client_id
+    msg.fields = PUBLISHER.add(None, client_id)
     if will.retain:
         expiry = (props or {}).get("message_expiry_interval")
         retained_store(broker, vhost.name).put(

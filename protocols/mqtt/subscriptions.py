@@ -4,7 +4,7 @@ A normal subscription binds the session queue to ``amq.topic`` (once per binding
 served by the session's one consumer; a shared subscription ``$share/G/F`` adds this session
 as a consumer of the group's queue, whose consumers the core serves round-robin
 (MQTT 5.0 4.8.2). Retained messages are put in the session queue after the SUBACK, marked
-with a ``RetainedDelivery`` origin (retain handling 0: always, 1: for a new subscription only,
+with the field ``mapping.RETAINED_FOR`` (retain handling 0: always, 1: for a new subscription only,
 2: never [MQTT-3.3.1-9], [MQTT-3.3.1-10], [MQTT-3.3.1-11]); shared subscriptions get none
 (5.0 4.8.2).
 
@@ -20,7 +20,8 @@ from typing import TYPE_CHECKING, Any
 from mqemu.broker.errors import BrokerError
 from mqemu.broker.message import Message
 
-from .delivery import MqttConsumer, RetainedDelivery
+from .delivery import MqttConsumer
+from .mapping import RETAINED_FOR
 from .packets import Suback, Subscribe, Unsuback, Unsubscribe, encode
 from .persist import save_session
 from .retained import retained_store
@@ -143,8 +144,8 @@ class SubscribeMixin:
         now = self.vhost.clock()
         for topic, r in store.matching(sub.filter, now):
             m = r.message
-            copy = Message(m.exchange, m.routing_key, m.body, m.properties)
-            copy.origin = RetainedDelivery(sub, r.qos, topic)
+            copy = Message(m.exchange, m.routing_key, m.body, m.properties,
+                           fields=RETAINED_FOR.add(None, sub.text))
             if r.expires_at is not None:
                 # The queue's TTL (from ``expiration``) would restart; give it what is left.
                 copy.properties = dict(m.properties, expiration=str(max(1, int((r.expires_at - now) * 1000))))

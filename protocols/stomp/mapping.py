@@ -20,6 +20,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from mqemu.broker.message import Field, check_expiration
+
 from .frames import escape_10, escape_11, escape_12
 
 # Frame-level headers that never become message properties (STOMP 1.2, "SEND": the
@@ -67,8 +69,10 @@ _ACTIVEMQ_PROPS = {
 ACTIVEMQ_DEFAULT_PRIORITY = 4  # JMS default priority
 
 # ActiveMQ: a SEND without content-length is a JMS TextMessage, and its MESSAGE frames carry
-# no content-length either (a text body cannot hold a NUL). Set as ``Message.origin``.
-ACTIVEMQ_TEXT = "stomp:text"
+# no content-length either (a text body cannot hold a NUL). STOMP's own message field
+# (``Message.fields``, kept by the store, so the message keeps its form after a restart).
+TEXT = Field("stomp", "text", bool)
+TEXT_FIELDS = TEXT.add(None, True)  # shared by every text message published here
 
 
 def is_true(value: str | None) -> bool:
@@ -98,7 +102,12 @@ def rabbit_properties(headers: dict[str, str]) -> dict[str, Any]:
             user[name] = value
     if user:
         props["headers"] = user
+    expiration = props.get("expiration")
+    if expiration is not None:
+        check_expiration(expiration)
     return props
+
+
 
 
 def activemq_properties(headers: dict[str, str], now_ms: int) -> dict[str, Any]:
@@ -175,7 +184,12 @@ def activemq_message_headers(props: dict[str, Any]) -> list[tuple[str, str]]:
     expires = headers.get("expires")
     if expires is None:
         exp = props.get("expiration")
-        expires = str(int(ts) + int(exp)) if exp is not None and str(exp).isdigit() and ts != "0" else "0"
+        expires = "0"
+        if exp is not None and ts != "0" and str(exp).isascii() and str(exp).isdigit():
+            try:  # a timestamp header from another protocol may be any value
+                expires = str(int(ts) + int(exp))
+            except (TypeError, ValueError):
+                pass
     priority = props.get("priority")
     out = [("expires", str(expires)), ("timestamp", str(ts)),
            ("priority", str(ACTIVEMQ_DEFAULT_PRIORITY if priority is None else priority))]
@@ -224,7 +238,7 @@ def rabbit_header_block(props: dict[str, Any], esc: Any) -> bytes:
         elif key == "timestamp" and not isinstance(value, int):
             value = int(value.timestamp()) if hasattr(value, "timestamp") else value
         lines.append(f"{name}:{esc(str(value))}\n")
-    return "".join(lines).encode("utf-8")
+    return to_utf8("".join(lines))
 
 
 def encode_header_block(pairs: list[tuple[str, str]], version: str) -> bytes:
@@ -232,7 +246,20 @@ def encode_header_block(pairs: list[tuple[str, str]], version: str) -> bytes:
     if not pairs:
         return b""
     esc = ESCAPERS[version]
-    return "".join(f"{esc(n)}:{esc(v)}\n" for n, v in pairs).encode("utf-8")
+    return to_utf8("".join(f"{esc(n)}:{esc(v)}\n" for n, v in pairs))
+
+
+def to_utf8(text: str) -> bytes:
+    """Header text as UTF-8 (STOMP 1.2, "Value Encoding"). Text decoded from another
+    protocol's bytes that were not UTF-8 (an AMQP header name, a routing key) holds them
+    as lone surrogates: each such byte becomes U+FFFD rather than failing the delivery."""
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:
+        try:
+            return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace").encode("utf-8")
+        except UnicodeEncodeError:  # a surrogate that stands for no byte
+            return text.encode("utf-8", "replace")
 
 
 # -- destinations on MESSAGE frames ---------------------------------------------------------
@@ -248,8 +275,8 @@ def _escape_dest(text: str) -> str:
             out.append("%25")
         elif 32 <= ord(ch) <= 127:
             out.append(ch)
-        else:
-            out.extend(f"%{b:02X}" for b in ch.encode("utf-8"))
+        else:  # a byte that was not UTF-8 (kept as a lone surrogate) is escaped as itself
+            out.extend(f"%{b:02X}" for b in ch.encode("utf-8", "surrogateescape"))
     return "".join(out)
 
 

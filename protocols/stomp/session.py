@@ -46,8 +46,8 @@ from .destinations import ActiveMQDestinations, RabbitDestinations
 from .errors import StompError, for_engine, from_broker_error
 from .frames_out import connected_frame, error_frame, receipt_frame
 from .mapping import (
-    ACTIVEMQ_TEXT,
     ESCAPERS,
+    TEXT_FIELDS,
     activemq_properties,
     escape_10,
     rabbit_properties,
@@ -358,13 +358,12 @@ class StompSession(SettleMixin, SubscribeMixin, SessionBase):
         body = f.body
         routed = 0
         allowed = self.write_allowed
-        text = None if rabbit or "content-length" in h else ACTIVEMQ_TEXT
+        fields = None if rabbit or "content-length" in h else TEXT_FIELDS
         for exchange, key in targets:
             if exchange not in allowed:  # RabbitMQ caches permission checks per connection too
                 self.check("write", "exchange", exchange or "amq.default")
                 allowed.add(exchange)
-            msg = Message(exchange, key, body, props if len(targets) == 1 else dict(props))
-            msg.origin = text
+            msg = Message(exchange, key, body, props if len(targets) == 1 else dict(props), fields=fields)
             n, _refused = vhost.publish(exchange, key, msg)
             routed += n
         receipt = h.get("receipt")

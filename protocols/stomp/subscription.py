@@ -22,18 +22,20 @@ from mqemu.broker.message import QueueEntry
 from mqemu.broker.queue import Consumer
 
 from .mapping import (
-    ACTIVEMQ_TEXT,
+    TEXT,
     activemq_destination,
     activemq_message_headers,
     encode_header_block,
     rabbit_destination,
     rabbit_header_block,
+    to_utf8,
 )
 
 if TYPE_CHECKING:
     from .session import StompSession
 
 ACK_MODES = ("auto", "client", "client-individual")
+_TEXT = TEXT.key
 
 
 class Subscription:
@@ -87,7 +89,8 @@ class Subscription:
             red = b"redelivered:true\n" if entry.redelivered else b"redelivered:false\n"
         else:
             red = b"redelivered:true\n" if entry.redelivered else b""
-            if msg.origin == ACTIVEMQ_TEXT:
+            fields = msg.fields
+            if fields is not None and fields.get(_TEXT) is True:
                 s.send(b"%s%smessage-id:%s%d\n%s%s%s\n%s\x00" % (
                     self.head, dest, self.id_prefix, tag, red, block, ack, body))
                 return
@@ -117,4 +120,4 @@ class Subscription:
 def destination_header(engine: str, exchange: str, routing_key: str, escape: Any) -> bytes:
     """``destination:...\\n`` of MESSAGE frames for a message's exchange and routing key."""
     text = (rabbit_destination if engine == "rabbitmq" else activemq_destination)(exchange, routing_key)
-    return b"destination:" + escape(text).encode("utf-8") + b"\n"
+    return b"destination:" + to_utf8(escape(text)) + b"\n"

@@ -790,6 +790,20 @@ def user_id_mismatch(c: RawAMQP) -> None:
     c.send(content_header(1, 0, props=encode_properties({"user_id": "someone-else"})))
 
 
+def _expiration(value: str) -> Scenario:
+    def body(c: RawAMQP) -> None:
+        from mqemu.protocols.amqp091.properties import encode_properties
+        c.method(1, spec.BasicPublish(exchange="", routing_key="nowhere"))
+        c.send(content_header(1, 0, props=encode_properties({"expiration": value})))
+    body.__name__ = f"expiration_{value}"
+    return _channel_scenario(body)
+
+
+expiration_not_an_integer = _expiration("abc")
+expiration_negative = _expiration("-5")
+expiration_over_ten_years = _expiration("315360000001")
+
+
 @_channel_scenario
 def tx_commit_without_select(c: RawAMQP) -> None:
     c.method(1, spec.TxCommit())
@@ -929,6 +943,9 @@ _add(delete_if_unused, ("channel", 406, 50, 40))
 _add(ack_unknown_tag, ("channel", 406, 60, 80))
 _add(internal_exchange_publish, ("channel", 403, 60, 40))
 _add(user_id_mismatch, ("channel", 406, 60, 40))
+_add(expiration_not_an_integer, ("channel", 406, 60, 40))
+_add(expiration_negative, ("channel", 406, 60, 40))
+_add(expiration_over_ten_years, ("channel", 406, 60, 40))
 _add(tx_commit_without_select, ("channel", 406, 90, 20))
 _add(confirm_after_tx, ("channel", 406, 85, 10))
 _add(reuse_consumer_tag, ("connection", 530, 60, 20))

@@ -231,6 +231,12 @@ def _commit_unknown(c: RawStomp, engine: str) -> None:
     c.frame("COMMIT", {"transaction": "nope", "receipt": "r1"})
 
 
+def _expiration(value: str) -> Callable[[RawStomp, str], None]:
+    def build(c: RawStomp, engine: str) -> None:
+        c.frame("SEND", {"destination": "/queue/" + unique("exp"), "expiration": value, "receipt": "r1"}, b"x")
+    return build
+
+
 def _connect_frame(headers: dict[str, str]) -> Callable[[Addr, str], dict[str, Any]]:
     def scenario(addr: Addr, engine: str) -> dict[str, Any]:
         with RawStomp(addr) as c:
@@ -258,6 +264,9 @@ BAD_INPUT: dict[str, Callable[[Addr, str], dict[str, Any]]] = {
     "body_longer_than_content_length": _bad(_body_longer),
     "unsubscribe_unknown": _bad(_unsubscribe_unknown),
     "commit_unknown_transaction": _bad(_commit_unknown),
+    "expiration_not_an_integer": _bad(_expiration("abc")),
+    "expiration_negative": _bad(_expiration("-5")),
+    "expiration_over_ten_years": _bad(_expiration("315360000001")),
     "bad_heart_beat": _connect_frame({"accept-version": "1.2", "heart-beat": "x,y", **_LOGIN}),
     "unsupported_version": _connect_frame({"accept-version": "2.0,3.1", **_LOGIN}),
     "bad_login": _connect_frame({"accept-version": "1.2", "host": "/", "login": "guest",
@@ -422,6 +431,21 @@ def selector(addr: Addr, engine: str) -> dict[str, Any]:
     return {"selected": got, "rest": rest}
 
 
+def long_header_names(addr: Addr, engine: str) -> dict[str, Any]:
+    """Headers AMQP 0-9-1 cannot carry (a name and values over 255 bytes) go from STOMP to
+    STOMP as they were sent."""
+    q = "/queue/" + unique("long")
+    long = {"n" * 300: "name", "correlation-id": "c" * 300, "content-type": "t" * 300}
+    with _session(addr, engine) as c:
+        c.frame("SEND", {"destination": q, **long, "receipt": "s"}, b"long")
+        sent = c.read()
+        c.frame("SUBSCRIBE", {"destination": q, "id": "1"})
+        got = c.read()
+    return {"receipt": sent and sent.command,
+            "sent_back": got is not None and all(got.headers.get(k) == v for k, v in long.items()),
+            "body": got and got.body}
+
+
 def version_10_message(addr: Addr, engine: str) -> dict[str, Any]:
     q = "/queue/" + unique("v10")
     with _session(addr, engine, version="1.0") as c:
@@ -441,6 +465,7 @@ DESTINATIONS: dict[str, Callable[[Addr, str], dict[str, Any]]] = {
     "ack_client_individual": _ack_mode("client-individual"),
     "selector": selector,
     "version_10_message": version_10_message,
+    "long_header_names": long_header_names,
 }
 
 
