@@ -116,11 +116,6 @@ class Message:
         return f"Message({self.exchange!r}, {self.routing_key!r}, {len(self.body)} bytes)"
 
 
-# Entries are numbered in the order they are made, so within one queue ``seq`` is the order
-# of arrival: a requeued entry goes back to its place by it, as on RabbitMQ.
-_entry_seq = itertools.count()
-
-
 FieldValue = str | int | bool
 T = TypeVar("T", str, int, bool)
 
@@ -144,7 +139,7 @@ class Field(Generic[T]):
 
     def __init__(self, namespace: str, name: str, type_: type[T]) -> None:
         self.key = f"{namespace}.{name}"
-        self.type = type_
+        self.type: type[T] = type_
 
     def get(self, message: Message) -> T | None:
         fields = message.fields
@@ -163,8 +158,9 @@ class Field(Generic[T]):
         return f"Field({self.key!r}, {self.type.__name__})"
 
 
-class QueueEntry:
-    """A message's place in one queue: its redelivery state and deadline there."""
+# Entries are numbered in the order they are made, so within one queue ``seq`` is the order
+# of arrival: a requeued entry goes back to its place by it, as on RabbitMQ.
+_entry_seq = itertools.count()
 
 
 class QueueEntry:

@@ -142,7 +142,7 @@ class SubscribeMixin:
         if q is None:
             return
         now = self.vhost.clock()
-        for topic, r in store.matching(sub.filter, now):
+        for _topic, r in store.matching(sub.filter, now):
             m = r.message
             copy = Message(m.exchange, m.routing_key, m.body, m.properties,
                            fields=RETAINED_FOR.add(None, sub.text))
