@@ -13,7 +13,7 @@ import trio
 from mqemu.broker.config import ConfigError, load_config
 
 from .logs import setup_logging
-from .node import PROTOCOLS, Node, NodeOptions, NodeStartError
+from .node import PROTOCOLS, TIMINGS, Node, NodeLockLost, NodeOptions, NodeStartError
 
 log = logging.getLogger("mqemu.ha.cli")
 
@@ -41,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="which broker's behaviour to emulate (default: rabbitmq, or the config file's)")
     serve.add_argument("--host", default="127.0.0.1",
                        help="address to listen on (default 127.0.0.1; 0.0.0.0 for every interface)")
-    for proto, (_, _, defaults) in PROTOCOLS.items():
+    for proto, (_, defaults) in PROTOCOLS.items():
         serve.add_argument(f"--{proto}-port", type=_port, default=None, metavar="PORT",
                            help=f"{proto.upper()} port; 0 picks a free one, 'off' disables it "
                            f"(default {defaults['rabbitmq']})")
@@ -52,6 +52,17 @@ def build_parser() -> argparse.ArgumentParser:
                        help="TOML file with users, vhosts, permissions and limits")
     serve.add_argument("--ready-file", default=None, metavar="PATH",
                        help="once every listener is bound, write {\"amqp\": PORT, ..., \"pid\": PID} here")
+    serve.add_argument("--name", default="node-1",
+                       help="the node's name, carried by every log line (default node-1)")
+    serve.add_argument("--standby", action="store_true",
+                       help="if another node holds --data-dir's lock, wait for it as a standby (no listener "
+                       "open) and take over when it goes, instead of exiting")
+    serve.add_argument("--timing", choices=tuple(TIMINGS), default="fast",
+                       help="lock retry and keep-alive periods: fast (0.1 s / 0.5 s) or engine "
+                       "(ActiveMQ's 10 s retry)")
+    serve.add_argument("--status-file", default=None, metavar="PATH",
+                       help="keep {\"name\", \"pid\", \"role\", \"ports\", \"events\"} here, rewritten on "
+                       "every role change")
     serve.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"),
                        help="how much to log (default info: listeners, errors and warnings)")
     serve.add_argument("--log-format", default="text", choices=("text", "json"),
@@ -74,8 +85,12 @@ def serve(args: argparse.Namespace) -> int:
         log.error("%s", e)
         return 2
     ports = {p: getattr(args, f"{p}_port") for p in PROTOCOLS}
+    if args.standby and not args.data_dir:
+        log.error("--standby needs --data-dir: a standby waits for the lock of a data directory it shares")
+        return 2
     node = Node(NodeOptions(engine=config.engine, host=args.host, ports=ports, data_dir=args.data_dir,
-                            ready_file=args.ready_file, config=config))
+                            ready_file=args.ready_file, config=config, name=args.name, standby=args.standby,
+                            timing=TIMINGS[args.timing], status_file=args.status_file))
 
     async def run() -> None:
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
@@ -89,13 +104,16 @@ def serve(args: argparse.Namespace) -> int:
                     break
 
     failures: list[NodeStartError] = []
+    lost = False
     try:
         trio.run(run)
     except* NodeStartError as group:
         failures.extend(_leaves(group))
+    except* NodeLockLost:
+        lost = True  # logged where it was found
     for failure in failures:
         log.error("%s", failure)
-    return 1 if failures else 0
+    return 3 if lost else 1 if failures else 0
 
 
 def _leaves(group: BaseExceptionGroup) -> list:
