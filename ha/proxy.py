@@ -51,12 +51,11 @@ Address = tuple[str, int]
 def parse_address(value: Address | str) -> Address:
     """``("host", port)`` from a tuple or a ``"host:port"`` string."""
     if isinstance(value, str):
-        host, sep, port = value.rpartition(":")
+        host, sep, port_text = value.rpartition(":")
         if not sep:
             raise ValueError(f"expected host:port, not {value!r}")
-        return host.strip("[]"), int(port)
-    host, port = value
-    return str(host), int(port)
+        return host.strip("[]"), int(port_text)
+    return str(value[0]), int(value[1])
 
 
 def _reset(sock: trio.socket.SocketType) -> None:
@@ -368,13 +367,17 @@ class Proxy:
                     log.warning("proxy accept failed; retrying", extra={"proxy": self.name, "error": str(e)})
                     await trio.sleep(0.1)
                     continue
+                if scope.cancel_called:  # accepted just as the proxy was disabled
+                    client.socket.close()
+                    return
+                # registered before its task starts, so a cut() from now on closes it
+                conn = _Connection(client)
+                self._conns.add(conn)
                 assert self._nursery is not None
-                self._nursery.start_soon(self._serve, client)
+                self._nursery.start_soon(self._serve, conn, self._upstream)
 
-    async def _serve(self, client: trio.SocketStream) -> None:
-        conn = _Connection(client)
-        self._conns.add(conn)
-        upstream = self._upstream
+    async def _serve(self, conn: _Connection, upstream: Address) -> None:
+        client = conn.client
         try:
             with conn.scope:
                 try:

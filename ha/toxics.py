@@ -136,7 +136,8 @@ class LinkShaper:
                 return  # dropped; the link's timer closes the connection
             elif kind == "reset_peer":
                 await trio.sleep(toxic["timeout"] / 1000)
-                self._close(True)
+                if any(t is toxic for t in self.toxics):  # not removed meanwhile
+                    self._close(True)
                 return
             elif kind == "limit_data":
                 left = toxic["bytes"] - self._counted[toxic.name]
