@@ -227,8 +227,8 @@ async def test_latency_each_way_and_overlapping_chunks(echo_addr) -> None:
                 assert await round_trip(stream, b"down") >= 0.18
             with proxy.toxic("latency", stream="upstream", latency=200, jitter=20):
                 assert await round_trip(stream, b"up") >= 0.9 * 0.18
-            # five chunks 0.1 s apart through 0.5 s of latency: they overlap (about 0.9 s in
-            # all), where one after another they would take 2.5 s
+            # five chunks 0.1 s apart through 0.5 s of latency (that they overlap, about 0.9 s in
+            # all rather than 2.5, is checked with exact times in test_toxics.py)
             with proxy.toxic("latency", latency=500):
                 start = trio.current_time()
                 for i in range(5):
@@ -236,7 +236,7 @@ async def test_latency_each_way_and_overlapping_chunks(echo_addr) -> None:
                     await trio.sleep(0.1)
                 assert await read_exactly(stream, 5) == b"01234"
                 elapsed = trio.current_time() - start
-            assert 0.45 * 2 <= elapsed < 2.2
+            assert elapsed >= 0.9 * 0.9
             assert proxy.toxics == []
             assert await round_trip(stream, b"clean") < 1.0
 
