@@ -226,9 +226,14 @@ class Proxy:
     # -- control -----------------------------------------------------------------------
 
     def enable(self) -> None:
-        """Listen again (on the same port); raises OSError if the port was taken meanwhile."""
+        """Listen again (on the same port). Raises OSError if the port was taken meanwhile;
+        the proxy then stays disabled."""
         self.enabled = True
-        self._apply()
+        try:
+            self._apply()
+        except OSError:
+            self.enabled = False
+            raise
 
     def disable(self) -> None:
         """Stop listening (new clients get ECONNREFUSED) and cut every open connection."""

@@ -18,7 +18,8 @@ type's attributes:
 - ``limit_data``: the connection closes once ``bytes`` bytes have passed (exactly that many
   reach the peer).
 - ``down``: not a link toxic: the proxy stops listening and cuts its connections while the
-  toxic is there (the same as ``Proxy.disable``; stream and toxicity do not apply).
+  toxic is there (the same as ``Proxy.disable``; stream and toxicity do not apply; its name
+  is ``down`` unless given).
 
 This module holds the records and the per-link shaping (``LinkShaper``); it opens no socket.
 """
@@ -79,7 +80,7 @@ class Toxic:
         self.attributes = attrs
         self.toxicity = float(self.toxicity)
         if not self.name:
-            self.name = f"{self.type}_{self.stream}"
+            self.name = "down" if self.type == "down" else f"{self.type}_{self.stream}"
 
     def __getitem__(self, key: str) -> int:
         return self.attributes[key]

@@ -164,6 +164,19 @@ async def test_disable_refuses_and_cuts_enable_listens_on_the_same_port(echo_add
             again = await connect(proxy)
             await round_trip(again, b"back")
             await again.aclose()
+            # the port taken by someone else while the proxy was disabled: enable says so
+            proxy.disable()
+            squatter = trio.socket.socket()
+            squatter.setsockopt(trio.socket.SOL_SOCKET, trio.socket.SO_REUSEADDR, 1)  # past TIME_WAIT
+            try:
+                await squatter.bind(("127.0.0.1", port))
+                squatter.listen()
+                with pytest.raises(OSError) as e:
+                    proxy.enable()
+                assert e.value.errno == errno.EADDRINUSE
+                assert not proxy.enabled and not proxy.listening
+            finally:
+                squatter.close()
 
 
 async def test_down_toxic_refuses_until_removed_and_respects_disable(echo_addr) -> None:
@@ -173,7 +186,7 @@ async def test_down_toxic_refuses_until_removed_and_respects_disable(echo_addr) 
             proxy.add_toxic("down")
             assert await read_all(stream) == b""
             await expect_refused(proxy.listen_port)
-            proxy.remove_toxic("down_downstream")
+            proxy.remove_toxic("down")
             await round_trip(await connect(proxy), b"up")
             with proxy.toxic("down"):
                 proxy.disable()
@@ -380,6 +393,37 @@ async def test_toxics_added_to_open_links_and_errors(echo_addr) -> None:
                 proxy.remove_toxic("nope")
             await stream.send_all(b"xyz")
             assert await read_all(stream) == b"xy"
+
+
+async def test_a_client_that_does_not_read_stalls_no_one_else(echo_addr) -> None:
+    """A hostile client floods the echo server through the proxy and never reads the echo:
+    its own connection backs up (the proxy holds at most its socket buffers and 4 MiB), while
+    another client through the same proxy keeps its round trips and loses nothing."""
+    with trio.fail_after(15):
+        async with open_proxy(echo_addr) as proxy:
+            proxy.add_toxic("latency", latency=1, stream="upstream", toxicity=1.0, name="toxic-path")
+            hostile = await connect(proxy)
+            flooded = trio.Event()
+
+            async def flood() -> None:
+                sent = 0
+                with trio.move_on_after(1.5):
+                    while True:
+                        await hostile.send_all(b"h" * 65536)
+                        sent += 65536
+                        if sent >= 16 * 1024 * 1024:
+                            flooded.set()
+                flooded.set()  # the proxy stopped taking more: the flood is blocked, as it should be
+
+            async with trio.open_nursery() as n:
+                n.start_soon(flood)
+                good = await connect(proxy)
+                for i in range(50):
+                    assert await round_trip(good, b"%04d" % i) < 1.0
+                await flooded.wait()
+                for i in range(50):
+                    assert await round_trip(good, b"%04d" % i) < 1.0
+                n.cancel_scope.cancel()
 
 
 # -- a set of proxies ----------------------------------------------------------------------
