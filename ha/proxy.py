@@ -249,13 +249,14 @@ class Proxy:
             log.info("proxy connections cut", extra={"proxy": self.name, "count": len(conns), "reset": reset})
         return len(conns)
 
-    def add_toxic(self, type: str, *, name: str | None = None, stream: str = "downstream",
+    def add_toxic(self, type: str | Toxic, *, name: str | None = None, stream: str = "downstream",
                   toxicity: float = 1.0, **attributes: int) -> Toxic:
-        """Add a toxic to this proxy's links (and to every link opened while it is there).
+        """Add a toxic to this proxy's links (and to every link opened while it is there):
+        ``add_toxic("latency", latency=100)``, or a ``Toxic`` (e.g. ``Toxic.from_dict(json)``).
 
         Raises ValueError for an unknown type or attribute, a bad value or a name in use.
         """
-        toxic = Toxic(type, name or "", stream, toxicity, attributes)
+        toxic = type if isinstance(type, Toxic) else Toxic(type, name or "", stream, toxicity, attributes)
         if toxic.name in self._toxics:
             raise ValueError(f"proxy {self.name} already has a toxic named {toxic.name!r}")
         self._toxics[toxic.name] = toxic

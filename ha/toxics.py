@@ -85,6 +85,15 @@ class Toxic:
     def __getitem__(self, key: str) -> int:
         return self.attributes[key]
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Toxic":
+        """A toxic from toxiproxy's JSON form (``to_dict``'s); raises ValueError if it is not one."""
+        unknown = set(data) - {"name", "type", "stream", "toxicity", "attributes"}
+        if unknown or "type" not in data:
+            raise ValueError(f"a toxic needs a type and takes name, stream, toxicity, attributes; got {sorted(data)}")
+        return cls(str(data["type"]), str(data.get("name") or ""), str(data.get("stream", "downstream")),
+                   data.get("toxicity", 1.0), dict(data.get("attributes") or {}))
+
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "type": self.type, "stream": self.stream, "toxicity": self.toxicity,
                 "attributes": dict(self.attributes)}

@@ -22,6 +22,7 @@ import trio
 from paho.mqtt.enums import CallbackAPIVersion
 
 from mqemu.ha.proxy import Proxy, ProxySet, open_proxies, open_proxy
+from mqemu.ha.toxics import Toxic
 
 pytestmark = pytest.mark.timeout(20)
 
@@ -386,7 +387,7 @@ async def test_toxics_added_to_open_links_and_errors(echo_addr) -> None:
         async with open_proxy(echo_addr) as proxy:
             stream = await connect(proxy)
             await round_trip(stream, b"open")
-            proxy.add_toxic("limit_data", name="cap", bytes=2)
+            proxy.add_toxic(Toxic.from_dict({"name": "cap", "type": "limit_data", "attributes": {"bytes": 2}}))
             with pytest.raises(ValueError, match="already has a toxic named 'cap'"):
                 proxy.add_toxic("latency", name="cap")
             with pytest.raises(KeyError):
