@@ -404,6 +404,8 @@ class Proxy:
                             self._attach(conn, toxic)
                     for link in conn.links.values():
                         nursery.start_soon(link.pump)
+        except Exception:  # a fault in one connection closes that connection, not the proxy
+            log.exception("proxy connection failed", extra={"proxy": self.name})
         finally:
             conn.close()
             self._conns.discard(conn)

@@ -427,6 +427,25 @@ async def test_a_client_that_does_not_read_stalls_no_one_else(echo_addr) -> None
                 n.cancel_scope.cancel()
 
 
+async def test_a_failing_connection_closes_alone(echo_addr, monkeypatch, caplog) -> None:
+    from mqemu.ha.toxics import LinkShaper
+
+    async def broken(self, arrival, data):
+        raise RuntimeError("shaper bug")
+
+    with trio.fail_after(5):
+        async with open_proxy(echo_addr, name="p") as proxy:
+            monkeypatch.setattr(LinkShaper, "deliver", broken)
+            with proxy.toxic("latency", latency=0):
+                victim = await connect(proxy)
+                await victim.send_all(b"boom")
+                assert await read_all(victim) == b""
+            bystander = await connect(proxy)
+            await round_trip(bystander, b"still serving")
+    failed = [r for r in caplog.records if r.name == "mqemu.ha.proxy" and r.levelname == "ERROR"]
+    assert [(r.getMessage(), r.proxy) for r in failed] == [("proxy connection failed", "p")]
+
+
 # -- a set of proxies ----------------------------------------------------------------------
 
 async def test_proxy_set_lookup_describe_and_remove(echo_addr) -> None:
