@@ -51,12 +51,11 @@ Address = tuple[str, int]
 def parse_address(value: Address | str) -> Address:
     """``("host", port)`` from a tuple or a ``"host:port"`` string."""
     if isinstance(value, str):
-        host, sep, port = value.rpartition(":")
+        host, sep, port_text = value.rpartition(":")
         if not sep:
             raise ValueError(f"expected host:port, not {value!r}")
-        return host.strip("[]"), int(port)
-    host, port = value
-    return str(host), int(port)
+        return host.strip("[]"), int(port_text)
+    return str(value[0]), int(value[1])
 
 
 def _reset(sock: trio.socket.SocketType) -> None:
@@ -227,9 +226,14 @@ class Proxy:
     # -- control -----------------------------------------------------------------------
 
     def enable(self) -> None:
-        """Listen again (on the same port); raises OSError if the port was taken meanwhile."""
+        """Listen again (on the same port). Raises OSError if the port was taken meanwhile;
+        the proxy then stays disabled."""
         self.enabled = True
-        self._apply()
+        try:
+            self._apply()
+        except OSError:
+            self.enabled = False
+            raise
 
     def disable(self) -> None:
         """Stop listening (new clients get ECONNREFUSED) and cut every open connection."""
@@ -245,13 +249,14 @@ class Proxy:
             log.info("proxy connections cut", extra={"proxy": self.name, "count": len(conns), "reset": reset})
         return len(conns)
 
-    def add_toxic(self, type: str, *, name: str | None = None, stream: str = "downstream",
+    def add_toxic(self, type: str | Toxic, *, name: str | None = None, stream: str = "downstream",
                   toxicity: float = 1.0, **attributes: int) -> Toxic:
-        """Add a toxic to this proxy's links (and to every link opened while it is there).
+        """Add a toxic to this proxy's links (and to every link opened while it is there):
+        ``add_toxic("latency", latency=100)``, or a ``Toxic`` (e.g. ``Toxic.from_dict(json)``).
 
         Raises ValueError for an unknown type or attribute, a bad value or a name in use.
         """
-        toxic = Toxic(type, name or "", stream, toxicity, attributes)
+        toxic = type if isinstance(type, Toxic) else Toxic(type, name or "", stream, toxicity, attributes)
         if toxic.name in self._toxics:
             raise ValueError(f"proxy {self.name} already has a toxic named {toxic.name!r}")
         self._toxics[toxic.name] = toxic
@@ -368,13 +373,17 @@ class Proxy:
                     log.warning("proxy accept failed; retrying", extra={"proxy": self.name, "error": str(e)})
                     await trio.sleep(0.1)
                     continue
+                if scope.cancel_called:  # accepted just as the proxy was disabled
+                    client.socket.close()
+                    return
+                # registered before its task starts, so a cut() from now on closes it
+                conn = _Connection(client)
+                self._conns.add(conn)
                 assert self._nursery is not None
-                self._nursery.start_soon(self._serve, client)
+                self._nursery.start_soon(self._serve, conn, self._upstream)
 
-    async def _serve(self, client: trio.SocketStream) -> None:
-        conn = _Connection(client)
-        self._conns.add(conn)
-        upstream = self._upstream
+    async def _serve(self, conn: _Connection, upstream: Address) -> None:
+        client = conn.client
         try:
             with conn.scope:
                 try:
@@ -395,6 +404,8 @@ class Proxy:
                             self._attach(conn, toxic)
                     for link in conn.links.values():
                         nursery.start_soon(link.pump)
+        except Exception:  # a fault in one connection closes that connection, not the proxy
+            log.exception("proxy connection failed", extra={"proxy": self.name})
         finally:
             conn.close()
             self._conns.discard(conn)

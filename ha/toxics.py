@@ -18,7 +18,8 @@ type's attributes:
 - ``limit_data``: the connection closes once ``bytes`` bytes have passed (exactly that many
   reach the peer).
 - ``down``: not a link toxic: the proxy stops listening and cuts its connections while the
-  toxic is there (the same as ``Proxy.disable``; stream and toxicity do not apply).
+  toxic is there (the same as ``Proxy.disable``; stream and toxicity do not apply; its name
+  is ``down`` unless given).
 
 This module holds the records and the per-link shaping (``LinkShaper``); it opens no socket.
 """
@@ -79,10 +80,19 @@ class Toxic:
         self.attributes = attrs
         self.toxicity = float(self.toxicity)
         if not self.name:
-            self.name = f"{self.type}_{self.stream}"
+            self.name = "down" if self.type == "down" else f"{self.type}_{self.stream}"
 
     def __getitem__(self, key: str) -> int:
         return self.attributes[key]
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Toxic":
+        """A toxic from toxiproxy's JSON form (``to_dict``'s); raises ValueError if it is not one."""
+        unknown = set(data) - {"name", "type", "stream", "toxicity", "attributes"}
+        if unknown or "type" not in data:
+            raise ValueError(f"a toxic needs a type and takes name, stream, toxicity, attributes; got {sorted(data)}")
+        return cls(str(data["type"]), str(data.get("name") or ""), str(data.get("stream", "downstream")),
+                   data.get("toxicity", 1.0), dict(data.get("attributes") or {}))
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "type": self.type, "stream": self.stream, "toxicity": self.toxicity,
@@ -136,7 +146,8 @@ class LinkShaper:
                 return  # dropped; the link's timer closes the connection
             elif kind == "reset_peer":
                 await trio.sleep(toxic["timeout"] / 1000)
-                self._close(True)
+                if any(t is toxic for t in self.toxics):  # not removed meanwhile
+                    self._close(True)
                 return
             elif kind == "limit_data":
                 left = toxic["bytes"] - self._counted[toxic.name]

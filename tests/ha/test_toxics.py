@@ -41,6 +41,18 @@ def test_defaults_names_and_dict() -> None:
     assert Toxic("limit_data", stream="upstream", attributes={"bytes": 5}).name == "limit_data_upstream"
 
 
+def test_from_dict_takes_toxiproxys_json() -> None:
+    t = Toxic.from_dict({"type": "timeout", "stream": "upstream", "toxicity": 0.25, "attributes": {"timeout": 9}})
+    assert t.to_dict() == {"name": "timeout_upstream", "type": "timeout", "stream": "upstream", "toxicity": 0.25,
+                           "attributes": {"timeout": 9}}
+    assert Toxic.from_dict(t.to_dict()) == t
+    assert Toxic.from_dict({"type": "down"}).name == "down"
+    with pytest.raises(ValueError, match="a toxic needs a type"):
+        Toxic.from_dict({"type": "latency", "latency": 5})
+    with pytest.raises(ValueError, match="a toxic needs a type"):
+        Toxic.from_dict({"attributes": {}})
+
+
 @pytest.mark.parametrize("kwargs, text", [
     ({"type": "lag"}, "unknown toxic type 'lag'"),
     ({"type": "latency", "stream": "sideways"}, "stream must be"),
