@@ -83,8 +83,8 @@ class ControlServer:
 
     def __init__(self, topology: Topology) -> None:
         self._server = _Server(topology, trio.lowlevel.current_trio_token())
-        host, port = self._server.server_address[:2]
-        self.url = f"http://{host}:{port}"
+        port = self._server.server_address[1]
+        self.url = f"http://127.0.0.1:{port}"
         topology.control_url = self.url
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.1},
                                         name="mqemu-control", daemon=True)

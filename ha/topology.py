@@ -323,13 +323,15 @@ class Topology:
         """The topology as it is now: nodes with their roles and client ports, the endpoint
         lists and failover strings per protocol, and the events so far."""
         assert self.proxies is not None
-        nodes = []
-        for node in self.nodes:
-            proxies = self.proxies.select(node=node.name)
-            nodes.append({"name": node.name, "pid": node.pid, "role": self.roles.get(node.name, "starting"),
-                          "paused": node.paused, "ports": {p.tags["protocol"]: p.listen_port for p in proxies}})
+        nodes: list[dict[str, Any]] = []
+        endpoints: dict[str, list[str]] = {proto: [] for proto in self.options.protocols}
         host = self.options.host
-        endpoints = {proto: [f"{host}:{n['ports'][proto]}" for n in nodes] for proto in self.options.protocols}
+        for node in self.nodes:
+            ports = {p.tags["protocol"]: p.listen_port for p in self.proxies.select(node=node.name)}
+            nodes.append({"name": node.name, "pid": node.pid, "role": self.roles.get(node.name, "starting"),
+                          "paused": node.paused, "ports": ports})
+            for proto, port in ports.items():
+                endpoints[proto].append(f"{host}:{port}")
         return {"mode": self.mode, "engine": self.engine, "control": self.control_url, "data_dir": self.data_dir,
                 "workdir": self.workdir, "nodes": nodes, "endpoints": endpoints,
                 "failover": {proto: "failover:(" + ",".join(f"tcp://{e}" for e in eps) + ")"
