@@ -1,8 +1,11 @@
-"""The ``mqemu`` command: ``mqemu serve`` starts one broker node."""
+"""The ``mqemu`` command: ``mqemu serve`` starts one broker node; ``mqemu ha up`` a topology
+of node processes behind fault proxies, ``mqemu ha status`` and ``mqemu fault`` read and
+break a running one through its control endpoint."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import signal
 import sys
@@ -13,7 +16,8 @@ import trio
 from mqemu.broker.config import ConfigError, load_config
 
 from .logs import setup_logging
-from .node import PROTOCOLS, Node, NodeOptions, NodeStartError
+from .node import PROTOCOLS, TIMINGS, Node, NodeLockLost, NodeOptions, NodeStartError
+from .topology import MODES, NETWORK_FAULTS
 
 log = logging.getLogger("mqemu.ha.cli")
 
@@ -41,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="which broker's behaviour to emulate (default: rabbitmq, or the config file's)")
     serve.add_argument("--host", default="127.0.0.1",
                        help="address to listen on (default 127.0.0.1; 0.0.0.0 for every interface)")
-    for proto, (_, _, defaults) in PROTOCOLS.items():
+    for proto, (_, defaults) in PROTOCOLS.items():
         serve.add_argument(f"--{proto}-port", type=_port, default=None, metavar="PORT",
                            help=f"{proto.upper()} port; 0 picks a free one, 'off' disables it "
                            f"(default {defaults['rabbitmq']})")
@@ -52,19 +56,127 @@ def build_parser() -> argparse.ArgumentParser:
                        help="TOML file with users, vhosts, permissions and limits")
     serve.add_argument("--ready-file", default=None, metavar="PATH",
                        help="once every listener is bound, write {\"amqp\": PORT, ..., \"pid\": PID} here")
+    serve.add_argument("--name", default="node-1",
+                       help="the node's name, carried by every log line (default node-1)")
+    serve.add_argument("--standby", action="store_true",
+                       help="if another node holds --data-dir's lock, wait for it as a standby (no listener "
+                       "open) and take over when it goes, instead of exiting")
+    serve.add_argument("--timing", choices=tuple(TIMINGS), default="fast",
+                       help="lock retry and keep-alive periods: fast (0.1 s / 0.5 s) or engine "
+                       "(ActiveMQ's 10 s retry)")
+    serve.add_argument("--status-file", default=None, metavar="PATH",
+                       help="keep {\"name\", \"pid\", \"role\", \"ports\", \"events\"} here, rewritten on "
+                       "every role change")
     serve.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"),
                        help="how much to log (default info: listeners, errors and warnings)")
     serve.add_argument("--log-format", default="text", choices=("text", "json"),
                        help="text (key=value) or one JSON object per line")
+    _add_ha_commands(sub)
     return parser
+
+
+def _add_ha_commands(sub: Any) -> None:
+    ha = sub.add_parser("ha", help="topologies: a single node or an active/standby pair, behind fault proxies")
+    ha_sub = ha.add_subparsers(dest="ha_command", required=True)
+    up = ha_sub.add_parser("up", help="start a topology in the foreground (until SIGTERM or Ctrl-C)",
+                           description="Start the nodes as separate processes behind one proxy per node and "
+                           "protocol; clients use the proxies' ports. Prints the endpoints and failover strings.")
+    up.add_argument("--mode", choices=tuple(MODES), default="active-standby")
+    up.add_argument("--engine", choices=("rabbitmq", "activemq"), default=None,
+                    help="default: activemq for active-standby, rabbitmq for single")
+    up.add_argument("--data-dir", default=None,
+                    help="the shared data directory (active-standby default: one in the work directory)")
+    up.add_argument("--timing", choices=tuple(TIMINGS), default="fast",
+                    help="fast (lock retry 0.1 s) or engine (ActiveMQ's 10 s)")
+    up.add_argument("--config", default=None, metavar="FILE", help="the nodes' TOML config file")
+    up.add_argument("--workdir", default=None, help="where node logs and status files go (default: a temp dir)")
+    up.add_argument("--ready-file", default=None, metavar="PATH",
+                    help="once every node has its role, write the topology as JSON here")
+    status = ha_sub.add_parser("status", help="print a running topology as JSON")
+    status.add_argument("--control", required=True, metavar="URL", help="the topology's control URL")
+    fault = sub.add_parser("fault", help="break a running topology: kill, stop, restart, pause, network faults",
+                           description="ACTION: kill, stop, start, restart, pause, resume (processes); "
+                           f"{', '.join(NETWORK_FAULTS)} (network, on the target's proxies); heal (remove "
+                           "network faults). TARGET: a node name, active, standby or all.")
+    fault.add_argument("action")
+    fault.add_argument("target")
+    fault.add_argument("--control", required=True, metavar="URL", help="the topology's control URL")
+    fault.add_argument("--protocol", choices=tuple(PROTOCOLS), default=None, help="only this protocol's proxy")
+    fault.add_argument("--stream", choices=("upstream", "downstream"), default=None,
+                       help="direction of a network fault (default downstream: server to client)")
+    fault.add_argument("--toxicity", type=float, default=None, help="probability a connection is affected")
+    fault.add_argument("--name", default=None, help="the network fault's name (heal removes it by name)")
+    fault.add_argument("--attr", action="append", default=[], metavar="KEY=VALUE",
+                       help="a network fault's attribute, e.g. latency=200 jitter=50 (repeatable)")
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    setup_logging(args.log_level, args.log_format)
+    setup_logging(getattr(args, "log_level", "info"), getattr(args, "log_format", "text"))
     if args.command == "serve":
         return serve(args)
+    if args.command == "ha" and args.ha_command == "up":
+        return ha_up(args)
+    if args.command == "ha" and args.ha_command == "status":
+        return _control(args, lambda c: c.status())
+    if args.command == "fault":
+        return _control(args, lambda c: c.fault(args.action, args.target, **_fault_params(args)))
     return 2
+
+
+def ha_up(args: argparse.Namespace) -> int:
+    from .harness import open_topology_of
+    from .topology import Topology, TopologyError, TopologyOptions
+
+    topology = Topology(TopologyOptions(mode=args.mode, engine=args.engine, data_dir=args.data_dir,
+                                        timing=args.timing, config_file=args.config, workdir=args.workdir,
+                                        ready_file=args.ready_file))
+
+    async def run() -> None:
+        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            async with open_topology_of(topology):
+                topology._write_ready_file()  # now with the control URL
+                st = topology.status()
+                for node in st["nodes"]:
+                    log.info("%s (%s): %s", node["name"], node["role"],
+                             " ".join(f"{p}={port}" for p, port in node["ports"].items()))
+                for proto, text in st["failover"].items():
+                    log.info("%s failover: %s  hosts: %s", proto, text, ",".join(st["endpoints"][proto]))
+                log.info("control: %s (mqemu ha status --control %s)", topology.control_url, topology.control_url)
+                async for signum in signals:
+                    log.info("stopping the topology", extra={"signal": signal.Signals(signum).name})
+                    break
+
+    failures: list[BaseException] = []
+    try:
+        trio.run(run)
+    except* TopologyError as group:
+        failures.extend(_leaves(group))
+    for failure in failures:
+        log.error("%s", failure)
+    return 1 if failures else 0
+
+
+def _fault_params(args: argparse.Namespace) -> dict[str, Any]:
+    params: dict[str, Any] = {k: v for k in ("protocol", "stream", "toxicity", "name")
+                              if (v := getattr(args, k)) is not None}
+    for item in args.attr:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise SystemExit(f"mqemu fault: --attr takes KEY=VALUE, not {item!r}")
+        params[key] = int(value)
+    return params
+
+
+def _control(args: argparse.Namespace, call: Any) -> int:
+    from .control import ControlClient, ControlError
+
+    try:
+        print(json.dumps(call(ControlClient(args.control)), indent=2))
+    except ControlError as e:
+        log.error("%s", e)
+        return 1
+    return 0
 
 
 def serve(args: argparse.Namespace) -> int:
@@ -74,8 +186,12 @@ def serve(args: argparse.Namespace) -> int:
         log.error("%s", e)
         return 2
     ports = {p: getattr(args, f"{p}_port") for p in PROTOCOLS}
+    if args.standby and not args.data_dir:
+        log.error("--standby needs --data-dir: a standby waits for the lock of a data directory it shares")
+        return 2
     node = Node(NodeOptions(engine=config.engine, host=args.host, ports=ports, data_dir=args.data_dir,
-                            ready_file=args.ready_file, config=config))
+                            ready_file=args.ready_file, config=config, name=args.name, standby=args.standby,
+                            timing=TIMINGS[args.timing], status_file=args.status_file))
 
     async def run() -> None:
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
@@ -89,13 +205,16 @@ def serve(args: argparse.Namespace) -> int:
                     break
 
     failures: list[NodeStartError] = []
+    lost = False
     try:
         trio.run(run)
     except* NodeStartError as group:
         failures.extend(_leaves(group))
+    except* NodeLockLost:
+        lost = True  # logged where it was found
     for failure in failures:
         log.error("%s", failure)
-    return 1 if failures else 0
+    return 3 if lost else 1 if failures else 0
 
 
 def _leaves(group: BaseExceptionGroup) -> list:

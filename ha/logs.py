@@ -2,12 +2,27 @@
 
 from __future__ import annotations
 
+import contextvars
 import json
 import logging
 import sys
 import time
 
+# The name of the node whose task is logging (set in ``Node.run``; trio tasks and worker
+# threads inherit it), so two nodes in one process are told apart in the log.
+node_name: contextvars.ContextVar[str | None] = contextvars.ContextVar("mqemu_node", default=None)
+
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", (), None)).keys()) | {"message", "asctime", "taskName"}
+
+
+class NodeNameFilter(logging.Filter):
+    """Adds ``node=<name>`` to every record logged inside a node's tasks."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        name = node_name.get()
+        if name is not None and not hasattr(record, "node"):
+            record.node = name
+        return True
 
 
 class KeyValueFormatter(logging.Formatter):
@@ -35,6 +50,7 @@ class KeyValueFormatter(logging.Formatter):
 def setup_logging(level: str = "info", fmt: str = "text") -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(KeyValueFormatter(fmt == "json"))
+    handler.addFilter(NodeNameFilter())
     root = logging.getLogger("mqemu")
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

@@ -3,15 +3,22 @@
 ``Node.run`` is a trio task that reports the bound ports (``task_status``); ``open_node`` is
 the async context manager around it, and ``NodeThread`` runs a node in a thread of its own
 for synchronous code (plain pytest tests, scripts).
+
+A node has a name that its log lines carry and a role: ``standby`` while it waits for its
+data directory's lock (an active/standby pair on one directory: no listener is open, clients
+are refused), ``active`` once it holds the lock, has recovered the store and listens. The
+active checks every keep-alive period that the lock is still its own and stops at once when
+it is not. Role changes, the lock, recovery and listener starts are kept as ``events`` and,
+with a status file, written there for the topology that runs the node.
 """
 
 from __future__ import annotations
 
-import importlib
 import json
 import logging
 import os
 import threading
+import time
 from contextlib import asynccontextmanager
 from functools import partial
 from dataclasses import dataclass, field
@@ -21,17 +28,35 @@ import trio
 
 from mqemu.broker.config import BrokerConfig, load_config
 from mqemu.broker.core import Broker
-from mqemu.broker.store.base import Store, StoreError
+from mqemu.broker.store.base import Store, StoreError, StoreLocked
 from mqemu.broker.store.memory import MemoryStore
+from mqemu.protocols.amqp091.server import serve_amqp
+from mqemu.protocols.mqtt.server import serve_mqtt
+from mqemu.protocols.stomp.server import serve_stomp
+
+from .logs import node_name
 
 log = logging.getLogger("mqemu.ha.node")
 
-# protocol -> (module, serve function, default port per engine)
-PROTOCOLS = {
-    "amqp": ("mqemu.protocols.amqp091.server", "serve_amqp", {"rabbitmq": 5672, "activemq": 5672}),
-    "stomp": ("mqemu.protocols.stomp.server", "serve_stomp", {"rabbitmq": 61613, "activemq": 61613}),
-    "mqtt": ("mqemu.protocols.mqtt.server", "serve_mqtt", {"rabbitmq": 1883, "activemq": 1883}),
+# protocol -> (serve function, default port per engine)
+PROTOCOLS: dict[str, tuple[Any, dict[str, int]]] = {
+    "amqp": (serve_amqp, {"rabbitmq": 5672, "activemq": 5672}),
+    "stomp": (serve_stomp, {"rabbitmq": 61613, "activemq": 61613}),
+    "mqtt": (serve_mqtt, {"rabbitmq": 1883, "activemq": 1883}),
 }
+
+
+@dataclass(frozen=True, slots=True)
+class Timing:
+    """How often a standby retries the lock and the active checks it, in seconds."""
+
+    lock_acquire_interval: float
+    lock_keepalive: float
+
+
+# ``engine``: ActiveMQ's lockAcquireSleepInterval (10 s); ActiveMQ checks its lock only when
+# lockKeepAlivePeriod is set, and mqemu always checks, every 10 s. ``fast``: for tests.
+TIMINGS = {"fast": Timing(0.1, 0.5), "engine": Timing(10.0, 10.0)}
 
 
 @dataclass(slots=True)
@@ -44,10 +69,19 @@ class NodeOptions:
     config_file: str | None = None
     ready_file: str | None = None
     config: BrokerConfig | None = None
+    name: str = "node-1"
+    # Wait for a locked data directory (a standby) instead of failing to start.
+    standby: bool = False
+    timing: Timing = TIMINGS["fast"]
+    status_file: str | None = None  # rewritten on every role change (JSON, see Node.status)
 
 
 class NodeStartError(Exception):
     """A listener or the store could not start; the text names it and the reason."""
+
+
+class NodeLockLost(Exception):
+    """The active's data directory lock is no longer its own: it stopped at once."""
 
 
 def make_store(data_dir: str | None) -> Store:
@@ -65,7 +99,11 @@ class Node:
         self.broker = Broker(cfg, store=make_store(self.options.data_dir))
         self.ports: dict[str, int] = {}
         self.host = self.options.host
+        self.name = self.options.name
         self.sessions: set = set()  # live connections of every protocol
+        self.role = "starting"
+        self.events: list[dict[str, Any]] = []  # what happened when, for a topology's timeline
+        self._lock_lost = False
 
     def url(self, protocol: str) -> str:
         port = self.ports[protocol]
@@ -73,15 +111,15 @@ class Node:
         return f"{scheme}://{self.host}:{port}"
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
-        """Start the store, the core's task and every listener; runs until cancelled."""
+        """Take the store (as a standby, waiting for its lock), recover it, start the core's
+        task and every listener; runs until cancelled."""
+        node_name.set(self.name)  # every log line of this node's tasks carries its name
         broker = self.broker
-        try:
-            snapshot = await broker.store.open()
-        except StoreError as e:
-            raise NodeStartError(str(e)) from e
+        snapshot = await self._take_store()
         try:
             report = broker.recover(snapshot)
             del snapshot
+            self._event("recovered", seconds=round(report.seconds, 3), messages=report.messages)
             if self.options.data_dir:
                 log.info("store: SQLite in %s; recovered %d exchanges, %d queues, %d bindings, %d messages "
                          "in %.2f s", os.path.abspath(self.options.data_dir), report.exchanges, report.queues,
@@ -91,18 +129,14 @@ class Node:
             async with trio.open_nursery() as nursery:
                 await nursery.start(broker.store.run)
                 await nursery.start(broker.run)
-                for proto, (module, func, defaults) in PROTOCOLS.items():
+                if self.options.data_dir:
+                    nursery.start_soon(self._keep_lock)
+                for proto, (serve, defaults) in PROTOCOLS.items():
                     port = self.options.ports.get(proto)
                     if port == "off":
                         continue
                     if port is None:
                         port = defaults[broker.engine]
-                    try:
-                        serve = getattr(importlib.import_module(module), func)
-                    except ImportError:
-                        log.warning("%s listener not started: mqemu does not implement %s yet",
-                                    proto.upper(), proto.upper())
-                        continue
                     try:
                         bound = await nursery.start(
                             partial(serve, broker, self.host, int(port), connections=self.sessions))
@@ -111,16 +145,74 @@ class Node:
                                              f"{e.strerror or e}; pick another port with --{proto}-port") from e
                     self.ports[proto] = bound
                     log.info("listening", extra={"protocol": proto, "host": self.host, "port": bound})
+                    self._event("listening", protocol=proto, port=bound)
                 self._write_ready_file()
+                self._set_role("active")
                 task_status.started(self.ports)
         finally:
+            self.role = "stopped"
             with trio.CancelScope(shield=True):
-                await broker.store.close()
+                await broker.store.close(flush=not self._lock_lost)
             if self.options.ready_file:
                 try:
                     os.unlink(self.options.ready_file)
                 except OSError:
                     pass
+
+    async def _take_store(self) -> Any:
+        """Open the store; a standby retries a locked data directory until it gets it."""
+        waited_since = None
+        while True:
+            try:
+                snapshot = await self.broker.store.open()
+            except StoreLocked as e:
+                if not self.options.standby:
+                    raise NodeStartError(str(e)) from e
+                if waited_since is None:
+                    waited_since = time.monotonic()
+                    log.info("standby: waiting for the lock on %s (every %.1f s)", self.options.data_dir,
+                             self.options.timing.lock_acquire_interval)
+                    self._set_role("standby")
+                await trio.sleep(self.options.timing.lock_acquire_interval)
+                continue
+            except StoreError as e:
+                raise NodeStartError(str(e)) from e
+            if waited_since is not None:
+                waited = time.monotonic() - waited_since
+                log.info("took the lock on %s after %.2f s as standby", self.options.data_dir, waited)
+                self._event("lock-acquired", waited=round(waited, 3))
+            elif self.options.data_dir:
+                self._event("lock-acquired", waited=0.0)
+            return snapshot
+
+    async def _keep_lock(self) -> None:
+        """The active's keep-alive: stop at once when the lock is no longer ours."""
+        while True:
+            await trio.sleep(self.options.timing.lock_keepalive)
+            if not self.broker.store.lock_held():
+                self._lock_lost = True
+                self._event("lock-lost")
+                log.error("lost the lock on %s (its lock file was removed or replaced): stopping at once, "
+                          "writing nothing more", self.options.data_dir)
+                raise NodeLockLost(f"lost the lock on {self.options.data_dir}")
+
+    # -- what a topology reads --------------------------------------------------------
+    def status(self) -> dict[str, Any]:
+        return {"name": self.name, "pid": os.getpid(), "role": self.role, "ports": dict(self.ports),
+                "events": list(self.events)}
+
+    def _event(self, kind: str, **fields: Any) -> None:
+        self.events.append({"time": time.time(), "event": kind, **fields})
+        self._write_status()
+
+    def _set_role(self, role: str) -> None:
+        self.role = role
+        log.info("role: %s", role, extra={"role": role})
+        self._event("role", role=role)
+
+    def _write_status(self) -> None:
+        if self.options.status_file:
+            _write_json(self.options.status_file, self.status())
 
     async def shutdown(self, grace: float = 1.0) -> None:
         """Close every connection the way its protocol says a server closes one (AMQP:
@@ -135,13 +227,16 @@ class Node:
                 await trio.sleep(0.02)
 
     def _write_ready_file(self) -> None:
-        path = self.options.ready_file
-        if not path:
-            return
-        tmp = f"{path}.tmp{os.getpid()}"
-        with open(tmp, "w") as f:
-            json.dump({**self.ports, "pid": os.getpid()}, f)
-        os.replace(tmp, path)
+        if self.options.ready_file:
+            _write_json(self.options.ready_file, {**self.ports, "pid": os.getpid()})
+
+
+def _write_json(path: str, obj: Any) -> None:
+    """Replace path's content at once: a reader never sees half a file."""
+    tmp = f"{path}.tmp{os.getpid()}.{threading.get_ident()}"
+    with open(tmp, "w") as f:
+        json.dump(obj, f)
+    os.replace(tmp, path)
 
 
 @asynccontextmanager

@@ -5,16 +5,22 @@
 - ``mqemu_node``: the same inside the test's own trio loop (pytest-trio tests).
 - ``mqemu_start``: a factory for other settings, e.g. ``mqemu_start(engine="activemq")``;
   every node it starts is stopped after the test.
+- ``mqemu_active_standby``: an ActiveMQ-engine active/standby pair, each node its own process,
+  behind fault proxies (``harness.TopologyThread``): ``.endpoints("stomp")``,
+  ``.failover("stomp")``, ``.kill("active")``, ``.pause("standby")``, ``with
+  pair.down("active"):`` ...; ``mqemu_topology`` is the factory for other settings.
 
 Every listener is on a free port of 127.0.0.1, so tests can run side by side.
 """
 
 from __future__ import annotations
 
+import os
 from typing import Any, AsyncIterator, Callable, Iterator
 
 import pytest
 
+from .harness import TopologyThread
 from .node import NodeThread, open_node
 
 
@@ -58,3 +64,26 @@ def mqemu_server(mqemu_start: Callable[..., RunningNode]) -> RunningNode:
 async def mqemu_node() -> AsyncIterator[Any]:
     async with open_node() as node:
         yield node
+
+
+@pytest.fixture
+def mqemu_topology(tmp_path: Any) -> Iterator[Callable[..., TopologyThread]]:
+    """A factory: ``mqemu_topology(mode="single", engine="rabbitmq")``; every topology it
+    starts is stopped (its node processes with it) after the test."""
+    started: list[TopologyThread] = []
+
+    def start(**kwargs: Any) -> TopologyThread:
+        kwargs.setdefault("workdir", str(tmp_path / f"topology-{len(started) + 1}"))
+        os.makedirs(kwargs["workdir"], exist_ok=True)
+        topology = TopologyThread(**kwargs).start()
+        started.append(topology)
+        return topology
+
+    yield start
+    for topology in started:
+        topology.stop()
+
+
+@pytest.fixture
+def mqemu_active_standby(mqemu_topology: Callable[..., TopologyThread]) -> TopologyThread:
+    return mqemu_topology(mode="active-standby")

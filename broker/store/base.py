@@ -91,8 +91,13 @@ class Store(ABC):
         StoreError); on error nothing is held and close() need not be called."""
 
     @abstractmethod
-    async def close(self) -> None:
-        """Flush pending writes and release the data directory."""
+    async def close(self, flush: bool = True) -> None:
+        """Flush pending writes (unless ``flush`` is False: the directory is no longer ours)
+        and release the data directory."""
+
+    def lock_held(self) -> bool:
+        """Whether the store still holds its data directory (always, for a store without one)."""
+        return True
 
     async def run(self, *, task_status: Any = None) -> None:
         """The back-end's flusher task, if it has one; runs until cancelled."""

@@ -48,6 +48,18 @@ class DataDirLock:
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         self._fd = fd
 
+    def held(self) -> bool:
+        """Whether the lock is still ours: the file at ``path`` is the one we locked. Someone
+        removing or replacing it (or the directory going away) means another node may lock it
+        now, and the holder must stop (an active/standby pair's keep-alive check)."""
+        if self._fd is None:
+            return False
+        try:
+            ours, there = os.fstat(self._fd), os.stat(self.path)
+        except OSError:
+            return False
+        return (ours.st_dev, ours.st_ino) == (there.st_dev, there.st_ino)
+
     def release(self) -> None:
         if self._fd is not None:
             try:

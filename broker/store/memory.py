@@ -30,7 +30,7 @@ class MemoryStore(Store):
         """The pager's task (nothing else to flush)."""
         await self.pager.run(task_status=task_status)
 
-    async def close(self) -> None:
+    async def close(self, flush: bool = True) -> None:
         self.pager.close()
 
     # -- paging -------------------------------------------------------------------------

@@ -140,19 +140,23 @@ class SQLiteStore(Store):
                                         "seconds": round(time.monotonic() - started, 3)})
         return loaded.snapshot
 
+    def lock_held(self) -> bool:
+        return self._lock.held()
+
     @property
     def path(self) -> str:
         return os.path.join(self.data_dir, schema.DB_NAME)
 
-    async def close(self) -> None:
+    async def close(self, flush: bool = True) -> None:
         """Commit what is pending (callbacks are dropped: nobody is left to answer) and
         release the data directory. A failing final commit is logged, not raised: what it
-        held was never confirmed."""
+        held was never confirmed. ``flush=False`` (the lock was lost: another node may own
+        the directory now) writes nothing more."""
         if self._con is None:
             return
         ops = self._take()
         try:
-            if any(op is not None for op in ops):
+            if flush and any(op is not None for op in ops):
                 await trio.to_thread.run_sync(self._commit, ops)
         except sqlite3.Error as e:
             log.error("final commit to %s failed: %s; unconfirmed writes are lost", self.path, e)

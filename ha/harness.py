@@ -1,0 +1,167 @@
+"""Running a topology from Python: ``open_topology`` inside a trio program, ``TopologyThread``
+for synchronous code (plain pytest tests, scripts), both with the control endpoint on.
+
+``TopologyThread`` offers the faults as methods: ``kill("active")``, ``stop``, ``start``,
+``restart``, ``pause``, ``resume``, ``toxic(...)``/``heal(...)`` and ``with t.down("active"):``
+for a network fault that ends with the block.
+"""
+
+from __future__ import annotations
+
+import threading
+from contextlib import asynccontextmanager, contextmanager
+from typing import Any, AsyncIterator, Iterator
+
+import trio
+
+from .control import ControlServer
+from .topology import Topology, TopologyOptions
+
+
+@asynccontextmanager
+async def open_topology_of(topology: Topology) -> AsyncIterator[Topology]:
+    """Run ``topology`` and its control endpoint for the body of the block."""
+    async with trio.open_nursery() as nursery:
+        await nursery.start(topology.run)
+        control = ControlServer(topology)
+        try:
+            yield topology
+        finally:
+            await trio.to_thread.run_sync(control.close)
+            nursery.cancel_scope.cancel()
+
+
+@asynccontextmanager
+async def open_topology(**options: Any) -> AsyncIterator[Topology]:
+    """Run a topology (``TopologyOptions`` fields as keywords) for the body of the block."""
+    async with open_topology_of(Topology(TopologyOptions(**options))) as topology:
+        yield topology
+
+
+class TopologyThread:
+    """A topology run by a thread of its own; ``start()`` returns once every node has a role."""
+
+    def __init__(self, **options: Any) -> None:
+        self.topology = Topology(TopologyOptions(**options))
+        self._thread: threading.Thread | None = None
+        self._token: trio.lowlevel.TrioToken | None = None
+        self._cancel: trio.CancelScope | None = None
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+
+    def start(self, timeout: float = 60) -> "TopologyThread":
+        self._thread = threading.Thread(target=self._main, name="mqemu-topology", daemon=True)
+        self._thread.start()
+        if not self._ready.wait(timeout):
+            raise TimeoutError(f"the topology did not start within {timeout} s")
+        if self._error is not None:
+            raise self._error
+        return self
+
+    def _main(self) -> None:
+        async def main() -> None:
+            self._token = trio.lowlevel.current_trio_token()
+            with trio.CancelScope() as scope:
+                self._cancel = scope
+                async with open_topology_of(self.topology):
+                    self._ready.set()
+                    await trio.sleep_forever()
+        try:
+            trio.run(main)
+        except BaseException as e:  # reported to start() or kept for stop()
+            self._error = e
+        finally:
+            self._ready.set()
+
+    def stop(self, timeout: float = 30) -> None:
+        if self._token is not None and self._cancel is not None:
+            try:
+                self._token.run_sync_soon(self._cancel.cancel)
+            except trio.RunFinishedError:
+                pass
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def __enter__(self) -> "TopologyThread":
+        return self.start()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+    # -- reading -----------------------------------------------------------------------------
+    def status(self) -> dict[str, Any]:
+        return self._sync(self.topology.status)
+
+    def endpoints(self, protocol: str) -> list[tuple[str, int]]:
+        """The (host, port) list clients of ``protocol`` try in turn."""
+        out = []
+        for e in self.status()["endpoints"][protocol]:
+            host, _, port = e.rpartition(":")
+            out.append((host, int(port)))
+        return out
+
+    def failover(self, protocol: str) -> str:
+        return self.status()["failover"][protocol]
+
+    def node(self, target: str) -> dict[str, Any]:
+        """The status of the one node named or in the role ``target``."""
+        names = {n.name for n in self._sync(self.topology.resolve, target)}
+        (node,) = [n for n in self.status()["nodes"] if n["name"] in names]
+        return node
+
+    def wait_for_role(self, target: str, role: str, timeout: float = 30) -> dict[str, Any]:
+        """Wait until the node named ``target`` (or some node, for a role) has ``role``."""
+        import time
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for n in self.status()["nodes"]:
+                if n["role"] == role and target in (n["name"], role):
+                    return n
+            time.sleep(0.02)
+        raise TimeoutError(f"no {target} became {role} within {timeout} s: {self.status()['nodes']}")
+
+    # -- faults ------------------------------------------------------------------------------
+    def fault(self, action: str, target: str, **params: Any) -> dict[str, Any]:
+        assert self._token is not None
+        return trio.from_thread.run(lambda: self.topology.fault(action, target, **params), trio_token=self._token)
+
+    def kill(self, target: str) -> dict[str, Any]:
+        return self.fault("kill", target)
+
+    def stop_node(self, target: str) -> dict[str, Any]:
+        return self.fault("stop", target)
+
+    def start_node(self, target: str) -> dict[str, Any]:
+        return self.fault("start", target)
+
+    def restart(self, target: str) -> dict[str, Any]:
+        return self.fault("restart", target)
+
+    def pause(self, target: str) -> dict[str, Any]:
+        return self.fault("pause", target)
+
+    def resume(self, target: str) -> dict[str, Any]:
+        return self.fault("resume", target)
+
+    def toxic(self, kind: str, target: str, **params: Any) -> list[str]:
+        return self.fault(kind, target, **params)["toxics"]
+
+    def heal(self, target: str = "all", **params: Any) -> list[str]:
+        return self.fault("heal", target, **params)["removed"]
+
+    @contextmanager
+    def down(self, target: str, **params: Any) -> Iterator[list[str]]:
+        """The target's endpoints refuse and cut connections for the block."""
+        names = {n.name for n in self._sync(self.topology.resolve, target)}
+        self.toxic("down", target, name="down", **params)
+        try:
+            yield sorted(names)
+        finally:
+            for name in names:
+                self.heal(name, name="down")
+
+    def _sync(self, fn: Any, *args: Any) -> Any:
+        assert self._token is not None
+        return trio.from_thread.run_sync(fn, *args, trio_token=self._token)
+

@@ -1,0 +1,348 @@
+"""Topologies: node processes behind fault proxies, with one supervisor that owns them.
+
+``Topology.run`` starts each node as its own OS process (``mqemu serve``, in a new process
+group that dies with the supervisor, so a kill -9 is real and nothing outlives the run) and
+one proxy per node and protocol (``proxy.Proxy``). Clients use the proxies' ports. The
+supervisor watches each node's status file: a proxy listens, forwarding to its node's own
+port, only while its node is active, so a standby's endpoint refuses connections as
+ActiveMQ's does, and a node that dies takes its clients' connections with it.
+
+Modes: ``single`` (one node) and ``active-standby`` (two nodes on one data directory: the
+first to take the lock is active; the other waits as a standby and takes over, see
+``node.Node``). Faults (``fault``) are addressed to a node by name or by role (``active``,
+``standby``, ``all``): process faults (kill, stop, start, restart, pause, resume) and network
+faults on the node's proxies (the toxics of ``toxics``, and ``down``). Every role change and
+fault is kept in ``events`` with its time, for the timeline a checker draws.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import trio
+
+from .node import PROTOCOLS
+from .proxy import ProxySet, open_proxies
+from .toxics import TOXIC_TYPES
+
+log = logging.getLogger("mqemu.ha.topology")
+
+MODES = {"single": 1, "active-standby": 2}
+PROCESS_FAULTS = ("kill", "stop", "start", "restart", "pause", "resume")
+NETWORK_FAULTS = tuple(TOXIC_TYPES)  # "down" included
+ROLES = ("active", "standby", "all")
+WATCH_INTERVAL = 0.02  # how often the supervisor reads its nodes' status files
+STOP_GRACE = 5.0  # seconds a stopped node has to exit before it is killed
+
+
+class TopologyError(Exception):
+    """A fault or start that cannot be done; the text says why."""
+
+
+@dataclass(slots=True)
+class TopologyOptions:
+    mode: str = "active-standby"
+    engine: str | None = None  # default: activemq for active-standby, rabbitmq for single
+    data_dir: str | None = None  # default for active-standby: a directory in workdir
+    timing: str = "fast"
+    host: str = "127.0.0.1"
+    workdir: str | None = None  # status files and node logs (default: a new temporary one)
+    config_file: str | None = None
+    ready_file: str | None = None
+    protocols: tuple[str, ...] = tuple(PROTOCOLS)
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
+    """Linux: the node gets SIGKILL if the supervisor dies, even by kill -9."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+class NodeProcess:
+    """One ``mqemu serve`` process and what it reports in its status file."""
+
+    def __init__(self, name: str, argv: list[str], workdir: str) -> None:
+        self.name = name
+        self.status_path = os.path.join(workdir, f"{name}.status.json")
+        self.log_path = os.path.join(workdir, f"{name}.log")
+        self.argv = argv + ["--name", name, "--status-file", self.status_path]
+        self.proc: subprocess.Popen | None = None
+        self.paused = False
+
+    def start(self) -> None:
+        """Start the process (from the trio thread: the death signal follows that thread)."""
+        try:
+            os.unlink(self.status_path)
+        except FileNotFoundError:
+            pass
+        with open(self.log_path, "ab") as out:
+            self.proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                                         start_new_session=True, preexec_fn=_die_with_parent)
+        self.paused = False
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc is not None else None
+
+    @property
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def signal(self, sig: int) -> None:
+        """Signal the node's whole process group."""
+        if self.proc is not None:
+            try:
+                os.killpg(self.proc.pid, sig)
+            except ProcessLookupError:
+                pass
+
+    def status(self) -> dict[str, Any]:
+        """What the node last wrote (role, its own ports), or the role ``down``."""
+        if not self.alive:
+            return {"role": "down", "ports": {}}
+        try:
+            with open(self.status_path) as f:
+                return json.load(f)
+        except (OSError, ValueError):
+            return {"role": "starting", "ports": {}}
+
+    async def wait_exit(self, timeout: float) -> bool:
+        with trio.move_on_after(timeout):
+            while self.alive:
+                await trio.sleep(WATCH_INTERVAL)
+            return True
+        return False
+
+
+class Topology:
+    def __init__(self, options: TopologyOptions) -> None:
+        if options.mode not in MODES:
+            raise TopologyError(f"unknown mode {options.mode!r}; known: {', '.join(MODES)}")
+        self.options = options
+        self.mode = options.mode
+        self.engine = options.engine or ("activemq" if options.mode == "active-standby" else "rabbitmq")
+        self.workdir = options.workdir or tempfile.mkdtemp(prefix="mqemu-ha-")
+        self.data_dir = options.data_dir
+        if self.data_dir is None and options.mode == "active-standby":
+            self.data_dir = os.path.join(self.workdir, "data")
+        self.nodes = [NodeProcess(f"node-{i + 1}", self._argv(), self.workdir) for i in range(MODES[options.mode])]
+        self.proxies: ProxySet | None = None
+        self.roles: dict[str, str] = {}
+        self.events: list[dict[str, Any]] = []
+        self.control_url: str | None = None
+
+    def _argv(self) -> list[str]:
+        o = self.options
+        argv = [sys.executable, "-m", "mqemu.ha.cli", "serve", "--engine", self.engine, "--host", o.host,
+                "--timing", o.timing, "--log-format", "json"]
+        for proto in PROTOCOLS:
+            argv += [f"--{proto}-port", "0" if proto in o.protocols else "off"]
+        if self.data_dir:
+            argv += ["--data-dir", self.data_dir]
+            if self.mode == "active-standby":
+                argv.append("--standby")
+        if o.config_file:
+            argv += ["--config", o.config_file]
+        return argv
+
+    # -- running ------------------------------------------------------------------------
+    async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        """Start the proxies and the nodes; report once every node has its role; run until
+        cancelled, then stop every node (SIGTERM, then SIGKILL after ``STOP_GRACE``)."""
+        async with open_proxies() as proxies:
+            self.proxies = proxies
+            for node in self.nodes:
+                for proto in self.options.protocols:
+                    await proxies.add(f"{node.name}/{proto}", (self.options.host, 1), (self.options.host, 0),
+                                      enabled=False, tags={"node": node.name, "protocol": proto})
+            try:
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(self._watch)
+                    # The first node takes the lock before the second starts, so node-1 is active.
+                    for node in self.nodes:
+                        node.start()
+                        await self._wait_for(lambda n=node: self.roles.get(n.name) in ("active", "standby"), 30,
+                                             f"{node.name} did not start (see {node.log_path})")
+                    self._write_ready_file()
+                    task_status.started(self)
+            finally:
+                with trio.CancelScope(shield=True):
+                    await self._stop_all()
+
+    async def _stop_all(self) -> None:
+        for node in self.nodes:
+            if node.paused:
+                node.signal(signal.SIGCONT)
+            node.signal(signal.SIGTERM)
+        for node in self.nodes:
+            if not await node.wait_exit(STOP_GRACE):
+                node.signal(signal.SIGKILL)
+                await node.wait_exit(STOP_GRACE)
+
+    async def _wait_for(self, condition: Any, timeout: float, failure: str) -> None:
+        with trio.move_on_after(timeout):
+            while not condition():
+                await trio.sleep(WATCH_INTERVAL)
+            return
+        raise TopologyError(failure)
+
+    async def _watch(self) -> None:
+        """Follow each node's role; a node's proxies listen only while it is active."""
+        while True:
+            self.refresh()
+            await trio.sleep(WATCH_INTERVAL)
+
+    def refresh(self) -> None:
+        assert self.proxies is not None
+        for node in self.nodes:
+            if node.proc is None:
+                continue  # not started yet
+            status = node.status()
+            role, ports = status.get("role", "starting"), status.get("ports", {})
+            if self.roles.get(node.name) != role:
+                self.roles[node.name] = role
+                self._event("role", node=node.name, role=role, pid=node.pid)
+                log.info("%s is %s", node.name, role, extra={"node": node.name, "role": role})
+            for proxy in self.proxies.select(node=node.name):
+                port = ports.get(proxy.tags["protocol"])
+                if role == "active" and port:
+                    if proxy.upstream != (self.options.host, port):
+                        proxy.upstream = (self.options.host, port)
+                    if not proxy.enabled:
+                        proxy.enable()
+                elif proxy.enabled:
+                    proxy.disable()
+
+    def _event(self, kind: str, **fields: Any) -> None:
+        self.events.append({"time": time.time(), "event": kind, **fields})
+
+    # -- faults ---------------------------------------------------------------------------
+    def resolve(self, target: str) -> list[NodeProcess]:
+        """Nodes by name or role (``active``, ``standby``, ``all``)."""
+        if target == "all":
+            return list(self.nodes)
+        if target in ("active", "standby"):
+            found = [n for n in self.nodes if self.roles.get(n.name) == target]
+        else:
+            found = [n for n in self.nodes if n.name == target]
+        if not found:
+            known = ", ".join([n.name for n in self.nodes] + list(ROLES))
+            raise TopologyError(f"no node is {target!r} now (roles: {self.roles}); targets: {known}")
+        return found
+
+    async def fault(self, action: str, target: str, *, protocol: str | None = None, **params: Any) -> dict[str, Any]:
+        """Apply a fault; returns what it did (nodes, toxic names). Raises TopologyError."""
+        nodes = self.resolve(target)
+        self._event("fault", action=action, target=target, nodes=[n.name for n in nodes],
+                    **({"protocol": protocol} if protocol else {}), **params)
+        log.info("fault %s %s", action, target, extra={"nodes": [n.name for n in nodes]})
+        if action in PROCESS_FAULTS:
+            for node in nodes:
+                await self._process_fault(action, node)
+            self.refresh()
+            return {"action": action, "nodes": [n.name for n in nodes]}
+        if action in NETWORK_FAULTS:
+            return {"action": action, "nodes": [n.name for n in nodes],
+                    "toxics": self._network_fault(action, nodes, protocol, params)}
+        if action in ("heal", "remove"):
+            return {"action": action, "removed": self._heal(nodes, protocol, params.get("name"))}
+        raise TopologyError(f"unknown fault {action!r}; process: {', '.join(PROCESS_FAULTS)}; "
+                            f"network: {', '.join(NETWORK_FAULTS)}; heal")
+
+    async def _process_fault(self, action: str, node: NodeProcess) -> None:
+        if action == "kill":
+            node.signal(signal.SIGKILL)
+            await node.wait_exit(STOP_GRACE)
+        elif action == "stop":
+            node.signal(signal.SIGCONT)
+            node.signal(signal.SIGTERM)
+            if not await node.wait_exit(STOP_GRACE):
+                node.signal(signal.SIGKILL)
+                await node.wait_exit(STOP_GRACE)
+        elif action in ("start", "restart"):
+            if action == "restart" and node.alive:
+                await self._process_fault("stop", node)
+            if not node.alive:
+                node.start()
+                await self._wait_for(lambda: node.status().get("role") in ("active", "standby"), 30,
+                                     f"{node.name} did not come back (see {node.log_path})")
+        elif action == "pause":
+            node.signal(signal.SIGSTOP)
+            node.paused = True
+        elif action == "resume":
+            node.signal(signal.SIGCONT)
+            node.paused = False
+
+    def _network_fault(self, action: str, nodes: list[NodeProcess], protocol: str | None,
+                       params: dict[str, Any]) -> list[str]:
+        assert self.proxies is not None
+        names = []
+        stream = params.pop("stream", "downstream")
+        toxicity = float(params.pop("toxicity", 1.0))
+        name = params.pop("name", None)
+        for node in nodes:
+            for proxy in self._proxies_of(node, protocol):
+                toxic = proxy.add_toxic(action, name=name, stream=stream, toxicity=toxicity,
+                                        **{k: int(v) for k, v in params.items()})
+                names.append(f"{proxy.name}:{toxic.name}")
+        return names
+
+    def _heal(self, nodes: list[NodeProcess], protocol: str | None, name: str | None) -> list[str]:
+        removed = []
+        for node in nodes:
+            for proxy in self._proxies_of(node, protocol):
+                for toxic in proxy.toxics:
+                    if name is None or toxic.name == name:
+                        proxy.remove_toxic(toxic.name)
+                        removed.append(f"{proxy.name}:{toxic.name}")
+        return removed
+
+    def _proxies_of(self, node: NodeProcess, protocol: str | None) -> list[Any]:
+        assert self.proxies is not None
+        tags = {"node": node.name, **({"protocol": protocol} if protocol else {})}
+        found = self.proxies.select(**tags)
+        if not found:
+            raise TopologyError(f"{node.name} has no {protocol} endpoint")
+        return found
+
+    # -- what clients and tools read --------------------------------------------------------
+    def status(self) -> dict[str, Any]:
+        """The topology as it is now: nodes with their roles and client ports, the endpoint
+        lists and failover strings per protocol, and the events so far."""
+        assert self.proxies is not None
+        nodes: list[dict[str, Any]] = []
+        endpoints: dict[str, list[str]] = {proto: [] for proto in self.options.protocols}
+        host = self.options.host
+        for node in self.nodes:
+            ports = {p.tags["protocol"]: p.listen_port for p in self.proxies.select(node=node.name)}
+            nodes.append({"name": node.name, "pid": node.pid, "role": self.roles.get(node.name, "starting"),
+                          "paused": node.paused, "ports": ports})
+            for proto, port in ports.items():
+                endpoints[proto].append(f"{host}:{port}")
+        return {"mode": self.mode, "engine": self.engine, "control": self.control_url, "data_dir": self.data_dir,
+                "workdir": self.workdir, "nodes": nodes, "endpoints": endpoints,
+                "failover": {proto: "failover:(" + ",".join(f"tcp://{e}" for e in eps) + ")"
+                             for proto, eps in endpoints.items()},
+                "events": list(self.events)}
+
+    def _write_ready_file(self) -> None:
+        path = self.options.ready_file
+        if path:
+            tmp = f"{path}.tmp{os.getpid()}"
+            with open(tmp, "w") as f:
+                json.dump({**self.status(), "pid": os.getpid()}, f)
+            os.replace(tmp, path)
+
