@@ -42,6 +42,7 @@ class Broker:
         self.clock = clock
         self.timers = Timers()
         self.auth: AuthRegistry = self.config.auth
+        self.auth.engine = self.engine  # the login and authorisation rules follow the engine
         self.vhosts: dict[str, VirtualHost] = {}
         # Queues larger than memory: past this many bytes of bodies in memory, queues page
         # (``paging``); recovery loads bodies only up to it. None: no paging.

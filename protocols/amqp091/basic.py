@@ -206,6 +206,11 @@ class BasicMethods:
                 msg.properties = dict(props, reply_to=self.reply_to_name)
                 msg.encoded_properties = None
             self._check("write", "exchange", m.exchange)
+            if m.exchange == "amq.topic" and self.conn.broker.auth.guards_topics:
+                # The topic rules MQTT and STOMP topics obey (RabbitMQ: topic permissions
+                # are checked on the routing key of each publish to a topic exchange).
+                conn = self.conn
+                conn.broker.auth.check_topic(conn.user, conn.vhost.name, "write", m.routing_key)
             if self.tx is not None:
                 self.tx.append(("publish", (m, msg)))
                 return
