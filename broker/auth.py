@@ -195,7 +195,7 @@ class AuthRegistry:
             allowed = entry.groups(op)
         else:
             allowed = frozenset().union(*(e.groups(op) for e in self.authorization  # type: ignore[union-attr]
-                                          if e.kind == kind and _overlap(e.pattern, name, ">")))
+                                          if e.kind == kind and _entry_matches(e.pattern, name)))
         if "*" in allowed or not allowed.isdisjoint(user.groups):
             return
         shown = ("temp-queue" if kind == "queue" else "temp-topic") if temporary else kind
@@ -247,6 +247,26 @@ def _overlap(a: str, b: str, multi: str) -> bool:
     amq.topic, ``>`` in ActiveMQ patterns; both match zero words or more ("foo.>" matches
     "foo", as MQTT's "foo/#" does)."""
     return _match(tuple(a.split(".")), tuple(b.split(".")), multi, False)
+
+
+@lru_cache(maxsize=4096)
+def _entry_matches(pattern: str, name: str) -> bool:
+    """Does an authorization entry's pattern apply to destination ``name``? As ActiveMQ's
+    DestinationMap looks ACLs up (checked against ActiveMQ 5.17): the pattern's ``*`` is one
+    word and ``>`` the rest (zero words or more); in a wildcard name, ``*`` stands for any
+    word (the union of every entry under it) but ``>`` is only a word, so a ``>`` subscriber
+    needs an entry that covers everything (``>``) and ``news.>`` needs one for ``news.>``."""
+    return _entry_match(tuple(pattern.split(".")), tuple(name.split(".")))
+
+
+def _entry_match(p: tuple[str, ...], k: tuple[str, ...]) -> bool:
+    if p and p[0] == ">":
+        return True
+    if not p or not k:
+        return not p and not k
+    if p[0] == k[0] or p[0] == "*" or k[0] == "*":
+        return _entry_match(p[1:], k[1:])
+    return False
 
 
 def _match(a: tuple[str, ...], b: tuple[str, ...], multi: str, concrete: bool) -> bool:

@@ -29,9 +29,9 @@ def protocol_exception(message: str, close: bool = False) -> StompError:
 
 
 def security_exception(message: str, close: bool = False) -> StompError:
-    """ActiveMQ: a refused login or destination (the broker's SecurityException; its
-    ProtocolConverter writes the text in ``message`` and the exception in the body)."""
-    return StompError(message, f"java.lang.SecurityException: {message}\n", close)
+    """ActiveMQ: a refused login or destination (the broker's SecurityException): the text in
+    the ``message`` header and alone in the body (checked against ActiveMQ 5.17)."""
+    return StompError(message, message, close)
 
 
 def for_engine(engine: str, rabbit: StompError, activemq_text: str, activemq_close: bool = False,
