@@ -230,8 +230,8 @@ class AuthRegistry:
         if self.engine == "activemq":
             return (f"User {user.name if user else 'anonymous'} is not authorized to {_VERBS[what]}: "
                     f"topic://{key.replace('#', '>')}")
-        # RabbitMQ: rabbit_access_control's topic permission refusal.
-        return (f"{what} access to topic '{key}' in exchange 'amq.topic' in vhost '{vhost}' "
+        # RabbitMQ 3.10's topic permission refusal (the same text for read and write).
+        return (f"access to topic '{key}' in exchange 'amq.topic' in vhost '{vhost}' "
                 f"refused for user '{user.name if user else 'guest'}'")
 
 

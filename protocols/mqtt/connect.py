@@ -43,6 +43,7 @@ PROTOCOL_ERROR = 0x82
 CLIENT_ID_NOT_VALID = 0x85
 BAD_USER_NAME_OR_PASSWORD = 0x86
 NOT_AUTHORIZED = 0x87
+SERVER_UNAVAILABLE = 0x88
 BAD_AUTHENTICATION_METHOD = 0x8C
 
 
@@ -94,7 +95,10 @@ class ConnectMixin:
             expiry = 0 if p.clean_start else NEVER_EXPIRES
         self.connect_expiry = expiry
         if not self._may_take(client_id):
-            return self._refuse(NOT_AUTHORIZED, f"access to the session of client id '{client_id}' "
+            # RabbitMQ 3.10 answers 3, server unavailable (5.0: 0x88), as its queue declare
+            # fails; it has already closed a connected owner by then, mqemu keeps it (a
+            # DELIBERATE difference: a user who may not have the session cannot end it).
+            return self._refuse(SERVER_UNAVAILABLE, f"access to the session of client id '{client_id}' "
                                 f"refused for user '{self.user.name}'")
         present = self._take_session(client_id, p.clean_start, expiry)
         will = p.will  # a will is a publish too

@@ -210,3 +210,71 @@ def test_mqtt_subscribe_and_publish_refusals_as_activemq(pair) -> None:
     print(answers)
     assert answers[0] == answers[1] == (bytes([0x20, 2, 0, 0]), bytes([0x90, 4, 0, 1, 0x80, 1]),
                                         bytes([0x40, 2, 0, 7]))
+
+
+def _publishes(s: socket.socket, timeout: float) -> list[tuple[str, bytes]]:
+    """The (topic, payload) of the PUBLISH packets that arrive within timeout (QoS 1)."""
+    s.settimeout(timeout)
+    data = b""
+    try:
+        while chunk := s.recv(65536):
+            data += chunk
+    except TimeoutError:
+        pass
+    out = []
+    while len(data) >= 2:
+        size, shift, i = 0, 0, 1
+        while True:
+            size |= (data[i] & 0x7F) << shift
+            shift += 7
+            i += 1
+            if not data[i - 1] & 0x80:
+                break
+        packet, data = data[i:i + size], data[i + size:]
+        n = int.from_bytes(packet[:2], "big")
+        out.append((packet[2:2 + n].decode(), packet[2 + n + 2:]))
+    return out
+
+
+def test_mqtt_session_taken_by_another_user_as_activemq(pair) -> None:
+    """ActiveMQ lets another user take a persistent session over and restores its
+    subscriptions as that user: what it may not read (payroll/#) is dropped, queued or live."""
+    _, (ours, ref) = pair
+    seen = []
+    for addr in (ours, ref):
+        cid = unique("take")
+        t = cid[-8:]  # topics of this run only (ActiveMQ replays recent topic messages to
+        # a restored MQTT subscription: other runs' must not reach this one)
+
+        def connect(user: str, password: str, client_id: str, clean: bool) -> socket.socket:
+            flags = 0xC0 | (0x02 if clean else 0)
+            body = _utf8("MQTT") + bytes([4, flags, 0, 60]) + _utf8(client_id) + _utf8(user) + _utf8(password)
+            s = socket.create_connection(addr, timeout=5)
+            s.sendall(bytes([0x10, len(body)]) + body)
+            assert _read(s, 4)[3] == 0
+            return s
+
+        def publish(s: socket.socket, topic: str, payload: bytes, pid: int) -> None:
+            p = _utf8(topic) + pid.to_bytes(2, "big") + payload
+            s.sendall(bytes([0x32, len(p)]) + p)
+            assert _read(s, 4) == bytes([0x40, 2]) + pid.to_bytes(2, "big")
+
+        owner = connect("admin", "adminpw", cid, clean=False)
+        payload = (1).to_bytes(2, "big") + _utf8(f"news/{t}/#") + b"\x01" + _utf8(f"payroll/{t}/#") + b"\x01"
+        owner.sendall(bytes([0x82, len(payload)]) + payload)
+        assert _read(owner, 6) == bytes([0x90, 4, 0, 1, 1, 1])
+        owner.sendall(b"\xe0\x00")
+        owner.close()
+        publisher = connect("admin", "adminpw", cid + "-p", clean=True)
+        with publisher:
+            publish(publisher, f"payroll/{t}/a", b"queued salary", 1)
+            publish(publisher, f"news/{t}/a", b"queued headline", 2)
+            thief = connect("reader", "readerpw", cid, clean=False)
+            with thief:
+                got = _publishes(thief, WAIT)
+                publish(publisher, f"payroll/{t}/b", b"live salary", 3)
+                publish(publisher, f"news/{t}/b", b"live headline", 4)
+                got += _publishes(thief, WAIT)
+        seen.append([(topic.replace(t, "<t>"), body) for topic, body in got])
+    print(seen)
+    assert seen[0] == seen[1] == [("news/<t>/a", b"queued headline"), ("news/<t>/b", b"live headline")]

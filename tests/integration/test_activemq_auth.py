@@ -254,10 +254,15 @@ def test_mqtt_session_taken_by_another_user_keeps_only_what_it_may_read(node) ->
     owner = MqttClient(port, "admin", "adminpw", "dev1", clean=False)
     assert owner.subscribe("news/#") == [1] and owner.subscribe("payroll/#") == [1]
     owner.stop()
-    thief = MqttClient(port, "reader", "readerpw", "dev1", clean=False)
     publisher = MqttClient(port, "admin", "adminpw", "pub")
+    publisher.c.publish("payroll/feb", b"queued salaries", qos=1)  # queued for the session
+    assert publisher.pubacks.get(timeout=5) == 0
+    publisher.c.publish("news/yesterday", b"queued headline", qos=1)
+    assert publisher.pubacks.get(timeout=5) == 0
+    thief = MqttClient(port, "reader", "readerpw", "dev1", clean=False)
     try:
         assert thief.code == 0
+        assert thief.inbox.get(timeout=5) == ("news/yesterday", b"queued headline")
         publisher.c.publish("payroll/march", b"salaries", qos=1)
         assert publisher.pubacks.get(timeout=5) == 0
         publisher.c.publish("news/today", b"headline", qos=1)
