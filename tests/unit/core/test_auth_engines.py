@@ -1,0 +1,187 @@
+"""The core's login per engine, ActiveMQ's authorization entries and the topic rules."""
+
+import pytest
+
+from mqemu.broker.auth import AuthorizationEntry, AuthRegistry, User, _covers, _entry_matches, _overlap
+from mqemu.broker.config import ConfigError, load_config
+from mqemu.broker.errors import AccessRefused, AuthenticationFailed
+
+
+def write(tmp_path, text):
+    path = tmp_path / "mqemu.toml"
+    path.write_text(text)
+    return str(path)
+
+
+ACTIVEMQ = """
+engine = "activemq"
+[[users]]
+name = "admin"
+password = "pw"
+groups = "admins, users"
+[[users]]
+name = "guest"
+password = "guest"
+groups = ["guests"]
+[[authorization]]
+queue = ">"
+read = "admins"
+write = "admins"
+admin = "admins"
+[[authorization]]
+queue = "orders.>"
+read = ["guests"]
+write = "*"
+[[authorization]]
+topic = "news.*"
+read = "guests"
+write = "guests"
+admin = "guests"
+[temp_authorization]
+read = "admins"
+write = "admins"
+admin = "admins"
+[mqtt]
+deny_subscribe = ["secret/#", "a.b/+"]
+deny_publish = "ro/+"
+"""
+
+
+@pytest.fixture
+def amq(tmp_path) -> AuthRegistry:
+    return load_config(write(tmp_path, ACTIVEMQ)).auth
+
+
+def test_config_reads_groups_entries_temp_entry_and_topic_rules(amq):
+    assert amq.engine == "activemq" and amq.users_configured
+    assert amq.users["admin"].groups == frozenset({"admins", "users"})
+    assert amq.authorization[1] == AuthorizationEntry("queue", "orders.>", frozenset({"guests"}),
+                                                      frozenset({"*"}), frozenset())
+    assert amq.temp_authorization.admin == frozenset({"admins"})
+    # MQTT filters become routing-key filters: "/" and "." swapped, "+" is "*"
+    assert amq.deny_subscribe == ("secret.#", "a/b.*") and amq.deny_publish == ("ro.*",)
+
+
+@pytest.mark.parametrize("text, words", [
+    ("[[authorization]]\nread = 'x'\n", "needs one of queue or topic"),
+    ("[[authorization]]\nqueue = 'a'\ntopic = 'b'\n", "needs one of queue or topic"),
+    ("[[authorization]]\nqueue = 'a'\nread = 3\n", "[[authorization]] read must be a list"),
+    ("[[users]]\nname = 'u'\npassword = 'p'\ngroups = 1\n", "[[users]] groups must be"),
+    ("temp_authorization = 1\n", "[temp_authorization] must be a table"),
+])
+def test_bad_auth_config_names_the_key(tmp_path, text, words):
+    with pytest.raises(ConfigError) as e:
+        load_config(write(tmp_path, text))
+    assert words in str(e.value)
+
+
+def test_activemq_login_as_simple_authentication_plugin(amq):
+    assert amq.login("admin", "pw", "10.0.0.5").name == "admin"
+    assert amq.login("guest", "guest", "10.0.0.5").name == "guest"  # no loopback rule on ActiveMQ
+    for user, password, shown in (("admin", "bad", "admin"), ("nobody", "x", "nobody"),
+                                  (None, None, "null"), ("admin", None, "admin")):
+        with pytest.raises(AuthenticationFailed) as e:
+            amq.login(user, password, "127.0.0.1")
+        assert e.value.text == f"User name [{shown}] or password is invalid."
+        assert e.value.not_authorized
+    amq.anonymous_access = True
+    anon = amq.login(None, None, "127.0.0.1")
+    assert anon.name == "anonymous" and anon.groups == frozenset({"anonymous"})
+
+
+def test_activemq_without_users_lets_everyone_in():
+    reg = AuthRegistry.default()
+    reg.engine = "activemq"
+    assert reg.open and reg.login("anyone", "anything", "10.0.0.5") is None
+    reg.check_destination(None, "write", "queue", "x", exists=False)  # nothing is authorised
+
+
+def test_rabbitmq_login_default_user_and_loopback():
+    reg = AuthRegistry.default()
+    assert not reg.open
+    assert reg.login(None, None, "127.0.0.1", default=("guest", "guest")).name == "guest"
+    with pytest.raises(AuthenticationFailed) as e:
+        reg.login(None, None, "127.0.0.1", default=None)
+    assert e.value.not_authorized
+    with pytest.raises(AuthenticationFailed) as e:
+        reg.login("guest", "guest", "10.0.0.5")
+    assert e.value.text == "User 'guest' can only connect via localhost" and not e.value.not_authorized
+
+
+def test_destination_authorization(amq):
+    admin, guest = amq.users["admin"], amq.users["guest"]
+    amq.check_destination(admin, "write", "queue", "anything", exists=False)
+    amq.check_destination(guest, "read", "queue", "orders.1")
+    amq.check_destination(guest, "write", "queue", "orders.1")  # write = "*": any group
+    with pytest.raises(AccessRefused, match=r"- User guest is not authorized to create: queue://orders\.1"):
+        amq.check_destination(guest, "write", "queue", "orders.1", exists=False)
+    with pytest.raises(AccessRefused, match=r"- User guest is not authorized to read from: queue://payroll"):
+        amq.check_destination(guest, "read", "queue", "payroll")
+    with pytest.raises(AccessRefused, match=r"- User guest is not authorized to write to: temp-queue://ID:x:1"):
+        amq.check_destination(guest, "write", "queue", "ID:x:1", temporary=True)
+    amq.temp_authorization = None  # no temp entry: temporary destinations are open
+    amq.check_destination(guest, "write", "queue", "ID:x:1", exists=False, temporary=True)
+
+
+def test_topic_rules_and_activemq_topic_entries(amq):
+    guest = amq.users["guest"]
+    amq.deny_subscribe = amq.deny_publish = ()
+    amq.check_topic(guest, "/", "read", "news.today")
+    amq.check_topic(guest, "/", "read", "news.#")  # news.*'s "*" takes the word ">" (ActiveMQ's lookup)
+    with pytest.raises(AccessRefused, match="- User guest is not authorized to read from: topic://>"):
+        amq.check_topic(guest, "/", "read", "#")
+    with pytest.raises(AccessRefused, match="not authorized to write to: topic://news.a.b"):
+        amq.check_topic(guest, "/", "write", "news.a.b")
+    # A new topic needs admin once; then it exists.
+    amq.authorization.append(AuthorizationEntry("topic", "open.>", frozenset({"guests"}), frozenset({"guests"})))
+    with pytest.raises(AccessRefused, match="not authorized to create: topic://open.x"):
+        amq.check_topic(guest, "/", "write", "open.x")
+    amq._created_topics.add("open.x")  # as if someone with admin had used it
+    amq.check_topic(guest, "/", "write", "open.x")
+    amq.check_topic(guest, "/", "read", "open.*")  # a wildcard creates nothing: no admin needed
+
+
+def test_deny_rules_refuse_overlapping_filters_on_both_engines():
+    reg = AuthRegistry.default()
+    reg.deny_subscribe, reg.deny_publish = ("secret.#",), ("ro.*",)
+    user = reg.users["guest"]
+    for key in ("#", "*.pw", "secret.pw", "secret", "*", "*.*.x"):
+        with pytest.raises(AccessRefused) as e:
+            reg.check_topic(user, "/", "read", key)
+        assert e.value.text == f"access to topic '{key}' in exchange 'amq.topic' in vhost '/' refused for user 'guest'"
+    for key in ("news.#", "a.*", "news"):
+        reg.check_topic(user, "/", "read", key)
+    reg.check_topic(user, "/", "write", "ro.x.y")
+    with pytest.raises(AccessRefused):
+        reg.check_topic(user, "/", "write", "ro.x")
+
+
+@pytest.mark.parametrize("a, b, expected", [
+    ("secret.#", "#", True), ("secret.#", "*.pw", True), ("secret.#", "a.#", False),
+    ("secret.pw", "*.x", False), ("a.*.c", "*.b.#", True), ("secret.#", "secret", True),
+    ("a.*", "a", False), ("#", "x.y.z", True),
+])
+def test_overlap(a, b, expected):
+    assert _overlap(a, b, "#") is expected and _overlap(b, a, "#") is expected
+
+
+@pytest.mark.parametrize("rule, key, expected", [
+    ("secret.#", "secret.pw", True), ("secret.#", "secret", True), ("secret.*", "secret", False),
+    ("secret.#", "x.pw", False), ("ro.*", "ro.#", True), ("ro.x", "ro.*", False),
+])
+def test_covers(rule, key, expected):
+    assert _covers(rule, key) is expected
+
+
+@pytest.mark.parametrize("pattern, name, expected", [
+    (">", "anything.at.all", True), ("news.>", "news", True), ("news.>", "news.a.b", True),
+    ("news.>", ">", False), ("news.>", "*.today", True), ("news.>", "news.>", True),
+    ("news.*", "news.a.b", False), ("news.*", "news.*", True), ("*.x", "a.x", True),
+    ("news.*", "news.>", True), ("news.*", ">", False),
+])
+def test_entry_matches_as_activemq_looks_acls_up(pattern, name, expected):
+    assert _entry_matches(pattern, name) is expected
+
+
+def test_user_groups_default_empty():
+    assert User("u", "p").groups == frozenset()
