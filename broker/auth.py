@@ -208,23 +208,34 @@ class AuthRegistry:
         publishes and bindings to amq.topic. Raises AccessRefused.
 
         ``deny_publish`` refuses a publish whose key a rule matches. ``deny_subscribe``
-        refuses a subscription whose filter could match any topic a rule covers (``#`` and
-        ``+.pw`` overlap ``secret.#``): as RabbitMQ's topic permissions, the check is made
-        once, when the binding is made, on the filter, never per delivered message, so a
-        filter that could ever see a denied topic is refused. On the ActiveMQ engine the
+        refuses a binding whose every topic a rule covers (``secret.#``, ``secret.*``,
+        ``secret.pw`` against ``secret.#``): as RabbitMQ's topic permissions, the check is
+        made once, on the filter, when the binding is made. A wider filter (``#``,
+        ``*.pw``) is granted, and unlike on RabbitMQ (whose ``#`` subscriber receives the
+        topics its read permission denies) it never receives a denied topic, live or
+        retained: amq.topic routes a topic no one may read to no one
+        (``topic_unreadable``, asked once per key and cached by the exchange's trie, so
+        publishing pays nothing per message for it). On the ActiveMQ engine the
         authorization entries for ``topic://<key>`` apply too (``admin`` when the topic is
         new, as ActiveMQ creates it)."""
-        rules = self.deny_publish if what == "write" else self.deny_subscribe
-        for rule in rules:
-            if (_overlap(rule, key, "#") if what == "read" else _covers(rule, key)):
-                raise AccessRefused(self._topic_refusal(user, vhost, what, key))
+        if what == "write":
+            refused = any(_covers(rule, key) for rule in self.deny_publish)
+        else:
+            refused = any(_pattern_covers(rule, key) for rule in self.deny_subscribe)
+        if refused:
+            raise AccessRefused(self._topic_refusal(user, vhost, what, key))
         if self.engine == "activemq" and user is not None and self.authorization is not None:
             name = key.replace("#", ">")
-            concrete = "*" not in name.split(".") and ">" not in name.split(".")
-            exists = not concrete or name in self._created_topics
+            words = name.split(".")
+            exists = "*" in words or ">" in words or name in self._created_topics
             self.check_destination(user, what, "topic", name, exists)
             if not exists and len(self._created_topics) < 100_000:
                 self._created_topics.add(name)
+
+    def topic_unreadable(self, key: str) -> bool:
+        """A ``deny_subscribe`` rule covers this routing key: amq.topic routes it nowhere
+        and no retained message is kept or given for it."""
+        return any(_covers(rule, key) for rule in self.deny_subscribe)
 
     def _topic_refusal(self, user: User | None, vhost: str, what: str, key: str) -> str:
         if self.engine == "activemq":
@@ -239,6 +250,24 @@ class AuthRegistry:
 def _covers(rule: str, key: str) -> bool:
     """Does the filter ``rule`` (``*`` one word, ``#`` zero or more) match the concrete key?"""
     return _match(tuple(rule.split(".")), tuple(key.split(".")), "#", True)
+
+
+@lru_cache(maxsize=4096)
+def _pattern_covers(rule: str, topic_filter: str) -> bool:
+    """Does the filter ``rule`` match every key the filter ``topic_filter`` can match?"""
+    return _pcover(tuple(rule.split(".")), tuple(topic_filter.split(".")))
+
+
+def _pcover(r: tuple[str, ...], f: tuple[str, ...]) -> bool:
+    if r and r[0] == "#":  # zero words or more of whatever the filter has
+        return any(_pcover(r[1:], f[k:]) for k in range(len(f) + 1))
+    if not r or not f:
+        return not r and not f
+    if f[0] == "#":  # the filter reaches keys of any length here; the rule does not
+        return False
+    if r[0] == "*" or (r[0] == f[0] and f[0] != "*"):
+        return _pcover(r[1:], f[1:])
+    return False
 
 
 @lru_cache(maxsize=4096)

@@ -71,6 +71,8 @@ class Broker:
                 activemq_settings=ActiveMQSettings.from_config(self.config) if self.engine == "activemq" else None,
             )
             vh.budget = self.budget
+            if self.auth.deny_subscribe:  # topics no one may read reach no one (AuthRegistry.check_topic)
+                vh.exchanges["amq.topic"].hide_keys(self.auth.topic_unreadable)
         return vh
 
     def open_vhost(self, user: User, name: str) -> VirtualHost:

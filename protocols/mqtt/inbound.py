@@ -106,7 +106,7 @@ class PublishMixin:
     def _route(self, topic: str, msg: Any, qos: int, retain: bool, pid: int | None,
                props: dict[str, Any] | None) -> None:
         durable = False
-        if retain:
+        if retain and not (self.topic_guard and self.broker.auth.topic_unreadable(msg.routing_key)):
             expiry = props.get("message_expiry_interval") if props else None
             durable = retained_store(self.broker, self.vhost.name).put(
                 topic, msg, qos, None if expiry is None else self.vhost.clock() + expiry)

@@ -202,7 +202,7 @@ def publish_will(broker: Broker, vhost: VirtualHost, will: Will, client_id: str)
         props = {k: v for k, v in props.items() if k != "will_delay_interval"}
     msg = to_message(key, will.payload, will.qos, will.retain, props)
     msg.origin = client_id
-    if will.retain:
+    if will.retain and not broker.auth.topic_unreadable(key):
         expiry = (props or {}).get("message_expiry_interval")
         retained_store(broker, vhost.name).put(
             will.topic, msg, will.qos, None if expiry is None else vhost.clock() + expiry)

@@ -93,8 +93,9 @@ class SubscribeMixin:
 
     def _may_read(self, binding: str) -> bool:
         """The core's topic rules for a subscription's binding key (``AuthRegistry.check_topic``):
-        a filter that could match a denied topic (``#``, ``+/pw`` against ``secret/#``) is
-        refused, so it never sees one, live or retained; on ActiveMQ, read on
+        a filter inside a denied area (``secret/+`` against ``secret/#``) is refused; a wider
+        one (``#``, ``+/pw``) is granted and never sees a denied topic, live (amq.topic
+        routes it to no one) or retained (``_queue_retained``); on ActiveMQ, read on
         ``topic://<filter>``."""
         try:
             self.broker.auth.check_topic(self.user, self.vhost.name, "read", binding)
@@ -156,8 +157,11 @@ class SubscribeMixin:
         if q is None:
             return
         now = self.vhost.clock()
+        hidden = self.broker.auth.topic_unreadable if self.topic_guard else None
         for topic, r in store.matching(sub.filter, now):
             m = r.message
+            if hidden is not None and hidden(m.routing_key):
+                continue  # a topic no one may read (kept from before the rule, or a will)
             copy = Message(m.exchange, m.routing_key, m.body, m.properties)
             copy.origin = RetainedDelivery(sub, r.qos, topic)
             if r.expires_at is not None:

@@ -2,7 +2,15 @@
 
 import pytest
 
-from mqemu.broker.auth import AuthorizationEntry, AuthRegistry, User, _covers, _entry_matches, _overlap
+from mqemu.broker.auth import (
+    AuthorizationEntry,
+    AuthRegistry,
+    User,
+    _covers,
+    _entry_matches,
+    _overlap,
+    _pattern_covers,
+)
 from mqemu.broker.config import ConfigError, load_config
 from mqemu.broker.errors import AccessRefused, AuthenticationFailed
 
@@ -141,19 +149,35 @@ def test_topic_rules_and_activemq_topic_entries(amq):
     amq.check_topic(guest, "/", "read", "open.*")  # a wildcard creates nothing: no admin needed
 
 
-def test_deny_rules_refuse_overlapping_filters_on_both_engines():
+def test_deny_rules_on_both_engines():
     reg = AuthRegistry.default()
     reg.deny_subscribe, reg.deny_publish = ("secret.#",), ("ro.*",)
     user = reg.users["guest"]
-    for key in ("#", "*.pw", "secret.pw", "secret", "*", "*.*.x"):
+    for key in ("secret.#", "secret.*", "secret.pw", "secret"):  # inside the denied area
         with pytest.raises(AccessRefused) as e:
             reg.check_topic(user, "/", "read", key)
         assert e.value.text == f"access to topic '{key}' in exchange 'amq.topic' in vhost '/' refused for user 'guest'"
-    for key in ("news.#", "a.*", "news"):
+    for key in ("#", "*.pw", "news.#", "*"):  # wider or elsewhere: granted...
         reg.check_topic(user, "/", "read", key)
+    # ... and a denied topic is routed to no one
+    assert reg.topic_unreadable("secret.pw") and reg.topic_unreadable("secret")
+    assert not reg.topic_unreadable("news.pw") and not reg.topic_unreadable("secretary")
     reg.check_topic(user, "/", "write", "ro.x.y")
     with pytest.raises(AccessRefused):
         reg.check_topic(user, "/", "write", "ro.x")
+
+
+def test_amq_topic_routes_unreadable_topics_nowhere(tmp_path):
+    from mqemu.broker.core import Broker
+    from mqemu.broker.message import Message
+
+    broker = Broker(load_config(write(tmp_path, '[mqtt]\ndeny_subscribe = ["secret/#"]\n')))
+    vh = broker.vhosts["/"]
+    vh.declare_queue("all", False, None, False, {})
+    vh.bind("amq.topic", "all", "#")
+    assert vh.publish("amq.topic", "secret.pw", Message("amq.topic", "secret.pw", b"x", {}))[0] == 0
+    assert vh.publish("amq.topic", "news.pw", Message("amq.topic", "news.pw", b"y", {}))[0] == 1
+    assert [e.message.body for e in vh.queues["all"].ready] == [b"y"]
 
 
 @pytest.mark.parametrize("a, b, expected", [
@@ -163,6 +187,15 @@ def test_deny_rules_refuse_overlapping_filters_on_both_engines():
 ])
 def test_overlap(a, b, expected):
     assert _overlap(a, b, "#") is expected and _overlap(b, a, "#") is expected
+
+
+@pytest.mark.parametrize("rule, topic_filter, expected", [
+    ("secret.#", "secret.#", True), ("secret.#", "secret.*", True), ("secret.#", "secret", True),
+    ("secret.#", "#", False), ("secret.#", "*.pw", False), ("secret.*", "secret.#", False),
+    ("secret.*", "secret.*", True), ("a.#", "a.#.b", True), ("a.*", "a", False),
+])
+def test_pattern_covers(rule, topic_filter, expected):
+    assert _pattern_covers(rule, topic_filter) is expected
 
 
 @pytest.mark.parametrize("rule, key, expected", [
