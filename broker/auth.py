@@ -219,7 +219,7 @@ class AuthRegistry:
         authorization entries for ``topic://<key>`` apply too (``admin`` when the topic is
         new, as ActiveMQ creates it)."""
         if what == "write":
-            refused = any(_covers(rule, key) for rule in self.deny_publish)
+            refused = any(_pattern_covers(rule, key) for rule in self.deny_publish)
         else:
             refused = any(_pattern_covers(rule, key) for rule in self.deny_subscribe)
         if refused:
@@ -235,7 +235,7 @@ class AuthRegistry:
     def topic_unreadable(self, key: str) -> bool:
         """A ``deny_subscribe`` rule covers this routing key: amq.topic routes it nowhere
         and no retained message is kept or given for it."""
-        return any(_covers(rule, key) for rule in self.deny_subscribe)
+        return any(_pattern_covers(rule, key) for rule in self.deny_subscribe)
 
     def _topic_refusal(self, user: User | None, vhost: str, what: str, key: str) -> str:
         if self.engine == "activemq":
@@ -247,14 +247,9 @@ class AuthRegistry:
 
 
 @lru_cache(maxsize=4096)
-def _covers(rule: str, key: str) -> bool:
-    """Does the filter ``rule`` (``*`` one word, ``#`` zero or more) match the concrete key?"""
-    return _match(tuple(rule.split(".")), tuple(key.split(".")), "#", True)
-
-
-@lru_cache(maxsize=4096)
 def _pattern_covers(rule: str, topic_filter: str) -> bool:
-    """Does the filter ``rule`` match every key the filter ``topic_filter`` can match?"""
+    """Does the filter ``rule`` (``*`` one word, ``#`` zero or more) match every key the
+    filter (or plain routing key) ``topic_filter`` can match?"""
     return _pcover(tuple(rule.split(".")), tuple(topic_filter.split(".")))
 
 
@@ -268,14 +263,6 @@ def _pcover(r: tuple[str, ...], f: tuple[str, ...]) -> bool:
     if r[0] == "*" or (r[0] == f[0] and f[0] != "*"):
         return _pcover(r[1:], f[1:])
     return False
-
-
-@lru_cache(maxsize=4096)
-def _overlap(a: str, b: str, multi: str) -> bool:
-    """Is there a name both patterns match? ``multi`` is the many-words wildcard: ``#`` on
-    amq.topic, ``>`` in ActiveMQ patterns; both match zero words or more ("foo.>" matches
-    "foo", as MQTT's "foo/#" does)."""
-    return _match(tuple(a.split(".")), tuple(b.split(".")), multi, False)
 
 
 @lru_cache(maxsize=4096)
@@ -295,20 +282,6 @@ def _entry_match(p: tuple[str, ...], k: tuple[str, ...]) -> bool:
         return not p and not k
     if p[0] == k[0] or p[0] == "*" or k[0] == "*":
         return _entry_match(p[1:], k[1:])
-    return False
-
-
-def _match(a: tuple[str, ...], b: tuple[str, ...], multi: str, concrete: bool) -> bool:
-    # ``concrete``: b is a name, its "*" and "#" are plain words.
-    if a and a[0] == multi:
-        return _match(a[1:], b, multi, concrete) or (bool(b) and _match(a, b[1:], multi, concrete))
-    if b and b[0] == multi and not concrete:
-        return _match(a, b[1:], multi, concrete) or (bool(a) and _match(a[1:], b, multi, concrete))
-    if not a or not b:
-        return not a and not b
-    x, y = a[0], b[0]
-    if x == y or x == "*" or (y == "*" and not concrete):
-        return _match(a[1:], b[1:], multi, concrete)
     return False
 
 

@@ -206,7 +206,7 @@ class BasicMethods:
                 msg.properties = dict(props, reply_to=self.reply_to_name)
                 msg.encoded_properties = None
             self._check("write", "exchange", m.exchange)
-            if m.exchange == "amq.topic" and self.conn.broker.auth.guards_topics:
+            if m.exchange == "amq.topic" and self.conn.topic_guard:
                 # The topic rules MQTT and STOMP topics obey (RabbitMQ: topic permissions
                 # are checked on the routing key of each publish to a topic exchange).
                 conn = self.conn

@@ -118,6 +118,7 @@ class AMQPConnection(SessionBase):
         self.confirming: set[Channel] = set()
         self.blocked_sent = False
         self.published = False
+        self.topic_guard = broker.auth.guards_topics  # topic rules to check on amq.topic publishes
 
     # -- transport interface ------------------------------------------------------------
     def budget_changed(self, over: bool) -> None:

@@ -138,9 +138,8 @@ class RabbitDestinations:
             s = self.s
             # RabbitMQ declares the reply queue as the user, so it needs configure on it
             # (amq.gen-*: the name the server gives it), as an AMQP declare would.
-            name = s.vhost.server_named()
-            s.check("configure", "queue", name)
-            q = s.vhost.declare_queue(name, False, s, True, {}, owner=s)
+            s.check("configure", "queue", s.vhost.server_named())
+            q = s.vhost.declare_queue("", False, s, True, {}, owner=s)
             qname = self.reply_queues[value] = q.name
             s.add_subscription(value, value, [q], "auto", prefetch=0)
         return qname
@@ -303,9 +302,8 @@ class ActiveMQDestinations:
         s = self.s
         for kind, name in self.parse(dest):
             if kind == "queue":
-                # ActiveMQ: write on the queue, admin first when the SEND creates it
-                # (topics: the session's check_topic).
-                s.check_destination("write", "queue", name, name in s.vhost.queues, _temporary(name))
+                if s.authorizing:  # ActiveMQ: write, then admin when the SEND creates it
+                    s.check_destination("write", "queue", name, name in s.vhost.queues, _temporary(name))
                 self._queue(name)
                 targets.append(("", name))
             else:
@@ -316,7 +314,8 @@ class ActiveMQDestinations:
         """ActiveMQ: a temporary destination in reply-to is shown to others as remote."""
         if value.startswith(ACTIVEMQ_TEMP_QUEUE):
             name = self.temp_name(value)
-            self.s.check_destination("write", "queue", name, name in self.s.vhost.queues, True)
+            if self.s.authorizing:
+                self.s.check_destination("write", "queue", name, name in self.s.vhost.queues, True)
             self._queue(name, temporary=True)
             return ACTIVEMQ_REMOTE_QUEUE + name
         if value.startswith(ACTIVEMQ_TEMP_TOPIC):

@@ -102,6 +102,8 @@ class StompSession(SettleMixin, SubscribeMixin, SessionBase):
         self.destinations: RabbitDestinations | ActiveMQDestinations | None = None
         self.send_routes: dict[str, list[tuple[str, str]]] = {}
         self.write_allowed: set[str | tuple[str, str]] = set()
+        self.topic_guard = broker.auth.guards_topics  # topic rules on amq.topic (check_topic)
+        self.authorizing = False  # ActiveMQ: authorization entries apply to this user
         self.destinations_seen: dict[tuple[str, str], bytes] = {}
         self.published = False
         self.send_interval = 0.0  # seconds between our heart-beats (0 = none)
@@ -285,6 +287,7 @@ class StompSession(SettleMixin, SubscribeMixin, SessionBase):
         try:
             self.user = self.broker.auth.login(login, h.get("passcode"), self.peer,
                                                default=("guest", "guest"))
+            self.authorizing = self.user is not None and self.broker.auth.authorization is not None
         except AuthenticationFailed as e:
             log.info("STOMP login failed for user '%s': %s", login, e.text, extra={"conn": self.conn_id})
             self.close_reason = ClosedReason.AUTH_FAILED
@@ -352,7 +355,7 @@ class StompSession(SettleMixin, SubscribeMixin, SessionBase):
             if exchange not in allowed:  # RabbitMQ caches permission checks per connection too
                 self.check("write", "exchange", exchange or "amq.default")
                 allowed.add(exchange)
-        if self.broker.auth.guards_topics:
+        if self.topic_guard:
             # Topic rules, checked for every target before any is published to; the keys
             # allowed are remembered per connection (ActiveMQ's authorised write destinations).
             for exchange, key in targets:
