@@ -302,8 +302,12 @@ class ActiveMQDestinations:
         s = self.s
         for kind, name in self.parse(dest):
             if kind == "queue":
-                if s.authorizing:  # ActiveMQ: write, then admin when the SEND creates it
+                if s.authorizing and ("", name) not in s.write_allowed:
+                    # ActiveMQ: write, then admin when the SEND creates it; a queue once
+                    # allowed is remembered (ActiveMQ's authorised write destinations).
                     s.check_destination("write", "queue", name, name in s.vhost.queues, _temporary(name))
+                    if len(s.write_allowed) < 1024:
+                        s.write_allowed.add(("", name))
                 self._queue(name)
                 targets.append(("", name))
             else:
