@@ -16,7 +16,20 @@ Example::
     [[users]]
     name = "app"
     password = "secret"
-    tags = ["administrator"]
+    tags = ["administrator"]       # RabbitMQ
+    groups = ["admins", "users"]   # ActiveMQ: simpleAuthenticationPlugin's groups
+
+    anonymous_access = false       # ActiveMQ: anonymousAccessAllowed (with anonymous_user,
+                                   # anonymous_group)
+
+    [[authorization]]              # ActiveMQ: authorizationEntries (read/write/admin groups,
+    queue = ">"                    # a list or "a,b"; "*" is any group)
+    read = ["users"]
+    write = ["users"]
+    admin = ["admins"]
+
+    [temp_authorization]           # ActiveMQ: tempDestinationAuthorizationEntry
+    read = "*"
 
     [[vhosts]]
     name = "staging"
@@ -36,7 +49,7 @@ import tomllib
 from dataclasses import dataclass, field
 from typing import Any
 
-from .auth import AuthRegistry, Permission, User
+from .auth import AuthorizationEntry, AuthRegistry, Permission, User
 
 ENGINES = ("rabbitmq", "activemq")
 # Timeouts in seconds a protocol section may set; each defaults to the emulated engine's.
@@ -104,14 +117,18 @@ def load_config(path: str | None, engine: str | None = None) -> BrokerConfig:
         if not isinstance(wm, (int, float)) or wm <= 0:
             raise ConfigError("memory_high_watermark must be a fraction of RAM (0-1) or a byte count")
         cfg.memory_high_watermark = int(wm * _ram()) if wm <= 1 else int(wm)
+    cfg.auth.engine = cfg.engine
     if "users" in data:
         cfg.auth.users.clear()
         cfg.auth.permissions.clear()
+        cfg.auth.users_configured = True
         for u in data["users"]:
             try:
-                cfg.auth.users[u["name"]] = User(u["name"], u["password"], tuple(u.get("tags", ())))
+                cfg.auth.users[u["name"]] = User(u["name"], u["password"], tuple(u.get("tags", ())),
+                                                 _groups(u.get("groups", ()), "[[users]] groups"))
             except (KeyError, TypeError) as e:
                 raise ConfigError(f"each [[users]] entry needs name and password: {u!r}") from e
+    _load_activemq_auth(cfg, data)
     for v in data.get("vhosts", []):
         name = v["name"] if isinstance(v, dict) else v
         if name not in cfg.vhosts:
@@ -132,10 +149,63 @@ def load_config(path: str | None, engine: str | None = None) -> BrokerConfig:
         value = cfg.extra.get(section, {}).get(key)
         if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0):
             raise ConfigError(f"[{section}] {key} must be a number of seconds above 0, not {value!r}")
+    mqtt = cfg.extra.get("mqtt", {})
+    cfg.auth.deny_publish = _topic_rules(mqtt.get("deny_publish", ()), "deny_publish")
+    cfg.auth.deny_subscribe = _topic_rules(mqtt.get("deny_subscribe", ()), "deny_subscribe")
     budget = cfg.extra.get("store", {}).get("memory_budget")
     if budget is not None:
         cfg.memory_budget = parse_budget(budget)
     return cfg
+
+
+def _groups(value: Any, where: str) -> frozenset[str]:
+    """Groups as a list or as ActiveMQ writes them, "admins,users"."""
+    if isinstance(value, str):
+        value = value.split(",")
+    if not isinstance(value, (list, tuple)) or not all(isinstance(g, str) for g in value):
+        raise ConfigError(f"{where} must be a list of group names or a comma-separated string, not {value!r}")
+    return frozenset(g.strip() for g in value if g.strip())
+
+
+def _load_activemq_auth(cfg: BrokerConfig, data: dict[str, Any]) -> None:
+    """ActiveMQ's simpleAuthenticationPlugin options and authorizationPlugin entries."""
+    auth = cfg.auth
+    auth.anonymous_access = bool(data.get("anonymous_access", False))
+    auth.anonymous_user = str(data.get("anonymous_user", "anonymous"))
+    auth.anonymous_group = str(data.get("anonymous_group", "anonymous"))
+    entries = data.get("authorization")
+    if entries is not None:
+        if not isinstance(entries, list):
+            raise ConfigError("[[authorization]] must be an array of tables")
+        auth.authorization = []
+        for e in entries:
+            kinds = [k for k in ("queue", "topic") if k in e] if isinstance(e, dict) else []
+            if len(kinds) != 1 or not isinstance(e[kinds[0]], str) or not e[kinds[0]]:
+                raise ConfigError(f"each [[authorization]] entry needs one of queue or topic: {e!r}")
+            auth.authorization.append(AuthorizationEntry(
+                kinds[0], e[kinds[0]], *(_groups(e.get(op, ()), f"[[authorization]] {op}")
+                                         for op in ("read", "write", "admin"))))
+    temp = data.get("temp_authorization")
+    if temp is not None:
+        if not isinstance(temp, dict):
+            raise ConfigError("[temp_authorization] must be a table")
+        auth.temp_authorization = AuthorizationEntry(
+            "temp", "", *(_groups(temp.get(op, ()), f"[temp_authorization] {op}")
+                          for op in ("read", "write", "admin")))
+
+
+def _topic_rules(filters: Any, key: str) -> tuple[str, ...]:
+    """``[mqtt] deny_publish`` / ``deny_subscribe`` (MQTT filters) as routing-key filters on
+    amq.topic, as MQTT topics become routing keys: ``/`` and ``.`` swapped, ``+`` is ``*``."""
+    if isinstance(filters, str):
+        filters = [filters]
+    if not isinstance(filters, (list, tuple)):
+        raise ConfigError(f"[mqtt] {key} must be a list of topic filters")
+    out = []
+    for f in filters:
+        if isinstance(f, str) and f:
+            out.append(".".join("*" if w == "+" else w.replace(".", "/") for w in f.split("/")))
+    return tuple(out)
 
 
 _UNITS = {"": 1, "B": 1, "KB": 1000, "MB": 1000**2, "GB": 1000**3, "KIB": 1 << 10, "MIB": 1 << 20, "GIB": 1 << 30}

@@ -42,6 +42,7 @@ class Broker:
         self.clock = clock
         self.timers = Timers()
         self.auth: AuthRegistry = self.config.auth
+        self.auth.engine = self.engine  # the login and authorisation rules follow the engine
         self.vhosts: dict[str, VirtualHost] = {}
         # Queues larger than memory: past this many bytes of bodies in memory, queues page
         # (``paging``); recovery loads bodies only up to it. None: no paging.
@@ -70,6 +71,8 @@ class Broker:
                 activemq_settings=ActiveMQSettings.from_config(self.config) if self.engine == "activemq" else None,
             )
             vh.budget = self.budget
+            if self.auth.deny_subscribe:  # topics no one may read reach no one (AuthRegistry.check_topic)
+                vh.exchanges["amq.topic"].hide_keys(self.auth.topic_unreadable)
         return vh
 
     def open_vhost(self, user: User, name: str) -> VirtualHost:

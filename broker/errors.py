@@ -82,6 +82,13 @@ class InternalError(BrokerError):
 
 
 class AuthenticationFailed(BrokerError):
-    """Wrong user name or password, or a user that may not log in from where it is."""
+    """Wrong user name or password, or a user that may not log in from where it is.
+
+    ``not_authorized``: the engine refuses it as a security failure rather than as bad
+    credentials (ActiveMQ's SecurityException; MQTT says "not authorized" for it)."""
 
     code, name, soft = 403, "ACCESS_REFUSED", False
+
+    def __init__(self, text: str, not_authorized: bool = False) -> None:
+        super().__init__(text)
+        self.not_authorized = not_authorized

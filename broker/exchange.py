@@ -9,7 +9,7 @@ exchange-to-exchange hops and alternate exchanges.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Hashable
+from typing import Any, Callable, Hashable
 
 from .errors import PreconditionFailed
 from .message import Message
@@ -64,6 +64,13 @@ class Exchange:
             raise ValueError(self.type)
         if self.type == "topic":
             self._topic = TopicTrie()
+
+    def hide_keys(self, unreadable: Callable[[str], bool]) -> None:
+        """A topic exchange routes a key for which ``unreadable(key)`` is true to no binding
+        (the topic rules of ``AuthRegistry``): asked once per key, the answer is kept in the
+        trie's match cache with the bindings."""
+        if self._topic is not None:
+            self._topic.unreadable = unreadable
 
     @property
     def alternate_exchange(self) -> str | None:

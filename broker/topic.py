@@ -8,7 +8,7 @@ Matching walks the trie once per routing key; it never scans every binding.
 
 from __future__ import annotations
 
-from typing import Generic, Hashable, TypeVar
+from typing import Callable, Generic, Hashable, TypeVar
 
 T = TypeVar("T", bound=Hashable)
 
@@ -30,6 +30,9 @@ class TopicTrie(Generic[T]):
         self._root: _Node[T] = _Node()
         self._sep = separator
         self._cache: dict[str, frozenset[T]] = {}
+        # Keys for which this is true match nothing (``Exchange.hide_keys``); asked only when
+        # a key's result is computed, so the cached hot path pays nothing for it.
+        self.unreadable: Callable[[str], bool] | None = None
 
     def add(self, pattern: str, value: T) -> None:
         node = self._root
@@ -71,7 +74,8 @@ class TopicTrie(Generic[T]):
         if hit is not None:
             return hit
         out: set[T] = set()
-        self._walk(self._root, key.split(self._sep), 0, out)
+        if self.unreadable is None or not self.unreadable(key):
+            self._walk(self._root, key.split(self._sep), 0, out)
         result = frozenset(out)
         if len(self._cache) >= _CACHE_LIMIT:
             self._cache.clear()

@@ -126,6 +126,9 @@ class Node:
                          report.bindings, report.messages, report.seconds)
             else:
                 log.info("store: memory only (no --data-dir): nothing survives a restart")
+            if broker.auth.open:
+                log.warning("auth: no users in the config: every login is accepted and nothing is "
+                            "authorised (stock ActiveMQ without an authentication plugin)")
             async with trio.open_nursery() as nursery:
                 await nursery.start(broker.store.run)
                 await nursery.start(broker.run)

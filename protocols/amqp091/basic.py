@@ -246,6 +246,14 @@ class BasicMethods:
                 msg.properties = dict(props, reply_to=self.reply_to_name)
                 msg.encoded_properties = None
             self._check("write", "exchange", m.exchange)
+            if m.exchange == "amq.topic" and self.conn.topic_guard and m.routing_key not in self.conn.topics_allowed:
+                # The topic rules MQTT and STOMP topics obey (RabbitMQ: topic permissions
+                # are checked on the routing key of each publish to a topic exchange); the
+                # keys allowed are remembered per connection.
+                conn = self.conn
+                conn.broker.auth.check_topic(conn.user, conn.vhost.name, "write", m.routing_key)
+                if len(conn.topics_allowed) < 1024:
+                    conn.topics_allowed.add(m.routing_key)
             if self.tx is not None:
                 self.tx.append(("publish", (m, msg)))
                 return

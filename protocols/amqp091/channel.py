@@ -256,6 +256,8 @@ class Channel(BasicMethods):
     def _on_exchange_bind(self, m: spec.ExchangeBind) -> None:
         self._check("write", "exchange", m.destination)
         self._check("read", "exchange", m.source)
+        if m.source == "amq.topic":  # the topic rules on the binding key (AuthRegistry.check_topic)
+            self.conn.broker.auth.check_topic(self.conn.user, self.conn.vhost.name, "read", m.routing_key)
         self.conn.vhost.bind(m.source, m.destination, m.routing_key, m.arguments, "exchange")
         self._ok(m, spec.ExchangeBindOk())
 
@@ -295,6 +297,8 @@ class Channel(BasicMethods):
         queue = self._queue_name(m.queue)
         self._check("write", "queue", queue)
         self._check("read", "exchange", m.exchange)
+        if m.exchange == "amq.topic":  # the topic rules on the binding key (AuthRegistry.check_topic)
+            self.conn.broker.auth.check_topic(self.conn.user, self.conn.vhost.name, "read", m.routing_key)
         self.conn.vhost.bind(m.exchange, queue, m.routing_key, m.arguments, "queue", owner=self.conn)
         self._ok(m, spec.QueueBindOk())
 

@@ -123,6 +123,8 @@ class AMQPConnection(SessionBase):
         self.blocked_sent = False
         self.published = False
         self.converted = 0  # deliveries whose properties were converted (basic.wire_properties)
+        self.topic_guard = broker.auth.guards_topics  # topic rules to check on amq.topic publishes
+        self.topics_allowed: set[str] = set()
 
     # -- transport interface ------------------------------------------------------------
     def budget_changed(self, over: bool) -> None:

@@ -6,7 +6,9 @@ Permissions (RabbitMQ flavour) follow RabbitMQ's MQTT plugin: a publish needs ``
 the ``amq.topic`` exchange; a subscription needs ``read`` on that exchange and
 ``configure``, ``write`` and ``read`` on the queue that serves it (the session queue, or a
 shared subscription's group queue). RabbitMQ's topic permissions (per routing key) are not
-modelled by the core's ``AuthRegistry``. The ActiveMQ flavour checks nothing.
+modelled; ``[mqtt] deny_publish`` / ``deny_subscribe`` are the core's topic rules on
+amq.topic (``AuthRegistry.check_topic``), which also hold the ActiveMQ flavour's
+authorization entries for topics.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ PROTOCOL_ERROR = 0x82
 CLIENT_ID_NOT_VALID = 0x85
 BAD_USER_NAME_OR_PASSWORD = 0x86
 NOT_AUTHORIZED = 0x87
+SERVER_UNAVAILABLE = 0x88
 BAD_AUTHENTICATION_METHOD = 0x8C
 
 
@@ -93,8 +96,17 @@ class ConnectMixin:
         else:
             expiry = 0 if p.clean_start else NEVER_EXPIRES
         self.connect_expiry = expiry
+        if not self._may_take(client_id):
+            # RabbitMQ 3.10 answers 3, server unavailable (5.0: 0x88), as its queue declare
+            # fails; it has already closed a connected owner by then, mqemu keeps it (a
+            # DELIBERATE difference: a user who may not have the session cannot end it).
+            return self._refuse(SERVER_UNAVAILABLE, f"access to the session of client id '{client_id}' "
+                                f"refused for user '{self.user.name}'")
         present = self._take_session(client_id, p.clean_start, expiry)
-        self.will = None if self.publish_refused else p.will  # a will is a publish too
+        will = p.will  # a will is a publish too
+        if will is not None and (self.publish_refused or (self.topic_guard and not self._may_publish(will.topic))):
+            will = None
+        self.will = will
         self.state = State.CONNECTED
         self.deadline = None
         self.decoder.max_packet_size = self.max_packet_size
@@ -104,31 +116,39 @@ class ConnectMixin:
         self._attach()
 
     def _login(self, p: Connect) -> Any:
-        """Authenticate (per engine) and open vhost "/". None after refusing the CONNECT."""
+        """Authenticate as the engine does (``AuthRegistry.login``) and open vhost "/".
+        None after refusing the CONNECT. RabbitMQ: an anonymous client logs in as the
+        plugin's default user (``[mqtt] allow_anonymous``, ``default_user``,
+        ``default_pass``); bad credentials get 0x86 (3.x: 4). ActiveMQ: its authentication
+        plugin's SecurityException, which its MQTT converter answers with "not authorized"
+        (3.x: 5, 5.0: 0x87; MQTTProtocolConverter.onMQTTConnect in 5.17)."""
         broker = self.broker
-        if broker.engine == "activemq":
-            # ActiveMQ: without an authentication plugin every connection is accepted.
-            return broker.vhosts.get("/")
-        username = p.username
-        password = (p.password or b"").decode("utf-8", "replace")
-        if username is None:
-            # RabbitMQ: the MQTT plugin lets anonymous clients in as its default user (guest).
-            cfg = settings(broker)
-            if not cfg.get("allow_anonymous", True):
-                self._refuse(NOT_AUTHORIZED, "anonymous connections are not allowed")
-                return None
-            username = cfg.get("default_user", "guest")
-            password = cfg.get("default_pass", "guest")
+        cfg = settings(broker)
+        default = ((cfg.get("default_user", "guest"), cfg.get("default_pass", "guest"))
+                   if cfg.get("allow_anonymous", True) else None)
+        password = None if p.password is None else p.password.decode("utf-8", "replace")
         try:
-            self.user = user = broker.auth.authenticate(username, password, self.peer)
+            self.user = user = broker.auth.login(p.username, password, self.peer, default)
             vhost = broker.open_vhost(user, "/")
             self.publish_refused = not self.allowed("write", "exchange", "amq.topic")
             return vhost
         except AuthenticationFailed as e:
-            self._refuse(BAD_USER_NAME_OR_PASSWORD, e.text)
+            self._refuse(NOT_AUTHORIZED if e.not_authorized else BAD_USER_NAME_OR_PASSWORD, e.text)
         except BrokerError as e:
             self._refuse(NOT_AUTHORIZED, e.text)
         return None
+
+    def _may_take(self, client_id: str) -> bool:
+        """May this user take over (or clean) the session the client id already has? As on
+        RabbitMQ, whose MQTT plugin redeclares (or, clean, deletes) the session's queue as
+        the connecting user: any user may, given configure, write and read on that queue
+        (``mqtt-subscription-<client id>qos1``), whoever opened the session. On the ActiveMQ
+        flavour there are no queue permissions: the new user takes it (ActiveMQ's link
+        stealing) and each resumed subscription is authorised again (``_take_session``)."""
+        old = registry(self.broker).get((self.vhost.name, client_id))
+        if old is None or old.ended or self.user is None:
+            return True
+        return self._may_subscribe(old.queue_name)
 
     def _take_session(self, client_id: str, clean_start: bool, expiry: int) -> bool:
         """Take over, resume or start the client's session; True when one is resumed."""
@@ -145,6 +165,8 @@ class ConnectMixin:
         present = old is not None and not clean_start and not old.ended
         if present:
             state = old
+            if self.topic_guard:
+                self._authorize_resumed(state)
         else:
             if old is not None:
                 old.end()
@@ -157,6 +179,19 @@ class ConnectMixin:
         self.session = state
         save_session(state)
         return present
+
+    def _authorize_resumed(self, state: SessionState) -> None:
+        """Resumed subscriptions are authorised again for the connecting user, as ActiveMQ
+        restores an MQTT client's durable subscriptions (each a new consumer the
+        authorization broker checks): one refused is dropped, with what it had queued."""
+        for text, sub in list(state.subs.items()):
+            if not self._may_read(sub.binding):
+                del state.subs[text]
+                state.unbind(sub.binding)
+        for text, sub in list(state.shared.items()):
+            if not self._may_read(sub.binding):
+                del state.shared[text]
+                state.leave_group(sub)
 
     def allowed(self, what: str, kind: str, name: str) -> bool:
         """RabbitMQ's configure/write/read check for the connection's user (see the module

@@ -20,13 +20,12 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from mqemu.broker.errors import BrokerError
+from mqemu.broker.errors import AccessRefused, BrokerError
 
 from .mapping import to_message
 from .packets import Puback, Pubcomp, Publish, Pubrec, Pubrel, encode
 from .persist import QOS2_IN, QOS2_OUT, qos2_mark
 from .retained import retained_store
-from .sessions import denied
 from .topics import topic_to_key
 
 log = logging.getLogger("mqemu.protocols.mqtt")
@@ -74,8 +73,9 @@ class PublishMixin:
                 return
             if self.level >= 5 and len(awaiting) >= self.receive_maximum:
                 raise ProtocolViolation(RECEIVE_MAXIMUM_EXCEEDED, "receive maximum exceeded")  # [MQTT-3.3.4-8]
-        if self.publish_refused or (self.deny_publish and denied(self.deny_publish, topic)):
-            # Mosquitto acknowledges a denied publish and drops it (3.x has no code for it).
+        if self.publish_refused or (self.topic_guard and not self._may_publish(topic)):
+            # Mosquitto acknowledges a denied publish and drops it (3.x has no code for it);
+            # so does ActiveMQ (its MQTT converter acks a publish its broker refused).
             self._ack_denied(qos, pid)
             return
         key = self.keys.get(topic)
@@ -106,7 +106,7 @@ class PublishMixin:
     def _route(self, topic: str, msg: Any, qos: int, retain: bool, pid: int | None,
                props: dict[str, Any] | None) -> None:
         durable = False
-        if retain:
+        if retain and not (self.topic_guard and self.broker.auth.topic_unreadable(msg.routing_key)):
             expiry = props.get("message_expiry_interval") if props else None
             durable = retained_store(self.broker, self.vhost.name).put(
                 topic, msg, qos, None if expiry is None else self.vhost.clock() + expiry)
@@ -162,6 +162,23 @@ class PublishMixin:
         else:
             self.session.awaiting_rel.add(pid)  # type: ignore[arg-type]
             self._send_ack(_PUBREC + pid.to_bytes(2, "big"))  # type: ignore[union-attr]
+
+    def _may_publish(self, topic: str) -> bool:
+        """The core's topic rules for a PUBLISH (``AuthRegistry.check_topic``), remembered
+        per topic for the connection (as ActiveMQ remembers authorised destinations)."""
+        ok = self.publish_allowed.get(topic)
+        if ok is None:
+            key = self.keys.get(topic) or self._key(topic)
+            try:
+                self.broker.auth.check_topic(self.user, self.vhost.name, "write", key)
+                ok = True
+            except AccessRefused as e:
+                log.info("%s", e.text, extra={"conn": self.conn_id})
+                ok = False
+            if len(self.publish_allowed) >= 1024:
+                self.publish_allowed.clear()
+            self.publish_allowed[topic] = ok
+        return ok
 
     def _key(self, topic: str) -> str:
         key = topic_to_key(topic)

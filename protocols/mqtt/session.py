@@ -58,7 +58,7 @@ from .packets import (
     Unsubscribe,
     encode,
 )
-from .sessions import SessionState, acl_filters, publish_will
+from .sessions import SessionState, publish_will
 from .subscriptions import SubscribeMixin
 
 if TYPE_CHECKING:
@@ -107,8 +107,10 @@ class MqttConnection(ConnectMixin, PublishMixin, DeliveryMixin, SubscribeMixin, 
         self.alias_in_max = int(cfg.get("topic_alias_maximum", TOPIC_ALIAS_MAXIMUM))
         self.server_keep_alive = int(cfg.get("server_keep_alive", SERVER_KEEP_ALIVE))
         self.max_inflight_311 = int(cfg.get("max_inflight", MAX_INFLIGHT_311))
-        self.deny_subscribe = acl_filters(broker, "deny_subscribe")
-        self.deny_publish = acl_filters(broker, "deny_publish")
+        # Topic rules on amq.topic (deny lists, ActiveMQ's authorization entries): the core's
+        # AuthRegistry.check_topic; publishes test this flag first, then a per-topic cache.
+        self.topic_guard = broker.auth.guards_topics
+        self.publish_allowed: dict[str, bool] = {}
         self.deny_subscribe_code = int(cfg.get("deny_subscribe_code", NOT_AUTHORIZED))
         self.decoder = MqttDecoder(MAX_PACKET_BEFORE_CONNECT)
         self.connect_timeout = broker.config.seconds("mqtt", "connect_timeout", CONNECT_TIMEOUT[broker.engine])
@@ -117,7 +119,7 @@ class MqttConnection(ConnectMixin, PublishMixin, DeliveryMixin, SubscribeMixin, 
         self.level = 4
         self.client_id = ""
         self.publisher_fields: Any = None  # Message.fields of its PUBLISH packets (mapping.PUBLISHER)
-        self.user: Any = None  # None on the ActiveMQ flavour: nothing is checked
+        self.user: Any = None  # None on the ActiveMQ flavour without users: nothing is checked
         self.publish_refused = False
         self.vhost: Any = None
         self.session: SessionState = None  # type: ignore[assignment]

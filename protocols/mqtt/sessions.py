@@ -32,7 +32,7 @@ from mqemu.broker.errors import BrokerError
 from .mapping import PUBLISHER, to_message
 from .persist import forget_session
 from .retained import retained_store
-from .topics import Filter, filter_covers, filter_to_binding, parse_shared, topic_to_key
+from .topics import Filter, filter_to_binding, parse_shared, topic_to_key
 
 if TYPE_CHECKING:
     from mqemu.broker.core import Broker
@@ -190,30 +190,19 @@ def registry(broker: Broker) -> dict[tuple[str, str], SessionState]:
     return reg
 
 
-def acl_filters(broker: Broker, key: str) -> tuple[Filter, ...]:
-    """The filters of ``[mqtt] deny_subscribe`` / ``deny_publish`` in the config file."""
-    section = broker.config.extra.get("mqtt", {})
-    return tuple(Filter(f) for f in section.get(key, ()) if isinstance(f, str) and f)
-
-
-def denied(filters: tuple[Filter, ...], topic: str) -> bool:
-    for f in filters:
-        if filter_covers(f, topic):
-            return True
-    return False
-
-
 def publish_will(broker: Broker, vhost: VirtualHost, will: Will, client_id: str) -> None:
     """Publish a will message as if the client had sent it (3.1.1 3.1.2.5, 5.0 3.1.3.2)."""
-    if denied(acl_filters(broker, "deny_publish"), will.topic):
+    key = topic_to_key(will.topic)
+    try:  # the deny rules (the user's authorisation was checked at CONNECT)
+        broker.auth.check_topic(None, vhost.name, "write", key)
+    except BrokerError:
         return
     props = will.properties or None
     if props:
         props = {k: v for k, v in props.items() if k != "will_delay_interval"}
-    key = topic_to_key(will.topic)
     msg = to_message(key, will.payload, will.qos, will.retain, props)
     msg.fields = PUBLISHER.add(None, client_id)
-    if will.retain:
+    if will.retain and not broker.auth.topic_unreadable(key):
         expiry = (props or {}).get("message_expiry_interval")
         retained_store(broker, vhost.name).put(
             will.topic, msg, will.qos, None if expiry is None else vhost.clock() + expiry)

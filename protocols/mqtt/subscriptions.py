@@ -15,9 +15,10 @@ refused one gets 0x80 (3.x) or 0x87 Not authorized (5.0) in the SUBACK.
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING, Any
 
-from mqemu.broker.errors import BrokerError
+from mqemu.broker.errors import AccessRefused, BrokerError
 from mqemu.broker.message import Message
 
 from .delivery import MqttConsumer
@@ -25,8 +26,10 @@ from .mapping import RETAINED_FOR
 from .packets import Suback, Subscribe, Unsuback, Unsubscribe, encode
 from .persist import save_session
 from .retained import retained_store
-from .sessions import Subscription, denied
-from .topics import parse_shared, valid_filter
+from .sessions import Subscription
+from .topics import filter_to_binding, parse_shared, valid_filter
+
+log = logging.getLogger("mqemu.protocols.mqtt")
 
 if TYPE_CHECKING:
     from mqemu.broker.queue import Queue
@@ -66,7 +69,7 @@ class SubscribeMixin:
         group, inner = shared if shared is not None else (None, text)
         if not valid_filter(inner):
             return TOPIC_FILTER_INVALID, None, False  # [MQTT-4.7.1-2], [MQTT-4.7.1-3]
-        if denied(self.deny_subscribe, inner):
+        if self.topic_guard and not self._may_read(filter_to_binding(inner)):
             # 5.0: 0x87 Not authorized, or ``[mqtt] deny_subscribe_code`` (e.g. 0x80, which is
             # all the Paho interoperability suite's client accepts); 3.x: 0x80.
             return self.deny_subscribe_code, None, False
@@ -88,6 +91,19 @@ class SubscribeMixin:
         except BrokerError:
             return UNSPECIFIED_ERROR, None, False
         return s.qos, sub, is_new  # granted QoS: as requested, mqemu supports QoS 2
+
+    def _may_read(self, binding: str) -> bool:
+        """The core's topic rules for a subscription's binding key (``AuthRegistry.check_topic``):
+        a filter inside a denied area (``secret/+`` against ``secret/#``) is refused; a wider
+        one (``#``, ``+/pw``) is granted and never sees a denied topic, live (amq.topic
+        routes it to no one) or retained (``_queue_retained``); on ActiveMQ, read on
+        ``topic://<filter>``."""
+        try:
+            self.broker.auth.check_topic(self.user, self.vhost.name, "read", binding)
+        except AccessRefused as e:
+            log.info("%s", e.text, extra={"conn": self.conn_id})
+            return False
+        return True
 
     def _may_subscribe(self, queue: str) -> bool:
         allowed = self.allowed
@@ -142,8 +158,11 @@ class SubscribeMixin:
         if q is None:
             return
         now = self.vhost.clock()
+        hidden = self.broker.auth.topic_unreadable if self.topic_guard else None
         for _topic, r in store.matching(sub.filter, now):
             m = r.message
+            if hidden is not None and hidden(m.routing_key):
+                continue  # a topic no one may read (kept from before the rule, or a will)
             copy = Message(m.exchange, m.routing_key, m.body, m.properties,
                            fields=RETAINED_FOR.add(None, sub.text))
             if r.expires_at is not None:

@@ -136,6 +136,9 @@ class RabbitDestinations:
         qname = self.reply_queues.get(value)
         if qname is None:
             s = self.s
+            # RabbitMQ declares the reply queue as the user, so it needs configure on it
+            # (amq.gen-*: the name the server gives it), as an AMQP declare would.
+            s.check("configure", "queue", s.vhost.server_named())
             q = s.vhost.declare_queue("", False, s, True, {}, owner=s)
             qname = self.reply_queues[value] = q.name
             s.add_subscription(value, value, [q], "auto", prefetch=0)
@@ -154,6 +157,8 @@ class RabbitDestinations:
             exchange, key = ("amq.topic", name) if kind == "topic" else (name, pattern or "")
             if kind == "exchange":
                 s.vhost.get_exchange(exchange)
+            if exchange == "amq.topic":  # topic rules, before any queue is made
+                s.check_topic("read", key)
             durable = _bool_param(headers.get("durable")) or _bool_param(headers.get("persistent"))
             qname = headers.get("x-queue-name")
             if qname is None:
@@ -230,6 +235,11 @@ def activemq_wildcards(name: str) -> str:
     return ".".join("#" if w == ">" else w for w in name.split("."))
 
 
+def _temporary(name: str) -> bool:
+    """A temporary destination's name (a connection id, ``ID:...``, as ActiveMQ names them)."""
+    return name.startswith("ID:")
+
+
 class ActiveMQDestinations:
     """ActiveMQ Classic's STOMP destinations (see the module docstring)."""
 
@@ -289,8 +299,15 @@ class ActiveMQDestinations:
 
     def send_targets(self, dest: str, headers: dict[str, str]) -> list[tuple[str, str]]:
         targets = []
+        s = self.s
         for kind, name in self.parse(dest):
             if kind == "queue":
+                if s.authorizing and ("", name) not in s.write_allowed:
+                    # ActiveMQ: write, then admin when the SEND creates it; a queue once
+                    # allowed is remembered (ActiveMQ's authorised write destinations).
+                    s.check_destination("write", "queue", name, name in s.vhost.queues, _temporary(name))
+                    if len(s.write_allowed) < 1024:
+                        s.write_allowed.add(("", name))
                 self._queue(name)
                 targets.append(("", name))
             else:
@@ -301,6 +318,8 @@ class ActiveMQDestinations:
         """ActiveMQ: a temporary destination in reply-to is shown to others as remote."""
         if value.startswith(ACTIVEMQ_TEMP_QUEUE):
             name = self.temp_name(value)
+            if self.s.authorizing:
+                self.s.check_destination("write", "queue", name, name in self.s.vhost.queues, True)
             self._queue(name, temporary=True)
             return ACTIVEMQ_REMOTE_QUEUE + name
         if value.startswith(ACTIVEMQ_TEMP_TOPIC):
@@ -312,8 +331,11 @@ class ActiveMQDestinations:
         queues = []
         for kind, name in self.parse(dest):
             if kind == "queue":
+                # ActiveMQ: read on the queue, admin first when the SUBSCRIBE creates it.
+                s.check_destination("read", "queue", name, name in s.vhost.queues, _temporary(name))
                 queues.append(self._queue(name, temporary=name.startswith(self.temp_prefix)))
                 continue
+            s.check_topic("read", activemq_wildcards(name))
             sub_name = headers.get("activemq.subscriptionName") or headers.get("durable-subscription-name")
             if sub_name and s.client_id:
                 # ActiveMQ: a durable topic subscription outlives the connection.

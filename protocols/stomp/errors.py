@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from mqemu.broker.errors import BrokerError
+from mqemu.broker.errors import AccessRefused, BrokerError
 
 
 class StompError(Exception):
@@ -28,9 +28,19 @@ def protocol_exception(message: str, close: bool = False) -> StompError:
     return StompError(message, f"org.apache.activemq.transport.stomp.ProtocolException: {message}\n", close)
 
 
-def for_engine(engine: str, rabbit: StompError, activemq_text: str, activemq_close: bool = False) -> StompError:
-    """One refusal worded as each engine words it."""
-    return rabbit if engine == "rabbitmq" else protocol_exception(activemq_text, activemq_close)
+def security_exception(message: str, close: bool = False) -> StompError:
+    """ActiveMQ: a refused login or destination (the broker's SecurityException): the text in
+    the ``message`` header and alone in the body (checked against ActiveMQ 5.17)."""
+    return StompError(message, message, close)
+
+
+def for_engine(engine: str, rabbit: StompError, activemq_text: str, activemq_close: bool = False,
+               security: bool = False) -> StompError:
+    """One refusal worded as each engine words it (ActiveMQ: a ProtocolException, or a
+    SecurityException with ``security``)."""
+    if engine == "rabbitmq":
+        return rabbit
+    return (security_exception if security else protocol_exception)(activemq_text, activemq_close)
 
 
 def from_broker_error(e: BrokerError, engine: str) -> StompError:
@@ -38,4 +48,6 @@ def from_broker_error(e: BrokerError, engine: str) -> StompError:
     as the plugin's ``amqp_death`` writes it. ActiveMQ: the exception text in both."""
     if engine == "rabbitmq":  # the channel died: RabbitMQ closes the STOMP connection too
         return StompError(e.name.lower(), f"{e.name} - {e.text}\n", close=True)
+    if isinstance(e, AccessRefused):
+        return security_exception(e.text)
     return StompError(e.text, f"{type(e).__name__}: {e.text}\n")

@@ -109,7 +109,9 @@ class StompSession(SettleMixin, SubscribeMixin, SessionBase):
         self.transactions: dict[str, list[Frame]] = {}
         self.destinations: RabbitDestinations | ActiveMQDestinations | None = None
         self.send_routes: dict[str, list[tuple[str, str]]] = {}
-        self.write_allowed: set[str] = set()
+        self.write_allowed: set[str | tuple[str, str]] = set()
+        self.topic_guard = broker.auth.guards_topics  # topic rules on amq.topic (check_topic)
+        self.authorizing = False  # ActiveMQ: authorization entries apply to this user
         self.destinations_seen: dict[tuple[str, str], bytes] = {}
         self.published = False
         self.send_interval = 0.0  # seconds between our heart-beats (0 = none)
@@ -269,13 +271,14 @@ class StompSession(SettleMixin, SubscribeMixin, SessionBase):
         self.version = self.decoder.version = version
         self.escape = ESCAPERS[version]
         cx, cy = _heart_beat(h.get("heart-beat", "0,0"), self.engine)
+        self._login(h)
         if self.engine == "rabbitmq":
-            self._login_rabbit(h)
+            self._open_vhost_rabbit(h)
             # RabbitMQ: heart-beats in whole seconds (anything under one second is one).
             send_ms, recv_ms = _whole_seconds(cy), _whole_seconds(cx)
             self.session_id = "session-" + base64.urlsafe_b64encode(os.urandom(16)).decode().rstrip("=")
         else:
-            # ActiveMQ without an authentication plugin accepts any login; host is ignored.
+            # ActiveMQ: host is ignored.
             self.vhost = self.broker.vhosts["/"]
             self.client_id = h.get("client-id")
             send_ms, recv_ms = cy, cx
@@ -293,19 +296,25 @@ class StompSession(SettleMixin, SubscribeMixin, SessionBase):
         if self.broker.memory_alarm:
             self.on_alarm(True)
 
-    def _login_rabbit(self, h: dict[str, str]) -> None:
-        # RabbitMQ: a CONNECT without login uses the plugin's default user (guest/guest).
-        login = h.get("login", "guest")
-        passcode = h.get("passcode", "guest" if "login" not in h else "")
+    def _login(self, h: dict[str, str]) -> None:
+        """The engine's login (``AuthRegistry.login``). RabbitMQ: a CONNECT without login
+        uses the plugin's default user (guest/guest), the connection stays open after a
+        refusal. ActiveMQ: its SecurityException text, and the connection closes."""
+        login = h.get("login")
         try:
-            self.user = self.broker.auth.authenticate(login, passcode, self.peer)
+            self.user = self.broker.auth.login(login, h.get("passcode"), self.peer,
+                                               default=("guest", "guest"))
+            self.authorizing = self.user is not None and self.broker.auth.authorization is not None
         except AuthenticationFailed as e:
             log.info("STOMP login failed for user '%s': %s", login, e.text, extra={"conn": self.conn_id})
             self.close_reason = ClosedReason.AUTH_FAILED
             self.login_refused = True
             detail = ("non-loopback access denied" if "localhost" in e.text
-                      else f"Access refused for user '{login}'\n")
-            raise StompError("Bad CONNECT", detail) from None
+                      else f"Access refused for user '{login or 'guest'}'\n")
+            raise for_engine(self.engine, StompError("Bad CONNECT", detail), e.text, activemq_close=True,
+                             security=True) from None
+
+    def _open_vhost_rabbit(self, h: dict[str, str]) -> None:
         # RabbitMQ: the host header names the virtual host (the plugin's default_vhost is /).
         host = h.get("host", "/")
         try:
@@ -363,6 +372,15 @@ class StompSession(SettleMixin, SubscribeMixin, SessionBase):
             if exchange not in allowed:  # RabbitMQ caches permission checks per connection too
                 self.check("write", "exchange", exchange or "amq.default")
                 allowed.add(exchange)
+        if self.topic_guard:
+            # Topic rules, checked for every target before any is published to; the keys
+            # allowed are remembered per connection (ActiveMQ's authorised write destinations).
+            for exchange, key in targets:
+                if exchange == "amq.topic" and (exchange, key) not in allowed:
+                    self.check_topic("write", key)
+                    if len(allowed) < 1024:
+                        allowed.add((exchange, key))
+        for exchange, key in targets:
             msg = Message(exchange, key, body, props if len(targets) == 1 else dict(props), fields=fields)
             n, _refused = vhost.publish(exchange, key, msg)
             routed += n
@@ -398,9 +416,19 @@ class StompSession(SettleMixin, SubscribeMixin, SessionBase):
         return self.state is State.CONNECTED
 
     def check(self, what: str, kind: str, name: str) -> None:
-        """RabbitMQ: the user's configure/write/read permission; ActiveMQ: no authorisation."""
+        """RabbitMQ: the user's configure/write/read permission (ActiveMQ authorises
+        destinations instead: ``check_destination``)."""
         if self.user is not None:
             self.broker.auth.check(self.user, self.vhost.name, what, kind, name)
+
+    def check_destination(self, what: str, kind: str, name: str, exists: bool = True,
+                          temporary: bool = False) -> None:
+        """ActiveMQ: the authorization entries for ``kind://name`` (see ``AuthRegistry``)."""
+        self.broker.auth.check_destination(self.user, what, kind, name, exists, temporary)
+
+    def check_topic(self, what: str, key: str) -> None:
+        """Publishing to / binding with ``key`` on amq.topic (``AuthRegistry.check_topic``)."""
+        self.broker.auth.check_topic(self.user, self.vhost.name, what, key)
 
     def destination_line(self, key: tuple[str, str]) -> bytes:
         shown = None

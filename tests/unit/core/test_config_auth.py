@@ -21,7 +21,7 @@ def test_defaults_are_guest_on_slash():
 
 def test_users_vhosts_permissions_from_file(tmp_path):
     cfg = load_config(write(tmp_path, """
-engine = "activemq"
+engine = "rabbitmq"
 memory_high_watermark = 1000000
 [[users]]
 name = "app"
@@ -37,7 +37,7 @@ read = ".*"
 [mqtt]
 deny_subscribe = ["secret/#"]
 """))
-    assert cfg.engine == "activemq" and cfg.vhosts == ["/", "staging"]
+    assert cfg.engine == "rabbitmq" and cfg.vhosts == ["/", "staging"]
     assert cfg.memory_high_watermark == 1000000
     assert cfg.extra["mqtt"] == {"deny_subscribe": ["secret/#"]}
     user = cfg.auth.authenticate("app", "s3cret", "10.0.0.5")  # not loopback-only

@@ -317,7 +317,8 @@ def test_message_expiry_decremented(broker: Broker) -> None:
 
 
 def test_deny_subscribe_and_publish(broker: Broker) -> None:
-    broker.config.extra["mqtt"] = {"deny_subscribe": ["secret/#"], "deny_publish": ["ro/+"]}
+    # [mqtt] deny_subscribe = ["secret/#"], deny_publish = ["ro/+"], as routing-key rules
+    broker.auth.deny_subscribe, broker.auth.deny_publish = ("secret.#",), ("ro.*",)
     c = Client(broker)
     c.connect()
     assert c.subscribe(Subscription("secret/a", 1), Subscription("ok", 1)).reason_codes == (0x80, 1)
