@@ -368,7 +368,7 @@ class StompSession(SettleMixin, SubscribeMixin, SessionBase):
         routed = 0
         allowed = self.write_allowed
         fields = None if rabbit or "content-length" in h else TEXT_FIELDS
-        for exchange, key in targets:
+        for exchange, _key in targets:
             if exchange not in allowed:  # RabbitMQ caches permission checks per connection too
                 self.check("write", "exchange", exchange or "amq.default")
                 allowed.add(exchange)

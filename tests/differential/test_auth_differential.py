@@ -246,7 +246,8 @@ def test_mqtt_session_taken_by_another_user_as_activemq(pair) -> None:
         t = cid[-8:]  # topics of this run only (ActiveMQ replays recent topic messages to
         # a restored MQTT subscription: other runs' must not reach this one)
 
-        def connect(user: str, password: str, client_id: str, clean: bool) -> socket.socket:
+        def connect(user: str, password: str, client_id: str, clean: bool,
+                    addr: tuple[str, int] = addr) -> socket.socket:
             flags = 0xC0 | (0x02 if clean else 0)
             body = _utf8("MQTT") + bytes([4, flags, 0, 60]) + _utf8(client_id) + _utf8(user) + _utf8(password)
             s = socket.create_connection(addr, timeout=5)
