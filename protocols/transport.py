@@ -183,9 +183,12 @@ async def run_connection(stream: trio.SocketStream, session: Session, log: loggi
 
 
 async def _drain_until_eof(stream: trio.SocketStream) -> None:
-    """The session is gone already (its queues and sessions released); only the socket waits."""
+    """The session is gone already (its queues and sessions released); only the socket waits.
+    Our side is shut down first, so a client that reads until EOF gets it at once; its late
+    writes are still read (and dropped), never met with a reset."""
     with trio.move_on_after(CLOSE_DRAIN_TIMEOUT):
         try:
+            await stream.send_eof()
             while await stream.receive_some(READ_SIZE):
                 pass
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
