@@ -56,6 +56,11 @@ def build_parser() -> argparse.ArgumentParser:
                        help="how much to log (default info: listeners, errors and warnings)")
     serve.add_argument("--log-format", default="text", choices=("text", "json"),
                        help="text (key=value) or one JSON object per line")
+    # issue 12 item 5: the workload and its verdict (ha/workload.py, ha/checker.py)
+    from .checker import add_check_command
+    from .workload import add_workload_command
+    add_workload_command(sub)
+    add_check_command(sub)
     return parser
 
 
@@ -64,6 +69,8 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(args.log_level, args.log_format)
     if args.command == "serve":
         return serve(args)
+    if hasattr(args, "run"):  # subcommands whose function lives in their own module
+        return int(args.run(args))
     return 2
 
 
