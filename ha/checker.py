@@ -196,7 +196,7 @@ def _categorise(ids: _Ids, total: Counts, where: Any) -> None:
         for c in (total, where(t)):
             c.reordered += 1
             c.reordered_ids.append(value)
-    for value, t in ids.redelivered:
+    for _value, t in ids.redelivered:
         for c in (total, where(t)):
             c.redelivered += 1
 

@@ -72,6 +72,9 @@ def render_html(records: list[dict[str, Any]], verdict: Verdict) -> str:
         tip = html.escape(f"{u.process} {u.kind} unavailable {span} {u.error or ''}")
         parts.append(f'<rect x="{x(u.start):.1f}" y="{ly}" width="{max(x(u_end) - x(u.start), 1):.1f}" height="9" '
                      f'fill="#ff7f0e"><title>{tip}</title></rect>')
+    for lane, (process, kind) in enumerate(lanes):
+        parts.append(f'<text x="{WIDTH - 18}" y="{TOP + PLOT_H + 32 + lane * 12 % 96}" font-size="9" fill="#888888" '
+                     f'text-anchor="end">{html.escape(f"{process} {kind}")}</text>')
     parts.append(f'<line x1="{LEFT}" y1="{TOP + PLOT_H}" x2="{WIDTH - 20}" y2="{TOP + PLOT_H}" stroke="black"/>'
                  f'<line x1="{LEFT}" y1="{TOP}" x2="{LEFT}" y2="{TOP + PLOT_H}" stroke="black"/>'
                  f'<text x="4" y="{TOP + 8}">{top:.0f}/s</text><text x="4" y="{TOP + PLOT_H}">0</text>'

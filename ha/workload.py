@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 import threading
@@ -46,7 +47,8 @@ class WorkloadOptions:
 class Workload:
     """Start with ``start()``; ``wait(timeout)`` returns True once both threads finished
     (and the history is closed); ``stop()`` asks them to finish now and waits.
-    ``wait_until(predicate, timeout)`` waits on the counters (``confirmed``, ``delivered``)."""
+    ``wait_until(predicate, timeout)`` waits on the counters (``confirmed``, ``delivered``,
+    ``connect_failures``)."""
 
     def __init__(self, options: WorkloadOptions, history: str | os.PathLike[str] | HistoryWriter) -> None:
         if options.protocol not in CLIENTS:
@@ -63,6 +65,7 @@ class Workload:
         self.attempted: set[str] = set()
         self.delivered: set[str] = set()
         self.confirmed = 0
+        self.connect_failures = 0
         self.last_progress = time.monotonic()
         self._threads = [threading.Thread(target=r.run, name=r.name, daemon=True)
                          for r in (_Consumer(self, "consumer-0"), _Publisher(self, "publisher-0"))]
@@ -129,9 +132,12 @@ class _Role:
             f, endpoint = ("connect" if first else "reconnect"), f"{host}:{port}"
             self.record("invoke", f, endpoint)
             try:
-                client = CLIENTS[o.protocol](host, port, o.settings, self.consumer)
+                client: Any = CLIENTS[o.protocol](host, port, o.settings, self.consumer)
             except Exception as e:
                 self.record("fail", f, endpoint, error=_text(e))
+                with self.w.cond:
+                    self.w.connect_failures += 1
+                    self.w.cond.notify_all()
                 attempt += 1
                 self.w.stopping.wait(pause)
                 pause = min(pause * 2, o.backoff[1])
@@ -303,6 +309,8 @@ def run_workload(args: argparse.Namespace) -> int:
     except ValueError as e:
         print(f"mqemu workload: {e}", file=sys.stderr)
         return 2
+    for name in ("pika", "stomp.py", "paho"):  # the history records every error; keep stderr quiet
+        logging.getLogger(name).setLevel(logging.CRITICAL)
     settings = Settings(queue=args.queue, timeout=args.timeout, user=user or "guest", password=password or "guest",
                         client_id=f"mqemu-workload-{args.queue}")
     w = Workload(WorkloadOptions(args.protocol, endpoints, count=args.count, seconds=args.seconds, rate=args.rate,

@@ -36,13 +36,14 @@ class Settings:
     password: str = "guest"
     timeout: float = 5.0  # connect, confirm and subscribe timeouts
     client_id: str = "mqemu-workload"  # MQTT consumer: the persistent session's id
+    vhost: str = "/"  # STOMP 1.2's host header
 
 
 class AmqpClient:
     """pika: a durable queue, persistent messages, publisher confirms, manual acks."""
 
     def __init__(self, host: str, port: int, s: Settings, consumer: bool) -> None:
-        import pika
+        import pika  # type: ignore[import-untyped,import-not-found]
         self._pika = pika
         params = pika.ConnectionParameters(host, port, credentials=pika.PlainCredentials(s.user, s.password),
                                            connection_attempts=1, socket_timeout=s.timeout,
@@ -84,7 +85,7 @@ class StompClient:
     """stomp.py, STOMP 1.2: persistent sends with a receipt each, client-individual acks."""
 
     def __init__(self, host: str, port: int, s: Settings, consumer: bool) -> None:
-        import stomp
+        import stomp  # type: ignore[import-untyped,import-not-found]
         self.s = s
         self.dest = f"/queue/{s.queue}"
         self.cond = threading.Condition()
@@ -93,9 +94,10 @@ class StompClient:
         self.broken: str | None = None
         self.inbox: queue.Queue[Any] = queue.Queue()
         self._n = 0
-        self.conn = stomp.Connection12([(host, port)], reconnect_attempts_max=1, timeout=s.timeout)
+        self.conn = stomp.Connection12([(host, port)], reconnect_attempts_max=1, timeout=s.timeout,
+                                           vhost=s.vhost)
         self.conn.set_listener("workload", _StompListener(self))
-        self.conn.connect(s.user, s.password, wait=True, headers={"host": "/"})
+        self.conn.connect(s.user, s.password, wait=True)
 
     def _wait_receipt(self, rid: str) -> None:
         deadline = time.monotonic() + self.s.timeout
@@ -189,7 +191,7 @@ class MqttClient:
     (clean session off, the same client id on every connection) and acks by hand."""
 
     def __init__(self, host: str, port: int, s: Settings, consumer: bool) -> None:
-        import paho.mqtt.client as mqtt
+        import paho.mqtt.client as mqtt  # type: ignore[import-not-found,unused-ignore]
         self.s = s
         self.topic = f"mqemu/{s.queue}"
         self.cond = threading.Condition()
@@ -242,7 +244,14 @@ class MqttClient:
         info = self.client.publish(self.topic, body, qos=1)
         if info.rc != 0:
             raise ConnectionError(f"publish: paho error {info.rc}")
-        self._wait(info.is_published, "PUBACK")
+        deadline = time.monotonic() + self.s.timeout
+        while not info.is_published():  # paho wakes wait_for_publish on the PUBACK
+            if self.broken:
+                raise ConnectionError(self.broken)
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(f"no PUBACK within {self.s.timeout} s")
+            info.wait_for_publish(min(left, 0.1))
 
     def subscribe(self) -> None:
         self.client.subscribe(self.topic, qos=1)

@@ -4,6 +4,7 @@ with unavailability windows and fault-to-delivery times; malformed files refused
 from __future__ import annotations
 
 import json
+import sys
 from html.parser import HTMLParser
 from typing import Any
 
@@ -227,12 +228,24 @@ def test_timeline_html_is_self_contained_and_draws_faults_and_gaps(tmp_path):
     assert "p connect unavailable 0.800 s" in text
 
 
-def test_timeline_png_without_matplotlib_says_what_to_install(tmp_path, capsys):
-    try:
-        import matplotlib  # noqa: F401
-        pytest.skip("matplotlib is installed")
-    except ImportError:
-        pass
+def test_timeline_png_without_matplotlib_says_what_to_install(tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib now raises ImportError
     hist = _write(tmp_path / "h.jsonl", H().publish(0, "a", 0).deliver(1, "a", 0))
     assert main(["check", hist, "--timeline", str(tmp_path / "t.png")]) == 2
     assert "pip install 'mqemu[plot]'" in capsys.readouterr().err
+    assert not (tmp_path / "t.png").exists()
+
+
+def test_timeline_png_with_matplotlib(tmp_path):
+    pytest.importorskip("matplotlib")
+    h = H().publish(0, "a", 0).deliver(0.5, "a", 0).add(1.0, "nemesis", "invoke", "fault", {"action": "kill"})
+    h.add(1.2, "p", "info", "error", "n1", error="EOF").add(2.0, "p", "ok", "reconnect", "n2")
+    out = tmp_path / "t.png"
+    assert main(["check", _write(tmp_path / "h.jsonl", h), "--timeline", str(out)]) == 0
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_timeline_of_another_kind_of_file_is_refused(tmp_path, capsys):
+    hist = _write(tmp_path / "h.jsonl", H().publish(0, "a", 0).deliver(1, "a", 0))
+    assert main(["check", hist, "--timeline", str(tmp_path / "t.svg")]) == 2
+    assert "a timeline is .html or .png" in capsys.readouterr().err

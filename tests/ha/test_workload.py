@@ -1,0 +1,110 @@
+"""The workload against real mqemu nodes, for every protocol: a clean run, and a run across
+a node restart on the same data directory and ports; each history is then checked."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from mqemu.ha.checker import check
+from mqemu.ha.cli import main
+from mqemu.ha.history import read_history
+from mqemu.ha.node import NodeThread
+from mqemu.ha.workload import Workload, WorkloadOptions, parse_endpoints
+from mqemu.ha.workload_clients import Settings
+
+PROTOCOLS = ["amqp", "stomp", "mqtt"]
+
+
+def _workload(protocol: str, ports: list[int], history, **kw) -> Workload:
+    options = WorkloadOptions(protocol, [("127.0.0.1", p) for p in ports], settings=Settings(timeout=2.0),
+                              drain=3.0, **kw)
+    return Workload(options, history)
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_a_clean_run_loses_nothing_and_delivers_everything_once_in_order(protocol, mqemu_start, tmp_path):
+    node = mqemu_start()
+    path = tmp_path / "h.jsonl"
+    w = _workload(protocol, [node.ports[protocol]], path, count=150).start()
+    assert w.wait(20), "the workload did not finish"
+    records = read_history(path)
+    v = check(records)
+    c = v.counts
+    assert (c.attempted, c.acknowledged, c.delivered, c.ok_frac) == (150, 150, 150, 1.0)
+    assert (c.lost, c.duplicated, c.recovered, c.unexpected, c.reordered, c.redelivered) == (0, 0, 0, 0, 0, 0)
+    assert v.valid and v.unavailable == []
+    kinds = {(r["process"], r["type"], r["f"]) for r in records}
+    assert {("consumer-0", "ok", "connect"), ("publisher-0", "ok", "connect"), ("consumer-0", "ok", "ack"),
+            ("publisher-0", "info", "done"), ("consumer-0", "info", "done")} <= kinds
+
+
+@pytest.mark.timeout(40)
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_a_node_restart_on_the_same_data_dir_loses_nothing_confirmed(protocol, tmp_path):
+    data = str(tmp_path / "data")
+    first = NodeThread(data_dir=data).start()
+    second = None
+    ports = dict(first.ports)
+    w = _workload(protocol, [ports[protocol]], tmp_path / "h.jsonl", count=600, rate=400).start()
+    try:
+        assert w.wait_until(lambda w: w.confirmed >= 100, 15), "no 100 confirms before the restart"
+        w.fault("stop", "node-1")
+        first.stop()
+        second = NodeThread(data_dir=data, ports=ports).start()
+        w.fault("stop", "node-1", "ok")
+        assert second.ports == ports
+        assert w.wait(25), "the workload did not finish after the restart"
+    finally:
+        w.stop()
+        first.stop()
+        if second is not None:
+            second.stop()
+    v = check(read_history(tmp_path / "h.jsonl"))
+    c = v.counts
+    assert c.lost == 0 and c.lost_ids == []
+    assert c.unexpected == 0
+    assert (c.attempted, c.acknowledged, c.delivered) == (600, 600, 600)
+    reconnects = [u for u in v.unavailable if u.kind == "connect"]
+    assert {u.process for u in reconnects} == {"publisher-0", "consumer-0"}
+    assert all(u.end is not None for u in v.unavailable), v.unavailable
+    [fault] = v.faults
+    assert fault.action == "stop" and fault.first_delivery is not None
+
+
+def test_parse_endpoints_takes_lists_failover_strings_and_credentials():
+    assert parse_endpoints("amqp://u:p%40@h1:1,h2", "amqp") == ([("h1", 1), ("h2", 5672)], "u", "p@")
+    assert parse_endpoints("failover:(tcp://a:61616,tcp://b:61617)?randomize=false", "stomp") == (
+        [("a", 61616), ("b", 61617)], None, None)
+    assert parse_endpoints("mqtt://x", "mqtt") == ([("x", 1883)], None, None)
+    with pytest.raises(ValueError):
+        parse_endpoints(" , ", "amqp")
+
+
+@pytest.mark.timeout(30)
+def test_cli_workload_then_check(mqemu_server, tmp_path, capsys):
+    path = tmp_path / "h.jsonl"
+    url = f"stomp://127.0.0.1:{mqemu_server.ports['stomp']}"
+    assert main(["workload", "--url", url, "--protocol", "stomp", "--count", "50", "--history", str(path),
+                 "--queue", "cli-q", "--drain", "2"]) == 0
+    assert capsys.readouterr().out.startswith("published 50 (acknowledged 50), delivered 50")
+    assert main(["check", str(path), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["counts"]["lost"] == 0
+
+
+@pytest.mark.timeout(20)
+def test_no_broker_the_workload_keeps_trying_and_stops_cleanly(tmp_path):
+    import socket
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()  # nothing listens there now
+    w = _workload("amqp", [port], tmp_path / "h.jsonl", count=10).start()
+    assert w.wait_until(lambda w: w.connect_failures >= 4, 10)
+    assert w.stop(10)
+    v = check(read_history(tmp_path / "h.jsonl"))
+    assert v.counts.attempted == 0
+    assert {(u.process, u.kind, u.end) for u in v.unavailable} == {("consumer-0", "connect", None),
+                                                                   ("publisher-0", "connect", None)}
