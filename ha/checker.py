@@ -2,7 +2,7 @@
 per fault window, with the unavailability windows and each fault's time to the next delivery.
 
 ``check(records) -> Verdict``; the terms are defined in ``mqemu.ha.history``'s docstring.
-``mqemu check HISTORY`` prints it (``--json`` for the object) and exits 0 if nothing
+``mqemu check HISTORY...`` (several files are merged by time) prints it (``--json`` for the object) and exits 0 if nothing
 acknowledged was lost, 1 if something was, 2 if the file is not a history.
 """
 
@@ -288,12 +288,13 @@ def summary(verdict: Verdict) -> str:
 
 
 def add_check_command(sub: Any) -> None:
-    """``mqemu check HISTORY [--json] [--timeline FILE]`` on the CLI's subparsers."""
+    """``mqemu check HISTORY... [--json] [--timeline FILE]`` on the CLI's subparsers."""
     p = sub.add_parser("check", help="the verdict on a workload's history (exit 1 if anything was lost)",
                        description="Read a history (JSONL) and report lost, duplicated, recovered, "
                        "unexpected and reordered messages, per fault window, with unavailability "
                        "windows. Exit status: 0 nothing lost, 1 something lost, 2 not a history.")
-    p.add_argument("history", help="the JSONL history file")
+    p.add_argument("history", nargs="+", help="the JSONL history file(s); several are merged by time "
+                   "(e.g. the workload's and a fault injector's)")
     p.add_argument("--json", action="store_true", help="print the verdict as one JSON object")
     p.add_argument("--timeline", metavar="FILE", default=None,
                    help="draw throughput, faults and gaps: FILE.html (inline SVG) or FILE.png (matplotlib)")
@@ -304,7 +305,7 @@ def add_check_command(sub: Any) -> None:
 
 def run_check(args: argparse.Namespace) -> int:
     try:
-        records = read_history(args.history)
+        records = sorted((r for path in args.history for r in read_history(path)), key=lambda r: r["time"])
     except (HistoryError, OSError) as e:
         print(f"mqemu check: {e}", file=sys.stderr)
         return 2

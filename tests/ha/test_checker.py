@@ -195,6 +195,15 @@ def test_cli_exit_status_is_0_without_loss_1_with_loss_2_for_a_bad_file(tmp_path
     assert main(["check", str(tmp_path / "missing.jsonl")]) == 2
 
 
+def test_cli_merges_a_fault_injectors_history_with_the_workloads(tmp_path, capsys):
+    work = _write(tmp_path / "w.jsonl", H().publish(0, "a", 0).deliver(1, "a", 0).publish(3, "b", 1))
+    faults = _write(tmp_path / "f.jsonl", H().add(2, "nemesis", "invoke", "fault", {"action": "kill", "target": "n1"}))
+    assert main(["check", work, faults, "--json"]) == 1
+    out = json.loads(capsys.readouterr().out)
+    assert [w["fault"] for w in out["windows"]] == [None, {"action": "kill", "target": "n1"}]
+    assert out["windows"][1]["counts"]["lost_ids"] == ["b"]
+
+
 class _Tags(HTMLParser):
     def __init__(self) -> None:
         super().__init__()

@@ -96,15 +96,34 @@ def test_cli_workload_then_check(mqemu_server, tmp_path, capsys):
 
 @pytest.mark.timeout(20)
 def test_no_broker_the_workload_keeps_trying_and_stops_cleanly(tmp_path):
-    import socket
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()  # nothing listens there now
-    w = _workload("amqp", [port], tmp_path / "h.jsonl", count=10).start()
+    w = _workload("amqp", [_free_port()], tmp_path / "h.jsonl", count=10).start()
     assert w.wait_until(lambda w: w.connect_failures >= 4, 10)
     assert w.stop(10)
     v = check(read_history(tmp_path / "h.jsonl"))
     assert v.counts.attempted == 0
     assert {(u.process, u.kind, u.end) for u in v.unavailable} == {("consumer-0", "connect", None),
                                                                    ("publisher-0", "connect", None)}
+
+
+def _free_port() -> int:
+    import socket
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()  # nothing listens there now
+    return port
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_a_dead_first_endpoint_is_skipped_for_the_next_one(protocol, mqemu_server, tmp_path):
+    dead = _free_port()
+    w = _workload(protocol, [dead, mqemu_server.ports[protocol]], tmp_path / "h.jsonl", count=30).start()
+    assert w.wait(20)
+    records = read_history(tmp_path / "h.jsonl")
+    v = check(records)
+    assert (v.counts.attempted, v.counts.acknowledged, v.counts.delivered, v.counts.lost) == (30, 30, 30, 0)
+    refused = [r for r in records if r["f"] == "connect" and r["type"] == "fail"]
+    assert {r["value"] for r in refused} == {f"127.0.0.1:{dead}"}
+    assert {(u.process, u.kind) for u in v.unavailable} == {("publisher-0", "connect"), ("consumer-0", "connect")}
+    assert all(u.end is not None for u in v.unavailable)
