@@ -202,12 +202,13 @@ def _categorise(ids: _Ids, total: Counts, where: Any) -> None:
 
 
 def _windows(records: list[dict[str, Any]], start: float, end: float) -> list[Window]:
-    faults = [r for r in records if r["f"] == "fault" and r["type"] == "invoke"]
+    every = [r for r in records if r["f"] == "fault"]
+    faults = [r for r in every if r["type"] == "invoke"]
     windows = [Window(start=start, until=faults[0]["time"] if faults else end)]
     for i, rec in enumerate(faults):
         until = faults[i + 1]["time"] if i + 1 < len(faults) else end
         windows.append(Window(start=rec["time"], until=until, fault=_fault_name(rec),
-                              fault_end=_fault_end(records, rec)))
+                              fault_end=_fault_end(every, rec)))
     return windows
 
 
@@ -218,10 +219,9 @@ def _fault_name(rec: dict[str, Any]) -> dict[str, Any]:
     return {"action": str(value), "target": ""}
 
 
-def _fault_end(records: list[dict[str, Any]], begin: dict[str, Any]) -> float | None:
-    for rec in records:
-        if (rec["time"] >= begin["time"] and rec is not begin and rec["f"] == "fault"
-                and rec["type"] != "invoke" and rec.get("value") == begin.get("value")):
+def _fault_end(faults: list[dict[str, Any]], begin: dict[str, Any]) -> float | None:
+    for rec in faults:
+        if rec["time"] >= begin["time"] and rec["type"] != "invoke" and rec.get("value") == begin.get("value"):
             return rec["time"]
     return None
 

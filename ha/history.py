@@ -53,6 +53,7 @@ import time
 from typing import IO, Any, Iterable, Iterator
 
 TYPES = frozenset({"invoke", "ok", "fail", "info"})
+_encode = json.JSONEncoder(separators=(",", ":")).encode  # json.dumps with separators builds one per call
 
 
 class HistoryError(ValueError):
@@ -75,7 +76,7 @@ class HistoryWriter:
         """Append one record stamped with the current times; returns it."""
         rec = {"time": time.monotonic(), "wall": time.time(), "process": process, "type": type, "f": f,
                "value": value, **extra}
-        line = json.dumps(rec, separators=(",", ":"))
+        line = _encode(rec)
         with self._lock:
             self._lines.append(line)
             if len(self._lines) >= self.flush_every:
