@@ -73,6 +73,11 @@ class FaultRecovery:
     start: float
     first_delivery: float | None  # the first delivery to any consumer after the fault began
     seconds: float | None
+    # The first delivery on a consumer connection made after the fault began (messages the
+    # client had already received before a kill do not count); None without a reconnect.
+    reconnected: float | None = None
+    delivery_after_reconnect: float | None = None
+    seconds_after_reconnect: float | None = None
 
 
 @dataclass(slots=True)
@@ -250,14 +255,28 @@ def _unavailable(records: list[dict[str, Any]]) -> list[Unavailable]:
 
 def _recoveries(records: list[dict[str, Any]], windows: list[Window]) -> list[FaultRecovery]:
     deliveries = [r["time"] for r in records if r["f"] == "dequeue" and r["type"] == "ok"]
+    consumers = {r["process"] for r in records if r["f"] == "dequeue"}
+    connects = [r["time"] for r in records if r["type"] == "ok" and r["f"] in ("connect", "reconnect")
+                and r["process"] in consumers]
     out = []
     for w in windows[1:]:
-        i = bisect.bisect_right(deliveries, w.start)
-        first = deliveries[i] if i < len(deliveries) else None
         assert w.fault is not None
-        out.append(FaultRecovery(w.fault["action"], w.fault["target"], w.start, first,
-                                 None if first is None else first - w.start))
+        first = _after(deliveries, w.start)
+        rec = FaultRecovery(w.fault["action"], w.fault["target"], w.start, first,
+                            None if first is None else first - w.start)
+        rec.reconnected = _after(connects, w.start)
+        if rec.reconnected is not None:
+            rec.delivery_after_reconnect = _after(deliveries, rec.reconnected)
+            if rec.delivery_after_reconnect is not None:
+                rec.seconds_after_reconnect = rec.delivery_after_reconnect - w.start
+        out.append(rec)
     return out
+
+
+def _after(times: list[float], t: float) -> float | None:
+    """The first of the sorted ``times`` later than ``t``."""
+    i = bisect.bisect_right(times, t)
+    return times[i] if i < len(times) else None
 
 
 def summary(verdict: Verdict) -> str:
@@ -279,6 +298,8 @@ def summary(verdict: Verdict) -> str:
         out.append(line(f"[{w.start - t0:8.3f} s .. {w.until - t0:8.3f} s] {name}", w.counts))
     for f in verdict.faults:
         after = "no delivery after it" if f.seconds is None else f"first delivery after {f.seconds:.3f} s"
+        if f.seconds_after_reconnect is not None:
+            after += f", first on a new connection after {f.seconds_after_reconnect:.3f} s"
         out.append(f"fault {f.action} {f.target} at {f.start - t0:.3f} s: {after}")
     for u in verdict.unavailable:
         span = "until the end" if u.seconds is None else f"for {u.seconds:.3f} s"

@@ -127,9 +127,22 @@ def test_fault_windows_split_the_counts_and_time_the_first_delivery_after_each_f
     assert (v.counts.lost, v.counts.unexpected) == (2, 1)
     assert [(f.action, f.first_delivery, f.seconds) for f in v.faults] == [
         ("kill", 2.5, pytest.approx(1.5)), ("pause", 3.6, pytest.approx(0.6))]
+    assert [(f.reconnected, f.delivery_after_reconnect) for f in v.faults] == [(None, None), (None, None)]
     gaps = [(u.process, u.kind, u.start, u.end, u.error) for u in v.unavailable]
     assert gaps == [("p", "enqueue", 1.1 + 0.01, 2.1 + 0.01, None), ("p", "connect", 1.2, 2.0, "EOF")]
     assert v.unavailable[0].seconds == pytest.approx(1.0)
+
+
+def test_the_first_delivery_on_a_new_consumer_connection_after_a_fault():
+    h = H().publish(0, "a", 0).publish(0.1, "b", 1).publish(0.2, "c", 2).add(0.3, "c", "ok", "connect", "n1")
+    h.add(1.0, "nemesis", "invoke", "fault", {"action": "kill", "target": "active"})
+    h.deliver(1.01, "a", 0)  # already in the client's buffer when the node died
+    h.add(1.1, "c", "info", "error", "n1").add(1.5, "p", "ok", "reconnect", "n2")  # a publisher: not counted
+    h.deliver(1.6, "b", 1, ack=False)  # still the old connection's buffer
+    h.add(1.8, "c", "ok", "reconnect", "n2").deliver(2.2, "c", 2)
+    [f] = check(h.records).faults
+    assert (f.first_delivery, f.reconnected, f.delivery_after_reconnect) == (1.01, 1.8, 2.2)
+    assert (f.seconds, f.seconds_after_reconnect) == (pytest.approx(0.01), pytest.approx(1.2))
 
 
 def test_an_outage_without_a_success_after_it_stays_open():

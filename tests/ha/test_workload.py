@@ -4,6 +4,9 @@ a node restart on the same data directory and ports; each history is then checke
 from __future__ import annotations
 
 import json
+import signal
+import time
+import uuid
 
 import pytest
 
@@ -71,7 +74,7 @@ def test_a_node_restart_on_the_same_data_dir_loses_nothing_confirmed(protocol, t
     assert {u.process for u in reconnects} == {"publisher-0", "consumer-0"}
     assert all(u.end is not None for u in v.unavailable), v.unavailable
     [fault] = v.faults
-    assert fault.action == "stop" and fault.first_delivery is not None
+    assert fault.action == "stop" and fault.delivery_after_reconnect is not None
 
 
 def test_parse_endpoints_takes_lists_failover_strings_and_credentials():
@@ -127,3 +130,66 @@ def test_a_dead_first_endpoint_is_skipped_for_the_next_one(protocol, mqemu_serve
     assert {r["value"] for r in refused} == {f"127.0.0.1:{dead}"}
     assert {(u.process, u.kind) for u in v.unavailable} == {("publisher-0", "connect"), ("consumer-0", "connect")}
     assert all(u.end is not None for u in v.unavailable)
+
+
+class _Serve:
+    """``mqemu serve`` as a process of its own, so a kill -9 is real."""
+
+    def __init__(self, tmp, data: str, ports: dict[str, int] | None = None) -> None:
+        import subprocess
+        import sys
+        ports = ports or {"amqp": 0, "stomp": 0, "mqtt": 0}
+        self.ready = tmp / f"ready-{uuid.uuid4().hex[:6]}.json"
+        args = [sys.executable, "-m", "mqemu.ha.cli", "serve", "--data-dir", data, "--ready-file", str(self.ready),
+                "--log-level", "warning"]
+        for proto, port in ports.items():
+            args += [f"--{proto}-port", str(port)]
+        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+    def ports(self, timeout: float = 15) -> dict[str, int]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:  # the ready file is the fact: every listener is bound
+            if self.ready.exists():
+                try:
+                    info = json.loads(self.ready.read_text())
+                    return {p: info[p] for p in ("amqp", "stomp", "mqtt")}
+                except (ValueError, KeyError):
+                    pass
+            assert self.proc.poll() is None, self.proc.stderr.read().decode() if self.proc.stderr else ""
+            time.sleep(0.02)
+        raise AssertionError("mqemu serve did not write its ready file")
+
+    def kill9(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+
+@pytest.mark.timeout(45)
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_a_kill_9_of_the_node_process_loses_nothing_confirmed(protocol, tmp_path):
+    data = str(tmp_path / "data")
+    nodes = [_Serve(tmp_path, data)]
+    try:
+        ports = nodes[0].ports()
+        w = _workload(protocol, [ports[protocol]], tmp_path / "h.jsonl", count=500, rate=400).start()
+        try:
+            assert w.wait_until(lambda w: w.confirmed >= 100, 15), "no 100 confirms before the kill"
+            w.fault("kill", "node-1")
+            nodes[0].kill9()
+            nodes.append(_Serve(tmp_path, data, ports))
+            assert nodes[1].ports() == ports
+            w.fault("kill", "node-1", "ok")
+            assert w.wait(25), "the workload did not finish after the kill"
+        finally:
+            w.stop()
+    finally:
+        for node in nodes:
+            node.kill9()
+    v = check(read_history(tmp_path / "h.jsonl"))
+    c = v.counts
+    assert (c.lost, c.unexpected) == (0, 0), (c.lost_ids, c.unexpected_ids)
+    assert (c.attempted, c.acknowledged, c.delivered) == (500, 500, 500)
+    [fault] = v.faults
+    assert fault.action == "kill" and fault.reconnected is not None and fault.reconnected > fault.start
+    assert fault.delivery_after_reconnect is not None
