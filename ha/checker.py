@@ -232,22 +232,29 @@ def _fault_end(faults: list[dict[str, Any]], begin: dict[str, Any]) -> float | N
 
 
 def _unavailable(records: list[dict[str, Any]]) -> list[Unavailable]:
+    """A window opens at the invocation of the first operation that failed (or at a broken
+    connection's record) and closes at the next success of the same kind by the same client."""
     open_: dict[tuple[str, str], Unavailable] = {}
+    invoked: dict[tuple[str, str, Any], float] = {}
     out: list[Unavailable] = []
     for rec in records:
         kind = KIND.get(rec["f"])
         if kind is None:
             continue
-        key = (rec["process"], kind)
-        if rec["type"] in ("fail", "info"):
+        key, typ = (rec["process"], kind), rec["type"]
+        if typ == "invoke":
+            invoked[(rec["process"], rec["f"], _key(rec.get("value")))] = rec["time"]
+        elif typ in ("fail", "info"):
+            began = invoked.pop((rec["process"], rec["f"], _key(rec.get("value"))), rec["time"])
             if key not in open_:
                 error = rec.get("error")
-                open_[key] = Unavailable(rec["process"], kind, rec["time"], None, None,
-                                         None if error is None else str(error))
-        elif rec["type"] == "ok" and key in open_:
-            gap = open_.pop(key)
-            gap.end, gap.seconds = rec["time"], rec["time"] - gap.start
-            out.append(gap)
+                open_[key] = Unavailable(rec["process"], kind, began, None, None, None if error is None else str(error))
+        elif typ == "ok":
+            invoked.pop((rec["process"], rec["f"], _key(rec.get("value"))), None)
+            if key in open_:
+                gap = open_.pop(key)
+                gap.end, gap.seconds = rec["time"], rec["time"] - gap.start
+                out.append(gap)
     out.extend(open_.values())
     out.sort(key=lambda u: (u.start, u.process, u.kind))
     return out

@@ -47,8 +47,8 @@ class WorkloadOptions:
 class Workload:
     """Start with ``start()``; ``wait(timeout)`` returns True once both threads finished
     (and the history is closed); ``stop()`` asks them to finish now and waits.
-    ``wait_until(predicate, timeout)`` waits on the counters (``confirmed``, ``delivered``,
-    ``connect_failures``)."""
+    ``wait_until(predicate, timeout)`` waits on the counters (``confirmed``, ``unknown``,
+    ``delivered``, ``connect_failures``)."""
 
     def __init__(self, options: WorkloadOptions, history: str | os.PathLike[str] | HistoryWriter) -> None:
         if options.protocol not in CLIENTS:
@@ -65,6 +65,7 @@ class Workload:
         self.attempted: set[str] = set()
         self.delivered: set[str] = set()
         self.confirmed = 0
+        self.unknown = 0  # publishes whose outcome was unknown (sent again later)
         self.connect_failures = 0
         self.last_progress = time.monotonic()
         self._threads = [threading.Thread(target=r.run, name=r.name, daemon=True)
@@ -211,6 +212,9 @@ class _Publisher(_Role):
         except BaseException as e:
             self.record("info", "enqueue", msg_id, publisher=self.name, seq=seq, error=_text(e))
             self.retry.appendleft((msg_id, seq))
+            with self.w.cond:
+                self.w.unknown += 1
+                self.w.cond.notify_all()
             raise
         self.record("ok", "enqueue", msg_id, publisher=self.name, seq=seq)
         self.w._progress(confirmed=msg_id)

@@ -46,7 +46,7 @@ class AmqpClient:
         import pika  # type: ignore[import-untyped,import-not-found]
         self._pika = pika
         params = pika.ConnectionParameters(host, port, credentials=pika.PlainCredentials(s.user, s.password),
-                                           connection_attempts=1, socket_timeout=s.timeout,
+                                           connection_attempts=1, socket_timeout=s.timeout, stack_timeout=s.timeout,
                                            blocked_connection_timeout=s.timeout, heartbeat=max(int(s.timeout), 1))
         self.s = s
         self.conn = pika.BlockingConnection(params)
@@ -55,13 +55,23 @@ class AmqpClient:
         if not consumer:
             self.ch.confirm_delivery()
         self._gen: Any = None
+        self.broken = False
 
     def publish(self, body: bytes) -> None:
         exc = self._pika.exceptions
+        # pika waits for a confirm for ever, and runs BlockingConnection.call_later's timers only
+        # between blocking calls: its I/O loop's own timer fires inside basic_publish's wait.
+        timer = self.conn._impl._adapter_call_later(self.s.timeout, self._expired)
         try:
             self.ch.basic_publish("", self.s.queue, body, self._pika.BasicProperties(delivery_mode=2), mandatory=True)
         except (exc.NackError, exc.UnroutableError) as e:
             raise Rejected(type(e).__name__) from None
+        finally:
+            self.conn._impl._adapter_remove_timeout(timer)
+
+    def _expired(self) -> None:
+        self.broken = True
+        raise TimeoutError(f"no confirm within {self.s.timeout} s")
 
     def subscribe(self) -> None:
         self.ch.basic_qos(prefetch_count=100)
@@ -76,7 +86,10 @@ class AmqpClient:
 
     def close(self) -> None:
         try:
-            self.conn.close()
+            if self.broken:  # a stalled peer would never answer connection.close: drop the socket
+                self.conn._impl._transport.abort()
+            else:
+                self.conn.close()
         except Exception:
             pass
 
@@ -94,23 +107,34 @@ class StompClient:
         self.broken: str | None = None
         self.inbox: queue.Queue[Any] = queue.Queue()
         self._n = 0
+        self.connected = False
         self.conn = stomp.Connection12([(host, port)], reconnect_attempts_max=1, timeout=s.timeout,
-                                           vhost=s.vhost)
+                                       vhost=s.vhost)
         self.conn.set_listener("workload", _StompListener(self))
-        self.conn.connect(s.user, s.password, wait=True)
+        try:
+            self.conn.connect(s.user, s.password, wait=False)  # stomp.py's own wait has no time limit
+            self._wait(lambda: self.connected, "CONNECTED")
+        except BaseException:
+            self.close()
+            raise
 
-    def _wait_receipt(self, rid: str) -> None:
+    def _wait(self, done: Any, what: str, rid: str | None = None) -> None:
         deadline = time.monotonic() + self.s.timeout
         with self.cond:
-            while rid not in self.receipts:
-                if rid in self.errors:
+            while not done():
+                if rid is not None and rid in self.errors:
                     raise Rejected(self.errors.pop(rid))
                 if self.broken:
                     raise ConnectionError(self.broken)
                 left = deadline - time.monotonic()
                 if left <= 0:
-                    raise TimeoutError(f"no receipt within {self.s.timeout} s")
+                    self.broken = f"no {what} within {self.s.timeout} s"
+                    raise TimeoutError(self.broken)
                 self.cond.wait(left)
+
+    def _wait_receipt(self, rid: str) -> None:
+        self._wait(lambda: rid in self.receipts, "receipt", rid)
+        with self.cond:
             self.receipts.discard(rid)
 
     def _receipt(self) -> str:
@@ -147,8 +171,11 @@ class StompClient:
 
     def close(self) -> None:
         try:
-            if self.conn.is_connected():
-                self.conn.disconnect()
+            if self.broken is None and self.conn.is_connected():
+                self.conn.disconnect()  # the socket closes on the DISCONNECT's receipt
+            else:  # a stalled or broken peer: drop the socket now
+                self.conn.transport.disconnect_socket()  # wakes the receiver thread ...
+                self.conn.transport.stop()  # ... which stop() waits for
         except Exception:
             pass
 
@@ -156,6 +183,11 @@ class StompClient:
 class _StompListener:
     def __init__(self, client: StompClient) -> None:
         self.c = client
+
+    def on_connected(self, frame: Any) -> None:
+        with self.c.cond:
+            self.c.connected = True
+            self.c.cond.notify_all()
 
     def on_receipt(self, frame: Any) -> None:
         with self.c.cond:
@@ -209,9 +241,13 @@ class MqttClient:
         self.client.on_message = lambda _c, _u, msg: self.inbox.put(msg)
         self.client.connect(host, port, keepalive=max(int(s.timeout), 1))
         self.client.loop_start()
-        self._wait(lambda: self.connected is not None, "CONNACK")
-        if self.connected != 0:
-            raise ConnectionError(f"CONNACK return code {self.connected}")
+        try:
+            self._wait(lambda: self.connected is not None, "CONNACK")
+            if self.connected != 0:
+                raise ConnectionError(f"CONNACK return code {self.connected}")
+        except BaseException:
+            self.close()
+            raise
 
     def _on_connect(self, _c: Any, _u: Any, _flags: Any, reason: Any, _props: Any) -> None:
         with self.cond:

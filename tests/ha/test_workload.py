@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import signal
+import threading
 import time
 import uuid
 
@@ -193,3 +194,79 @@ def test_a_kill_9_of_the_node_process_loses_nothing_confirmed(protocol, tmp_path
     [fault] = v.faults
     assert fault.action == "kill" and fault.reconnected is not None and fault.reconnected > fault.start
     assert fault.delivery_after_reconnect is not None
+
+
+class _Stall:
+    """A TCP relay in front of a node that can stop relaying: the sockets stay open and
+    nothing answers, as when the broker is paused (SIGSTOP). Bytes held while stalled are
+    passed on once it resumes."""
+
+    def __init__(self, port: int) -> None:
+        import socket
+        self.target = port
+        self.go = threading.Event()
+        self.go.set()
+        self.sockets: list[socket.socket] = []
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        import socket
+        while True:
+            try:
+                client, _ = self.listener.accept()
+                upstream = socket.create_connection(("127.0.0.1", self.target))
+            except OSError:
+                return
+            self.sockets += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    def _pipe(self, a, b) -> None:
+        import socket
+        while True:
+            try:
+                data = a.recv(65536)
+            except OSError:
+                data = b""
+            self.go.wait()
+            try:
+                if not data:
+                    b.shutdown(socket.SHUT_WR)
+                    return
+                b.sendall(data)
+            except OSError:
+                return
+
+    def close(self) -> None:
+        self.go.set()
+        for s in [self.listener, *self.sockets]:
+            s.close()
+
+
+@pytest.mark.timeout(40)
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_a_stalled_broker_times_out_the_publish_and_the_workload_recovers(protocol, mqemu_server, tmp_path):
+    stall = _Stall(mqemu_server.ports[protocol])
+    w = _workload(protocol, [stall.port], tmp_path / "h.jsonl", count=300, rate=200)
+    w.options.settings.timeout = 1.0
+    try:
+        w.start()
+        assert w.wait_until(lambda w: w.confirmed >= 50, 15)
+        w.fault("pause", "node")
+        stall.go.clear()
+        # the facts: a publish timed out, then a new connection could not be made either
+        assert w.wait_until(lambda w: w.unknown >= 1 and w.connect_failures >= 1, 15)
+        stall.go.set()
+        w.fault("pause", "node", "ok")
+        assert w.wait(25), "the workload did not finish after the stall"
+    finally:
+        w.stop()
+        stall.close()
+    v = check(read_history(tmp_path / "h.jsonl"))
+    c = v.counts
+    assert (c.lost, c.unexpected, c.attempted, c.acknowledged, c.delivered) == (0, 0, 300, 300, 300)
+    [publish_gap] = [u for u in v.unavailable if (u.process, u.kind) == ("publisher-0", "enqueue")]
+    assert publish_gap.error is not None and publish_gap.error.startswith("TimeoutError: no ")
+    assert publish_gap.end is not None and publish_gap.seconds is not None and publish_gap.seconds >= 1.0
