@@ -270,3 +270,15 @@ def test_a_stalled_broker_times_out_the_publish_and_the_workload_recovers(protoc
     [publish_gap] = [u for u in v.unavailable if (u.process, u.kind) == ("publisher-0", "enqueue")]
     assert publish_gap.error is not None and publish_gap.error.startswith("TimeoutError: no ")
     assert publish_gap.end is not None and publish_gap.seconds is not None and publish_gap.seconds >= 1.0
+
+
+@pytest.mark.timeout(30)
+def test_a_run_bounded_by_time_publishes_at_the_rate_until_then(mqemu_server, tmp_path):
+    w = _workload("amqp", [mqemu_server.ports["amqp"]], tmp_path / "h.jsonl", seconds=0.5, rate=100).start()
+    assert w.wait(20)
+    records = read_history(tmp_path / "h.jsonl")
+    c = check(records).counts
+    assert 1 <= c.attempted <= 51  # one every 10 ms for 0.5 s, fewer if confirms are slow
+    assert (c.acknowledged, c.delivered, c.lost) == (c.attempted, c.attempted, 0)
+    invokes = [r["time"] for r in records if r["f"] == "enqueue" and r["type"] == "invoke"]
+    assert invokes[-1] - invokes[0] < 0.5
