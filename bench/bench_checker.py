@@ -18,7 +18,11 @@ from mqemu.ha.history import HistoryWriter, read_history
 
 
 def main(n: int) -> None:
-    path = os.path.join(tempfile.mkdtemp(), "h.jsonl")
+    with tempfile.TemporaryDirectory() as tmp:
+        run(n, os.path.join(tmp, "h.jsonl"))
+
+
+def run(n: int, path: str) -> None:
     start = time.perf_counter()
     with HistoryWriter(path) as w:
         for i in range(n):
@@ -41,7 +45,6 @@ def main(n: int) -> None:
     assert verdict.valid and verdict.counts.attempted == n
     print(f"{records} records ({os.path.getsize(path) / 1e6:.1f} MB): write {written / records * 1e6:.2f} us/record, "
           f"read {read:.2f} s, check {checked:.2f} s")
-    os.unlink(path)
 
 
 if __name__ == "__main__":
