@@ -15,9 +15,11 @@ import trio
 
 from mqemu.broker.config import ConfigError, load_config
 
+from .checker import add_check_command
 from .logs import setup_logging
 from .node import PROTOCOLS, TIMINGS, Node, NodeLockLost, NodeOptions, NodeStartError
 from .topology import MODES, NETWORK_FAULTS
+from .workload import add_workload_command
 
 log = logging.getLogger("mqemu.ha.cli")
 
@@ -72,6 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--log-format", default="text", choices=("text", "json"),
                        help="text (key=value) or one JSON object per line")
     _add_ha_commands(sub)
+    add_workload_command(sub)
+    add_check_command(sub)
     return parser
 
 
@@ -115,6 +119,8 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(getattr(args, "log_level", "info"), getattr(args, "log_format", "text"))
     if args.command == "serve":
         return serve(args)
+    if hasattr(args, "run"):  # subcommands whose function lives in their own module
+        return int(args.run(args))
     if args.command == "ha" and args.ha_command == "up":
         return ha_up(args)
     if args.command == "ha" and args.ha_command == "status":
