@@ -121,32 +121,63 @@ class TopicTrie(Generic[T]):
         return result
 
     def _match(self, words: list[str]) -> set[T]:
-        states: set[_Node[T]] = {self._root}
-        h = self._root.hash
-        while h is not None and h not in states:  # '#' matches zero words
-            states.add(h)
+        # States are a list: a node other than a '#' node has one parent and one edge from
+        # it, so it can join a step's list only once; a '#' node can join twice (its self-loop
+        # and its parent's closure), so those are checked against ``hashes``.
+        # Fast path: a plain dictionary walk while the trie has no wildcard where we are.
+        node = self._root
+        i, n = 0, len(words)
+        while node.star is None and node.hash is None and not node.loop:
+            if i == n:
+                return set(node.values)
+            word = words[i]
+            child = node.children.get(word) if word != "*" and word != "#" else None
+            if child is None:
+                return set()
+            node = child
+            i += 1
+        states: list[_Node[T]] = [node]
+        h = node.hash
+        while h is not None:  # '#' matches zero words
+            states.append(h)
             h = h.hash
-        for word in words:
-            nxt: set[_Node[T]] = set()
-            add = nxt.add
+        for word in words[i:] if i else words:
+            nxt: list[_Node[T]] = []
+            hashes: set[_Node[T]] | None = None
             literal = word != "*" and word != "#"  # a wildcard word takes only the wildcard edges
             for node in states:
-                if node.loop:
-                    add(node)
-                if literal:
-                    child = node.children.get(word)
-                    if child is not None:
-                        add(child)
-                        h = child.hash
-                        while h is not None and h not in nxt:
-                            add(h)
-                            h = h.hash
+                if node.loop:  # '#' takes this word and stays
+                    if hashes is None:
+                        hashes = {node}
+                        nxt.append(node)
+                    elif node not in hashes:
+                        hashes.add(node)
+                        nxt.append(node)
+                child = node.children.get(word) if literal else None
+                if child is not None:
+                    nxt.append(child)
+                    h = child.hash
+                    while h is not None:
+                        if hashes is None:
+                            hashes = {h}
+                        elif h in hashes:
+                            break
+                        else:
+                            hashes.add(h)
+                        nxt.append(h)
+                        h = h.hash
                 child = node.star
                 if child is not None:
-                    add(child)
+                    nxt.append(child)
                     h = child.hash
-                    while h is not None and h not in nxt:
-                        add(h)
+                    while h is not None:
+                        if hashes is None:
+                            hashes = {h}
+                        elif h in hashes:
+                            break
+                        else:
+                            hashes.add(h)
+                        nxt.append(h)
                         h = h.hash
             if not nxt:
                 return set()
