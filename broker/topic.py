@@ -46,6 +46,8 @@ class _Node(Generic[T]):
 
 
 def _pattern_words(pattern: str, sep: str) -> list[str]:
+    if not pattern:
+        return []  # RabbitMQ: the empty key has no words (so '*' does not match it)
     words = pattern.split(sep)
     if "#" not in words:
         return words
@@ -113,7 +115,7 @@ class TopicTrie(Generic[T]):
         hit = self._cache.get(key)
         if hit is not None:
             return hit
-        result = frozenset(self._match(key.split(self._sep)))
+        result = frozenset(self._match(key.split(self._sep) if key else []))
         if len(key) <= _CACHE_KEY_MAX:
             if len(self._cache) >= _CACHE_LIMIT:
                 self._cache.clear()

@@ -46,7 +46,8 @@ def calls(fn, *args):
 def ref_topic(pattern: str, key: str) -> bool:
     """The AMQP topic exchange by definition: ``*`` one word, ``#`` zero or more; a key's
     words are all literal."""
-    p, k = pattern.split("."), key.split(".")
+    p = pattern.split(".") if pattern else []  # the empty key has no words, as on RabbitMQ
+    k = key.split(".") if key else []
 
     @functools.cache
     def m(i: int, j: int) -> bool:
