@@ -225,3 +225,29 @@ def test_huge_selector_gets_invalid_selector_error(mqemu_start, selector):
     conn.subscribe("/queue/huge", id="2", headers={"selector": "a = 1"}, receipt="ok")  # still served
     assert listener.receipts.get(timeout=10) == "ok"
     conn.disconnect()
+
+
+def test_resubscribing_a_heavy_selector_over_a_deep_queue_does_not_stall_others(mqemu_start):
+    """Each SUBSCRIBE makes the queue look for entries the new consumer may take. With 10 000
+    messages it does not match and a selector of 1000 nodes, looking at all of them took
+    seconds per SUBSCRIBE; a scan stops after ActiveMQ's page of 200 entries nobody takes."""
+    node = mqemu_start(engine="activemq")
+    amqp = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1", node.ports["amqp"]))
+    ch = amqp.channel()
+    ch.queue_declare("deep")
+    for i in range(10_000):
+        ch.basic_publish("", "deep", b"x", pika.BasicProperties(headers={"n": i}))
+    assert ch.queue_declare("deep", passive=True).method.message_count == 10_000
+    heavy = " OR ".join(f"n = {-i}" for i in range(1, 334))  # 1000 nodes, matches nothing
+    with Prober(node.ports["amqp"]) as probe:
+        conn, listener = stomp_connect(node.ports["stomp"])
+        for i in range(10):
+            conn.subscribe("/queue/deep", id=f"s{i}", headers={"selector": heavy}, receipt=f"sub{i}")
+            assert listener.receipts.get(timeout=30) == f"sub{i}"
+            conn.unsubscribe(f"s{i}", receipt=f"unsub{i}")
+            assert listener.receipts.get(timeout=30) == f"unsub{i}"
+        assert listener.messages.empty()
+        conn.disconnect()
+        probe.check()
+    assert ch.queue_declare("deep", passive=True).method.message_count == 10_000
+    amqp.close()
