@@ -18,6 +18,13 @@ if TYPE_CHECKING:
 
 _ALL_FULL = object()  # _pick's answer when no consumer can take anything
 
+# How many entries that nobody takes a scan looks at before it stops: ActiveMQ dispatches from
+# at most ``maxPageSize`` (200) paged-in messages, so entries behind 200 that match no consumer
+# wait there too. It also bounds the selector evaluations one scan makes (each is bounded by
+# the selector's own limits), so a consumer that subscribes again and again over a deep
+# queue of messages it does not match cannot stall the node.
+SCAN_WINDOW = 200
+
 
 class SelectiveDispatch:
     def _dispatch_selective(self, new_entry: bool) -> None:
@@ -31,6 +38,8 @@ class SelectiveDispatch:
         self._dispatching = True
         try:
             ready = self.ready
+            if new_entry and self._stuck_version == self._version and self._stuck >= SCAN_WINDOW:
+                return  # the new entry is behind a full window of entries nobody takes
             if (new_entry and self._stuck_version == self._version and self._stuck == len(ready) - 1
                     and type(ready) is deque):
                 entry = ready[-1]
@@ -67,6 +76,8 @@ class SelectiveDispatch:
                 if consumer is _ALL_FULL:
                     break
                 verified += 1
+                if verified >= SCAN_WINDOW:
+                    break
                 continue
             self._hand_over(consumer, entry)
         for entry in reversed(kept):

@@ -160,20 +160,101 @@ def ordering(op: str, left: Fn, right: Fn, convert: bool) -> Fn:
     return f
 
 
+class LikePattern:
+    """A LIKE pattern (JMS 1.1 §3.8.1.2: ``%`` any string, ``_`` any one character) matched
+    in linear time, without backtracking.
+
+    The pattern is cut at each ``%`` into fixed-length segments. The first must match at the
+    start of the value, the last at its end, and the ones between are found left to right,
+    each at its leftmost place after the previous one: taking the leftmost place never loses
+    a match, so no choice is ever undone. A segment without ``_`` is found with ``str.find``;
+    one with ``_`` is a regular expression of literals and ``.`` only (no quantifier, so it
+    cannot backtrack). A match costs O(len(value) x longest segment) at worst, in C; what a
+    backtracking regular expression of ``%a%a%a...%b`` cost grew with a power of the value's
+    length (3.5 s for 80 characters).
+    """
+
+    __slots__ = ("head", "tail", "middle", "whole", "min_len", "regexes")
+
+    def __init__(self, pattern: str, escape: str | None) -> None:
+        segments: list[list[str | None]] = [[]]  # None stands for '_'
+        i, n = 0, len(pattern)
+        while i < n:
+            c = pattern[i]
+            if escape is not None and c == escape and i + 1 < n and pattern[i + 1] in ("%", "_", escape):
+                segments[-1].append(pattern[i + 1])  # ActiveMQ: escapes only %, _ and itself
+                i += 2
+                continue
+            if c == "%":
+                segments.append([])
+            else:
+                segments[-1].append(None if c == "_" else c)
+            i += 1
+        parts = [_segment(s) for s in segments]
+        # each segment as a regular expression, for ``matcher``
+        self.regexes = ["".join("." if c is None else re.escape(c) for c in s) for s in segments]
+        self.whole = parts[0] if len(parts) == 1 else None
+        self.head = parts[0]
+        self.tail = parts[-1]
+        self.middle = tuple(p for p in parts[1:-1] if p[1])  # '%%' is one '%'
+        self.min_len = sum(p[1] for p in parts)
+
+    def matcher(self) -> Callable[[str], Any]:
+        """A callable with the same truth as ``match``, one C call for the common shapes,
+        each linear: ``a_c`` and ``abc%`` (regular expressions whose only ``.*``, if any, is
+        last, so nothing is ever retried), ``%abc`` and ``%abc%``."""
+        regexes, head, tail, middle = self.regexes, self.head, self.tail, self.middle
+        if len(regexes) == 1 or (len(regexes) == 2 and not tail[1]):
+            return re.compile(".*".join(regexes), re.S).fullmatch
+        if len(regexes) == 2 and not head[1] and tail[2] is None:
+            return operator.methodcaller("endswith", tail[0])
+        if not head[1] and not tail[1] and len(middle) == 1 and middle[0][2] is None:
+            return operator.methodcaller("__contains__", middle[0][0])
+        return self.match
+
+    def match(self, v: str) -> bool:
+        n = len(v)
+        if n < self.min_len:
+            return False
+        whole = self.whole
+        if whole is not None:
+            return n == whole[1] and _at(whole, v, 0)
+        head, tail = self.head, self.tail
+        pos = head[1]
+        end = n - tail[1]
+        if (pos and not _at(head, v, 0)) or (tail[1] and not _at(tail, v, end)):
+            return False
+        for seg in self.middle:
+            text, length, rx = seg
+            found = v.find(text, pos, end) if rx is None else _search(rx, v, pos, end)
+            if found < 0:
+                return False
+            pos = found + length
+        return True
+
+
+def _segment(items: list[str | None]) -> tuple[str, int, "re.Pattern[str] | None"]:
+    """(literal text, length, regex or None when there is no '_')."""
+    if None not in items:
+        return "".join(items), len(items), None  # type: ignore[arg-type]
+    rx = re.compile("".join("." if c is None else re.escape(c) for c in items), re.S)
+    return "", len(items), rx
+
+
+def _at(seg: tuple[str, int, "re.Pattern[str] | None"], v: str, pos: int) -> bool:
+    text, _, rx = seg
+    return v.startswith(text, pos) if rx is None else rx.match(v, pos) is not None
+
+
+def _search(rx: "re.Pattern[str]", v: str, pos: int, end: int) -> int:
+    m = rx.search(v, pos, end)
+    return -1 if m is None else m.start()
+
+
 def like(fn: Fn, pattern: str, escape: str | None) -> Fn:
     """LIKE with % and _ (JMS 1.1 §3.8.1.2); the escape character escapes only %, _ and
-    itself, otherwise it stands for itself (ActiveMQ)."""
-    parts = []
-    i, n = 0, len(pattern)
-    while i < n:
-        c = pattern[i]
-        if escape is not None and c == escape and i + 1 < n and pattern[i + 1] in ("%", "_", escape):
-            parts.append(re.escape(pattern[i + 1]))
-            i += 2
-            continue
-        parts.append(".*" if c == "%" else "." if c == "_" else re.escape(c))
-        i += 1
-    match = re.compile("".join(parts), re.S).fullmatch
+    itself, otherwise it stands for itself (ActiveMQ). Linear time: see ``LikePattern``."""
+    match = LikePattern(pattern, escape).matcher()
 
     def f(m: Any, e: Any) -> bool | None:
         v = fn(m, e)
@@ -181,7 +262,7 @@ def like(fn: Fn, pattern: str, escape: str | None) -> Fn:
             return None
         if type(v) is not str:
             return False
-        return match(v) is not None
+        return True if match(v) else False
     return f
 
 

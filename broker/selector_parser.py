@@ -45,6 +45,17 @@ _NUMBERS = (
 )
 _LONG_MAX = (1 << 63) - 1
 
+# Bounds on a selector, so that parsing never hits Python's recursion limit and one
+# evaluation is a bounded amount of work (ActiveMQ's generated parser has none but the JVM's
+# stack). MAX_NESTING: parentheses and unary operators inside each other (each costs the
+# parser about eight frames). MAX_DEPTH: how deep the compiled closures nest (a chain
+# ``a + a + ... + a`` of N terms is N deep, and evaluation recurses that far). MAX_NODES:
+# closures in the whole selector, the work of one evaluation (an IN list is one node
+# however long). A selector past any of them is refused as invalid, like any syntax error.
+MAX_NESTING = 40
+MAX_DEPTH = 100
+MAX_NODES = 1000
+
 
 def tokenize(text: str) -> list[tuple[str, Any, int]]:
     """(kind, value, column) tokens ending with ("EOF", None, n). Raises SelectorSyntaxError."""
@@ -99,10 +110,14 @@ class Node:
     """One parsed expression: its closure, its kind (for ActiveMQ's parse-time checks)
     and how ActiveMQ prints it in error texts."""
 
-    __slots__ = ("fn", "kind", "value", "text")
+    __slots__ = ("fn", "kind", "value", "text", "depth", "size")
 
-    def __init__(self, fn: Fn, kind: str, text: str, value: Any = None) -> None:
+    def __init__(self, fn: Fn, kind: str, text: str, value: Any = None, under: tuple["Node", ...] = ()) -> None:
         self.fn, self.kind, self.text, self.value = fn, kind, text, value
+        # How deep the closures nest (evaluation recurses that deep) and how many there are
+        # (the work of one evaluation); ``Parser.parse`` bounds both.
+        self.depth = 1 + max((n.depth for n in under), default=0)
+        self.size = 1 + sum(n.size for n in under)
 
 
 def _constant(value: Any, text: str) -> Node:
@@ -123,6 +138,7 @@ class Parser:
         self.i = 0
         self.prop = prop
         self.convert = convert_strings
+        self.nesting = 0
 
     # token helpers
     def peek(self, ahead: int = 0) -> str:
@@ -144,14 +160,28 @@ class Parser:
     def parse(self) -> Node:
         node = self.boolean(self.or_expr())
         self.take("EOF")
+        if node.depth > MAX_DEPTH:
+            raise SelectorSyntaxError(f"Selector too deep: expressions nest {node.depth} levels, "
+                                      f"the limit is {MAX_DEPTH}")
+        if node.size > MAX_NODES:
+            raise SelectorSyntaxError(f"Selector too large: {node.size} terms and operators, "
+                                      f"the limit is {MAX_NODES}")
         return node
+
+    def nest(self) -> None:
+        """One more level of parentheses or unary operators; refused past MAX_NESTING."""
+        self.nesting += 1
+        if self.nesting > MAX_NESTING:
+            col = self.tokens[self.i][2]
+            raise SelectorSyntaxError(f"Selector nested more than {MAX_NESTING} levels deep at "
+                                      f"line 1, column {col}")
 
     def boolean(self, node: Node) -> Node:
         """ActiveMQ's asBooleanExpression: a property is cast, a non-boolean is refused."""
         if node.kind in (BOOL, BOOL_CONST):
             return node
         if node.kind == PROP:
-            return Node(ev.boolean_cast(node.fn), BOOL, node.text)
+            return Node(ev.boolean_cast(node.fn), BOOL, node.text, under=(node,))
         raise SelectorSyntaxError(f"Expression will not result in a boolean value: {node.text}")
 
     def or_expr(self) -> Node:
@@ -162,7 +192,8 @@ class Parser:
         while self.peek() == "OR":
             self.i += 1
             parts.append(self.boolean(self.and_expr()))
-        return Node(ev.or_(*(p.fn for p in parts)), BOOL, "( " + " OR ".join(p.text for p in parts) + " )")
+        return Node(ev.or_(*(p.fn for p in parts)), BOOL, "( " + " OR ".join(p.text for p in parts) + " )",
+                    under=tuple(parts))
 
     def and_expr(self) -> Node:
         left = self.equality()
@@ -172,7 +203,8 @@ class Parser:
         while self.peek() == "AND":
             self.i += 1
             parts.append(self.boolean(self.equality()))
-        return Node(ev.and_(*(p.fn for p in parts)), BOOL, "( " + " AND ".join(p.text for p in parts) + " )")
+        return Node(ev.and_(*(p.fn for p in parts)), BOOL, "( " + " AND ".join(p.text for p in parts) + " )",
+                    under=tuple(parts))
 
     def equality(self) -> Node:
         left = self.comparison()
@@ -186,14 +218,14 @@ class Parser:
                 text = f"{left.text} = {right.text}"
                 if t == "<>":
                     fn, text = ev.not_(fn), f"(NOT {text})"
-                left = Node(fn, BOOL, text)
+                left = Node(fn, BOOL, text, under=(left, right))
             elif t == "IS" and self.peek(1) == "NULL":
                 self.i += 2
-                left = Node(ev.is_null(left.fn), BOOL, f"{left.text} IS NULL")
+                left = Node(ev.is_null(left.fn), BOOL, f"{left.text} IS NULL", under=(left,))
             elif t == "IS" and self.peek(1) == "NOT":
                 self.i += 2
                 self.take("NULL")
-                left = Node(ev.not_(ev.is_null(left.fn)), BOOL, f"{left.text} IS NOT NULL")
+                left = Node(ev.not_(ev.is_null(left.fn)), BOOL, f"{left.text} IS NOT NULL", under=(left,))
             else:
                 return left
 
@@ -216,10 +248,12 @@ class Parser:
                 high = self.additive()
                 if negate:
                     parts = [self.ordering("<", left, low), self.ordering(">", left, high)]
-                    left = Node(ev.or_(parts[0].fn, parts[1].fn), BOOL, f"{left.text} NOT BETWEEN {low.text} AND {high.text}")
+                    left = Node(ev.or_(parts[0].fn, parts[1].fn), BOOL, f"{left.text} NOT BETWEEN {low.text} AND {high.text}",
+                                under=tuple(parts))
                 else:
                     parts = [self.ordering(">=", left, low), self.ordering("<=", left, high)]
-                    left = Node(ev.and_(parts[0].fn, parts[1].fn), BOOL, f"{left.text} BETWEEN {low.text} AND {high.text}")
+                    left = Node(ev.and_(parts[0].fn, parts[1].fn), BOOL, f"{left.text} BETWEEN {low.text} AND {high.text}",
+                                under=tuple(parts))
             elif op == "IN":
                 self.i += 2 if negate else 1
                 left = self.in_list(left, negate)
@@ -230,7 +264,8 @@ class Parser:
         for side in (left, right):  # ActiveMQ: only numbers may be compared with > >= < <=
             if side.kind in (BOOL_CONST, BOOL) or (side.kind == CONST and not ev.is_number(side.value)):
                 raise SelectorSyntaxError(f"Value '{side.text}' cannot be compared.")
-        return Node(ev.ordering(op, left.fn, right.fn, self.convert), BOOL, f"{left.text} {op} {right.text}")
+        return Node(ev.ordering(op, left.fn, right.fn, self.convert), BOOL, f"{left.text} {op} {right.text}",
+                    under=(left, right))
 
     def like(self, left: Node, negate: bool) -> Node:
         pattern = self.take("STRING")
@@ -244,7 +279,8 @@ class Parser:
                     f"Litteral used: {escape}")
         fn = ev.like(left.fn, pattern, escape)
         text = f"{left.text} LIKE {_quote(pattern)}"
-        return Node(ev.not_(fn), BOOL, f"(NOT {text})") if negate else Node(fn, BOOL, text)
+        node = Node(fn, BOOL, text, under=(left,))
+        return Node(ev.not_(fn), BOOL, f"(NOT {text})", under=(node,)) if negate else node
 
     def in_list(self, left: Node, negate: bool) -> Node:
         if left.kind != PROP:  # ActiveMQ: IN applies to a property only
@@ -257,14 +293,15 @@ class Parser:
         self.take(")")
         word = "NOT IN" if negate else "IN"
         return Node(ev.in_(left.fn, frozenset(items), negate), BOOL,
-                    f"{left.text} {word} ( {', '.join(_quote(s) for s in items)} )")
+                    f"{left.text} {word} ( {', '.join(_quote(s) for s in items)} )", under=(left,))
 
     def additive(self) -> Node:
         left = self.multiplicative()
         while self.peek() in ("+", "-") and self.peek(1) not in ("EOF", ")", ","):
             op = self.take(self.peek())
             right = self.multiplicative()
-            left = Node(ev.arithmetic(op, left.fn, right.fn), VALUE, f"({left.text} {op} {right.text})")
+            left = Node(ev.arithmetic(op, left.fn, right.fn), VALUE, f"({left.text} {op} {right.text})",
+                        under=(left, right))
         return left
 
     def multiplicative(self) -> Node:
@@ -272,24 +309,32 @@ class Parser:
         while self.peek() in ("*", "/", "%"):
             op = self.take(self.peek())
             right = self.unary()
-            left = Node(ev.arithmetic(op, left.fn, right.fn), VALUE, f"({left.text} {op} {right.text})")
+            left = Node(ev.arithmetic(op, left.fn, right.fn), VALUE, f"({left.text} {op} {right.text})",
+                        under=(left, right))
         return left
 
     def unary(self) -> Node:
         t = self.peek()
         if t == "+":
+            self.nest()
             self.i += 1
-            return self.unary()
+            node = self.unary()
+            self.nesting -= 1
+            return node
         if t == "-":
+            self.nest()
             self.i += 1
             operand = self.unary()
+            self.nesting -= 1
             if operand.kind == CONST and ev.is_number(operand.value):
                 return _constant(-operand.value, f"-{operand.text}")
-            return Node(ev.negate(operand.fn), VALUE, f"(- {operand.text})")
+            return Node(ev.negate(operand.fn), VALUE, f"(- {operand.text})", under=(operand,))
         if t == "NOT":
+            self.nest()
             self.i += 1
             operand = self.boolean(self.unary())
-            return Node(ev.not_(operand.fn), BOOL, f"(NOT {operand.text})")
+            self.nesting -= 1
+            return Node(ev.not_(operand.fn), BOOL, f"(NOT {operand.text})", under=(operand,))
         if t in ("XPATH", "XQUERY"):
             # ActiveMQ evaluates these against an XML body; mqemu does not support them.
             raise SelectorSyntaxError(f"{t} selectors are not supported by mqemu")
@@ -301,9 +346,11 @@ class Parser:
     def primary(self) -> Node:
         kind, value, _ = self.tokens[self.i]
         if kind == "(":
+            self.nest()
             self.i += 1
             node = self.or_expr()
             self.take(")")
+            self.nesting -= 1
             return node
         self.i += 1
         if kind == "STRING":

@@ -187,3 +187,37 @@ def test_group_owner_selector_still_applies():
     publish(vh, b"A1", JMSXGroupID="A", k=2)  # owner c1 does not select it: it waits
     assert o1.bodies() == [b"A0"] and o2.bodies() == []
     assert [e.message.body for e in q.ready] == [b"A1"]
+
+
+def test_a_scan_stops_after_a_window_of_entries_nobody_takes():
+    """ActiveMQ dispatches from at most maxPageSize (200) paged-in messages: a match behind
+    200 entries that match no consumer waits until the head moves; a scan evaluates no more."""
+    from mqemu.broker.selective import SCAN_WINDOW
+
+    broker, _ = make_broker()
+    vh = broker.vhosts["/"]
+    q = vh.declare_queue("q")
+    calls = 0
+
+    def counting(c):
+        real = c.selector.matches
+
+        def matches(m, e=None):
+            nonlocal calls
+            calls += 1
+            return real(m, e)
+        c.selector = type("Counted", (), {"matches": staticmethod(matches)})()
+        return c
+    hit_c, hits = consume(q, "hit", "kind = 'hit'", no_ack=True)
+    counting(hit_c)
+    for i in range(SCAN_WINDOW + 50):
+        publish(vh, f"m{i}".encode(), kind="miss", n=i)
+    publish(vh, b"hit", kind="hit")
+    assert hits.bodies() == []  # behind the window
+    calls = 0
+    consume(q, "again", "kind = 'none'", no_ack=True)  # a new consumer: a full scan
+    assert calls == SCAN_WINDOW  # one evaluation per entry in the window, none behind it
+    _, low = consume(q, "low", "n < 60", no_ack=True)  # takes 60 head entries: the window moves
+    assert low.bodies() == [f"m{i}".encode() for i in range(60)]
+    assert hits.bodies() == [b"hit"]
+    assert len(q.ready) == SCAN_WINDOW + 50 - 60

@@ -25,7 +25,7 @@ def ready(vh, *names):
 @pytest.mark.parametrize("pattern, key, hit", [
     ("a.b.c", "a.b.c", True), ("a.*.c", "a.b.c", True), ("a.*.c", "a.c", False),
     ("a.#", "a", True), ("a.#", "a.b.c", True), ("#", "", True), ("#", "x.y", True),
-    ("*", "", True), ("*", "a.b", False), ("#.c", "c", True), ("#.c", "a.b.c", True),
+    ("*", "", False), ("", "", True), ("", "a", False), ("#.*.#", "", False), ("*", "a.b", False), ("#.c", "c", True), ("#.c", "a.b.c", True),
     ("a.#.c", "a.c", True), ("a.#.c", "a.x.y.c", True), ("a.#.c", "a.x.y", False),
     ("*.*", "a", False), ("#.#", "a.b", True),
 ])
