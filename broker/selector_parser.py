@@ -116,8 +116,8 @@ class Node:
         self.fn, self.kind, self.text, self.value = fn, kind, text, value
         # How deep the closures nest (evaluation recurses that deep) and how many there are
         # (the work of one evaluation); ``Parser.parse`` bounds both.
-        self.depth = 1 + max((n.depth for n in under), default=0)
-        self.size = 1 + sum(n.size for n in under)
+        self.depth: int = 1 + max((n.depth for n in under), default=0)
+        self.size: int = 1 + sum(n.size for n in under)
 
 
 def _constant(value: Any, text: str) -> Node:
