@@ -36,6 +36,7 @@ class ClosedReason(enum.Enum):
 class Session(Protocol):
     outbound: list[bytes]
     outbound_bytes: int
+    sending_bytes: int  # bytes the writer took and is sending (the transport sets it)
     closing: bool  # set when the session wants the socket closed once output is flushed
     close_reason: ClosedReason | None
     reading_paused: bool
@@ -71,6 +72,7 @@ class SessionBase:
         self.close_reason: ClosedReason | None = None
         self.reading_paused = False
         self.over_budget = False
+        self.sending_bytes = 0  # what the writer is sending now (set by the transport)
         self.dirty_queues: set = set()  # queues whose consumers got credit back in this read
         self.last_received = 0.0
         self.last_sent = 0.0
@@ -86,6 +88,7 @@ class SessionBase:
     def release_transport(self) -> None:
         """Call from ``connection_lost``."""
         self.broker.alarm_listeners.discard(self.on_alarm)
+        self.broker.held_outbound.discard(self)
 
     def send(self, data: bytes) -> None:
         """Queue bytes for the writer. The writer sleeps only while the buffer is empty, so
@@ -97,12 +100,14 @@ class SessionBase:
         self.outbound_bytes += len(data)
         if self.outbound_bytes > OUTBOUND_HIGH_WATER and not self.over_budget:
             self.over_budget = True
+            self.broker.held_outbound.add(self)  # the memory alarm counts this buffer now
             self.budget_changed(True)
 
     def on_drained(self) -> None:
         self.last_sent = self._now
         if self.over_budget:
             self.over_budget = False
+            self.broker.held_outbound.discard(self)
             self.budget_changed(False)
 
     def redispatch(self) -> None:
