@@ -157,6 +157,9 @@ class Pager:
                     req.callback(messages)
         finally:
             self.running = False
+            # Stopping: what is not written yet is scratch data nobody will read. Only the
+            # hop in progress (at most HOP_BYTES) delays the stop.
+            self.abandon()
 
     def _take_writes(self) -> tuple[list[tuple[int, Message]], int]:
         """The oldest writes, up to HOP_BYTES of bodies, and their size."""

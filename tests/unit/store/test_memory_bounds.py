@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import sqlite3
 import threading
+import time
 from contextlib import asynccontextmanager
 from typing import AsyncIterator
 
@@ -181,3 +182,26 @@ def test_memory_check_counts_outbound_buffers_of_clients_that_do_not_read(caplog
     broker.held_outbound.discard(stuck[0])  # it read (or went away)
     broker.check_memory()
     assert not broker.memory_alarm and alarms == [True, False]
+
+
+async def test_stop_waits_for_one_hop_of_the_backlog_at_most(kind, tmp_path, monkeypatch):
+    real_work = pagefile.Pager._work
+    hops: list[int] = []
+
+    def work(self, writes, reads, discards):
+        size = sum(len(m.body) for _, m in writes)
+        hops.append(size)
+        time.sleep(size / (8 << 20))  # a disk that writes 8 MiB a second
+        return real_work(self, writes, reads, discards)
+
+    monkeypatch.setattr(pagefile.Pager, "_work", work)
+    store = make_store(kind, tmp_path)
+    async with running(store, memory_budget=64 << 10, memory_high_watermark=1 << 30) as broker:
+        broker.vhosts["/"].declare_queue("flood")
+        publish(broker, "flood", 30_000)  # ~30 MiB waiting for the page file
+        await wait_for(lambda: hops)
+        started = trio.current_time()
+    # Leaving the block cancelled the pager and closed the store.
+    assert trio.current_time() - started < 2.5
+    assert max(hops) <= pagefile.HOP_BYTES + len(BODY) + 6
+    assert store.pager.backlog_bytes == 0 and sum(hops) < 30_000 * 1006
