@@ -173,7 +173,10 @@ def publisher(case: str, ports: dict, size: int, seconds: float, out: "multiproc
     def reader() -> None:
         try:
             while True:
-                data = sock.recv(65536)
+                try:
+                    data = sock.recv(65536)
+                except socket.timeout:  # the socket's timeout is the sender's
+                    continue
                 if not data:
                     return
                 blocked["blocked"] += data.count(b"\x00\x0a\x00\x3c")

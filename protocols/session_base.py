@@ -111,11 +111,15 @@ class SessionBase:
             self.budget_changed(False)
 
     def redispatch(self) -> None:
-        """Acks of one read redispatch each queue they touched once."""
+        """Acks of one read redispatch each queue they touched once. Also, at the end of
+        each read: a connection that began publishing while the alarm was already on is
+        blocked now, like those that published before it was set."""
         if self.dirty_queues:
             queues, self.dirty_queues = self.dirty_queues, set()
             for q in queues:
                 q.dispatch()
+        if self.broker.memory_alarm and not self.reading_paused:
+            self.on_alarm(True)
 
     def pause_publisher(self, high: bool, publishes: bool) -> None:
         """The memory alarm's effect on reading: a connection that publishes stops being read

@@ -128,6 +128,15 @@ def test_amqp_flood_into_a_queue_without_consumer_blocks_the_publisher(mqemu_sta
         cch.cancel()
         assert node.broker.memory_alarm
 
+        # A connection that starts publishing while the alarm holds is blocked too.
+        late = pika.BlockingConnection(params(port))
+        try:
+            late.channel().basic_publish("", "flood", b"late")
+            wait_for(lambda: sum(s.reading_paused for s in sessions(node, "AMQPConnection")) == 2, 5,
+                     "the late publisher to be paused")
+        finally:
+            late.close()
+
         # Once the flood is purged and the backlog written, the publisher is unblocked.
         purged = cch.queue_purge("flood").method.message_count
         assert purged > 0
