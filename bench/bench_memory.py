@@ -8,14 +8,15 @@ Cases (each against a fresh ``mqemu serve`` with ``memory_high_watermark = WATER
 - ``mqtt``: MQTT QoS 0 publishes to a topic whose only subscriber (QoS 0) never reads;
 - ``stomp``: STOMP SENDs to ``/topic/flood`` whose only subscriber never reads.
 
-Each runs with and without ``--data-dir``. The publisher is a plain socket sending
-pre-encoded frames from a child process; the parent samples the node's VmRSS every 50 ms.
+Each runs with and without ``--data-dir``. Each publisher (``--publishers``, default 2) is a
+plain socket sending pre-encoded frames from its own process; the parent samples the node's VmRSS every 50 ms.
 Printed per case: peak RSS, the watermark, messages sent, how long the publisher stood still
 (a blocked publisher's writes stop), whether an AMQP publisher got ``connection.blocked``,
 and the node's alarm log lines.
 
-usage: python3 bench/bench_memory.py [--seconds 60] [--size 1024] [--watermark 200MB]
-                                     [--cases queue,mqtt,stomp] [--modes memory,disk]
+usage: python3 bench/bench_memory.py [--seconds 60] [--size 1024] [--watermark 200MiB]
+                                     [--publishers 2] [--cases queue,mqtt,stomp]
+                                     [--modes memory,disk]
 """
 
 from __future__ import annotations
@@ -160,12 +161,13 @@ def setup_case(case: str, ports: dict) -> tuple[socket.socket | None, bytes]:
     raise ValueError(case)
 
 
-def publisher(case: str, ports: dict, size: int, seconds: float, out: "multiprocessing.Queue") -> None:
+def publisher(case: str, ports: dict, size: int, seconds: float, out: "multiprocessing.Queue",
+              number: int = 0) -> None:
     """Publish at full speed for seconds; report sends, the longest stall and blocked frames."""
     if case == "queue":
         sock, batch = amqp_connect(ports["amqp"]), amqp_flood_frames(size)
     elif case == "mqtt":
-        sock, batch = mqtt_connect(ports["mqtt"], "flooder"), mqtt_flood_frames(size)
+        sock, batch = mqtt_connect(ports["mqtt"], f"flooder-{number}"), mqtt_flood_frames(size)
     else:
         sock, batch = stomp_connect(ports["stomp"]), stomp_flood_frames(size)
     blocked = {"blocked": 0, "unblocked": 0}
@@ -257,15 +259,21 @@ def run_case(case: str, mode: str, args: argparse.Namespace) -> dict:
         try:
             sub, _ = setup_case(case, node.ports)
             out: multiprocessing.Queue = multiprocessing.Queue()
-            pub = multiprocessing.Process(target=publisher,
-                                          args=(case, node.ports, args.size, args.seconds, out))
+            pubs = [multiprocessing.Process(target=publisher,
+                                            args=(case, node.ports, args.size, args.seconds, out, i))
+                    for i in range(args.publishers)]
             base = rss_mb(node.proc.pid)
             peak = base
-            pub.start()
-            while pub.is_alive():
+            for pub in pubs:
+                pub.start()
+            while any(pub.is_alive() for pub in pubs):
                 peak = max(peak, rss_mb(node.proc.pid))
-                pub.join(0.05)
-            result = out.get(timeout=10)
+                time.sleep(0.05)
+            results = [out.get(timeout=10) for _ in pubs]
+            result = {"sent": sum(r["sent"] for r in results),
+                      "longest_stall_s": max(r["longest_stall_s"] for r in results),
+                      "blocked": sum(r["blocked"] for r in results),
+                      "unblocked": sum(r["unblocked"] for r in results)}
             end_rss = rss_mb(node.proc.pid)
             if sub is not None:
                 sub.close()
@@ -281,6 +289,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--seconds", type=float, default=60.0)
     p.add_argument("--size", type=int, default=1024)
+    p.add_argument("--publishers", type=int, default=2, help="flooding connections per case")
     p.add_argument("--watermark", default="200MiB")
     p.add_argument("--cases", default="queue,mqtt,stomp")
     p.add_argument("--modes", default="memory,disk")
