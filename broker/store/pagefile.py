@@ -22,7 +22,9 @@ The backlog (bodies put and not yet written) is bounded: past ``BACKLOG_HIGH`` b
 pager sets ``backlogged`` and calls ``on_backlog(True)`` (the store turns that into its alarm,
 which blocks publishers) until the worker has written it down below half. A page file that
 cannot be written (disk full) keeps its backlog, so publishers stay blocked until it can.
-One hop writes at most ``HOP_BYTES`` of bodies, so a stop never waits for a long write.
+One hop writes at most ``HOP_BYTES`` of bodies and deletes at most ``HOP_DISCARDS`` rows, so
+a stop never waits for a long hop, and the rows of a deleted million-message queue do not
+hold up the writes behind them.
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ RETRY = 1.0  # seconds before retrying failed page-file work
 _IN = 900  # keys per "IN (...)" list (SQLite's old default variable limit is 999)
 BACKLOG_HIGH = 32 << 20  # bytes of bodies waiting for the page file: publishers blocked past it
 HOP_BYTES = 8 << 20  # bytes of bodies written per worker-thread hop at most
+HOP_DISCARDS = 20_000  # page-file rows deleted per hop at most (a deleted paged queue)
 
 _PAGE_SCHEMA = ("CREATE TABLE IF NOT EXISTS pages (id INTEGER PRIMARY KEY, exchange TEXT NOT NULL, "
                 "routing_key TEXT NOT NULL, properties BLOB NOT NULL, body BLOB NOT NULL)")
@@ -131,8 +134,8 @@ class Pager:
                     self._wake = trio.Event()
                     await self._wake.wait()
                 writes, written = self._take_writes()
-                reads, discards = self._reads, self._discards
-                self._reads, self._discards = [], []
+                reads, discards = self._reads, self._discards[:HOP_DISCARDS]
+                self._reads, self._discards = [], self._discards[HOP_DISCARDS:]
                 try:
                     results = await trio.to_thread.run_sync(self._work, writes, reads, discards)
                 except sqlite3.Error as e:

@@ -205,3 +205,34 @@ async def test_stop_waits_for_one_hop_of_the_backlog_at_most(kind, tmp_path, mon
     assert trio.current_time() - started < 2.5
     assert max(hops) <= pagefile.HOP_BYTES + len(BODY) + 6
     assert store.pager.backlog_bytes == 0 and sum(hops) < 30_000 * 1006
+
+
+async def test_a_deleted_paged_queue_is_discarded_in_bounded_hops(kind, tmp_path, monkeypatch):
+    monkeypatch.setattr(pagefile, "HOP_DISCARDS", 1000)
+    real_work = pagefile.Pager._work
+    discarded: list[int] = []
+
+    def work(self, writes, reads, discards):
+        discarded.append(len(discards))
+        return real_work(self, writes, reads, discards)
+
+    monkeypatch.setattr(pagefile.Pager, "_work", work)
+    async with running(make_store(kind, tmp_path), memory_budget=64 << 10,
+                       memory_high_watermark=1 << 30) as broker:
+        vh = broker.vhosts["/"]
+        vh.declare_queue("big")
+        publish(broker, "big", 5000)
+        pager = broker.store.pager
+        await wait_for(lambda: not pager._writes and not pager.backlog_bytes)
+        paged = vh.queues["big"].messages_paged
+        assert paged > 4000
+        vh.delete_queue("big")
+        other = vh.declare_queue("other")
+        publish(broker, "other", 3000)  # its writes are not held up behind the discards
+        await wait_for(lambda: not pager._discards and not pager._writes and not pager.backlog_bytes)
+        # Every row but those of the chunk being read (deleted by that read) was discarded.
+        assert sum(discarded) >= paged - 512 and max(discarded) == 1000
+        owner = Owner()
+        other.add_consumer(Consumer(other, "c", owner, no_ack=True))
+        await wait_for(lambda: len(owner.got) == 3000)
+        assert owner.got == [b"%06d" % i + BODY for i in range(3000)]
