@@ -60,6 +60,9 @@ class Broker:
         #: read): the memory check counts their buffers. Sessions add and remove themselves
         #: as they cross the mark, so the check visits only these.
         self.held_outbound: set = set()
+        #: Sessions holding a partial frame or body past ``HELD_INPUT_MIN`` (they add and
+        #: remove themselves at the end of each read); the check adds their ``input_held()``.
+        self.held_input: set = set()
         #: deliveries a protocol dropped for a client that does not read (MQTT QoS 0)
         self.messages_dropped = 0
         # True while the store cannot write (disk full): blocks publishers like the memory
@@ -98,8 +101,9 @@ class Broker:
     def memory_used(self) -> tuple[int, int]:
         """What the memory alarm counts, as (ready bodies in memory, everything else): the
         paged queues' indexes, bodies the store holds on their way to disk (the pager's
-        backlog, uncommitted writes) and the outbound buffers of clients that do not read
-        (what they hold and what their writer is sending)."""
+        backlog, uncommitted writes), the outbound buffers of clients that do not read
+        (what they hold and what their writer is sending) and large partial frames and
+        message bodies received."""
         ready = paged = 0
         for vh in self.vhosts.values():
             for q in vh.queues.values():
@@ -107,7 +111,8 @@ class Broker:
                 if q._paged is not None:
                     paged += q._paged.count
         outbound = sum(s.outbound_bytes + s.sending_bytes for s in self.held_outbound)
-        return ready, paged * INDEX_BYTES + self.store.memory_held() + outbound
+        partial = sum(s.input_held() for s in self.held_input)
+        return ready, paged * INDEX_BYTES + self.store.memory_held() + outbound + partial
 
     def recover(self, snapshot: Snapshot) -> "Any":
         """Rebuild durable definitions and messages from the store (before listeners start)."""

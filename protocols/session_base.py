@@ -17,6 +17,9 @@ OUTBOUND_HIGH_WATER = 1 << 20
 # Outbound bytes past which the connection's own input is not read until its peer reads what
 # it was sent (replies to a client that writes but never reads must not grow without bound).
 READ_PAUSE_BYTES = 8 << 20
+# Input not yet whole (a partial frame or message body) past which a connection's input is
+# counted by the memory alarm.
+HELD_INPUT_MIN = 64 << 10
 
 
 class ClosedReason(enum.Enum):
@@ -73,6 +76,7 @@ class SessionBase:
         self.reading_paused = False
         self.over_budget = False
         self.sending_bytes = 0  # what the writer is sending now (set by the transport)
+        self.input_counted = False  # in broker.held_input: a large partial frame or body
         self.dirty_queues: set = set()  # queues whose consumers got credit back in this read
         self.last_received = 0.0
         self.last_sent = 0.0
@@ -89,6 +93,7 @@ class SessionBase:
         """Call from ``connection_lost``."""
         self.broker.alarm_listeners.discard(self.on_alarm)
         self.broker.held_outbound.discard(self)
+        self.broker.held_input.discard(self)
 
     def send(self, data: bytes) -> None:
         """Queue bytes for the writer. The writer sleeps only while the buffer is empty, so
@@ -113,13 +118,25 @@ class SessionBase:
     def redispatch(self) -> None:
         """Acks of one read redispatch each queue they touched once. Also, at the end of
         each read: a connection that began publishing while the alarm was already on is
-        blocked now, like those that published before it was set."""
+        blocked now, like those that published before it was set; and a connection holding a
+        large partial frame or body is counted by the memory alarm (``Broker.held_input``)."""
         if self.dirty_queues:
             queues, self.dirty_queues = self.dirty_queues, set()
             for q in queues:
                 q.dispatch()
         if self.broker.memory_alarm and not self.reading_paused:
             self.on_alarm(True)
+        held = self.input_held() >= HELD_INPUT_MIN
+        if held is not self.input_counted:
+            self.input_counted = held
+            if held:
+                self.broker.held_input.add(self)  # the memory alarm counts it now
+            else:
+                self.broker.held_input.discard(self)
+
+    def input_held(self) -> int:
+        """Bytes received that are not yet whole frames or messages (each protocol says)."""
+        return 0
 
     def pause_publisher(self, high: bool, publishes: bool) -> None:
         """The memory alarm's effect on reading: a connection that publishes stops being read

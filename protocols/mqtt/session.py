@@ -214,6 +214,9 @@ class MqttConnection(ConnectMixin, PublishMixin, DeliveryMixin, SubscribeMixin, 
         for q in list(self.consumers):
             q.dispatch()
 
+    def input_held(self) -> int:
+        return self.decoder.buffered
+
     def drop_qos0(self) -> bool:
         """A QoS 0 PUBLISH while the outbound buffer is past its high-water mark: True when
         it must be dropped (counted here and in ``Broker.messages_dropped``)."""

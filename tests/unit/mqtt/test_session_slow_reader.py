@@ -73,3 +73,19 @@ def test_max_queued_messages_0_never_drops() -> None:
     assert sub.conn.blocked and sub.conn.dropped == 0
     q = broker.vhosts["/"].queues["mqtt-subscription-stuckqos1"]
     assert q.statistics().messages_ready == 3000 - before_mark()
+
+
+def test_a_large_partial_packet_counts_for_the_memory_alarm() -> None:
+    from mqemu.protocols.mqtt.packets import encode
+    broker = Broker(BrokerConfig(memory_high_watermark=150_000), clock=Clock())
+    pub = Client(broker)
+    pub.connect("big")
+    data = encode(Publish("t", b"x" * 200_000), 4)
+    pub.raw(data[:160_000])
+    assert pub.conn in broker.held_input and pub.conn.input_held() == 160_000
+    broker.check_memory()
+    assert broker.memory_alarm and broker.memory_in_use == 160_000
+    pub.raw(data[160_000:])
+    assert pub.conn not in broker.held_input
+    broker.check_memory()
+    assert not broker.memory_alarm  # routed nowhere: nothing is held any more
