@@ -136,6 +136,8 @@ class Broker:
             self.budget.check(ready)
         used = self.memory_in_use = ready + other
         high = self.store_alarm or used >= self.config.watermark_bytes()
+        if high and self.memory_alarm and not self.store_alarm:
+            self._alarm_name = "memory"  # the store's alarm ended, memory still holds it
         if high != self.memory_alarm:
             self.memory_alarm = high
             if high:
