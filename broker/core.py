@@ -54,6 +54,7 @@ class Broker:
             self.add_vhost(name)
         self.memory_alarm = False
         self._alarm_name = "memory"  # which alarm is on: "memory" or "disk" (for the log line)
+        self._alarm_flow = False  # it is the store's back-pressure only (logged at debug)
         #: bytes the last memory check counted (``memory_used``)
         self.memory_in_use = 0
         #: Sessions whose outbound buffer is past its high-water mark (a client that does not
@@ -135,15 +136,20 @@ class Broker:
         if self.budget is not None:
             self.budget.check(ready)
         used = self.memory_in_use = ready + other
-        high = self.store_alarm or used >= self.config.watermark_bytes()
-        if high and self.memory_alarm and not self.store_alarm:
-            self._alarm_name = "memory"  # the store's alarm ended, memory still holds it
+        over = used >= self.config.watermark_bytes()
+        high = self.store_alarm or over
+        if high and self.memory_alarm and (over or not self.store_alarm):
+            self._alarm_name, self._alarm_flow = "memory", False  # memory holds it now
         if high != self.memory_alarm:
             self.memory_alarm = high
             if high:
                 self._alarm_name = self.alarm_reason.split()[-1]
-            log.warning("%s alarm %s", self._alarm_name, "set: publishers blocked" if high else "cleared",
-                        extra={"memory_used": used, "ready_bytes": ready})
+                # The store's back-pressure (its backlog past its bound, memory under the
+                # watermark) comes and goes with a flood: flow control, logged at debug.
+                self._alarm_flow = self._alarm_name == "memory" and not over
+            log.log(logging.DEBUG if self._alarm_flow else logging.WARNING, "%s alarm %s", self._alarm_name,
+                    "set: publishers blocked" if high else "cleared",
+                    extra={"memory_used": used, "ready_bytes": ready})
             for listener in list(self.alarm_listeners):
                 listener(high)
 

@@ -65,7 +65,7 @@ def publish(broker: Broker, queue: str, n: int, start: int = 0) -> None:
         vh.publish("", queue, Message("", queue, b"%06d" % i + BODY, {}))
 
 
-async def wait_for(predicate, seconds: float = 5) -> None:
+async def wait_for(predicate, seconds: float = 20) -> None:
     with trio.fail_after(seconds):
         while not predicate():
             await trio.sleep(0.01)
