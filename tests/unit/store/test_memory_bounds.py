@@ -191,7 +191,7 @@ async def test_stop_waits_for_one_hop_of_the_backlog_at_most(kind, tmp_path, mon
     def work(self, writes, reads, discards):
         size = sum(len(m.body) for _, m in writes)
         hops.append(size)
-        time.sleep(size / (8 << 20))  # a disk that writes 8 MiB a second
+        time.sleep(size / (4 << 20))  # a disk that writes 4 MiB a second
         return real_work(self, writes, reads, discards)
 
     monkeypatch.setattr(pagefile.Pager, "_work", work)
@@ -202,7 +202,7 @@ async def test_stop_waits_for_one_hop_of_the_backlog_at_most(kind, tmp_path, mon
         await wait_for(lambda: hops)
         started = trio.current_time()
     # Leaving the block cancelled the pager and closed the store.
-    assert trio.current_time() - started < 2.5
+    assert trio.current_time() - started < 5  # one hop (2 s), not the whole backlog (7.5 s)
     assert max(hops) <= pagefile.HOP_BYTES + len(BODY) + 6
     assert store.pager.backlog_bytes == 0 and sum(hops) < 30_000 * 1006
 
