@@ -27,6 +27,7 @@ from .vhost import VirtualHost
 log = logging.getLogger("mqemu.broker")
 
 MEMORY_CHECK_INTERVAL = 0.5
+INDEX_BYTES = 16  # memory per paged message: its place in its queue's index (paging.Chunk)
 
 
 class Broker:
@@ -53,6 +54,19 @@ class Broker:
         for name in self.config.vhosts:
             self.add_vhost(name)
         self.memory_alarm = False
+        self._alarm_name = "memory"  # which alarm is on: "memory" or "disk" (for the log line)
+        self._alarm_flow = False  # it is the store's back-pressure only (logged at debug)
+        #: bytes the last memory check counted (``memory_used``)
+        self.memory_in_use = 0
+        #: Sessions whose outbound buffer is past its high-water mark (a client that does not
+        #: read): the memory check counts their buffers. Sessions add and remove themselves
+        #: as they cross the mark, so the check visits only these.
+        self.held_outbound: set = set()
+        #: Sessions holding a partial frame or body past ``HELD_INPUT_MIN`` (they add and
+        #: remove themselves at the end of each read); the check adds their ``input_held()``.
+        self.held_input: set = set()
+        #: deliveries a protocol dropped for a client that does not read (MQTT QoS 0)
+        self.messages_dropped = 0
         # True while the store cannot write (disk full): blocks publishers like the memory
         # alarm, as RabbitMQ's disk alarm does.
         self.store_alarm = False
@@ -88,6 +102,22 @@ class Broker:
         """Bytes of ready message bodies in memory (paged ones, on disk, do not count)."""
         return sum(q.bytes_ready for vh in self.vhosts.values() for q in vh.queues.values())
 
+    def memory_used(self) -> tuple[int, int]:
+        """What the memory alarm counts, as (ready bodies in memory, everything else): the
+        paged queues' indexes, bodies the store holds on their way to disk (the pager's
+        backlog, uncommitted writes), the outbound buffers of clients that do not read
+        (what they hold and what their writer is sending) and large partial frames and
+        message bodies received."""
+        ready = paged = 0
+        for vh in self.vhosts.values():
+            for q in vh.queues.values():
+                ready += q.bytes_ready
+                if q._paged is not None:
+                    paged += q._paged.count
+        outbound = sum(s.outbound_bytes + s.sending_bytes for s in self.held_outbound)
+        partial = sum(s.input_held() for s in self.held_input)
+        return ready, paged * INDEX_BYTES + self.store.memory_held() + outbound + partial
+
     def recover(self, snapshot: Snapshot) -> "Any":
         """Rebuild durable definitions and messages from the store (before listeners start)."""
         self.records = snapshot.records
@@ -103,13 +133,26 @@ class Broker:
         return getattr(self.store, "alarm_reason", "low on disk") if self.store_alarm else "low on memory"
 
     def check_memory(self) -> None:
-        queued = self.budget.check() if self.budget is not None else self.queued_bytes()
-        high = self.store_alarm or queued >= self.config.watermark_bytes()
+        """Set or clear the alarm (every MEMORY_CHECK_INTERVAL, and when the store's alarm
+        changes); listeners (sessions) block or resume their publishers."""
+        ready, other = self.memory_used()
+        if self.budget is not None:
+            self.budget.check(ready)
+        used = self.memory_in_use = ready + other
+        over = used >= self.config.watermark_bytes()
+        high = self.store_alarm or over
+        if high and self.memory_alarm and (over or not self.store_alarm):
+            self._alarm_name, self._alarm_flow = "memory", False  # memory holds it now
         if high != self.memory_alarm:
             self.memory_alarm = high
-            log.warning("%s alarm %s", self.alarm_reason.split()[-1],
-                        "set: publishers blocked" if high else "cleared",
-                        extra={"queued_bytes": self.queued_bytes()})
+            if high:
+                self._alarm_name = self.alarm_reason.split()[-1]
+                # The store's back-pressure (its backlog past its bound, memory under the
+                # watermark) comes and goes with a flood: flow control, logged at debug.
+                self._alarm_flow = self._alarm_name == "memory" and not over
+            log.log(logging.DEBUG if self._alarm_flow else logging.WARNING, "%s alarm %s", self._alarm_name,
+                    "set: publishers blocked" if high else "cleared",
+                    extra={"memory_used": used, "ready_bytes": ready})
             for listener in list(self.alarm_listeners):
                 listener(high)
 

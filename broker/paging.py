@@ -166,10 +166,12 @@ class MemoryBudget:
         queue._page_at = queue.bytes_ready + free // 2
         return True
 
-    def check(self) -> int:
+    def check(self, total: int | None = None) -> int:
         """The periodic look: clear or set ``full``; past the limit, make every queue in
-        memory ask again before it grows. Returns the bytes in memory."""
-        total = self.in_memory()
+        memory ask again before it grows. ``total``: the bytes in memory if the caller
+        has just counted them. Returns the bytes in memory."""
+        if total is None:
+            total = self.in_memory()
         self.full = total >= self.limit - self.min_grant
         if total > self.limit:
             for vh in self.vhosts.values():

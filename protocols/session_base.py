@@ -17,6 +17,9 @@ OUTBOUND_HIGH_WATER = 1 << 20
 # Outbound bytes past which the connection's own input is not read until its peer reads what
 # it was sent (replies to a client that writes but never reads must not grow without bound).
 READ_PAUSE_BYTES = 8 << 20
+# Input not yet whole (a partial frame or message body) past which a connection's input is
+# counted by the memory alarm.
+HELD_INPUT_MIN = 64 << 10
 
 
 class ClosedReason(enum.Enum):
@@ -36,6 +39,7 @@ class ClosedReason(enum.Enum):
 class Session(Protocol):
     outbound: list[bytes]
     outbound_bytes: int
+    sending_bytes: int  # bytes the writer took and is sending (the transport sets it)
     closing: bool  # set when the session wants the socket closed once output is flushed
     close_reason: ClosedReason | None
     reading_paused: bool
@@ -74,6 +78,8 @@ class SessionBase:
         self.reading_paused = False
         self.drain_after_close = False
         self.over_budget = False
+        self.sending_bytes = 0  # what the writer is sending now (set by the transport)
+        self.input_counted = False  # in broker.held_input: a large partial frame or body
         self.dirty_queues: set = set()  # queues whose consumers got credit back in this read
         self.last_received = 0.0
         self.last_sent = 0.0
@@ -89,6 +95,8 @@ class SessionBase:
     def release_transport(self) -> None:
         """Call from ``connection_lost``."""
         self.broker.alarm_listeners.discard(self.on_alarm)
+        self.broker.held_outbound.discard(self)
+        self.broker.held_input.discard(self)
 
     def send(self, data: bytes) -> None:
         """Queue bytes for the writer. The writer sleeps only while the buffer is empty, so
@@ -100,20 +108,38 @@ class SessionBase:
         self.outbound_bytes += len(data)
         if self.outbound_bytes > OUTBOUND_HIGH_WATER and not self.over_budget:
             self.over_budget = True
+            self.broker.held_outbound.add(self)  # the memory alarm counts this buffer now
             self.budget_changed(True)
 
     def on_drained(self) -> None:
         self.last_sent = self._now
         if self.over_budget:
             self.over_budget = False
+            self.broker.held_outbound.discard(self)
             self.budget_changed(False)
 
     def redispatch(self) -> None:
-        """Acks of one read redispatch each queue they touched once."""
+        """Acks of one read redispatch each queue they touched once. Also, at the end of
+        each read: a connection that began publishing while the alarm was already on is
+        blocked now, like those that published before it was set; and a connection holding a
+        large partial frame or body is counted by the memory alarm (``Broker.held_input``)."""
         if self.dirty_queues:
             queues, self.dirty_queues = self.dirty_queues, set()
             for q in queues:
                 q.dispatch()
+        if self.broker.memory_alarm and not self.reading_paused:
+            self.on_alarm(True)
+        held = self.input_held() >= HELD_INPUT_MIN
+        if held is not self.input_counted:
+            self.input_counted = held
+            if held:
+                self.broker.held_input.add(self)  # the memory alarm counts it now
+            else:
+                self.broker.held_input.discard(self)
+
+    def input_held(self) -> int:
+        """Bytes received that are not yet whole frames or messages (each protocol says)."""
+        return 0
 
     def pause_publisher(self, high: bool, publishes: bool) -> None:
         """The memory alarm's effect on reading: a connection that publishes stops being read

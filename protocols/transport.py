@@ -142,12 +142,14 @@ async def run_connection(stream: trio.SocketStream, session: Session, log: loggi
                 data = b"".join(session.outbound) if len(session.outbound) > 1 else session.outbound[0]
                 session.outbound.clear()
                 session.outbound_bytes = 0
+                session.sending_bytes = len(data)  # still held: the memory alarm counts it
                 try:
                     await stream.send_all(data)
                 except (trio.BrokenResourceError, trio.ClosedResourceError):
                     if eof:  # the peer closed both ways: nothing more to flush
                         break
                     raise
+                session.sending_bytes = 0
                 try:
                     session.on_drained()
                 except Exception as exc:

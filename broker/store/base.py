@@ -170,3 +170,8 @@ class Store(ABC):
     def page_discard(self, queue: "Queue", keys: "Sequence[int]") -> None:
         """queue settled paged messages without reading them (purge, delete, drop)."""
         raise NotImplementedError
+
+    def memory_held(self) -> int:
+        """Bytes of message bodies the store holds in memory on their way to disk
+        (uncommitted writes, the pager's backlog); counted by the memory alarm."""
+        return 0

@@ -22,6 +22,7 @@ class MemoryStore(Store):
         # Protocol records are kept so a protocol can use one code path with either store.
         self.records: dict[str, dict[str, bytes]] = {}
         self.pager = Pager()
+        self.pager.on_backlog = self._pager_alarm
 
     async def open(self) -> Snapshot:
         return Snapshot()
@@ -34,6 +35,17 @@ class MemoryStore(Store):
         self.pager.close()
 
     # -- paging -------------------------------------------------------------------------
+    def _pager_alarm(self, on: bool) -> None:
+        if self.on_write_alarm is not None:
+            self.on_write_alarm(on)
+
+    @property
+    def alarm_reason(self) -> str:
+        return "low on disk" if self.pager.failing else "low on memory"
+
+    def memory_held(self) -> int:
+        return self.pager.backlog_bytes
+
     @property
     def can_page(self) -> bool:
         return self.pager.running

@@ -17,6 +17,14 @@ asks the store to hold the bodies. The ``Pager`` is what every store uses for th
 One worker-thread hop serves everything that piled up since the last one, so paging costs
 no syscall or task switch per message. The page file is opened on first use; ``close``
 deletes it.
+
+The backlog (bodies put and not yet written) is bounded: past ``BACKLOG_HIGH`` bytes the
+pager sets ``backlogged`` and calls ``on_backlog(True)`` (the store turns that into its alarm,
+which blocks publishers) until the worker has written it down below half. A page file that
+cannot be written (disk full) keeps its backlog, so publishers stay blocked until it can.
+One hop writes at most ``HOP_BYTES`` of bodies and deletes at most ``HOP_DISCARDS`` rows, so
+a stop never waits for a long hop, and the rows of a deleted million-message queue do not
+hold up the writes behind them.
 """
 
 from __future__ import annotations
@@ -38,6 +46,9 @@ log = logging.getLogger("mqemu.broker.store.pager")
 PAGE_FILE = "pages.sqlite"
 RETRY = 1.0  # seconds before retrying failed page-file work
 _IN = 900  # keys per "IN (...)" list (SQLite's old default variable limit is 999)
+BACKLOG_HIGH = 32 << 20  # bytes of bodies waiting for the page file: publishers blocked past it
+HOP_BYTES = 8 << 20  # bytes of bodies written per worker-thread hop at most
+HOP_DISCARDS = 20_000  # page-file rows deleted per hop at most (a deleted paged queue)
 
 _PAGE_SCHEMA = ("CREATE TABLE IF NOT EXISTS pages (id INTEGER PRIMARY KEY, exchange TEXT NOT NULL, "
                 "routing_key TEXT NOT NULL, properties BLOB NOT NULL, body BLOB NOT NULL)")
@@ -69,6 +80,12 @@ class Pager:
         self._stored: sqlite3.Connection | None = None
         self._next = 1
         self._writes: list[tuple[int, Message]] = []
+        self.backlog_bytes = 0  # bodies in _writes (put, not yet written)
+        self.backlogged = False  # past BACKLOG_HIGH, until below half of it
+        self.failing = False  # the last hop failed (disk full, I/O error)
+        #: called with True when the backlog passes BACKLOG_HIGH (or the page file cannot
+        #: be written), with False when it has been written down again
+        self.on_backlog: Callable[[bool], None] | None = None
         self._reads: list[_Read] = []
         self._discards: list[int] = []
         self._wake = trio.Event()
@@ -83,8 +100,16 @@ class Pager:
         key = self._next
         self._next += 1
         self._writes.append((key, message))
+        self.backlog_bytes += len(message.body)
+        if self.backlog_bytes > BACKLOG_HIGH and not self.backlogged:
+            self._set_backlogged(True)
         self._wake.set()
         return -key
+
+    def _set_backlogged(self, on: bool) -> None:
+        self.backlogged = on
+        if self.on_backlog is not None:
+            self.on_backlog(on)
 
     def read(self, keys: Sequence[int], callback: Callable[[list[Message | None]], None]) -> None:
         self._reads.append(_Read(keys, callback))
@@ -104,21 +129,54 @@ class Pager:
                 if not (self._writes or self._reads or self._discards):
                     self._wake = trio.Event()
                     await self._wake.wait()
-                writes, reads, discards = self._writes, self._reads, self._discards
-                self._writes, self._reads, self._discards = [], [], []
+                writes, written = self._take_writes()
+                reads, discards = self._reads, self._discards[:HOP_DISCARDS]
+                self._reads, self._discards = [], self._discards[HOP_DISCARDS:]
                 try:
                     results = await trio.to_thread.run_sync(self._work, writes, reads, discards)
                 except sqlite3.Error as e:
                     # Disk full or an I/O error on the scratch file: keep the work, retry.
-                    log.error("page file: %s; retrying in %.1f s", e, RETRY)
+                    # One line when it starts failing, one when it works again.
+                    if not self.failing:
+                        log.error("page file cannot be written: %s; retrying every %.1f s", e, RETRY)
+                        self.failing = True
+                        if not self.backlogged:
+                            self._set_backlogged(True)
                     self._writes[:0], self._reads[:0], self._discards[:0] = writes, reads, discards
                     await trio.sleep(RETRY)
                     continue
                 self.hops += 1
+                self.backlog_bytes -= written
+                if self.failing:
+                    self.failing = False
+                    log.warning("page file written again")
+                if self.backlogged and self.backlog_bytes < BACKLOG_HIGH // 2:
+                    self._set_backlogged(False)
                 for req, messages in zip(reads, results):
                     req.callback(messages)
         finally:
             self.running = False
+            # Stopping: what is not written yet is scratch data nobody will read. Only the
+            # hop in progress (at most HOP_BYTES) delays the stop.
+            self.abandon()
+
+    def _take_writes(self) -> tuple[list[tuple[int, Message]], int]:
+        """The oldest writes, up to HOP_BYTES of bodies, and their size."""
+        writes = self._writes
+        size = 0
+        for i, (_, m) in enumerate(writes):
+            size += len(m.body)
+            if size >= HOP_BYTES:
+                self._writes = writes[i + 1:]
+                return writes[:i + 1], size
+        self._writes = []
+        return writes, size
+
+    def abandon(self) -> None:
+        """The node is stopping: drop the backlog (page-file rows are scratch data that a
+        restart never reads)."""
+        self._writes, self._reads, self._discards = [], [], []
+        self.backlog_bytes = 0
 
     def close(self) -> None:
         """Close the connections and delete the page file (the worker task has stopped)."""

@@ -105,6 +105,7 @@ class SQLiteStore(Store):
         # Bodies of queues past their memory budget: transient ones in DIR/pages.sqlite
         # (scratch, emptied at open and deleted at close), stored ones read from the database.
         self.pager = Pager(data_dir, os.path.join(data_dir, schema.DB_NAME))
+        self.pager.on_backlog = lambda on: self._notify_alarm()
         self._backlog = 0  # bytes of bodies added and not yet committed
         self.backlogged = False
 
@@ -281,12 +282,15 @@ class SQLiteStore(Store):
 
     def _notify_alarm(self) -> None:
         if self.on_write_alarm is not None:
-            self.on_write_alarm(self._alarm or self.backlogged)
+            self.on_write_alarm(self._alarm or self.backlogged or self.pager.backlogged)
 
     @property
     def alarm_reason(self) -> str:
         """Why the store blocks publishers, in RabbitMQ's words for connection.blocked."""
-        return "low on disk" if self._alarm else "low on memory"
+        return "low on disk" if self._alarm or self.pager.failing else "low on memory"
+
+    def memory_held(self) -> int:
+        return self._backlog + self.pager.backlog_bytes
 
     def _push(self, op: tuple[str, Any]) -> None:
         self._ops.append(op)

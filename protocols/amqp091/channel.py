@@ -125,9 +125,11 @@ class Channel(BasicMethods):
                 self._content_complete(data)
                 return
             self._body.append(data)
+            self.conn.partial_bodies += len(data)
             if self._body_left == 0:
                 body = b"".join(self._body)
                 self._body = []
+                self.conn.partial_bodies -= len(body)
                 self._content_complete(body)
 
     def _unexpected_during_content(self) -> None:
@@ -152,6 +154,7 @@ class Channel(BasicMethods):
     def teardown(self) -> None:
         """Cancel consumers and requeue unacknowledged deliveries (§1.8.3.6 and §1.5.2.14)."""
         self._publish = self._header = None
+        self.conn.partial_bodies -= sum(map(len, self._body))
         self._body = []
         for c in list(self.consumers.values()):
             c.queue.remove_consumer(c)

@@ -125,6 +125,7 @@ class AMQPConnection(SessionBase):
         self.converted = 0  # deliveries whose properties were converted (basic.wire_properties)
         self.topic_guard = broker.auth.guards_topics  # topic rules to check on amq.topic publishes
         self.topics_allowed: set[str] = set()
+        self.partial_bodies = 0  # body frames of incomplete contents, on every channel
 
     # -- transport interface ------------------------------------------------------------
     def budget_changed(self, over: bool) -> None:
@@ -161,6 +162,10 @@ class AMQPConnection(SessionBase):
         except HardError as e:
             self.connection_error(e.code, e.text, e.class_id, e.method_id)
         self.end_of_batch()
+
+    def input_held(self) -> int:
+        """A partial frame plus the bodies of publishes whose content is not complete."""
+        return self.decoder.buffered + self.partial_bodies
 
     def end_of_batch(self) -> None:
         """Work deferred to the end of a read: redispatch queues, coalesced confirms."""

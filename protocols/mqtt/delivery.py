@@ -21,6 +21,11 @@ What a message resolves to per routing key is cached per consumer (``Route``), w
 topic's encoded bytes, so the common delivery is a dict hit and one ``encode_publish``.
 QoS 0 deliveries to consumers with only QoS 0 subscriptions are no-ack in the core; QoS 1/2
 deliveries are acked in the core at PUBACK / PUBCOMP.
+
+A client that does not read: past the outbound high-water mark a QoS 0 PUBLISH is queued
+only while fewer than ``[mqtt] max_queued_messages`` (default 1000) have been since, and
+dropped after that (``drop_qos0``; Mosquitto's ``max_queued_messages``); the drops are
+counted per connection and in ``Broker.messages_dropped``.
 """
 
 from __future__ import annotations
@@ -149,7 +154,7 @@ class DeliveryMixin:
                 else:
                     data = encode_publish(route.topic_bytes, msg.body, 0, retain, False, None, None, self.level)
                     _last_msg, _last_key, _last_data = msg, k, data
-                if len(data) > self.max_out:
+                if len(data) > self.max_out or (self.over_budget and self.drop_qos0()):
                     self._settle_unsent(consumer, entry)
                     return
                 self.send(data)
@@ -191,6 +196,9 @@ class DeliveryMixin:
                 props["message_expiry_interval"] = remaining_expiry(entry.expires_at, self.vhost.clock())
         if qos:
             self._send_qos(consumer, entry, topic_bytes, qos, retain, props, topic)
+            return
+        if self.over_budget and self.drop_qos0():
+            self._settle_unsent(consumer, entry)
             return
         if self._send_v5(consumer, entry, topic, topic_bytes, 0, retain, None, props, False) and not consumer.no_ack:
             consumer.queue.ack(entry, consumer)
@@ -241,7 +249,7 @@ class DeliveryMixin:
         state.inflight[pid] = Inflight(consumer.queue, entry, qos, topic_bytes, retain)
 
     def _send_or_drop(self, consumer: MqttConsumer, entry: QueueEntry, data: bytes) -> None:
-        if len(data) > self.max_out:
+        if len(data) > self.max_out or (self.over_budget and self.drop_qos0()):
             self._settle_unsent(consumer, entry)
         else:
             self.send(data)

@@ -36,7 +36,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from mqemu.protocols.session_base import ClosedReason, SessionBase
+from mqemu.protocols.session_base import READ_PAUSE_BYTES, ClosedReason, SessionBase
 
 from .codec import NEED_DATA, MqttDecoder, MqttError, UnsupportedProtocolVersion
 from .connect import MAX_PACKET_SIZE, ConnectMixin, State, settings
@@ -81,6 +81,9 @@ RECEIVE_MAXIMUM = 1024  # QoS 2 publishes a 5.0 client may have unreleased
 TOPIC_ALIAS_MAXIMUM = 10  # Mosquitto's default max_topic_alias
 SERVER_KEEP_ALIVE = 60  # 5.0 clients asking for longer are told this (Server Keep Alive)
 MAX_INFLIGHT_311 = 100  # unacknowledged QoS 1/2 deliveries to a 3.x client
+# QoS 0 PUBLISH packets a client that does not read may have waiting past the outbound
+# high-water mark before further ones are dropped (Mosquitto's max_queued_messages default).
+MAX_QUEUED_MESSAGES = 1000
 
 # Reason codes used here (5.0 Table 2-6).
 PROTOCOL_ERROR = 0x82
@@ -111,6 +114,10 @@ class MqttConnection(ConnectMixin, PublishMixin, DeliveryMixin, SubscribeMixin, 
         # AuthRegistry.check_topic; publishes test this flag first, then a per-topic cache.
         self.topic_guard = broker.auth.guards_topics
         self.publish_allowed: dict[str, bool] = {}
+        self.max_queued = int(cfg.get("max_queued_messages", MAX_QUEUED_MESSAGES))
+        self.queued_over = 0  # QoS 0 PUBLISH queued since the buffer passed its high water
+        self.dropped = 0  # QoS 0 PUBLISH dropped for this connection (it did not read)
+        self.dropping = False
         self.deny_subscribe_code = int(cfg.get("deny_subscribe_code", NOT_AUTHORIZED))
         self.decoder = MqttDecoder(MAX_PACKET_BEFORE_CONNECT)
         self.connect_timeout = broker.config.seconds("mqtt", "connect_timeout", CONNECT_TIMEOUT[broker.engine])
@@ -211,11 +218,40 @@ class MqttConnection(ConnectMixin, PublishMixin, DeliveryMixin, SubscribeMixin, 
             self._close(ClosedReason.HEARTBEAT_TIMEOUT, will=True)
 
     def budget_changed(self, over: bool) -> None:
-        """Outbound past ``OUTBOUND_HIGH_WATER``: no deliveries until the writer drained it."""
-        self.blocked = over
-        if not over:
-            for q in list(self.consumers):
-                q.dispatch()
+        """Outbound past ``OUTBOUND_HIGH_WATER``: no deliveries until the writer drained it,
+        except for a client whose subscriptions are all QoS 0: it keeps receiving, and past
+        ``max_queued_messages`` more its QoS 0 messages are dropped (``drop_qos0``), as
+        Mosquitto drops them rather than queue them for a client that does not read."""
+        if over:
+            self.blocked = not (self.max_queued and all(c.no_ack for c in self.consumers.values()))
+            return
+        self.blocked = False
+        self.queued_over = 0
+        if self.dropping:
+            self.dropping = False
+            log.debug("client reads again", extra={"conn": self.conn_id, "client_id": self.client_id,
+                                                   "dropped": self.dropped})
+        for q in list(self.consumers):
+            q.dispatch()
+
+    def input_held(self) -> int:
+        return self.decoder.buffered
+
+    def drop_qos0(self) -> bool:
+        """A QoS 0 PUBLISH while the outbound buffer is past its high-water mark: True when
+        it must be dropped (counted here and in ``Broker.messages_dropped``)."""
+        if self.queued_over < self.max_queued and self.outbound_bytes < READ_PAUSE_BYTES:
+            self.queued_over += 1
+            return False
+        self.dropped += 1
+        self.broker.messages_dropped += 1
+        if not self.dropping:
+            self.dropping = True
+            # One line per connection at warning; later episodes of the same client at debug.
+            (log.debug if self.dropped > 1 else log.warning)(
+                "outgoing QoS 0 messages are being dropped: the client does not read",
+                extra={"conn": self.conn_id, "client_id": self.client_id, "max_queued_messages": self.max_queued})
+        return True
 
     def on_alarm(self, high: bool) -> None:
         """The memory (or disk) alarm: a connected client is no longer read, as RabbitMQ

@@ -164,6 +164,9 @@ class StompSession(SettleMixin, SubscribeMixin, SessionBase):
         """Acks of one read redispatch each queue they touched once."""
         self.redispatch()
 
+    def input_held(self) -> int:
+        return self.decoder.buffered
+
     def next_deadline(self) -> float | None:
         if self.state is State.CONNECTED:
             deadline = None
