@@ -101,6 +101,7 @@ class Node:
         self.host = self.options.host
         self.name = self.options.name
         self.sessions: set = set()  # live connections of every protocol
+        self.accepting: list[trio.CancelScope] = []  # every listener's accept loop
         self.role = "starting"
         self.events: list[dict[str, Any]] = []  # what happened when, for a topology's timeline
         self._lock_lost = False
@@ -142,7 +143,8 @@ class Node:
                         port = defaults[broker.engine]
                     try:
                         bound = await nursery.start(
-                            partial(serve, broker, self.host, int(port), connections=self.sessions))
+                            partial(serve, broker, self.host, int(port), connections=self.sessions,
+                                accepting=self.accepting))
                     except OSError as e:
                         raise NodeStartError(f"cannot listen for {proto.upper()} on {self.host}:{port}: "
                                              f"{e.strerror or e}; pick another port with --{proto}-port") from e
@@ -220,7 +222,11 @@ class Node:
     async def shutdown(self, grace: float = 1.0) -> None:
         """Close every connection the way its protocol says a server closes one (AMQP:
         connection.close 320; MQTT 5: DISCONNECT 0x8B; STOMP: ERROR), then wait up to ``grace``
-        seconds for them to go. The caller then cancels ``run``."""
+        seconds for them to go. The caller then cancels ``run``. The listeners close first, so
+        no client connects (to be closed again) while the node stops: a standby that takes
+        over is where reconnecting clients land, as on ActiveMQ."""
+        for scope in self.accepting:
+            scope.cancel()
         for session in list(self.sessions):
             close = getattr(session, "server_close", None)
             if close is not None:

@@ -205,12 +205,14 @@ async def serve_protocol(
     log: logging.Logger,
     *,
     sessions: set | None = None,
+    accepting: list | None = None,
     task_status: Any = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Listen on host:port (0 = a free port) and run a session per accepted connection.
 
     Reports the bound port through task_status. ``sessions``, if given, holds the live
-    sessions (the node closes them politely on shutdown). Raises OSError when the port cannot
+    sessions (the node closes them politely on shutdown); ``accepting`` gets the cancel scope
+    of each accept loop (cancelled, the port closes and refuses while connections go on). Raises OSError when the port cannot
     be bound (the caller says which listener failed).
     """
     listeners = await trio.open_tcp_listeners(port, host=host)
@@ -239,9 +241,16 @@ async def serve_protocol(
             if sessions is not None:
                 sessions.discard(session)
 
+    async def accept_until_cancelled(listener: Any, scope: trio.CancelScope) -> None:
+        with scope:
+            await accept_loop(listener, handle, nursery, log, name)
+
     async with trio.open_nursery() as nursery:
         for listener in listeners:
-            nursery.start_soon(accept_loop, listener, handle, nursery, log, name)
+            scope = trio.CancelScope()
+            if accepting is not None:
+                accepting.append(scope)
+            nursery.start_soon(accept_until_cancelled, listener, scope)
         task_status.started(bound)
 
 

@@ -15,6 +15,7 @@ log = logging.getLogger("mqemu.protocols.amqp091")
 
 
 async def serve_amqp(broker: Any, host: str, port: int, *, connections: set | None = None,
+                     accepting: list | None = None,
                      task_status: Any = trio.TASK_STATUS_IGNORED, **options: Any) -> None:
     """Listen for AMQP 0-9-1 clients; reports the bound port. ``options`` go to each
     connection (heartbeat, frame_max, channel_max)."""
@@ -23,4 +24,5 @@ async def serve_amqp(broker: Any, host: str, port: int, *, connections: set | No
         conn = AMQPConnection(broker, peer, conn_id, **options)
         return conn
 
-    await serve_protocol("amqp", host, port, make, log, sessions=connections, task_status=task_status)
+    await serve_protocol("amqp", host, port, make, log, sessions=connections, accepting=accepting,
+                         task_status=task_status)

@@ -63,7 +63,7 @@ class PublishPump:
 
 
 async def serve_mqtt(broker: Any, host: str, port: int, *, connections: set | None = None,
-                     task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+                     accepting: list | None = None, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
     """Listen for MQTT 3.1, 3.1.1 and 5.0 clients; reports the bound port through task_status.
     ``connections``, if given, holds the live sessions (the node closes them on shutdown).
 
@@ -82,7 +82,7 @@ async def serve_mqtt(broker: Any, host: str, port: int, *, connections: set | No
         async with trio.open_nursery() as nursery:
             nursery.start_soon(pump.run)
             await serve_protocol("mqtt", host, port, make, log, sessions=connections,
-                                 task_status=task_status)
+                                 accepting=accepting, task_status=task_status)
     except BaseExceptionGroup as group:
         # A port that cannot be bound: raise the OSError itself, as the caller expects.
         if len(group.exceptions) == 1 and isinstance(group.exceptions[0], OSError):

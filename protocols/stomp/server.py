@@ -15,6 +15,7 @@ log = logging.getLogger("mqemu.protocols.stomp")
 
 
 async def serve_stomp(broker: Any, host: str, port: int, *, connections: set | None = None,
+                      accepting: list | None = None,
                       task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
     """Listen for STOMP 1.0-1.2 clients on host:port (0 = a free port); reports the bound
     port through task_status. Raises OSError when the port cannot be bound."""
@@ -23,4 +24,5 @@ async def serve_stomp(broker: Any, host: str, port: int, *, connections: set | N
         session = StompSession(broker, peer, conn_id)
         return session
 
-    await serve_protocol("stomp", host, port, make, log, sessions=connections, task_status=task_status)
+    await serve_protocol("stomp", host, port, make, log, sessions=connections, accepting=accepting,
+                         task_status=task_status)
