@@ -118,13 +118,19 @@ async def test_status_file_names_the_role_and_ports(tmp_path):
 async def test_log_lines_carry_the_node_name(tmp_path, caplog):
     from mqemu.ha.logs import NodeNameFilter
 
-    handler_filter = NodeNameFilter()
-    caplog.handler.addFilter(handler_filter)
-    caplog.set_level(logging.INFO, logger="mqemu")
-    node = _node(str(tmp_path / "d"), "node-5")
-    async with trio.open_nursery() as nursery:
-        await nursery.start(node.run)
-        nursery.cancel_scope.cancel()
+    caplog.handler.addFilter(NodeNameFilter())
+    root = logging.getLogger("mqemu")  # straight on mqemu's logger: a CLI run in this process
+    root.addHandler(caplog.handler)    # may have stopped it propagating to the root logger
+    level = root.level
+    root.setLevel(logging.INFO)
+    try:
+        node = _node(str(tmp_path / "d"), "node-5")
+        async with trio.open_nursery() as nursery:
+            await nursery.start(node.run)
+            nursery.cancel_scope.cancel()
+    finally:
+        root.removeHandler(caplog.handler)
+        root.setLevel(level)
     here = threading.get_ident()  # other tests' threads may still be logging as they stop
     mine = [r for r in caplog.records if r.name.startswith("mqemu") and r.thread == here]
     assert mine and all(getattr(r, "node", None) == "node-5" for r in mine)
