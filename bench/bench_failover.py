@@ -24,7 +24,7 @@ targets share one pair and one count).
 usage: .venv/bin/python bench/bench_failover.py [--cycles 100] [--slow-cycles 10]
            [--targets mqemu-fast,mqemu-engine,activemq-100ms,activemq-10s] [--rate 100] [--seed 1]
 ``--cycles`` is for the 100 ms targets, ``--slow-cycles`` (default: cycles / 5, at least 1)
-for the 10 s ones. ``--cycles 3 --targets mqemu-fast`` runs in well under a minute. The
+for the 10 s ones; ``--targets mqemu-fast:100,activemq-10s:8`` gives a target its own count. ``--cycles 3 --targets mqemu-fast`` runs in well under a minute. The
 ActiveMQ targets need ``/work/shared/refbrokers/start.sh activemq-pair`` run first (by you).
 
 Measured (2026-11-29, 2 cores shared with other developers' test runs, load average ~4-6):
@@ -341,6 +341,7 @@ class ActiveMQPair:
             raise SystemExit("no ActiveMQ pair: run /work/shared/refbrokers/start.sh activemq-pair first")
         self.workload = Workload(list(PAIR_PORTS), queue, rate)
         self.workload.start()
+        self.breakdowns: dict[str, list[dict[str, float]]] = {}
 
     @staticmethod
     def _pid(i: int) -> int | None:
@@ -387,12 +388,39 @@ class ActiveMQPair:
         pid = self._pid(master)
         assert pid is not None
         gen = self.workload.consumer.gen
-        t0 = time.monotonic()
+        t0, w0 = time.monotonic(), time.time()
         os.kill(pid, signal.SIGKILL)
         first = self.workload.first_delivery_after(gen, timeout=60)
+        self._breakdown(label, 3 - master, w0, first - t0)
         _wait_dead(pid)
         self._restart(master, next_poll_ms)
         return first - t0
+
+    def _breakdown(self, label: str, slave: int, w0: float, took: float) -> None:
+        """Where the time went, from the new master's log (log4j's millisecond time stamps):
+        its first line after the kill (it has the lock), the journal replay, the STOMP connector."""
+        marks: dict[str, float] = {}
+        try:
+            with open(f"{REF_DIR}/activemq-pair/broker{slave}/out.log", errors="replace") as f:
+                lines = f.read().splitlines()
+        except OSError:
+            return
+        for line in lines:
+            m = re.match(r"(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d),(\d{3}) \|", line)
+            if not m:
+                continue
+            # log4j writes local time, as mktime reads it
+            at = time.mktime(time.strptime(m.group(1), "%Y-%m-%d %H:%M:%S")) + int(m.group(2)) / 1000
+            if at < w0 - 0.001:
+                continue
+            marks.setdefault("lock", at - w0)
+            r = re.search(r"replayed \d+ operations from the journal in ([0-9.]+) seconds", line)
+            if r:
+                marks["replay"] = float(r.group(1))
+            if "Connector stomp started" in line:
+                marks.setdefault("listening", at - w0)
+        marks["first delivery"] = took
+        self.breakdowns.setdefault(label, []).append(marks)
 
     def close(self) -> dict[str, int]:
         return self.workload.finish()
@@ -421,12 +449,22 @@ TARGETS = ("mqemu-fast", "mqemu-engine", "activemq-100ms", "activemq-10s")
 SLOW = ("mqemu-engine", "activemq-10s")
 
 
-def schedule(targets: list[str], cycles: int, slow_cycles: int, seed: int) -> list[str]:
+def parse_targets(spec: str, cycles: int, slow_cycles: int) -> dict[str, int]:
+    """``name[:cycles],...`` -> cycles per target (default: ``cycles``, ``slow_cycles`` for 10 s ones)."""
+    out = {}
+    for item in spec.split(","):
+        name, _, n = item.strip().partition(":")
+        if name not in TARGETS:
+            raise SystemExit(f"unknown target {name!r}; known: {', '.join(TARGETS)}")
+        out[name] = int(n) if n else (slow_cycles if name in SLOW else cycles)
+    return out
+
+
+def schedule(counts: dict[str, int], seed: int) -> list[str]:
     """The cycles' targets, interleaved: each target's cycles spread over the run."""
     rng = random.Random(seed)
     keyed = []
-    for t in targets:
-        n = slow_cycles if t in SLOW else cycles
+    for t, n in counts.items():
         keyed += [((k + rng.random()) / n, t) for k in range(n)]
     return [t for _, t in sorted(keyed)]
 
@@ -439,13 +477,11 @@ def summary(times: list[float]) -> dict[str, float]:
     return {"median": statistics.median(s), "p95": p95, "min": s[0], "max": s[-1]}
 
 
-def run(targets: list[str], cycles: int, slow_cycles: int, rate: float = 100, seed: int = 1,
-        out: Any = sys.stdout) -> dict[str, Any]:
-    """Run the scenario; returns per target: ``times`` (s), ``lost`` and the workload's counts."""
-    for t in targets:
-        if t not in TARGETS:
-            raise SystemExit(f"unknown target {t!r}; known: {', '.join(TARGETS)}")
-    order = schedule(targets, cycles, slow_cycles, seed)
+def run(counts: dict[str, int], rate: float = 100, seed: int = 1, out: Any = sys.stdout) -> dict[str, Any]:
+    """Run the scenario (``counts``: cycles per target); returns per target: ``times`` (s),
+    ``lost`` and the workload's counts."""
+    targets = list(counts)
+    order = schedule(counts, seed)
     stamp = f"{os.getpid()}.{int(time.time())}"
     pairs: dict[str, Any] = {}
     results: dict[str, Any] = {t: {"times": []} for t in targets}
@@ -475,6 +511,8 @@ def run(targets: list[str], cycles: int, slow_cycles: int, rate: float = 100, se
                     results[t].update(counts)
                     if isinstance(pair, MqemuPair):
                         results[t]["breakdowns"] = pair.breakdowns
+                    else:
+                        results[t]["breakdowns"] = pair.breakdowns.get(t, [])
     return results
 
 
@@ -492,7 +530,7 @@ def report(results: dict[str, Any], out: Any = sys.stdout) -> None:
               f"{r.get('lost', -1):5d} {r.get('receipted', 0):9d} {r.get('duplicates', 0):5d}{shared}", file=out)
     for t, r in results.items():
         if r.get("breakdowns"):
-            keys = ["lock", "recovered", "listening", "node active", "proxy on", "first delivery"]
+            keys = ["lock", "replay", "recovered", "listening", "node active", "proxy on", "first delivery"]
             med = {k: statistics.median([b[k] for b in r["breakdowns"] if k in b])
                    for k in keys if any(k in b for b in r["breakdowns"])}
             print(f"{t} median seconds after the kill: " + ", ".join(f"{k} {v:.3f}" for k, v in med.items()),
@@ -503,12 +541,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--cycles", type=int, default=100)
     parser.add_argument("--slow-cycles", type=int, default=None)
-    parser.add_argument("--targets", default=",".join(TARGETS))
+    parser.add_argument("--targets", default=",".join(TARGETS), help="name[:cycles],... (interleaved)")
     parser.add_argument("--rate", type=float, default=100, help="messages per second per producer")
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args()
     slow = args.slow_cycles if args.slow_cycles is not None else max(1, args.cycles // 5)
-    results = run(args.targets.split(","), args.cycles, slow, args.rate, args.seed)
+    results = run(parse_targets(args.targets, args.cycles, slow), args.rate, args.seed)
     report(results)
 
 
