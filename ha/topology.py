@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -55,7 +56,7 @@ class TopologyOptions:
     data_dir: str | None = None  # default for active-standby: a directory in workdir
     timing: str = "fast"
     host: str = "127.0.0.1"
-    workdir: str | None = None  # status files and node logs (default: a new temporary one)
+    workdir: str | None = None  # status files and node logs (default: a temporary one, removed at the end)
     config_file: str | None = None
     ready_file: str | None = None
     protocols: tuple[str, ...] = tuple(PROTOCOLS)
@@ -134,6 +135,7 @@ class Topology:
         self.options = options
         self.mode = options.mode
         self.engine = options.engine or ("activemq" if options.mode == "active-standby" else "rabbitmq")
+        self._own_workdir = options.workdir is None  # made here: removed when the run ends
         self.workdir = options.workdir or tempfile.mkdtemp(prefix="mqemu-ha-")
         self.data_dir = options.data_dir
         if self.data_dir is None and options.mode == "active-standby":
@@ -181,6 +183,8 @@ class Topology:
             finally:
                 with trio.CancelScope(shield=True):
                     await self._stop_all()
+                if self._own_workdir:
+                    shutil.rmtree(self.workdir, ignore_errors=True)
 
     async def _stop_all(self) -> None:
         for node in self.nodes:
