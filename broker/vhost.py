@@ -12,6 +12,7 @@ import os
 from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 from . import activemq
+from .profile import RABBITMQ, EngineProfile
 from .errors import AccessRefused, NotFound, PreconditionFailed, ResourceLocked
 from .exchange import EXCHANGE_TYPES, Binding, Exchange, freeze_arguments
 from .message import Message, QueueEntry
@@ -53,15 +54,14 @@ class VirtualHost:
         timers: Timers,
         clock: Callable[[], float],
         store: "Store | None" = None,
-        engine: str = "rabbitmq",
-        activemq_settings: "activemq.ActiveMQSettings | None" = None,
+        profile: EngineProfile = RABBITMQ,
     ) -> None:
         self.name = name
-        self.engine = engine
-        # ActiveMQ policies (scheduler, redelivery, ActiveMQ.DLQ); None on a RabbitMQ broker.
-        self.activemq: activemq.ActiveMQSettings | None = (
-            (activemq_settings or activemq.ActiveMQSettings()) if engine == "activemq" else None
-        )
+        self.profile = profile
+        # The settings of the ActiveMQ policies (scheduler, redelivery, ActiveMQ.DLQ) the
+        # profile turns on; None on a RabbitMQ broker.
+        self.activemq: activemq.ActiveMQSettings | None = profile.activemq_policies
+        self._scheduled = profile.scheduled_delivery
         self.timers = timers
         self.clock = clock
         self.store = store
@@ -81,7 +81,7 @@ class VirtualHost:
         ActiveMQ: a message asking for scheduled delivery is held and counts as one queue
         reached (PreconditionFailed for a bad schedule value).
         """
-        if self.activemq is not None and self.activemq.scheduler_support and (
+        if self._scheduled and (
             exchange == "" or exchange in self.exchanges
         ) and activemq.maybe_schedule(self, exchange, routing_key, message):
             return 1, False
@@ -173,7 +173,7 @@ class VirtualHost:
         Without a dead-letter exchange (or if it does not exist) the entries are dropped,
         as on RabbitMQ. On an ActiveMQ broker they go to ``ActiveMQ.DLQ`` instead.
         """
-        if self.activemq is not None:
+        if self.profile.shared_dead_letter_queue:
             activemq.dead_letter(self, queue, entries, reason)
             return
         s = queue.settings

@@ -96,7 +96,7 @@ class Node:
                     if port == "off":
                         continue
                     if port is None:
-                        port = defaults[broker.engine]
+                        port = defaults[broker.profile.name]
                     try:
                         serve = getattr(importlib.import_module(module), func)
                     except ImportError:

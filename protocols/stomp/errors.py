@@ -1,9 +1,7 @@
-"""The STOMP session's one error root, and the table from core errors to ERROR frames."""
+"""The STOMP session's one error root. Each engine's wording of refusals and its table from
+core errors to ERROR frames are in ``flavours``."""
 
 from __future__ import annotations
-
-from mqemu.broker.errors import BrokerError
-
 
 class StompError(Exception):
     """A request the session refuses with an ERROR frame.
@@ -26,16 +24,3 @@ def protocol_exception(message: str, close: bool = False) -> StompError:
     """ActiveMQ: a ``ProtocolException`` with the text in the ``message`` header and the
     exception (its stack trace, on ActiveMQ) in the body. Only the fatal ones close."""
     return StompError(message, f"org.apache.activemq.transport.stomp.ProtocolException: {message}\n", close)
-
-
-def for_engine(engine: str, rabbit: StompError, activemq_text: str, activemq_close: bool = False) -> StompError:
-    """One refusal worded as each engine words it."""
-    return rabbit if engine == "rabbitmq" else protocol_exception(activemq_text, activemq_close)
-
-
-def from_broker_error(e: BrokerError, engine: str) -> StompError:
-    """RabbitMQ: the AMQP error name in lower case (``not_found``) with the text as body,
-    as the plugin's ``amqp_death`` writes it. ActiveMQ: the exception text in both."""
-    if engine == "rabbitmq":  # the channel died: RabbitMQ closes the STOMP connection too
-        return StompError(e.name.lower(), f"{e.name} - {e.text}\n", close=True)
-    return StompError(e.text, f"{type(e).__name__}: {e.text}\n")
