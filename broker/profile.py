@@ -71,6 +71,12 @@ class EngineProfile:
     quorum_delivery_limit: int | None = None
     # RabbitMQ 3.x: an unknown exchange type closes the connection (503); 4.x: the channel (406).
     unknown_exchange_type_closes_connection: bool = False
+    # Per-protocol facts that change with the version (the protocols read them):
+    # AMQP 0-9-1: the smallest frame_max a client may ask for (RabbitMQ 4.1+: 8192).
+    amqp_frame_min_size: int = 4096
+    # STOMP: the largest frame (RabbitMQ 3.13+: stomp.max_frame_size, 4 MiB; 3.10 has no
+    # limit of its own, its channel refuses a body over max_message_size, 128 MiB).
+    stomp_max_frame_size: int = 4 * 1024 * 1024
 
     @classmethod
     def build(cls, engine: str, version: str | None = None,
@@ -94,7 +100,9 @@ class EngineProfile:
         four = _at_least(version, "4.0")
         return cls(engine, version, versions[version],
                    quorum_delivery_limit=QUORUM_DEFAULT_DELIVERY_LIMIT if four else None,
-                   unknown_exchange_type_closes_connection=not four)
+                   unknown_exchange_type_closes_connection=not four,
+                   amqp_frame_min_size=8192 if _at_least(version, "4.1") else 4096,
+                   stomp_max_frame_size=(4 if _at_least(version, "3.13") else 128) * 1024 * 1024)
 
     @property
     def product(self) -> str:

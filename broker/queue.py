@@ -79,6 +79,8 @@ class Queue(SelectiveDispatch, PagingQueue):
         profile = vhost.profile
         self._redelivery: activemq.ActiveMQSettings | None = vhost.activemq if profile.redelivery_policy else None
         self._grouping = profile.message_groups  # assign JMSXGroupID groups (``selective``)
+        # RabbitMQ 4.x: a quorum queue without x-delivery-limit stops at 20 deliveries.
+        self._default_delivery_limit = profile.quorum_delivery_limit
         self._groups: dict[str, Consumer] = {}  # JMSXGroupID -> owning consumer
         self._selectors = 0  # consumers with a selector
         self._selective = self._grouping  # dispatch through _dispatch_selective
@@ -253,6 +255,8 @@ class Queue(SelectiveDispatch, PagingQueue):
         """Put delivered entries back at the head in their original order, redelivered."""
         limit = self.settings.delivery_limit
         quorum = self.settings.quorum
+        if limit is None:
+            limit = self._default_delivery_limit
         redelivery = self._redelivery
         over = []
         for entry in reversed(list(entries)):

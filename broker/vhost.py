@@ -215,9 +215,7 @@ class VirtualHost:
                 raise NotFound(f"no exchange '{name}' in vhost '{self.name}'")
             return ex
         if type not in EXCHANGE_TYPES:
-            # RabbitMQ 3.10 closed the connection with 503 here; later 3.x releases close
-            # the channel with 406, which is what clients' tests expect. mqemu follows them.
-            raise PreconditionFailed(f"invalid exchange type '{type}'")
+            raise self.profile.unknown_exchange_type(type)  # RabbitMQ 3.x: 503, 4.x: 406
         if name == "":
             raise AccessRefused("operation not permitted on the default exchange")
         if ex is None and name.startswith("amq."):

@@ -11,6 +11,7 @@ from typing import Any
 import trio
 
 from mqemu.broker.config import ConfigError, load_config
+from mqemu.broker.profile import VERSIONS
 
 from .logs import setup_logging
 from .node import PROTOCOLS, Node, NodeOptions, NodeStartError
@@ -39,6 +40,10 @@ def build_parser() -> argparse.ArgumentParser:
                            "then closes its listeners, flushes its store and exits 0.")
     serve.add_argument("--engine", choices=("rabbitmq", "activemq"), default=None,
                        help="which broker's behaviour to emulate (default: rabbitmq, or the config file's)")
+    serve.add_argument("--engine-version", default=None, metavar="VERSION",
+                       help="which version of the engine: " + "; ".join(
+                           f"{e} {', '.join(v)}" for e, v in VERSIONS.items())
+                       + " (default: the newest, or the config file's engine_version)")
     serve.add_argument("--host", default="127.0.0.1",
                        help="address to listen on (default 127.0.0.1; 0.0.0.0 for every interface)")
     for proto, (_, _, defaults) in PROTOCOLS.items():
@@ -69,12 +74,12 @@ def main(argv: list[str] | None = None) -> int:
 
 def serve(args: argparse.Namespace) -> int:
     try:
-        config = load_config(args.config, args.engine)
+        config = load_config(args.config, args.engine, args.engine_version)
     except ConfigError as e:
         log.error("%s", e)
         return 2
     ports = {p: getattr(args, f"{p}_port") for p in PROTOCOLS}
-    node = Node(NodeOptions(engine=config.engine, host=args.host, ports=ports, data_dir=args.data_dir,
+    node = Node(NodeOptions(engine=config.engine, engine_version=config.engine_version, host=args.host, ports=ports, data_dir=args.data_dir,
                             ready_file=args.ready_file, config=config))
 
     async def run() -> None:

@@ -37,6 +37,7 @@ PROTOCOLS = {
 @dataclass(slots=True)
 class NodeOptions:
     engine: str = "rabbitmq"
+    engine_version: str | None = None  # None: the newest the engine offers (``broker.profile``)
     host: str = "127.0.0.1"
     # port per protocol: an int (0 = any free port), None = the engine's default, "off" = none
     ports: dict[str, Any] = field(default_factory=dict)
@@ -61,7 +62,8 @@ def make_store(data_dir: str | None) -> Store:
 class Node:
     def __init__(self, options: NodeOptions | None = None) -> None:
         self.options = options or NodeOptions()
-        cfg = self.options.config or load_config(self.options.config_file, self.options.engine)
+        cfg = self.options.config or load_config(self.options.config_file, self.options.engine,
+                                                 self.options.engine_version)
         self.broker = Broker(cfg, store=make_store(self.options.data_dir))
         self.ports: dict[str, int] = {}
         self.host = self.options.host
@@ -88,6 +90,7 @@ class Node:
                          report.bindings, report.messages, report.seconds)
             else:
                 log.info("store: memory only (no --data-dir): nothing survives a restart")
+            log.info("emulating %s %s", broker.profile.product, broker.profile.release)
             async with trio.open_nursery() as nursery:
                 await nursery.start(broker.store.run)
                 await nursery.start(broker.run)

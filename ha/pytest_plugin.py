@@ -3,7 +3,8 @@
 - ``mqemu_server``: a node in a background thread for plain synchronous tests; it has
   ``.ports`` (``{"amqp": 40123, "stomp": ..., "mqtt": ...}``) and ``.url("amqp")``.
 - ``mqemu_node``: the same inside the test's own trio loop (pytest-trio tests).
-- ``mqemu_start``: a factory for other settings, e.g. ``mqemu_start(engine="activemq")``;
+- ``mqemu_start``: a factory for other settings, e.g. ``mqemu_start(engine="activemq")`` or
+  ``mqemu_start(engine_version="3.13")``;
   every node it starts is stopped after the test.
 
 Every listener is on a free port of 127.0.0.1, so tests can run side by side.

@@ -249,6 +249,8 @@ class StompSession(SettleMixin, SubscribeMixin, SessionBase):
         self.session_id = flavour.new_session_id(self.conn_id)
         self.destinations = flavour(self)
         self.decoder.strict_escapes = flavour.STRICT_ESCAPES
+        # RabbitMQ 3.13+: stomp.max_frame_size (4 MiB); 3.10: only max_message_size bounds it.
+        self.decoder.max_frame_size = self.broker.profile.stomp_max_frame_size
         self.send_interval = send_ms / 1000.0
         self.receive_interval = recv_ms / 1000.0
         self.state = State.CONNECTED
