@@ -4,6 +4,8 @@ Example::
 
     engine = "rabbitmq"            # or "activemq"
     engine_version = "4.2"         # rabbitmq: 4.2, 3.13, 3.10; activemq: 5.18, 5.17 (default: newest)
+    default_queue_type = "quorum"  # RabbitMQ: durable queues declared without x-queue-type
+                                   # (default: quorum on 4.2, as Amazon MQ; classic on 3.x)
     memory_high_watermark = 0.4    # fraction of RAM, or bytes when > 1
     loopback_users = ["guest"]
 
@@ -48,6 +50,7 @@ class ConfigError(ValueError):
 class BrokerConfig:
     engine: str = "rabbitmq"
     engine_version: str | None = None  # None: the newest version of the engine (``profile``)
+    default_queue_type: str | None = None  # None: the version's (``profile``)
     vhosts: list[str] = field(default_factory=lambda: ["/"])
     auth: AuthRegistry = field(default_factory=AuthRegistry.default)
     memory_high_watermark: int = 0  # bytes of queued message bodies; 0 = 40 % of RAM
@@ -97,6 +100,11 @@ def load_config(path: str | None, engine: str | None = None, engine_version: str
             raise ConfigError(f"engine_version for {cfg.engine} must be one of "
                               f"{', '.join(VERSIONS[cfg.engine])}, not {version!r}")
         cfg.engine_version = version if version in VERSIONS[cfg.engine] else None
+    queue_type = data.get("default_queue_type")
+    if queue_type is not None:
+        if queue_type not in ("classic", "quorum"):
+            raise ConfigError(f'default_queue_type must be "classic" or "quorum", not {queue_type!r}')
+        cfg.default_queue_type = queue_type
     wm = data.get("memory_high_watermark")
     if wm is not None:
         if not isinstance(wm, (int, float)) or wm <= 0:

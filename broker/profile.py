@@ -69,6 +69,10 @@ class EngineProfile:
     scheduled_delivery: bool = False
     # RabbitMQ 4.x: the delivery limit of a quorum queue that sets none (None: unlimited).
     quorum_delivery_limit: int | None = None
+    # The type of a durable, non-exclusive, non-auto-delete queue declared without
+    # x-queue-type (RabbitMQ's default_queue_type). Amazon MQ's RabbitMQ 4.2 brokers make
+    # them quorum queues; 3.x brokers classic ones. The config key overrides it.
+    default_queue_type: str = "classic"
     # RabbitMQ 3.x: an unknown exchange type closes the connection (503); 4.x: the channel (406).
     unknown_exchange_type_closes_connection: bool = False
     # Per-protocol facts that change with the version (the protocols read them):
@@ -98,8 +102,10 @@ class EngineProfile:
                        redelivery_policy=True, shared_dead_letter_queue=True,
                        scheduled_delivery=policies.scheduler_support)
         four = _at_least(version, "4.0")
+        queue_type = getattr(config, "default_queue_type", None) or ("quorum" if four else "classic")
         return cls(engine, version, versions[version],
                    quorum_delivery_limit=QUORUM_DEFAULT_DELIVERY_LIMIT if four else None,
+                   default_queue_type=queue_type,
                    unknown_exchange_type_closes_connection=not four,
                    amqp_frame_min_size=8192 if _at_least(version, "4.1") else 4096,
                    stomp_max_frame_size=(4 if _at_least(version, "3.13") else 128) * 1024 * 1024)

@@ -301,6 +301,11 @@ class VirtualHost:
             self._check_equivalent(q, durable, exclusive_owner is not None, auto_delete, arguments)
             q.last_used = self.clock()
             return q
+        if (durable and exclusive_owner is None and not auto_delete and "x-queue-type" not in arguments
+                and self.profile.default_queue_type != "classic"):
+            # RabbitMQ's default_queue_type applies to a new queue that can be of that type
+            # (Amazon MQ 4.2: quorum); a redeclare without a type matches any type.
+            arguments["x-queue-type"] = self.profile.default_queue_type
         settings = QueueSettings.parse(name, self.name, arguments)
         if settings.queue_type != "classic":
             for prop, bad in (("non-durable", not durable), ("exclusive", exclusive_owner is not None),

@@ -24,7 +24,7 @@ from .delivery import MqttConsumer, RetainedDelivery
 from .packets import Suback, Subscribe, Unsuback, Unsubscribe, encode
 from .persist import save_session
 from .retained import retained_store
-from .sessions import Subscription, denied
+from .sessions import CLASSIC, Subscription, denied
 from .topics import parse_shared, valid_filter
 
 if TYPE_CHECKING:
@@ -99,7 +99,7 @@ class SubscribeMixin:
         q = vh.queues.get(name)
         if q is None:
             # Not auto-delete: it outlives its connected members while a session holds it.
-            q = vh.declare_queue(name, durable=True)
+            q = vh.declare_queue(name, durable=True, arguments=CLASSIC)
             vh.bind("amq.topic", name, sub.binding)
         c = self.consumers.get(q)
         if c is None:

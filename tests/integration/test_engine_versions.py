@@ -113,3 +113,23 @@ def test_serve_refuses_a_version_the_engine_has_not():
                          capture_output=True, text=True, timeout=30)
     assert out.returncode == 2
     assert "engine_version for rabbitmq must be one of 4.2, 3.13, 3.10, not '3.9'" in out.stderr
+
+
+@pytest.mark.parametrize("version,queue_type", [("4.2", "quorum"), ("3.13", "classic")])
+def test_a_durable_queue_declared_without_type_is_quorum_on_4_2(mqemu_start, version, queue_type):
+    """Amazon MQ's RabbitMQ 4.2 makes it a quorum queue: a requeued message carries
+    x-delivery-count; on 3.13 it is a classic queue and carries none."""
+    conn = amqp(mqemu_start(engine_version=version, ports={"stomp": "off", "mqtt": "off"}))
+    try:
+        ch = conn.channel()
+        ch.queue_declare("dqt", durable=True)
+        ch.basic_publish("", "dqt", b"m")
+        method, _props, _body = ch.basic_get("dqt")
+        ch.basic_nack(method.delivery_tag, requeue=True)
+        method, props, _body = ch.basic_get("dqt", auto_ack=True)
+        assert method.redelivered
+        count = (props.headers or {}).get("x-delivery-count")
+        assert count == (1 if queue_type == "quorum" else None)
+        ch.queue_delete("dqt")
+    finally:
+        conn.close()

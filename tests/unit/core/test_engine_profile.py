@@ -100,3 +100,29 @@ def test_quorum_delivery_limit_is_20_by_default_on_rabbitmq_4():
 
 def test_quorum_delivery_limit_is_unlimited_on_rabbitmq_3():
     assert _requeue_until_dead("3.13") == (30, [])
+
+
+def test_durable_queues_are_quorum_by_default_on_amazon_mq_rabbitmq_4_2():
+    vh = Broker().vhosts["/"]
+    assert vh.declare_queue("d", durable=True).settings.queue_type == "quorum"
+    # only a queue that can be quorum: durable, not exclusive, not auto-delete
+    assert vh.declare_queue("t").settings.queue_type == "classic"
+    assert vh.declare_queue("e", durable=True, exclusive_owner=object()).settings.queue_type == "classic"
+    assert vh.declare_queue("a", durable=True, auto_delete=True).settings.queue_type == "classic"
+    assert vh.declare_queue("c", durable=True, arguments={"x-queue-type": "classic"}).settings.queue_type == "classic"
+    assert vh.declare_queue("d", durable=True).settings.queue_type == "quorum"  # a redeclare matches
+    with pytest.raises(PreconditionFailed, match="inequivalent arg 'x-queue-type' for queue 'd'"):
+        vh.declare_queue("d", durable=True, arguments={"x-queue-type": "classic"})
+
+
+def test_default_queue_type_is_classic_on_rabbitmq_3_and_configurable(tmp_path):
+    assert Broker(BrokerConfig(engine_version="3.13")).vhosts["/"].declare_queue(
+        "d", durable=True).settings.queue_type == "classic"
+    cfg = load_config(write(tmp_path, 'default_queue_type = "classic"\n'))
+    assert Broker(cfg).profile.default_queue_type == "classic"
+    cfg = load_config(write(tmp_path, 'engine_version = "3.13"\ndefault_queue_type = "quorum"\n'))
+    assert Broker(cfg).vhosts["/"].declare_queue("d", durable=True).settings.queue_type == "quorum"
+    with pytest.raises(ConfigError, match='default_queue_type must be "classic" or "quorum", not \'stream\''):
+        load_config(write(tmp_path, 'default_queue_type = "stream"\n'))
+    assert Broker(BrokerConfig(engine="activemq")).vhosts["/"].declare_queue(
+        "d", durable=True).settings.queue_type == "classic"
