@@ -120,10 +120,6 @@ class EngineProfile:
         """``product/release``, e.g. ``RabbitMQ/4.2.1`` (STOMP's ``server`` header)."""
         return f"{self.product}/{self.release}"
 
-    def at_least(self, version: str) -> bool:
-        """True when the emulated version is ``version`` or newer (same engine assumed)."""
-        return _at_least(self.version, version)
-
     def unknown_exchange_type(self, type_name: str) -> BrokerError:
         """exchange.declare with a type the broker does not have. RabbitMQ 3.x:
         ``rabbit_exchange:check_type`` raises command_invalid (the connection closes with
