@@ -21,7 +21,7 @@ from mqemu.broker.errors import BrokerError, PreconditionFailed
 
 from .destinations import ActiveMQDestinations, RabbitDestinations
 from .errors import StompError, protocol_exception
-from .mapping import ACTIVEMQ_TEXT, activemq_destination, activemq_properties, rabbit_destination, rabbit_properties
+from .mapping import activemq_destination, rabbit_destination
 
 if TYPE_CHECKING:
     from mqemu.broker.profile import EngineProfile
@@ -55,7 +55,9 @@ class RabbitFlavour(RabbitDestinations):
     SEND_REFUSES_MESSAGE_ID = True  # message-id is not allowed on SEND
     CACHES_SEND_ROUTES = True  # a destination is resolved (and declared) once per connection
     AUTHENTICATES = True  # login and passcode are checked, host names the virtual host
-    AMQP_MESSAGE_FORM = True  # MESSAGE frames: AMQP property headers, redelivered always, content-length
+    # SEND headers mapped as the plugin maps them (user-id checked); MESSAGE frames with AMQP
+    # property headers, redelivered always, content-length always
+    AMQP_MESSAGE_FORM = True
 
     destination_name: Callable[[str, str], str] = staticmethod(rabbit_destination)
 
@@ -96,20 +98,6 @@ class RabbitFlavour(RabbitDestinations):
     def consumer_options(h: dict[str, str], dest: str) -> tuple[int, Any]:
         """(prefetch, selector): prefetch-count (default: no limit); no selectors."""
         return int(h.get("prefetch-count", "0")), None
-
-    @staticmethod
-    def message_properties(session: "StompSession", h: dict[str, str]) -> dict[str, Any]:
-        """A SEND's headers as the plugin maps them; a user-id must be the login's."""
-        props = rabbit_properties(h)
-        user_id = props.get("user_id")
-        if user_id is not None and user_id != session.user.name:
-            raise PreconditionFailed(f"user_id property set to '{user_id}' but authenticated "
-                                     f"user was '{session.user.name}'")
-        return props
-
-    @staticmethod
-    def text_origin(h: dict[str, str]) -> str | None:
-        return None
 
     def delivery_tag(self, command: str, value: str) -> int:
         """The delivery tag of ``T_<sub>@@<session>@@<tag>``, whose subscription must exist."""
@@ -152,7 +140,9 @@ class ActiveMQFlavour(ActiveMQDestinations):
     SEND_REFUSES_MESSAGE_ID = False
     CACHES_SEND_ROUTES = False
     AUTHENTICATES = False  # any login is accepted; host is ignored
-    AMQP_MESSAGE_FORM = False  # JMS headers, redelivered only when true, text bodies bare
+    # SEND headers mapped to JMS fields, a SEND without content-length is a text message;
+    # MESSAGE frames with JMS headers, redelivered only when true, text bodies bare
+    AMQP_MESSAGE_FORM = False
 
     destination_name: Callable[[str, str], str] = staticmethod(activemq_destination)
 
@@ -199,15 +189,6 @@ class ActiveMQFlavour(ActiveMQDestinations):
             # ActiveMQ: STOMP selectors compare string headers with numbers by converting them.
             selector = compile_selector(text, convert_string_expressions=True)
         return max(0, int(size)), selector
-
-    @staticmethod
-    def message_properties(session: "StompSession", h: dict[str, str]) -> dict[str, Any]:
-        return activemq_properties(h, int(session.wallclock() * 1000))
-
-    @staticmethod
-    def text_origin(h: dict[str, str]) -> str | None:
-        """A SEND without content-length is a text message (delivered without one)."""
-        return None if "content-length" in h else ACTIVEMQ_TEXT
 
     def delivery_tag(self, command: str, value: str) -> int:
         """The delivery tag at the end of ``ID:<session>:<sub>:<tag>``; -1 when not ours."""

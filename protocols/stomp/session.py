@@ -33,7 +33,7 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any, Callable
 
-from mqemu.broker.errors import AuthenticationFailed, BrokerError
+from mqemu.broker.errors import AuthenticationFailed, BrokerError, PreconditionFailed
 from mqemu.broker.message import Message
 from mqemu.protocols.session_base import ClosedReason, SessionBase
 
@@ -42,7 +42,7 @@ from .codec import NEED_DATA, Frame, StompDecoder, StompFrameError, negotiate_ve
 from .errors import StompError
 from .flavours import ActiveMQFlavour, RabbitFlavour, flavour_for
 from .frames_out import connected_frame, error_frame, receipt_frame
-from .mapping import ESCAPERS, escape_10
+from .mapping import ACTIVEMQ_TEXT, ESCAPERS, activemq_properties, escape_10, rabbit_properties
 from .subscribing import SubscribeMixin
 from .subscription import Subscription, destination_header
 
@@ -312,13 +312,21 @@ class StompSession(SettleMixin, SubscribeMixin, SessionBase):
             rewritten = self.destinations.rewrite_reply_to(reply_to)
             if rewritten != reply_to:
                 h = dict(h, **{"reply-to": rewritten})
-        props = flavour.message_properties(self, h)
+        amqp_form = flavour.AMQP_MESSAGE_FORM  # RabbitMQ's mapping; else ActiveMQ's
+        if amqp_form:
+            props = rabbit_properties(h)
+            user_id = props.get("user_id")
+            if user_id is not None and user_id != self.user.name:
+                raise PreconditionFailed(f"user_id property set to '{user_id}' but authenticated "
+                                         f"user was '{self.user.name}'")
+        else:
+            props = activemq_properties(h, int(self.wallclock() * 1000))
         self.published = True
         vhost = self.vhost
         body = f.body
         routed = 0
         allowed = self.write_allowed
-        text = flavour.text_origin(h)
+        text = None if amqp_form or "content-length" in h else ACTIVEMQ_TEXT
         for exchange, key in targets:
             if exchange not in allowed:  # RabbitMQ caches permission checks per connection too
                 self.check("write", "exchange", exchange or "amq.default")
