@@ -12,9 +12,9 @@ Each rule says which engine does what; see ``destinations`` for the destination 
 from __future__ import annotations
 
 import base64
+import itertools
 import os
 import time
-import itertools
 from typing import TYPE_CHECKING, Any, Callable
 
 from mqemu.broker.errors import BrokerError, PreconditionFailed
