@@ -68,7 +68,7 @@ class AuthRegistry:
     users: dict[str, User] = field(default_factory=dict)
     permissions: dict[tuple[str, str], Permission] = field(default_factory=dict)
     loopback_users: set[str] = field(default_factory=lambda: {"guest"})
-    engine: str = "rabbitmq"
+    simple: bool = False  # ActiveMQ's model (the engine profile's simple_authentication)
     # True when the config file lists users (ActiveMQ: the authentication plugin is on).
     users_configured: bool = False
     # ActiveMQ: simpleAuthenticationPlugin's anonymousAccessAllowed, anonymousUser/Group.
@@ -96,13 +96,13 @@ class AuthRegistry:
     def open(self) -> bool:
         """ActiveMQ without users in the config: stock ActiveMQ without an authentication
         plugin, which lets everyone in."""
-        return self.engine == "activemq" and not self.users_configured
+        return self.simple and not self.users_configured
 
     @property
     def guards_topics(self) -> bool:
         """Whether ``check_topic`` can refuse anything (a publish path tests this first)."""
         return bool(self.deny_publish or self.deny_subscribe
-                    or (self.engine == "activemq" and self.authorization is not None))
+                    or (self.simple and self.authorization is not None))
 
     def login(self, username: str | None, password: str | None, peer_host: str | None,
               default: tuple[str, str] | None = None) -> User | None:
@@ -113,7 +113,7 @@ class AuthRegistry:
         anonymous logins are refused), then ``authenticate``. ActiveMQ:
         SimpleAuthenticationBroker.authenticate: anonymous access when allowed and neither a
         name nor a password came, else the password must match (no loopback rule)."""
-        if self.engine == "activemq":
+        if self.simple:
             if not self.users_configured:
                 return None
             if self.anonymous_access and username is None and password is None:
@@ -149,7 +149,7 @@ class AuthRegistry:
 
     # -- RabbitMQ permissions ---------------------------------------------------------------
     def check_vhost(self, user: User | None, vhost: str) -> None:
-        if user is None or self.engine == "activemq":
+        if user is None or self.simple:
             return
         if (user.name, vhost) not in self.permissions:
             raise AccessRefused(f"access to vhost '{vhost}' refused for user '{user.name}'")
@@ -158,7 +158,7 @@ class AuthRegistry:
         """Raises AccessRefused unless user may do ``what`` (configure/write/read) to name.
         RabbitMQ's permissions; the ActiveMQ engine authorises destinations instead
         (``check_destination``, ``check_topic``)."""
-        if user is None or self.engine == "activemq":
+        if user is None or self.simple:
             return
         perm = self.permissions.get((user.name, vhost))
         pattern = getattr(perm, what) if perm is not None else ""
@@ -179,7 +179,7 @@ class AuthRegistry:
         "topic", ActiveMQ's name and wildcards), then ``admin`` when the destination does
         not exist yet (creating it). Raises AccessRefused with ActiveMQ's text. Nothing
         is checked on the RabbitMQ engine, without users, or without authorization entries."""
-        if user is None or self.authorization is None or self.engine != "activemq":
+        if user is None or self.authorization is None or not self.simple:
             return
         # ActiveMQ: the AuthorizationBroker checks the consumer or the send first; the
         # region then creates a missing destination, which addDestination checks (admin).
@@ -224,7 +224,7 @@ class AuthRegistry:
             refused = any(_pattern_covers(rule, key) for rule in self.deny_subscribe)
         if refused:
             raise AccessRefused(self._topic_refusal(user, vhost, what, key))
-        if self.engine == "activemq" and user is not None and self.authorization is not None:
+        if self.simple and user is not None and self.authorization is not None:
             name = key.replace("#", ">")
             words = name.split(".")
             exists = "*" in words or ">" in words or name in self._created_topics
@@ -238,7 +238,7 @@ class AuthRegistry:
         return any(_pattern_covers(rule, key) for rule in self.deny_subscribe)
 
     def _topic_refusal(self, user: User | None, vhost: str, what: str, key: str) -> str:
-        if self.engine == "activemq":
+        if self.simple:
             return (f"User {user.name if user else 'anonymous'} is not authorized to {_VERBS[what]}: "
                     f"topic://{key.replace('#', '>')}")
         # RabbitMQ 3.10's topic permission refusal (the same text for read and write).

@@ -3,6 +3,9 @@
 Example::
 
     engine = "rabbitmq"            # or "activemq"
+    engine_version = "4.2"         # rabbitmq: 4.2, 3.13, 3.10; activemq: 5.18, 5.17 (default: newest)
+    default_queue_type = "quorum"  # RabbitMQ: durable queues declared without x-queue-type
+                                   # (default: quorum on 4.2, as Amazon MQ; classic on 3.x)
     memory_high_watermark = 0.4    # fraction of RAM, or bytes when > 1
     loopback_users = ["guest"]
 
@@ -51,7 +54,9 @@ from typing import Any
 
 from .auth import AuthorizationEntry, AuthRegistry, Permission, User
 
-ENGINES = ("rabbitmq", "activemq")
+from .profile import VERSIONS
+
+ENGINES = tuple(VERSIONS)
 # Timeouts in seconds a protocol section may set; each defaults to the emulated engine's.
 TIMEOUT_KEYS = (
     ("amqp", "handshake_timeout"),  # header to connection.open-ok (RabbitMQ: 10 s)
@@ -67,6 +72,8 @@ class ConfigError(ValueError):
 @dataclass(slots=True)
 class BrokerConfig:
     engine: str = "rabbitmq"
+    engine_version: str | None = None  # None: the newest version of the engine (``profile``)
+    default_queue_type: str | None = None  # None: the version's (``profile``)
     vhosts: list[str] = field(default_factory=lambda: ["/"])
     auth: AuthRegistry = field(default_factory=AuthRegistry.default)
     memory_high_watermark: int = 0  # bytes of queued message bodies; 0 = 40 % of RAM
@@ -97,7 +104,7 @@ class BrokerConfig:
         return None if self.memory_budget < 0 else self.memory_budget
 
 
-def load_config(path: str | None, engine: str | None = None) -> BrokerConfig:
+def load_config(path: str | None, engine: str | None = None, engine_version: str | None = None) -> BrokerConfig:
     """Read a TOML config file (or none). Raises ConfigError naming the bad key."""
     data: dict[str, Any] = {}
     if path:
@@ -112,6 +119,21 @@ def load_config(path: str | None, engine: str | None = None) -> BrokerConfig:
     cfg.engine = engine or data.get("engine", "rabbitmq")
     if cfg.engine not in ENGINES:
         raise ConfigError(f"engine must be one of {', '.join(ENGINES)}, not {cfg.engine!r}")
+    # A version given with --engine-version wins. The file's version belongs to the file's
+    # engine: with another engine on the command line it is not used.
+    version = engine_version or data.get("engine_version")
+    if version is not None:
+        if not isinstance(version, str):  # a TOML number would turn 3.10 into 3.1
+            raise ConfigError(f'engine_version must be a string such as "3.13", not {version!r}')
+        if version not in VERSIONS[cfg.engine] and not (engine and engine_version is None):
+            raise ConfigError(f"engine_version for {cfg.engine} must be one of "
+                              f"{', '.join(VERSIONS[cfg.engine])}, not {version!r}")
+        cfg.engine_version = version if version in VERSIONS[cfg.engine] else None
+    queue_type = data.get("default_queue_type")
+    if queue_type is not None:
+        if queue_type not in ("classic", "quorum"):
+            raise ConfigError(f'default_queue_type must be "classic" or "quorum", not {queue_type!r}')
+        cfg.default_queue_type = queue_type
     wm = data.get("memory_high_watermark")
     if wm is not None:
         if not isinstance(wm, (int, float)) or wm <= 0:

@@ -13,9 +13,9 @@ from typing import Any, Callable
 
 import trio
 
-from .activemq import ActiveMQSettings
 from .auth import AuthRegistry, User
 from .config import BrokerConfig
+from .profile import EngineProfile
 from .recovery import recover as recover_snapshot
 from .errors import NotAllowed
 from .paging import MemoryBudget, arguments_paging_mode
@@ -38,12 +38,14 @@ class Broker:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.config = config or BrokerConfig()
-        self.engine = self.config.engine
+        # The emulated engine and version, chosen once (``profile``); sessions read it.
+        self.profile = EngineProfile.build(self.config.engine, self.config.engine_version, self.config)
+        self.engine = self.profile.name  # the same as profile.name, for code that reads it
         self.store = store or MemoryStore()
         self.clock = clock
         self.timers = Timers()
         self.auth: AuthRegistry = self.config.auth
-        self.auth.engine = self.engine  # the login and authorisation rules follow the engine
+        self.auth.simple = self.profile.simple_authentication  # whose login and authorisation rules
         self.vhosts: dict[str, VirtualHost] = {}
         # Queues larger than memory: past this many bytes of bodies in memory, queues page
         # (``paging``); recovery loads bodies only up to it. None: no paging.
@@ -81,8 +83,7 @@ class Broker:
         vh = self.vhosts.get(name)
         if vh is None:
             vh = self.vhosts[name] = VirtualHost(
-                name, self.timers, self.clock, self.store, engine=self.engine,
-                activemq_settings=ActiveMQSettings.from_config(self.config) if self.engine == "activemq" else None,
+                name, self.timers, self.clock, self.store, profile=self.profile,
             )
             vh.budget = self.budget
             if self.auth.deny_subscribe:  # topics no one may read reach no one (AuthRegistry.check_topic)

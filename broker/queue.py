@@ -75,11 +75,16 @@ class Queue(SelectiveDispatch, PagingQueue):
         self._dispatching = False
         self._expiry_at: float | None = None
         self._persist = durable and vhost.store is not None and vhost.store.keeps_messages
-        # ActiveMQ: message groups and the redelivery policy; selectors on any engine.
-        self._amq: activemq.ActiveMQSettings | None = getattr(vhost, "activemq", None)
+        # The engine profile's policies: ActiveMQ's message groups and redelivery policy
+        # (settings in vhost.activemq); selectors on any engine.
+        profile = vhost.profile
+        self._redelivery: activemq.ActiveMQSettings | None = vhost.activemq if profile.redelivery_policy else None
+        self._grouping = profile.message_groups  # assign JMSXGroupID groups (``selective``)
+        # RabbitMQ 4.x: a quorum queue without x-delivery-limit stops at 20 deliveries.
+        self._default_delivery_limit = profile.quorum_delivery_limit
         self._groups: dict[str, Consumer] = {}  # JMSXGroupID -> owning consumer
         self._selectors = 0  # consumers with a selector
-        self._selective = self._amq is not None  # dispatch through _dispatch_selective
+        self._selective = self._grouping  # dispatch through _dispatch_selective
         self._version = 0  # bumped when an entry left in the queue may become deliverable
         self._stuck = 0  # head entries the last selective scan found no consumer for
         self._stuck_version = -1
@@ -252,14 +257,16 @@ class Queue(SelectiveDispatch, PagingQueue):
         (RabbitMQ: a requeued message goes back to its original position)."""
         limit = self.settings.delivery_limit
         quorum = self.settings.quorum
-        amq = self._amq
+        if limit is None:
+            limit = self._default_delivery_limit
+        redelivery = self._redelivery
         over = []
         back = []
         for entry in entries:
             entry.redelivered = True
-            if amq is not None:
+            if redelivery is not None:
                 # ActiveMQ: past maximumRedeliveries the message goes to ActiveMQ.DLQ.
-                if activemq.over_redelivery_limit(amq, entry):
+                if activemq.over_redelivery_limit(redelivery, entry):
                     over.append(entry)
                     continue
             elif quorum:
@@ -329,7 +336,7 @@ class Queue(SelectiveDispatch, PagingQueue):
         self._version += 1
         if consumer.selector is not None:
             self._selectors -= 1
-            self._selective = self._selectors > 0 or self._amq is not None
+            self._selective = self._selectors > 0 or self._grouping
         if self._groups:  # ActiveMQ: its groups go to whichever consumer gets their next message
             for group in [g for g, c in self._groups.items() if c is consumer]:
                 del self._groups[group]

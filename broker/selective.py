@@ -3,7 +3,7 @@
 Mixed into ``Queue``. Each ready entry, in order, goes to the first consumer with credit whose
 selector matches it (and, with ``JMSXGroupID``, to its group's owner); entries nobody takes
 stay where they are for later consumers. The plain loop in ``Queue.dispatch`` runs instead
-whenever no consumer has a selector and the engine is not ActiveMQ.
+whenever no consumer has a selector and the engine profile has no message groups.
 """
 
 from __future__ import annotations
@@ -103,7 +103,7 @@ class SelectiveDispatch:
             n = 1
         message = entry.message
         group = None
-        if self._amq is not None:
+        if self._grouping:
             headers = message.properties.get("headers")
             if headers:
                 group = headers.get("JMSXGroupID")
@@ -143,12 +143,11 @@ class SelectiveDispatch:
                 del self._groups[group]
                 self._version += 1
             return owner
-        saved = self._amq
-        self._amq = None  # pick as for an ungrouped entry
+        self._grouping = False  # pick as for an ungrouped entry
         try:
             chosen = self._pick(entry)
         finally:
-            self._amq = saved
+            self._grouping = True
         if chosen is not None and chosen is not _ALL_FULL:
             # ActiveMQ: a closing message with no owner still assigns the group.
             self._groups[group] = chosen

@@ -14,6 +14,7 @@ from typing import Any
 import trio
 
 from mqemu.broker.config import ConfigError, load_config
+from mqemu.broker.profile import VERSIONS
 
 from .checker import add_check_command
 from .logs import setup_logging
@@ -45,6 +46,10 @@ def build_parser() -> argparse.ArgumentParser:
                            "then closes its listeners, flushes its store and exits 0.")
     serve.add_argument("--engine", choices=("rabbitmq", "activemq"), default=None,
                        help="which broker's behaviour to emulate (default: rabbitmq, or the config file's)")
+    serve.add_argument("--engine-version", default=None, metavar="VERSION",
+                       help="which version of the engine: " + "; ".join(
+                           f"{e} {', '.join(v)}" for e, v in VERSIONS.items())
+                       + " (default: the newest, or the config file's engine_version)")
     serve.add_argument("--host", default="127.0.0.1",
                        help="address to listen on (default 127.0.0.1; 0.0.0.0 for every interface)")
     for proto, (_, defaults) in PROTOCOLS.items():
@@ -187,7 +192,7 @@ def _control(args: argparse.Namespace, call: Any) -> int:
 
 def serve(args: argparse.Namespace) -> int:
     try:
-        config = load_config(args.config, args.engine)
+        config = load_config(args.config, args.engine, args.engine_version)
     except ConfigError as e:
         log.error("%s", e)
         return 2
@@ -195,8 +200,9 @@ def serve(args: argparse.Namespace) -> int:
     if args.standby and not args.data_dir:
         log.error("--standby needs --data-dir: a standby waits for the lock of a data directory it shares")
         return 2
-    node = Node(NodeOptions(engine=config.engine, host=args.host, ports=ports, data_dir=args.data_dir,
-                            ready_file=args.ready_file, config=config, name=args.name, standby=args.standby,
+    node = Node(NodeOptions(engine=config.engine, engine_version=config.engine_version, host=args.host,
+                            ports=ports, data_dir=args.data_dir, ready_file=args.ready_file, config=config,
+                            name=args.name, standby=args.standby,
                             timing=TIMINGS[args.timing], status_file=args.status_file))
 
     async def run() -> None:

@@ -62,6 +62,7 @@ TIMINGS = {"fast": Timing(0.1, 0.5), "engine": Timing(10.0, 10.0)}
 @dataclass(slots=True)
 class NodeOptions:
     engine: str = "rabbitmq"
+    engine_version: str | None = None  # None: the newest the engine offers (``broker.profile``)
     host: str = "127.0.0.1"
     # port per protocol: an int (0 = any free port), None = the engine's default, "off" = none
     ports: dict[str, Any] = field(default_factory=dict)
@@ -95,7 +96,8 @@ def make_store(data_dir: str | None) -> Store:
 class Node:
     def __init__(self, options: NodeOptions | None = None) -> None:
         self.options = options or NodeOptions()
-        cfg = self.options.config or load_config(self.options.config_file, self.options.engine)
+        cfg = self.options.config or load_config(self.options.config_file, self.options.engine,
+                                                 self.options.engine_version)
         self.broker = Broker(cfg, store=make_store(self.options.data_dir))
         self.ports: dict[str, int] = {}
         self.host = self.options.host
@@ -127,6 +129,7 @@ class Node:
                          report.bindings, report.messages, report.seconds)
             else:
                 log.info("store: memory only (no --data-dir): nothing survives a restart")
+            log.info("emulating %s %s", broker.profile.product, broker.profile.release)
             if broker.auth.open:
                 log.warning("auth: no users in the config: every login is accepted and nothing is "
                             "authorised (stock ActiveMQ without an authentication plugin)")
@@ -140,7 +143,7 @@ class Node:
                     if port == "off":
                         continue
                     if port is None:
-                        port = defaults[broker.engine]
+                        port = defaults[broker.profile.name]
                     try:
                         bound = await nursery.start(
                             partial(serve, broker, self.host, int(port), connections=self.sessions,

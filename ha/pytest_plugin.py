@@ -3,7 +3,8 @@
 - ``mqemu_server``: a node in a background thread for plain synchronous tests; it has
   ``.ports`` (``{"amqp": 40123, "stomp": ..., "mqtt": ...}``) and ``.url("amqp")``.
 - ``mqemu_node``: the same inside the test's own trio loop (pytest-trio tests).
-- ``mqemu_start``: a factory for other settings, e.g. ``mqemu_start(engine="activemq")``;
+- ``mqemu_start``: a factory for other settings, e.g. ``mqemu_start(engine="activemq")`` or
+  ``mqemu_start(engine_version="3.13")``;
   every node it starts is stopped after the test.
 - ``mqemu_active_standby``: an ActiveMQ-engine active/standby pair, each node its own process,
   behind fault proxies (``harness.TopologyThread``): ``.endpoints("stomp")``,

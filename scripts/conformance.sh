@@ -32,13 +32,15 @@ for suite in $SUITES; do
     out="$WORK/$suite.out"
     case $suite in
     pika)
-        start_broker --amqp-port 0 --stomp-port off --mqtt-port off || { failed=1; continue; }
+        # RabbitMQ 4.x: the suite expects a 406 channel close for an unknown exchange type
+        # (3.x closes the connection with 503 and fails that one test).
+        start_broker --engine-version 4.2 --amqp-port 0 --stomp-port off --mqtt-port off || { failed=1; continue; }
         bash "$CONF/pika-acceptance.sh" 127.0.0.1 "$(port_of amqp)" >"$out" 2>&1
         stop_broker; check pika-acceptance 158 "$out" ;;
     stomp-rabbitmq|stomp-activemq)
-        engine="${suite#stomp-}"; min=42; [ "$engine" = activemq ] && min=51
+        engine="${suite#stomp-}"; min=42; version=4.2; [ "$engine" = activemq ] && min=51 && version=5.18
         # Two stomp.py tests dial localhost:61613 whatever port they are given.
-        start_broker --engine "$engine" --stomp-port 61613 --amqp-port 0 --mqtt-port off || { failed=1; continue; }
+        start_broker --engine "$engine" --engine-version "$version" --stomp-port 61613 --amqp-port 0 --mqtt-port off || { failed=1; continue; }
         bash "$CONF/stompy.sh" 127.0.0.1 61613 >"$out" 2>&1
         stop_broker; check "stompy-$engine" "$min" "$out" ;;
     mqtt)

@@ -27,6 +27,7 @@ import platform
 from typing import TYPE_CHECKING, Any
 
 from mqemu.broker.errors import AuthenticationFailed, BrokerError
+from mqemu.broker.profile import RABBITMQ
 from mqemu.protocols.session_base import ClosedReason, SessionBase
 
 from . import spec
@@ -50,6 +51,7 @@ from .replies import (
 )
 
 if TYPE_CHECKING:
+    from mqemu.broker.profile import EngineProfile
     from mqemu.broker.auth import User
     from mqemu.broker.core import Broker
     from mqemu.broker.vhost import VirtualHost
@@ -73,8 +75,9 @@ class State(enum.Enum):
     CLOSED = "closed"
 
 
-def server_properties() -> dict[str, Any]:
-    # RabbitMQ's server properties, so clients enable the extensions they look for.
+def server_properties(profile: "EngineProfile" = RABBITMQ) -> dict[str, Any]:
+    # RabbitMQ's server properties, so clients enable the extensions they look for; the
+    # product and version are the emulated engine's (``broker.profile``).
     return {
         "capabilities": {
             "publisher_confirms": True,
@@ -89,10 +92,11 @@ def server_properties() -> dict[str, Any]:
         },
         "cluster_name": "mqemu@" + platform.node(),
         "copyright": "mqemu contributors",
-        "information": "mqemu: a Python broker emulating RabbitMQ 3.10 (not RabbitMQ itself)",
+        "information": f"mqemu: a Python broker emulating {profile.product} {profile.version} "
+                       f"(not {profile.product} itself)",
         "platform": f"Python {platform.python_version()}",
-        "product": "RabbitMQ",
-        "version": "3.10.25",
+        "product": profile.product,
+        "version": profile.release,
     }
 
 
@@ -293,7 +297,7 @@ class AMQPConnection(SessionBase):
     def _start(self) -> None:
         self.state = State.START
         self.send(encode_method(0, spec.ConnectionStart(
-            version_major=0, version_minor=9, server_properties=server_properties(),
+            version_major=0, version_minor=9, server_properties=server_properties(self.broker.profile),
             mechanisms=b"PLAIN AMQPLAIN", locales=b"en_US")))
 
     def _on_start_ok(self, m: spec.ConnectionStartOk) -> None:
@@ -336,8 +340,9 @@ class AMQPConnection(SessionBase):
         raise HardError(COMMAND_INVALID, f"unknown authentication mechanism '{mechanism}'", 10, 11)
 
     def _on_tune_ok(self, m: spec.ConnectionTuneOk) -> None:
-        if m.frame_max and m.frame_max < 4096:
-            raise HardError(NOT_ALLOWED, f"frame_max={m.frame_max} < 4096 min size", 10, 31)
+        floor = self.broker.profile.amqp_frame_min_size  # RabbitMQ 4.1+: 8192
+        if m.frame_max and m.frame_max < floor:
+            raise HardError(NOT_ALLOWED, f"frame_max={m.frame_max} < {floor} min size", 10, 31)
         if m.frame_max > self.server_frame_max:
             raise HardError(NOT_ALLOWED, f"frame_max={m.frame_max} > {self.server_frame_max} max size", 10, 31)
         if m.channel_max > self.server_channel_max:

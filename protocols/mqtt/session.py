@@ -14,7 +14,7 @@ States and what moves them:
     CONNECTING --malformed CONNECT--------------> CLOSED    (5.0: CONNACK 0x81/0x82/0x95;
                                                              3.x: close [MQTT-4.8.0-1])
     CONNECTING --another packet-----------------> CLOSED    [MQTT-3.1.0-1]
-    CONNECTING --CONNECT_TIMEOUT after accept---> CLOSED    (no packet; RabbitMQ 10 s, ActiveMQ 30 s)
+    CONNECTING --connect timeout after accept-> CLOSED    (no packet; RabbitMQ 10 s, ActiveMQ 30 s)
     CONNECTED  --DISCONNECT---------------------> CLOSED    (will dropped [MQTT-3.1.2-10],
                                                              except 5.0 reason 0x04)
     CONNECTED  --bad packet, second CONNECT-----> CLOSED    (5.0: DISCONNECT with the reason;
@@ -73,7 +73,6 @@ LINGER = 1.0  # seconds a socket stays open after a DISCONNECT or refusal sent b
 # Seconds from accept to CONNECT, a silent socket included ([mqtt] connect_timeout); the
 # keep-alive applies only after CONNECT. RabbitMQ closes after 10 s, ActiveMQ after 30 s
 # (transport.connectAttemptTimeout).
-CONNECT_TIMEOUT = {"rabbitmq": 10.0, "activemq": 30.0}
 # Largest packet before CONNECT is accepted: RabbitMQ 3.12's max_packet_size_unauthenticated
 # (3.10 takes a CONNECT of any size; mqemu bounds what an unauthenticated client makes it hold).
 MAX_PACKET_BEFORE_CONNECT = 65536
@@ -120,7 +119,7 @@ class MqttConnection(ConnectMixin, PublishMixin, DeliveryMixin, SubscribeMixin, 
         self.dropping = False
         self.deny_subscribe_code = int(cfg.get("deny_subscribe_code", NOT_AUTHORIZED))
         self.decoder = MqttDecoder(MAX_PACKET_BEFORE_CONNECT)
-        self.connect_timeout = broker.config.seconds("mqtt", "connect_timeout", CONNECT_TIMEOUT[broker.engine])
+        self.connect_timeout = broker.config.seconds("mqtt", "connect_timeout", broker.profile.connect_timeout)
         self.state = State.CONNECTING
         self.blocked = False  # the consumer owner flag: outbound over its budget
         self.level = 4

@@ -43,6 +43,9 @@ if TYPE_CHECKING:
     from .packets import Will
 
 NEVER_EXPIRES = 0xFFFFFFFF
+# Session and shared-subscription queues are classic on every version: the engine's
+# default_queue_type (quorum on Amazon MQ's RabbitMQ 4.2) is for queues clients declare.
+CLASSIC = {"x-queue-type": "classic"}
 
 
 class Subscription:
@@ -117,7 +120,7 @@ class SessionState:
     def queue(self) -> Queue:
         q = self.vhost.queues.get(self.queue_name)
         if q is None:
-            q = self.vhost.declare_queue(self.queue_name, durable=self.persistent)
+            q = self.vhost.declare_queue(self.queue_name, durable=self.persistent, arguments=CLASSIC)
         return q
 
     def bind(self, key: str) -> None:
@@ -146,7 +149,7 @@ class SessionState:
             self.bind(sub.binding)
         else:
             self.shared[text] = sub
-            self.vhost.declare_queue(sub.queue, durable=True)
+            self.vhost.declare_queue(sub.queue, durable=True, arguments=CLASSIC)
             self.vhost.bind("amq.topic", sub.queue, sub.binding)
 
     def end(self) -> None:

@@ -26,7 +26,7 @@ from .mapping import RETAINED_FOR
 from .packets import Suback, Subscribe, Unsuback, Unsubscribe, encode
 from .persist import save_session
 from .retained import retained_store
-from .sessions import Subscription
+from .sessions import CLASSIC, Subscription
 from .topics import filter_to_binding, parse_shared, valid_filter
 
 log = logging.getLogger("mqemu.protocols.mqtt")
@@ -116,7 +116,7 @@ class SubscribeMixin:
         q = vh.queues.get(name)
         if q is None:
             # Not auto-delete: it outlives its connected members while a session holds it.
-            q = vh.declare_queue(name, durable=True)
+            q = vh.declare_queue(name, durable=True, arguments=CLASSIC)
             vh.bind("amq.topic", name, sub.binding)
         c = self.consumers.get(q)
         if c is None:

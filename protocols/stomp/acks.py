@@ -11,10 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from mqemu.broker.errors import PreconditionFailed
-
 from .codec import Frame
-from .errors import StompError, for_engine, protocol_exception
+from .errors import StompError, protocol_exception
 
 MAX_TRANSACTIONS = 100  # RabbitMQ's limit of open transactions per connection
 
@@ -27,7 +25,7 @@ class SettleMixin:
         return self._settle(f, True)
 
     def _on_nack(self, f: Frame) -> bool:
-        if self.version == "1.0" and self.engine == "activemq":  # RabbitMQ takes NACK in 1.0 too
+        if self.version == "1.0" and not self.flavour.NACK_IN_10:  # RabbitMQ takes NACK in 1.0 too
             raise protocol_exception("NACK received but connection is in v1.0 mode.")
         return self._settle(f, False)
 
@@ -43,16 +41,13 @@ class SettleMixin:
         h = f.headers
         name = "id" if self.version == "1.2" else "message-id"  # STOMP 1.2, "ACK"; 1.1 and 1.0
         value = h.get(name)
-        rabbit = self.engine == "rabbitmq"
         if value is None:
-            raise for_engine(self.engine, StompError("Missing header", f'"{f.command}" must include the "{name}" header\n'),
-                             f"{f.command} received without a ack id for acknowledge!")
-        tag = self._delivery_tag(f.command, value, rabbit)
+            raise self.flavour.refusal(StompError("Missing header", f'"{f.command}" must include the "{name}" header\n'),
+                                       f"{f.command} received without a ack id for acknowledge!")
+        tag = self.destinations.delivery_tag(f.command, value)
         item = self.unacked.get(tag)
         if item is None:
-            if rabbit:  # the channel's basic.ack of an unknown tag: a channel error, it closes
-                raise PreconditionFailed(f"unknown delivery tag {tag}")
-            raise protocol_exception(f"Unexpected {f.command} received for message-id [null]")
+            raise self.flavour.unknown_delivery(f.command, tag)
         sub = item[0]
         if sub.cumulative:  # ack=client: this message and every earlier one of the subscription
             items = [(t, it) for t, it in self.unacked.items() if t <= tag and it[0] is sub]
@@ -69,34 +64,19 @@ class SettleMixin:
             return
         # RabbitMQ: NACK requeues unless requeue:false. ActiveMQ: a NACK is a poison ack,
         # the message goes to the dead-letter queue.
-        requeue = self.engine == "rabbitmq" and h.get("requeue", "true") != "false"
+        requeue = self.flavour.NACK_REQUEUES and h.get("requeue", "true") != "false"
         groups: dict[Any, list] = {}
         for _t, (_sub, consumer, entry) in items:
             groups.setdefault(consumer, []).append(entry)
         for consumer, entries in groups.items():
             consumer.queue.reject(entries, consumer, requeue)
 
-    def _delivery_tag(self, command: str, value: str, rabbit: bool) -> int:
-        """The delivery tag at the end of a message id (``subscription``); -1 when the id is
-        not one of ours. RabbitMQ: ``T_<sub>@@<session>@@<tag>``, whose subscription must
-        exist."""
-        if rabbit:
-            parts = value.rsplit("@@", 2)
-            if len(parts) != 3 or not parts[2].isdigit():
-                raise StompError("Invalid header", f"{command} must include a valid 'message-id' header\n")
-            if parts[0][2:] not in self.subscriptions:
-                raise StompError("Subscription not found",
-                                 f"Message with id {value} has no subscription\n")
-            return int(parts[2])
-        tail = value.rpartition(":")[2]
-        return int(tail) if tail.isdigit() else -1
-
     # -- transactions (STOMP 1.2, "BEGIN", "COMMIT", "ABORT") ----------------------------
     def _transaction(self, tx: str) -> list[Frame]:
         work = self.transactions.get(tx)
         if work is None:
-            raise for_engine(self.engine, StompError("Bad transaction", f'Invalid transaction identifier: "{tx}"\n'),
-                             f"Invalid transaction id: {tx}")
+            raise self.flavour.refusal(StompError("Bad transaction", f'Invalid transaction identifier: "{tx}"\n'),
+                                       f"Invalid transaction id: {tx}")
         return work
 
     def _tx_name(self, f: Frame) -> str:
@@ -107,7 +87,7 @@ class SettleMixin:
 
     def _on_begin(self, f: Frame) -> bool:
         tx = self._tx_name(f)
-        if tx in self.transactions and self.engine == "activemq":
+        if tx in self.transactions and self.flavour.REFUSES_DUPLICATE_BEGIN:
             raise protocol_exception(f"The transaction was already started: {tx}")
         if len(self.transactions) >= MAX_TRANSACTIONS:
             raise StompError("Transaction limit exceeded",

@@ -1,9 +1,7 @@
-"""The STOMP session's one error root, and the table from core errors to ERROR frames."""
+"""The STOMP session's one error root. Each engine's wording of refusals and its table from
+core errors to ERROR frames are in ``flavours``."""
 
 from __future__ import annotations
-
-from mqemu.broker.errors import AccessRefused, BrokerError
-
 
 class StompError(Exception):
     """A request the session refuses with an ERROR frame.
@@ -32,22 +30,3 @@ def security_exception(message: str, close: bool = False) -> StompError:
     """ActiveMQ: a refused login or destination (the broker's SecurityException): the text in
     the ``message`` header and alone in the body (checked against ActiveMQ 5.17)."""
     return StompError(message, message, close)
-
-
-def for_engine(engine: str, rabbit: StompError, activemq_text: str, activemq_close: bool = False,
-               security: bool = False) -> StompError:
-    """One refusal worded as each engine words it (ActiveMQ: a ProtocolException, or a
-    SecurityException with ``security``)."""
-    if engine == "rabbitmq":
-        return rabbit
-    return (security_exception if security else protocol_exception)(activemq_text, activemq_close)
-
-
-def from_broker_error(e: BrokerError, engine: str) -> StompError:
-    """RabbitMQ: the AMQP error name in lower case (``not_found``) with the text as body,
-    as the plugin's ``amqp_death`` writes it. ActiveMQ: the exception text in both."""
-    if engine == "rabbitmq":  # the channel died: RabbitMQ closes the STOMP connection too
-        return StompError(e.name.lower(), f"{e.name} - {e.text}\n", close=True)
-    if isinstance(e, AccessRefused):
-        return security_exception(e.text)
-    return StompError(e.text, f"{type(e).__name__}: {e.text}\n")

@@ -7,7 +7,7 @@ States and what moves them (STOMP 1.2, "Connecting", "DISCONNECT", "ERROR"):
 
     CONNECTING --CONNECT or STOMP, login and version accepted--> CONNECTED  (send CONNECTED)
     CONNECTING --another frame, a refused login or version-----> CONNECTING (send ERROR)
-    CONNECTING --not CONNECTED within CONNECT_TIMEOUT of the accept, or LOGIN_TIMEOUT after a
+    CONNECTING --not CONNECTED within the connect timeout of the accept, or LOGIN_TIMEOUT after a
                  refused login (whichever is first)-----------> CLOSED    (no frame)
     CONNECTED  --DISCONNECT------------------------------------> CLOSED    (RECEIPT if asked)
     CONNECTED  --a refused frame-------------------------------> CONNECTED (send ERROR)
@@ -22,17 +22,15 @@ answer most refusals with an ERROR and go on, so mqemu does as each engine does
 RabbitMQ writes no ``receipt-id`` in ERROR frames; ActiveMQ echoes the refused frame's
 receipt. A frame that cannot be read (its framing is lost) always closes.
 
-Engine flavours (``broker.engine``) differ in login, ``host``, destinations, header
-mapping and error texts; each difference is commented "RabbitMQ:" or "ActiveMQ:".
+Engine flavours (``flavours``, picked from ``broker.profile``) differ in login, ``host``,
+destinations, header mapping and error texts; the session asks its flavour class
+(``self.flavour``) and, once connected, its flavour instance (``self.destinations``).
 """
 
 from __future__ import annotations
 
-import base64
 import enum
-import itertools
 import logging
-import os
 import time
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -42,16 +40,10 @@ from mqemu.protocols.session_base import ClosedReason, SessionBase
 
 from .acks import SettleMixin
 from .codec import NEED_DATA, Frame, StompDecoder, StompFrameError, negotiate_version
-from .destinations import ActiveMQDestinations, RabbitDestinations
-from .errors import StompError, for_engine, from_broker_error
+from .errors import StompError
+from .flavours import ActiveMQFlavour, RabbitFlavour, flavour_for
 from .frames_out import connected_frame, error_frame, receipt_frame
-from .mapping import (
-    ESCAPERS,
-    TEXT_FIELDS,
-    activemq_properties,
-    escape_10,
-    rabbit_properties,
-)
+from .mapping import ESCAPERS, TEXT_FIELDS, activemq_properties, escape_10, rabbit_properties
 from .subscribing import SubscribeMixin
 from .subscription import Subscription, destination_header
 
@@ -64,18 +56,12 @@ log = logging.getLogger("mqemu.protocols.stomp")
 
 # Seconds from accept to CONNECTED, a silent socket included ([stomp] connect_timeout):
 # RabbitMQ closes it after 10 s, ActiveMQ after 30 s (transport.connectAttemptTimeout).
-CONNECT_TIMEOUT = {"rabbitmq": 10.0, "activemq": 30.0}
 LOGIN_TIMEOUT = 10.0  # RabbitMQ's stomp.login_timeout, counted from a refused CONNECT
 # Largest frame before CONNECTED: a CONNECT with a long token as passcode fits; an
 # unauthenticated client cannot make the connection hold more.
 MAX_FRAME_BEFORE_CONNECT = 16384
 MAX_FRAME = 4 * 1024 * 1024  # after CONNECTED
 HEARTBEAT_EOL = b"\n"
-# Missed-heart-beat grace, as a multiple of the client's send interval.
-GRACE = {"rabbitmq": 2.0, "activemq": 1.5}  # RabbitMQ: two silent periods; ActiveMQ: 1.5
-SERVER_HEADER = {"rabbitmq": "RabbitMQ/3.10.25", "activemq": "ActiveMQ/5.17.6"}
-_session_numbers = itertools.count(1)
-_START_MS = int(time.time() * 1000)
 
 
 class State(enum.Enum):
@@ -90,10 +76,11 @@ class StompSession(SettleMixin, SubscribeMixin, SessionBase):
     def __init__(self, broker: "Broker", peer: str | None = None, conn_id: int = 0,
                  wallclock: Callable[[], float] = time.time) -> None:
         SessionBase.__init__(self, broker, peer, conn_id)
-        self.engine = broker.engine
+        # The engine's STOMP rules (a class); an instance of it holds the destinations.
+        self.flavour = flavour_for(broker.profile)
         self.wallclock = wallclock
         self.decoder = StompDecoder(max_frame_size=MAX_FRAME_BEFORE_CONNECT)
-        self.connect_timeout = broker.config.seconds("stomp", "connect_timeout", CONNECT_TIMEOUT[self.engine])
+        self.connect_timeout = broker.config.seconds("stomp", "connect_timeout", broker.profile.connect_timeout)
         self.state = State.CONNECTING
         self.version = "1.0"
         self.escape: Callable[[str], str] = escape_10
@@ -107,7 +94,7 @@ class StompSession(SettleMixin, SubscribeMixin, SessionBase):
         self.unacked: dict[int, tuple[Subscription, Any, Any]] = {}
         self.tag = 0
         self.transactions: dict[str, list[Frame]] = {}
-        self.destinations: RabbitDestinations | ActiveMQDestinations | None = None
+        self.destinations: RabbitFlavour | ActiveMQFlavour | None = None
         self.send_routes: dict[str, list[tuple[str, str]]] = {}
         self.write_allowed: set[str | tuple[str, str]] = set()
         self.topic_guard = broker.auth.guards_topics  # topic rules on amq.topic (check_topic)
@@ -149,10 +136,7 @@ class StompSession(SettleMixin, SubscribeMixin, SessionBase):
         """A frame that cannot be read ends the connection (its framing is lost). RabbitMQ
         drops the socket without a word; mqemu sends an ERROR naming the fault first (a
         DELIBERATE difference). ActiveMQ sends its own text, with no receipt-id."""
-        message = e.message
-        if self.engine == "activemq":
-            message = _ACTIVEMQ_FRAME_ERRORS.get(message, message)
-        self.error(message, e.detail, None)
+        self.error(self.flavour.frame_error_text(e.message), e.detail, None)
 
     def connection_made(self, now: float) -> None:
         """The connect timeout runs from the accept: a socket that never sends a byte is
@@ -173,7 +157,7 @@ class StompSession(SettleMixin, SubscribeMixin, SessionBase):
             if self.send_interval:
                 deadline = self.last_sent + self.send_interval
             if self.receive_interval:
-                limit = self.last_received + self.receive_interval * GRACE[self.engine]
+                limit = self.last_received + self.receive_interval * self.flavour.HEARTBEAT_GRACE
                 deadline = limit if deadline is None else min(deadline, limit)
             return deadline
         return self.deadline
@@ -181,7 +165,7 @@ class StompSession(SettleMixin, SubscribeMixin, SessionBase):
     def on_timer(self, now: float) -> None:
         self._now = now
         if self.state is State.CONNECTED:
-            if self.receive_interval and now >= self.last_received + self.receive_interval * GRACE[self.engine]:
+            if self.receive_interval and now >= self.last_received + self.receive_interval * self.flavour.HEARTBEAT_GRACE:
                 # STOMP 1.2, "Heart-beating": the peer is considered dead; no ERROR is sent.
                 log.info("no heart-beat from client for %.1f s", now - self.last_received,
                          extra={"conn": self.conn_id})
@@ -223,29 +207,29 @@ class StompSession(SettleMixin, SubscribeMixin, SessionBase):
         try:
             if self.state is State.CONNECTING:
                 if frame.command not in ("CONNECT", "STOMP"):
-                    raise for_engine(self.engine, StompError("Illegal command",
-                                                             "You must log in using CONNECT first"),
-                                     "Not connected.")
+                    raise self.flavour.refusal(StompError("Illegal command",
+                                                          "You must log in using CONNECT first"),
+                                               "Not connected.")
                 self._on_connect(frame)
                 return
             handler = _HANDLERS.get(frame.command)
             if handler is None:
-                raise for_engine(self.engine, StompError("Bad command",
-                                                         f'Could not interpret command "{frame.command}"\n'),
-                                 f"Unknown STOMP action: {frame.command}", activemq_close=True)
+                raise self.flavour.refusal(StompError("Bad command",
+                                                      f'Could not interpret command "{frame.command}"\n'),
+                                           f"Unknown STOMP action: {frame.command}", activemq_close=True)
             if not handler(self, frame):
                 self._receipt(frame)
         except StompError as e:
             self.refuse(e, frame)
         except BrokerError as e:
-            self.refuse(from_broker_error(e, self.engine), frame)
+            self.refuse(self.flavour.broker_error(e), frame)
         except ValueError as e:  # a header that should be a number is not
             self.refuse(StompError("Invalid header", f"{e}\n"), frame)
 
     def refuse(self, e: StompError, frame: Frame) -> None:
         """The ERROR for a refused frame. RabbitMQ writes no receipt-id in ERROR frames;
         ActiveMQ echoes the frame's receipt. Only a fatal refusal closes the connection."""
-        receipt = None if self.engine == "rabbitmq" else frame.headers.get("receipt")
+        receipt = frame.headers.get("receipt") if self.flavour.ERROR_ECHOES_RECEIPT else None
         if e.close or self.state is State.CLOSED:
             self.error(e.message, e.detail, receipt)
             return
@@ -268,34 +252,33 @@ class StompSession(SettleMixin, SubscribeMixin, SessionBase):
         self.login_refused, self.close_reason = False, None
         version = negotiate_version(h.get("accept-version"))
         if version is None:
-            raise for_engine(self.engine, StompError("Version mismatch", "Supported versions are 1.0,1.1,1.2\n"),
-                             f"Invalid Protocol version[{h.get('accept-version')}], supported versions "
-                             "are: [1.2, 1.1, 1.0]", activemq_close=True)
+            raise self.flavour.refusal(StompError("Version mismatch", "Supported versions are 1.0,1.1,1.2\n"),
+                                       f"Invalid Protocol version[{h.get('accept-version')}], supported "
+                                       "versions are: [1.2, 1.1, 1.0]", activemq_close=True)
         self.version = self.decoder.version = version
         self.escape = ESCAPERS[version]
-        cx, cy = _heart_beat(h.get("heart-beat", "0,0"), self.engine)
+        flavour = self.flavour
+        cx, cy = _heart_beat(h.get("heart-beat", "0,0"), flavour)
         self._login(h)
-        if self.engine == "rabbitmq":
+        if flavour.HOST_NAMES_VHOST:
             self._open_vhost_rabbit(h)
-            # RabbitMQ: heart-beats in whole seconds (anything under one second is one).
-            send_ms, recv_ms = _whole_seconds(cy), _whole_seconds(cx)
-            self.session_id = "session-" + base64.urlsafe_b64encode(os.urandom(16)).decode().rstrip("=")
         else:
             # ActiveMQ: host is ignored.
             self.vhost = self.broker.vhosts["/"]
             self.client_id = h.get("client-id")
-            send_ms, recv_ms = cy, cx
-            self.session_id = f"ID:mqemu-{os.getpid()}-{_START_MS}-{next(_session_numbers)}:{self.conn_id}"
-            self.destinations = ActiveMQDestinations(self)
-            self.decoder.strict_escapes = False  # ActiveMQ keeps an undefined escape as it is
+        send_ms, recv_ms = flavour.heart_beat_ms(cx, cy)
+        self.session_id = flavour.new_session_id(self.conn_id)
+        self.destinations = flavour(self)
+        self.decoder.strict_escapes = flavour.STRICT_ESCAPES
+        # RabbitMQ 3.13+: stomp.max_frame_size (4 MiB); 3.10: only max_message_size bounds it.
+        self.decoder.max_frame_size = self.broker.profile.stomp_max_frame_size
         self.send_interval = send_ms / 1000.0
         self.receive_interval = recv_ms / 1000.0
         self.state = State.CONNECTED
         self.deadline = None
-        self.decoder.max_frame_size = MAX_FRAME
         self.last_sent = self._now
         self.send(connected_frame(version, self.session_id, f"{send_ms},{recv_ms}",
-                                  SERVER_HEADER[self.engine]))
+                                  self.broker.profile.server))
         if self.broker.memory_alarm:
             self.on_alarm(True)
 
@@ -314,8 +297,8 @@ class StompSession(SettleMixin, SubscribeMixin, SessionBase):
             self.login_refused = True
             detail = ("non-loopback access denied" if "localhost" in e.text
                       else f"Access refused for user '{login or 'guest'}'\n")
-            raise for_engine(self.engine, StompError("Bad CONNECT", detail), e.text, activemq_close=True,
-                             security=True) from None
+            raise self.flavour.refusal(StompError("Bad CONNECT", detail), e.text, activemq_close=True,
+                                       security=True) from None
 
     def _open_vhost_rabbit(self, h: dict[str, str]) -> None:
         # RabbitMQ: the host header names the virtual host (the plugin's default_vhost is /).
@@ -327,7 +310,6 @@ class StompSession(SettleMixin, SubscribeMixin, SessionBase):
             self.login_refused = True
             self.user = None
             raise StompError("Bad CONNECT", f"Virtual host '{host}' access denied") from None
-        self.destinations = RabbitDestinations(self)
 
     # -- SEND ---------------------------------------------------------------------------
     def _on_send(self, f: Frame) -> bool:
@@ -341,23 +323,24 @@ class StompSession(SettleMixin, SubscribeMixin, SessionBase):
         h = f.headers
         dest = h.get("destination")
         if dest is None:
-            raise for_engine(self.engine, StompError("Missing destination",
-                                                     "SEND must include a 'destination' header\n"),
-                             "SEND received without a Destination specified!")
-        rabbit = self.engine == "rabbitmq"
-        if rabbit and "message-id" in h:
+            raise self.flavour.refusal(StompError("Missing destination",
+                                                  "SEND must include a 'destination' header\n"),
+                                       "SEND received without a Destination specified!")
+        flavour = self.flavour
+        if flavour.SEND_REFUSES_MESSAGE_ID and "message-id" in h:
             raise StompError("Invalid header", "'message-id' is not allowed on 'SEND'.\n")
         targets = self.send_routes.get(dest)
         if targets is None:
             targets = self.destinations.send_targets(dest, h)
-            if rabbit:  # RabbitMQ resolves (and declares) a destination once per connection
+            if flavour.CACHES_SEND_ROUTES:  # RabbitMQ resolves (and declares) it once per connection
                 self.send_routes[dest] = targets
         reply_to = h.get("reply-to")
         if reply_to is not None:
             rewritten = self.destinations.rewrite_reply_to(reply_to)
             if rewritten != reply_to:
                 h = dict(h, **{"reply-to": rewritten})
-        if rabbit:
+        amqp_form = flavour.AMQP_MESSAGE_FORM  # RabbitMQ's mapping; else ActiveMQ's
+        if amqp_form:
             props = rabbit_properties(h)
             user_id = props.get("user_id")
             if user_id is not None and user_id != self.user.name:
@@ -370,7 +353,7 @@ class StompSession(SettleMixin, SubscribeMixin, SessionBase):
         body = f.body
         routed = 0
         allowed = self.write_allowed
-        fields = None if rabbit or "content-length" in h else TEXT_FIELDS
+        fields = None if amqp_form or "content-length" in h else TEXT_FIELDS
         for exchange, _key in targets:
             if exchange not in allowed:  # RabbitMQ caches permission checks per connection too
                 self.check("write", "exchange", exchange or "amq.default")
@@ -409,9 +392,9 @@ class StompSession(SettleMixin, SubscribeMixin, SessionBase):
 
     def _on_connect_again(self, f: Frame) -> bool:
         # RabbitMQ drops the socket without a word (a DELIBERATE difference: mqemu says why).
-        raise for_engine(self.engine, StompError("Already connected", "A CONNECT frame was received on a "
-                                                 "connection that is already connected\n", close=True),
-                         "Already connected.")
+        raise self.flavour.refusal(StompError("Already connected", "A CONNECT frame was received on a "
+                                              "connection that is already connected\n", close=True),
+                                   "Already connected.")
 
     # -- helpers ------------------------------------------------------------------------
     @property
@@ -434,14 +417,11 @@ class StompSession(SettleMixin, SubscribeMixin, SessionBase):
         self.broker.auth.check_topic(self.user, self.vhost.name, what, key)
 
     def destination_line(self, key: tuple[str, str]) -> bytes:
-        shown = None
-        if self.engine == "activemq" and key[0] == "":
-            # ActiveMQ: the connection's own temporary queue under the name it gave it.
-            shown = self.destinations.temp_shown.get(key[1])
+        shown = self.destinations.shown_destination(key)  # ActiveMQ: its own temporary queues
         if shown is not None:
             line = b"destination:" + self.escape(shown).encode("utf-8") + b"\n"
         else:
-            line = destination_header(self.engine, key[0], key[1], self.escape)
+            line = destination_header(self.flavour.destination_name, key[0], key[1], self.escape)
         if len(self.destinations_seen) < 1024:
             self.destinations_seen[key] = line
         return line
@@ -469,7 +449,7 @@ class StompSession(SettleMixin, SubscribeMixin, SessionBase):
         if self.state is State.CLOSED:
             self.closing = True
             return
-        message = "Processing error" if self.engine == "rabbitmq" else "Internal error"
+        message = self.flavour.INTERNAL_ERROR_MESSAGE
         try:  # not logged here: the transport logs it, rate-limited
             self.send(error_frame(message, "The broker failed to handle a frame on this connection; it is "
                                   "closed\n", None, self.version if self.state is State.CONNECTED else "1.0"))
@@ -486,7 +466,7 @@ class StompSession(SettleMixin, SubscribeMixin, SessionBase):
             self.pause_publisher(high, self.published)
 
 
-def _heart_beat(value: str, engine: str) -> tuple[int, int]:
+def _heart_beat(value: str, flavour: Any) -> tuple[int, int]:
     """STOMP 1.2, "Heart-beating": ``cx,cy`` in milliseconds, both non-negative."""
     parts = value.split(",")
     try:
@@ -495,22 +475,11 @@ def _heart_beat(value: str, engine: str) -> tuple[int, int]:
         cx = cy = -1
     if len(parts) != 2 or cx < 0 or cy < 0:
         # RabbitMQ: the plugin's parser crashes on it and answers "Processing error".
-        raise for_engine(engine, StompError("Processing error", f"heart-beat '{value}' must be two "
-                                            "non-negative integers separated by a comma\n"),
-                         f"Invalid heart-beat header:{value}", activemq_close=True)
+        raise flavour.refusal(StompError("Processing error", f"heart-beat '{value}' must be two "
+                                         "non-negative integers separated by a comma\n"),
+                              f"Invalid heart-beat header:{value}", activemq_close=True)
     return cx, cy
 
-
-def _whole_seconds(ms: int) -> int:
-    if ms <= 0:
-        return 0
-    return max(1, ms // 1000) * 1000
-
-
-# ActiveMQ: its codec's texts for the frame faults it detects the same way.
-_ACTIVEMQ_FRAME_ERRORS = {
-    "Body longer than content-length": "content-length bytes were read and there was no trailing null byte",
-}
 
 _HANDLERS: dict[str, Callable[[StompSession, Frame], bool]] = {
     "SEND": StompSession._on_send,

@@ -1,7 +1,8 @@
 """SUBSCRIBE and UNSUBSCRIBE (STOMP 1.2, "SUBSCRIBE", "UNSUBSCRIBE"), mixed into the session.
 
-Each engine's destinations (``destinations``) say which queue a subscription consumes; this
-module checks the frame, builds the ``Subscription`` (a consumer owner) and tears it down.
+Each engine's flavour (``flavours``: its destinations and rules) says which queue a
+subscription consumes; this module checks the frame, builds the ``Subscription`` (a consumer
+owner) and tears it down.
 """
 
 from __future__ import annotations
@@ -9,8 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from .codec import Frame
-from .destinations import ActiveMQDestinations
-from .errors import StompError, for_engine
+from .errors import StompError
 from .frames_out import error_frame
 from .subscription import ACK_MODES, Subscription
 
@@ -20,20 +20,20 @@ class SubscribeMixin:
         h = f.headers
         dest = h.get("destination")
         if dest is None:
-            raise for_engine(self.engine, StompError("Missing destination",
-                                                     "SUBSCRIBE must include a 'destination' header\n"),
-                             "Invalid empty or 'null' Destination header")
+            raise self.flavour.refusal(StompError("Missing destination",
+                                                  "SUBSCRIBE must include a 'destination' header\n"),
+                                       "Invalid empty or 'null' Destination header")
         sub_id = h.get("id")
         if sub_id is None:
             # STOMP 1.1+, "SUBSCRIBE": the id header is required. ActiveMQ insists; RabbitMQ
             # takes the destination as the id, as in 1.0.
-            if self.version != "1.0" and self.engine == "activemq":
+            if self.version != "1.0" and self.flavour.SUBSCRIBE_NEEDS_ID:
                 raise StompError("SUBSCRIBE received without a subscription id!",
                                  "org.apache.activemq.transport.stomp.ProtocolException: "
                                  "SUBSCRIBE received without a subscription id!\n")
-            if self.engine == "rabbitmq" and ("true" in (h.get("durable"), h.get("persistent"))):
+            if self.flavour.DURABLE_NEEDS_ID and ("true" in (h.get("durable"), h.get("persistent"))):
                 raise StompError("Missing Header", "Header 'id' is required for durable subscriptions")
-        elif self.engine == "rabbitmq" and sub_id.startswith("/temp-queue/"):
+        elif self.flavour.TEMP_QUEUE_ID_RESERVED and sub_id.startswith("/temp-queue/"):
             raise StompError("Invalid id", "SUBSCRIBE 'id' may not start with /temp-queue/\n")
         key = dest if sub_id is None else sub_id
         if key in self.subscriptions:
@@ -43,30 +43,13 @@ class SubscribeMixin:
         if ack not in ACK_MODES:
             raise StompError("Invalid ack mode", f"'{ack}' is not a valid ack mode "
                              "(auto, client, client-individual)\n")
-        prefetch, selector = self._consumer_options(h, dest)
+        prefetch, selector = self.flavour.consumer_options(h, dest)
         queues = self.destinations.subscribe_queues(dest, h, key)
         for q in queues:
             self.check("read", "queue", q.name)
         self._receipt(f)  # before any MESSAGE the subscription may receive at once
         self.add_subscription(key, dest, queues, ack, prefetch, sub_id is not None, h, selector)
         return True
-
-    def _consumer_options(self, h: dict[str, str], dest: str) -> tuple[int, Any]:
-        if self.engine == "rabbitmq":
-            # RabbitMQ: prefetch-count (default: no limit, the default consumer prefetch).
-            return int(h.get("prefetch-count", "0")), None
-        size = h.get("activemq.prefetchSize")
-        if size is None:
-            topic = dest.startswith(("/topic/", "topic://", "/temp-topic/"))
-            size = ActiveMQDestinations.DEFAULT_TOPIC_PREFETCH if topic else ActiveMQDestinations.DEFAULT_QUEUE_PREFETCH
-        text = h.get("selector")
-        selector = None
-        if text:
-            from mqemu.broker.selector import compile_selector
-
-            # ActiveMQ: STOMP selectors compare string headers with numbers by converting them.
-            selector = compile_selector(text, convert_string_expressions=True)
-        return max(0, int(size)), selector
 
     def add_subscription(self, key: str, dest: str, queues: list, ack: str, prefetch: int,
                          show_id: bool = True, headers: dict[str, str] | None = None,
@@ -76,7 +59,7 @@ class SubscribeMixin:
         self.sub_counter += 1
         sub = Subscription(self, key, dest, ack, show_id, headers)
         self.subscriptions[key] = sub
-        priority = int((headers or {}).get("x-priority", "0")) if self.engine == "rabbitmq" else 0
+        priority = int((headers or {}).get("x-priority", "0")) if self.flavour.CONSUMER_PRIORITIES else 0
         for q in queues:
             c = Consumer(q, f"stomp-{self.conn_id}-{key}", sub, ack == "auto", priority=priority,
                          prefetch=prefetch)
@@ -90,21 +73,18 @@ class SubscribeMixin:
         h = f.headers
         key = h.get("id")
         if key is None:
-            key = h.get("destination") if self.version == "1.0" or self.engine == "rabbitmq" else None
+            by_dest = self.version == "1.0" or self.flavour.UNSUBSCRIBE_BY_DESTINATION
+            key = h.get("destination") if by_dest else None
             if key is None:
-                raise for_engine(self.engine, StompError("Missing destination or id",
-                                                         "UNSUBSCRIBE must include a 'destination' or 'id' header"),
-                                 "UNSUBSCRIBE received without a subscription id!")
-        if self.engine == "activemq":
-            name = h.get("activemq.subscriptionName") or h.get("durable-subscription-name")
-            if name is not None:
-                # ActiveMQ: UNSUBSCRIBE naming a durable subscription removes it (it must
-                # not be active: UNSUBSCRIBE by id first).
-                self.destinations.remove_durable(name, key in self.subscriptions)
-                return False
+                raise self.flavour.refusal(StompError("Missing destination or id",
+                                                      "UNSUBSCRIBE must include a 'destination' or 'id' header"),
+                                           "UNSUBSCRIBE received without a subscription id!")
+        # ActiveMQ: UNSUBSCRIBE naming a durable subscription removes it.
+        if self.destinations.remove_named_durable(h, key in self.subscriptions):
+            return False
         sub = self.subscriptions.pop(key, None)
         if sub is None:
-            raise for_engine(self.engine, StompError(
+            raise self.flavour.refusal(StompError(
                 "No subscription found", "UNSUBSCRIBE must refer to an existing subscription.\n"
                 f"Subscription to id='{key}' not found.\n"), "No subscription matched.")
         queues = [c.queue for c in sub.consumers]
@@ -117,7 +97,7 @@ class SubscribeMixin:
         if sub.consumers or self.subscriptions.get(sub.id) is not sub:
             return
         del self.subscriptions[sub.id]
-        if self.engine == "rabbitmq" and self.connected:
+        if self.flavour.TELLS_SERVER_CANCEL and self.connected:
             # RabbitMQ (the plugin's server_cancel_consumer) tells the client with an ERROR
             # naming the subscription and keeps the connection open.
             self.send(error_frame("Server cancelled subscription",

@@ -23,10 +23,8 @@ from mqemu.broker.queue import Consumer
 
 from .mapping import (
     TEXT,
-    activemq_destination,
     activemq_message_headers,
     encode_header_block,
-    rabbit_destination,
     rabbit_header_block,
     to_utf8,
 )
@@ -42,7 +40,7 @@ class Subscription:
     """Consumer owner (``mqemu.broker.queue.ConsumerOwner``) for one SUBSCRIBE."""
 
     __slots__ = ("session", "id", "destination", "ack_mode", "cumulative", "consumers",
-                 "blocked", "head", "id_prefix", "ack_prefix", "rabbit", "headers")
+                 "blocked", "head", "id_prefix", "ack_prefix", "amqp_form", "headers")
 
     def __init__(self, session: "StompSession", sub_id: str, destination: str, ack_mode: str,
                  show_id: bool, headers: dict[str, str] | None = None) -> None:
@@ -54,13 +52,12 @@ class Subscription:
         self.consumers: list[Consumer] = []
         self.blocked = session.over_budget
         self.headers = headers or {}
-        self.rabbit = session.engine == "rabbitmq"
+        # RabbitMQ's MESSAGE form (AMQP property headers, redelivered always, content-length)
+        # or ActiveMQ's (JMS headers, redelivered when true, text bodies bare).
+        self.amqp_form = session.flavour.AMQP_MESSAGE_FORM
         esc = session.escape
         self.head = b"MESSAGE\n" + (f"subscription:{esc(sub_id)}\n".encode() if show_id else b"")
-        if self.rabbit:
-            prefix = f"T_{sub_id}@@{session.session_id}@@" if show_id else f"Q_{destination}@@{session.session_id}@@"
-        else:
-            prefix = f"{session.session_id}:{session.sub_counter}:"
+        prefix = session.flavour.message_id_prefix(session, sub_id, destination, show_id)
         self.id_prefix = esc(prefix).encode()
         # STOMP 1.2: the ack header of MESSAGE frames that need an ACK.
         self.ack_prefix = b"ack:" + self.id_prefix if ack_mode != "auto" and session.version == "1.2" else None
@@ -79,13 +76,13 @@ class Subscription:
         props = msg.properties
         if not props:
             block = b""
-        elif self.rabbit:
+        elif self.amqp_form:
             block = rabbit_header_block(props, s.escape)
         else:
             block = encode_header_block(activemq_message_headers(props), s.version)
         ack = b"" if self.ack_prefix is None else b"%s%d\n" % (self.ack_prefix, tag)
         body = msg.body
-        if self.rabbit:
+        if self.amqp_form:
             red = b"redelivered:true\n" if entry.redelivered else b"redelivered:false\n"
         else:
             red = b"redelivered:true\n" if entry.redelivered else b""
@@ -117,7 +114,8 @@ class Subscription:
         return f"Subscription({self.id!r}, {self.destination!r}, {self.ack_mode})"
 
 
-def destination_header(engine: str, exchange: str, routing_key: str, escape: Any) -> bytes:
-    """``destination:...\\n`` of MESSAGE frames for a message's exchange and routing key."""
-    text = (rabbit_destination if engine == "rabbitmq" else activemq_destination)(exchange, routing_key)
+def destination_header(name: Any, exchange: str, routing_key: str, escape: Any) -> bytes:
+    """``destination:...\\n`` of MESSAGE frames for a message's exchange and routing key, as
+    ``name`` (the flavour's ``destination_name``) writes it."""
+    text = name(exchange, routing_key)
     return b"destination:" + to_utf8(escape(text)) + b"\n"

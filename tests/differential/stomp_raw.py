@@ -455,6 +455,25 @@ def version_10_message(addr: Addr, engine: str) -> dict[str, Any]:
         return {"message": view(c.read())}
 
 
+def big_send(addr: Addr, engine: str) -> dict[str, Any]:
+    """A 16 MiB SEND: RabbitMQ 3.10 has no STOMP frame limit of its own (3.13+: 4 MiB)."""
+    q = "/queue/" + unique("big")
+    size = 16 << 20
+    with _session(addr, engine) as c:
+        c.decoder.max_frame_size = 2 * size  # the client's own decoder takes the MESSAGE
+        try:
+            c.send(f"SEND\ndestination:{q}\nreceipt:s\ncontent-length:{size}\n\n".encode()
+                   + b"x" * size + b"\x00")
+        except OSError:  # refused and closed before the body was all written
+            pass
+        answer = c.read(10)
+        if answer is None or answer.command != "RECEIPT":
+            return {"answer": answer and answer.command}
+        c.frame("SUBSCRIBE", {"destination": q, "id": "1", "ack": "auto"})
+        got = c.read(10)
+        return {"answer": "RECEIPT", "size": got and len(got.body)}
+
+
 DESTINATIONS: dict[str, Callable[[Addr, str], dict[str, Any]]] = {
     "queue_round_trip": queue_round_trip,
     "persistent_round_trip": persistent_round_trip,
@@ -466,6 +485,7 @@ DESTINATIONS: dict[str, Callable[[Addr, str], dict[str, Any]]] = {
     "selector": selector,
     "version_10_message": version_10_message,
     "long_header_names": long_header_names,
+    "big_send": big_send,
 }
 
 
@@ -477,6 +497,9 @@ DELIBERATE: dict[tuple[str, str], tuple[dict[str, Any], str]] = {
     ("rabbitmq", "body_longer_than_content_length"): (
         {"commands": [], "closed": True},
         "as bad_escape: mqemu names the fault ('Body longer than content-length') before closing"),
+    ("activemq", "big_send"): ({"answer": "RECEIPT", "size": 16 << 20},
+                               ("ActiveMQ takes STOMP frames up to transport.maxDataLength (100 MB); "
+                               "mqemu's ActiveMQ flavour keeps a 4 MiB frame limit to bound memory")),
     ("rabbitmq", "connect_twice"): ({"commands": [], "closed": True},
                                     ("RabbitMQ's processor crashes on a second CONNECT and drops the "
                                      "socket; mqemu sends ERROR 'Already connected', then closes")),

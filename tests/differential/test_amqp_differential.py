@@ -36,7 +36,8 @@ def _norm(text: str) -> str:
 def mqemu_amqp():
     from mqemu.ha.node import NodeThread
 
-    with NodeThread(ports={"stomp": "off", "mqtt": "off"}) as node:
+    # the version the reference runs: the scenarios pin RabbitMQ 3.10's behaviour
+    with NodeThread(engine_version="3.10", ports={"stomp": "off", "mqtt": "off"}) as node:
         yield "127.0.0.1", node.ports["amqp"]
 
 

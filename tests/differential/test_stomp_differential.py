@@ -31,7 +31,9 @@ def pair(request):
         pytest.skip(f"{REFS[engine]} is not set (no reference {engine} STOMP to compare with)")
     from mqemu.ha.node import NodeThread
 
-    with NodeThread(engine=engine, ports={"amqp": "off", "mqtt": "off"}) as node:
+    # the versions the references run (RabbitMQ 3.10, ActiveMQ 5.17)
+    version = {"rabbitmq": "3.10", "activemq": "5.17"}[engine]
+    with NodeThread(engine=engine, engine_version=version, ports={"amqp": "off", "mqtt": "off"}) as node:
         yield engine, ("127.0.0.1", node.ports["stomp"]), ref_address(ref)
 
 

@@ -54,9 +54,9 @@ def test_guest_only_from_loopback():
 
 
 def test_frame_max_and_channel_max_negotiation(port):
-    conn = pika.BlockingConnection(params(port, frame_max=4096, channel_max=3))
+    conn = pika.BlockingConnection(params(port, frame_max=8192, channel_max=3))  # 8192: RabbitMQ 4.1+ floor
     try:
-        assert conn._impl.params.frame_max == 4096
+        assert conn._impl.params.frame_max == 8192
         assert conn._impl.params.channel_max == 3
         chans = [conn.channel() for _ in range(3)]
         with pytest.raises(pika.exceptions.NoFreeChannels):
@@ -79,7 +79,7 @@ def test_channel_count_over_negotiated_max_is_530(port):
 
 
 def test_large_message_across_many_frames(port):
-    conn = pika.BlockingConnection(params(port, frame_max=4096))
+    conn = pika.BlockingConnection(params(port, frame_max=8192))
     try:
         ch = conn.channel()
         q = ch.queue_declare("", exclusive=True).method.queue

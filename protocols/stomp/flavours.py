@@ -1,0 +1,237 @@
+"""STOMP as each engine speaks it: the two flavour classes the session asks.
+
+The broker's engine profile (``mqemu.broker.profile``) names the engine; ``flavour_for``
+picks the class here, once per connection. The class attributes and class methods are the
+engine's rules (error wording, which frames it accepts, heart-beat grace, message ids); an
+instance, made at CONNECT, holds the connection's destinations (``destinations``: the two
+classes grown from there). A session never compares engine names; it asks its flavour.
+
+Each rule says which engine does what; see ``destinations`` for the destination syntaxes.
+"""
+
+from __future__ import annotations
+
+import base64
+import itertools
+import os
+import time
+from typing import TYPE_CHECKING, Any, Callable
+
+from mqemu.broker.errors import AccessRefused, BrokerError, PreconditionFailed
+
+from .destinations import ActiveMQDestinations, RabbitDestinations
+from .errors import StompError, protocol_exception, security_exception
+from .mapping import activemq_destination, rabbit_destination
+
+if TYPE_CHECKING:
+    from mqemu.broker.profile import EngineProfile
+
+    from .session import StompSession
+
+_session_numbers = itertools.count(1)
+_START_MS = int(time.time() * 1000)
+
+# ActiveMQ: its codec's texts for the frame faults it detects the same way.
+_ACTIVEMQ_FRAME_ERRORS = {
+    "Body longer than content-length": "content-length bytes were read and there was no trailing null byte",
+}
+
+
+class RabbitFlavour(RabbitDestinations):
+    """RabbitMQ's STOMP plugin."""
+
+    HEARTBEAT_GRACE = 2.0  # a client is dead after two silent heart-beat periods
+    ERROR_ECHOES_RECEIPT = False  # ERROR frames carry no receipt-id
+    STRICT_ESCAPES = True  # an undefined escape is a frame error
+    SUBSCRIBE_NEEDS_ID = False  # 1.1+ SUBSCRIBE without id: the destination is the id, as in 1.0
+    DURABLE_NEEDS_ID = True  # ... but a durable subscription needs one
+    TEMP_QUEUE_ID_RESERVED = True  # an id may not start with /temp-queue/
+    CONSUMER_PRIORITIES = True  # x-priority on SUBSCRIBE
+    UNSUBSCRIBE_BY_DESTINATION = True  # UNSUBSCRIBE without id names the destination, any version
+    NACK_IN_10 = True  # NACK is taken in STOMP 1.0 too
+    NACK_REQUEUES = True  # NACK requeues unless requeue:false
+    REFUSES_DUPLICATE_BEGIN = False  # BEGIN of an open transaction starts it again
+    TELLS_SERVER_CANCEL = True  # a deleted queue's subscription gets an ERROR naming it
+    SEND_REFUSES_MESSAGE_ID = True  # message-id is not allowed on SEND
+    CACHES_SEND_ROUTES = True  # a destination is resolved (and declared) once per connection
+    HOST_NAMES_VHOST = True  # the host header names the virtual host
+    INTERNAL_ERROR_MESSAGE = "Processing error"  # the ERROR of a fault inside the broker
+    # SEND headers mapped as the plugin maps them (user-id checked); MESSAGE frames with AMQP
+    # property headers, redelivered always, content-length always
+    AMQP_MESSAGE_FORM = True
+
+    destination_name: Callable[[str, str], str] = staticmethod(rabbit_destination)
+
+    @staticmethod
+    def refusal(rabbit: StompError, activemq_text: str, activemq_close: bool = False,
+                security: bool = False) -> StompError:
+        """One refusal worded as each engine words it: this engine's."""
+        return rabbit
+
+    @staticmethod
+    def broker_error(e: BrokerError) -> StompError:
+        """The AMQP error name in lower case (``not_found``) with the text as body, as the
+        plugin's ``amqp_death`` writes it; the channel died, so the connection closes too."""
+        return StompError(e.name.lower(), f"{e.name} - {e.text}\n", close=True)
+
+    @staticmethod
+    def frame_error_text(message: str) -> str:
+        return message
+
+    @staticmethod
+    def heart_beat_ms(cx: int, cy: int) -> tuple[int, int]:
+        """(server sends every, server expects every) in ms: whole seconds (anything under one
+        second is one)."""
+        return _whole_seconds(cy), _whole_seconds(cx)
+
+    @staticmethod
+    def new_session_id(conn_id: int) -> str:
+        return "session-" + base64.urlsafe_b64encode(os.urandom(16)).decode().rstrip("=")
+
+    @staticmethod
+    def message_id_prefix(session: "StompSession", sub_id: str, destination: str, show_id: bool) -> str:
+        """``T_<sub>@@<session>@@`` (the plugin's consumer tag and session), or
+        ``Q_<destination>@@<session>@@`` for a subscription without id."""
+        if show_id:
+            return f"T_{sub_id}@@{session.session_id}@@"
+        return f"Q_{destination}@@{session.session_id}@@"
+
+    @staticmethod
+    def consumer_options(h: dict[str, str], dest: str) -> tuple[int, Any]:
+        """(prefetch, selector): prefetch-count (default: no limit); no selectors."""
+        return int(h.get("prefetch-count", "0")), None
+
+    def delivery_tag(self, command: str, value: str) -> int:
+        """The delivery tag of ``T_<sub>@@<session>@@<tag>``, whose subscription must exist."""
+        parts = value.rsplit("@@", 2)
+        if len(parts) != 3 or not parts[2].isdigit():
+            raise StompError("Invalid header", f"{command} must include a valid 'message-id' header\n")
+        if parts[0][2:] not in self.s.subscriptions:
+            raise StompError("Subscription not found", f"Message with id {value} has no subscription\n")
+        return int(parts[2])
+
+    @staticmethod
+    def unknown_delivery(command: str, tag: int) -> BrokerError | StompError:
+        # the channel's basic.ack of an unknown tag: a channel error, it closes
+        return PreconditionFailed(f"unknown delivery tag {tag}")
+
+    def remove_named_durable(self, headers: dict[str, str], active_here: bool) -> bool:
+        """UNSUBSCRIBE naming a durable subscription: not a RabbitMQ header (False: go on)."""
+        return False
+
+    def shown_destination(self, key: tuple[str, str]) -> str | None:
+        """The destination a MESSAGE shows when it is not derived from (exchange, key)."""
+        return None
+
+
+class ActiveMQFlavour(ActiveMQDestinations):
+    """ActiveMQ Classic's STOMP transport."""
+
+    HEARTBEAT_GRACE = 1.5  # ActiveMQ's read-check: 1.5 heart-beat periods
+    ERROR_ECHOES_RECEIPT = True  # ERROR frames echo the refused frame's receipt
+    STRICT_ESCAPES = False  # an undefined escape is kept as it is
+    SUBSCRIBE_NEEDS_ID = True  # STOMP 1.1+, "SUBSCRIBE": the id header is required
+    DURABLE_NEEDS_ID = False
+    TEMP_QUEUE_ID_RESERVED = False
+    CONSUMER_PRIORITIES = False
+    UNSUBSCRIBE_BY_DESTINATION = False  # only in STOMP 1.0
+    NACK_IN_10 = False  # "NACK received but connection is in v1.0 mode."
+    NACK_REQUEUES = False  # a NACK is a poison ack: the message goes to the dead-letter queue
+    REFUSES_DUPLICATE_BEGIN = True  # "The transaction was already started"
+    TELLS_SERVER_CANCEL = False
+    SEND_REFUSES_MESSAGE_ID = False
+    CACHES_SEND_ROUTES = False
+    HOST_NAMES_VHOST = False  # host is ignored
+    INTERNAL_ERROR_MESSAGE = "Internal error"
+    # SEND headers mapped to JMS fields, a SEND without content-length is a text message;
+    # MESSAGE frames with JMS headers, redelivered only when true, text bodies bare
+    AMQP_MESSAGE_FORM = False
+
+    destination_name: Callable[[str, str], str] = staticmethod(activemq_destination)
+
+    @staticmethod
+    def refusal(rabbit: StompError, activemq_text: str, activemq_close: bool = False,
+                security: bool = False) -> StompError:
+        """One refusal worded as each engine words it: a ProtocolException (fatal ones close),
+        or with ``security`` a SecurityException (a refused login or destination)."""
+        return (security_exception if security else protocol_exception)(activemq_text, activemq_close)
+
+    @staticmethod
+    def broker_error(e: BrokerError) -> StompError:
+        """The exception text in both the message header and the body; a refused access is
+        ActiveMQ's SecurityException."""
+        if isinstance(e, AccessRefused):
+            return security_exception(e.text)
+        return StompError(e.text, f"{type(e).__name__}: {e.text}\n")
+
+    @staticmethod
+    def frame_error_text(message: str) -> str:
+        return _ACTIVEMQ_FRAME_ERRORS.get(message, message)
+
+    @staticmethod
+    def heart_beat_ms(cx: int, cy: int) -> tuple[int, int]:
+        return cy, cx
+
+    @staticmethod
+    def new_session_id(conn_id: int) -> str:
+        return f"ID:mqemu-{os.getpid()}-{_START_MS}-{next(_session_numbers)}:{conn_id}"
+
+    @staticmethod
+    def message_id_prefix(session: "StompSession", sub_id: str, destination: str, show_id: bool) -> str:
+        """``<session>:<subscription number>:``, a JMS-style id."""
+        return f"{session.session_id}:{session.sub_counter}:"
+
+    @classmethod
+    def consumer_options(cls, h: dict[str, str], dest: str) -> tuple[int, Any]:
+        """(prefetch, selector): activemq.prefetchSize (default by destination kind) and the
+        JMS selector."""
+        size = h.get("activemq.prefetchSize")
+        if size is None:
+            topic = dest.startswith(("/topic/", "topic://", "/temp-topic/"))
+            size = cls.DEFAULT_TOPIC_PREFETCH if topic else cls.DEFAULT_QUEUE_PREFETCH
+        text = h.get("selector")
+        selector = None
+        if text:
+            from mqemu.broker.selector import compile_selector
+
+            # ActiveMQ: STOMP selectors compare string headers with numbers by converting them.
+            selector = compile_selector(text, convert_string_expressions=True)
+        return max(0, int(size)), selector
+
+    def delivery_tag(self, command: str, value: str) -> int:
+        """The delivery tag at the end of ``ID:<session>:<sub>:<tag>``; -1 when not ours."""
+        tail = value.rpartition(":")[2]
+        return int(tail) if tail.isdigit() else -1
+
+    @staticmethod
+    def unknown_delivery(command: str, tag: int) -> BrokerError | StompError:
+        return protocol_exception(f"Unexpected {command} received for message-id [null]")
+
+    def remove_named_durable(self, headers: dict[str, str], active_here: bool) -> bool:
+        """UNSUBSCRIBE naming a durable subscription removes it (it must not be active:
+        UNSUBSCRIBE by id first). True when the frame named one."""
+        name = headers.get("activemq.subscriptionName") or headers.get("durable-subscription-name")
+        if name is None:
+            return False
+        self.remove_durable(name, active_here)
+        return True
+
+    def shown_destination(self, key: tuple[str, str]) -> str | None:
+        """The connection's own temporary queue under the name it gave it."""
+        return self.temp_shown.get(key[1]) if key[0] == "" else None
+
+
+StompFlavour = type[RabbitFlavour] | type[ActiveMQFlavour]
+
+FLAVOURS: dict[str, StompFlavour] = {"rabbitmq": RabbitFlavour, "activemq": ActiveMQFlavour}
+
+
+def flavour_for(profile: "EngineProfile") -> StompFlavour:
+    """The flavour class of the broker's engine."""
+    return FLAVOURS[profile.name]
+
+
+def _whole_seconds(ms: int) -> int:
+    if ms <= 0:
+        return 0
+    return max(1, ms // 1000) * 1000
