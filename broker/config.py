@@ -54,7 +54,7 @@ from typing import Any
 
 from .auth import AuthorizationEntry, AuthRegistry, Permission, User
 
-from .profile import VERSIONS
+from .profile import VERSIONS, simple_authentication
 
 ENGINES = tuple(VERSIONS)
 # Timeouts in seconds a protocol section may set; each defaults to the emulated engine's.
@@ -139,7 +139,7 @@ def load_config(path: str | None, engine: str | None = None, engine_version: str
         if not isinstance(wm, (int, float)) or wm <= 0:
             raise ConfigError("memory_high_watermark must be a fraction of RAM (0-1) or a byte count")
         cfg.memory_high_watermark = int(wm * _ram()) if wm <= 1 else int(wm)
-    cfg.auth.engine = cfg.engine
+    cfg.auth.simple = simple_authentication(cfg.engine)
     if "users" in data:
         cfg.auth.users.clear()
         cfg.auth.permissions.clear()

@@ -35,6 +35,12 @@ PRODUCTS = {"rabbitmq": "RabbitMQ", "activemq": "ActiveMQ"}
 QUORUM_DEFAULT_DELIVERY_LIMIT = 20
 
 
+def simple_authentication(engine: str) -> bool:
+    """Whether ``engine`` checks logins and destinations as ActiveMQ's simple authentication
+    and authorization plugins do (``EngineProfile.simple_authentication``)."""
+    return engine == "activemq"
+
+
 def default_version(engine: str) -> str:
     return next(iter(VERSIONS[engine]))
 
@@ -106,7 +112,8 @@ class EngineProfile:
             policies = ActiveMQSettings.from_config(config) if config is not None else ActiveMQSettings()
             return cls(engine, version, versions[version], activemq_policies=policies, message_groups=True,
                        redelivery_policy=True, shared_dead_letter_queue=True,
-                       scheduled_delivery=policies.scheduler_support, simple_authentication=True,
+                       scheduled_delivery=policies.scheduler_support,
+                       simple_authentication=simple_authentication(engine),
                        connect_timeout=30.0)
         four = _at_least(version, "4.0")
         queue_type = getattr(config, "default_queue_type", None) or ("quorum" if four else "classic")

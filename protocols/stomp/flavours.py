@@ -185,7 +185,7 @@ class ActiveMQFlavour(ActiveMQDestinations):
     def consumer_options(cls, h: dict[str, str], dest: str) -> tuple[int, Any]:
         """(prefetch, selector): activemq.prefetchSize (default by destination kind) and the
         JMS selector."""
-        size = h.get("activemq.prefetchSize")
+        size: Any = h.get("activemq.prefetchSize")
         if size is None:
             topic = dest.startswith(("/topic/", "topic://", "/temp-topic/"))
             size = cls.DEFAULT_TOPIC_PREFETCH if topic else cls.DEFAULT_QUEUE_PREFETCH
