@@ -59,7 +59,7 @@ def amq(tmp_path) -> AuthRegistry:
 
 
 def test_config_reads_groups_entries_temp_entry_and_topic_rules(amq):
-    assert amq.engine == "activemq" and amq.users_configured
+    assert amq.simple and amq.users_configured
     assert amq.users["admin"].groups == frozenset({"admins", "users"})
     assert amq.authorization[1] == AuthorizationEntry("queue", "orders.>", frozenset({"guests"}),
                                                       frozenset({"*"}), frozenset())
@@ -97,7 +97,7 @@ def test_activemq_login_as_simple_authentication_plugin(amq):
 
 def test_activemq_without_users_lets_everyone_in():
     reg = AuthRegistry.default()
-    reg.engine = "activemq"
+    reg.simple = True  # the ActiveMQ engine's model
     assert reg.open and reg.login("anyone", "anything", "10.0.0.5") is None
     reg.check_destination(None, "write", "queue", "x", exists=False)  # nothing is authorised
 

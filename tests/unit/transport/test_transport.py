@@ -25,8 +25,13 @@ TIMEOUT = 30  # mock-clock seconds: reached only by a deadlock
 
 
 class FakeBroker:
+    """What a session asks of its broker: the alarm and the memory alarm's counted sessions."""
+
     def __init__(self) -> None:
         self.alarm_listeners: set = set()
+        self.memory_alarm = False
+        self.held_outbound: set = set()
+        self.held_input: set = set()
 
 
 class FakeSession(SessionBase):
