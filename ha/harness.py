@@ -8,6 +8,7 @@ for a network fault that ends with the block.
 
 from __future__ import annotations
 
+import os
 import threading
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any, AsyncIterator, Iterator
@@ -165,3 +166,51 @@ class TopologyThread:
         assert self._token is not None
         return trio.from_thread.run_sync(fn, *args, trio_token=self._token)
 
+
+
+class Harness:
+    """Workloads against a running topology, faults recorded in their histories, and the
+    checker's verdict: what the ``mqemu_harness`` fixture gives a test.
+
+    ``workload("stomp", count=500)`` starts a publisher and a consumer through the topology's
+    endpoints for that protocol (``workload.Workload``), recording into a history file in
+    ``workdir``; ``fault("kill", "active")`` applies a fault and marks its start and end in
+    every running workload's history; ``check()`` waits for the workloads to finish and
+    returns the verdict (``checker.Verdict``) on all their histories together.
+    """
+
+    def __init__(self, topology: TopologyThread, workdir: str) -> None:
+        self.topology = topology
+        self.workdir = workdir
+        self.workloads: list[Any] = []
+        self.histories: list[str] = []
+
+    def workload(self, protocol: str, **options: Any) -> Any:
+        from .workload import Workload, WorkloadOptions
+
+        path = os.path.join(self.workdir, f"history-{len(self.histories) + 1}-{protocol}.jsonl")
+        w = Workload(WorkloadOptions(protocol, self.topology.endpoints(protocol), **options), path).start()
+        self.workloads.append(w)
+        self.histories.append(path)
+        return w
+
+    def fault(self, action: str, target: str, **params: Any) -> dict[str, Any]:
+        running = [w for w in self.workloads if not w.publisher_done.is_set()]
+        for w in running:
+            w.fault(action, target, "invoke")
+        try:
+            return self.topology.fault(action, target, **params)
+        finally:
+            for w in running:
+                w.fault(action, target, "ok")
+
+    def check(self, timeout: float = 120) -> Any:
+        """Wait for every workload (then stop what is left) and judge their histories."""
+        from .checker import check
+        from .history import read_history
+
+        for w in self.workloads:
+            if not w.wait(timeout):
+                w.stop()
+        records = [r for path in self.histories for r in read_history(path)]
+        return check(records)

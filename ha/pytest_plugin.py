@@ -10,6 +10,9 @@
   behind fault proxies (``harness.TopologyThread``): ``.endpoints("stomp")``,
   ``.failover("stomp")``, ``.kill("active")``, ``.pause("standby")``, ``with
   pair.down("active"):`` ...; ``mqemu_topology`` is the factory for other settings.
+- ``mqemu_harness``: workloads through that pair's endpoints, faults recorded in their
+  histories, and the checker's verdict (``harness.Harness``): ``h.workload("stomp",
+  count=500)``, ``h.fault("kill", "active")``, ``h.check().counts.lost == 0``.
 
 Every listener is on a free port of 127.0.0.1, so tests can run side by side.
 """
@@ -21,7 +24,7 @@ from typing import Any, AsyncIterator, Callable, Iterator
 
 import pytest
 
-from .harness import TopologyThread
+from .harness import Harness, TopologyThread
 from .node import NodeThread, open_node
 
 
@@ -88,3 +91,8 @@ def mqemu_topology(tmp_path: Any) -> Iterator[Callable[..., TopologyThread]]:
 @pytest.fixture
 def mqemu_active_standby(mqemu_topology: Callable[..., TopologyThread]) -> TopologyThread:
     return mqemu_topology(mode="active-standby")
+
+
+@pytest.fixture
+def mqemu_harness(mqemu_active_standby: TopologyThread, tmp_path: Any) -> Harness:
+    return Harness(mqemu_active_standby, str(tmp_path))
