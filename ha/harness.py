@@ -9,13 +9,13 @@ for a network fault that ends with the block.
 from __future__ import annotations
 
 import os
-import threading
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any, AsyncIterator, Iterator
 
 import trio
 
 from .control import ControlServer
+from .node import LoopThread
 from .topology import Topology, TopologyOptions
 
 
@@ -39,59 +39,29 @@ async def open_topology(**options: Any) -> AsyncIterator[Topology]:
         yield topology
 
 
-class TopologyThread:
+class TopologyThread(LoopThread):
     """A topology run by a thread of its own; ``start()`` returns once every node has a role."""
 
+    thread_name = "mqemu-topology"
+
     def __init__(self, **options: Any) -> None:
+        super().__init__()
         self.topology = Topology(TopologyOptions(**options))
-        self._thread: threading.Thread | None = None
-        self._token: trio.lowlevel.TrioToken | None = None
-        self._cancel: trio.CancelScope | None = None
-        self._ready = threading.Event()
-        self._error: BaseException | None = None
 
     def start(self, timeout: float = 60) -> "TopologyThread":
-        self._thread = threading.Thread(target=self._main, name="mqemu-topology", daemon=True)
-        self._thread.start()
-        if not self._ready.wait(timeout):
-            raise TimeoutError(f"the topology did not start within {timeout} s")
-        if self._error is not None:
-            raise self._error
-        return self
-
-    def _main(self) -> None:
-        async def main() -> None:
-            self._token = trio.lowlevel.current_trio_token()
-            with trio.CancelScope() as scope:
-                self._cancel = scope
-                async with open_topology_of(self.topology):
-                    self._ready.set()
-                    await trio.sleep_forever()
-        try:
-            trio.run(main)
-        except BaseException as e:  # reported to start() or kept for stop()
-            self._error = e
-        finally:
-            self._ready.set()
+        return super().start(timeout)
 
     def stop(self, timeout: float = 30) -> None:
-        if self._token is not None and self._cancel is not None:
-            try:
-                self._token.run_sync_soon(self._cancel.cancel)
-            except trio.RunFinishedError:
-                pass
-        if self._thread is not None:
-            self._thread.join(timeout)
+        super().stop(timeout)
 
-    def __enter__(self) -> "TopologyThread":
-        return self.start()
-
-    def __exit__(self, *exc: Any) -> None:
-        self.stop()
+    async def serve(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        async with open_topology_of(self.topology):
+            task_status.started()
+            await trio.sleep_forever()
 
     # -- reading -----------------------------------------------------------------------------
     def status(self) -> dict[str, Any]:
-        return self._sync(self.topology.status)
+        return self.call(self.topology.status)
 
     def endpoints(self, protocol: str) -> list[tuple[str, int]]:
         """The (host, port) list clients of ``protocol`` try in turn."""
@@ -106,7 +76,7 @@ class TopologyThread:
 
     def node(self, target: str) -> dict[str, Any]:
         """The status of the one node named or in the role ``target``."""
-        names = {n.name for n in self._sync(self.topology.resolve, target)}
+        names = {n.name for n in self.call(self.topology.resolve, target)}
         (node,) = [n for n in self.status()["nodes"] if n["name"] in names]
         return node
 
@@ -154,18 +124,13 @@ class TopologyThread:
     @contextmanager
     def down(self, target: str, **params: Any) -> Iterator[list[str]]:
         """The target's endpoints refuse and cut connections for the block."""
-        names = {n.name for n in self._sync(self.topology.resolve, target)}
+        names = {n.name for n in self.call(self.topology.resolve, target)}
         self.toxic("down", target, name="down", **params)
         try:
             yield sorted(names)
         finally:
             for name in names:
                 self.heal(name, name="down")
-
-    def _sync(self, fn: Any, *args: Any) -> Any:
-        assert self._token is not None
-        return trio.from_thread.run_sync(fn, *args, trio_token=self._token)
-
 
 
 class Harness:

@@ -268,32 +268,32 @@ async def open_node(**kwargs: Any) -> AsyncIterator[Node]:
             nursery.cancel_scope.cancel()
 
 
-class NodeThread:
-    """A node in a background thread with its own trio loop, for synchronous callers.
+class LoopThread:
+    """A trio task run by a background thread with its own trio loop, for synchronous callers.
 
-    ``start()`` returns once every listener is bound (or raises what stopped it);
-    ``stop()`` cancels the node and joins the thread.
+    Subclasses give ``serve(task_status)``, which reports started once the thing is ready;
+    ``start()`` returns then (or raises what stopped it), ``stop()`` cancels it and joins
+    the thread. ``call(fn, *args)`` runs a sync function in that loop and returns its result.
     """
 
-    def __init__(self, **kwargs: Any) -> None:
-        ports = {p: 0 for p in PROTOCOLS}
-        ports.update(kwargs.pop("ports", {}))
-        self.node = Node(NodeOptions(ports=ports, **kwargs))
+    thread_name = "mqemu"
+    start_error: type[Exception] = TimeoutError
+
+    def __init__(self) -> None:
         self._thread: threading.Thread | None = None
         self._token: trio.lowlevel.TrioToken | None = None
         self._cancel: trio.CancelScope | None = None
         self._ready = threading.Event()
         self._error: BaseException | None = None
 
-    @property
-    def ports(self) -> dict[str, int]:
-        return self.node.ports
+    async def serve(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        raise NotImplementedError
 
-    def start(self, timeout: float = 10) -> "NodeThread":
-        self._thread = threading.Thread(target=self._main, name="mqemu-node", daemon=True)
+    def start(self, timeout: float = 10) -> Any:
+        self._thread = threading.Thread(target=self._main, name=self.thread_name, daemon=True)
         self._thread.start()
         if not self._ready.wait(timeout):
-            raise NodeStartError(f"the node did not start within {timeout} s")
+            raise self.start_error(f"{self.thread_name} did not start within {timeout} s")
         if self._error is not None:
             raise self._error
         return self
@@ -304,7 +304,7 @@ class NodeThread:
             with trio.CancelScope() as scope:
                 self._cancel = scope
                 async with trio.open_nursery() as nursery:
-                    await nursery.start(self.node.run)
+                    await nursery.start(self.serve)
                     self._ready.set()
         try:
             trio.run(main)
@@ -322,8 +322,36 @@ class NodeThread:
         if self._thread is not None:
             self._thread.join(timeout)
 
-    def __enter__(self) -> "NodeThread":
+    def call(self, fn: Any, *args: Any) -> Any:
+        assert self._token is not None
+        return trio.from_thread.run_sync(fn, *args, trio_token=self._token)
+
+    def __enter__(self) -> Any:
         return self.start()
 
     def __exit__(self, *exc: Any) -> None:
         self.stop()
+
+
+class NodeThread(LoopThread):
+    """A node in a background thread with its own trio loop, for synchronous callers.
+
+    ``start()`` returns once every listener is bound (or raises what stopped it);
+    ``stop()`` cancels the node and joins the thread.
+    """
+
+    thread_name = "mqemu-node"
+    start_error = NodeStartError
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__()
+        ports = {p: 0 for p in PROTOCOLS}
+        ports.update(kwargs.pop("ports", {}))
+        self.node = Node(NodeOptions(ports=ports, **kwargs))
+
+    @property
+    def ports(self) -> dict[str, int]:
+        return self.node.ports
+
+    async def serve(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        await self.node.run(task_status=task_status)
