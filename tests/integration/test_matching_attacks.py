@@ -17,6 +17,7 @@ import pika
 import pytest
 import stomp
 from paho.mqtt.enums import CallbackAPIVersion
+from auth_helpers import Collect
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -152,20 +153,6 @@ def test_mqtt_plus_filters_against_literal_star_topics_do_not_stall_others(mqemu
 
 
 # -- STOMP, ActiveMQ wildcards and selectors ----------------------------------------------
-class Collect(stomp.ConnectionListener):
-    def __init__(self) -> None:
-        self.messages: queue.Queue = queue.Queue()
-        self.errors: queue.Queue = queue.Queue()
-        self.receipts: queue.Queue = queue.Queue()
-
-    def on_message(self, frame) -> None:
-        self.messages.put(frame)
-
-    def on_error(self, frame) -> None:
-        self.errors.put(frame)
-
-    def on_receipt(self, frame) -> None:
-        self.receipts.put(frame.headers["receipt-id"])
 
 
 def stomp_connect(port: int):
