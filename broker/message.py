@@ -54,7 +54,6 @@ class Message:
         "body",
         "properties",
         "encoded_properties",
-        "id",
         "routing_keys",
         "fields",
     )
@@ -73,7 +72,6 @@ class Message:
         self.body = body
         self.properties = properties if properties is not None else {}
         self.encoded_properties = encoded_properties
-        self.id: int | None = None  # assigned by a store that keeps the message
         self.routing_keys: list[str] | None = None  # with CC/BCC, every key it was routed by
         # Protocol fields (see ``Field``): kept and stored with the message, never read by
         # the core. Shared between messages: replaced, never changed in place.
@@ -164,9 +162,10 @@ _entry_seq = itertools.count()
 
 
 class QueueEntry:
-    """A message's place in one queue: its arrival number, redelivery state and deadline."""
+    """A message's place in one queue: its arrival number, redelivery state, deadline and
+    the store's handle for it (the store never writes on the ``Message`` itself)."""
 
-    __slots__ = ("message", "seq", "redelivered", "delivery_count", "expires_at", "size")
+    __slots__ = ("message", "seq", "redelivered", "delivery_count", "expires_at", "size", "store_id")
 
     def __init__(self, message: Message, expires_at: float | None) -> None:
         self.message = message
@@ -175,3 +174,5 @@ class QueueEntry:
         self.delivery_count = 0
         self.expires_at = expires_at
         self.size = len(message.body)
+        # The store's handle for this queue's copy (``Store.add_message``); None: not stored.
+        self.store_id: int | None = None

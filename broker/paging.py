@@ -199,12 +199,11 @@ class PagingQueue:
         pg = self._paged
         if pg is None:
             mode = self._paging
-            if mode == "never" or (mode == "budget" and self.vhost.budget.grant(self)):
+            if mode == "never" or (mode == "budget" and self.port.budget.grant(self)):
                 return False
             if not self.ready and self._consumer_ready():
                 return False  # delivered at once: never worth a write
-            store = self.vhost.store
-            if store is None or not store.can_page:
+            if not self.port.can_page():
                 # No paging task (a core without a running store): keep it in memory and
                 # look again a MiB later.
                 self._page_at = self.bytes_ready + PAGE_BATCH_BYTES
@@ -212,8 +211,7 @@ class PagingQueue:
             pg = self._paged = PagedIndex()
             self.ready = PagedDeque(self.ready, pg)
             self._page_at = -1  # every publish joins the tail while there is one
-        message = entry.message
-        key = self.vhost.store.page_out(self, message, self._persist and message.persistent)
+        key = self.port.page_out(entry.message, entry.store_id)
         pg.append(key, entry.size, entry.expires_at)
         if pg.loading is None:
             self._page_in()
@@ -232,7 +230,7 @@ class PagingQueue:
                 or self.bytes_ready >= PAGE_BATCH_BYTES or self.ready.in_memory() >= PAGE_BATCH):
             return
         chunk = pg.loading = pg.chunks.popleft()
-        self.vhost.store.page_in(self, chunk.keys, partial(self._paged_in, chunk))
+        self.port.page_in(chunk.keys, partial(self._paged_in, chunk))
 
     def _paged_in(self, chunk: Chunk, messages: list[Message | None]) -> None:
         """The store read chunk: append its entries to the in-memory head and dispatch."""
@@ -240,10 +238,10 @@ class PagingQueue:
         if pg is None or pg.loading is not chunk or self.deleted:
             # Purged or deleted while it was read: settle what came back.
             if self._persist and not self.deleted:
-                store = self.vhost.store
-                for m in messages:
-                    if m is not None and m.id is not None:
-                        store.remove_message(self, m)
+                remove = self._store_remove
+                for key, m in zip(chunk.keys, messages):
+                    if m is not None and key > 0:  # a stored row (negative: the page file's)
+                        remove(key)
             return
         pg.loading = None
         pg.count -= len(chunk.keys)
@@ -251,18 +249,22 @@ class PagingQueue:
         ready = self.ready
         redelivered = chunk.redelivered
         size = 0
+        keys = chunk.keys
         for i, m in enumerate(messages):
             if m is None:
                 continue  # its row is gone (cannot happen while the queue holds it)
             entry = QueueEntry(m, chunk.expiry(i))
             entry.redelivered = redelivered
+            key = keys[i]
+            if key > 0:  # the store's row for a persistent message: its handle
+                entry.store_id = key
             ready.append(entry)
             size += entry.size
         self.bytes_ready += size
         if not pg.chunks:
             self._leave_paging()
         if self.ready and self.ready[0].expires_at is not None:
-            self.expire(self.vhost.clock())
+            self.expire(self._clock())
         if self.consumers:
             self.dispatch()
         elif self._paged is not None:

@@ -29,7 +29,7 @@ from .queue_args import QueueSettings
 from .selective import SelectiveDispatch
 
 if TYPE_CHECKING:
-    from .vhost import VirtualHost
+    from .queue_port import QueuePort
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,7 +46,7 @@ class Queue(SelectiveDispatch, PagingQueue):
 
     def __init__(
         self,
-        vhost: "VirtualHost",
+        port: "QueuePort",
         name: str,
         durable: bool = False,
         exclusive_owner: object | None = None,
@@ -54,13 +54,14 @@ class Queue(SelectiveDispatch, PagingQueue):
         arguments: dict[str, Any] | None = None,
         settings: QueueSettings | None = None,
     ) -> None:
-        self.vhost = vhost
+        # Everything the queue asks of its vhost, timers, budget and store (``queue_port``).
+        self.port = port
         self.name = name
         self.durable = durable
         self.exclusive_owner = exclusive_owner
         self.auto_delete = auto_delete
         self.arguments = arguments or {}
-        self.settings = settings or QueueSettings.parse(name, vhost.name, self.arguments)
+        self.settings = settings or QueueSettings.parse(name, port.vhost_name, self.arguments)
         s = self.settings
         self.ready: deque[QueueEntry] | PriorityReady = (
             PriorityReady(s.max_priority) if s.max_priority else deque()
@@ -70,15 +71,19 @@ class Queue(SelectiveDispatch, PagingQueue):
         self.unacked = 0
         self.had_consumer = False
         self.deleted = False
-        self.last_used = vhost.clock()
+        self._clock = port.clock
+        self._dead_letter = port.dead_letter
+        self.last_used = port.clock()
         self._rr = 0
         self._dispatching = False
         self._expiry_at: float | None = None
-        self._persist = durable and vhost.store is not None and vhost.store.keeps_messages
+        self._persist = port.persists
+        self._store_add = port.store_add  # -> the store's handle, kept on the entry
+        self._store_remove = port.store_remove
         # The engine profile's policies: ActiveMQ's message groups and redelivery policy
-        # (settings in vhost.activemq); selectors on any engine.
-        profile = vhost.profile
-        self._redelivery: activemq.ActiveMQSettings | None = vhost.activemq if profile.redelivery_policy else None
+        # (settings in port.activemq); selectors on any engine.
+        profile = port.profile
+        self._redelivery: activemq.ActiveMQSettings | None = port.activemq if profile.redelivery_policy else None
         self._grouping = profile.message_groups  # assign JMSXGroupID groups (``selective``)
         # RabbitMQ 4.x: a quorum queue without x-delivery-limit stops at 20 deliveries.
         self._default_delivery_limit = profile.quorum_delivery_limit
@@ -91,7 +96,7 @@ class Queue(SelectiveDispatch, PagingQueue):
         # Paging (see ``paging``): past _page_at bytes in memory publish takes the slow path,
         # which asks the node's budget for more or pages the message out to the store.
         self._paged: PagedIndex | None = None
-        self._paging = paging_mode(s) if getattr(vhost, "budget", None) is not None else "never"
+        self._paging = paging_mode(s) if port.budget is not None else "never"
         self._page_at = self._open_gate()
 
     # -- publishing ---------------------------------------------------------------------
@@ -113,11 +118,11 @@ class Queue(SelectiveDispatch, PagingQueue):
                 if not self._make_room(entry):
                     return False
             if self._persist and message.persistent:
-                self.vhost.store.add_message(self, message)
+                entry.store_id = self._store_add(message)
             if self._page_out(entry):
                 return True
         elif self._persist and message.persistent:
-            self.vhost.store.add_message(self, message)
+            entry.store_id = self._store_add(message)
         self.ready.append(entry)
         self.bytes_ready += entry.size
         if self.consumers:
@@ -140,16 +145,16 @@ class Queue(SelectiveDispatch, PagingQueue):
             return True
         if s.overflow in ("reject-publish", "reject-publish-dlx"):
             if s.overflow == "reject-publish-dlx":
-                self.vhost.dead_letter(self, [entry], "maxlen")
+                self._dead_letter(self, [entry], "maxlen")
             return False
         dropped = []
         while self.ready and over(1, entry.size):
             dropped.append(self._pop_ready())
         if dropped:
             self._settle_dropped(dropped)
-            self.vhost.dead_letter(self, dropped, "maxlen")
+            self._dead_letter(self, dropped, "maxlen")
         if max_len == 0:  # drop-head with no room at all: the new message itself is dropped
-            self.vhost.dead_letter(self, [entry], "maxlen")
+            self._dead_letter(self, [entry], "maxlen")
             return True
         return True
 
@@ -175,9 +180,9 @@ class Queue(SelectiveDispatch, PagingQueue):
                     break
                 entry = ready.popleft()
                 self.bytes_ready -= entry.size
-                if entry.expires_at is not None and entry.expires_at < self.vhost.clock():
+                if entry.expires_at is not None and entry.expires_at < self._clock():
                     self._settle_dropped([entry])
-                    self.vhost.dead_letter(self, [entry], "expired")
+                    self._dead_letter(self, [entry], "expired")
                     continue
                 if consumer.no_ack:
                     self._settle(entry)
@@ -213,13 +218,13 @@ class Queue(SelectiveDispatch, PagingQueue):
 
     def get(self, no_ack: bool) -> QueueEntry | None:
         """basic.get: the head entry, or None when the queue has none ready."""
-        self.last_used = self.vhost.clock()
+        self.last_used = self._clock()
         now = self.last_used
         while self.ready:
             entry = self._pop_ready()
             if entry.expires_at is not None and entry.expires_at <= now:
                 self._settle_dropped([entry])
-                self.vhost.dead_letter(self, [entry], "expired")
+                self._dead_letter(self, [entry], "expired")
                 continue
             if no_ack:
                 self._settle(entry)
@@ -249,7 +254,7 @@ class Queue(SelectiveDispatch, PagingQueue):
         else:
             for e in entries:
                 self._settle(e)
-            self.vhost.dead_letter(self, entries, "rejected")
+            self._dead_letter(self, entries, "rejected")
         self.dispatch()
 
     def requeue(self, entries: Iterable[QueueEntry]) -> None:
@@ -277,8 +282,7 @@ class Queue(SelectiveDispatch, PagingQueue):
                 headers = dict(entry.message.headers)
                 headers["x-delivery-count"] = entry.delivery_count
                 old = entry.message
-                entry.message = old.copy_with(headers=headers)
-                entry.message.id = old.id
+                entry.message = old.copy_with(headers=headers)  # the store handle stays on the entry
             back.append(entry)
             self.bytes_ready += entry.size
         if back:
@@ -291,7 +295,7 @@ class Queue(SelectiveDispatch, PagingQueue):
         if over:
             for e in over:
                 self._settle(e)
-            self.vhost.dead_letter(self, over, "delivery_limit")
+            self._dead_letter(self, over, "delivery_limit")
 
     def release_consumer_entries(self, consumer: Consumer | None, entries: list[QueueEntry]) -> None:
         """A channel closed with entries unacked: requeue them (AMQP 0-9-1 §1.8.3.6)."""
@@ -308,8 +312,10 @@ class Queue(SelectiveDispatch, PagingQueue):
             consumer.unacked -= 1
 
     def _settle(self, entry: QueueEntry) -> None:
-        if self._persist and entry.message.id is not None:
-            self.vhost.store.remove_message(self, entry.message)
+        handle = entry.store_id
+        if handle is not None:
+            entry.store_id = None
+            self._store_remove(handle)
 
     def _settle_dropped(self, entries: list[QueueEntry]) -> None:
         for e in entries:
@@ -332,7 +338,7 @@ class Queue(SelectiveDispatch, PagingQueue):
             self.consumers.remove(consumer)
         except ValueError:
             return
-        self.last_used = self.vhost.clock()
+        self.last_used = self._clock()
         self._version += 1
         if consumer.selector is not None:
             self._selectors -= 1
@@ -342,9 +348,9 @@ class Queue(SelectiveDispatch, PagingQueue):
                 del self._groups[group]
         if not self.consumers:
             if self.auto_delete and self.had_consumer:
-                self.vhost.delete_queue(self.name, internal=True)
+                self.port.delete_queue(self.name)
                 return
-            self.vhost.schedule_queue_expiry(self)
+            self.port.schedule_expiry(self)
         elif self.settings.single_active_consumer or self._selective:
             self.dispatch()  # the next consumer in line becomes active, or takes its groups
 
@@ -362,12 +368,12 @@ class Queue(SelectiveDispatch, PagingQueue):
             dropped.append(self._pop_ready())
         if dropped:
             self._settle_dropped(dropped)
-            self.vhost.dead_letter(self, dropped, "expired")
+            self._dead_letter(self, dropped, "expired")
         if ready:
             head = ready[0]
             if head.expires_at is not None and (self._expiry_at is None or head.expires_at < self._expiry_at):
                 self._expiry_at = head.expires_at
-                self.vhost.timers.call_at(head.expires_at, self._expiry_due)
+                self.port.call_at(head.expires_at, self._expiry_due)
         elif self._paged is not None:
             self._page_in()  # the paged head expires once it is read (RabbitMQ: at the head)
 
@@ -384,7 +390,7 @@ class Queue(SelectiveDispatch, PagingQueue):
         pg = self._paged
         if pg is not None:
             # The chunk being read is settled when it arrives (_paged_in sees it cancelled).
-            self.vhost.store.page_discard(self, pg.keys())
+            self.port.page_discard(pg.keys())
             self._leave_paging()
         return n
 

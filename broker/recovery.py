@@ -80,10 +80,11 @@ def recover(broker: "Broker", snapshot: Snapshot) -> RecoveryReport:
         except Exception as e:  # arguments this version no longer accepts: keep the queue's data
             log.error("queue %r in vhost %r not recovered: %s", d["name"], vh.name, e)
             continue
-        q = Queue(vh, d["name"], True, None, False, d["arguments"], settings)
+        q = Queue(vh.queue_port(d["name"], True), d["name"], True, None, False, d["arguments"], settings)
         vh.queues[q.name] = q
         report.queues += 1
-        report.messages += _refill(q, snapshot.messages.get((vh.name, q.name), ()))
+        key = (vh.name, q.name)
+        report.messages += _refill(q, snapshot.messages.get(key, ()), snapshot.message_ids.get(key))
         rows = snapshot.paged.get((vh.name, q.name))
         if rows is not None:
             report.messages += _refill_paged(q, rows)
@@ -106,13 +107,14 @@ def recover(broker: "Broker", snapshot: Snapshot) -> RecoveryReport:
     return report
 
 
-def _refill(q: Queue, messages) -> int:
-    """Append recovered messages to q as ready entries, flagged redelivered."""
-    now = q.vhost.clock()
+def _refill(q: Queue, messages, ids) -> int:
+    """Append recovered messages to q as ready entries, flagged redelivered; ids: the
+    store's handle for each (None: a store that gives none)."""
+    now = q.port.clock()
     ttl = q.settings.message_ttl
     ready = q.ready
     size = 0
-    for msg in messages:
+    for i, msg in enumerate(messages):
         msg_ttl = ttl
         exp = msg.properties.get("expiration") if msg.properties else None
         if exp is not None:
@@ -124,6 +126,8 @@ def _refill(q: Queue, messages) -> int:
                 pass
         entry = QueueEntry(msg, None if msg_ttl is None else now + msg_ttl / 1000.0)
         entry.redelivered = True
+        if ids is not None:
+            entry.store_id = ids[i]
         ready.append(entry)
         size += entry.size
     q.bytes_ready += size
@@ -134,7 +138,7 @@ def _refill(q: Queue, messages) -> int:
 
 def _refill_paged(q: Queue, rows) -> int:
     """Give q the index of its messages left on disk, in chunks, flagged redelivered."""
-    now = q.vhost.clock()
+    now = q.port.clock()
     ttl = q.settings.message_ttl
     chunks = []
     chunk = None

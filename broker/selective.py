@@ -43,7 +43,7 @@ class SelectiveDispatch:
             if (new_entry and self._stuck_version == self._version and self._stuck == len(ready) - 1
                     and type(ready) is deque):
                 entry = ready[-1]
-                if entry.expires_at is None or entry.expires_at >= self.vhost.clock():
+                if entry.expires_at is None or entry.expires_at >= self._clock():
                     consumer = self._pick(entry)
                     if consumer is None:
                         self._stuck += 1
@@ -65,9 +65,9 @@ class SelectiveDispatch:
         while ready:
             entry = ready.popleft()
             self.bytes_ready -= entry.size
-            if entry.expires_at is not None and entry.expires_at < self.vhost.clock():
+            if entry.expires_at is not None and entry.expires_at < self._clock():
                 self._settle_dropped([entry])
-                self.vhost.dead_letter(self, [entry], "expired")
+                self._dead_letter(self, [entry], "expired")
                 continue
             consumer = self._pick(entry)
             kept_here = consumer is None or consumer is _ALL_FULL

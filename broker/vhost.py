@@ -17,6 +17,7 @@ from .errors import AccessRefused, NotFound, PreconditionFailed, ResourceLocked
 from .exchange import EXCHANGE_TYPES, Binding, Exchange, freeze_arguments
 from .message import Message, QueueEntry
 from .queue import Queue
+from .queue_port import QueuePort
 from .queue_args import QueueSettings, amqp_type_name
 from .timers import Timers
 
@@ -314,7 +315,7 @@ class VirtualHost:
                     raise PreconditionFailed(
                         f"invalid property '{prop}' for queue '{name}' in vhost '{self.name}'"
                     )
-        q = Queue(self, name, durable, exclusive_owner, auto_delete, arguments, settings)
+        q = Queue(self.queue_port(name, durable), name, durable, exclusive_owner, auto_delete, arguments, settings)
         self.queues[name] = q
         if durable and self.store is not None:
             self.store.save_queue(self.name, q)
@@ -396,6 +397,10 @@ class VirtualHost:
         if q.durable and self.store is not None:
             self.store.delete_queue(self.name, name)
         return n
+
+    def queue_port(self, name: str, durable: bool) -> QueuePort:
+        """The port a new queue of this vhost talks to the node through (``queue_port``)."""
+        return QueuePort(self, name, durable)
 
     def schedule_queue_expiry(self, q: Queue) -> None:
         """``x-expires``: delete the queue once unused (no consumers, no get, no redeclare)."""

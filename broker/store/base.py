@@ -5,9 +5,14 @@ loop (group commit). ``barrier`` returns a ticket covering every write made so f
 ``when_durable(ticket, callback)`` calls back once that ticket's batch is on disk: a
 publisher confirm, STOMP receipt or MQTT PUBACK for persistent data waits for it.
 
-Message ids are assigned by the store (``message.id``) when a message is first written. A
-message routed to several durable queues is written once, with one row per queue holding it;
-``remove_message`` drops one queue's row and the message itself with the last one.
+Messages are kept per queue, the queue named by its key, the value ``(vhost name, queue
+name)`` (``QueueKey``); the store never keeps a queue object. ``add_message(key, message)``
+returns the store's handle for that queue's copy (its message row id; None when nothing was
+kept), which the queue keeps on its ``QueueEntry.store_id`` and passes back to
+``remove_message(key, handle)``: the store never writes on the ``Message``. A message routed
+to several durable queues (added to each in turn, in the one publish call that routes it) is
+written once, with one row per queue holding it; ``remove_message`` drops one queue's row
+and the message itself with the last one.
 
 Records: protocol state that is not a queue (MQTT retained messages and session records,
 STOMP durable subscriptions) goes through a small key-value API, ``put_record(namespace,
@@ -34,6 +39,9 @@ if TYPE_CHECKING:
     from ..message import Message
     from ..queue import Queue
 
+#: A queue as the store knows it: (vhost name, queue name).
+QueueKey = tuple[str, str]
+
 
 class StoreError(Exception):
     """The store cannot be used; the text names the data directory or file and the reason."""
@@ -55,13 +63,15 @@ class Snapshot:
     ``queues``: dicts with vhost, name, durable, exclusive, auto_delete, arguments.
     ``bindings``: dicts with vhost, source, destination, destination_kind, routing_key,
     arguments (the binding's frozen argument tuple, ``exchange.freeze_arguments``). ``messages``: per (vhost, queue) the queue's messages in queue order,
-    each with its ``id`` set. ``records``: namespace -> key -> value.
+    and ``message_ids`` the store's handle of each (same order). ``records``: namespace -> key
+    -> value.
     """
 
     exchanges: list[dict[str, Any]] = field(default_factory=list)
     queues: list[dict[str, Any]] = field(default_factory=list)
     bindings: list[dict[str, Any]] = field(default_factory=list)
     messages: dict[tuple[str, str], list["Message"]] = field(default_factory=dict)
+    message_ids: dict[tuple[str, str], "array"] = field(default_factory=dict)
     #: per (vhost, queue) the messages loaded as an index only (the queue was past the
     #: memory budget): ``PagedRows`` following the messages in ``messages``.
     paged: dict[tuple[str, str], "PagedRows"] = field(default_factory=dict)
@@ -121,11 +131,11 @@ class Store(ABC):
 
     # Persistent messages in durable queues.
     @abstractmethod
-    def add_message(self, queue: "Queue", message: "Message") -> None:
-        """Keep message in queue; assigns ``message.id`` the first time it is added."""
+    def add_message(self, queue: QueueKey, message: "Message") -> int | None:
+        """Keep message in queue; returns the handle of this copy (None: nothing kept)."""
     @abstractmethod
-    def remove_message(self, queue: "Queue", message: "Message") -> None:
-        """Queue settled the message (ack, drop, dead-letter move, purge)."""
+    def remove_message(self, queue: QueueKey, handle: int) -> None:
+        """Queue settled its copy ``handle`` (ack, drop, dead-letter move, purge)."""
 
     # Protocol records (key-value, see the module docstring).
     @abstractmethod
@@ -143,7 +153,7 @@ class Store(ABC):
         they are. A callback never runs if the node stops first."""
 
     # Paging: bodies of queues past their memory budget (see ``pagefile``). A key is a
-    # message's id in the store (positive: a persistent message the queue already stored)
+    # message's handle in the store (positive: a persistent message the queue already stored)
     # or a page-file key (negative).
     #: Set by the broker before ``open``: bytes of message bodies recovery may load into
     #: memory (None: load every body), and which queues may page
@@ -156,18 +166,18 @@ class Store(ABC):
         """True while the store can take bodies (its paging task runs)."""
         return False
 
-    def page_out(self, queue: "Queue", message: "Message", stored: bool) -> int:
-        """Keep message's body on disk for queue; returns its key. ``stored``: queue already
-        wrote it with ``add_message``."""
+    def page_out(self, queue: QueueKey, message: "Message", handle: int | None) -> int:
+        """Keep message's body on disk for queue; returns its key. ``handle``: what
+        ``add_message`` returned when the queue stored it (None: not stored)."""
         raise NotImplementedError
 
-    def page_in(self, queue: "Queue", keys: "Sequence[int]",
+    def page_in(self, queue: QueueKey, keys: "Sequence[int]",
                 callback: "Callable[[list[Message | None]], None]") -> None:
         """Read the messages for keys off the event loop; callback gets them in key order
         (None for a key that is gone)."""
         raise NotImplementedError
 
-    def page_discard(self, queue: "Queue", keys: "Sequence[int]") -> None:
+    def page_discard(self, queue: QueueKey, keys: "Sequence[int]") -> None:
         """queue settled paged messages without reading them (purge, delete, drop)."""
         raise NotImplementedError
 

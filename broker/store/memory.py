@@ -50,7 +50,7 @@ class MemoryStore(Store):
     def can_page(self) -> bool:
         return self.pager.running
 
-    def page_out(self, queue, message, stored: bool) -> int:
+    def page_out(self, queue, message, handle) -> int:
         return self.pager.put(message)
 
     def page_in(self, queue, keys, callback) -> None:
@@ -78,9 +78,9 @@ class MemoryStore(Store):
         self.definitions.pop(("binding", vhost, binding), None)
 
     def add_message(self, queue, message) -> None:
-        pass
+        return None
 
-    def remove_message(self, queue, message) -> None:
+    def remove_message(self, queue, handle) -> None:
         pass
 
     def put_record(self, namespace: str, key: str, value: bytes) -> None:

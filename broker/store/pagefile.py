@@ -262,9 +262,7 @@ class Pager:
                 for mid, exchange, key, props, body in scon.execute(
                         "SELECT id, exchange, routing_key, properties, body FROM messages "
                         f"WHERE id IN ({','.join('?' * len(part))})", part):
-                    msg = self._message(exchange, key, props, body)
-                    msg.id = mid
-                    found[mid] = msg
+                    found[mid] = self._message(exchange, key, props, body)
         self.read_rows += len(found)
         return [found.get(k) for k in keys]
 

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 import trio
 
 from . import sqlite_schema as schema
-from .base import Snapshot, Store, StoreCorrupt
+from .base import QueueKey, Snapshot, Store, StoreCorrupt
 from .lock import DataDirLock
 from .message_codec import dump_meta
 from .pagefile import Pager, remove_page_file
@@ -85,6 +85,10 @@ class SQLiteStore(Store):
         self._next_qid = 1
         self._next_id = 1
         self._shared: dict[int, int] = {}  # message id -> queues holding it, when more than one
+        # The message written last and its id: adding it again (to the next queue the same
+        # publish routes it to) adds a row for that queue, not a second copy of the message.
+        self._last_msg: "Message | None" = None
+        self._last_id = 0
         # The open batch: operations (kind, row); None marks one cancelled in memory.
         self._ops: list[tuple[str, Any] | None] = []
         self._pending_add: dict[tuple[int, int], int] = {}  # (qid, msg id) -> index in _ops
@@ -315,13 +319,13 @@ class SQLiteStore(Store):
             self._wake.set()
 
     # -- messages -----------------------------------------------------------------------
-    def add_message(self, queue: "Queue", message: "Message") -> None:
-        qid = self._qids.get((queue.vhost.name, queue.name))
+    def add_message(self, queue: QueueKey, message: "Message") -> int | None:
+        qid = self._qids.get(queue)
         if qid is None:  # a durable queue the store was not told about: keep nothing
-            return
-        mid = message.id
-        if mid is None:
-            mid = message.id = self._next_id
+            return None
+        if message is not self._last_msg:
+            mid = self._last_id = self._next_id
+            self._last_msg = message
             self._next_id += 1
             self._pending_msg[mid] = len(self._ops)
             # The row is encoded in the commit thread: a message acked before its batch is
@@ -332,17 +336,16 @@ class SQLiteStore(Store):
                 self.backlogged = True
                 self._notify_alarm()
         else:
+            mid = self._last_id
             self._shared[mid] = self._shared.get(mid, 1) + 1
         self._pending_add[(qid, mid)] = len(self._ops)
         self._push((_QM_ADD, (qid, mid)))
+        return mid
 
-    def remove_message(self, queue: "Queue", message: "Message") -> None:
-        mid = message.id
-        qid = self._qids.get((queue.vhost.name, queue.name))
-        if mid is None or qid is None:
-            return
-        if self._remove(qid, mid):
-            message.id = None  # written again (with a new id) if it is ever added again
+    def remove_message(self, queue: QueueKey, handle: int) -> None:
+        qid = self._qids.get(queue)
+        if qid is not None:
+            self._remove(qid, handle)
 
     def _remove(self, qid: int, mid: int) -> bool:
         """Drop queue qid's row for message mid; True when it was the last holder."""
@@ -356,6 +359,8 @@ class SQLiteStore(Store):
         if holders > 1:
             self._shared[mid] = holders - 1
             return False
+        if mid == self._last_id:
+            self._last_msg = None  # written again (with a new id) if it is ever added again
         index = self._pending_msg.pop(mid, None)
         if index is not None:
             self._backlog -= len(ops[index][1][1].body)
@@ -369,12 +374,12 @@ class SQLiteStore(Store):
     def can_page(self) -> bool:
         return self.pager.running
 
-    def page_out(self, queue: "Queue", message: "Message", stored: bool) -> int:
-        if stored and message.id is not None and (queue.vhost.name, queue.name) in self._qids:
-            return message.id  # already a row of the database (written in this batch or before)
+    def page_out(self, queue: QueueKey, message: "Message", handle: int | None) -> int:
+        if handle is not None and queue in self._qids:
+            return handle  # already a row of the database (written in this batch or before)
         return self.pager.put(message)
 
-    def page_in(self, queue: "Queue", keys: "Sequence[int]",
+    def page_in(self, queue: QueueKey, keys: "Sequence[int]",
                 callback: "Callable[[list[Message | None]], None]") -> None:
         if any(k > 0 for k in keys):
             # Stored rows are read by another connection: wait until their batch is committed.
@@ -382,8 +387,8 @@ class SQLiteStore(Store):
         else:
             self.pager.read(keys, callback)
 
-    def page_discard(self, queue: "Queue", keys: "Sequence[int]") -> None:
-        qid = self._qids.get((queue.vhost.name, queue.name))
+    def page_discard(self, queue: QueueKey, keys: "Sequence[int]") -> None:
+        qid = self._qids.get(queue)
         if qid is not None:
             for k in keys:
                 if k > 0:
@@ -435,7 +440,7 @@ def _binding_key(vhost: str, b: "Binding") -> tuple:
 
 def _run(con: sqlite3.Connection, kind: str, rows: list[Any], shared: dict[int, int]) -> None:
     if kind is _MSG:
-        # The id was taken when the message was added: message.id may be reset meanwhile.
+        # The id was taken when the message was added (the store keeps it, not the message).
         # shared: a message is added to every queue it reaches in the one publish call that
         # routes it, so by the time its batch is taken the holder count is final.
         rows = [(mid, m.exchange, m.routing_key, dump_meta(m), m.body,

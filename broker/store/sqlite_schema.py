@@ -189,8 +189,9 @@ class _Rows:
         self.seen: dict[int, Message] = {}
         self.holders: dict[int, int] = {}
 
-    def add(self, current: list[Message], mid: int, exchange: str, key: str, props: bytes,
+    def add(self, current: list[Message], ids: array, mid: int, exchange: str, key: str, props: bytes,
             body: bytes, shared: int) -> None:
+        ids.append(mid)
         if shared and mid in self.seen:
             self.holders[mid] += 1
             current.append(self.seen[mid])
@@ -201,7 +202,6 @@ class _Rows:
             if len(self.props) < 10_000:
                 self.props[props] = decoded
         msg = make_message(exchange, key, body, decoded)
-        msg.id = mid
         current.append(msg)
         if shared:
             self.seen[mid] = msg
@@ -215,6 +215,7 @@ def _load_messages(con: sqlite3.Connection, names: dict[int, tuple[str, str]], o
     rows = _Rows()
     current_qid = None
     current: list[Message] = []
+    ids = array("q")
     top = con.execute("SELECT MAX(id) FROM messages").fetchone()[0] or 0
     out.next_msg_id = top + 1
     for qid, mid, exchange, key, props, body, shared in con.execute(
@@ -223,7 +224,8 @@ def _load_messages(con: sqlite3.Connection, names: dict[int, tuple[str, str]], o
         if qid != current_qid:
             current_qid = qid
             current = out.snapshot.messages.setdefault(names[qid], [])
-        rows.add(current, mid, exchange, key, props, body, shared)
+            ids = out.snapshot.message_ids.setdefault(names[qid], array("q"))
+        rows.add(current, ids, mid, exchange, key, props, body, shared)
     out.shared = rows.shared()
 
 
@@ -249,10 +251,11 @@ def _load_within(con: sqlite3.Connection, names: dict[int, tuple[str, str]], mod
         if mode == "never" or (mode == "budget" and size <= left):
             left -= size
             current = out.snapshot.messages.setdefault(names[qid], [])
+            ids = out.snapshot.message_ids.setdefault(names[qid], array("q"))
             for mid, exchange, key, props, body, shared in con.execute(
                     "SELECT m.id, m.exchange, m.routing_key, m.properties, m.body, m.shared FROM queue_messages qm "
                     "JOIN messages m ON m.id = qm.msg_id WHERE qm.qid = ? ORDER BY qm.msg_id", (qid,)):
-                rows.add(current, mid, exchange, key, props, body, shared)
+                rows.add(current, ids, mid, exchange, key, props, body, shared)
             continue
         ids, sizes, ttls = array("q"), array("q"), array("q")
         for mid, length, props, shared in con.execute(

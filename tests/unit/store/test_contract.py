@@ -53,7 +53,7 @@ async def test_messages_come_back_in_order_flagged_redelivered(open_store, store
         for i in range(5):
             s.vhost.publish("", "q", persistent(b"%d" % i, headers={"i": i}))
         s.vhost.publish("", "q", Message("", "", b"transient"))
-        ids = [e.message.id for e in q.ready]
+        ids = [e.store_id for e in q.ready]
         await s.durable()
     if store_kind == "memory":
         assert ids == [None] * 6
@@ -206,3 +206,59 @@ async def test_queue_deleted_with_messages_leaves_nothing(open_store, store_kind
         assert con.execute("SELECT COUNT(*) FROM messages").fetchone()[0] == 1
     finally:
         con.close()
+
+
+async def test_store_keys_by_value_and_hands_back_handles(open_store, store_kind):
+    """The store names a queue by (vhost, queue) and gives each queue's copy a handle kept
+    on the entry; it never writes on the Message (a message in two queues is one row)."""
+    async with open_store() as s:
+        vh = s.vhost
+        vh.declare_exchange("fan", "fanout", durable=True)
+        for name in ("a", "b"):
+            vh.declare_queue(name, durable=True)
+            vh.bind("fan", name, "")
+        msg = persistent(b"one")
+        vh.publish("fan", "", msg)
+        ea, eb = vh.queues["a"].ready[0], vh.queues["b"].ready[0]
+        assert ea.message is msg is eb.message and not hasattr(msg, "id")
+        if store_kind == "memory":
+            assert ea.store_id is None is eb.store_id
+            assert s.store.add_message(("/", "a"), msg) is None
+            return
+        assert ea.store_id is not None and ea.store_id == eb.store_id  # one message row
+        other = persistent(b"two")
+        h = s.store.add_message(("/", "a"), other)  # the store API, by value
+        assert h is not None and h != ea.store_id
+        assert s.store.add_message(("/", "nope"), other) is None  # a queue it does not know
+        s.store.remove_message(("/", "a"), h)
+        await s.durable()
+        vh.queues["a"].ack(vh.queues["a"].get(False), None)  # b still holds the row
+        await s.durable()
+    async with open_store() as s:
+        if store_kind == "memory":
+            return
+        assert ready_bodies(s.vhost, "a") == [] and ready_bodies(s.vhost, "b") == [b"one"]
+        (entry,) = s.vhost.queues["b"].ready
+        assert entry.store_id == s.snapshot.message_ids[("/", "b")][0]
+        s.vhost.queues["b"].ack(s.vhost.queues["b"].get(False), None)
+        await s.durable()
+    async with open_store() as s:
+        assert ready_bodies(s.vhost, "b") == []
+
+
+async def test_quorum_requeue_copy_keeps_its_store_row(open_store, store_kind):
+    """A quorum queue's requeue replaces the entry's message (x-delivery-count); the entry's
+    handle still settles the stored row."""
+    async with open_store() as s:
+        q = s.vhost.declare_queue("qq", durable=True, arguments={"x-queue-type": "quorum"})
+        s.vhost.publish("", "qq", persistent(b"x"))
+        await s.durable()
+        e = q.get(False)
+        q.reject([e], None, requeue=True)
+        e = q.get(False)
+        assert e.message.headers["x-delivery-count"] == 1
+        q.ack(e, None)
+        await s.durable()
+    async with open_store() as s:
+        if store_kind == "sqlite":
+            assert ready_bodies(s.vhost, "qq") == []
