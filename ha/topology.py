@@ -145,6 +145,7 @@ class Topology:
         self.roles: dict[str, str] = {}
         self.events: list[dict[str, Any]] = []
         self.control_url: str | None = None
+        self._port_taken: set[str] = set()  # proxies whose port another socket holds now
 
     def _argv(self) -> list[str]:
         o = self.options
@@ -226,9 +227,23 @@ class Topology:
                     if proxy.upstream != (self.options.host, port):
                         proxy.upstream = (self.options.host, port)
                     if not proxy.enabled:
-                        proxy.enable()
+                        self._enable(proxy)
                 elif proxy.enabled:
                     proxy.disable()
+
+    def _enable(self, proxy: Any) -> None:
+        """Listen again on the proxy's port. Another socket may hold that port meanwhile (an
+        outgoing connection's local port, from the same ephemeral range): then the endpoint
+        refuses, as a node's would, and the next refresh tries again."""
+        try:
+            proxy.enable()
+        except OSError as e:
+            if proxy.name not in self._port_taken:
+                self._port_taken.add(proxy.name)
+                log.warning("%s: port %d is taken (%s); its clients are refused until it is free",
+                            proxy.name, proxy.listen_port, e.strerror or e)
+        else:
+            self._port_taken.discard(proxy.name)
 
     def _event(self, kind: str, **fields: Any) -> None:
         self.events.append({"time": time.time(), "event": kind, **fields})
