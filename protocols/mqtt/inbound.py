@@ -242,7 +242,7 @@ class PublishMixin:
                 c = self.consumers.get(q)
                 q.ack(inf.entry, c)
                 if c is not None:
-                    c.unacked += 1
+                    c.hold_credit()  # its receive-maximum place is kept until PUBCOMP
             inf.entry = None
             qos2_mark(self.session, QOS2_OUT, pid, True)
         self.send(_PUBREL + pid.to_bytes(2, "big"))  # [MQTT-4.3.3-4]
@@ -257,8 +257,7 @@ class PublishMixin:
             qos2_mark(self.session, QOS2_OUT, p.packet_id, False)
             q = inf.queue
             c = self.consumers.get(q) if q is not None else None
-            if c is not None and c.unacked:
-                c.unacked -= 1
+            if c is not None and c.return_credit():
                 self.dirty_queues.add(q)
 
     def _on_pubrel(self, p: Pubrel) -> None:

@@ -14,6 +14,8 @@ from mqemu.protocols.transport import serve_protocol
 from .persist import restore
 from .session import MqttConnection
 
+__all__ = ["PublishPump", "recover", "serve_mqtt"]
+
 log = logging.getLogger("mqemu.protocols.mqtt")
 
 
@@ -60,6 +62,13 @@ class PublishPump:
                         conn.close_reason = conn.close_reason or ClosedReason.INTERNAL_ERROR
                         conn.closing = True
                     conn._wake()
+
+
+def recover(broker: Any) -> None:
+    """Rebuild MQTT's node state from the store's records (persistent sessions, QoS 2 ids,
+    retained messages; ``persist.restore``). The node calls it after the store's recovery
+    and before any listener opens; once per broker."""
+    restore(broker)
 
 
 async def serve_mqtt(broker: Any, host: str, port: int, *, connections: set | None = None,

@@ -142,7 +142,7 @@ class SubscribeMixin:
             c.set_subs(subs)
             # Deliveries still unacknowledged from an earlier connection count against the
             # receive maximum of this one.
-            c.unacked = sum(1 for inf in state.inflight.values() if inf.queue is q)
+            c.hold_credit(sum(1 for inf in state.inflight.values() if inf.queue is q))
             self.session_consumer = c
             self.consumers[q] = c
             q.add_consumer(c)
