@@ -55,7 +55,7 @@ class PublishPump:
                     FAULTS.warn(log, "internal_error", "connection %d: %s routing publishes: %s; closing "
                                 "the connection", conn.conn_id, type(exc).__name__, exc, exc=exc,
                                 extra={"conn": conn.conn_id})
-                    conn.pending = []
+                    conn.inbound.drop_pending()
                     try:
                         conn.internal_error()  # 5.0: DISCONNECT 0x83, then close
                     except Exception:
