@@ -122,7 +122,7 @@ class Connector:
         if p.__class__ is not Connect:
             raise ProtocolViolation(PROTOCOL_ERROR, "first packet is not CONNECT")  # [MQTT-3.1.0-1]
         level = p.protocol_level
-        conn.level = level  # the CONNACK, refused or not, is written at this level
+        conn.connecting(level)  # the CONNACK, refused or not, is written at this level
         props = p.properties
         if "authentication_method" in props:
             # mqemu offers no enhanced authentication (5.0 4.12).
@@ -280,7 +280,7 @@ class Connector:
         deliveries.resend_inflight()
         subscriber = self.conn.subscriber
         for sub in state.shared.values():
-            subscriber._subscribe_shared(sub)
+            subscriber.serve_shared(sub)
         if state.queue_name in state.vhost.queues:
             deliveries.refresh_session_consumer()
 

@@ -150,6 +150,10 @@ class MqttConnection(SessionBase):
         """QoS 0 PUBLISH dropped for this connection (``Deliveries.drop_qos0``)."""
         return self.deliveries.dropped
 
+    def connecting(self, level: int) -> None:
+        """CONNECT read (``Connector``): the protocol level every answer is written at."""
+        self.level = level
+
     def accepted(self, client_id: str, vhost: Any, session: SessionState, keep_alive: int) -> None:
         """CONNECT accepted (``Connector``): the connection's identity for its whole life."""
         self.client_id, self.vhost, self.session, self.keep_alive = client_id, vhost, session, keep_alive

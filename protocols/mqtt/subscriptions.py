@@ -96,7 +96,7 @@ class Subscriber:
         try:
             if group is not None:
                 is_new = text not in state.shared
-                self._subscribe_shared(sub)
+                self.serve_shared(sub)
                 state.shared[text] = sub
             else:
                 old = state.subs.get(text)
@@ -108,7 +108,8 @@ class Subscriber:
             return UNSPECIFIED_ERROR, None, False
         return s.qos, sub, is_new  # granted QoS: as requested, mqemu supports QoS 2
 
-    def _subscribe_shared(self, sub: Subscription) -> None:
+    def serve_shared(self, sub: Subscription) -> None:
+        """Consume the group queue of shared subscription sub (declared if it is gone)."""
         vh = self.vhost
         name = sub.queue
         q = vh.queues.get(name)
