@@ -53,6 +53,20 @@ class Consumer:
     def __repr__(self) -> str:
         return f"Consumer({self.tag!r} on {self.queue.name!r})"
 
+    def hold_credit(self, n: int = 1) -> None:
+        """n deliveries count against the prefetch without being unacked in the queue: settled
+        there already (an MQTT QoS 2 delivery after PUBREC, until PUBCOMP) or taken by an
+        earlier owner (a resumed session's unacknowledged deliveries)."""
+        self.unacked += n
+
+    def return_credit(self) -> bool:
+        """One delivery held by ``hold_credit`` is over: True when that freed a place (the
+        owner redispatches the queue)."""
+        if self.unacked:
+            self.unacked -= 1
+            return True
+        return False
+
 
 by_arrival = attrgetter("seq")
 

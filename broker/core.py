@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any, Callable
+from typing import Any, Callable, TypeVar
 
 import trio
 
@@ -28,6 +28,7 @@ log = logging.getLogger("mqemu.broker")
 
 MEMORY_CHECK_INTERVAL = 0.5
 INDEX_BYTES = 16  # memory per paged message: its place in its queue's index (paging.Chunk)
+T = TypeVar("T")
 
 
 class Broker:
@@ -76,6 +77,9 @@ class Broker:
         self.alarm_listeners: set[Callable[[bool], None]] = set()
         # Protocol records loaded from the store at start (namespace -> key -> bytes).
         self.records: dict[str, dict[str, bytes]] = {}
+        # State a protocol keeps per node (MQTT: sessions by client id, retained messages),
+        # by protocol name; the core never looks inside (``protocol_state``).
+        self._protocol_state: dict[str, Any] = {}
         self._wake = trio.Event()
         self.timers.on_earlier = self._wake_timer_task
 
@@ -118,6 +122,14 @@ class Broker:
         outbound = sum(s.outbound_bytes + s.sending_bytes for s in self.held_outbound)
         partial = sum(s.input_held() for s in self.held_input)
         return ready, paged * INDEX_BYTES + self.store.memory_held() + outbound + partial
+
+    def protocol_state(self, name: str, factory: Callable[[], T]) -> T:
+        """The state protocol ``name`` keeps for this node, made by ``factory`` on first use.
+        Nodes in one process (tests) so keep separate state; the core never looks inside."""
+        state = self._protocol_state.get(name)
+        if state is None:
+            state = self._protocol_state[name] = factory()
+        return state
 
     def recover(self, snapshot: Snapshot) -> "Any":
         """Rebuild durable definitions and messages from the store (before listeners start)."""

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sys
 import threading
 import time
 from contextlib import asynccontextmanager
@@ -44,6 +45,16 @@ PROTOCOLS: dict[str, tuple[Any, dict[str, int]]] = {
     "stomp": (serve_stomp, {"rabbitmq": 61613, "activemq": 61613}),
     "mqtt": (serve_mqtt, {"rabbitmq": 1883, "activemq": 1883}),
 }
+
+
+def recover_protocols(broker: Broker) -> None:
+    """Each protocol rebuilds its node state from the store's records (``recover(broker)`` in
+    its server module, where it has one: MQTT's sessions and retained messages), after the
+    store's recovery and before any listener opens."""
+    for serve, _ports in PROTOCOLS.values():
+        recover = getattr(sys.modules[serve.__module__], "recover", None)
+        if recover is not None:
+            recover(broker)
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,6 +133,7 @@ class Node:
         try:
             report = broker.recover(snapshot)
             del snapshot
+            recover_protocols(broker)
             self._event("recovered", seconds=round(report.seconds, 3), messages=report.messages)
             if self.options.data_dir:
                 log.info("store: SQLite in %s; recovered %d exchanges, %d queues, %d bindings, %d messages "

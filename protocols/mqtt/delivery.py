@@ -30,9 +30,11 @@ counted per connection and in ``Broker.messages_dropped``.
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING, Any
 
 from mqemu.broker.queue import Consumer
+from mqemu.protocols.session_base import READ_PAUSE_BYTES
 
 from .mapping import (
     PUBLISHER,
@@ -45,7 +47,7 @@ from .mapping import (
 )
 from .packets import encode_publish
 from .properties import encode_properties
-from .sessions import Inflight, Subscription
+from .sessions import Inflight, SessionState, Subscription
 from .topics import key_to_topic
 
 if TYPE_CHECKING:
@@ -53,6 +55,9 @@ if TYPE_CHECKING:
     from mqemu.broker.queue import Queue
 
 _CACHE_LIMIT = 1024
+MAX_PACKET_SIZE = 268435455  # the largest the Remaining Length allows (5.0 1.5.5)
+
+log = logging.getLogger("mqemu.protocols.mqtt")
 
 
 class Route:
@@ -121,8 +126,140 @@ _last_key: tuple = ()
 _last_data = b""
 
 
-class DeliveryMixin:
-    """Deliveries and their acknowledgements; mixed into ``MqttConnection``."""
+class Deliveries:
+    """The consumer owner of a connection (``MqttConnection.deliveries``): the core's
+    consumers of its queues, what the client allows (receive maximum, maximum packet size,
+    topic aliases it receives) and the QoS 0 drops of a client that does not read. It owns
+    these; the connection and its other parts reach it through ``open``, ``budget_changed``,
+    ``detach`` and the consumer and acknowledgement methods below."""
+
+    def __init__(self, conn: Any, max_inflight: int, max_queued: int) -> None:
+        self.conn = conn
+        self.send = conn.send
+        self.broker = conn.broker
+        self.blocked = False  # the consumer owner flag: outbound over its budget
+        self.over = False  # the connection's outbound buffer is past its high-water mark
+        # Set at CONNECT (``open``); the connection's for its whole life.
+        self.level = 4
+        self.client_id = ""
+        self.vhost: Any = None
+        self.session: SessionState = None  # type: ignore[assignment]
+        self.prefetch = max_inflight  # the client's receive maximum (3.x: [mqtt] max_inflight)
+        self.max_out = MAX_PACKET_SIZE  # the client's Maximum Packet Size
+        self.alias_out_max = 0
+        self.aliases_out: dict[str, int] = {}
+        self.consumers: dict[Queue, MqttConsumer] = {}
+        self.session_consumer: MqttConsumer | None = None
+        self.max_queued = max_queued
+        self.queued_over = 0  # QoS 0 PUBLISH queued since the buffer passed its high water
+        self.dropped = 0  # QoS 0 PUBLISH dropped for this connection (it did not read)
+        self.dropping = False
+        self._props_msg: Any = None
+        self._props_val: dict[str, Any] = {}
+
+    def open(self, level: int, client_id: str, vhost: Any, session: SessionState, prefetch: int | None,
+             max_out: int, alias_out_max: int) -> None:
+        """CONNECT accepted: what the client asked for, before any consumer exists."""
+        self.level, self.client_id, self.vhost, self.session = level, client_id, vhost, session
+        if prefetch is not None:
+            self.prefetch = prefetch
+        self.max_out, self.alias_out_max = max_out, alias_out_max
+
+    def budget_changed(self, over: bool) -> None:
+        """Outbound past ``OUTBOUND_HIGH_WATER``: no deliveries until the writer drained it,
+        except for a client whose subscriptions are all QoS 0: it keeps receiving, and past
+        ``max_queued_messages`` more its QoS 0 messages are dropped (``drop_qos0``), as
+        Mosquitto drops them rather than queue them for a client that does not read."""
+        self.over = over
+        if over:
+            self.blocked = not (self.max_queued and all(c.no_ack for c in self.consumers.values()))
+            return
+        self.blocked = False
+        self.queued_over = 0
+        if self.dropping:
+            self.dropping = False
+            log.debug("client reads again", extra={"conn": self.conn.conn_id, "client_id": self.client_id,
+                                                   "dropped": self.dropped})
+        for q in list(self.consumers):
+            q.dispatch()
+
+    def drop_qos0(self) -> bool:
+        """A QoS 0 PUBLISH while the outbound buffer is past its high-water mark: True when
+        it must be dropped (counted here and in ``Broker.messages_dropped``)."""
+        if self.queued_over < self.max_queued and self.conn.outbound_bytes < READ_PAUSE_BYTES:
+            self.queued_over += 1
+            return False
+        self.dropped += 1
+        self.broker.messages_dropped += 1
+        if not self.dropping:
+            self.dropping = True
+            # One line per connection at warning; later episodes of the same client at debug.
+            (log.debug if self.dropped > 1 else log.warning)(
+                "outgoing QoS 0 messages are being dropped: the client does not read",
+                extra={"conn": self.conn.conn_id, "client_id": self.client_id,
+                       "max_queued_messages": self.max_queued})
+        return True
+
+    # -- consumers ------------------------------------------------------------------------
+    def consume_shared(self, q: Queue, sub: Subscription) -> None:
+        """Serve shared subscription sub from its group's queue q."""
+        c = self.consumers.get(q)
+        if c is None:
+            c = MqttConsumer(q, f"mqtt-{self.client_id}", self, self.prefetch)
+            c.set_subs([sub])
+            self.consumers[q] = c
+            q.add_consumer(c)
+        else:
+            c.set_subs([sub])
+
+    def refresh_session_consumer(self) -> None:
+        """Give the session queue's consumer the current subscriptions (creating it)."""
+        state = self.session
+        q = self.vhost.queues.get(state.queue_name)
+        if q is None:
+            if not state.subs:
+                return
+            q = state.queue()
+        c = self.session_consumer
+        subs = list(state.subs.values())
+        if c is None or c.queue is not q:
+            c = MqttConsumer(q, f"mqtt-{self.client_id}", self, self.prefetch)
+            c.set_subs(subs)
+            # Deliveries still unacknowledged from an earlier connection count against the
+            # receive maximum of this one.
+            c.hold_credit(sum(1 for inf in state.inflight.values() if inf.queue is q))
+            self.session_consumer = c
+            self.consumers[q] = c
+            q.add_consumer(c)
+        else:
+            c.set_subs(subs)
+            self.conn.dirty_queues.add(q)
+
+    def stop_shared(self, q: Queue) -> None:
+        """No longer serve the shared queue q (UNSUBSCRIBE)."""
+        c = self.consumers.pop(q, None)
+        if c is not None:
+            self._release_shared(q, c)
+            q.remove_consumer(c)
+
+    def _release_shared(self, q: Queue, c: MqttConsumer) -> None:
+        """Give a shared queue's unacknowledged deliveries back to the group (5.0 4.8.2:
+        another member may get them)."""
+        inflight = self.session.inflight
+        pids = [pid for pid, inf in inflight.items() if inf.queue is q and not inf.released]
+        if pids:
+            entries = [inflight.pop(pid).entry for pid in pids]
+            q.release_consumer_entries(c, entries)
+
+    def detach(self) -> None:
+        """The connection leaves its session: drop every consumer (shared queues get their
+        unacknowledged deliveries back)."""
+        for q, c in list(self.consumers.items()):
+            if c is not self.session_consumer:
+                self._release_shared(q, c)
+            q.remove_consumer(c)
+        self.consumers.clear()
+        self.session_consumer = None
 
     # -- the consumer owner interface ----------------------------------------------------
     def deliver(self, consumer: MqttConsumer, entry: QueueEntry) -> None:
@@ -154,7 +291,7 @@ class DeliveryMixin:
                 else:
                     data = encode_publish(route.topic_bytes, msg.body, 0, retain, False, None, None, self.level)
                     _last_msg, _last_key, _last_data = msg, k, data
-                if len(data) > self.max_out or (self.over_budget and self.drop_qos0()):
+                if len(data) > self.max_out or (self.over and self.drop_qos0()):
                     self._settle_unsent(consumer, entry)
                     return
                 self.send(data)
@@ -197,7 +334,7 @@ class DeliveryMixin:
         if qos:
             self._send_qos(consumer, entry, topic_bytes, qos, retain, props, topic)
             return
-        if self.over_budget and self.drop_qos0():
+        if self.over and self.drop_qos0():
             self._settle_unsent(consumer, entry)
             return
         if self._send_v5(consumer, entry, topic, topic_bytes, 0, retain, None, props, False) and not consumer.no_ack:
@@ -249,7 +386,7 @@ class DeliveryMixin:
         state.inflight[pid] = Inflight(consumer.queue, entry, qos, topic_bytes, retain)
 
     def _send_or_drop(self, consumer: MqttConsumer, entry: QueueEntry, data: bytes) -> None:
-        if len(data) > self.max_out or (self.over_budget and self.drop_qos0()):
+        if len(data) > self.max_out or (self.over and self.drop_qos0()):
             self._settle_unsent(consumer, entry)
         else:
             self.send(data)
@@ -274,11 +411,30 @@ class DeliveryMixin:
             self.session_consumer = None
 
     # -- acknowledgements from the client ------------------------------------------------
-    def _ack_inflight(self, inf: Inflight) -> None:
+    def ack_inflight(self, inf: Inflight) -> None:
+        """PUBACK (or PUBCOMP, or an error PUBREC) for inf: acked in its queue."""
         q = inf.queue
         if not q.deleted:
             q.ack(inf.entry, self.consumers.get(q))
-            self.dirty_queues.add(q)
+            self.conn.dirty_queues.add(q)
+
+    def received(self, inf: Inflight) -> None:
+        """PUBREC for a QoS 2 delivery: settled in its queue, and its place in the receive
+        maximum kept until PUBCOMP (``completed``)."""
+        q = inf.queue
+        if inf.entry is not None and not q.deleted:
+            c = self.consumers.get(q)
+            q.ack(inf.entry, c)
+            if c is not None:
+                c.hold_credit()
+        inf.entry = None
+
+    def completed(self, inf: Inflight) -> None:
+        """PUBCOMP for a QoS 2 delivery settled at PUBREC: its place is free again."""
+        q = inf.queue
+        c = self.consumers.get(q) if q is not None else None
+        if c is not None and c.return_credit():
+            self.conn.dirty_queues.add(q)
 
     def resend_inflight(self) -> None:
         """[MQTT-4.4.0-1]: on a resumed session resend unacknowledged PUBLISH (DUP 1) and

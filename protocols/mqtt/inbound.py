@@ -9,10 +9,11 @@ place in the client's receive maximum until PUBCOMP. With a publish pump
 (``server.PublishPump``), routing waits for the end of the scheduler pass; without one (unit
 tests) it is immediate.
 
-Acknowledgements wait for the disk: a PUBACK or PUBREC for a persistent message the store
-keeps (QoS >= 1 reaching a queue, or a retained message's record) is held until the store's
-batch holding it is committed (``Store.when_durable``), as AMQP publisher confirms are; acks
-behind a held one wait with it, so PUBACKs keep the order of the PUBLISH packets.
+Acknowledgements wait for the disk (``acks.AckGate``): a PUBACK or PUBREC for a persistent
+message the store keeps (QoS >= 1 reaching a queue, or a retained message's record) is held
+until the store's batch holding it is committed (``Store.when_durable``), as AMQP publisher
+confirms are; acks behind a held one wait with it, so PUBACKs keep the order of the PUBLISH
+packets.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from typing import Any
 
 from mqemu.broker.errors import AccessRefused, BrokerError
 
+from .acks import AckGate
 from .mapping import to_message
 from .packets import Puback, Pubcomp, Publish, Pubrec, Pubrel, encode
 from .persist import QOS2_IN, QOS2_OUT, qos2_mark
@@ -51,29 +53,69 @@ class ProtocolViolation(Exception):
         self.code, self.text = code, text
 
 
-class PublishMixin:
-    """Mixed into ``MqttConnection``."""
+class Inbound:
+    """PUBLISH from the client and the acks of both directions (``MqttConnection.inbound``).
+    It owns the publishes deferred to the pump, the topic caches (routing keys, allowed
+    topics, incoming topic aliases) and the held acknowledgements (``acks.AckGate``); what it
+    needs of the connection it copies at CONNECT (``open``). Acks for deliveries go to the
+    connection's ``Deliveries`` part (``ack_inflight``, ``received``, ``completed``)."""
 
-    def _on_publish(self, p: Publish) -> None:
+    def __init__(self, conn: Any, pump: Any, receive_maximum: int, alias_in_max: int) -> None:
+        self.conn = conn
+        self.send = conn.send
+        self.broker = broker = conn.broker
+        self.deliveries = conn.deliveries
+        self.pump = pump  # defers routing of PUBLISH to the end of the scheduler pass
+        self.pending: list[tuple] = []  # (topic, message, qos, retain, packet id, properties)
+        self.receive_maximum = receive_maximum
+        self.alias_in_max = alias_in_max
+        # Topic rules on amq.topic (deny lists, ActiveMQ's authorization entries): the core's
+        # AuthRegistry.check_topic; publishes test this flag first, then a per-topic cache.
+        self.topic_guard = broker.auth.guards_topics
+        self.publish_allowed: dict[str, bool] = {}
+        self.keys: dict[str, str] = {}  # topic -> routing key cache
+        self.aliases_in: dict[int, str] = {}
+        # PUBACK/PUBREC/PUBCOMP held until the store has what they acknowledge on disk.
+        self.acks = AckGate(broker.store, conn.send,
+                            lambda: conn.closing or conn.linger_until is not None)
+        # Set at CONNECT (``open``).
+        self.level = 4
+        self.session: Any = None
+        self.vhost: Any = None
+        self.user: Any = None
+        self.publisher_fields: Any = None  # Message.fields of its PUBLISH packets (mapping.PUBLISHER)
+        self.publish_refused = False
+
+    def open(self, level: int, session: Any, vhost: Any, user: Any, publisher_fields: Any,
+             publish_refused: bool) -> None:
+        """CONNECT accepted: who publishes, to which session."""
+        self.level, self.session, self.vhost, self.user = level, session, vhost, user
+        self.publisher_fields, self.publish_refused = publisher_fields, publish_refused
+
+    def drop_pending(self) -> None:
+        """The pump failed routing them: the connection is closing."""
+        self.pending = []
+
+    def on_publish(self, p: Publish) -> None:
         topic = p.topic
         props = p.properties
         if props:
             props = self._publish_props(p)
             topic = self._alias_topic(topic, p.properties)
-        self._publish(topic, p.payload, p.qos, p.retain, p.packet_id, props)
+        self.publish(topic, p.payload, p.qos, p.retain, p.packet_id, props)
 
-    def _publish(self, topic: str, payload: bytes, qos: int, retain: bool, pid: int | None,
+    def publish(self, topic: str, payload: bytes, qos: int, retain: bool, pid: int | None,
                  props: dict[str, Any] | None) -> None:
         """A PUBLISH from the client (also called by the fast path, ``fastpath.scan``)."""
         if qos == 2:
             awaiting = self.session.awaiting_rel
             if pid in awaiting:
                 # Already received and not yet released: no second delivery [MQTT-4.3.3-2]
-                self._send_ack(_PUBREC + pid.to_bytes(2, "big"))
+                self.acks.send(_PUBREC + pid.to_bytes(2, "big"))
                 return
             if self.level >= 5 and len(awaiting) >= self.receive_maximum:
                 raise ProtocolViolation(RECEIVE_MAXIMUM_EXCEEDED, "receive maximum exceeded")  # [MQTT-3.3.4-8]
-        if self.publish_refused or (self.topic_guard and not self._may_publish(topic)):
+        if self.publish_refused or (self.topic_guard and not self.may_publish(topic)):
             # Mosquitto acknowledges a denied publish and drops it (3.x has no code for it);
             # so does ActiveMQ (its MQTT converter acks a publish its broker refused).
             self._ack_denied(qos, pid)
@@ -90,10 +132,10 @@ class PublishMixin:
             self._route(topic, msg, qos, retain, pid, props)
             return
         if not self.pending:
-            self.pump.defer(self)
+            self.pump.defer(self.conn)
         self.pending.append((topic, msg, qos, retain, pid, props))
 
-    def flush_publishes(self) -> None:
+    def flush(self) -> None:
         """Route the PUBLISH packets deferred to the pump (see ``server.PublishPump``)."""
         pending = self.pending
         if pending:
@@ -101,7 +143,7 @@ class PublishMixin:
             route = self._route
             for item in pending:
                 route(*item)
-            self.redispatch()
+            self.conn.redispatch()
 
     def _route(self, topic: str, msg: Any, qos: int, retain: bool, pid: int | None,
                props: dict[str, Any] | None) -> None:
@@ -113,57 +155,28 @@ class PublishMixin:
         try:
             routed, _ = self.vhost.publish("amq.topic", msg.routing_key, msg)
         except BrokerError as e:
-            log.warning("publish failed: %s", e, extra={"conn": self.conn_id})
+            log.warning("publish failed: %s", e, extra={"conn": self.conn.conn_id})
             routed = 0
         if qos:
             ack = (_PUBACK if qos == 1 else _PUBREC) + pid.to_bytes(2, "big")  # type: ignore[union-attr]
-            if self.durable_acks and (durable or routed):
-                self._hold_ack(ack)
-            elif self.held_acks:
-                self.held_acks.append((0, ack))
+            acks = self.acks
+            if acks.durable and (durable or routed):
+                acks.send_durable(ack)
             else:
-                self.send(ack)
-
-    def _send_ack(self, data: bytes) -> None:
-        """An acknowledgement that needs no disk write, behind any held one."""
-        if self.held_acks:
-            self.held_acks.append((0, data))
-        else:
-            self.send(data)
-
-    def _hold_ack(self, data: bytes) -> None:
-        """Send data once every store write made so far is on disk (see the docstring)."""
-        store = self.broker.store
-        ticket = store.barrier()
-        if ticket <= self.durable_upto:
-            self._send_ack(data)
-            return
-        self.held_acks.append((ticket, data))
-        if ticket != self.held_ticket:
-            self.held_ticket = ticket
-            store.when_durable(ticket, lambda: self._acks_durable(ticket))
-
-    def _acks_durable(self, ticket: int) -> None:
-        self.durable_upto = max(self.durable_upto, ticket)
-        held = self.held_acks
-        if self.closing or self.linger_until is not None:
-            held.clear()  # the connection is gone: the client resends what was not acked
-            return
-        while held and held[0][0] <= ticket:
-            self.send(held.popleft()[1])
+                acks.send(ack)
 
     def _ack_denied(self, qos: int, pid: int | None) -> None:
         if qos == 0:
             return
         if self.level >= 5:  # 0x87 Not authorized ends a QoS 2 exchange too
-            self._send_ack(encode((Puback if qos == 1 else Pubrec)(pid, NOT_AUTHORIZED), 5))
+            self.acks.send(encode((Puback if qos == 1 else Pubrec)(pid, NOT_AUTHORIZED), 5))
         elif qos == 1:
-            self._send_ack(_PUBACK + pid.to_bytes(2, "big"))  # type: ignore[union-attr]
+            self.acks.send(_PUBACK + pid.to_bytes(2, "big"))  # type: ignore[union-attr]
         else:
             self.session.awaiting_rel.add(pid)  # type: ignore[arg-type]
-            self._send_ack(_PUBREC + pid.to_bytes(2, "big"))  # type: ignore[union-attr]
+            self.acks.send(_PUBREC + pid.to_bytes(2, "big"))  # type: ignore[union-attr]
 
-    def _may_publish(self, topic: str) -> bool:
+    def may_publish(self, topic: str) -> bool:
         """The core's topic rules for a PUBLISH (``AuthRegistry.check_topic``), remembered
         per topic for the connection (as ActiveMQ remembers authorised destinations)."""
         ok = self.publish_allowed.get(topic)
@@ -173,7 +186,7 @@ class PublishMixin:
                 self.broker.auth.check_topic(self.user, self.vhost.name, "write", key)
                 ok = True
             except AccessRefused as e:
-                log.info("%s", e.text, extra={"conn": self.conn_id})
+                log.info("%s", e.text, extra={"conn": self.conn.conn_id})
                 ok = False
             if len(self.publish_allowed) >= 1024:
                 self.publish_allowed.clear()
@@ -209,20 +222,20 @@ class PublishMixin:
             raise ProtocolViolation(PROTOCOL_ERROR, f"unknown topic alias {alias}")  # 5.0 3.3.4
         return known
 
-    def _on_puback(self, p: Puback) -> None:
-        self._on_puback_id(p.packet_id)
+    def on_puback(self, p: Puback) -> None:
+        self.on_puback_id(p.packet_id)
 
-    def _on_puback_id(self, pid: int) -> None:
+    def on_puback_id(self, pid: int) -> None:
         inflight = self.session.inflight
         inf = inflight.get(pid)
         if inf is not None and inf.qos == 1:
             del inflight[pid]
-            self._ack_inflight(inf)
+            self.deliveries.ack_inflight(inf)
 
-    def _publish_fast(self, topic: str, payload: bytes, qos: int, retain: bool, pid: int | None) -> None:
-        self._publish(topic, payload, qos, retain, pid, None)
+    def publish_fast(self, topic: str, payload: bytes, qos: int, retain: bool, pid: int | None) -> None:
+        self.publish(topic, payload, qos, retain, pid, None)
 
-    def _on_pubrec(self, p: Pubrec) -> None:
+    def on_pubrec(self, p: Pubrec) -> None:
         pid = p.packet_id
         inf = self.session.inflight.get(pid)
         if inf is None or inf.qos != 2:
@@ -231,42 +244,32 @@ class PublishMixin:
             return
         if p.reason_code >= 0x80:  # 5.0 4.3.3: an error PUBREC ends the exchange
             del self.session.inflight[pid]
-            self._ack_inflight(inf)
+            self.deliveries.ack_inflight(inf)
             return
         if not inf.released:
             # The client owns the message now: settle it in its queue, keep the packet id
             # (and the receive-maximum slot) until PUBCOMP, and remember it on disk.
             inf.released = True
-            q = inf.queue
-            if inf.entry is not None and not q.deleted:
-                c = self.consumers.get(q)
-                q.ack(inf.entry, c)
-                if c is not None:
-                    c.unacked += 1
-            inf.entry = None
+            self.deliveries.received(inf)
             qos2_mark(self.session, QOS2_OUT, pid, True)
         self.send(_PUBREL + pid.to_bytes(2, "big"))  # [MQTT-4.3.3-4]
 
-    def _on_pubcomp(self, p: Pubcomp) -> None:
+    def on_pubcomp(self, p: Pubcomp) -> None:
         inf = self.session.inflight.get(p.packet_id)
         if inf is not None and inf.qos == 2:
             del self.session.inflight[p.packet_id]
             if not inf.released:
-                self._ack_inflight(inf)
+                self.deliveries.ack_inflight(inf)
                 return
             qos2_mark(self.session, QOS2_OUT, p.packet_id, False)
-            q = inf.queue
-            c = self.consumers.get(q) if q is not None else None
-            if c is not None and c.unacked:
-                c.unacked -= 1
-                self.dirty_queues.add(q)
+            self.deliveries.completed(inf)
 
-    def _on_pubrel(self, p: Pubrel) -> None:
+    def on_pubrel(self, p: Pubrel) -> None:
         awaiting = self.session.awaiting_rel
         if p.packet_id in awaiting or self.level < 5:
             if p.packet_id in awaiting:
                 awaiting.discard(p.packet_id)
                 qos2_mark(self.session, QOS2_IN, p.packet_id, False)
-            self._send_ack(_PUBCOMP + p.packet_id.to_bytes(2, "big"))  # [MQTT-4.3.3-11]
+            self.acks.send(_PUBCOMP + p.packet_id.to_bytes(2, "big"))  # [MQTT-4.3.3-11]
         else:
-            self._send_ack(encode(Pubcomp(p.packet_id, PACKET_ID_NOT_FOUND), 5))
+            self.acks.send(encode(Pubcomp(p.packet_id, PACKET_ID_NOT_FOUND), 5))

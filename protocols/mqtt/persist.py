@@ -28,10 +28,11 @@ import json
 import logging
 import pickle
 import time
-import weakref
 from typing import TYPE_CHECKING
 
 from mqemu.broker.message import Message
+
+from .node_state import node_state
 
 if TYPE_CHECKING:
     from mqemu.broker.core import Broker
@@ -46,8 +47,6 @@ SESSIONS = "mqtt.sessions"
 QOS2_IN = "mqtt.qos2in"
 QOS2_OUT = "mqtt.qos2out"
 RETAINED = "mqtt.retained"
-
-_restored: weakref.WeakSet = weakref.WeakSet()
 
 
 def session_key(state: SessionState) -> str:
@@ -113,9 +112,10 @@ def save_retained(store: Store, vhost: str, topic: str, r: Retained | None, now:
 def restore(broker: Broker) -> None:
     """Rebuild retained messages and persistent sessions from ``broker.records`` (once per
     broker, before the listener starts); drop MQTT queues no session owns any more."""
-    if broker in _restored:
+    state = node_state(broker)
+    if state.restored:
         return
-    _restored.add(broker)
+    state.restored = True
     records = broker.records or {}
     _restore_retained(broker, records.get(RETAINED, {}))
     _restore_sessions(broker, records)

@@ -3,18 +3,18 @@
 The core has no notion of a retained message, so the MQTT layer keeps them: topic name ->
 (message, publish QoS, deadline). A retained PUBLISH with an empty payload removes the
 topic's message [MQTT-3.3.1-6] (3.1.1: [MQTT-3.3.1-10]) and is itself not stored
-[MQTT-3.3.1-7]. Stores live per ``Broker`` object in a weak dictionary, so brokers in one
-process (tests) do not see each other's messages. With a store that keeps data every change
+[MQTT-3.3.1-7]. Stores are the node's (``node_state.MqttNodeState``, held by the ``Broker``), so
+brokers in one process do not see each other's messages. With a store that keeps data every change
 is written as a record (``persist.save_retained``) and read back at start
 (``persist.restore``).
 """
 
 from __future__ import annotations
 
-import weakref
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
+from .node_state import node_state
 from .persist import save_retained
 from .topics import Filter
 
@@ -82,14 +82,9 @@ class RetainedStore:
         return len(self.by_topic)
 
 
-_stores: weakref.WeakKeyDictionary[Broker, dict[str, RetainedStore]] = weakref.WeakKeyDictionary()
-
-
 def retained_store(broker: Broker, vhost: str) -> RetainedStore:
-    per_broker = _stores.get(broker)
-    if per_broker is None:
-        per_broker = _stores[broker] = {}
-    store = per_broker.get(vhost)
+    per_vhost = node_state(broker).retained
+    store = per_vhost.get(vhost)
     if store is None:
-        store = per_broker[vhost] = RetainedStore(broker.store, vhost, broker.clock)
+        store = per_vhost[vhost] = RetainedStore(broker.store, vhost, broker.clock)
     return store

@@ -14,6 +14,8 @@ from mqemu.protocols.transport import serve_protocol
 from .persist import restore
 from .session import MqttConnection
 
+__all__ = ["PublishPump", "recover", "serve_mqtt"]
+
 log = logging.getLogger("mqemu.protocols.mqtt")
 
 
@@ -53,13 +55,20 @@ class PublishPump:
                     FAULTS.warn(log, "internal_error", "connection %d: %s routing publishes: %s; closing "
                                 "the connection", conn.conn_id, type(exc).__name__, exc, exc=exc,
                                 extra={"conn": conn.conn_id})
-                    conn.pending = []
+                    conn.inbound.drop_pending()
                     try:
                         conn.internal_error()  # 5.0: DISCONNECT 0x83, then close
                     except Exception:
                         conn.close_reason = conn.close_reason or ClosedReason.INTERNAL_ERROR
                         conn.closing = True
                     conn._wake()
+
+
+def recover(broker: Any) -> None:
+    """Rebuild MQTT's node state from the store's records (persistent sessions, QoS 2 ids,
+    retained messages; ``persist.restore``). The node calls it after the store's recovery
+    and before any listener opens; once per broker."""
+    restore(broker)
 
 
 async def serve_mqtt(broker: Any, host: str, port: int, *, connections: set | None = None,

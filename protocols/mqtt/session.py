@@ -32,17 +32,17 @@ its expiry) and the transport flushes ``outbound`` and closes the socket.
 from __future__ import annotations
 
 import logging
-from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from mqemu.protocols.session_base import READ_PAUSE_BYTES, ClosedReason, SessionBase
+from mqemu.protocols.session_base import ClosedReason, SessionBase
 
 from .codec import NEED_DATA, MqttDecoder, MqttError, UnsupportedProtocolVersion
-from .connect import MAX_PACKET_SIZE, ConnectMixin, State, settings
-from .delivery import DeliveryMixin, MqttConsumer
+from .connect import Connector, State, settings
+from .delivery import MAX_PACKET_SIZE, Deliveries
 from .fastpath import scan
-from .inbound import ProtocolViolation, PublishMixin
+from .inbound import Inbound, ProtocolViolation
+from . import packets as _packets
 from .packets import (
     Auth,
     Connack,
@@ -59,11 +59,10 @@ from .packets import (
     encode,
 )
 from .sessions import SessionState, publish_will
-from .subscriptions import SubscribeMixin
+from .subscriptions import Subscriber
 
 if TYPE_CHECKING:
     from mqemu.broker.core import Broker
-    from mqemu.broker.queue import Queue
 
 __all__ = ["MqttConnection", "State"]
 
@@ -94,61 +93,77 @@ SESSION_TAKEN_OVER = 0x8E
 _PINGRESP = b"\xd0\x00"
 
 
-class MqttConnection(ConnectMixin, PublishMixin, DeliveryMixin, SubscribeMixin, SessionBase):
-    """One client connection. See the module docstring for its states."""
+class MqttConnection(SessionBase):
+    """One client connection. See the module docstring for its states.
+
+    The connection owns the protocol state (``state``, ``level``, the decoder, keep-alive and
+    lingering) and what CONNECT gave it (``client_id``, ``vhost``, ``session``: written
+    once, by ``accepted``). Its parts own the rest and reach each other by named methods:
+    ``connector`` (CONNECT, the login, the will, leaving the session), ``inbound``
+    (PUBLISH, acks, held acks), ``deliveries`` (the consumer owner: deliveries, consumers,
+    the client's limits, QoS 0 drops) and ``subscriber`` (SUBSCRIBE/UNSUBSCRIBE)."""
 
     def __init__(self, broker: Broker, peer: str | None = None, conn_id: int = 0,
                  pump: Any = None) -> None:
         SessionBase.__init__(self, broker, peer, conn_id)
-        self.pump = pump  # defers routing of PUBLISH to the end of the scheduler pass
-        self.pending: list[tuple] = []  # (topic, message, qos, retain, packet id, properties)
         self.linger_until: float | None = None
         cfg = settings(broker)
         self.max_packet_size = int(cfg.get("max_packet_size", MAX_PACKET_SIZE))
         self.receive_maximum = int(cfg.get("receive_maximum", RECEIVE_MAXIMUM))
         self.alias_in_max = int(cfg.get("topic_alias_maximum", TOPIC_ALIAS_MAXIMUM))
-        self.server_keep_alive = int(cfg.get("server_keep_alive", SERVER_KEEP_ALIVE))
-        self.max_inflight_311 = int(cfg.get("max_inflight", MAX_INFLIGHT_311))
-        # Topic rules on amq.topic (deny lists, ActiveMQ's authorization entries): the core's
-        # AuthRegistry.check_topic; publishes test this flag first, then a per-topic cache.
-        self.topic_guard = broker.auth.guards_topics
-        self.publish_allowed: dict[str, bool] = {}
-        self.max_queued = int(cfg.get("max_queued_messages", MAX_QUEUED_MESSAGES))
-        self.queued_over = 0  # QoS 0 PUBLISH queued since the buffer passed its high water
-        self.dropped = 0  # QoS 0 PUBLISH dropped for this connection (it did not read)
-        self.dropping = False
-        self.deny_subscribe_code = int(cfg.get("deny_subscribe_code", NOT_AUTHORIZED))
         self.decoder = MqttDecoder(MAX_PACKET_BEFORE_CONNECT)
         self.connect_timeout = broker.config.seconds("mqtt", "connect_timeout", broker.profile.connect_timeout)
         self.state = State.CONNECTING
-        self.blocked = False  # the consumer owner flag: outbound over its budget
         self.level = 4
         self.client_id = ""
-        self.publisher_fields: Any = None  # Message.fields of its PUBLISH packets (mapping.PUBLISHER)
-        self.user: Any = None  # None on the ActiveMQ flavour without users: nothing is checked
-        self.publish_refused = False
         self.vhost: Any = None
         self.session: SessionState = None  # type: ignore[assignment]
-        self.will: Any = None
         self.keep_alive = 0
-        self.connect_expiry = 0
-        self.max_out = MAX_PACKET_SIZE  # the client's Maximum Packet Size
-        self.prefetch = self.max_inflight_311
-        self.alias_out_max = 0
-        self.aliases_out: dict[str, int] = {}
-        self.aliases_in: dict[int, str] = {}
-        self.consumers: dict[Queue, MqttConsumer] = {}
-        self.session_consumer: MqttConsumer | None = None
-        self.keys: dict[str, str] = {}  # topic -> routing key cache
         self.deadline: float | None = None
-        # PUBACK/PUBREC/PUBCOMP held until the store has what they acknowledge on disk:
-        # (ticket, bytes), ticket 0 for one that only waits for those before it (inbound.py).
-        self.durable_acks = broker.store.keeps_messages
-        self.held_acks: deque[tuple[int, bytes]] = deque()
-        self.held_ticket = 0
-        self.durable_upto = 0
-        self._props_msg: Any = None
-        self._props_val: dict[str, Any] = {}
+        self.deliveries = Deliveries(self, int(cfg.get("max_inflight", MAX_INFLIGHT_311)),
+                                     int(cfg.get("max_queued_messages", MAX_QUEUED_MESSAGES)))
+        self.inbound = inbound = Inbound(self, pump, self.receive_maximum, self.alias_in_max)
+        self.subscriber = subscriber = Subscriber(self, int(cfg.get("deny_subscribe_code", NOT_AUTHORIZED)))
+        self.connector = Connector(self, int(cfg.get("server_keep_alive", SERVER_KEEP_ALIVE)))
+        self._handlers: dict[type, Callable[[Any], None]] = {
+            Publish: inbound.on_publish,
+            Puback: inbound.on_puback,
+            Pubrec: inbound.on_pubrec,
+            Pubrel: inbound.on_pubrel,
+            Pubcomp: inbound.on_pubcomp,
+            Subscribe: subscriber.on_subscribe,
+            Unsubscribe: subscriber.on_unsubscribe,
+            Pingreq: self._on_pingreq,
+            Disconnect: self._on_disconnect,
+            Connect: self._on_second_connect,
+            Auth: self._on_auth,
+        }
+        for cls in _SERVER_PACKETS:
+            self._handlers[cls] = self._on_server_packet
+
+    @property
+    def blocked(self) -> bool:
+        return self.deliveries.blocked
+
+    @property
+    def dropped(self) -> int:
+        """QoS 0 PUBLISH dropped for this connection (``Deliveries.drop_qos0``)."""
+        return self.deliveries.dropped
+
+    def connecting(self, level: int) -> None:
+        """CONNECT read (``Connector``): the protocol level every answer is written at."""
+        self.level = level
+
+    def accepted(self, client_id: str, vhost: Any, session: SessionState, keep_alive: int) -> None:
+        """CONNECT accepted (``Connector``): the connection's identity for its whole life."""
+        self.client_id, self.vhost, self.session, self.keep_alive = client_id, vhost, session, keep_alive
+        self.state = State.CONNECTED
+        self.deadline = None
+        self.decoder.max_packet_size = self.max_packet_size
+
+    def flush_publishes(self) -> None:
+        """Route the PUBLISH packets deferred to the pump (``Inbound.flush``)."""
+        self.inbound.flush()
 
     # -- transport interface ------------------------------------------------------------
     def data_received(self, data: bytes, now: float) -> None:
@@ -160,7 +175,8 @@ class MqttConnection(ConnectMixin, PublishMixin, DeliveryMixin, SubscribeMixin, 
         dec = self.decoder
         try:
             if self.level < 5 and self.state is State.CONNECTED and not dec.buffered:
-                used = scan(data, dec.max_packet_size, self._publish_fast, self._on_puback_id, self._is_closed)
+                inbound = self.inbound
+                used = scan(data, dec.max_packet_size, inbound.publish_fast, inbound.on_puback_id, self._is_closed)
                 if used:
                     if used == len(data) or self.state is State.CLOSED:
                         self.redispatch()
@@ -172,11 +188,11 @@ class MqttConnection(ConnectMixin, PublishMixin, DeliveryMixin, SubscribeMixin, 
                 if p is NEED_DATA:
                     break
                 if self.state is State.CONNECTED:
-                    if self.pending and p.__class__ is not Publish and p.__class__ is not Puback:
-                        self.flush_publishes()  # keep this connection's own order
-                    self._handlers[p.__class__](self, p)
+                    if self.inbound.pending and p.__class__ is not Publish and p.__class__ is not Puback:
+                        self.inbound.flush()  # keep this connection's own order
+                    self._handlers[p.__class__](p)
                 else:
-                    self._on_connect(p)
+                    self.connector.on_connect(p)
                 if self.state is State.CLOSED:
                     break
         except MqttError as e:
@@ -217,40 +233,10 @@ class MqttConnection(ConnectMixin, PublishMixin, DeliveryMixin, SubscribeMixin, 
             self._close(ClosedReason.HEARTBEAT_TIMEOUT, will=True)
 
     def budget_changed(self, over: bool) -> None:
-        """Outbound past ``OUTBOUND_HIGH_WATER``: no deliveries until the writer drained it,
-        except for a client whose subscriptions are all QoS 0: it keeps receiving, and past
-        ``max_queued_messages`` more its QoS 0 messages are dropped (``drop_qos0``), as
-        Mosquitto drops them rather than queue them for a client that does not read."""
-        if over:
-            self.blocked = not (self.max_queued and all(c.no_ack for c in self.consumers.values()))
-            return
-        self.blocked = False
-        self.queued_over = 0
-        if self.dropping:
-            self.dropping = False
-            log.debug("client reads again", extra={"conn": self.conn_id, "client_id": self.client_id,
-                                                   "dropped": self.dropped})
-        for q in list(self.consumers):
-            q.dispatch()
+        self.deliveries.budget_changed(over)
 
     def input_held(self) -> int:
         return self.decoder.buffered
-
-    def drop_qos0(self) -> bool:
-        """A QoS 0 PUBLISH while the outbound buffer is past its high-water mark: True when
-        it must be dropped (counted here and in ``Broker.messages_dropped``)."""
-        if self.queued_over < self.max_queued and self.outbound_bytes < READ_PAUSE_BYTES:
-            self.queued_over += 1
-            return False
-        self.dropped += 1
-        self.broker.messages_dropped += 1
-        if not self.dropping:
-            self.dropping = True
-            # One line per connection at warning; later episodes of the same client at debug.
-            (log.debug if self.dropped > 1 else log.warning)(
-                "outgoing QoS 0 messages are being dropped: the client does not read",
-                extra={"conn": self.conn_id, "client_id": self.client_id, "max_queued_messages": self.max_queued})
-        return True
 
     def on_alarm(self, high: bool) -> None:
         """The memory (or disk) alarm: a connected client is no longer read, as RabbitMQ
@@ -270,9 +256,7 @@ class MqttConnection(ConnectMixin, PublishMixin, DeliveryMixin, SubscribeMixin, 
     def _on_disconnect(self, p: Disconnect) -> None:
         expiry = p.properties.get("session_expiry_interval") if self.level >= 5 else None
         if expiry is not None:
-            if self.connect_expiry == 0 and expiry:
-                raise ProtocolViolation(PROTOCOL_ERROR, "session expiry set after CONNECT had 0")  # [MQTT-3.14.2-2]
-            self.session.expiry = expiry
+            self.connector.disconnect_expiry(expiry)
         # [MQTT-3.1.2-10]: a normal DISCONNECT discards the will; 0x04 asks for it (5.0).
         self.drain_after_close = True
         self._close(ClosedReason.CLIENT_CLOSED, will=p.reason_code == 0x04)
@@ -293,11 +277,11 @@ class MqttConnection(ConnectMixin, PublishMixin, DeliveryMixin, SubscribeMixin, 
             if isinstance(e, UnsupportedProtocolVersion):
                 # 3.1.1 [MQTT-3.1.2-2]: return code 0x01; 5.0 [MQTT-3.1.2-2]: 0x84.
                 self.level = 5 if e.protocol_level == 5 else 4
-                self._refuse(int(e.reason_code), e.text)
+                self.refuse(int(e.reason_code), e.text)
                 return
             if level == 5:
                 self.level = 5
-                self._refuse(int(e.reason_code), e.text)  # 5.0 4.13.1: CONNACK with the reason
+                self.refuse(int(e.reason_code), e.text)  # 5.0 4.13.1: CONNACK with the reason
                 return
             log.info("malformed CONNECT: %s", e.text, extra={"conn": self.conn_id})
             self._close(ClosedReason.PROTOCOL_ERROR, will=False)
@@ -321,8 +305,7 @@ class MqttConnection(ConnectMixin, PublishMixin, DeliveryMixin, SubscribeMixin, 
             return
         if self.level >= 5:
             self.send(encode(Disconnect(SESSION_TAKEN_OVER), 5))
-        will = self.will
-        self.will = None
+        will = self.connector.take_will()
         self._close(ClosedReason.TAKEN_OVER, will=False)
         if will is not None and (new_clean_start or not will.properties.get("will_delay_interval")):
             publish_will(self.broker, self.vhost, will, self.client_id)
@@ -357,8 +340,8 @@ class MqttConnection(ConnectMixin, PublishMixin, DeliveryMixin, SubscribeMixin, 
         if self.state is State.CLOSED:
             return
         was_connected = self.state is State.CONNECTED
-        if self.pending:
-            self.flush_publishes()
+        if self.inbound.pending:
+            self.inbound.flush()
         self.state = State.CLOSED
         self.close_reason = self.close_reason or reason
         if linger:
@@ -366,27 +349,19 @@ class MqttConnection(ConnectMixin, PublishMixin, DeliveryMixin, SubscribeMixin, 
         else:
             self.closing = True
         if was_connected:
-            self._detach(will)
+            self.connector.detach(will)
         self._wake()
 
-    _handlers: dict[type, Callable[[MqttConnection, Any], None]] = {
-        Publish: PublishMixin._on_publish,
-        Puback: PublishMixin._on_puback,
-        Pubrec: PublishMixin._on_pubrec,
-        Pubrel: PublishMixin._on_pubrel,
-        Pubcomp: PublishMixin._on_pubcomp,
-        Subscribe: SubscribeMixin._on_subscribe,
-        Unsubscribe: SubscribeMixin._on_unsubscribe,
-        Pingreq: _on_pingreq,
-        Disconnect: _on_disconnect,
-        Connect: _on_second_connect,
-        Auth: _on_auth,
-    }
+    def refuse(self, code: int, text: str) -> None:
+        """CONNACK with a refusal, then close [MQTT-3.2.2-5] (3.x: the nearest return code)."""
+        log.info("CONNECT refused: %s", text, extra={"conn": self.conn_id, "reason_code": code})
+        props = {"reason_string": text} if self.level >= 5 else {}
+        self.send(encode(Connack(False, code, props), self.level))
+        self._close(ClosedReason.AUTH_FAILED if code in (0x86, 0x87) else ClosedReason.PROTOCOL_ERROR,
+                    will=False, linger=True)
 
 
-for _cls in ("Connack", "Suback", "Unsuback", "Pingresp"):
-    from . import packets as _packets
-    MqttConnection._handlers[getattr(_packets, _cls)] = MqttConnection._on_server_packet
+_SERVER_PACKETS = tuple(getattr(_packets, name) for name in ("Connack", "Suback", "Unsuback", "Pingresp"))
 
 
 def _sniff_level(data: bytes) -> int | None:

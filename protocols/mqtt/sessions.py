@@ -18,18 +18,18 @@ subscription [MQTT-4.8.2-*]: an offline persistent member keeps the group's mess
 with the last member's unsubscribe or session end. Persistent sessions are written to the
 store as records (``persist.py``).
 
-The registry is per ``Broker`` object (a weak dictionary), so brokers in one process (tests)
-do not see each other's clients.
+The registry is the node's (``node_state.MqttNodeState``, held by the ``Broker``), so brokers
+in one process do not see each other's clients.
 """
 
 from __future__ import annotations
 
-import weakref
 from typing import TYPE_CHECKING, Any
 
 from mqemu.broker.errors import BrokerError
 
 from .mapping import PUBLISHER, to_message
+from .node_state import node_state
 from .persist import forget_session
 from .retained import retained_store
 from .topics import Filter, filter_to_binding, parse_shared, topic_to_key
@@ -181,16 +181,9 @@ class SessionState:
             self.vhost.delete_queue(name, internal=True)
 
 
-_registries: weakref.WeakKeyDictionary[Broker, dict[tuple[str, str], SessionState]] = (
-    weakref.WeakKeyDictionary())
-
-
 def registry(broker: Broker) -> dict[tuple[str, str], SessionState]:
     """(vhost name, client id) -> the session, connected or not."""
-    reg = _registries.get(broker)
-    if reg is None:
-        reg = _registries[broker] = {}
-    return reg
+    return node_state(broker).sessions
 
 
 def publish_will(broker: Broker, vhost: VirtualHost, will: Will, client_id: str) -> None:

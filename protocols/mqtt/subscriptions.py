@@ -16,12 +16,11 @@ refused one gets 0x80 (3.x) or 0x87 Not authorized (5.0) in the SUBACK.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from mqemu.broker.errors import AccessRefused, BrokerError
+from mqemu.broker.errors import BrokerError
 from mqemu.broker.message import Message
 
-from .delivery import MqttConsumer
 from .mapping import RETAINED_FOR
 from .packets import Suback, Subscribe, Unsuback, Unsubscribe, encode
 from .persist import save_session
@@ -31,9 +30,6 @@ from .topics import filter_to_binding, parse_shared, valid_filter
 
 log = logging.getLogger("mqemu.protocols.mqtt")
 
-if TYPE_CHECKING:
-    from mqemu.broker.queue import Queue
-
 # SUBACK / UNSUBACK reason codes (5.0 3.9.3, 3.11.3); 3.x sends 0x80 for every failure.
 UNSPECIFIED_ERROR = 0x80
 NOT_AUTHORIZED = 0x87
@@ -41,10 +37,30 @@ TOPIC_FILTER_INVALID = 0x8F
 NO_SUBSCRIPTION_EXISTED = 0x11
 
 
-class SubscribeMixin:
-    """Mixed into ``MqttConnection``."""
+class Subscriber:
+    """SUBSCRIBE and UNSUBSCRIBE (``MqttConnection.subscriber``): the session's subscriptions
+    and bindings, the retained messages they get. Consumers are the ``Deliveries`` part's
+    (``refresh_session_consumer``, ``consume_shared``, ``stop_shared``); permissions are
+    the connection's ``connect.Access``. What it needs of the connection it copies at
+    CONNECT (``open``)."""
 
-    def _on_subscribe(self, p: Subscribe) -> None:
+    def __init__(self, conn: Any, deny_subscribe_code: int) -> None:
+        self.conn = conn
+        self.send = conn.send
+        self.broker = conn.broker
+        self.deliveries = conn.deliveries
+        self.topic_guard = conn.broker.auth.guards_topics
+        self.deny_subscribe_code = deny_subscribe_code
+        self.level = 4
+        self.session: Any = None
+        self.vhost: Any = None
+        self.access: Any = None
+
+    def open(self, level: int, session: Any, vhost: Any, access: Any) -> None:
+        """CONNECT accepted: whose subscriptions, checked by whom."""
+        self.level, self.session, self.vhost, self.access = level, session, vhost, access
+
+    def on_subscribe(self, p: Subscribe) -> None:
         sub_id = p.properties.get("subscription_identifier") if self.level >= 5 else None
         codes = []
         retained: list[tuple[Subscription, bool]] = []
@@ -55,7 +71,7 @@ class SubscribeMixin:
                     s.retain_handling == 0 or (s.retain_handling == 1 and is_new)):
                 retained.append((sub, is_new))
         self.send(encode(Suback(p.packet_id, tuple(codes)), self.level))
-        self._refresh_session_consumer()
+        self.deliveries.refresh_session_consumer()
         save_session(self.session)
         for sub, _ in retained:
             self._queue_retained(sub)
@@ -69,18 +85,18 @@ class SubscribeMixin:
         group, inner = shared if shared is not None else (None, text)
         if not valid_filter(inner):
             return TOPIC_FILTER_INVALID, None, False  # [MQTT-4.7.1-2], [MQTT-4.7.1-3]
-        if self.topic_guard and not self._may_read(filter_to_binding(inner)):
+        if self.topic_guard and not self.access.may_read(filter_to_binding(inner)):
             # 5.0: 0x87 Not authorized, or ``[mqtt] deny_subscribe_code`` (e.g. 0x80, which is
             # all the Paho interoperability suite's client accepts); 3.x: 0x80.
             return self.deny_subscribe_code, None, False
         sub = Subscription(text, inner, s.qos, s.no_local, s.retain_as_published, sub_id, group)
         state = self.session
-        if self.user is not None and not self._may_subscribe(sub.queue or state.queue_name):
+        if self.access.user is not None and not self.access.may_subscribe(sub.queue or state.queue_name):
             return (NOT_AUTHORIZED if self.level >= 5 else UNSPECIFIED_ERROR), None, False
         try:
             if group is not None:
                 is_new = text not in state.shared
-                self._subscribe_shared(sub, state.shared.get(text))
+                self.serve_shared(sub)
                 state.shared[text] = sub
             else:
                 old = state.subs.get(text)
@@ -92,25 +108,8 @@ class SubscribeMixin:
             return UNSPECIFIED_ERROR, None, False
         return s.qos, sub, is_new  # granted QoS: as requested, mqemu supports QoS 2
 
-    def _may_read(self, binding: str) -> bool:
-        """The core's topic rules for a subscription's binding key (``AuthRegistry.check_topic``):
-        a filter inside a denied area (``secret/+`` against ``secret/#``) is refused; a wider
-        one (``#``, ``+/pw``) is granted and never sees a denied topic, live (amq.topic
-        routes it to no one) or retained (``_queue_retained``); on ActiveMQ, read on
-        ``topic://<filter>``."""
-        try:
-            self.broker.auth.check_topic(self.user, self.vhost.name, "read", binding)
-        except AccessRefused as e:
-            log.info("%s", e.text, extra={"conn": self.conn_id})
-            return False
-        return True
-
-    def _may_subscribe(self, queue: str) -> bool:
-        allowed = self.allowed
-        return (allowed("read", "exchange", "amq.topic") and allowed("configure", "queue", queue)
-                and allowed("write", "queue", queue) and allowed("read", "queue", queue))
-
-    def _subscribe_shared(self, sub: Subscription, old: Subscription | None) -> None:
+    def serve_shared(self, sub: Subscription) -> None:
+        """Consume the group queue of shared subscription sub (declared if it is gone)."""
         vh = self.vhost
         name = sub.queue
         q = vh.queues.get(name)
@@ -118,37 +117,7 @@ class SubscribeMixin:
             # Not auto-delete: it outlives its connected members while a session holds it.
             q = vh.declare_queue(name, durable=True, arguments=CLASSIC)
             vh.bind("amq.topic", name, sub.binding)
-        c = self.consumers.get(q)
-        if c is None:
-            c = MqttConsumer(q, f"mqtt-{self.client_id}", self, self.prefetch)
-            c.set_subs([sub])
-            self.consumers[q] = c
-            q.add_consumer(c)
-        else:
-            c.set_subs([sub])
-
-    def _refresh_session_consumer(self) -> None:
-        """Give the session queue's consumer the current subscriptions (creating it)."""
-        state = self.session
-        q = self.vhost.queues.get(state.queue_name)
-        if q is None:
-            if not state.subs:
-                return
-            q = state.queue()
-        c = self.session_consumer
-        subs = list(state.subs.values())
-        if c is None or c.queue is not q:
-            c = MqttConsumer(q, f"mqtt-{self.client_id}", self, self.prefetch)
-            c.set_subs(subs)
-            # Deliveries still unacknowledged from an earlier connection count against the
-            # receive maximum of this one.
-            c.unacked = sum(1 for inf in state.inflight.values() if inf.queue is q)
-            self.session_consumer = c
-            self.consumers[q] = c
-            q.add_consumer(c)
-        else:
-            c.set_subs(subs)
-            self.dirty_queues.add(q)
+        self.deliveries.consume_shared(q, sub)
 
     def _queue_retained(self, sub: Subscription) -> None:
         store = retained_store(self.broker, self.vhost.name)
@@ -170,7 +139,7 @@ class SubscribeMixin:
                 copy.properties = dict(m.properties, expiration=str(max(1, int((r.expires_at - now) * 1000))))
             q.publish(copy, now)
 
-    def _on_unsubscribe(self, p: Unsubscribe) -> None:
+    def on_unsubscribe(self, p: Unsubscribe) -> None:
         state = self.session
         codes = []
         for text in p.topic_filters:
@@ -186,24 +155,11 @@ class SubscribeMixin:
                 continue
             state.unbind(sub.binding)
             codes.append(0)
-        self._refresh_session_consumer()
+        self.deliveries.refresh_session_consumer()
         save_session(state)
         self.send(encode(Unsuback(p.packet_id, tuple(codes) if self.level >= 5 else ()), self.level))
 
     def _unsubscribe_shared(self, sub: Subscription) -> None:
         q = self.vhost.queues.get(sub.queue or "")
-        if q is None:
-            return
-        c = self.consumers.pop(q, None)
-        if c is not None:
-            self._release_shared(q, c)
-            q.remove_consumer(c)
-
-    def _release_shared(self, q: Queue, c: MqttConsumer) -> None:
-        """Give a shared queue's unacknowledged deliveries back to the group (5.0 4.8.2:
-        another member may get them)."""
-        inflight = self.session.inflight
-        pids = [pid for pid, inf in inflight.items() if inf.queue is q and not inf.released]
-        if pids:
-            entries = [inflight.pop(pid).entry for pid in pids]
-            q.release_consumer_entries(c, entries)
+        if q is not None:
+            self.deliveries.stop_shared(q)

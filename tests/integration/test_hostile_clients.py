@@ -22,8 +22,9 @@ from mqemu.protocols.amqp091 import spec
 from mqemu.protocols.amqp091.codec import PROTOCOL_HEADER
 from mqemu.protocols.faults import RateLimitedLog
 from mqemu.protocols.mqtt import server as mqtt_server
-from mqemu.protocols.mqtt import session as mqtt_session
-from mqemu.protocols.mqtt.packets import Subscribe
+from mqemu.protocols.mqtt import connect as mqtt_connect
+from mqemu.protocols.mqtt import inbound as mqtt_inbound
+from mqemu.protocols.mqtt import subscriptions as mqtt_subscriptions
 from mqemu.protocols.stomp import session as stomp_session
 
 pytestmark = pytest.mark.timeout(60)
@@ -346,7 +347,7 @@ def test_stomp_session_failure_is_an_error_frame(mqemu_start, monkeypatch, fault
 @pytest.mark.parametrize("level", [5, 4])
 def test_mqtt_session_failure_after_connack(mqemu_start, monkeypatch, faults, level):
     """5.0: DISCONNECT 0x83 after the CONNACK; 3.1.1: CONNACK, then the socket is closed."""
-    monkeypatch.setitem(mqtt_session.MqttConnection._handlers, Subscribe, _boom)
+    monkeypatch.setattr(mqtt_subscriptions.Subscriber, "on_subscribe", _boom)
     node = mqemu_start()
     hello = MQTT_CONNECT_5 + MQTT_SUBSCRIBE_5 if level == 5 else MQTT_CONNECT_311 + MQTT_SUBSCRIBE_311
     h = Hostile(node.ports["mqtt"], hello)
@@ -368,7 +369,7 @@ def test_mqtt_session_failure_after_connack(mqemu_start, monkeypatch, faults, le
     (MQTT_CONNECT_311, None),  # 3.1.1: just closed
 ])
 def test_mqtt_session_failure_before_connack(mqemu_start, monkeypatch, faults, hello, expected):
-    monkeypatch.setattr(mqtt_session.MqttConnection, "_take_session", _boom)
+    monkeypatch.setattr(mqtt_connect.Connector, "take_session", _boom)
     node = mqemu_start()
     h = Hostile(node.ports["mqtt"], hello)
     witness = Witness(node.ports["amqp"])
@@ -396,7 +397,7 @@ def test_failure_in_a_timer_closes_that_connection_only(mqemu_start, monkeypatch
 
 def test_mqtt_failure_in_the_publish_pump_is_0x83(mqemu_start, monkeypatch, faults, caplog):
     """Publishes are routed by the pump task, not the connection's reader: same answer."""
-    monkeypatch.setattr(mqtt_session.MqttConnection, "_route", _boom)
+    monkeypatch.setattr(mqtt_inbound.Inbound, "_route", _boom)
     caplog.set_level(logging.INFO)
     node = mqemu_start()
     publish = b"\x32\x07\x00\x01t\x00\x01\x00x"  # QoS 1, packet id 1, no properties, body "x"

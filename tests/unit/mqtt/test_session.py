@@ -139,9 +139,9 @@ def test_qos2_both_ways_and_duplicate_publish(broker: Broker) -> None:
     # Settled in the queue at PUBREC (the client has it), but the delivery keeps its place
     # in the receive maximum until PUBCOMP.
     q = broker.vhosts["/"].queues["mqtt-subscription-c1qos1"]
-    assert q.unacked == 0 and c.conn.session_consumer.unacked == 1
+    assert q.unacked == 0 and c.conn.deliveries.session_consumer.unacked == 1
     c.send(Pubcomp(pub.packet_id))
-    assert c.conn.session_consumer.unacked == 0
+    assert c.conn.deliveries.session_consumer.unacked == 0
 
 
 def test_overlapping_subscriptions_one_publish_with_all_ids(broker: Broker) -> None:

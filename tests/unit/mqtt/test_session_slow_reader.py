@@ -45,7 +45,7 @@ def test_qos0_past_the_mark_queues_max_queued_then_drops() -> None:
     assert [p.payload for p in got] == [payload(i) for i in range(kept)]
     # The writer drained the buffer: the client reads again and gets what comes next.
     sub.conn.on_drained()
-    assert sub.conn not in broker.held_outbound and sub.conn.queued_over == 0
+    assert sub.conn not in broker.held_outbound and sub.conn.deliveries.queued_over == 0
     pub.send(Publish("t", b"after"))
     assert sub.recv() == [Publish("t", b"after")]
     assert broker.messages_dropped == 3000 - kept

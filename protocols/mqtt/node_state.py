@@ -1,0 +1,29 @@
+"""What MQTT keeps per node: one object per ``Broker``, held by the broker itself
+(``Broker.protocol_state("mqtt", ...)``), so nodes in one process keep separate sessions and
+retained messages, and a node's state goes with its broker."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from mqemu.broker.core import Broker
+
+    from .retained import RetainedStore
+    from .sessions import SessionState
+
+
+class MqttNodeState:
+    __slots__ = ("restored", "retained", "sessions")
+
+    def __init__(self) -> None:
+        #: (vhost name, client id) -> the session, connected or not (``sessions.registry``)
+        self.sessions: dict[tuple[str, str], SessionState] = {}
+        #: vhost name -> its retained messages (``retained.retained_store``)
+        self.retained: dict[str, RetainedStore] = {}
+        #: the store's records have been read back (``persist.restore``, once per node)
+        self.restored = False
+
+
+def node_state(broker: Broker) -> MqttNodeState:
+    return broker.protocol_state("mqtt", MqttNodeState)
