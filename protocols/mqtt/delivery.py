@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 from mqemu.broker.queue import Consumer
 from mqemu.protocols.session_base import READ_PAUSE_BYTES
 
+from .node_state import node_state
 from .mapping import (
     PUBLISHER,
     RETAINED_FOR,
@@ -119,13 +120,6 @@ _PUBLISHER = PUBLISHER.key
 _RETAINED_FOR = RETAINED_FOR.key
 
 
-# The last QoS 0 PUBLISH encoded without per-delivery properties: a fan-out dispatches one
-# message to many consumers in a row, and they all get these same bytes.
-_last_msg: Any = None
-_last_key: tuple = ()
-_last_data = b""
-
-
 class Deliveries:
     """The consumer owner of a connection (``MqttConnection.deliveries``): the core's
     consumers of its queues, what the client allows (receive maximum, maximum packet size,
@@ -137,6 +131,7 @@ class Deliveries:
         self.conn = conn
         self.send = conn.send
         self.broker = conn.broker
+        self.last = node_state(conn.broker).last_publish  # the node's QoS 0 encode cache
         self.blocked = False  # the consumer owner flag: outbound over its budget
         self.over = False  # the connection's outbound buffer is past its high-water mark
         # Set at CONNECT (``open``); the connection's for its whole life.
@@ -263,7 +258,6 @@ class Deliveries:
 
     # -- the consumer owner interface ----------------------------------------------------
     def deliver(self, consumer: MqttConsumer, entry: QueueEntry) -> None:
-        global _last_msg, _last_key, _last_data
         msg = entry.message
         fields = msg.fields
         if fields is not None and _RETAINED_FOR in fields:
@@ -286,11 +280,12 @@ class Deliveries:
         if self.level < 5:
             if qos == 0:
                 k = (self.level, retain, route.topic_bytes)
-                if msg is _last_msg and k == _last_key:
-                    data = _last_data
+                last = self.last
+                if msg is last.msg and k == last.key:
+                    data = last.data
                 else:
                     data = encode_publish(route.topic_bytes, msg.body, 0, retain, False, None, None, self.level)
-                    _last_msg, _last_key, _last_data = msg, k, data
+                    last.msg, last.key, last.data = msg, k, data
                 if len(data) > self.max_out or (self.over and self.drop_qos0()):
                     self._settle_unsent(consumer, entry)
                     return

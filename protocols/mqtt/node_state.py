@@ -13,8 +13,21 @@ if TYPE_CHECKING:
     from .sessions import SessionState
 
 
+class LastPublish:
+    """The last QoS 0 PUBLISH encoded without per-delivery properties: a fan-out dispatches
+    one message to many consumers in a row, and they all get these same bytes. One per node,
+    so nodes in threads of one process never see each other's bytes."""
+
+    __slots__ = ("msg", "key", "data")
+
+    def __init__(self) -> None:
+        self.msg: object = None
+        self.key: tuple = ()
+        self.data = b""
+
+
 class MqttNodeState:
-    __slots__ = ("restored", "retained", "sessions")
+    __slots__ = ("last_publish", "restored", "retained", "sessions")
 
     def __init__(self) -> None:
         #: (vhost name, client id) -> the session, connected or not (``sessions.registry``)
@@ -23,6 +36,7 @@ class MqttNodeState:
         self.retained: dict[str, RetainedStore] = {}
         #: the store's records have been read back (``persist.restore``, once per node)
         self.restored = False
+        self.last_publish = LastPublish()  # ``delivery.Deliveries.deliver``'s encode cache
 
 
 def node_state(broker: Broker) -> MqttNodeState:

@@ -100,3 +100,14 @@ def test_the_node_restores_mqtt_state_before_listening(tmp_path):
     broker.records = {}
     recover_protocols(broker)  # once per node: a second call changes nothing
     assert set(state.sessions) == {("/", "kept")}
+
+
+def test_each_node_has_its_own_qos0_encode_cache():
+    """The cache of the last encoded QoS 0 PUBLISH is the node's: two nodes running in
+    threads of one process never hand each other's bytes to a client."""
+    from mqemu.broker.core import Broker
+    from mqemu.protocols.mqtt.node_state import node_state
+
+    a, b = Broker(), Broker()
+    assert node_state(a).last_publish is node_state(a).last_publish
+    assert node_state(a).last_publish is not node_state(b).last_publish
