@@ -38,7 +38,7 @@ from mqemu.broker.errors import AuthenticationFailed, BrokerError, PreconditionF
 from mqemu.broker.message import Message
 from mqemu.protocols.session_base import ClosedReason, SessionBase
 
-from .acks import SettleMixin
+from .acks import Deliveries, SettleMixin
 from .codec import NEED_DATA, Frame, StompDecoder, StompFrameError, negotiate_version
 from .errors import StompError
 from .flavours import ActiveMQFlavour, RabbitFlavour, flavour_for
@@ -91,8 +91,7 @@ class StompSession(SettleMixin, SubscribeMixin, SessionBase):
         self.session_id = ""
         self.sub_counter = 0
         self.subscriptions: dict[str, Subscription] = {}
-        self.unacked: dict[int, tuple[Subscription, Any, Any]] = {}
-        self.tag = 0
+        self.deliveries = Deliveries()  # delivery tags and unsettled deliveries (acks.py)
         self.transactions: dict[str, list[Frame]] = {}
         self.destinations: RabbitFlavour | ActiveMQFlavour | None = None
         self.send_routes: dict[str, list[tuple[str, str]]] = {}
@@ -194,11 +193,7 @@ class StompSession(SettleMixin, SubscribeMixin, SessionBase):
 
     def _requeue_unacked(self) -> None:
         """Deliveries never acknowledged go back to their queues, marked redelivered."""
-        by_consumer: dict[Any, list] = {}
-        for _sub, consumer, entry in self.unacked.values():
-            by_consumer.setdefault(consumer, []).append(entry)
-        self.unacked.clear()
-        for consumer, entries in by_consumer.items():
+        for consumer, entries in self.deliveries.take_all().items():
             consumer.queue.release_consumer_entries(consumer, entries)
 
     # -- frames -------------------------------------------------------------------------

@@ -6,8 +6,9 @@ writes the whole MESSAGE frame straight into the connection's outbound buffer: t
 headers that never change for this subscription (``subscription``, the message-id prefix,
 the ``ack`` prefix) are encoded once, when it is created.
 
-Message ids carry the connection's delivery tag, so ACK and NACK find a delivery with one
-dict lookup:
+Message ids carry the connection's delivery tag, from the connection's ``acks.Deliveries``
+(the one part that counts tags and keeps unsettled deliveries; a subscription only asks it
+to ``record`` one), so ACK and NACK find a delivery with one dict lookup:
 
 - RabbitMQ: ``T_<id>@@session-<guid>@@<tag>`` (the plugin's consumer tag, session and
   delivery tag), also the ``ack`` header in 1.2;
@@ -39,12 +40,13 @@ _TEXT = TEXT.key
 class Subscription:
     """Consumer owner (``mqemu.broker.queue.ConsumerOwner``) for one SUBSCRIBE."""
 
-    __slots__ = ("session", "id", "destination", "ack_mode", "cumulative", "consumers",
+    __slots__ = ("session", "deliveries", "id", "destination", "ack_mode", "cumulative", "consumers",
                  "blocked", "head", "id_prefix", "ack_prefix", "amqp_form", "headers")
 
     def __init__(self, session: "StompSession", sub_id: str, destination: str, ack_mode: str,
                  show_id: bool, headers: dict[str, str] | None = None) -> None:
         self.session = session
+        self.deliveries = session.deliveries  # the connection's tags and unsettled deliveries
         self.id = sub_id
         self.destination = destination
         self.ack_mode = ack_mode
@@ -65,9 +67,7 @@ class Subscription:
     # -- consumer owner -----------------------------------------------------------------
     def deliver(self, consumer: Consumer, entry: QueueEntry) -> None:
         s = self.session
-        s.tag = tag = s.tag + 1
-        if not consumer.no_ack:
-            s.unacked[tag] = (self, consumer, entry)
+        tag = self.deliveries.record(self, consumer, entry)
         msg = entry.message
         key = (msg.exchange, msg.routing_key)
         dest = s.destinations_seen.get(key)
