@@ -111,7 +111,7 @@ class SettleMixin:
             return
         # RabbitMQ: NACK requeues unless requeue:false. ActiveMQ: a NACK is a poison ack,
         # the message goes to the dead-letter queue.
-        requeue = self.flavour.NACK_REQUEUES and h.get("requeue", "true") != "false"
+        requeue = self.flavour.nack_requeues(h)
         groups: dict[Any, list] = {}
         for consumer, entry in items:
             groups.setdefault(consumer, []).append(entry)
@@ -143,14 +143,31 @@ class SettleMixin:
         return False
 
     def _on_commit(self, f: Frame) -> bool:
+        """Publish and settle what the transaction holds, in order. RabbitMQ then sends the
+        COMMIT's receipt and the receipts of its SENDs (once on disk when one of them is a
+        persistent message); ActiveMQ answered each SEND at once."""
         work = self._transaction(self._tx_name(f))
         del self.transactions[f.headers["transaction"]]
+        at_commit = self.flavour.TX_SEND_RECEIPT_AT_COMMIT
+        receipts: list[str] = []
+        wait = False
         for frame in work:
             if frame.command == "SEND":
-                self._send(frame)
+                receipt = frame.headers.get("receipt") if at_commit else None
+                if self._publish(frame, receipt is not None):
+                    wait = True
+                if receipt is not None:
+                    receipts.append(receipt)
             else:
                 self._settle_now(frame, frame.command == "ACK")
-        return False
+        if not receipts:
+            return False
+        self._receipt(f)
+        if wait:
+            self._receipt_when_durable(receipts)
+        else:
+            self._late_receipts(receipts)
+        return True
 
     def _on_abort(self, f: Frame) -> bool:
         self._transaction(self._tx_name(f))

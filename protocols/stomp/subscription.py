@@ -41,7 +41,7 @@ class Subscription:
     """Consumer owner (``mqemu.broker.queue.ConsumerOwner``) for one SUBSCRIBE."""
 
     __slots__ = ("session", "deliveries", "id", "destination", "ack_mode", "cumulative", "consumers",
-                 "blocked", "head", "id_prefix", "ack_prefix", "amqp_form", "headers")
+                 "blocked", "head", "id_prefix", "ack_prefix", "amqp_form", "headers", "end")
 
     def __init__(self, session: "StompSession", sub_id: str, destination: str, ack_mode: str,
                  show_id: bool, headers: dict[str, str] | None = None) -> None:
@@ -57,6 +57,7 @@ class Subscription:
         # RabbitMQ's MESSAGE form (AMQP property headers, redelivered always, content-length)
         # or ActiveMQ's (JMS headers, redelivered when true, text bodies bare).
         self.amqp_form = session.flavour.AMQP_MESSAGE_FORM
+        self.end = session.flavour.FRAME_END  # NUL, and the EOL the engine sends after it
         esc = session.escape
         self.head = b"MESSAGE\n" + (f"subscription:{esc(sub_id)}\n".encode() if show_id else b"")
         prefix = session.flavour.message_id_prefix(session, sub_id, destination, show_id)
@@ -88,11 +89,11 @@ class Subscription:
             red = b"redelivered:true\n" if entry.redelivered else b""
             fields = msg.fields
             if fields is not None and fields.get(_TEXT) is True:
-                s.send(b"%s%smessage-id:%s%d\n%s%s%s\n%s\x00" % (
-                    self.head, dest, self.id_prefix, tag, red, block, ack, body))
+                s.send(b"%s%smessage-id:%s%d\n%s%s%s\n%s%s" % (
+                    self.head, dest, self.id_prefix, tag, red, block, ack, body, self.end))
                 return
-        s.send(b"%s%smessage-id:%s%d\n%s%s%scontent-length:%d\n\n%s\x00" % (
-            self.head, dest, self.id_prefix, tag, red, block, ack, len(body), body))
+        s.send(b"%s%smessage-id:%s%d\n%s%s%scontent-length:%d\n\n%s%s" % (
+            self.head, dest, self.id_prefix, tag, red, block, ack, len(body), body, self.end))
 
     def consumer_cancelled(self, consumer: Consumer) -> None:
         """The queue was deleted under the subscription."""
