@@ -5,6 +5,11 @@ A delivery is found by the delivery tag at the end of its message id (``subscrip
 ``ack=client`` settles it and every earlier delivery of the same subscription. Acks only
 settle in the core; the queues they touched are redispatched once at the end of the read
 batch (``StompSession.end_of_batch``).
+
+``Deliveries`` owns the connection's delivery tags and the deliveries awaiting an ACK or
+NACK: a subscription asks it for a tag (``record``), the ACK/NACK handlers ``take`` what a
+frame settles, and the session ``take_all`` when the connection ends. Nothing else touches
+its counter or table.
 """
 
 from __future__ import annotations
@@ -15,6 +20,55 @@ from .codec import Frame
 from .errors import StompError, protocol_exception
 
 MAX_TRANSACTIONS = 100  # RabbitMQ's limit of open transactions per connection
+
+
+class Deliveries:
+    """The connection's delivery tags (one counter for all its subscriptions) and the
+    deliveries not yet settled, by tag: ``(subscription, consumer, entry)``."""
+
+    __slots__ = ("tag", "unacked")
+
+    def __init__(self) -> None:
+        self.tag = 0
+        self.unacked: dict[int, tuple[Any, Any, Any]] = {}
+
+    def record(self, sub: Any, consumer: Any, entry: Any) -> int:
+        """The next delivery tag; the delivery is kept until settled unless its consumer
+        needs no ack."""
+        self.tag = tag = self.tag + 1
+        if not consumer.no_ack:
+            self.unacked[tag] = (sub, consumer, entry)
+        return tag
+
+    def take(self, tag: int) -> list[tuple[Any, Any]] | None:
+        """The (consumer, entry) pairs one ACK/NACK of ``tag`` settles, removed from the
+        table: the delivery itself, and with ``ack=client`` every earlier one of its
+        subscription. None when the tag is not awaiting a settlement."""
+        item = self.unacked.get(tag)
+        if item is None:
+            return None
+        sub = item[0]
+        unacked = self.unacked
+        if sub.cumulative:  # ack=client: this message and every earlier one of the subscription
+            tags = [t for t, it in unacked.items() if t <= tag and it[0] is sub]
+        else:
+            tags = [tag]
+        out = []
+        for t in tags:
+            _sub, consumer, entry = unacked.pop(t)
+            out.append((consumer, entry))
+        return out
+
+    def take_all(self) -> dict[Any, list[Any]]:
+        """Every unsettled delivery, by consumer, in delivery order; the table is emptied."""
+        by_consumer: dict[Any, list[Any]] = {}
+        for _sub, consumer, entry in self.unacked.values():
+            by_consumer.setdefault(consumer, []).append(entry)
+        self.unacked.clear()
+        return by_consumer
+
+    def __len__(self) -> int:
+        return len(self.unacked)
 
 
 class SettleMixin:
@@ -45,28 +99,21 @@ class SettleMixin:
             raise self.flavour.refusal(StompError("Missing header", f'"{f.command}" must include the "{name}" header\n'),
                                        f"{f.command} received without a ack id for acknowledge!")
         tag = self.destinations.delivery_tag(f.command, value)
-        item = self.unacked.get(tag)
-        if item is None:
+        items = self.deliveries.take(tag)
+        if items is None:
             raise self.flavour.unknown_delivery(f.command, tag)
-        sub = item[0]
-        if sub.cumulative:  # ack=client: this message and every earlier one of the subscription
-            items = [(t, it) for t, it in self.unacked.items() if t <= tag and it[0] is sub]
-        else:
-            items = [(tag, item)]
-        for t, _ in items:
-            del self.unacked[t]
         if ack:
             dirty = self.dirty_queues
-            for _t, (_sub, consumer, entry) in items:
+            for consumer, entry in items:
                 q = consumer.queue
                 q.ack(entry, consumer)
                 dirty.add(q)
             return
         # RabbitMQ: NACK requeues unless requeue:false. ActiveMQ: a NACK is a poison ack,
         # the message goes to the dead-letter queue.
-        requeue = self.flavour.NACK_REQUEUES and h.get("requeue", "true") != "false"
+        requeue = self.flavour.nack_requeues(h)
         groups: dict[Any, list] = {}
-        for _t, (_sub, consumer, entry) in items:
+        for consumer, entry in items:
             groups.setdefault(consumer, []).append(entry)
         for consumer, entries in groups.items():
             consumer.queue.reject(entries, consumer, requeue)
@@ -96,14 +143,31 @@ class SettleMixin:
         return False
 
     def _on_commit(self, f: Frame) -> bool:
+        """Publish and settle what the transaction holds, in order. RabbitMQ then sends the
+        COMMIT's receipt and the receipts of its SENDs (once on disk when one of them is a
+        persistent message); ActiveMQ answered each SEND at once."""
         work = self._transaction(self._tx_name(f))
         del self.transactions[f.headers["transaction"]]
+        at_commit = self.flavour.TX_SEND_RECEIPT_AT_COMMIT
+        receipts: list[str] = []
+        wait = False
         for frame in work:
             if frame.command == "SEND":
-                self._send(frame)
+                receipt = frame.headers.get("receipt") if at_commit else None
+                if self._publish(frame, receipt is not None):
+                    wait = True
+                if receipt is not None:
+                    receipts.append(receipt)
             else:
                 self._settle_now(frame, frame.command == "ACK")
-        return False
+        if not receipts:
+            return False
+        self._receipt(f)
+        if wait:
+            self._receipt_when_durable(receipts)
+        else:
+            self._late_receipts(receipts)
+        return True
 
     def _on_abort(self, f: Frame) -> bool:
         self._transaction(self._tx_name(f))

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 from mqemu.broker.queue import Queue
 
 from .errors import StompError, protocol_exception
-from .mapping import is_true
+from .mapping import rabbit_boolean
 
 if TYPE_CHECKING:
     from .session import StompSession
@@ -68,13 +68,7 @@ def rabbit_subscription_queue(name: str, sub_id: str) -> str:
     return "stomp-subscription-" + _b64url(hashlib.md5(_erlang_pair(name, sub_id)).digest())
 
 
-def _bool_param(value: str | None) -> bool | None:
-    # RabbitMQ's string_to_boolean: only true/True/false/False count.
-    if value in ("true", "True"):
-        return True
-    if value in ("false", "False"):
-        return False
-    return None
+_bool_param = rabbit_boolean  # only true/True/false/False count
 
 
 class RabbitDestinations:
@@ -179,7 +173,7 @@ class RabbitDestinations:
             kind = self.parse(dest)[0]
         except StompError:
             return
-        if kind == "topic" and (is_true(headers.get("durable")) or is_true(headers.get("persistent"))):
+        if kind == "topic" and (_bool_param(headers.get("durable")) or _bool_param(headers.get("persistent"))):
             for q in queues:
                 self.s.check("configure", "queue", q.name)
                 self.s.vhost.delete_queue(q.name, owner=self.s)

@@ -21,7 +21,7 @@ from mqemu.broker.errors import AccessRefused, BrokerError, PreconditionFailed
 
 from .destinations import ActiveMQDestinations, RabbitDestinations
 from .errors import StompError, protocol_exception, security_exception
-from .mapping import activemq_destination, rabbit_destination
+from .mapping import activemq_destination, rabbit_boolean, rabbit_destination
 
 if TYPE_CHECKING:
     from mqemu.broker.profile import EngineProfile
@@ -49,7 +49,6 @@ class RabbitFlavour(RabbitDestinations):
     CONSUMER_PRIORITIES = True  # x-priority on SUBSCRIBE
     UNSUBSCRIBE_BY_DESTINATION = True  # UNSUBSCRIBE without id names the destination, any version
     NACK_IN_10 = True  # NACK is taken in STOMP 1.0 too
-    NACK_REQUEUES = True  # NACK requeues unless requeue:false
     REFUSES_DUPLICATE_BEGIN = False  # BEGIN of an open transaction starts it again
     TELLS_SERVER_CANCEL = True  # a deleted queue's subscription gets an ERROR naming it
     SEND_REFUSES_MESSAGE_ID = True  # message-id is not allowed on SEND
@@ -59,6 +58,12 @@ class RabbitFlavour(RabbitDestinations):
     # SEND headers mapped as the plugin maps them (user-id checked); MESSAGE frames with AMQP
     # property headers, redelivered always, content-length always
     AMQP_MESSAGE_FORM = True
+    # Every frame ends with NUL then LF (the plugin's trailing_lf, on by default in 3.x).
+    FRAME_END = b"\x00\n"
+    CONNECTED_ORDER = ("server", "session", "heart-beat", "version")
+    # A SEND in a transaction gets its receipt at COMMIT, after the COMMIT's own (none after
+    # ABORT).
+    TX_SEND_RECEIPT_AT_COMMIT = True
 
     destination_name: Callable[[str, str], str] = staticmethod(rabbit_destination)
 
@@ -92,9 +97,19 @@ class RabbitFlavour(RabbitDestinations):
     def message_id_prefix(session: "StompSession", sub_id: str, destination: str, show_id: bool) -> str:
         """``T_<sub>@@<session>@@`` (the plugin's consumer tag and session), or
         ``Q_<destination>@@<session>@@`` for a subscription without id."""
-        if show_id:
-            return f"T_{sub_id}@@{session.session_id}@@"
-        return f"Q_{destination}@@{session.session_id}@@"
+        return f"{RabbitFlavour.consumer_tag(sub_id if show_id else None, destination)}@@{session.session_id}@@"
+
+    @staticmethod
+    def consumer_tag(sub_id: str | None, destination: str) -> str:
+        """The plugin's consumer tag: ``T_<id>``, or ``Q_<destination>`` without an id."""
+        return f"T_{sub_id}" if sub_id is not None else f"Q_{destination}"
+
+    @classmethod
+    def duplicate_subscription(cls, sub_id: str | None, destination: str) -> StompError:
+        """A SUBSCRIBE whose id (or, without one, destination) is taken: the ERROR names the
+        consumer tag; the channel dies, so the connection closes."""
+        return StompError("Duplicated subscription identifier", f"A subscription identified by "
+                          f"'{cls.consumer_tag(sub_id, destination)}' already exists.", close=True)
 
     @staticmethod
     def consumer_options(h: dict[str, str], dest: str) -> tuple[int, Any]:
@@ -109,6 +124,16 @@ class RabbitFlavour(RabbitDestinations):
         if parts[0][2:] not in self.s.subscriptions:
             raise StompError("Subscription not found", f"Message with id {value} has no subscription\n")
         return int(parts[2])
+
+    @staticmethod
+    def nack_requeues(headers: dict[str, str]) -> bool:
+        """NACK requeues unless ``requeue`` is false (``false`` or ``False``)."""
+        return rabbit_boolean(headers.get("requeue")) is not False
+
+    @staticmethod
+    def durable_subscription(headers: dict[str, str]) -> bool:
+        """SUBSCRIBE asks for a durable subscription: ``durable`` or ``persistent`` true."""
+        return bool(rabbit_boolean(headers.get("durable")) or rabbit_boolean(headers.get("persistent")))
 
     @staticmethod
     def unknown_delivery(command: str, tag: int) -> BrokerError | StompError:
@@ -136,7 +161,6 @@ class ActiveMQFlavour(ActiveMQDestinations):
     CONSUMER_PRIORITIES = False
     UNSUBSCRIBE_BY_DESTINATION = False  # only in STOMP 1.0
     NACK_IN_10 = False  # "NACK received but connection is in v1.0 mode."
-    NACK_REQUEUES = False  # a NACK is a poison ack: the message goes to the dead-letter queue
     REFUSES_DUPLICATE_BEGIN = True  # "The transaction was already started"
     TELLS_SERVER_CANCEL = False
     SEND_REFUSES_MESSAGE_ID = False
@@ -146,6 +170,10 @@ class ActiveMQFlavour(ActiveMQDestinations):
     # SEND headers mapped to JMS fields, a SEND without content-length is a text message;
     # MESSAGE frames with JMS headers, redelivered only when true, text bodies bare
     AMQP_MESSAGE_FORM = False
+    # Every frame ends with NUL then LF (StompWireFormat writes an EOL after the NUL).
+    FRAME_END = b"\x00\n"
+    CONNECTED_ORDER = ("server", "heart-beat", "session", "version")
+    TX_SEND_RECEIPT_AT_COMMIT = False  # a SEND in a transaction is answered at once
 
     destination_name: Callable[[str, str], str] = staticmethod(activemq_destination)
 
@@ -181,6 +209,13 @@ class ActiveMQFlavour(ActiveMQDestinations):
         """``<session>:<subscription number>:``, a JMS-style id."""
         return f"{session.session_id}:{session.sub_counter}:"
 
+    @staticmethod
+    def duplicate_subscription(sub_id: str | None, destination: str) -> StompError:
+        """A SUBSCRIBE whose id is taken (mqemu's text; ActiveMQ 5.17 takes it silently)."""
+        key = destination if sub_id is None else sub_id
+        return StompError("Duplicated subscription identifier",
+                          f"A subscription identified by '{key}' already exists.", close=True)
+
     @classmethod
     def consumer_options(cls, h: dict[str, str], dest: str) -> tuple[int, Any]:
         """(prefetch, selector): activemq.prefetchSize (default by destination kind) and the
@@ -202,6 +237,15 @@ class ActiveMQFlavour(ActiveMQDestinations):
         """The delivery tag at the end of ``ID:<session>:<sub>:<tag>``; -1 when not ours."""
         tail = value.rpartition(":")[2]
         return int(tail) if tail.isdigit() else -1
+
+    @staticmethod
+    def nack_requeues(headers: dict[str, str]) -> bool:
+        """Never: a NACK is a poison ack, the message goes to the dead-letter queue."""
+        return False
+
+    @staticmethod
+    def durable_subscription(headers: dict[str, str]) -> bool:
+        return "true" in (headers.get("durable"), headers.get("persistent"))
 
     @staticmethod
     def unknown_delivery(command: str, tag: int) -> BrokerError | StompError:

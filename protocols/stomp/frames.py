@@ -175,6 +175,7 @@ def encode_frame(
     version: str | None = "1.2",
     *,
     content_length: bool = False,
+    end: bytes = b"\x00",
 ) -> bytes:
     """Serialise one frame.
 
@@ -188,6 +189,8 @@ def encode_frame(
     ``content_length=True`` and the body is non-empty and the caller did not
     already supply one (STOMP 1.2, "Header content-length": SHOULD be sent
     whenever there is a body; required when the body contains NULs).
+
+    ``end`` closes the frame: a NUL, or a NUL and the EOL both engines send after it.
 
     Never raises for str/bytes input.
     """
@@ -208,4 +211,4 @@ def encode_frame(
         parts.append(f"content-length:{len(body)}")
     parts.append("")
     parts.append("")
-    return b"".join(("\n".join(parts).encode("utf-8"), body, b"\x00"))
+    return b"".join(("\n".join(parts).encode("utf-8"), body, end))

@@ -76,7 +76,19 @@ TEXT_FIELDS = TEXT.add(None, True)  # shared by every text message published her
 
 
 def is_true(value: str | None) -> bool:
+    """ActiveMQ's boolean headers (Java's ``Boolean.parseBoolean``: any case of true)."""
     return value is not None and value.lower() == "true"
+
+
+def rabbit_boolean(value: str | None) -> bool | None:
+    """RabbitMQ's boolean headers (``rabbit_stomp_frame:boolean_header``): only ``true``,
+    ``True``, ``false`` and ``False`` count (Python clients write ``True``/``False``); any
+    other value, or none, is None (the header's default applies)."""
+    if value == "true" or value == "True":
+        return True
+    if value == "false" or value == "False":
+        return False
+    return None
 
 
 ESCAPERS = {"1.0": escape_10, "1.1": escape_11, "1.2": escape_12}
@@ -96,7 +108,7 @@ def rabbit_properties(headers: dict[str, str]) -> dict[str, Any]:
             key, kind = spec
             props[key] = int(value) if kind == "i" else value
         elif name == "persistent":
-            if is_true(value):
+            if rabbit_boolean(value):
                 props["delivery_mode"] = 2
         elif name not in _RABBIT_FRAME_HEADERS:
             user[name] = value

@@ -38,7 +38,7 @@ from mqemu.broker.errors import AuthenticationFailed, BrokerError, PreconditionF
 from mqemu.broker.message import Message
 from mqemu.protocols.session_base import ClosedReason, SessionBase
 
-from .acks import SettleMixin
+from .acks import Deliveries, SettleMixin
 from .codec import NEED_DATA, Frame, StompDecoder, StompFrameError, negotiate_version
 from .errors import StompError
 from .flavours import ActiveMQFlavour, RabbitFlavour, flavour_for
@@ -91,8 +91,7 @@ class StompSession(SettleMixin, SubscribeMixin, SessionBase):
         self.session_id = ""
         self.sub_counter = 0
         self.subscriptions: dict[str, Subscription] = {}
-        self.unacked: dict[int, tuple[Subscription, Any, Any]] = {}
-        self.tag = 0
+        self.deliveries = Deliveries()  # delivery tags and unsettled deliveries (acks.py)
         self.transactions: dict[str, list[Frame]] = {}
         self.destinations: RabbitFlavour | ActiveMQFlavour | None = None
         self.send_routes: dict[str, list[tuple[str, str]]] = {}
@@ -194,11 +193,7 @@ class StompSession(SettleMixin, SubscribeMixin, SessionBase):
 
     def _requeue_unacked(self) -> None:
         """Deliveries never acknowledged go back to their queues, marked redelivered."""
-        by_consumer: dict[Any, list] = {}
-        for _sub, consumer, entry in self.unacked.values():
-            by_consumer.setdefault(consumer, []).append(entry)
-        self.unacked.clear()
-        for consumer, entries in by_consumer.items():
+        for consumer, entries in self.deliveries.take_all().items():
             consumer.queue.release_consumer_entries(consumer, entries)
 
     # -- frames -------------------------------------------------------------------------
@@ -235,7 +230,8 @@ class StompSession(SettleMixin, SubscribeMixin, SessionBase):
             return
         log.info("STOMP error: %s", e.message, extra={"conn": self.conn_id})
         self.send(error_frame(e.message, e.detail, receipt,
-                              self.version if self.state is State.CONNECTED else "1.0"))
+                              self.version if self.state is State.CONNECTED else "1.0",
+                              end=self.flavour.FRAME_END))
         if self.login_refused and self.state is State.CONNECTING:
             # RabbitMQ: after a refused CONNECT the socket stays open, answering ERROR,
             # until the login timeout; a client may still CONNECT with other credentials.
@@ -244,7 +240,7 @@ class StompSession(SettleMixin, SubscribeMixin, SessionBase):
     def _receipt(self, frame: Frame) -> None:
         receipt = frame.headers.get("receipt")
         if receipt is not None and self.state is not State.CLOSED:
-            self.send(receipt_frame(receipt, self.version))
+            self.send(receipt_frame(receipt, self.version, self.flavour.FRAME_END))
 
     # -- CONNECT ------------------------------------------------------------------------
     def _on_connect(self, f: Frame) -> None:
@@ -278,7 +274,7 @@ class StompSession(SettleMixin, SubscribeMixin, SessionBase):
         self.deadline = None
         self.last_sent = self._now
         self.send(connected_frame(version, self.session_id, f"{send_ms},{recv_ms}",
-                                  self.broker.profile.server))
+                                  self.broker.profile.server, flavour.CONNECTED_ORDER, flavour.FRAME_END))
         if self.broker.memory_alarm:
             self.on_alarm(True)
 
@@ -316,10 +312,27 @@ class StompSession(SettleMixin, SubscribeMixin, SessionBase):
         tx = f.headers.get("transaction")
         if tx is not None:
             self._transaction(tx).append(f)
-            return False
+            # RabbitMQ: its receipt comes at COMMIT, once published (none after ABORT);
+            # ActiveMQ: now.
+            return self.flavour.TX_SEND_RECEIPT_AT_COMMIT
         return self._send(f)
 
     def _send(self, f: Frame) -> bool:
+        """Publish a SEND; True when its receipt will come later (once on disk)."""
+        receipt = f.headers.get("receipt")
+        if self._publish(f, receipt is not None) and receipt is not None:
+            self._receipt_when_durable([receipt])
+            return True
+        return False
+
+    def _receipt_when_durable(self, receipts: list[str]) -> None:
+        """The receipts of persistent messages, once the store has them on disk."""
+        store = self.broker.store
+        store.when_durable(store.barrier(), lambda: self._late_receipts(receipts))
+
+    def _publish(self, f: Frame, receipted: bool) -> bool:
+        """Route a SEND's message; with ``receipted``, True when its receipt must wait for
+        the store (a persistent message that reached a queue, a store that keeps them)."""
         h = f.headers
         dest = h.get("destination")
         if dest is None:
@@ -370,18 +383,13 @@ class StompSession(SettleMixin, SubscribeMixin, SessionBase):
             msg = Message(exchange, key, body, props if len(targets) == 1 else dict(props), fields=fields)
             n, _refused = vhost.publish(exchange, key, msg)
             routed += n
-        receipt = h.get("receipt")
-        if receipt is not None and routed and props.get("delivery_mode") == 2:
-            store = self.broker.store
-            if store.keeps_messages:
-                # The receipt of a persistent message waits until it is on disk.
-                store.when_durable(store.barrier(), lambda: self._late_receipt(receipt))
-                return True
-        return False
+        # The receipt of a persistent message waits until it is on disk.
+        return receipted and routed > 0 and props.get("delivery_mode") == 2 and self.broker.store.keeps_messages
 
-    def _late_receipt(self, receipt: str) -> None:
+    def _late_receipts(self, receipts: list[str]) -> None:
         if self.state is State.CONNECTED:
-            self.send(receipt_frame(receipt, self.version))
+            for receipt in receipts:
+                self.send(receipt_frame(receipt, self.version, self.flavour.FRAME_END))
 
     # -- DISCONNECT ---------------------------------------------------------------------
     def _on_disconnect(self, f: Frame) -> bool:
@@ -433,7 +441,7 @@ class StompSession(SettleMixin, SubscribeMixin, SessionBase):
             return
         log.info("STOMP error: %s", message, extra={"conn": self.conn_id})
         self.send(error_frame(message, detail, receipt_id, self.version if self.state is State.CONNECTED
-                              else "1.0", extra))
+                              else "1.0", extra, self.flavour.FRAME_END))
         self._closed(self.close_reason or ClosedReason.PROTOCOL_ERROR)
 
     def _closed(self, reason: ClosedReason) -> None:
@@ -452,7 +460,8 @@ class StompSession(SettleMixin, SubscribeMixin, SessionBase):
         message = self.flavour.INTERNAL_ERROR_MESSAGE
         try:  # not logged here: the transport logs it, rate-limited
             self.send(error_frame(message, "The broker failed to handle a frame on this connection; it is "
-                                  "closed\n", None, self.version if self.state is State.CONNECTED else "1.0"))
+                                  "closed\n", None, self.version if self.state is State.CONNECTED else "1.0",
+                                  end=self.flavour.FRAME_END))
         finally:
             self._closed(ClosedReason.INTERNAL_ERROR)
 

@@ -31,14 +31,13 @@ class SubscribeMixin:
                 raise StompError("SUBSCRIBE received without a subscription id!",
                                  "org.apache.activemq.transport.stomp.ProtocolException: "
                                  "SUBSCRIBE received without a subscription id!\n")
-            if self.flavour.DURABLE_NEEDS_ID and ("true" in (h.get("durable"), h.get("persistent"))):
+            if self.flavour.DURABLE_NEEDS_ID and self.flavour.durable_subscription(h):
                 raise StompError("Missing Header", "Header 'id' is required for durable subscriptions")
         elif self.flavour.TEMP_QUEUE_ID_RESERVED and sub_id.startswith("/temp-queue/"):
             raise StompError("Invalid id", "SUBSCRIBE 'id' may not start with /temp-queue/\n")
         key = dest if sub_id is None else sub_id
         if key in self.subscriptions:
-            raise StompError("Duplicated subscription identifier",  # RabbitMQ: its channel dies
-                             f"A subscription identified by '{key}' already exists.", close=True)
+            raise self.flavour.duplicate_subscription(sub_id, dest)
         ack = h.get("ack", "auto")
         if ack not in ACK_MODES:
             raise StompError("Invalid ack mode", f"'{ack}' is not a valid ack mode "
@@ -103,4 +102,4 @@ class SubscribeMixin:
             self.send(error_frame("Server cancelled subscription",
                                   f"The server has canceled a subscription.\nNo more messages will be "
                                   f"delivered for \"id='{sub.id}'\".\n", None, self.version,
-                                  [("subscription", sub.id)]))
+                                  [("subscription", sub.id)], self.flavour.FRAME_END))

@@ -6,8 +6,9 @@ writes the whole MESSAGE frame straight into the connection's outbound buffer: t
 headers that never change for this subscription (``subscription``, the message-id prefix,
 the ``ack`` prefix) are encoded once, when it is created.
 
-Message ids carry the connection's delivery tag, so ACK and NACK find a delivery with one
-dict lookup:
+Message ids carry the connection's delivery tag, from the connection's ``acks.Deliveries``
+(the one part that counts tags and keeps unsettled deliveries; a subscription only asks it
+to ``record`` one), so ACK and NACK find a delivery with one dict lookup:
 
 - RabbitMQ: ``T_<id>@@session-<guid>@@<tag>`` (the plugin's consumer tag, session and
   delivery tag), also the ``ack`` header in 1.2;
@@ -39,12 +40,13 @@ _TEXT = TEXT.key
 class Subscription:
     """Consumer owner (``mqemu.broker.queue.ConsumerOwner``) for one SUBSCRIBE."""
 
-    __slots__ = ("session", "id", "destination", "ack_mode", "cumulative", "consumers",
-                 "blocked", "head", "id_prefix", "ack_prefix", "amqp_form", "headers")
+    __slots__ = ("session", "deliveries", "id", "destination", "ack_mode", "cumulative", "consumers",
+                 "blocked", "head", "id_prefix", "ack_prefix", "amqp_form", "headers", "end")
 
     def __init__(self, session: "StompSession", sub_id: str, destination: str, ack_mode: str,
                  show_id: bool, headers: dict[str, str] | None = None) -> None:
         self.session = session
+        self.deliveries = session.deliveries  # the connection's tags and unsettled deliveries
         self.id = sub_id
         self.destination = destination
         self.ack_mode = ack_mode
@@ -55,6 +57,7 @@ class Subscription:
         # RabbitMQ's MESSAGE form (AMQP property headers, redelivered always, content-length)
         # or ActiveMQ's (JMS headers, redelivered when true, text bodies bare).
         self.amqp_form = session.flavour.AMQP_MESSAGE_FORM
+        self.end = session.flavour.FRAME_END  # NUL, and the EOL the engine sends after it
         esc = session.escape
         self.head = b"MESSAGE\n" + (f"subscription:{esc(sub_id)}\n".encode() if show_id else b"")
         prefix = session.flavour.message_id_prefix(session, sub_id, destination, show_id)
@@ -65,9 +68,7 @@ class Subscription:
     # -- consumer owner -----------------------------------------------------------------
     def deliver(self, consumer: Consumer, entry: QueueEntry) -> None:
         s = self.session
-        s.tag = tag = s.tag + 1
-        if not consumer.no_ack:
-            s.unacked[tag] = (self, consumer, entry)
+        tag = self.deliveries.record(self, consumer, entry)
         msg = entry.message
         key = (msg.exchange, msg.routing_key)
         dest = s.destinations_seen.get(key)
@@ -88,11 +89,11 @@ class Subscription:
             red = b"redelivered:true\n" if entry.redelivered else b""
             fields = msg.fields
             if fields is not None and fields.get(_TEXT) is True:
-                s.send(b"%s%smessage-id:%s%d\n%s%s%s\n%s\x00" % (
-                    self.head, dest, self.id_prefix, tag, red, block, ack, body))
+                s.send(b"%s%smessage-id:%s%d\n%s%s%s\n%s%s" % (
+                    self.head, dest, self.id_prefix, tag, red, block, ack, body, self.end))
                 return
-        s.send(b"%s%smessage-id:%s%d\n%s%s%scontent-length:%d\n\n%s\x00" % (
-            self.head, dest, self.id_prefix, tag, red, block, ack, len(body), body))
+        s.send(b"%s%smessage-id:%s%d\n%s%s%scontent-length:%d\n\n%s%s" % (
+            self.head, dest, self.id_prefix, tag, red, block, ack, len(body), body, self.end))
 
     def consumer_cancelled(self, consumer: Consumer) -> None:
         """The queue was deleted under the subscription."""

@@ -489,6 +489,104 @@ DESTINATIONS: dict[str, Callable[[Addr, str], dict[str, Any]]] = {
 }
 
 
+# -- the engine's own wire habits (issue 11 items 7-10) ---------------------------------------
+def frame_layout(addr: Addr, engine: str) -> dict[str, Any]:
+    """CONNECTED's header names in order, and what follows each frame's NUL (the decoder takes
+    EOLs between frames as heart-beats, so the bytes are read here as they come). One frame at
+    a time: the engines answer pipelined frames in their own order."""
+    q = "/queue/" + unique("layout")
+    login = "".join(f"{k}:{v}\n" for k, v in _LOGIN.items())
+    sends = [f"CONNECT\naccept-version:1.2\n{login}\n".encode(), f"SEND\ndestination:{q}\nreceipt:s\n\nx".encode(),
+             f"SUBSCRIBE\ndestination:{q}\nid:1\nreceipt:r\n\n".encode(), b"UNSUBSCRIBE\nid:nope\n\n"]
+    data = b""
+    with socket.create_connection(addr, timeout=5) as sock:
+        for i, frame in enumerate(sends):
+            sock.sendall(frame + b"\x00")
+            want = i + 1 if i < 2 else i + 2  # the SUBSCRIBE brings a RECEIPT and a MESSAGE
+            deadline = time.monotonic() + WAIT
+            while (data.count(b"\x00") < want or not data.endswith(b"\n")) and time.monotonic() < deadline:
+                sock.settimeout(max(0.05, deadline - time.monotonic()))
+                try:
+                    chunk = sock.recv(65536)
+                except TimeoutError:
+                    break
+                if not chunk:
+                    break
+                data += chunk
+    frames = re.findall(rb"([A-Z]+)\n(.*?)\n\n.*?\x00(\n*)", data, re.S)
+    connected = [f for f in frames if f[0] == b"CONNECTED"]
+    return {"commands": sorted(f[0].decode() for f in frames),
+            "after_nul": [f[2].decode() for f in frames],
+            "connected": connected and [line.split(b":")[0].decode() for line in connected[0][1].split(b"\n")]}
+
+
+def _duplicate_subscription(version: str, with_id: bool) -> Callable[[Addr, str], dict[str, Any]]:
+    def scenario(addr: Addr, engine: str) -> dict[str, Any]:
+        q = "/queue/" + unique("dup")
+        ids = {"id": "s1"} if with_id else {}
+        with _session(addr, engine, version) as c:
+            c.frame("SUBSCRIBE", {"destination": q, **ids, "receipt": "r"})
+            first = c.read()
+            c.frame("SUBSCRIBE", {"destination": q, **ids})
+            frames = c.read_all()
+            errors = [f for f in frames if f.command == "ERROR"]
+            return {"first": first and first.command, **error_view(c, frames),
+                    "body": errors and norm(errors[0].body.decode().split("\n")[0])}  # no stack trace
+    return scenario
+
+
+def _nack_requeue(value: str) -> Callable[[Addr, str], dict[str, Any]]:
+    """NACK with ``requeue:<value>``, then a second message: which comes next."""
+    def scenario(addr: Addr, engine: str) -> dict[str, Any]:
+        q = "/queue/" + unique("nack")
+        with _session(addr, engine) as c:
+            c.frame("SEND", {"destination": q, "receipt": "s1"}, b"first")
+            c.read()
+            c.frame("SUBSCRIBE", {"destination": q, "id": "1", "ack": "client-individual"})
+            first = c.read()
+            assert first is not None and first.command == "MESSAGE", first
+            c.frame("NACK", {"id": first.headers["ack"], "requeue": value})
+            c.frame("SEND", {"destination": q, "receipt": "s2"}, b"second")
+            frames = c.read_all(0.7)
+            return {"messages": [(f.body.decode(), f.headers.get("redelivered"))
+                                 for f in frames if f.command == "MESSAGE"],
+                    "receipts": [f.headers.get("receipt-id") for f in frames if f.command == "RECEIPT"]}
+    return scenario
+
+
+def _tx_receipts(end: str) -> Callable[[Addr, str], dict[str, Any]]:
+    """Receipts of transactional SENDs: which come before the transaction ends, which after
+    its COMMIT or ABORT, in order."""
+    def scenario(addr: Addr, engine: str) -> dict[str, Any]:
+        q = "/queue/" + unique("tx")
+        with _session(addr, engine) as c:
+            c.frame("BEGIN", {"transaction": "t", "receipt": "b"})
+            c.frame("SEND", {"destination": q, "transaction": "t", "receipt": "s1"}, b"one")
+            c.frame("SEND", {"destination": q, "transaction": "t", "receipt": "s2"}, b"two")
+            c.frame("SUBSCRIBE", {"destination": "/queue/" + unique("mark"), "id": "m", "receipt": "m"})
+            before = c.read_all(0.7)
+            c.frame(end, {"transaction": "t", "receipt": "e"})
+            ended = c.read_all(0.7)  # RabbitMQ: the SENDs' receipts once the messages are stored
+            c.frame("SUBSCRIBE", {"destination": q, "id": "q", "receipt": "z"})
+            after = c.read_all(0.7)
+            return {"before": [f.headers.get("receipt-id", f.command) for f in before],
+                    "at_end": [f.headers.get("receipt-id", f.command) for f in ended],
+                    "after": [f.headers.get("receipt-id") or f.body.decode() for f in after]}
+    return scenario
+
+
+ENGINE_WIRE: dict[str, Callable[[Addr, str], dict[str, Any]]] = {
+    "frame_layout": frame_layout,
+    "duplicate_subscription_id": _duplicate_subscription("1.2", True),
+    "duplicate_subscription_no_id_12": _duplicate_subscription("1.2", False),
+    "duplicate_subscription_no_id_10": _duplicate_subscription("1.0", False),
+    "nack_requeue_False": _nack_requeue("False"),
+    "nack_requeue_True": _nack_requeue("True"),
+    "tx_send_receipts_commit": _tx_receipts("COMMIT"),
+    "tx_send_receipts_abort": _tx_receipts("ABORT"),
+}
+
+
 # Where mqemu chooses otherwise on purpose: scenario -> (what the reference does, why).
 DELIBERATE: dict[tuple[str, str], tuple[dict[str, Any], str]] = {
     ("rabbitmq", "bad_escape"): ({"commands": [], "closed": True},
@@ -508,4 +606,12 @@ DELIBERATE: dict[tuple[str, str], tuple[dict[str, Any], str]] = {
                                         "16 KiB before login (ERROR 'Frame too large', then closes), so an "
                                         "unauthenticated client cannot make it hold megabytes")),
     ("activemq", "connect_over_16k"): ({"commands": ["CONNECTED"], "closed": False}, "as on rabbitmq"),
+    ("activemq", "duplicate_subscription_id"): (
+        {"first": "RECEIPT", "commands": [], "closed": False, "body": []},
+        ("ActiveMQ takes a second SUBSCRIBE under a taken id silently (a second consumer whose "
+         "MESSAGEs carry the same subscription); mqemu keys subscriptions by id, so ACK and "
+         "UNSUBSCRIBE stay unambiguous, and refuses it with an ERROR")),
+    ("activemq", "duplicate_subscription_no_id_10"): (
+        {"first": "RECEIPT", "commands": [], "closed": False, "body": []},
+        "as duplicate_subscription_id: STOMP 1.0 keys a subscription without id by its destination"),
 }

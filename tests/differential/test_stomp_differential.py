@@ -2,7 +2,7 @@
 
 mqemu's rabbitmq flavour is compared with RabbitMQ's STOMP plugin (``MQEMU_REF_RABBIT_STOMP``)
 and its activemq flavour with ActiveMQ (``MQEMU_REF_ACTIVEMQ_STOMP``), both ``HOST:PORT``.
-Each scenario (``stomp_raw.BAD_INPUT``, ``stomp_raw.DESTINATIONS``) returns what a client
+Each scenario (``stomp_raw.BAD_INPUT``, ``stomp_raw.DESTINATIONS``, ``stomp_raw.ENGINE_WIRE``) returns what a client
 observes, normalised: for bad input the frames received, the ERROR's ``message`` and
 ``receipt-id`` and whether the server closed the socket; for destinations the MESSAGE
 frames' header names, the deterministic header values and bodies. The two must be equal,
@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 
 import pytest
-from stomp_raw import BAD_INPUT, DELIBERATE, DESTINATIONS, ref_address
+from stomp_raw import BAD_INPUT, DELIBERATE, DESTINATIONS, ENGINE_WIRE, ref_address
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -58,3 +58,11 @@ def test_bad_input_answered_as_reference(name, pair):
 def test_destinations_behave_as_reference(name, pair):
     engine, ours, ref = pair
     _compare(engine, name, DESTINATIONS[name], ours, ref)
+
+
+@pytest.mark.parametrize("name", sorted(ENGINE_WIRE))
+def test_engine_wire_as_reference(name, pair):
+    """CONNECTED's header order and the EOL after each NUL, a duplicate subscription's ERROR,
+    True/False headers, transactional SENDs' receipts (issue 11 items 7-10)."""
+    engine, ours, ref = pair
+    _compare(engine, name, ENGINE_WIRE[name], ours, ref)

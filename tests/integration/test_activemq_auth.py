@@ -100,7 +100,7 @@ def test_stomp_bad_credentials_get_activemqs_error_and_close(node, login, passco
         assert out.startswith(b"ERROR\n")
         # ActiveMQ: SimpleAuthenticationBroker's SecurityException, and the socket closes.
         assert f"message:User name [{shown}] or password is invalid.".encode() in out
-        assert out.endswith(f"\n\nUser name [{shown}] or password is invalid.\x00".encode())  # the body
+        assert out.endswith(f"\n\nUser name [{shown}] or password is invalid.\x00\n".encode())  # the body, NUL, LF
         assert b"CONNECTED" not in out
         # The well-behaved client was not held up and loses nothing.
         start = time.monotonic()

@@ -96,7 +96,7 @@ def test_stomp_connect_frame_is_bounded_before_login():
     s.data_received(b"CONNECT\naccept-version:1.2\n" + headers, 1.0)
     assert b"".join(s.outbound) == (
         b"ERROR\nmessage:Frame too large\ncontent-type:text/plain\ncontent-length:62\n\n"
-        b"The frame headers exceed the maximum frame size of 16384 bytes\x00")
+        b"The frame headers exceed the maximum frame size of 16384 bytes\x00\n")  # NUL, LF as RabbitMQ
     assert s.closing and s.decoder.buffered < 20000
 
 

@@ -91,7 +91,7 @@ def test_activemq_text_message_has_no_content_length():
     assert TEXT.get(entry.message) is True
     p.send("SUBSCRIBE", {"destination": "/queue/t", "id": "s"})
     data = b"".join(p.session.outbound)
-    assert data.endswith(b"\n\nhello\x00") and b"content-length" not in data
+    assert data.endswith(b"\n\nhello\x00\n") and b"content-length" not in data
 
 
 def test_activemq_headers_from_another_protocol_never_fail_a_delivery():
