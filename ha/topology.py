@@ -82,6 +82,7 @@ class NodeProcess:
         self.argv = argv + ["--name", name, "--status-file", self.status_path]
         self.proc: subprocess.Popen | None = None
         self.paused = False
+        self.events: list[dict[str, Any]] = []  # the running process's own events (its status file)
 
     def start(self) -> None:
         """Start the process (from the trio thread: the death signal follows that thread)."""
@@ -217,6 +218,8 @@ class Topology:
                 continue  # not started yet
             status = node.status()
             role, ports = status.get("role", "starting"), status.get("ports", {})
+            if "events" in status:  # what the process itself recorded (lock, recovery, listeners)
+                node.events = status["events"]
             if self.roles.get(node.name) != role:
                 self.roles[node.name] = role
                 self._event("role", node=node.name, role=role, pid=node.pid)
@@ -348,7 +351,7 @@ class Topology:
         for node in self.nodes:
             ports = {p.tags["protocol"]: p.listen_port for p in self.proxies.select(node=node.name)}
             nodes.append({"name": node.name, "pid": node.pid, "role": self.roles.get(node.name, "starting"),
-                          "paused": node.paused, "ports": ports})
+                          "paused": node.paused, "ports": ports, "events": list(node.events)})
             for proto, port in ports.items():
                 endpoints[proto].append(f"{host}:{port}")
         return {"mode": self.mode, "engine": self.engine, "control": self.control_url, "data_dir": self.data_dir,

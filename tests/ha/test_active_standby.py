@@ -106,6 +106,11 @@ def test_the_standby_refuses_until_it_takes_over(mqemu_active_standby):
     assert took < 10
     kinds = [(e["event"], e.get("node"), e.get("role")) for e in pair.status()["events"]]
     assert ("role", active["name"], "down") in kinds and ("role", standby["name"], "active") in kinds
+    # Where the takeover time went, as the new active recorded it.
+    own = [e["event"] for e in pair.node(standby["name"])["events"]]
+    assert own.index("lock-acquired") < own.index("recovered") < own.index("listening") < own.index("role", 1)
+    waited = next(e for e in pair.node(standby["name"])["events"] if e["event"] == "lock-acquired")["waited"]
+    assert waited > 0  # it was a standby first
 
 
 @pytest.mark.parametrize("fault", ["kill", "stop"])
