@@ -9,12 +9,16 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pika
+
+from mqemu.protocols.mqtt.codec import MqttDecoder
+from mqemu.protocols.mqtt.packets import Connack, Connect, encode
 
 
 class NodeProcess:
@@ -85,3 +89,42 @@ def drain(node: NodeProcess, queue: str) -> list[tuple[bytes, bool]]:
             out.append((body, method.redelivered))
     finally:
         conn.close()
+
+
+class RawMqtt:
+    """A bare MQTT 3.1.1 client over a socket (to stop an exchange half way, or to see exactly
+    what a session sends)."""
+
+    def __init__(self, port: int, client_id: str, clean: bool = False) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+        self.dec = MqttDecoder(protocol_level=4)
+        self.pending: list = []
+        self.send(Connect("MQTT", 4, clean, 0, client_id))
+        self.connack = self.recv()
+        assert isinstance(self.connack, Connack) and self.connack.reason_code == 0
+
+    def send(self, *packets) -> None:
+        self.sock.sendall(b"".join(encode(p, 4) for p in packets))
+
+    def recv(self):
+        while not self.pending:
+            data = self.sock.recv(65536)
+            assert data, "connection closed"
+            self.dec.feed(data)
+            self.pending = self.dec.read_packets()
+        return self.pending.pop(0)
+
+    def nothing(self, wait: float = 0.3) -> bool:
+        """True when nothing arrives within ``wait`` seconds (or the broker closed)."""
+        if self.pending:
+            return False
+        self.sock.settimeout(wait)
+        try:
+            return self.sock.recv(65536) == b""
+        except TimeoutError:
+            return True
+        finally:
+            self.sock.settimeout(5)
+
+    def close(self) -> None:
+        self.sock.close()

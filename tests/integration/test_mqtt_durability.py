@@ -12,16 +12,12 @@ from __future__ import annotations
 
 import json
 import queue
-import socket
 import threading
 
 import paho.mqtt.client as mqtt
 import pytest
-from durability_helpers import Nodes
-from mqemu.protocols.mqtt.codec import MqttDecoder
+from durability_helpers import Nodes, RawMqtt
 from mqemu.protocols.mqtt.packets import (
-    Connack,
-    Connect,
     Pubcomp,
     Publish,
     Pubrec,
@@ -29,7 +25,6 @@ from mqemu.protocols.mqtt.packets import (
     Suback,
     Subscribe,
     Subscription,
-    encode,
 )
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
@@ -160,50 +155,15 @@ def test_offline_persistent_sessions_and_retained_survive_kill9(nodes, tmp_path)
             c.stop()
 
 
-class Raw:
-    """A bare MQTT 3.1.1 client over a socket, to stop a QoS 2 exchange half way."""
-
-    def __init__(self, port: int, client_id: str) -> None:
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=5)
-        self.dec = MqttDecoder(protocol_level=4)
-        self.pending: list = []
-        self.send(Connect("MQTT", 4, False, 0, client_id))
-        self.connack = self.recv()
-        assert isinstance(self.connack, Connack) and self.connack.reason_code == 0
-
-    def send(self, *packets) -> None:
-        self.sock.sendall(b"".join(encode(p, 4) for p in packets))
-
-    def recv(self):
-        while not self.pending:
-            data = self.sock.recv(65536)
-            assert data, "connection closed"
-            self.dec.feed(data)
-            self.pending = self.dec.read_packets()
-        return self.pending.pop(0)
-
-    def nothing(self, wait: float = 0.3) -> bool:
-        if self.pending:
-            return False
-        self.sock.settimeout(wait)
-        try:
-            return self.sock.recv(65536) == b""
-        except TimeoutError:
-            return True
-        finally:
-            self.sock.settimeout(5)
-
-    def close(self) -> None:
-        self.sock.close()
 
 
 def test_half_done_qos2_exchanges_resume_after_kill9(nodes, tmp_path):
     data = tmp_path / "data"
     port = start(nodes, data)
-    sub = Raw(port, "q2sub")
+    sub = RawMqtt(port, "q2sub")
     sub.send(Subscribe(1, (Subscription("q2/#", 2),)))
     assert isinstance(sub.recv(), Suback)
-    pub = Raw(port, "q2pub")
+    pub = RawMqtt(port, "q2pub")
     pub.send(Publish("q2/a", b"once", qos=2, packet_id=7))
     assert pub.recv() == Pubrec(7)  # routed and on disk; PUBREL not sent yet
     out = sub.recv()
@@ -218,8 +178,8 @@ def test_half_done_qos2_exchanges_resume_after_kill9(nodes, tmp_path):
     pub.close()
 
     port = start(nodes, data)
-    pub = Raw(port, "q2pub")
-    sub = Raw(port, "q2sub")
+    pub = RawMqtt(port, "q2pub")
+    sub = RawMqtt(port, "q2sub")
     try:
         assert pub.connack.session_present and sub.connack.session_present
         # [MQTT-4.4.0-1]: the broker resends its PUBREL with the same packet id, and not the

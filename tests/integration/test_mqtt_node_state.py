@@ -3,62 +3,34 @@ messages (``Broker.protocol_state``), and a node restores MQTT's records before 
 
 from __future__ import annotations
 
-import socket
 
 import pytest
+from durability_helpers import RawMqtt
 from mqemu.ha.node import PROTOCOLS, Node, NodeOptions, recover_protocols
-from mqemu.protocols.mqtt.codec import MqttDecoder
 from mqemu.protocols.mqtt.node_state import node_state
 from mqemu.protocols.mqtt.packets import (
-    Connack,
-    Connect,
     Puback,
     Publish,
     Suback,
     Subscribe,
     Subscription,
-    encode,
 )
 
 pytestmark = pytest.mark.timeout(30)
 
 
-class Raw:
-    """A bare MQTT 3.1.1 client over a socket."""
-
-    def __init__(self, port: int, client_id: str, clean: bool = False) -> None:
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=5)
-        self.dec = MqttDecoder(protocol_level=4)
-        self.pending: list = []
-        self.send(Connect("MQTT", 4, clean, 0, client_id))
-        self.connack = self.recv()
-        assert isinstance(self.connack, Connack) and self.connack.reason_code == 0
-
-    def send(self, *packets) -> None:
-        self.sock.sendall(b"".join(encode(p, 4) for p in packets))
-
-    def recv(self):
-        while not self.pending:
-            data = self.sock.recv(65536)
-            assert data, "connection closed"
-            self.dec.feed(data)
-            self.pending = self.dec.read_packets()
-        return self.pending.pop(0)
-
-    def close(self) -> None:
-        self.sock.close()
 
 
 def test_two_nodes_keep_separate_sessions_and_retained_messages(mqemu_start):
     a, b = mqemu_start(), mqemu_start()
     ports = {n: n.ports["mqtt"] for n in (a, b)}
     for node, text in ((a, b"on a"), (b, b"on b")):
-        pub = Raw(ports[node], "pub", clean=True)
+        pub = RawMqtt(ports[node], "pub", clean=True)
         pub.send(Publish("same/topic", text, qos=1, retain=True, packet_id=1))
         assert pub.recv() == Puback(1)  # routed and retained on this node
         pub.close()
     # The same client id gets a persistent session on node a only.
-    first = Raw(ports[a], "same")
+    first = RawMqtt(ports[a], "same")
     assert not first.connack.session_present
     first.send(Subscribe(1, (Subscription("same/#", 1),)))
     assert isinstance(first.recv(), Suback)
@@ -66,7 +38,7 @@ def test_two_nodes_keep_separate_sessions_and_retained_messages(mqemu_start):
     assert (got.topic, got.payload, got.retain) == ("same/topic", b"on a", True)
     first.send(Puback(got.packet_id))
     first.close()
-    on_b = Raw(ports[b], "same")
+    on_b = RawMqtt(ports[b], "same")
     try:
         assert not on_b.connack.session_present  # node b never saw this client
         on_b.send(Subscribe(1, (Subscription("same/#", 1),)))
@@ -76,7 +48,7 @@ def test_two_nodes_keep_separate_sessions_and_retained_messages(mqemu_start):
         on_b.send(Puback(got.packet_id))
     finally:
         on_b.close()
-    again = Raw(ports[a], "same")
+    again = RawMqtt(ports[a], "same")
     try:
         assert again.connack.session_present  # node a kept it
     finally:
