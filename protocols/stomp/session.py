@@ -58,9 +58,9 @@ log = logging.getLogger("mqemu.protocols.stomp")
 # RabbitMQ closes it after 10 s, ActiveMQ after 30 s (transport.connectAttemptTimeout).
 LOGIN_TIMEOUT = 10.0  # RabbitMQ's stomp.login_timeout, counted from a refused CONNECT
 # Largest frame before CONNECTED: a CONNECT with a long token as passcode fits; an
-# unauthenticated client cannot make the connection hold more.
+# unauthenticated client cannot make the connection hold more. After CONNECTED the limit is
+# the engine version's (profile.stomp_max_frame_size).
 MAX_FRAME_BEFORE_CONNECT = 16384
-MAX_FRAME = 4 * 1024 * 1024  # after CONNECTED
 HEARTBEAT_EOL = b"\n"
 
 
