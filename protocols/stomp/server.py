@@ -14,8 +14,8 @@ from .session import StompSession
 log = logging.getLogger("mqemu.protocols.stomp")
 
 # STOMP over WebSocket: the subprotocols clients offer (stomp.js, RabbitMQ's Web-STOMP,
-# ActiveMQ's ws transport), best first; frames go out as text messages.
-WS_SUBPROTOCOLS = ("v12.stomp", "v11.stomp", "v10.stomp")
+# ActiveMQ's ws transport, which answers "stomp"), best first; frames go out as text messages.
+WS_SUBPROTOCOLS = ("v12.stomp", "v11.stomp", "v10.stomp", "stomp")
 WS_TEXT = True
 
 
