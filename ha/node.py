@@ -207,6 +207,8 @@ class Node:
                     os.unlink(self.options.ready_file)
                 except OSError:
                     pass
+            if self.tls is not None:
+                self.tls.discard()
 
     async def _take_store(self) -> Any:
         """Open the store; a standby retries a locked data directory until it gets it."""

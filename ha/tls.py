@@ -5,7 +5,7 @@ listener of the node uses.
 A generated certificate is signed by a CA made with trustme. With a data directory the CA
 is kept in ``DIR/tls/`` (``ca.pem``, ``ca.key``) and reused on the next start, so clients
 keep trusting the same file across restarts and both nodes of an active/standby pair on one
-directory share it; without one, a new CA is made in a temporary directory each start. The
+directory share it; without one, a new CA is made in a temporary directory each start, removed when the node stops. The
 node certificate (``node.pem``, ``node.key`` beside the CA) names ``localhost``,
 ``127.0.0.1``, ``::1``, the machine's host name and the listen address. Files are written so
 that listeners made elsewhere (an HTTP server that wants paths) can use them too.
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import socket
 import ssl
 import tempfile
@@ -50,6 +51,12 @@ class NodeTLS:
     cert_file: str
     key_file: str
     ca_file: str | None
+    temp_dir: str | None = None  # made for this node (no data directory): removed when it stops
+
+    def discard(self) -> None:
+        """Remove the temporary directory of generated files, if there is one."""
+        if self.temp_dir is not None:
+            shutil.rmtree(self.temp_dir, ignore_errors=True)
 
 
 def server_context(cert_file: str, key_file: str) -> ssl.SSLContext:
@@ -89,11 +96,12 @@ def generate(data_dir: str | None, host: str) -> NodeTLS:
         import trustme
     except ImportError as e:  # a runtime dependency; only a broken install lacks it
         raise TLSError("--tls needs the trustme package (pip install trustme)") from e
+    temp_dir = None
     if data_dir:
         directory = os.path.join(data_dir, "tls")
         os.makedirs(directory, exist_ok=True)
     else:
-        directory = tempfile.mkdtemp(prefix="mqemu-tls-")
+        directory = temp_dir = tempfile.mkdtemp(prefix="mqemu-tls-")
     ca_file, ca_key = os.path.join(directory, "ca.pem"), os.path.join(directory, "ca.key")
     if os.path.isfile(ca_file) and os.path.isfile(ca_key):
         with open(ca_file, "rb") as f, open(ca_key, "rb") as k:
@@ -107,7 +115,7 @@ def generate(data_dir: str | None, host: str) -> NodeTLS:
     cert_file, key_file = os.path.join(directory, "node.pem"), os.path.join(directory, "node.key")
     _write(key_file, leaf.private_key_pem.bytes(), private=True)
     _write(cert_file, b"".join(blob.bytes() for blob in leaf.cert_chain_pems))
-    return NodeTLS(server_context(cert_file, key_file), cert_file, key_file, ca_file)
+    return NodeTLS(server_context(cert_file, key_file), cert_file, key_file, ca_file, temp_dir)
 
 
 def _write(path: str, data: bytes, private: bool = False) -> None:
