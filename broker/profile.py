@@ -31,6 +31,18 @@ VERSIONS: dict[str, dict[str, str]] = {
 }
 PRODUCTS = {"rabbitmq": "RabbitMQ", "activemq": "ActiveMQ"}
 
+# engine -> its listeners' default ports, by the names the node's ready file uses. Plain
+# AMQP/STOMP/MQTT; TLS (RabbitMQ's amqps, stomp ssl and mqtt ssl listeners; ActiveMQ's
+# amqp+ssl, stomp+ssl, mqtt+ssl as Amazon MQ opens them); WebSocket: RabbitMQ's Web-STOMP
+# (15674, TLS 15673) and Web-MQTT (15675, TLS 15676) plugins, ActiveMQ's one ws transport for
+# both protocols (61614 in the stock activemq.xml) and Amazon MQ's wss (61619).
+LISTENER_PORTS: dict[str, dict[str, int]] = {
+    "rabbitmq": {"amqp": 5672, "stomp": 61613, "mqtt": 1883, "amqps": 5671, "stomps": 61614, "mqtts": 8883,
+                 "stomp-ws": 15674, "mqtt-ws": 15675, "stomp-wss": 15673, "mqtt-wss": 15676},
+    "activemq": {"amqp": 5672, "stomp": 61613, "mqtt": 1883, "amqps": 5671, "stomps": 61614, "mqtts": 8883,
+                 "ws": 61614, "wss": 61619},
+}
+
 # RabbitMQ 4.0+: a quorum queue without x-delivery-limit has a limit of 20.
 QUORUM_DEFAULT_DELIVERY_LIMIT = 20
 
@@ -128,6 +140,11 @@ class EngineProfile:
     def product(self) -> str:
         """``RabbitMQ`` or ``ActiveMQ``: the product name clients are shown."""
         return PRODUCTS[self.name]
+
+    @property
+    def listener_ports(self) -> dict[str, int]:
+        """The engine's listeners and their default ports (``LISTENER_PORTS``)."""
+        return LISTENER_PORTS[self.name]
 
     @property
     def server(self) -> str:

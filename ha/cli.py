@@ -18,7 +18,9 @@ from mqemu.broker.profile import VERSIONS
 
 from .checker import add_check_command
 from .logs import setup_logging
+from .listeners import ALL_NAMES, LAYOUTS
 from .node import PROTOCOLS, TIMINGS, Node, NodeLockLost, NodeOptions, NodeStartError
+from .tls import TLSOptions
 from .topology import MODES, NETWORK_FAULTS
 from .workload import add_workload_command
 
@@ -56,6 +58,29 @@ def build_parser() -> argparse.ArgumentParser:
         serve.add_argument(f"--{proto}-port", type=_port, default=None, metavar="PORT",
                            help=f"{proto.upper()} port; 0 picks a free one, 'off' disables it "
                            f"(default {defaults['rabbitmq']})")
+    for name in ALL_NAMES:
+        if name not in PROTOCOLS:
+            serve.add_argument(f"--{name}-port", type=_port, default=None, metavar="PORT",
+                               help=argparse.SUPPRESS)
+    tls = serve.add_argument_group(
+        "TLS and WebSocket", "TLS listeners: --amqps-port, --stomps-port, --mqtts-port (default 5671, 61614, "
+        "8883). WebSocket listeners: RabbitMQ --stomp-ws-port (15674) and --mqtt-ws-port (15675), path /ws, "
+        "over TLS --stomp-wss-port (15673), --mqtt-wss-port (15676); ActiveMQ --ws-port (61614) and over TLS "
+        "--wss-port (61619), STOMP or MQTT by subprotocol. Each takes a port, 0 or 'off'; a port given opens "
+        "the listener.")
+    tls.add_argument("--tls", action="store_true",
+                     help="make a CA and a node certificate at start (kept in --data-dir/tls, else a temp dir; "
+                     "the log and the ready file's \"ca\" name the CA file) and open the TLS listeners")
+    tls.add_argument("--tls-cert", default=None, metavar="FILE", help="the node's certificate chain (PEM) instead")
+    tls.add_argument("--tls-key", default=None, metavar="FILE", help="its private key (PEM)")
+    tls.add_argument("--tls-ca", default=None, metavar="FILE",
+                     help="the CA file clients should trust, named in the ready file")
+    tls.add_argument("--ws", action="store_true",
+                     help="open the engine's WebSocket listeners (the TLS ones too with TLS)")
+    serve.add_argument("--profile", choices=LAYOUTS, default="engine",
+                       help="engine: the engine's own listeners; amazon-mq: only Amazon MQ's TLS endpoints "
+                       "(ActiveMQ amqps 5671, stomps 61614, mqtts 8883, wss 61619; RabbitMQ amqps 5671), "
+                       "with a generated certificate unless --tls-cert is given")
     serve.add_argument("--data-dir", default=None,
                        help="directory for durable definitions and persistent messages "
                        "(absent: memory only, nothing survives a restart)")
@@ -196,14 +221,23 @@ def serve(args: argparse.Namespace) -> int:
     except ConfigError as e:
         log.error("%s", e)
         return 2
-    ports = {p: getattr(args, f"{p}_port") for p in PROTOCOLS}
+    ports = {p: getattr(args, f"{p.replace('-', '_')}_port") for p in ALL_NAMES}
     if args.standby and not args.data_dir:
         log.error("--standby needs --data-dir: a standby waits for the lock of a data directory it shares")
         return 2
-    node = Node(NodeOptions(engine=config.engine, engine_version=config.engine_version, host=args.host,
-                            ports=ports, data_dir=args.data_dir, ready_file=args.ready_file, config=config,
-                            name=args.name, standby=args.standby,
-                            timing=TIMINGS[args.timing], status_file=args.status_file))
+    if (args.tls_cert is None) != (args.tls_key is None) or (args.tls_ca and not args.tls_cert):
+        log.error("--tls-cert and --tls-key go together (--tls-ca with them)")
+        return 2
+    tls = TLSOptions(generate=args.tls, cert_file=args.tls_cert, key_file=args.tls_key, ca_file=args.tls_ca)
+    try:
+        node = Node(NodeOptions(engine=config.engine, engine_version=config.engine_version, host=args.host,
+                                ports=ports, data_dir=args.data_dir, ready_file=args.ready_file, config=config,
+                                name=args.name, standby=args.standby,
+                                timing=TIMINGS[args.timing], status_file=args.status_file,
+                                tls=tls, websocket=args.ws, layout=args.profile))
+    except NodeStartError as e:
+        log.error("%s", e)
+        return 2
 
     async def run() -> None:
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:

@@ -35,7 +35,9 @@ from mqemu.protocols.amqp091.server import serve_amqp
 from mqemu.protocols.mqtt.server import serve_mqtt
 from mqemu.protocols.stomp.server import serve_stomp
 
+from .listeners import URL_SCHEMES, PlanError, plan, serve_listener, session_factories
 from .logs import node_name
+from .tls import NodeTLS, TLSError, TLSOptions, load_tls
 
 log = logging.getLogger("mqemu.ha.node")
 
@@ -86,6 +88,12 @@ class NodeOptions:
     standby: bool = False
     timing: Timing = TIMINGS["fast"]
     status_file: str | None = None  # rewritten on every role change (JSON, see Node.status)
+    # TLS: generated (``TLSOptions(generate=True)``) or the user's files; None: no TLS
+    tls: TLSOptions | None = None
+    websocket: bool = False  # open the engine's WebSocket listeners (``ha/listeners.py``)
+    layout: str = "engine"  # or "amazon-mq": Amazon MQ's TLS-only endpoints
+    # listeners not named in ``ports`` take a free port instead of the engine's (tests)
+    free_ports: bool = False
 
 
 class NodeStartError(Exception):
@@ -118,11 +126,29 @@ class Node:
         self.role = "starting"
         self.events: list[dict[str, Any]] = []  # what happened when, for a topology's timeline
         self._lock_lost = False
+        tls = self.options.tls
+        if self.options.layout == "amazon-mq" and (tls is None or not tls.enabled):
+            tls = TLSOptions(generate=True)  # Amazon MQ's endpoints are TLS only
+        # The node's TLS material, shared by every TLS listener: ``self.tls.context`` (an
+        # ssl.SSLContext), ``cert_file``/``key_file``/``ca_file`` for servers that take paths.
+        self.tls: NodeTLS | None = None
+        if tls is not None and tls.enabled:
+            try:
+                self.tls = load_tls(tls, self.options.data_dir, self.host)
+            except TLSError as e:
+                raise NodeStartError(str(e)) from e
+        try:
+            self.listeners = plan(self.broker.profile.name, self.broker.profile.listener_ports, self.options.ports,
+                                  layout=self.options.layout, tls=self.tls is not None,
+                                  websocket=self.options.websocket, free_ports=self.options.free_ports)
+        except PlanError as e:
+            raise NodeStartError(str(e)) from e
 
     def url(self, protocol: str) -> str:
+        """``amqp://127.0.0.1:5672``, ``amqps://...``, ``ws://127.0.0.1:15674/ws`` ..."""
         port = self.ports[protocol]
-        scheme = {"amqp": "amqp", "stomp": "stomp", "mqtt": "mqtt"}[protocol]
-        return f"{scheme}://{self.host}:{port}"
+        path = "/ws" if protocol in ("stomp-ws", "mqtt-ws", "stomp-wss", "mqtt-wss") else ""
+        return f"{URL_SCHEMES[protocol]}://{self.host}:{port}{path}"
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         """Take the store (as a standby, waiting for its lock), recover it, start the core's
@@ -150,22 +176,25 @@ class Node:
                 await nursery.start(broker.run)
                 if self.options.data_dir:
                     nursery.start_soon(self._keep_lock)
-                for proto, (serve, defaults) in PROTOCOLS.items():
-                    port = self.options.ports.get(proto)
-                    if port == "off":
-                        continue
-                    if port is None:
-                        port = defaults[broker.profile.name]
+                if self.tls is not None:
+                    log.info("tls: clients verify this node with the CA certificate %s",
+                             self.tls.ca_file or "(none given: --tls-ca names it)",
+                             extra={"ca": self.tls.ca_file, "cert": self.tls.cert_file})
+                makers, tasks = session_factories(broker, {p for kind, _ in self.listeners for p in kind.protocols})
+                for task in tasks:
+                    nursery.start_soon(task)
+                for kind, port in self.listeners:
                     try:
-                        bound = await nursery.start(
-                            partial(serve, broker, self.host, int(port), connections=self.sessions,
-                                accepting=self.accepting))
+                        bound = await nursery.start(partial(
+                            serve_listener, broker, kind, self.host, port, makers,
+                            context=self.tls.context if self.tls else None,
+                            sessions=self.sessions, accepting=self.accepting))
                     except OSError as e:
-                        raise NodeStartError(f"cannot listen for {proto.upper()} on {self.host}:{port}: "
-                                             f"{e.strerror or e}; pick another port with --{proto}-port") from e
-                    self.ports[proto] = bound
-                    log.info("listening", extra={"protocol": proto, "host": self.host, "port": bound})
-                    self._event("listening", protocol=proto, port=bound)
+                        raise NodeStartError(f"cannot listen for {kind.name.upper()} on {self.host}:{port}: "
+                                             f"{e.strerror or e}; pick another port with --{kind.name}-port") from e
+                    self.ports[kind.name] = bound
+                    log.info("listening", extra={"protocol": kind.name, "host": self.host, "port": bound})
+                    self._event("listening", protocol=kind.name, port=bound)
                 self._write_ready_file()
                 self._set_role("active")
                 task_status.started(self.ports)
@@ -178,6 +207,8 @@ class Node:
                     os.unlink(self.options.ready_file)
                 except OSError:
                     pass
+            if self.tls is not None:
+                self.tls.discard()
 
     async def _take_store(self) -> Any:
         """Open the store; a standby retries a locked data directory until it gets it."""
@@ -252,7 +283,8 @@ class Node:
 
     def _write_ready_file(self) -> None:
         if self.options.ready_file:
-            _write_json(self.options.ready_file, {**self.ports, "pid": os.getpid()})
+            ca = {"ca": self.tls.ca_file} if self.tls is not None and self.tls.ca_file else {}
+            _write_json(self.options.ready_file, {**self.ports, **ca, "pid": os.getpid()})
 
 
 def _write_json(path: str, obj: Any) -> None:
@@ -267,11 +299,10 @@ def _write_json(path: str, obj: Any) -> None:
 async def open_node(**kwargs: Any) -> AsyncIterator[Node]:
     """Run a node for the body of the block, e.g. ``async with open_node(ports={"amqp": 0})``.
 
-    Unnamed protocols listen on port 0 (a free port) here, unlike ``mqemu serve``.
+    Unnamed listeners listen on port 0 (a free port) here, unlike ``mqemu serve``.
     """
-    ports = {p: 0 for p in PROTOCOLS}
-    ports.update(kwargs.pop("ports", {}))
-    node = Node(NodeOptions(ports=ports, **kwargs))
+    kwargs.setdefault("free_ports", True)
+    node = Node(NodeOptions(**kwargs))
     async with trio.open_nursery() as nursery:
         await nursery.start(node.run)
         try:
@@ -357,9 +388,8 @@ class NodeThread(LoopThread):
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__()
-        ports = {p: 0 for p in PROTOCOLS}
-        ports.update(kwargs.pop("ports", {}))
-        self.node = Node(NodeOptions(ports=ports, **kwargs))
+        kwargs.setdefault("free_ports", True)
+        self.node = Node(NodeOptions(**kwargs))
 
     @property
     def ports(self) -> dict[str, int]:

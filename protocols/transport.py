@@ -8,6 +8,13 @@ A connection runs two tasks in one nursery:
 - the writer sleeps until the session has output (``session.wake``) or its next deadline
   (heartbeats, keep-alive), then sends everything pending in one ``send_all``.
 
+A listener may put a layer between the socket and the session (``Opener``: TLS in
+``protocols/tls.py``, WebSocket in ``protocols/websocket.py``): it runs its handshake once per
+connection, bounded by ``handshake_timeout``, before the session exists, and hands back a
+stream with the same ``receive_some``/``send_all``, so sessions see the same byte stream on
+every transport. A handshake that fails or stalls closes that connection only, with one log
+line (info) and no traceback.
+
 Sessions never touch the socket. What a session must offer is ``session_base.Session``.
 Deliveries made by other connections' publishes land in this connection's ``outbound`` list
 and wake its writer once per batch.
@@ -26,7 +33,7 @@ import itertools
 import logging
 import math
 import os
-from typing import Any, Callable
+from typing import Any, Awaitable, Callable
 
 import trio
 
@@ -44,6 +51,16 @@ ACCEPT_CAPACITY_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, er
 ACCEPT_RETRY = 0.1  # seconds between accept attempts while at the limit
 
 _conn_ids = itertools.count(1)
+
+MakeSession = Callable[[str | None, int], Session]
+# (the accepted socket stream, connection id) -> (the stream sessions read and write, the
+# session factory for it or None for the listener's own), or None when the handshake failed
+# (the opener logged why; the caller closes the socket).
+Opener = Callable[[trio.abc.Stream, int], Awaitable["tuple[trio.abc.Stream, MakeSession | None] | None"]]
+
+
+class HandshakeFailed(Exception):
+    """An opener's handshake failed; the text says why, for one log line."""
 
 
 class _Wakeup:
@@ -64,7 +81,7 @@ class _Wakeup:
             self.event = trio.Event()
 
 
-async def run_connection(stream: trio.SocketStream, session: Session, log: logging.Logger, conn_id: int) -> None:
+async def run_connection(stream: trio.abc.Stream, session: Session, log: logging.Logger, conn_id: int) -> None:
     """Drive one connection until either side closes. Never raises except Cancelled."""
     writer_wake = _Wakeup()
     reader_wake = _Wakeup()
@@ -119,7 +136,7 @@ async def run_connection(stream: trio.SocketStream, session: Session, log: loggi
                 writer_wake.set()
                 return
             try:
-                session.data_received(data, trio.current_time())
+                session.data_received(data, trio.current_time())  # type: ignore[arg-type]  # bytes from every stream used
             except Exception as exc:
                 fault(exc, "data_received")
             writer_wake.set()
@@ -179,18 +196,23 @@ async def run_connection(stream: trio.SocketStream, session: Session, log: loggi
         finally:
             with trio.CancelScope(shield=True):
                 with trio.move_on_after(1):
-                    await stream.aclose()
+                    try:
+                        await stream.aclose()  # a TLS or WebSocket layer says goodbye first
+                    except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                        pass
     final = session.close_reason or reason or ClosedReason.CLIENT_DISCONNECTED
     log.debug("connection closed", extra={"conn": conn_id, "reason": final.value})
 
 
-async def _drain_until_eof(stream: trio.SocketStream) -> None:
+async def _drain_until_eof(stream: trio.abc.Stream) -> None:
     """The session is gone already (its queues and sessions released); only the socket waits.
     Our side is shut down first, so a client that reads until EOF gets it at once; its late
-    writes are still read (and dropped), never met with a reset."""
+    writes are still read (and dropped), never met with a reset. A stream that cannot
+    half-close (TLS, WebSocket) skips the shutdown and only reads."""
     with trio.move_on_after(CLOSE_DRAIN_TIMEOUT):
         try:
-            await stream.send_eof()
+            if isinstance(stream, trio.abc.HalfCloseableStream):
+                await stream.send_eof()
             while await stream.receive_some(READ_SIZE):
                 pass
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
@@ -201,14 +223,19 @@ async def serve_protocol(
     name: str,
     host: str,
     port: int,
-    make_session: Callable[[str | None, int], Session],
+    make_session: MakeSession,
     log: logging.Logger,
     *,
     sessions: set | None = None,
     accepting: list | None = None,
+    opener: Opener | None = None,
+    handshake_timeout: float = 10.0,
     task_status: Any = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Listen on host:port (0 = a free port) and run a session per accepted connection.
+
+    ``opener``, if given, runs first on each connection (a TLS or WebSocket handshake), at
+    most ``handshake_timeout`` seconds; the session reads and writes the stream it returns.
 
     Reports the bound port through task_status. ``sessions``, if given, holds the live
     sessions (the node closes them politely on shutdown); ``accepting`` gets the cancel scope
@@ -218,16 +245,24 @@ async def serve_protocol(
     listeners = await trio.open_tcp_listeners(port, host=host)
     bound = listeners[0].socket.getsockname()[1]
 
-    async def handle(stream: trio.SocketStream) -> None:
+    async def handle(sock: trio.SocketStream) -> None:
         conn_id = next(_conn_ids)
         try:
-            peer = stream.socket.getpeername()[0]
-            stream.setsockopt(trio.socket.IPPROTO_TCP, trio.socket.TCP_NODELAY, 1)
+            peer = sock.socket.getpeername()[0]
+            sock.setsockopt(trio.socket.IPPROTO_TCP, trio.socket.TCP_NODELAY, 1)
         except OSError:
             peer = None
         log.debug("connection accepted", extra={"conn": conn_id, "protocol": name, "peer": peer})
+        stream: trio.abc.Stream = sock
+        make = make_session
+        if opener is not None:
+            opened = await _open(opener, sock, conn_id, peer)
+            if opened is None:
+                return
+            stream, chosen = opened
+            make = chosen or make_session
         try:
-            session = make_session(peer, conn_id)
+            session = make(peer, conn_id)
         except Exception as exc:  # a bug must not stop the listener
             FAULTS.warn(log, "internal_error", "connection %d: cannot start a %s session: %s",
                         conn_id, name, exc, exc=exc, extra={"conn": conn_id})
@@ -240,6 +275,25 @@ async def serve_protocol(
         finally:
             if sessions is not None:
                 sessions.discard(session)
+
+    async def _open(opener: Opener, sock: trio.SocketStream, conn_id: int,
+                    peer: str | None) -> tuple[trio.abc.Stream, MakeSession | None] | None:
+        why = None
+        opened = None
+        with trio.move_on_after(handshake_timeout) as scope:
+            try:
+                opened = await opener(sock, conn_id)
+            except HandshakeFailed as e:
+                why = str(e)
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as e:
+                why = f"{type(e).__name__}: {e.__cause__ or e}"
+        if scope.cancelled_caught:
+            why = f"no handshake within {handshake_timeout:g} s"
+        if opened is None:
+            log.info("%s handshake failed: %s; connection closed", name, why or "refused",
+                     extra={"conn": conn_id, "protocol": name, "peer": peer})
+            await trio.aclose_forcefully(sock)
+        return opened
 
     async def accept_until_cancelled(listener: Any, scope: trio.CancelScope) -> None:
         with scope:

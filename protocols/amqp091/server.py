@@ -7,7 +7,7 @@ from typing import Any
 
 import trio
 
-from mqemu.protocols.transport import serve_protocol
+from mqemu.protocols.transport import MakeSession, serve_protocol
 
 from .session import AMQPConnection
 
@@ -19,10 +19,16 @@ async def serve_amqp(broker: Any, host: str, port: int, *, connections: set | No
                      task_status: Any = trio.TASK_STATUS_IGNORED, **options: Any) -> None:
     """Listen for AMQP 0-9-1 clients; reports the bound port. ``options`` go to each
     connection (heartbeat, frame_max, channel_max)."""
-
-    def make(peer: str | None, conn_id: int) -> AMQPConnection:
-        conn = AMQPConnection(broker, peer, conn_id, **options)
-        return conn
-
+    make, _task = session_factory(broker, **options)
     await serve_protocol("amqp", host, port, make, log, sessions=connections, accepting=accepting,
                          task_status=task_status)
+
+
+def session_factory(broker: Any, **options: Any) -> tuple[MakeSession, None]:
+    """What makes an AMQP 0-9-1 session for an accepted connection, for any listener (TCP,
+    TLS); AMQP needs no task of its own beside them."""
+
+    def make(peer: str | None, conn_id: int) -> AMQPConnection:
+        return AMQPConnection(broker, peer, conn_id, **options)
+
+    return make, None

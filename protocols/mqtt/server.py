@@ -4,19 +4,24 @@ publish pump that routes PUBLISH packets once per scheduler pass."""
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, Awaitable, Callable
 
 import trio
 from mqemu.protocols.faults import FAULTS
 from mqemu.protocols.session_base import ClosedReason
-from mqemu.protocols.transport import serve_protocol
+from mqemu.protocols.transport import MakeSession, serve_protocol
 
 from .persist import restore
 from .session import MqttConnection
 
-__all__ = ["PublishPump", "recover", "serve_mqtt"]
+__all__ = ["PublishPump", "recover", "serve_mqtt", "session_factory"]
 
 log = logging.getLogger("mqemu.protocols.mqtt")
+
+# MQTT over WebSocket: the subprotocol a client must offer [MQTT-6.0.0-3] (``mqttv3.1``:
+# older Paho JavaScript clients); packets travel in binary messages only [MQTT-6.0.0-1].
+WS_SUBPROTOCOLS = ("mqtt", "mqttv3.1")
+WS_BINARY_ONLY = True
 
 
 class PublishPump:
@@ -82,14 +87,11 @@ async def serve_mqtt(broker: Any, host: str, port: int, *, connections: set | No
     ``deny_publish``). Raises OSError when the port cannot be bound.
     """
     restore(broker)  # persistent sessions and retained messages from the store's records
-    pump = PublishPump()
-
-    def make(peer: str | None, conn_id: int) -> MqttConnection:
-        return MqttConnection(broker, peer, conn_id, pump=pump)
+    make, pump_task = session_factory(broker)
 
     try:
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(pump.run)
+            nursery.start_soon(pump_task)
             await serve_protocol("mqtt", host, port, make, log, sessions=connections,
                                  accepting=accepting, task_status=task_status)
     except BaseExceptionGroup as group:
@@ -97,3 +99,16 @@ async def serve_mqtt(broker: Any, host: str, port: int, *, connections: set | No
         if len(group.exceptions) == 1 and isinstance(group.exceptions[0], OSError):
             raise group.exceptions[0] from None
         raise
+
+
+def session_factory(broker: Any) -> tuple[MakeSession, Callable[[], Awaitable[None]]]:
+    """What makes an MQTT session for an accepted connection, and the publish pump's task,
+    which must run while they do. Every listener of a node (TCP, TLS, WebSocket) that uses
+    one factory shares its pump, so a SUBSCRIBE over one transport and a PUBLISH over
+    another in the same pass keep their order (``PublishPump``)."""
+    pump = PublishPump()
+
+    def make(peer: str | None, conn_id: int) -> MqttConnection:
+        return MqttConnection(broker, peer, conn_id, pump=pump)
+
+    return make, pump.run

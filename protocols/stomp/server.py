@@ -7,11 +7,16 @@ from typing import Any
 
 import trio
 
-from mqemu.protocols.transport import serve_protocol
+from mqemu.protocols.transport import MakeSession, serve_protocol
 
 from .session import StompSession
 
 log = logging.getLogger("mqemu.protocols.stomp")
+
+# STOMP over WebSocket: the subprotocols clients offer (stomp.js, RabbitMQ's Web-STOMP,
+# ActiveMQ's ws transport, which answers "stomp"), best first; frames go out as text messages.
+WS_SUBPROTOCOLS = ("v12.stomp", "v11.stomp", "v10.stomp", "stomp")
+WS_TEXT = True
 
 
 async def serve_stomp(broker: Any, host: str, port: int, *, connections: set | None = None,
@@ -19,10 +24,16 @@ async def serve_stomp(broker: Any, host: str, port: int, *, connections: set | N
                       task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
     """Listen for STOMP 1.0-1.2 clients on host:port (0 = a free port); reports the bound
     port through task_status. Raises OSError when the port cannot be bound."""
-
-    def make(peer: str | None, conn_id: int) -> StompSession:
-        session = StompSession(broker, peer, conn_id)
-        return session
-
+    make, _task = session_factory(broker)
     await serve_protocol("stomp", host, port, make, log, sessions=connections, accepting=accepting,
                          task_status=task_status)
+
+
+def session_factory(broker: Any) -> tuple[MakeSession, None]:
+    """What makes a STOMP session for an accepted connection, for any listener (TCP, TLS,
+    WebSocket); STOMP needs no task of its own beside them."""
+
+    def make(peer: str | None, conn_id: int) -> StompSession:
+        return StompSession(broker, peer, conn_id)
+
+    return make, None

@@ -15,7 +15,7 @@ import sys
 
 import mqemu.protocols
 
-ADAPTERS = {"mqemu.protocols.transport"}  # and every protocol's .server
+ADAPTERS = {"mqemu.protocols.transport", "mqemu.protocols.tls", "mqemu.protocols.websocket"}  # and every .server
 
 # Imported by sessions inside functions (so importing the session alone does not reach them).
 LAZY = ["mqemu.broker.queue", "mqemu.broker.selector"]
