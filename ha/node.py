@@ -35,6 +35,7 @@ from mqemu.protocols.amqp091.server import serve_amqp
 from mqemu.protocols.mqtt.server import serve_mqtt
 from mqemu.protocols.stomp.server import serve_stomp
 
+from .links import LINK_TIMINGS, LinkTiming, NodeLinks
 from .logs import node_name
 
 log = logging.getLogger("mqemu.ha.node")
@@ -86,6 +87,18 @@ class NodeOptions:
     standby: bool = False
     timing: Timing = TIMINGS["fast"]
     status_file: str | None = None  # rewritten on every role change (JSON, see Node.status)
+    cluster: "ClusterOptions | None" = None  # a cluster member: its links to the other nodes
+
+
+@dataclass(slots=True)
+class ClusterOptions:
+    """A cluster member's links (``links.NodeLinks``): its cluster port, the cluster's name
+    and where each peer's cluster port is (a topology points these at its link proxies)."""
+
+    name: str = "mqemu"
+    port: int = 0
+    peers: dict[str, tuple[str, int]] = field(default_factory=dict)
+    timing: LinkTiming = LINK_TIMINGS["fast"]
 
 
 class NodeStartError(Exception):
@@ -118,6 +131,11 @@ class Node:
         self.role = "starting"
         self.events: list[dict[str, Any]] = []  # what happened when, for a topology's timeline
         self._lock_lost = False
+        cluster = self.options.cluster
+        # A cluster member's links to its peers; other parts register their channels on it.
+        self.links: NodeLinks | None = None if cluster is None else NodeLinks(
+            self.name, cluster.name, cluster.peers, host=self.host, port=cluster.port, timing=cluster.timing,
+            on_change=self._link_changed)
 
     def url(self, protocol: str) -> str:
         port = self.ports[protocol]
@@ -150,6 +168,13 @@ class Node:
                 await nursery.start(broker.run)
                 if self.options.data_dir:
                     nursery.start_soon(self._keep_lock)
+                if self.links is not None:
+                    try:
+                        port = await nursery.start(self.links.run)
+                    except OSError as e:
+                        raise NodeStartError(f"cannot listen for the cluster links on {self.host}:"
+                                             f"{self.links.port}: {e.strerror or e}") from e
+                    self._event("listening", protocol="cluster", port=port)
                 for proto, (serve, defaults) in PROTOCOLS.items():
                     port = self.options.ports.get(proto)
                     if port == "off":
@@ -167,7 +192,7 @@ class Node:
                     log.info("listening", extra={"protocol": proto, "host": self.host, "port": bound})
                     self._event("listening", protocol=proto, port=bound)
                 self._write_ready_file()
-                self._set_role("active")
+                self._set_role("active" if self.links is None else "member")
                 task_status.started(self.ports)
         finally:
             self.role = "stopped"
@@ -218,8 +243,15 @@ class Node:
 
     # -- what a topology reads --------------------------------------------------------
     def status(self) -> dict[str, Any]:
-        return {"name": self.name, "pid": os.getpid(), "role": self.role, "ports": dict(self.ports),
-                "events": list(self.events)}
+        status = {"name": self.name, "pid": os.getpid(), "role": self.role, "ports": dict(self.ports),
+                  "events": list(self.events)}
+        if self.links is not None:
+            status["cluster_port"] = self.links.port
+            status["links"] = self.links.state()
+        return status
+
+    def _link_changed(self, peer: str, direction: str, up: bool) -> None:
+        self._event("link", peer=peer, direction=direction, state="up" if up else "down")
 
     def _event(self, kind: str, **fields: Any) -> None:
         self.events.append({"time": time.time(), "event": kind, **fields})
@@ -252,7 +284,8 @@ class Node:
 
     def _write_ready_file(self) -> None:
         if self.options.ready_file:
-            _write_json(self.options.ready_file, {**self.ports, "pid": os.getpid()})
+            cluster = {} if self.links is None else {"cluster": self.links.port}
+            _write_json(self.options.ready_file, {**self.ports, **cluster, "pid": os.getpid()})
 
 
 def _write_json(path: str, obj: Any) -> None:
