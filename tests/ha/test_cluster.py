@@ -122,17 +122,50 @@ def test_a_silent_partition_from_the_command_line(mqemu_cluster, capsys):
     assert json.loads(capsys.readouterr().out)["partitions"] == []
 
 
-def test_a_graceful_stop_closes_amqp_clients_as_rabbitmq(mqemu_cluster):
+def _read_to_eof(sock) -> bytes:
+    got = b""
+    while True:
+        chunk = sock.recv(65536)
+        if not chunk:
+            return got
+        got += chunk
+
+
+def test_a_graceful_stop_closes_clients_as_rabbitmq(mqemu_cluster):
+    """AMQP: connection.close 320 CONNECTION_FORCED with rabbit_reader's text; STOMP: the
+    plugin's reader dies with its supervisor and closes the socket without an ERROR frame;
+    MQTT 3.1.1 has no server DISCONNECT: the socket closes."""
+    import socket
+
     c = mqemu_cluster
-    c.wait_until(lambda s: all(n["health"]["amqp"] == "healthy" for n in s["nodes"]))
-    conns = [_pika(c.balancer_endpoint("amqp")) for _ in range(3)]
+    c.wait_until(lambda s: all(n["health"] == {"amqp": "healthy", "stomp": "healthy", "mqtt": "healthy"}
+                               for n in s["nodes"]))
+    conns = [_pika(c.balancer_endpoint("amqp")) for _ in range(3)]  # round robin: the third is node-3's
+    stomps, mqtts = [], []
+    for _ in range(3):
+        s = socket.create_connection(c.balancer_endpoint("stomp"), timeout=10)
+        s.sendall(b"CONNECT\naccept-version:1.2\nhost:/\nlogin:guest\npasscode:guest\n\n\0")
+        assert s.recv(65536).startswith(b"CONNECTED")
+        stomps.append(s)
+        m = socket.create_connection(c.balancer_endpoint("mqtt"), timeout=10)
+        m.sendall(b"\x10\x0e\x00\x04MQTT\x04\x02\x00\x3c\x00\x02id")
+        assert m.recv(4) == b"\x20\x02\x00\x00"
+        mqtts.append(m)
+    assert all(n["connections"] == 3 for n in c.status()["nodes"])
     c.stop_node("node-3")
     with pytest.raises(pika.exceptions.ConnectionClosedByBroker) as closed:
         for _ in range(50):
             conns[2].process_data_events(0.1)
     assert (closed.value.reply_code, closed.value.reply_text) == (
         320, "CONNECTION_FORCED - broker forced connection closure with reason 'shutdown'")
-    conns[0].channel().queue_declare("", exclusive=True)
+    assert _read_to_eof(stomps[2]) == b""
+    assert _read_to_eof(mqtts[2]) == b""
+    conns[0].channel().queue_declare("", exclusive=True)  # node-1's and node-2's clients stay
+    for s in stomps[:2]:
+        s.sendall(b"DISCONNECT\nreceipt:bye\n\n\0")
+        assert b"receipt-id:bye" in s.recv(65536)
+    for sock in stomps + mqtts:
+        sock.close()
     conns[0].close()
     conns[1].close()
 
