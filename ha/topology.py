@@ -215,8 +215,10 @@ class Topology:
                             node.start()
                         await self._wait_for(lambda n=node: self.roles.get(n.name) in ("standby",) + SERVING, 30,
                                              f"{node.name} did not start (see {node.log_path})")
-                    if self.cluster is not None:
-                        await self._wait_for(self.cluster.ready, 30, "the balancer did not find every node "
+                    if self.cluster is not None:  # engine timing: 5 checks 30 s apart, as an NLB
+                        h = self.cluster.balancer.timing
+                        await self._wait_for(self.cluster.ready, 30 + h.interval * h.healthy_threshold,
+                                             "the balancer did not find every node "
                                              f"healthy: {self.cluster.balancer.status()['targets']}")
                     self._write_ready_file()
                     task_status.started(self)
