@@ -131,8 +131,8 @@ class ClusterParts:
     def balancer_fault(self, action: str, params: dict[str, Any]) -> dict[str, Any]:
         """The ``balancer`` role: ``kill``/``stop`` (its ports refuse, its connections are
         reset), ``start``/``restart`` (listening again), ``pause``/``resume`` (every
-        connection through it stalls: bytes are held back, nothing is closed), or a network
-        fault (a toxic on every listener, or one with ``protocol``)."""
+        connection through it stalls: bytes are held back, nothing is closed), a network
+        fault (a toxic on every listener, or one with ``protocol``) or ``heal`` (no toxic)."""
         listeners = list(self.balancer.listeners.values())
         protocol = params.pop("protocol", None)
         if protocol:
@@ -151,11 +151,14 @@ class ClusterParts:
                 for stream in ("upstream", "downstream"):
                     if not any(t.name == f"pause_{stream}" for t in listener.toxics):
                         listener.add_toxic("latency", name=f"pause_{stream}", stream=stream, latency=2**31 - 1)
-        elif action == "resume":
+        elif action in ("resume", "heal"):  # heal: every toxic, resume: the pause
+            removed = []
             for listener in listeners:
                 for toxic in listener.toxics:
-                    if toxic.name.startswith("pause_"):
+                    if action == "heal" or toxic.name.startswith("pause_"):
                         listener.remove_toxic(toxic.name)
+                        removed.append(f"{listener.name}:{toxic.name}")
+            return {"removed": removed}
         else:
             return {"toxics": self.topology._toxics_on(listeners, action, params)}
         return {}

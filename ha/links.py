@@ -95,6 +95,7 @@ class NodeLinks:
         if not p.out or len(p.pending) > MAX_PENDING:
             return False
         p.pending += encode_data(channel, data)
+        p.sent += 1
         p.wake.set()
         return True
 

@@ -396,8 +396,9 @@ class Topology:
             done = cluster.balancer_fault(action, {**params, **({"protocol": protocol} if protocol else {})})
             return {"action": action, "nodes": [], **done}
         # heal all: the partitions and every node's network faults
-        removed = self._heal(self.nodes, protocol, params.get("name"))
-        return {"action": action, "removed": removed, "healed": cluster.heal()}
+        name = params.get("name")
+        removed = self._heal(self.nodes, protocol, name)
+        return {"action": action, "removed": removed, "healed": cluster.heal() if name is None else []}
 
     def _heal(self, nodes: list[NodeProcess], protocol: str | None, name: str | None) -> list[str]:
         removed = []

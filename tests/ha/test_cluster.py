@@ -195,3 +195,7 @@ def test_the_balancer_role_stops_and_starts_the_endpoint(mqemu_cluster):
     s.settimeout(5)
     assert s.recv(7)[:3] == b"\x01\x00\x00"  # connection.start, held until now
     s.close()
+    assert c.toxic("latency", "balancer", latency=1) == ["balancer/amqp:latency_downstream",
+                                                         "balancer/stomp:latency_downstream",
+                                                         "balancer/mqtt:latency_downstream"]
+    assert len(c.heal("balancer")) == 3

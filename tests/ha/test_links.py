@@ -65,6 +65,7 @@ async def test_frames_arrive_in_order_per_channel_with_the_sender_named():
         assert ("node-3", b"x" * 100_000) in got["node-2"]
         assert got["node-1"] == got["node-3"] == []
         assert links["node-2"].state()["node-1"]["received"] == 1000
+        assert links["node-1"].state()["node-2"]["sent"] == 1000
 
 
 async def test_a_one_way_cut_is_seen_at_both_ends_and_heals():
