@@ -242,6 +242,8 @@ class NodeLinks:
                 nursery.cancel_scope.cancel()
         except* _CLOSED as group:
             log.debug("incoming link closed: %s", group.exceptions[0], extra={"peer": peer.name if peer else None})
+        except* Exception:  # a channel's callback failed: that connection ends, the node carries on
+            log.exception("incoming link failed", extra={"peer": peer.name if peer else None})
         finally:
             if peer is not None and peer.in_stream is stream:
                 peer.in_stream = None
