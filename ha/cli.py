@@ -18,8 +18,10 @@ from mqemu.broker.profile import VERSIONS
 
 from .checker import add_check_command
 from .logs import setup_logging
+from .balancer import ALGORITHMS
+from .links import LINK_TIMINGS, parse_peers
 from .listeners import ALL_NAMES, LAYOUTS
-from .node import PROTOCOLS, TIMINGS, Node, NodeLockLost, NodeOptions, NodeStartError
+from .node import PROTOCOLS, TIMINGS, ClusterOptions, Node, NodeLockLost, NodeOptions, NodeStartError
 from .tls import TLSOptions
 from .topology import MODES, NETWORK_FAULTS
 from .workload import add_workload_command
@@ -99,6 +101,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--status-file", default=None, metavar="PATH",
                        help="keep {\"name\", \"pid\", \"role\", \"ports\", \"events\"} here, rewritten on "
                        "every role change")
+    serve.add_argument("--cluster-port", type=int, default=None, metavar="PORT",
+                       help="be a cluster member: listen for the other nodes' links here (0: a free port)")
+    serve.add_argument("--cluster-name", default="mqemu", help="the cluster's name (a peer of another is refused)")
+    serve.add_argument("--peers", default="", metavar="NAME=HOST:PORT,...",
+                       help="the other members' cluster ports (with --cluster-port)")
     serve.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"),
                        help="how much to log (default info: listeners, errors and warnings)")
     serve.add_argument("--log-format", default="text", choices=("text", "json"),
@@ -110,18 +117,24 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_ha_commands(sub: Any) -> None:
-    ha = sub.add_parser("ha", help="topologies: a single node or an active/standby pair, behind fault proxies")
+    ha = sub.add_parser("ha", help="topologies: a single node, an active/standby pair or a cluster, behind fault "
+                        "proxies")
     ha_sub = ha.add_subparsers(dest="ha_command", required=True)
     up = ha_sub.add_parser("up", help="start a topology in the foreground (until SIGTERM or Ctrl-C)",
                            description="Start the nodes as separate processes behind one proxy per node and "
                            "protocol; clients use the proxies' ports. Prints the endpoints and failover strings.")
-    up.add_argument("--mode", choices=tuple(MODES), default="active-standby")
+    up.add_argument("--mode", choices=tuple(MODES), default="active-standby",
+                    help="cluster: RabbitMQ-style members, each with its own store, behind a balancer")
+    up.add_argument("--nodes", type=int, default=None, help="cluster: how many nodes (default 3)")
+    up.add_argument("--balancer-algorithm", choices=ALGORITHMS, default="flow-hash",
+                    help="cluster: how the balancer picks a healthy node (default flow-hash, as an NLB)")
     up.add_argument("--engine", choices=("rabbitmq", "activemq"), default=None,
                     help="default: activemq for active-standby, rabbitmq for single")
     up.add_argument("--data-dir", default=None,
                     help="the shared data directory (active-standby default: one in the work directory)")
     up.add_argument("--timing", choices=tuple(TIMINGS), default="fast",
-                    help="fast (lock retry 0.1 s) or engine (ActiveMQ's 10 s)")
+                    help="fast (for tests) or engine: ActiveMQ's 10 s lock retry; a cluster's NLB health "
+                    "checks (30 s) and RabbitMQ's 60 s net_ticktime")
     up.add_argument("--config", default=None, metavar="FILE", help="the nodes' TOML config file")
     up.add_argument("--workdir", default=None, help="where node logs and status files go (default: a temp dir)")
     up.add_argument("--ready-file", default=None, metavar="PATH",
@@ -131,15 +144,24 @@ def _add_ha_commands(sub: Any) -> None:
     fault = sub.add_parser("fault", help="break a running topology: kill, stop, restart, pause, network faults",
                            description="ACTION: kill, stop, start, restart, pause, resume (processes); "
                            f"{', '.join(NETWORK_FAULTS)} (network, on the target's proxies); heal (remove "
-                           "network faults). TARGET: a node name, active, standby or all.")
+                           "network faults, and in a cluster every partition); partition (a cluster: cut TARGET "
+                           "off from --from). TARGET: a node name, active, standby, member, balancer or all "
+                           "(default all).")
     fault.add_argument("action")
-    fault.add_argument("target")
+    fault.add_argument("target", nargs="?", default="all")
     fault.add_argument("--control", required=True, metavar="URL", help="the topology's control URL")
     fault.add_argument("--protocol", choices=tuple(PROTOCOLS), default=None, help="only this protocol's proxy")
     fault.add_argument("--stream", choices=("upstream", "downstream"), default=None,
                        help="direction of a network fault (default downstream: server to client)")
     fault.add_argument("--toxicity", type=float, default=None, help="probability a connection is affected")
     fault.add_argument("--name", default=None, help="the network fault's name (heal removes it by name)")
+    fault.add_argument("--from", dest="from_", default=None, metavar="NODE,...",
+                       help="partition: the nodes TARGET is cut off from (default: every other node)")
+    fault.add_argument("--one-way", action="store_true",
+                       help="partition: cut only what TARGET sends (it still hears the others)")
+    fault.add_argument("--silent", action="store_true",
+                       help="partition: drop the bytes and keep connections open (found by heartbeat timeouts) "
+                       "instead of refusing and cutting them")
     fault.add_argument("--attr", action="append", default=[], metavar="KEY=VALUE",
                        help="a network fault's attribute, e.g. latency=200 jitter=50 (repeatable)")
 
@@ -164,9 +186,14 @@ def ha_up(args: argparse.Namespace) -> int:
     from .harness import open_topology_of
     from .topology import Topology, TopologyError, TopologyOptions
 
-    topology = Topology(TopologyOptions(mode=args.mode, engine=args.engine, data_dir=args.data_dir,
-                                        timing=args.timing, config_file=args.config, workdir=args.workdir,
-                                        ready_file=args.ready_file))
+    try:
+        topology = Topology(TopologyOptions(mode=args.mode, engine=args.engine, data_dir=args.data_dir,
+                                            timing=args.timing, config_file=args.config, workdir=args.workdir,
+                                            ready_file=args.ready_file, nodes=args.nodes,
+                                            balancer_algorithm=args.balancer_algorithm))
+    except TopologyError as e:
+        log.error("%s", e)
+        return 2
 
     async def run() -> None:
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
@@ -178,6 +205,8 @@ def ha_up(args: argparse.Namespace) -> int:
                              " ".join(f"{p}={port}" for p, port in node["ports"].items()))
                 for proto, text in st["failover"].items():
                     log.info("%s failover: %s  hosts: %s", proto, text, ",".join(st["endpoints"][proto]))
+                for proto, port in st.get("balancer", {}).items():
+                    log.info("%s balancer: %s:%d", proto, topology.options.host, port)
                 log.info("control: %s (mqemu ha status --control %s)", topology.control_url, topology.control_url)
                 async for signum in signals:
                     log.info("stopping the topology", extra={"signal": signal.Signals(signum).name})
@@ -194,8 +223,9 @@ def ha_up(args: argparse.Namespace) -> int:
 
 
 def _fault_params(args: argparse.Namespace) -> dict[str, Any]:
-    params: dict[str, Any] = {k: v for k in ("protocol", "stream", "toxicity", "name")
+    params: dict[str, Any] = {k: v for k in ("protocol", "stream", "toxicity", "name", "from_")
                               if (v := getattr(args, k)) is not None}
+    params.update({k: True for k in ("one_way", "silent") if getattr(args, k)})
     for item in args.attr:
         key, sep, value = item.partition("=")
         if not sep:
@@ -225,6 +255,18 @@ def serve(args: argparse.Namespace) -> int:
     if args.standby and not args.data_dir:
         log.error("--standby needs --data-dir: a standby waits for the lock of a data directory it shares")
         return 2
+    cluster = None
+    if args.cluster_port is not None:
+        try:
+            peers = parse_peers(args.peers)
+        except ValueError as e:
+            log.error("--peers: %s", e)
+            return 2
+        cluster = ClusterOptions(name=args.cluster_name, port=args.cluster_port, peers=peers,
+                                 timing=LINK_TIMINGS[args.timing])
+    elif args.peers:
+        log.error("--peers needs --cluster-port: only a cluster member has peers")
+        return 2
     if (args.tls_cert is None) != (args.tls_key is None) or (args.tls_ca and not args.tls_cert):
         log.error("--tls-cert and --tls-key go together (--tls-ca with them)")
         return 2
@@ -234,7 +276,7 @@ def serve(args: argparse.Namespace) -> int:
                                 ports=ports, data_dir=args.data_dir, ready_file=args.ready_file, config=config,
                                 name=args.name, standby=args.standby,
                                 timing=TIMINGS[args.timing], status_file=args.status_file,
-                                tls=tls, websocket=args.ws, layout=args.profile))
+                                cluster=cluster, tls=tls, websocket=args.ws, layout=args.profile))
     except NodeStartError as e:
         log.error("%s", e)
         return 2

@@ -3,7 +3,8 @@ for synchronous code (plain pytest tests, scripts), both with the control endpoi
 
 ``TopologyThread`` offers the faults as methods: ``kill("active")``, ``stop``, ``start``,
 ``restart``, ``pause``, ``resume``, ``toxic(...)``/``heal(...)`` and ``with t.down("active"):``
-for a network fault that ends with the block.
+for a network fault that ends with the block; for a cluster ``partition("node-1",
+from_=["node-2"])``, ``heal()`` and ``balancer_endpoint("amqp")``.
 """
 
 from __future__ import annotations
@@ -74,6 +75,27 @@ class TopologyThread(LoopThread):
     def failover(self, protocol: str) -> str:
         return self.status()["failover"][protocol]
 
+    def balancer_endpoint(self, protocol: str) -> tuple[str, int]:
+        """A cluster's one (host, port) for ``protocol``: its balancer."""
+        return self.topology.options.host, self.status()["balancer"][protocol]
+
+    def links(self, node: str) -> dict[str, dict[str, Any]]:
+        """A cluster member's link states as it last reported them, by peer."""
+        return self.node(node).get("links", {})
+
+    def wait_until(self, condition: Any, timeout: float = 30, what: str = "the condition") -> dict[str, Any]:
+        """Poll ``condition(status)`` until it is true; returns that status."""
+        import time
+
+        deadline = time.monotonic() + timeout
+        while True:
+            status = self.status()
+            if condition(status):
+                return status
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{what} did not hold within {timeout} s: {status['nodes']}")
+            time.sleep(0.02)
+
     def node(self, target: str) -> dict[str, Any]:
         """The status of the one node named or in the role ``target``."""
         names = {n.name for n in self.call(self.topology.resolve, target)}
@@ -119,7 +141,14 @@ class TopologyThread(LoopThread):
         return self.fault(kind, target, **params)["toxics"]
 
     def heal(self, target: str = "all", **params: Any) -> list[str]:
-        return self.fault("heal", target, **params)["removed"]
+        """Remove network faults (on every node for ``all``, and then every partition too)."""
+        done = self.fault("heal", target, **params)
+        return done["removed"] + done.get("healed", [])
+
+    def partition(self, node: str, from_: list[str] | None = None, *, one_way: bool = False,
+                  silent: bool = False) -> list[str]:
+        """Cut ``node`` off from ``from_`` (default: every other node); returns the links cut."""
+        return self.fault("partition", node, from_=from_ or [], one_way=one_way, silent=silent)["links"]
 
     @contextmanager
     def down(self, target: str, **params: Any) -> Iterator[list[str]]:

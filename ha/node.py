@@ -35,6 +35,7 @@ from mqemu.protocols.amqp091.server import serve_amqp
 from mqemu.protocols.mqtt.server import serve_mqtt
 from mqemu.protocols.stomp.server import serve_stomp
 
+from .links import LINK_TIMINGS, LinkTiming, NodeLinks
 from .listeners import URL_SCHEMES, PlanError, plan, serve_listener, session_factories
 from .logs import node_name
 from .tls import NodeTLS, TLSError, TLSOptions, load_tls
@@ -94,6 +95,18 @@ class NodeOptions:
     layout: str = "engine"  # or "amazon-mq": Amazon MQ's TLS-only endpoints
     # listeners not named in ``ports`` take a free port instead of the engine's (tests)
     free_ports: bool = False
+    cluster: "ClusterOptions | None" = None  # a cluster member: its links to the other nodes
+
+
+@dataclass(slots=True)
+class ClusterOptions:
+    """A cluster member's links (``links.NodeLinks``): its cluster port, the cluster's name
+    and where each peer's cluster port is (a topology points these at its link proxies)."""
+
+    name: str = "mqemu"
+    port: int = 0
+    peers: dict[str, tuple[str, int]] = field(default_factory=dict)
+    timing: LinkTiming = LINK_TIMINGS["fast"]
 
 
 class NodeStartError(Exception):
@@ -143,6 +156,11 @@ class Node:
                                   websocket=self.options.websocket, free_ports=self.options.free_ports)
         except PlanError as e:
             raise NodeStartError(str(e)) from e
+        cluster = self.options.cluster
+        # A cluster member's links to its peers; other parts register their channels on it.
+        self.links: NodeLinks | None = None if cluster is None else NodeLinks(
+            self.name, cluster.name, cluster.peers, host=self.host, port=cluster.port, timing=cluster.timing,
+            on_change=self._link_changed)
 
     def url(self, protocol: str) -> str:
         """``amqp://127.0.0.1:5672``, ``amqps://...``, ``ws://127.0.0.1:15674/ws`` ..."""
@@ -176,6 +194,13 @@ class Node:
                 await nursery.start(broker.run)
                 if self.options.data_dir:
                     nursery.start_soon(self._keep_lock)
+                if self.links is not None:
+                    try:
+                        port = await nursery.start(self.links.run)
+                    except OSError as e:
+                        raise NodeStartError(f"cannot listen for the cluster links on {self.host}:"
+                                             f"{self.links.port}: {e.strerror or e}") from e
+                    self._event("listening", protocol="cluster", port=port)
                 if self.tls is not None:
                     log.info("tls: clients verify this node with the CA certificate %s",
                              self.tls.ca_file or "(none given: --tls-ca names it)",
@@ -196,7 +221,7 @@ class Node:
                     log.info("listening", extra={"protocol": kind.name, "host": self.host, "port": bound})
                     self._event("listening", protocol=kind.name, port=bound)
                 self._write_ready_file()
-                self._set_role("active")
+                self._set_role("active" if self.links is None else "member")
                 task_status.started(self.ports)
         finally:
             self.role = "stopped"
@@ -249,8 +274,15 @@ class Node:
 
     # -- what a topology reads --------------------------------------------------------
     def status(self) -> dict[str, Any]:
-        return {"name": self.name, "pid": os.getpid(), "role": self.role, "ports": dict(self.ports),
-                "events": list(self.events)}
+        status = {"name": self.name, "pid": os.getpid(), "role": self.role, "ports": dict(self.ports),
+                  "events": list(self.events)}
+        if self.links is not None:
+            status["cluster_port"] = self.links.port
+            status["links"] = self.links.state()
+        return status
+
+    def _link_changed(self, peer: str, direction: str, up: bool) -> None:
+        self._event("link", peer=peer, direction=direction, state="up" if up else "down")
 
     def _event(self, kind: str, **fields: Any) -> None:
         self.events.append({"time": time.time(), "event": kind, **fields})
@@ -283,8 +315,10 @@ class Node:
 
     def _write_ready_file(self) -> None:
         if self.options.ready_file:
-            ca = {"ca": self.tls.ca_file} if self.tls is not None and self.tls.ca_file else {}
-            _write_json(self.options.ready_file, {**self.ports, **ca, "pid": os.getpid()})
+            extra: dict[str, Any] = {"ca": self.tls.ca_file} if self.tls is not None and self.tls.ca_file else {}
+            if self.links is not None:
+                extra["cluster"] = self.links.port
+            _write_json(self.options.ready_file, {**self.ports, **extra, "pid": os.getpid()})
 
 
 def _write_json(path: str, obj: Any) -> None:

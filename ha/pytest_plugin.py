@@ -10,6 +10,9 @@
   behind fault proxies (``harness.TopologyThread``): ``.endpoints("stomp")``,
   ``.failover("stomp")``, ``.kill("active")``, ``.pause("standby")``, ``with
   pair.down("active"):`` ...; ``mqemu_topology`` is the factory for other settings.
+- ``mqemu_cluster``: a three-node RabbitMQ-engine cluster, each node its own process and
+  store, behind a round-robin balancer: ``.balancer_endpoint("amqp")``, ``.kill("node-2")``,
+  ``.partition("node-1", from_=["node-2"])``, ``.heal()``, ``.links("node-1")``.
 - ``mqemu_harness``: workloads through that pair's endpoints, faults recorded in their
   histories, and the checker's verdict (``harness.Harness``): ``h.workload("stomp",
   count=500)``, ``h.fault("kill", "active")``, ``h.check().counts.lost == 0``.
@@ -91,6 +94,11 @@ def mqemu_topology(tmp_path: Any) -> Iterator[Callable[..., TopologyThread]]:
 @pytest.fixture
 def mqemu_active_standby(mqemu_topology: Callable[..., TopologyThread]) -> TopologyThread:
     return mqemu_topology(mode="active-standby")
+
+
+@pytest.fixture
+def mqemu_cluster(mqemu_topology: Callable[..., TopologyThread]) -> TopologyThread:
+    return mqemu_topology(mode="cluster", balancer_algorithm="round-robin")
 
 
 @pytest.fixture

@@ -7,12 +7,16 @@ supervisor watches each node's status file: a proxy listens, forwarding to its n
 port, only while its node is active, so a standby's endpoint refuses connections as
 ActiveMQ's does, and a node that dies takes its clients' connections with it.
 
-Modes: ``single`` (one node) and ``active-standby`` (two nodes on one data directory: the
+Modes: ``single`` (one node), ``active-standby`` (two nodes on one data directory: the
 first to take the lock is active; the other waits as a standby and takes over, see
-``node.Node``). Faults (``fault``) are addressed to a node by name or by role (``active``,
-``standby``, ``all``): process faults (kill, stop, start, restart, pause, resume) and network
-faults on the node's proxies (the toxics of ``toxics``, and ``down``). Every role change and
-fault is kept in ``events`` with its time, for the timeline a checker draws.
+``node.Node``) and ``cluster`` (three nodes or ``nodes``, each with its own data directory,
+linked to each other through one proxy per directed pair, behind a balancer: see
+``cluster.ClusterParts``). Faults (``fault``) are addressed to a node by name or by role
+(``active``, ``standby``, ``member``, ``balancer``, ``all``, and whatever ``add_role``
+registers): process faults (kill, stop, start, restart, pause, resume), network faults on
+the node's proxies (the toxics of ``toxics``, and ``down``) and, in a cluster, partitions
+between nodes. Every role change and fault is kept in ``events`` with its time, for the
+timeline a checker draws.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import trio
 
@@ -37,10 +41,11 @@ from .toxics import TOXIC_TYPES
 
 log = logging.getLogger("mqemu.ha.topology")
 
-MODES = {"single": 1, "active-standby": 2}
+MODES = {"single": 1, "active-standby": 2, "cluster": 3}  # mode -> its default number of nodes
 PROCESS_FAULTS = ("kill", "stop", "start", "restart", "pause", "resume")
 NETWORK_FAULTS = tuple(TOXIC_TYPES)  # "down" included
-ROLES = ("active", "standby", "all")
+ROLES = ("active", "standby", "member", "all")
+SERVING = ("active", "member")  # roles whose client proxies listen
 WATCH_INTERVAL = 0.02  # how often the supervisor reads its nodes' status files
 STOP_GRACE = 5.0  # seconds a stopped node has to exit before it is killed
 
@@ -60,6 +65,9 @@ class TopologyOptions:
     config_file: str | None = None
     ready_file: str | None = None
     protocols: tuple[str, ...] = tuple(PROTOCOLS)
+    nodes: int | None = None  # cluster: how many nodes (default 3)
+    balancer_algorithm: str = "flow-hash"  # cluster: see balancer.ALGORITHMS
+    cluster_name: str = "mqemu"
 
 
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
@@ -83,6 +91,8 @@ class NodeProcess:
         self.proc: subprocess.Popen | None = None
         self.paused = False
         self.events: list[dict[str, Any]] = []  # the running process's own events (its status file)
+        self.extra_argv: list[str] = []  # set by the supervisor before the start (a cluster's links)
+        self.last_status: dict[str, Any] = {}
 
     def start(self) -> None:
         """Start the process (from the trio thread: the death signal follows that thread)."""
@@ -91,7 +101,7 @@ class NodeProcess:
         except FileNotFoundError:
             pass
         with open(self.log_path, "ab") as out:
-            self.proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+            self.proc = subprocess.Popen(self.argv + self.extra_argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
                                          start_new_session=True, preexec_fn=_die_with_parent)
         self.paused = False
 
@@ -139,22 +149,41 @@ class Topology:
         self._own_workdir = options.workdir is None  # made here: removed when the run ends
         self.workdir = options.workdir or tempfile.mkdtemp(prefix="mqemu-ha-")
         self.data_dir = options.data_dir
-        if self.data_dir is None and options.mode == "active-standby":
+        if self.data_dir is None and options.mode in ("active-standby", "cluster"):
             self.data_dir = os.path.join(self.workdir, "data")
-        self.nodes = [NodeProcess(f"node-{i + 1}", self._argv(), self.workdir) for i in range(MODES[options.mode])]
+        count = MODES[options.mode]
+        if options.nodes is not None:
+            if options.mode != "cluster" or options.nodes < 1:
+                raise TopologyError("nodes: only a cluster takes a number of nodes (1 or more)")
+            count = options.nodes
+        names = [f"node-{i + 1}" for i in range(count)]
+        self.nodes = [NodeProcess(name, self._argv(name), self.workdir) for name in names]
+        self.cluster: Any = None  # cluster.ClusterParts in cluster mode
+        if self.mode == "cluster":
+            from .cluster import ClusterParts
+            self.cluster = ClusterParts(self)
+        # role -> the nodes in it now; a prefix ending in ":" takes an argument (leader-of:QUEUE)
+        self.role_resolvers: dict[str, Callable[[str], list[NodeProcess]]] = {}
         self.proxies: ProxySet | None = None
         self.roles: dict[str, str] = {}
         self.events: list[dict[str, Any]] = []
         self.control_url: str | None = None
         self._port_taken: set[str] = set()  # proxies whose port another socket holds now
 
-    def _argv(self) -> list[str]:
+    def add_role(self, role: str, resolve: Callable[[str], list[NodeProcess]]) -> None:
+        """Make ``role`` a fault target: ``resolve(target)`` gives its nodes now. A role ending
+        in ``:`` is a prefix, e.g. ``add_role("leader-of:", ...)`` for ``leader-of:orders``."""
+        self.role_resolvers[role] = resolve
+
+    def _argv(self, name: str) -> list[str]:
         o = self.options
         argv = [sys.executable, "-m", "mqemu.ha.cli", "serve", "--engine", self.engine, "--host", o.host,
                 "--timing", o.timing, "--log-format", "json"]
         for proto in PROTOCOLS:
             argv += [f"--{proto}-port", "0" if proto in o.protocols else "off"]
-        if self.data_dir:
+        if self.data_dir and self.mode == "cluster":
+            argv += ["--data-dir", os.path.join(self.data_dir, name)]  # each member its own store
+        elif self.data_dir:
             argv += ["--data-dir", self.data_dir]
             if self.mode == "active-standby":
                 argv.append("--standby")
@@ -174,12 +203,23 @@ class Topology:
                                       enabled=False, tags={"node": node.name, "protocol": proto})
             try:
                 async with trio.open_nursery() as nursery:
+                    if self.cluster is not None:
+                        await self.cluster.start(proxies, nursery)
                     nursery.start_soon(self._watch)
+                    if self.mode == "cluster":  # members share nothing: start them together
+                        for node in self.nodes:
+                            node.start()
                     # The first node takes the lock before the second starts, so node-1 is active.
                     for node in self.nodes:
-                        node.start()
-                        await self._wait_for(lambda n=node: self.roles.get(n.name) in ("active", "standby"), 30,
+                        if node.proc is None:
+                            node.start()
+                        await self._wait_for(lambda n=node: self.roles.get(n.name) in ("standby",) + SERVING, 30,
                                              f"{node.name} did not start (see {node.log_path})")
+                    if self.cluster is not None:  # engine timing: 5 checks 30 s apart, as an NLB
+                        h = self.cluster.balancer.timing
+                        await self._wait_for(self.cluster.ready, 30 + h.interval * h.healthy_threshold,
+                                             "the balancer did not find every node "
+                                             f"healthy: {self.cluster.balancer.status()['targets']}")
                     self._write_ready_file()
                     task_status.started(self)
             finally:
@@ -216,7 +256,7 @@ class Topology:
         for node in self.nodes:
             if node.proc is None:
                 continue  # not started yet
-            status = node.status()
+            status = node.last_status = node.status()
             role, ports = status.get("role", "starting"), status.get("ports", {})
             if "events" in status:  # what the process itself recorded (lock, recovery, listeners)
                 node.events = status["events"]
@@ -224,9 +264,11 @@ class Topology:
                 self.roles[node.name] = role
                 self._event("role", node=node.name, role=role, pid=node.pid)
                 log.info("%s is %s", node.name, role, extra={"node": node.name, "role": role})
+            if self.cluster is not None:
+                self.cluster.refresh(node, role, status)
             for proxy in self.proxies.select(node=node.name):
                 port = ports.get(proxy.tags["protocol"])
-                if role == "active" and port:
+                if role in SERVING and port:
                     if proxy.upstream != (self.options.host, port):
                         proxy.upstream = (self.options.host, port)
                     if not proxy.enabled:
@@ -256,17 +298,25 @@ class Topology:
         """Nodes by name or role (``active``, ``standby``, ``all``)."""
         if target == "all":
             return list(self.nodes)
-        if target in ("active", "standby"):
+        prefix = target.partition(":")[0] + ":"
+        if target in self.role_resolvers:
+            found = self.role_resolvers[target](target)
+        elif ":" in target and prefix in self.role_resolvers:
+            found = self.role_resolvers[prefix](target)
+        elif target in ROLES:
             found = [n for n in self.nodes if self.roles.get(n.name) == target]
         else:
             found = [n for n in self.nodes if n.name == target]
         if not found:
-            known = ", ".join([n.name for n in self.nodes] + list(ROLES))
+            known = ", ".join([n.name for n in self.nodes] + list(ROLES) + list(self.role_resolvers))
             raise TopologyError(f"no node is {target!r} now (roles: {self.roles}); targets: {known}")
         return found
 
     async def fault(self, action: str, target: str, *, protocol: str | None = None, **params: Any) -> dict[str, Any]:
         """Apply a fault; returns what it did (nodes, toxic names). Raises TopologyError."""
+        if self.cluster is not None and (target == "balancer" or action == "partition"
+                                         or (action == "heal" and target == "all")):
+            return await self._cluster_fault(action, target, protocol, params)
         nodes = self.resolve(target)
         self._event("fault", action=action, target=target, nodes=[n.name for n in nodes],
                     **({"protocol": protocol} if protocol else {}), **params)
@@ -299,7 +349,7 @@ class Topology:
                 await self._process_fault("stop", node)
             if not node.alive:
                 node.start()
-                await self._wait_for(lambda: node.status().get("role") in ("active", "standby"), 30,
+                await self._wait_for(lambda: node.status().get("role") in ("standby",) + SERVING, 30,
                                      f"{node.name} did not come back (see {node.log_path})")
         elif action == "pause":
             node.signal(signal.SIGSTOP)
@@ -310,17 +360,45 @@ class Topology:
 
     def _network_fault(self, action: str, nodes: list[NodeProcess], protocol: str | None,
                        params: dict[str, Any]) -> list[str]:
-        assert self.proxies is not None
+        return self._toxics_on([p for node in nodes for p in self._proxies_of(node, protocol)], action, params)
+
+    def _toxics_on(self, proxies: list[Any], action: str, params: dict[str, Any]) -> list[str]:
         names = []
         stream = params.pop("stream", "downstream")
         toxicity = float(params.pop("toxicity", 1.0))
         name = params.pop("name", None)
-        for node in nodes:
-            for proxy in self._proxies_of(node, protocol):
-                toxic = proxy.add_toxic(action, name=name, stream=stream, toxicity=toxicity,
-                                        **{k: int(v) for k, v in params.items()})
-                names.append(f"{proxy.name}:{toxic.name}")
+        for proxy in proxies:
+            toxic = proxy.add_toxic(action, name=name, stream=stream, toxicity=toxicity,
+                                    **{k: int(v) for k, v in params.items()})
+            names.append(f"{proxy.name}:{toxic.name}")
         return names
+
+    async def _cluster_fault(self, action: str, target: str, protocol: str | None,
+                             params: dict[str, Any]) -> dict[str, Any]:
+        """A cluster's own faults: partitions between nodes, heal, and the balancer role."""
+        cluster = self.cluster
+        if action == "partition":
+            found = self.resolve(target)
+            if len(found) != 1:
+                raise TopologyError(f"a partition cuts off one node; {target!r} is {[n.name for n in found]}")
+            node = found[0]
+            others = params.pop("from_", None) or params.pop("from", None)
+            if isinstance(others, str):
+                others = [o for o in others.split(",") if o]
+            peers = [n for o in (others or ["all"]) for n in self.resolve(o) if n is not node]
+            self._event("fault", action=action, target=target, nodes=[node.name], **{"from": [p.name for p in peers]},
+                        **params)
+            links = cluster.partition(node, peers, one_way=bool(params.get("one_way")),
+                                      silent=bool(params.get("silent")))
+            return {"action": action, "nodes": [node.name], "links": links}
+        self._event("fault", action=action, target=target, **({"protocol": protocol} if protocol else {}), **params)
+        if target == "balancer":
+            done = cluster.balancer_fault(action, {**params, **({"protocol": protocol} if protocol else {})})
+            return {"action": action, "nodes": [], **done}
+        # heal all: the partitions and every node's network faults
+        name = params.get("name")
+        removed = self._heal(self.nodes, protocol, name)
+        return {"action": action, "removed": removed, "healed": cluster.heal() if name is None else []}
 
     def _heal(self, nodes: list[NodeProcess], protocol: str | None, name: str | None) -> list[str]:
         removed = []
@@ -350,14 +428,19 @@ class Topology:
         host = self.options.host
         for node in self.nodes:
             ports = {p.tags["protocol"]: p.listen_port for p in self.proxies.select(node=node.name)}
-            nodes.append({"name": node.name, "pid": node.pid, "role": self.roles.get(node.name, "starting"),
-                          "paused": node.paused, "ports": ports, "events": list(node.events)})
+            entry = {"name": node.name, "pid": node.pid, "role": self.roles.get(node.name, "starting"),
+                     "paused": node.paused, "ports": ports, "events": list(node.events)}
+            if self.cluster is not None:
+                entry["links"] = node.last_status.get("links", {}) if node.alive else {}
+                entry.update(self.cluster.balancer.status()["targets"].get(node.name, {}))
+            nodes.append(entry)
             for proto, port in ports.items():
                 endpoints[proto].append(f"{host}:{port}")
         return {"mode": self.mode, "engine": self.engine, "control": self.control_url, "data_dir": self.data_dir,
                 "workdir": self.workdir, "nodes": nodes, "endpoints": endpoints,
                 "failover": {proto: "failover:(" + ",".join(f"tcp://{e}" for e in eps) + ")"
                              for proto, eps in endpoints.items()},
+                **(self.cluster.status() if self.cluster is not None else {}),
                 "events": list(self.events)}
 
     def _write_ready_file(self) -> None:

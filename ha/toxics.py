@@ -6,7 +6,8 @@ once per link when the link opens or the toxic is added, as toxiproxy decides it
 type's attributes:
 
 - ``latency``: ``latency`` ms, ``jitter`` ms; every chunk leaves ``latency`` +/- ``jitter``
-  after it arrived (chunks in flight overlap, so the rate is not cut).
+  after it arrived (chunks in flight overlap, so the rate is not cut), or when the toxic is
+  removed, if that is sooner (so a huge latency is a pause that its removal ends).
 - ``bandwidth``: ``rate`` KB/s (1 KB = 1000 bytes; 0 = no limit).
 - ``timeout``: data is dropped; the connection closes ``timeout`` ms after the toxic reached
   the link (0 = never: data is dropped until the toxic is removed).
@@ -107,7 +108,7 @@ class LinkShaper:
     of the stream. ``send`` writes to the far socket, ``close(reset)`` ends the connection.
     """
 
-    __slots__ = ("toxics", "_send", "_close", "_rng", "_counted", "_next_send")
+    __slots__ = ("toxics", "_send", "_close", "_rng", "_counted", "_next_send", "_removed")
 
     def __init__(self, send: Callable[[bytes], Awaitable[None]], close: Callable[[bool], None],
                  rng: random.Random) -> None:
@@ -117,6 +118,7 @@ class LinkShaper:
         self._rng = rng
         self._counted: dict[str, int] = {}  # limit_data toxic name -> bytes passed
         self._next_send = 0.0  # bandwidth: when the next byte may leave
+        self._removed: trio.Event | None = None  # set when a toxic goes (a held chunk leaves then)
 
     def add(self, toxic: Toxic) -> bool:
         """Draw the toxic for this link; True if it applies."""
@@ -131,6 +133,9 @@ class LinkShaper:
             if toxic.name == name:
                 del self.toxics[i]
                 self._counted.pop(name, None)
+                if self._removed is not None:
+                    self._removed.set()
+                    self._removed = None
                 return True
         return False
 
@@ -141,7 +146,13 @@ class LinkShaper:
             if kind == "latency":
                 jitter = toxic["jitter"]
                 delay = toxic["latency"] + (self._rng.uniform(-jitter, jitter) if jitter else 0)
-                await trio.sleep_until(arrival + max(delay, 0) / 1000)
+                until = arrival + max(delay, 0) / 1000
+                while trio.current_time() < until and any(t is toxic for t in self.toxics):
+                    # a chunk held by a latency toxic leaves when its time comes or the toxic goes
+                    if self._removed is None:
+                        self._removed = trio.Event()
+                    with trio.move_on_at(until):
+                        await self._removed.wait()
             elif kind == "timeout":
                 return  # dropped; the link's timer closes the connection
             elif kind == "reset_peer":

@@ -64,6 +64,9 @@ class RabbitFlavour(RabbitDestinations):
     # A SEND in a transaction gets its receipt at COMMIT, after the COMMIT's own (none after
     # ABORT).
     TX_SEND_RECEIPT_AT_COMMIT = True
+    # A node that stops gracefully closes the socket without a frame: the plugin's reader
+    # dies with its supervisor ({connection_died, shutdown}) and sends no ERROR.
+    SHUTDOWN_ERROR = False
 
     destination_name: Callable[[str, str], str] = staticmethod(rabbit_destination)
 
@@ -174,6 +177,7 @@ class ActiveMQFlavour(ActiveMQDestinations):
     FRAME_END = b"\x00\n"
     CONNECTED_ORDER = ("server", "heart-beat", "session", "version")
     TX_SEND_RECEIPT_AT_COMMIT = False  # a SEND in a transaction is answered at once
+    SHUTDOWN_ERROR = True  # a stopping broker sends an ERROR before it closes
 
     destination_name: Callable[[str, str], str] = staticmethod(activemq_destination)
 

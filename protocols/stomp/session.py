@@ -466,8 +466,12 @@ class StompSession(SettleMixin, SubscribeMixin, SessionBase):
             self._closed(ClosedReason.INTERNAL_ERROR)
 
     def server_close(self, text: str = "broker shutdown") -> None:
-        self.error("Server shutdown", text + "\n", None)
-        self.close_reason = ClosedReason.SERVER_SHUTDOWN
+        """The node stops: an ERROR then close, or just close (the flavour says which)."""
+        if self.flavour.SHUTDOWN_ERROR:
+            self.error("Server shutdown", text + "\n", None)
+            self.close_reason = ClosedReason.SERVER_SHUTDOWN
+        else:
+            self._closed(ClosedReason.SERVER_SHUTDOWN)
 
     def on_alarm(self, high: bool) -> None:
         """Memory alarm: stop reading from a connection that publishes (RabbitMQ blocks it)."""
