@@ -26,7 +26,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import trio
@@ -60,6 +60,8 @@ class TopologyOptions:
     config_file: str | None = None
     ready_file: str | None = None
     protocols: tuple[str, ...] = tuple(PROTOCOLS)
+    # the proxies' ports by "node-1/stomp" (absent: a free port), to keep endpoints across runs
+    listen_ports: dict[str, int] = field(default_factory=dict)
 
 
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
@@ -170,7 +172,9 @@ class Topology:
             self.proxies = proxies
             for node in self.nodes:
                 for proto in self.options.protocols:
-                    await proxies.add(f"{node.name}/{proto}", (self.options.host, 1), (self.options.host, 0),
+                    name = f"{node.name}/{proto}"
+                    listen = (self.options.host, self.options.listen_ports.get(name, 0))
+                    await proxies.add(name, (self.options.host, 1), listen,
                                       enabled=False, tags={"node": node.name, "protocol": proto})
             try:
                 async with trio.open_nursery() as nursery:
