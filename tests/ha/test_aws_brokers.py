@@ -1,0 +1,155 @@
+"""Brokers made with boto3 are real: an app keeps running through RebootBroker (a failover
+for the pair, a restart for a single instance) with nothing acknowledged lost (the harness's
+workload and checker), a broker outlives a restart of ``mqemu aws``, and the AWS CLI works
+against it unchanged."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from mqemu.ha.checker import check
+from mqemu.ha.history import read_history
+from mqemu.ha.workload import Workload, WorkloadOptions
+from mqemu.ha.workload_clients import Settings
+
+pytestmark = pytest.mark.timeout(240)
+
+PASSWORD = "mqemu-secret-1"
+
+
+def _create(c, name, engine, mode, version=None):
+    users = [{"Username": "app", "Password": PASSWORD, **({"Groups": ["admins"]} if engine == "ActiveMQ" else {})}]
+    return c.create_broker(BrokerName=name, DeploymentMode=mode, EngineType=engine, HostInstanceType="mq.m5.large",
+                           PubliclyAccessible=False, Users=users, **({"EngineVersion": version} if version else {}))
+
+
+@pytest.mark.parametrize("engine,mode,protocol", [
+    ("ActiveMQ", "ACTIVE_STANDBY_MULTI_AZ", "stomp"),
+    ("ActiveMQ", "SINGLE_INSTANCE", "stomp"),
+    ("RabbitMQ", "SINGLE_INSTANCE", "amqp"),
+])
+def test_reboot_loses_nothing_acknowledged(mqemu_aws, tmp_path, engine, mode, protocol):
+    aws, c = mqemu_aws, mqemu_aws.client
+    broker_id = _create(c, "rebooted", engine, mode)["BrokerId"]
+    described = aws.wait_state(broker_id, "RUNNING")
+    endpoints = aws.endpoints(described, protocol)
+    assert len(endpoints) == (2 if mode == "ACTIVE_STANDBY_MULTI_AZ" else 1)
+    history = str(tmp_path / "history.jsonl")
+    w = Workload(WorkloadOptions(protocol, endpoints, count=300, drain=3.0,
+                                 settings=Settings(user="app", password=PASSWORD)), history).start()
+    try:
+        assert w.wait_until(lambda w: w.confirmed >= 100, 60), w.confirmed
+        w.fault("reboot", broker_id, "invoke")
+        c.reboot_broker(BrokerId=broker_id)
+        assert c.describe_broker(BrokerId=broker_id)["BrokerState"] in ("REBOOT_IN_PROGRESS", "RUNNING")
+        aws.wait_state(broker_id, "RUNNING", timeout=90)
+        w.fault("reboot", broker_id, "ok")
+        assert w.wait(120)
+    finally:
+        w.stop()
+    verdict = check(read_history(history))
+    counts = verdict.counts
+    assert counts.lost == 0, counts.lost_ids
+    assert counts.unexpected == 0 and verdict.valid
+    assert counts.acknowledged == 300 and counts.delivered >= 300
+    after = aws.wait_state(broker_id, "RUNNING")
+    assert aws.endpoints(after, protocol) == endpoints  # the same endpoints after the reboot
+    c.delete_broker(BrokerId=broker_id)
+    aws.wait_gone(broker_id)
+
+
+def test_the_pair_switches_roles_at_a_reboot(mqemu_aws):
+    """The active's endpoint refuses after the reboot and the standby's serves: the roles
+    switched, as RebootBroker does on Amazon MQ."""
+    import stomp
+
+    aws, c = mqemu_aws, mqemu_aws.client
+    broker_id = _create(c, "pair", "ActiveMQ", "ACTIVE_STANDBY_MULTI_AZ")["BrokerId"]
+    first, second = aws.endpoints(aws.wait_state(broker_id, "RUNNING"), "stomp")
+
+    def serves(endpoint):
+        conn = stomp.Connection12([endpoint], reconnect_attempts_max=1)
+        try:
+            conn.connect("app", PASSWORD, wait=True)
+        except stomp.exception.ConnectFailedException:
+            return False
+        conn.disconnect()
+        return True
+
+    assert serves(first) and not serves(second)
+    c.reboot_broker(BrokerId=broker_id)
+    aws.wait_state(broker_id, "RUNNING", timeout=90)
+    assert serves(second) and not serves(first)
+
+
+def test_a_broker_its_messages_and_records_survive_a_restart_of_mqemu_aws(mqemu_aws):
+    import stomp
+
+    aws, c = mqemu_aws, mqemu_aws.client
+    broker_id = _create(c, "kept", "ActiveMQ", "SINGLE_INSTANCE")["BrokerId"]
+    conf = c.create_configuration(Name="kept-conf", EngineType="ACTIVEMQ", Tags={"keep": "yes"})
+    before = aws.wait_state(broker_id, "RUNNING")
+    (endpoint,) = aws.endpoints(before, "stomp")
+    conn = stomp.Connection12([endpoint])
+    conn.connect("app", PASSWORD, wait=True)
+    conn.send("/queue/kept", "still here", headers={"persistent": "true", "receipt": "r1"})
+    conn.disconnect(receipt="bye")
+    aws.restart()
+    c = aws.client
+    assert c.describe_broker(BrokerId=broker_id)["BrokerState"] in ("REBOOT_IN_PROGRESS", "RUNNING")
+    after = aws.wait_state(broker_id, "RUNNING")
+    assert aws.endpoints(after, "stomp") == [endpoint]
+    assert c.list_tags(ResourceArn=conf["Arn"])["Tags"] == {"keep": "yes"}
+    assert c.list_users(BrokerId=broker_id)["Users"] == [{"Username": "app"}]
+
+    received = []
+
+    class Listener(stomp.ConnectionListener):
+        def on_message(self, frame):
+            received.append(frame.body)
+
+    conn = stomp.Connection12([endpoint])
+    conn.set_listener("", Listener())
+    conn.connect("app", PASSWORD, wait=True)
+    conn.subscribe("/queue/kept", id="1", ack="auto", headers={"receipt": "sub"})
+    import time
+
+    deadline = time.monotonic() + 20
+    while not received and time.monotonic() < deadline:
+        time.sleep(0.05)
+    conn.disconnect()
+    assert received == ["still here"]
+    c.delete_broker(BrokerId=broker_id)
+    aws.wait_gone(broker_id)
+    assert not os.path.exists(os.path.join(aws.data_dir, "brokers", broker_id))  # its data went with it
+
+
+def test_the_aws_cli_works_unchanged(mqemu_aws):
+    aws, c = mqemu_aws, mqemu_aws.client
+    broker_id = _create(c, "for-cli", "RabbitMQ", "SINGLE_INSTANCE", "3.13")["BrokerId"]
+    env = {**os.environ, "AWS_ACCESS_KEY_ID": "mqemu", "AWS_SECRET_ACCESS_KEY": "mqemu",
+           "AWS_DEFAULT_REGION": "us-east-1", "AWS_CONFIG_FILE": os.devnull,
+           "AWS_SHARED_CREDENTIALS_FILE": os.devnull}
+
+    def cli(*args):
+        out = subprocess.run([sys.executable, "-m", "awscli", "mq", *args, "--endpoint-url", aws.endpoint,
+                              "--output", "json"], env=env, capture_output=True, text=True, timeout=60)
+        return out.returncode, out.stdout, out.stderr
+
+    rc, out, err = cli("list-brokers")
+    assert rc == 0, err
+    assert [b["BrokerId"] for b in json.loads(out)["BrokerSummaries"]] == [broker_id]
+    rc, out, err = cli("describe-broker", "--broker-id", "b-missing")
+    assert rc != 0 and "NotFoundException" in err
+    aws.wait_state(broker_id, "RUNNING")
+    rc, out, err = cli("reboot-broker", "--broker-id", broker_id)
+    assert rc == 0, err
+    aws.wait_state(broker_id, "RUNNING", timeout=90)
+    rc, out, err = cli("delete-broker", "--broker-id", broker_id)
+    assert rc == 0 and json.loads(out) == {"BrokerId": broker_id}, err
+    aws.wait_gone(broker_id)
