@@ -130,7 +130,7 @@ class ServiceModel:
         for req in shape.get("required", ()):
             if value.get(req) is None:
                 wire = shape["members"][req].get("locationName", req)
-                raise bad_request(f"The request is missing the required parameter {prefix}{wire}.", wire)
+                raise bad_request(f"The request is missing the required parameter {prefix}{wire}.", f"{prefix}{wire}")
 
     def _check_range(self, shape_name: str, value: Any, wire: str) -> None:
         shape = self.shapes[shape_name]
