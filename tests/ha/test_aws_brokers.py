@@ -153,3 +153,47 @@ def test_the_aws_cli_works_unchanged(mqemu_aws):
     rc, out, err = cli("delete-broker", "--broker-id", broker_id)
     assert rc == 0 and json.loads(out) == {"BrokerId": broker_id}, err
     aws.wait_gone(broker_id)
+
+
+def test_states_with_delays_and_what_each_state_refuses(tmp_path):
+    """With a timing profile each transitional state lasts long enough to be seen, and
+    operations are refused there as on AWS."""
+    from mqemu.ha.aws.testing import AwsControlPlane
+
+    with AwsControlPlane(str(tmp_path), timing="create=1.5,reboot=1.5,delete=1.5") as aws:
+        c = aws.client
+        bid = _create(c, "slow", "ActiveMQ", "SINGLE_INSTANCE")["BrokerId"]
+        d = c.describe_broker(BrokerId=bid)
+        assert d["BrokerState"] == "CREATION_IN_PROGRESS" and d["BrokerInstances"] == []
+        for refused in (lambda: c.reboot_broker(BrokerId=bid), lambda: c.delete_broker(BrokerId=bid)):
+            with pytest.raises(c.exceptions.BadRequestException):
+                refused()
+        with pytest.raises(c.exceptions.ConflictException):
+            c.update_broker(BrokerId=bid, AutoMinorVersionUpgrade=False)
+        aws.wait_state(bid, "RUNNING")
+        c.reboot_broker(BrokerId=bid)
+        assert c.describe_broker(BrokerId=bid)["BrokerState"] == "REBOOT_IN_PROGRESS"
+        with pytest.raises(c.exceptions.BadRequestException):
+            c.reboot_broker(BrokerId=bid)
+        aws.wait_state(bid, "RUNNING")
+        c.delete_broker(BrokerId=bid)
+        assert c.describe_broker(BrokerId=bid)["BrokerState"] == "DELETION_IN_PROGRESS"
+        with pytest.raises(c.exceptions.BadRequestException):
+            c.delete_broker(BrokerId=bid)
+        with pytest.raises(c.exceptions.BadRequestException):
+            c.create_user(BrokerId=bid, Username="late", Password=PASSWORD)
+        aws.wait_gone(bid)
+
+
+def test_the_readme_example_runs(mqemu_aws, capsys):
+    """README's full example (a pair, stomp.py, a reboot, everything read back), as written,
+    against the fixture's control plane."""
+    import pathlib
+    import re
+
+    readme = (pathlib.Path(__file__).parents[2] / "README.md").read_text()
+    section = readme[readme.index("A full example: an ActiveMQ pair"):]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    assert "http://127.0.0.1:9011" in code
+    exec(compile(code.replace("http://127.0.0.1:9011", mqemu_aws.endpoint), "README.md", "exec"), {})
+    assert capsys.readouterr().out.strip() == str([f"order {n}" for n in range(10)])
