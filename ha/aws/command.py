@@ -37,6 +37,8 @@ def add_aws_command(sub: Any) -> None:
 
 def run_aws(args: argparse.Namespace) -> int:
     try:
+        import botocore  # noqa: F401  (its mq model is the API's specification)
+
         from .server import AwsOptions, run_control_plane
         from .state import parse_timing
     except ImportError as e:  # pragma: no cover - an install without the HTTP stack

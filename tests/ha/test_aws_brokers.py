@@ -30,6 +30,7 @@ def _create(c, name, engine, mode, version=None):
 
 @pytest.mark.parametrize("engine,mode,protocol", [
     ("ActiveMQ", "ACTIVE_STANDBY_MULTI_AZ", "stomp"),
+    ("ActiveMQ", "ACTIVE_STANDBY_MULTI_AZ", "mqtt"),
     ("ActiveMQ", "SINGLE_INSTANCE", "stomp"),
     ("RabbitMQ", "SINGLE_INSTANCE", "amqp"),
 ])
@@ -197,3 +198,37 @@ def test_the_readme_example_runs(mqemu_aws, capsys):
     assert "http://127.0.0.1:9011" in code
     exec(compile(code.replace("http://127.0.0.1:9011", mqemu_aws.endpoint), "README.md", "exec"), {})
     assert capsys.readouterr().out.strip() == str([f"order {n}" for n in range(10)])
+
+
+def test_no_node_outlives_a_kill_9_of_mqemu_aws(tmp_path):
+    """The brokers' nodes are in their own process groups, so a kill of the control plane's
+    group does not reach them: their parent-death signal does."""
+    import signal
+    import time
+
+    from mqemu.ha.aws.testing import AwsControlPlane
+
+    aws = AwsControlPlane(str(tmp_path)).start()
+    try:
+        bid = _create(aws.client, "orphan", "ActiveMQ", "ACTIVE_STANDBY_MULTI_AZ")["BrokerId"]
+        aws.wait_state(bid, "RUNNING")
+        work = os.path.join(aws.data_dir, "brokers", bid, "work")
+        pids = [json.load(open(os.path.join(work, f"node-{i}.status.json")))["pid"] for i in (1, 2)]
+        assert all(_alive(pid) for pid in pids)
+        os.killpg(aws.proc.pid, signal.SIGKILL)
+        aws.proc.wait(10)
+        aws.proc = None
+        deadline = time.monotonic() + 20
+        while any(_alive(pid) for pid in pids) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not any(_alive(pid) for pid in pids)
+    finally:
+        aws.stop()
+
+
+def _alive(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ", 1)[1][0] != "Z"  # a zombie has exited
+    except FileNotFoundError:
+        return False
