@@ -37,7 +37,7 @@ def add_aws_command(sub: Any) -> None:
 
 def run_aws(args: argparse.Namespace) -> int:
     try:
-        import botocore  # noqa: F401  (its mq model is the API's specification)
+        import botocore  # type: ignore[import-untyped]  # noqa: F401 (its mq model: the specification)
 
         from .server import AwsOptions, run_control_plane
         from .state import parse_timing
