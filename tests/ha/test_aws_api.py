@@ -305,6 +305,14 @@ def test_users_changes_are_pending_until_a_reboot(aws):
     assert "Pending" not in c.describe_user(BrokerId=bid, Username="app")
     c.delete_user(BrokerId=bid, Username="app")
     assert c.describe_user(BrokerId=bid, Username="app")["Pending"] == {"PendingChange": "DELETE"}
+    with pytest.raises(c.exceptions.ConflictException):  # pending deletion
+        c.update_user(BrokerId=bid, Username="app", ConsoleAccess=True)
+    for n in range(4):
+        c.create_user(BrokerId=bid, Username=f"more-{n}", Password=PASSWORD)
+    first = c.list_users(BrokerId=bid, MaxResults=5)
+    assert len(first["Users"]) == 5 and first["MaxResults"] == 5 and first["NextToken"]
+    rest = c.list_users(BrokerId=bid, MaxResults=5, NextToken=first["NextToken"])
+    assert [u["Username"] for u in rest["Users"]] == ["more-3"] and "NextToken" not in rest
     with pytest.raises(c.exceptions.BadRequestException):  # not a replica
         c.promote(BrokerId=bid, Mode="SWITCHOVER")
     c.delete_broker(BrokerId=bid)

@@ -40,6 +40,9 @@ def test_every_operation_of_the_model_is_served():
     assert {(_path(op.uri), op.method) for op in MODEL.operations.values()} <= routes
     assert _path("/v1/brokers/{broker-id}/users/{username}") == "/v1/brokers/{broker_id}/users/{username}"
     assert _path("/v1/broker-engine-types") == "/v1/broker-engine-types"
+    from mqemu.ha.aws.service import Service
+
+    assert all(callable(getattr(Service, name, None)) for name in MODEL.operations)
 
 
 def test_inputs_are_read_where_the_model_puts_them_and_enums_in_any_case():
