@@ -37,6 +37,23 @@ def _active(name, mode="SINGLE_INSTANCE", **extra):
     return args
 
 
+def _stomp_server(host, port, user="admin"):
+    """The ``server`` header of a STOMP CONNECTED frame: the engine and release the node runs."""
+    import stomp
+
+    seen = []
+
+    class Listener(stomp.ConnectionListener):
+        def on_connected(self, frame):
+            seen.append(frame.headers.get("server"))
+
+    conn = stomp.Connection12([(host, port)])
+    conn.set_listener("", Listener())
+    conn.connect(user, PASSWORD, wait=True)
+    conn.disconnect()
+    return seen[0]
+
+
 def _error(excinfo):
     e = excinfo.value.response
     return e["Error"]["Code"], e["ResponseMetadata"]["HTTPStatusCode"], e.get("ErrorAttribute")
@@ -62,9 +79,7 @@ def test_a_broker_is_created_runs_and_is_described_as_aws_describes_it(aws):
     import stomp
 
     host, port = aws.endpoints(d, "stomp")[0]
-    conn = stomp.Connection12([(host, port)])
-    conn.connect("admin", PASSWORD, wait=True)
-    conn.disconnect()
+    assert _stomp_server(host, port) == "ActiveMQ/5.17.6"  # the node runs the version asked for
     bad = stomp.Connection12([(host, port)])
     with pytest.raises(stomp.exception.ConnectFailedException):
         bad.connect("admin", "not-the-password", wait=True)
@@ -301,6 +316,7 @@ def test_users_changes_are_pending_until_a_reboot(aws):
         c.update_broker(BrokerId=bid, AutoMinorVersionUpgrade=False)
     d = aws.wait_state(bid, "RUNNING")
     assert d["EngineVersion"] == "5.18" and "PendingEngineVersion" not in d
+    assert _stomp_server(*aws.endpoints(d, "stomp")[0]).startswith("ActiveMQ/5.18.")  # upgraded at the reboot
     assert c.list_users(BrokerId=bid)["Users"] == [{"Username": "admin"}, {"Username": "app"}]
     assert "Pending" not in c.describe_user(BrokerId=bid, Username="app")
     c.delete_user(BrokerId=bid, Username="app")
