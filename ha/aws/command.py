@@ -62,5 +62,18 @@ def run_aws(args: argparse.Namespace) -> int:
                     nursery.cancel_scope.cancel()
                     break
 
-    trio.run(run)
-    return 0
+    failures: list[BaseException] = []
+    try:
+        trio.run(run)
+    except* OSError as group:  # the HTTP port (the brokers' own failures are their CREATION_FAILED)
+        failures.extend(_leaves(group))
+    for failure in failures:
+        log.error("mqemu aws cannot listen on %s:%d: %s", args.host, args.port, failure)
+    return 1 if failures else 0
+
+
+def _leaves(group: BaseExceptionGroup) -> list[BaseException]:
+    out: list[BaseException] = []
+    for e in group.exceptions:
+        out.extend(_leaves(e) if isinstance(e, BaseExceptionGroup) else [e])
+    return out
