@@ -172,6 +172,10 @@ class Service(Users, Configurations):
         if not re.match(NAME, name):
             raise bad_request("Broker name must be 1-50 characters long and contain only letters, digits, "
                               "hyphens and underscores.", "brokerName")
+        token = p.get("CreatorRequestId")  # boto3 fills it in: a retried call gets the same broker
+        for existing in self.state.brokers.values():
+            if token and existing.get("CreatorRequestId") == token:
+                return {"BrokerArn": existing["BrokerArn"], "BrokerId": existing["BrokerId"]}
         if self.state.broker_by_name(name) is not None:
             raise conflict(f"Broker with name [{name}] already exists.", "brokerName")
         version = engines.engine_version(engine, p.get("EngineVersion"))
@@ -213,7 +217,7 @@ class Service(Users, Configurations):
             "DataReplicationMode": p.get("DataReplicationMode") or "NONE",
             "Configurations": {"Current": current, "History": []},
             "Users": {u["Username"]: {"Current": self._user_record(u)} for u in users},
-            "ListenPorts": {},
+            "ListenPorts": {}, "CreatorRequestId": token,
         }
         self.state.brokers[broker_id] = broker
         if p.get("Tags"):

@@ -125,7 +125,11 @@ def test_a_duplicate_name_is_a_conflict_and_enums_are_taken_in_any_case(aws):
     with pytest.raises(c.exceptions.ConflictException) as e:
         c.create_broker(**_active("twice"))
     assert _error(e) == ("ConflictException", 409, "brokerName")
+    retried = c.create_broker(**_active("again", CreatorRequestId="req-1"))
+    assert c.create_broker(**_active("again", CreatorRequestId="req-1"))["BrokerId"] == retried["BrokerId"]
     aws.wait_state(b["BrokerId"], "RUNNING")
+    aws.wait_state(retried["BrokerId"], "RUNNING")
+    c.delete_broker(BrokerId=retried["BrokerId"])
     c.delete_broker(BrokerId=b["BrokerId"])
     aws.wait_gone(b["BrokerId"])
 
