@@ -16,6 +16,7 @@ import trio
 from mqemu.broker.config import ConfigError, load_config
 from mqemu.broker.profile import VERSIONS
 
+from .aws.command import add_aws_command
 from .checker import add_check_command
 from .logs import setup_logging
 from .balancer import ALGORITHMS
@@ -111,6 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--log-format", default="text", choices=("text", "json"),
                        help="text (key=value) or one JSON object per line")
     _add_ha_commands(sub)
+    add_aws_command(sub)
     add_workload_command(sub)
     add_check_command(sub)
     return parser
@@ -284,7 +286,9 @@ def serve(args: argparse.Namespace) -> int:
     async def run() -> None:
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
             async with trio.open_nursery() as nursery:
-                await nursery.start(node.run)
+                # start_soon, not start: a standby waiting for the lock has not started, and
+                # must still stop at once on SIGTERM
+                nursery.start_soon(node.run)
                 async for signum in signals:
                     log.info("stopping", extra={"signal": signal.Signals(signum).name,
                                                 "connections": len(node.sessions)})

@@ -13,6 +13,7 @@
 - ``mqemu_cluster``: a three-node RabbitMQ-engine cluster, each node its own process and
   store, behind a round-robin balancer: ``.balancer_endpoint("amqp")``, ``.kill("node-2")``,
   ``.partition("node-1", from_=["node-2"])``, ``.heal()``, ``.links("node-1")``.
+- ``mqemu_aws``: the Amazon MQ control plane (``mqemu aws``) and a boto3 ``mq`` client bound to it.
 - ``mqemu_harness``: workloads through that pair's endpoints, faults recorded in their
   histories, and the checker's verdict (``harness.Harness``): ``h.workload("stomp",
   count=500)``, ``h.fault("kill", "active")``, ``h.check().counts.lost == 0``.
@@ -104,3 +105,18 @@ def mqemu_cluster(mqemu_topology: Callable[..., TopologyThread]) -> TopologyThre
 @pytest.fixture
 def mqemu_harness(mqemu_active_standby: TopologyThread, tmp_path: Any) -> Harness:
     return Harness(mqemu_active_standby, str(tmp_path))
+
+
+@pytest.fixture
+def mqemu_aws(tmp_path: Any) -> Iterator[Any]:
+    """``mqemu aws`` in a subprocess with a data dir under ``tmp_path``: ``.client`` is a
+    boto3 ``mq`` client bound to it (dummy credentials, us-east-1), ``.endpoint`` its URL;
+    ``.wait_state(broker_id, "RUNNING")``, ``.endpoints(described, "stomp")`` and
+    ``.restart()`` help (``aws.testing.AwsControlPlane``). Every broker's nodes stop with it."""
+    from .aws.testing import AwsControlPlane
+
+    plane = AwsControlPlane(str(tmp_path)).start()
+    try:
+        yield plane
+    finally:
+        plane.stop()

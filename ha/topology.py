@@ -30,7 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import trio
@@ -68,6 +68,8 @@ class TopologyOptions:
     nodes: int | None = None  # cluster: how many nodes (default 3)
     balancer_algorithm: str = "flow-hash"  # cluster: see balancer.ALGORITHMS
     cluster_name: str = "mqemu"
+    # the proxies' ports by "node-1/stomp" (absent: a free port), to keep endpoints across runs
+    listen_ports: dict[str, int] = field(default_factory=dict)
 
 
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
@@ -199,7 +201,9 @@ class Topology:
             self.proxies = proxies
             for node in self.nodes:
                 for proto in self.options.protocols:
-                    await proxies.add(f"{node.name}/{proto}", (self.options.host, 1), (self.options.host, 0),
+                    name = f"{node.name}/{proto}"
+                    listen = (self.options.host, self.options.listen_ports.get(name, 0))
+                    await proxies.add(name, (self.options.host, 1), listen,
                                       enabled=False, tags={"node": node.name, "protocol": proto})
             try:
                 async with trio.open_nursery() as nursery:

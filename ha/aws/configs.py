@@ -1,0 +1,154 @@
+"""Broker configurations: their default data, AWS's sanitization of ActiveMQ XML, and what
+a node can use of a configuration now.
+
+ActiveMQ configurations are ``<broker>`` XML (base64 on the wire). Amazon MQ keeps only the
+elements its schema permits (the "Elements permitted in Amazon MQ for ActiveMQ
+configurations" page; network transports, storage, management and authentication are its
+own) and removes the rest, answering UpdateConfiguration with one ``SanitizationWarning``
+(``DISALLOWED_ELEMENT_REMOVED``) per element removed, and attributes holding Spring
+expressions (``${...}``, ``#{...}``) with ``INVALID_ATTRIBUTE_VALUE_REMOVED``. RabbitMQ
+configurations are ``rabbitmq.conf`` text (``key = value`` lines), stored as given.
+
+Applied at reboot: of ActiveMQ's XML, the ``authorizationPlugin`` entries become the node's
+``[[authorization]]`` (mqemu's TOML config); the rest is stored and given back but not
+applied until the nodes load ``activemq.xml`` themselves. Of RabbitMQ's conf nothing is
+applied yet.
+"""
+
+from __future__ import annotations
+
+import base64
+import xml.etree.ElementTree as ET
+from typing import Any
+
+from .model import bad_request
+
+# The elements the permitted-elements page lists, and the collection elements that hold them.
+PERMITTED = frozenset("""
+abortSlowAckConsumerStrategy abortSlowConsumerStrategy authorizationEntry authorizationMap authorizationPlugin
+broker cachedMessageGroupMapFactory compositeQueue compositeTopic constantPendingMessageLimitStrategy discarding
+discardingDLQBrokerPlugin fileCursor fileDurableSubscriberCursor fileQueueCursor filteredDestination
+fixedCountSubscriptionRecoveryPolicy fixedSizedSubscriptionRecoveryPolicy forcePersistencyModeBrokerPlugin
+individualDeadLetterStrategy lastImageSubscriptionRecoveryPolicy messageGroupHashBucketFactory mirroredQueue
+noSubscriptionRecoveryPolicy oldestMessageEvictionStrategy oldestMessageWithLowestPriorityEvictionStrategy
+policyEntry policyMap prefetchRatePendingMessageLimitStrategy priorityDispatchPolicy priorityNetworkDispatchPolicy
+queryBasedSubscriptionRecoveryPolicy queue redeliveryPlugin redeliveryPolicy redeliveryPolicyMap
+retainedMessageSubscriptionRecoveryPolicy roundRobinDispatchPolicy sharedDeadLetterStrategy simpleDispatchPolicy
+simpleMessageGroupMapFactory statisticsBrokerPlugin storeCursor storeDurableSubscriberCursor
+strictOrderDispatchPolicy tempDestinationAuthorizationEntry tempQueue tempTopic timedSubscriptionRecoveryPolicy
+timeStampingBrokerPlugin topic uniquePropertyMessageEvictionStrategy virtualDestinationInterceptor virtualTopic
+vmCursor vmDurableCursor vmQueueCursor networkConnector kahaDB systemUsage
+authorizationEntries defaultEntry deadLetterStrategy destinationInterceptors destinationPolicy destinations
+dispatchPolicy map messageEvictionStrategy messageGroupMapFactory networkConnectors pendingDurableSubscriberPolicy
+pendingMessageLimitStrategy pendingQueuePolicy pendingSubscriberPolicy persistenceAdapter plugins policyEntries
+redeliveryPolicyEntries slowConsumerStrategy staticallyIncludedDestinations excludedDestinations
+dynamicallyIncludedDestinations subscriptionRecoveryPolicy tempDestinationAuthorizationEntry
+virtualDestinations forwardTo
+""".split())
+
+DEFAULT_ACTIVEMQ = """<?xml version="1.0" encoding="UTF-8" standalone="yes"?>
+<broker xmlns="http://activemq.apache.org/schema/core">
+  <!-- mqemu's default Amazon MQ configuration: add policies and authorization entries here -->
+  <destinationPolicy>
+    <policyMap>
+      <policyEntries>
+        <policyEntry topic="&gt;" gcInactiveDestinations="true" inactiveTimoutBeforeGC="600000"/>
+        <policyEntry queue="&gt;" gcInactiveDestinations="true" inactiveTimoutBeforeGC="600000"/>
+      </policyEntries>
+    </policyMap>
+  </destinationPolicy>
+  <plugins>
+  </plugins>
+</broker>
+"""
+
+DEFAULT_RABBITMQ = """# mqemu's default Amazon MQ configuration for RabbitMQ (rabbitmq.conf)
+# how long a delivery may stay unacknowledged, in milliseconds (30 minutes)
+consumer_timeout = 1800000
+"""
+
+
+def default_data(engine: str) -> str:
+    """A new configuration's first revision, base64 as on the wire."""
+    text = DEFAULT_ACTIVEMQ if engine == "ACTIVEMQ" else DEFAULT_RABBITMQ
+    return base64.b64encode(text.encode()).decode()
+
+
+def decode(data: str) -> str:
+    try:
+        return base64.b64decode(data, validate=True).decode("utf-8")
+    except (ValueError, UnicodeDecodeError):
+        raise bad_request("The configuration data must be base64-encoded UTF-8 text.", "data") from None
+
+
+def _local(tag: str) -> str:
+    return tag.rsplit("}", 1)[-1]
+
+
+def sanitize(engine: str, data: str) -> tuple[str, list[dict[str, Any]]]:
+    """The data Amazon MQ keeps (base64) and its warnings, for UpdateConfiguration."""
+    text = decode(data)
+    if engine != "ACTIVEMQ":
+        if any(line.strip() and not line.lstrip().startswith("#") and "=" not in line
+               for line in text.splitlines()):
+            raise bad_request("The configuration data is not in rabbitmq.conf format (key = value lines).", "data")
+        return data, []
+    try:
+        root = ET.fromstring(text)
+    except ET.ParseError as e:
+        raise bad_request(f"The configuration data is not well-formed XML: {e}.", "data") from None
+    if _local(root.tag) != "broker":
+        raise bad_request("The configuration's root element must be <broker>.", "data")
+    warnings: list[dict[str, Any]] = []
+    _sanitize_element(root, warnings)
+    if not warnings:
+        return data, []
+    ET.register_namespace("", "http://activemq.apache.org/schema/core")
+    kept = ET.tostring(root, encoding="unicode")
+    return base64.b64encode(('<?xml version="1.0" encoding="UTF-8" standalone="yes"?>\n' + kept).encode()).decode(), \
+        warnings
+
+
+def _sanitize_element(element: ET.Element, warnings: list[dict[str, Any]]) -> None:
+    name = _local(element.tag)
+    for attr, value in list(element.attrib.items()):
+        if "${" in value or "#{" in value:
+            del element.attrib[attr]
+            warnings.append({"ElementName": name, "AttributeName": attr, "Reason": "INVALID_ATTRIBUTE_VALUE_REMOVED"})
+    for child in list(element):
+        if not isinstance(child.tag, str):
+            continue  # a comment or processing instruction
+        if _local(child.tag) not in PERMITTED:
+            element.remove(child)
+            warnings.append({"ElementName": _local(child.tag), "Reason": "DISALLOWED_ELEMENT_REMOVED"})
+        else:
+            _sanitize_element(child, warnings)
+
+
+def authorization_entries(engine: str, data: str | None) -> list[dict[str, Any]] | None:
+    """The ``authorizationEntry`` elements of an ActiveMQ configuration as mqemu's
+    ``[[authorization]]`` tables, or None when it has no authorization plugin."""
+    if engine != "ACTIVEMQ" or not data:
+        return None
+    try:
+        root = ET.fromstring(base64.b64decode(data).decode("utf-8"))
+    except (ValueError, ET.ParseError, UnicodeDecodeError):
+        return None
+    plugin = [e for e in root.iter() if _local(e.tag) == "authorizationPlugin"]
+    if not plugin:
+        return None
+    entries = []
+    for e in plugin[0].iter():
+        if _local(e.tag) != "authorizationEntry":
+            continue
+        entry: dict[str, Any] = {}
+        for kind in ("queue", "topic"):
+            if kind in e.attrib and not entry:  # mqemu's entries name one destination kind
+                entry[kind] = e.attrib[kind]
+        if not entry:
+            continue
+        for op in ("read", "write", "admin"):
+            if op in e.attrib:
+                entry[op] = e.attrib[op]
+        entries.append(entry)
+    return entries
