@@ -45,7 +45,7 @@ def _member(port: int, ports: list[int], journal: str, ready, cmd_q, out_q) -> N
             done = [0]
             t0 = time.perf_counter()
 
-            def cb(res, err) -> None:
+            def cb(res, err, done=done) -> None:
                 done[0] += 1
 
             for _ in range(n):
@@ -97,8 +97,8 @@ def main() -> None:
     time.sleep(8)
     cq.put(("state",))
     print(f"killed leader had applied {before}; restarted from its journal: {oq.get()}")
-    for pr in procs + [pr]:
-        pr.kill()
+    for proc in procs + [pr]:
+        proc.kill()
 
 
 if __name__ == "__main__":

@@ -25,11 +25,12 @@ log = logging.getLogger("mqemu.ha.raft")
 
 class Transport(Protocol):
     """Carries whole messages between members. ``send`` never blocks: a link that is down or
-    full drops the message (Raft retries). ``receive`` gives the next (sender, bytes)."""
+    full drops the message (Raft retries). ``receive`` waits for at least one message and
+    gives every (sender, bytes) already there, so the member handles them in one batch."""
 
     def send(self, peer: int, data: bytes) -> None: ...
 
-    async def receive(self) -> tuple[int, bytes]: ...
+    async def receive(self) -> list[tuple[int, bytes]]: ...
 
 
 class StateMachine(Protocol):
@@ -160,13 +161,13 @@ class Runner:
     async def _receiver(self) -> None:
         m = self._m()
         while True:
-            peer, data = await self.transport.receive()
-            try:
-                msg = codec.decode(data)
-            except codec.CodecError as e:
-                log.warning("event=raft_bad_message member=%s peer=%s error=%s", self.id, peer, e)
-                continue
-            m.step(msg)
+            for peer, data in await self.transport.receive():
+                try:
+                    msg = codec.decode(data)
+                except codec.CodecError as e:
+                    log.warning("event=raft_bad_message member=%s peer=%s error=%s", self.id, peer, e)
+                    continue
+                m.step(msg)
             self._wake.set()
 
     async def _loop(self) -> None:
@@ -199,10 +200,10 @@ class Runner:
             self.applied = index - 1
             if self._waiters:
                 self._settle(rd)
-        for ctx, index in rd.reads:
+        for ctx, at in rd.reads:
             entry = self._read_waiters.pop(ctx, None)
             if entry is not None:
-                entry[1][0] = index
+                entry[1][0] = at
                 entry[0].set()
         if rd.want_snapshot:
             m.compact(self.applied, self.machine.snapshot())
@@ -221,7 +222,7 @@ class Runner:
             box[0] = exc
             event.set()
         self._waiters.clear()
-        for event, rbox in self._read_waiters.values():
+        for event, _rbox in self._read_waiters.values():
             event.set()
         self._read_waiters.clear()
 
@@ -268,8 +269,14 @@ class LoopbackTransport:
     def send(self, peer: int, data: bytes) -> None:
         self.net.deliver(self.member, peer, data)
 
-    async def receive(self) -> tuple[int, bytes]:
-        return await self.net.inboxes[self.member][1].receive()
+    async def receive(self) -> list[tuple[int, bytes]]:
+        channel = self.net.inboxes[self.member][1]
+        batch = [await channel.receive()]
+        while True:
+            try:
+                batch.append(channel.receive_nowait())
+            except trio.WouldBlock:
+                return batch
 
 
 class ListMachine:

@@ -204,13 +204,13 @@ class Sim:
                 self._check_chain(index, h, f"member {node.id} applying")
             node.sm_index, node.sm_hash = index, h
             self.stats["applied"] += len(rd.committed)
-        for ctx, index in rd.reads:
-            if index is not None:
+        for ctx, at in rd.reads:
+            if at is not None:
                 self.stats["reads"] += 1
-                if index < ctx:
-                    raise Violation(f"seed {self.seed}: a read at {index} misses commit {ctx} made before it")
-                if node.sm_index < index:
-                    raise Violation(f"seed {self.seed}: read released at {index} before applying it")
+                if at < ctx:
+                    raise Violation(f"seed {self.seed}: a read at {at} misses commit {ctx} made before it")
+                if node.sm_index < at:
+                    raise Violation(f"seed {self.seed}: read released at {at} before applying it")
         if rd.want_snapshot and node.sm_index > member.snap_index:
             member.compact(node.sm_index, SM.pack(node.sm_index, node.sm_hash))
 
@@ -273,13 +273,17 @@ class Sim:
         start = self.now
         marker = b"live-%d" % self.seed
         index = None
+        by: tuple[Member | None, int] = (None, 0)
         while self.now - start < bound:
             self.step()
+            if index is not None and (by[0] is None or by[0].role != LEADER or by[0].term != by[1]):
+                index = None   # its leader is gone: the entry may never commit
             if index is None:
                 for node in self.nodes:
                     if node.member is not None and node.member.role == LEADER:
                         index = node.member.propose([marker])
                         if index is not None:
+                            by = (node.member, node.member.term)
                             break
             elif all(n.sm_index >= index for n in self.nodes):
                 if self.committed.get(index, (0, b""))[1] == marker:

@@ -18,13 +18,13 @@ def header(kind, flags, src, term, index, log_term, commit, hint, rnd, count) ->
 
 def test_append_bytes():
     m = Message(APPEND, 2, 5, 7, 4, 6, round=9, terms=[5, 5], datas=[b"ab", b""])
-    want = header(1, 0, 2, 5, 7, 4, 6, 0, 9, 2) + U64(5) + U32(2) + b"ab" + U64(5) + U32(0)
+    want = header(1, 0, 2, 5, 7, 4, 6, 0, 9, 2) + U64(5) + U64(5) + U32(2) + U32(0) + b"ab"
     assert len(header(0, 0, 0, 0, 0, 0, 0, 0, 0, 0)) == 56
     assert encode(m) == want
     assert want.hex() == (
         "0100" "0200" "0500000000000000" "0700000000000000" "0400000000000000" "0600000000000000"
         "0000000000000000" "0900000000000000" "02000000"
-        "0500000000000000" "02000000" "6162" "0500000000000000" "00000000")
+        "0500000000000000" "0500000000000000" "02000000" "00000000" "6162")
     assert decode(want) == m
 
 
@@ -43,7 +43,8 @@ def test_vote_and_snapshot_bytes():
 @pytest.mark.parametrize("bad, why", [
     (b"\x01" * 10, "shorter than the header"),
     (header(1, 0, 0, 1, 0, 0, 0, 0, 0, 1) + U64(1) + U32(5) + b"ab", "entry data past the end"),
-    (header(1, 0, 0, 1, 0, 0, 0, 0, 0, 1) + U64(1), "entry header past the end"),
+    (header(1, 0, 0, 1, 0, 0, 0, 0, 0, 1) + U64(1), "entry terms and lengths past the end"),
+    (header(1, 0, 0, 1, 0, 0, 0, 0, 0, 2) + U64(1) + U64(1) + U32(1) + U32(1) + b"abc", "1 bytes after"),
     (header(7, 0, 0, 1, 0, 0, 0, 0, 0, 9) + b"x", "snapshot past the end"),
     (header(3, 0, 0, 1, 0, 0, 0, 0, 0, 0) + b"!", "bytes after the message"),
     (header(3, 0, 0, 1, 0, 0, 0, 0, 0, 2), "kind 3 with count 2"),
