@@ -266,7 +266,7 @@ class BasicMethods:
     def _route(self, m: spec.BasicPublish, msg: Message) -> None:
         conn = self.conn
         conn.published = True
-        routed, refused = conn.vhost.publish(m.exchange, m.routing_key, msg)
+        routed, refused, safe = conn.vhost.publish_safe(m.exchange, m.routing_key, msg)
         if not routed and m.mandatory:
             ret = spec.BasicReturn(reply_code=312, reply_text="NO_ROUTE", exchange=m.exchange,
                                    routing_key=m.routing_key)
@@ -283,17 +283,24 @@ class BasicMethods:
                 self._confirmed = seq
                 conn.send(encode_method(self.number, spec.BasicNack(delivery_tag=seq, multiple=False, requeue=False)))
                 return
-            store = conn.broker.store
-            if routed and store.keeps_messages and msg.persistent:
-                store.when_durable(store.barrier(), lambda: self._confirm_durable(seq))
-            else:
+            if safe is not None:  # the core's promise: on disk (or, replicated, on a majority)
+                self._unsafe.append(seq)
+                safe.then(lambda: self._confirm_safe(seq))
+            elif not self._unsafe:
                 self._confirm_upto = seq
                 conn.confirming.add(self)
+            # else: safe now, confirmed with the older publishes still waiting
 
-    def _confirm_durable(self, seq: int) -> None:
-        if not self.closing and self.conn.channels.get(self.number) is self:
-            self._confirm_upto = max(self._confirm_upto, seq)
-            self.flush_confirms()
+    def _confirm_safe(self, seq: int) -> None:
+        if self.closing or self.conn.channels.get(self.number) is not self:
+            return
+        unsafe = self._unsafe
+        if unsafe[0] == seq:
+            unsafe.popleft()
+        else:  # kept before an older promise (promises of different queues)
+            unsafe.remove(seq)
+        self._confirm_upto = max(self._confirm_upto, unsafe[0] - 1 if unsafe else self.publish_seq)
+        self.flush_confirms()
 
     def flush_confirms(self) -> None:
         """Send one basic.ack for every publish confirmed since the last (multiple=true)."""
