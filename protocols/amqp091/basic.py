@@ -279,9 +279,10 @@ class BasicMethods:
         if self.confirm:
             self.publish_seq = seq = self.publish_seq + 1
             if refused:
-                self.flush_confirms()
-                self._confirmed = seq
-                conn.send(encode_method(self.number, spec.BasicNack(delivery_tag=seq, multiple=False, requeue=False)))
+                if self._unsafe:  # nacked once the publishes before it are confirmed
+                    self._unsafe.append(-seq)
+                else:
+                    self._nack(seq)
                 return
             if safe is not None:  # the core's promise: on disk (or, replicated, on a majority)
                 self._unsafe.append(seq)
@@ -299,8 +300,18 @@ class BasicMethods:
             unsafe.popleft()
         else:  # kept before an older promise (promises of different queues)
             unsafe.remove(seq)
+        while unsafe and unsafe[0] < 0:  # a refused publish, now that those before it are safe
+            nacked = -unsafe.popleft()
+            self._confirm_upto = max(self._confirm_upto, nacked - 1)
+            self._nack(nacked)
         self._confirm_upto = max(self._confirm_upto, unsafe[0] - 1 if unsafe else self.publish_seq)
         self.flush_confirms()
+
+    def _nack(self, seq: int) -> None:
+        """basic.nack for a refused publish, after the acks of every publish before it."""
+        self.flush_confirms()
+        self._confirmed = seq
+        self.conn.send(encode_method(self.number, spec.BasicNack(delivery_tag=seq, multiple=False, requeue=False)))
 
     def flush_confirms(self) -> None:
         """Send one basic.ack for every publish confirmed since the last (multiple=true)."""

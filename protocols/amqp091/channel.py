@@ -54,7 +54,8 @@ class Channel(BasicMethods):
         self._confirm_upto = 0
         self._confirmed = 0
         # Publishes waiting for their promise (``VirtualHost.publish_safe``), in order: no
-        # confirm covers one of them before it is safe.
+        # confirm covers one of them before it is safe (-seq: a refused publish behind
+        # them, nacked when they are confirmed).
         self._unsafe: deque[int] = deque()
         self.tx: list[tuple[str, Any]] | None = None
         self.reply_to_name: str | None = None

@@ -68,3 +68,18 @@ def test_amqp_confirms_wait_for_the_promise_and_never_cover_an_unsafe_publish():
     store.commit()
     assert c.methods(c.received()) == [spec.BasicAck(delivery_tag=2, multiple=True)]
     assert c.methods(c.send(publish("t", False))) == [spec.BasicAck(delivery_tag=3)]
+
+
+def test_a_refused_publish_behind_an_unsafe_one_is_nacked_after_it_is_confirmed():
+    store = BatchStore()
+    c = Client(Broker(store=store)).open()
+    c.channel()
+    c.method(1, spec.ConfirmSelect())
+    c.method(1, spec.QueueDeclare(queue="d", durable=True))
+    c.method(1, spec.QueueDeclare(queue="one", arguments={"x-max-length": 1, "x-overflow": "reject-publish"}))
+    # 1 waits for the disk, 2 is taken, 3 is refused: nothing may be answered before 1 is safe
+    assert c.methods(c.send(publish("d", True) + publish("one", False) + publish("one", False))) == []
+    store.commit()
+    assert c.methods(c.received()) == [spec.BasicAck(delivery_tag=2, multiple=True),
+                                       spec.BasicNack(delivery_tag=3, multiple=False, requeue=False)]
+    assert c.methods(c.send(publish("one", False))) == [spec.BasicNack(delivery_tag=4, multiple=False, requeue=False)]
