@@ -109,6 +109,12 @@ class VirtualHost:
                 r = q.publish(message, self.clock())
                 if r is True:
                     return 1, False, None
+                if r is ON_DISK:  # writes_safe, inlined: the path of every durable publish
+                    ticket = self.store.barrier()  # type: ignore[union-attr]
+                    p = self._writes
+                    if p is None or p.ticket != ticket:
+                        p = self._writes = StoreWrites(self.store, ticket)  # type: ignore[arg-type]
+                    return 1, False, p
                 if r is False:
                     return 1, True, None
                 return 1, False, self._promise(r)
@@ -151,7 +157,7 @@ class VirtualHost:
             return None
         ticket = store.barrier()
         p = self._writes
-        if p is None or p.ticket != ticket or p.store is not store:
+        if p is None or p.ticket != ticket:
             p = self._writes = StoreWrites(store, ticket)
         return p
 

@@ -300,11 +300,20 @@ class BasicMethods:
             unsafe.popleft()
         else:  # kept before an older promise (promises of different queues)
             unsafe.remove(seq)
-        while unsafe and unsafe[0] < 0:  # a refused publish, now that those before it are safe
-            nacked = -unsafe.popleft()
-            self._confirm_upto = max(self._confirm_upto, nacked - 1)
-            self._nack(nacked)
-        self._confirm_upto = max(self._confirm_upto, unsafe[0] - 1 if unsafe else self.publish_seq)
+        if unsafe:
+            nxt = unsafe[0]
+            while nxt < 0:  # a refused publish, now that those before it are safe
+                unsafe.popleft()
+                self._confirm_upto = max(self._confirm_upto, -nxt - 1)
+                self._nack(-nxt)
+                if not unsafe:
+                    break
+                nxt = unsafe[0]
+            upto = nxt - 1 if unsafe else self.publish_seq
+        else:
+            upto = self.publish_seq
+        if upto > self._confirm_upto:
+            self._confirm_upto = upto
         self.flush_confirms()
 
     def _nack(self, seq: int) -> None:
