@@ -25,6 +25,7 @@ from . import activemq
 from .consumer import Consumer, ConsumerOwner, PriorityReady, by_arrival, put_back  # noqa: F401 (sessions import them from here)
 from .message import NEVER_MS, Message, QueueEntry
 from .paging import PagedIndex, PagingQueue, paging_mode
+from .promise import ON_DISK, Promise
 from .queue_args import QueueSettings
 from .selective import SelectiveDispatch
 
@@ -100,8 +101,10 @@ class Queue(SelectiveDispatch, PagingQueue):
         self._page_at = self._open_gate()
 
     # -- publishing ---------------------------------------------------------------------
-    def publish(self, message: Message, now: float) -> bool:
-        """Enqueue; False when the queue refused the message (overflow reject-publish)."""
+    def publish(self, message: Message, now: float) -> "bool | Promise":
+        """Enqueue. False when the queue refused the message (overflow reject-publish); True
+        when it is safe at once; ``promise.ON_DISK`` when it is safe once the store's writes
+        so far are on disk (see ``promise``)."""
         s = self.settings
         ttl = s.message_ttl
         exp = message.properties.get("expiration")
@@ -113,16 +116,19 @@ class Queue(SelectiveDispatch, PagingQueue):
             if per_msg is not None and (ttl is None or per_msg < ttl) and per_msg < NEVER_MS:
                 ttl = per_msg
         entry = QueueEntry(message, None if ttl is None else now + ttl / 1000.0)
+        safe: bool | Promise = True
         if self.bytes_ready >= self._page_at:  # a length limit, or past the memory ceiling
             if s.max_length is not None or s.max_length_bytes is not None:
                 if not self._make_room(entry):
                     return False
             if self._persist and message.persistent:
                 entry.store_id = self._store_add(message)
+                safe = ON_DISK
             if self._page_out(entry):
-                return True
+                return safe
         elif self._persist and message.persistent:
             entry.store_id = self._store_add(message)
+            safe = ON_DISK
         self.ready.append(entry)
         self.bytes_ready += entry.size
         if self.consumers:
@@ -132,7 +138,7 @@ class Queue(SelectiveDispatch, PagingQueue):
                 self.dispatch()
         if entry.expires_at is not None:
             self.expire(now)
-        return True
+        return safe
 
     def _make_room(self, entry: QueueEntry) -> bool:
         s = self.settings

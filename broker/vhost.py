@@ -16,6 +16,7 @@ from .profile import RABBITMQ, EngineProfile
 from .errors import AccessRefused, NotFound, PreconditionFailed, ResourceLocked
 from .exchange import EXCHANGE_TYPES, Binding, Exchange, freeze_arguments
 from .message import Message, QueueEntry
+from .promise import ON_DISK, AllOf, Promise, StoreWrites, both
 from .queue import Queue
 from .queue_port import QueuePort
 from .queue_args import QueueSettings, amqp_type_name
@@ -71,30 +72,52 @@ class VirtualHost:
         self.exchanges: dict[str, Exchange] = {}
         self.queues: dict[str, Queue] = {}
         self.direct_reply: dict[str, Callable[[Message], bool]] = {}
+        self._writes: StoreWrites | None = None  # the promise on the store's open batch (writes_safe)
         for xname, xtype in STANDARD_EXCHANGES:
             self.exchanges[xname] = Exchange(xname, xtype, durable=True, internal=xname == "amq.rabbitmq.trace")
 
     # -- publishing ---------------------------------------------------------------------
     def publish(self, exchange: str, routing_key: str, message: Message) -> tuple[int, bool]:
-        """Route and enqueue message. Returns (queues reached, whether any queue refused it).
+        """Route and enqueue message. Returns (queues reached, whether any queue refused it);
+        ``publish_safe`` also says when the message is safe."""
+        routed, refused, _ = self.publish_safe(exchange, routing_key, message)
+        return routed, refused
+
+    def publish_safe(self, exchange: str, routing_key: str, message: Message) -> tuple[int, bool, Promise | None]:
+        """Route and enqueue message: the core entry the protocols call. Returns (queues
+        reached, whether any queue refused it, when it is safe): None when it is safe at
+        once, else a ``promise.Promise`` kept when every queue that took it has it safe (on
+        disk for a durable classic queue). A confirm, receipt or PUBACK waits for it.
 
         Raises NotFound for an unknown exchange and AccessRefused for an internal one.
-        ActiveMQ: a message asking for scheduled delivery is held and counts as one queue
-        reached (PreconditionFailed for a bad schedule value).
+        ActiveMQ: a message asking for scheduled delivery is held (in memory, as ActiveMQ's
+        scheduler store is not kept by mqemu) and counts as one queue reached
+        (PreconditionFailed for a bad schedule value).
         """
         if self._scheduled and (
             exchange == "" or exchange in self.exchanges
         ) and activemq.maybe_schedule(self, exchange, routing_key, message):
-            return 1, False
+            return 1, False, None
         if exchange == "":
             q = self.queues.get(routing_key)
             if q is None:
                 reply = self.direct_reply.get(routing_key)
                 if reply is not None:
-                    return (1, False) if reply(message) else (0, False)
-                return 0, False
+                    return (1, False, None) if reply(message) else (0, False, None)
+                return 0, False, None
             if not message.properties.get("headers"):
-                return 1, not q.publish(message, self.clock())
+                r = q.publish(message, self.clock())
+                if r is True:
+                    return 1, False, None
+                if r is ON_DISK:  # writes_safe, inlined: the path of every durable publish
+                    ticket = self.store.barrier()  # type: ignore[union-attr]
+                    p = self._writes
+                    if p is None or p.ticket != ticket:
+                        p = self._writes = StoreWrites(self.store, ticket)  # type: ignore[arg-type]
+                    return 1, False, p
+                if r is False:
+                    return 1, True, None
+                return 1, False, self._promise(r)
         ex = self.exchanges.get(exchange)
         if ex is None:
             raise NotFound(f"no exchange '{exchange}' in vhost '{self.name}'")
@@ -103,13 +126,40 @@ class VirtualHost:
         keys = self._routing_keys(message, routing_key)
         queues = self._route(ex, message, keys)
         if not queues:
-            return 0, False
+            return 0, False, None
         now = self.clock()
         refused = False
+        safe: Promise | None = None
         for q in queues:
-            if not q.publish(message, now):
-                refused = True
-        return len(queues), refused
+            r = q.publish(message, now)
+            if r is not True:
+                if r is False:
+                    refused = True
+                else:
+                    safe = both(safe, r)
+        return len(queues), refused, None if safe is None else self._promise(safe)
+
+    def _promise(self, p: Promise) -> Promise:
+        """What a queue returned, with ``ON_DISK`` made a promise on the store's open batch."""
+        if p is ON_DISK:
+            p = self.writes_safe()
+        elif type(p) is AllOf:
+            p = AllOf([self.writes_safe() or q if q is ON_DISK else q for q in p.promises])
+        assert p is not None  # a queue stores only with a store that keeps messages
+        return p
+
+    def writes_safe(self) -> Promise | None:
+        """A promise kept once every store write made so far is on disk (a protocol's own
+        records too: MQTT's retained messages); None when the store keeps nothing. One
+        object per store batch."""
+        store = self.store
+        if store is None or not store.keeps_messages:
+            return None
+        ticket = store.barrier()
+        p = self._writes
+        if p is None or p.ticket != ticket:
+            p = self._writes = StoreWrites(store, ticket)
+        return p
 
     def _routing_keys(self, message: Message, routing_key: str) -> list[str]:
         """RabbitMQ's sender-selected distribution: CC and BCC headers add routing keys."""

@@ -266,7 +266,7 @@ class BasicMethods:
     def _route(self, m: spec.BasicPublish, msg: Message) -> None:
         conn = self.conn
         conn.published = True
-        routed, refused = conn.vhost.publish(m.exchange, m.routing_key, msg)
+        routed, refused, safe = conn.vhost.publish_safe(m.exchange, m.routing_key, msg)
         if not routed and m.mandatory:
             ret = spec.BasicReturn(reply_code=312, reply_text="NO_ROUTE", exchange=m.exchange,
                                    routing_key=m.routing_key)
@@ -279,21 +279,48 @@ class BasicMethods:
         if self.confirm:
             self.publish_seq = seq = self.publish_seq + 1
             if refused:
-                self.flush_confirms()
-                self._confirmed = seq
-                conn.send(encode_method(self.number, spec.BasicNack(delivery_tag=seq, multiple=False, requeue=False)))
+                if self._unsafe:  # nacked once the publishes before it are confirmed
+                    self._unsafe.append(-seq)
+                else:
+                    self._nack(seq)
                 return
-            store = conn.broker.store
-            if routed and store.keeps_messages and msg.persistent:
-                store.when_durable(store.barrier(), lambda: self._confirm_durable(seq))
-            else:
+            if safe is not None:  # the core's promise: on disk (or, replicated, on a majority)
+                self._unsafe.append(seq)
+                safe.then(lambda: self._confirm_safe(seq))
+            elif not self._unsafe:
                 self._confirm_upto = seq
                 conn.confirming.add(self)
+            # else: safe now, confirmed with the older publishes still waiting
 
-    def _confirm_durable(self, seq: int) -> None:
-        if not self.closing and self.conn.channels.get(self.number) is self:
-            self._confirm_upto = max(self._confirm_upto, seq)
-            self.flush_confirms()
+    def _confirm_safe(self, seq: int) -> None:
+        if self.closing or self.conn.channels.get(self.number) is not self:
+            return
+        unsafe = self._unsafe
+        if unsafe[0] == seq:
+            unsafe.popleft()
+        else:  # kept before an older promise (promises of different queues)
+            unsafe.remove(seq)
+        if unsafe:
+            nxt = unsafe[0]
+            while nxt < 0:  # a refused publish, now that those before it are safe
+                unsafe.popleft()
+                self._confirm_upto = max(self._confirm_upto, -nxt - 1)
+                self._nack(-nxt)
+                if not unsafe:
+                    break
+                nxt = unsafe[0]
+            upto = nxt - 1 if unsafe else self.publish_seq
+        else:
+            upto = self.publish_seq
+        if upto > self._confirm_upto:
+            self._confirm_upto = upto
+        self.flush_confirms()
+
+    def _nack(self, seq: int) -> None:
+        """basic.nack for a refused publish, after the acks of every publish before it."""
+        self.flush_confirms()
+        self._confirmed = seq
+        self.conn.send(encode_method(self.number, spec.BasicNack(delivery_tag=seq, multiple=False, requeue=False)))
 
     def flush_confirms(self) -> None:
         """Send one basic.ack for every publish confirmed since the last (multiple=true)."""

@@ -12,6 +12,7 @@ outbound buffer.
 
 from __future__ import annotations
 
+from collections import deque
 from typing import TYPE_CHECKING, Any
 
 from mqemu.broker.errors import BrokerError, NotFound
@@ -52,6 +53,10 @@ class Channel(BasicMethods):
         self.publish_seq = 0
         self._confirm_upto = 0
         self._confirmed = 0
+        # Publishes waiting for their promise (``VirtualHost.publish_safe``), in order: no
+        # confirm covers one of them before it is safe (-seq: a refused publish behind
+        # them, nacked when they are confirmed).
+        self._unsafe: deque[int] = deque()
         self.tx: list[tuple[str, Any]] | None = None
         self.reply_to_name: str | None = None
         # While this channel deletes a queue, its own cancel notifications wait here: they

@@ -1,11 +1,11 @@
 """The acknowledgements a connection sends for PUBLISH and PUBREL (PUBACK, PUBREC, PUBCOMP),
-held until the store has what they acknowledge on disk: the part of ``MqttConnection`` that
-owns that state (``MqttConnection.acks``).
+held until what they acknowledge is safe: the part of ``MqttConnection`` that owns that
+state (``MqttConnection.acks``).
 
-A PUBACK or PUBREC for a persistent message the store keeps (QoS >= 1 reaching a queue, or a
-retained message's record) is held until the store's batch holding it is committed
-(``Store.when_durable``), as AMQP publisher confirms are; acks behind a held one wait with it,
-so acknowledgements keep the order of the packets they answer.
+A PUBACK or PUBREC waits for the core's promise (``VirtualHost.publish_safe``: on disk for a
+durable queue that took the message; ``VirtualHost.writes_safe`` for a retained message's
+record), as AMQP publisher confirms do; acks behind a held one wait with it, so
+acknowledgements keep the order of the packets they answer.
 """
 
 from __future__ import annotations
@@ -15,50 +15,49 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from mqemu.broker.store.base import Store
+    from mqemu.broker.promise import Promise
 
 
 class AckGate:
-    """Owns the held acknowledgements: ``send`` (needs no disk write) and ``send_durable``
-    (waits for every store write made so far)."""
+    """Owns the held acknowledgements: ``send`` (nothing to wait for, but behind any held
+    one) and ``send_after`` (waits for a promise too)."""
 
-    __slots__ = ("_gone", "_send", "durable", "held", "held_ticket", "store", "durable_upto")
+    __slots__ = ("_gone", "_send", "held", "held_promise", "kept")
 
-    def __init__(self, store: Store, send: Callable[[bytes], None], gone: Callable[[], bool]) -> None:
-        self.store = store
-        self.durable = store.keeps_messages  # False: nothing is ever held
+    def __init__(self, send: Callable[[bytes], None], gone: Callable[[], bool]) -> None:
         self._send = send  # the connection's send
         self._gone = gone  # the connection is closed or lingering: held acks are dropped
-        # (ticket, bytes), ticket 0 for one that only waits for those before it
-        self.held: deque[tuple[int, bytes]] = deque()
-        self.held_ticket = 0
-        self.durable_upto = 0
+        # [promise, bytes]; promise None for one that only waits for those before it
+        self.held: deque[list] = deque()
+        self.held_promise: Promise | None = None  # the last promise waited for
+        self.kept: Promise | None = None  # the last promise kept
 
     def send(self, data: bytes) -> None:
-        """An acknowledgement that needs no disk write, behind any held one."""
+        """An acknowledgement that waits for nothing but the held ones before it."""
         if self.held:
-            self.held.append((0, data))
+            self.held.append([None, data])
         else:
             self._send(data)
 
-    def send_durable(self, data: bytes) -> None:
-        """Send data once every store write made so far is on disk."""
-        store = self.store
-        ticket = store.barrier()
-        if ticket <= self.durable_upto:
+    def send_after(self, promise: Promise | None, data: bytes) -> None:
+        """Send data once promise is kept (None, or kept already: as ``send``)."""
+        if promise is None or promise is self.kept:
             self.send(data)
             return
-        self.held.append((ticket, data))
-        if ticket != self.held_ticket:
-            self.held_ticket = ticket
-            store.when_durable(ticket, lambda: self._durable(ticket))
+        self.held.append([promise, data])
+        if promise is not self.held_promise:  # one callback per promise (per store batch)
+            self.held_promise = promise
+            promise.then(lambda: self._kept(promise))
 
-    def _durable(self, ticket: int) -> None:
-        self.durable_upto = max(self.durable_upto, ticket)
+    def _kept(self, promise: Promise) -> None:
+        self.kept = promise
         held = self.held
         if self._gone():
             held.clear()  # the connection is gone: the client resends what was not acked
             return
+        for item in held:
+            if item[0] is promise:
+                item[0] = None
         send = self._send
-        while held and held[0][0] <= ticket:
+        while held and held[0][0] is None:
             send(held.popleft()[1])

@@ -9,9 +9,9 @@ place in the client's receive maximum until PUBCOMP. With a publish pump
 (``server.PublishPump``), routing waits for the end of the scheduler pass; without one (unit
 tests) it is immediate.
 
-Acknowledgements wait for the disk (``acks.AckGate``): a PUBACK or PUBREC for a persistent
-message the store keeps (QoS >= 1 reaching a queue, or a retained message's record) is held
-until the store's batch holding it is committed (``Store.when_durable``), as AMQP publisher
+Acknowledgements wait until the message is safe (``acks.AckGate``): a PUBACK or PUBREC is
+held until the core's promise is kept (``VirtualHost.publish_safe``: on disk for a durable
+queue that took it; ``writes_safe`` for a retained message's record), as AMQP publisher
 confirms are; acks behind a held one wait with it, so PUBACKs keep the order of the PUBLISH
 packets.
 """
@@ -22,6 +22,7 @@ import logging
 from typing import Any
 
 from mqemu.broker.errors import AccessRefused, BrokerError
+from mqemu.broker.promise import both
 
 from .acks import AckGate
 from .mapping import to_message
@@ -75,8 +76,8 @@ class Inbound:
         self.publish_allowed: dict[str, bool] = {}
         self.keys: dict[str, str] = {}  # topic -> routing key cache
         self.aliases_in: dict[int, str] = {}
-        # PUBACK/PUBREC/PUBCOMP held until the store has what they acknowledge on disk.
-        self.acks = AckGate(broker.store, conn.send,
+        # PUBACK/PUBREC/PUBCOMP held until what they acknowledge is safe (the core's promise).
+        self.acks = AckGate(conn.send,
                             lambda: conn.closing or conn.linger_until is not None)
         # Set at CONNECT (``open``).
         self.level = 4
@@ -147,23 +148,20 @@ class Inbound:
 
     def _route(self, topic: str, msg: Any, qos: int, retain: bool, pid: int | None,
                props: dict[str, Any] | None) -> None:
-        durable = False
+        recorded = False
         if retain and not (self.topic_guard and self.broker.auth.topic_unreadable(msg.routing_key)):
             expiry = props.get("message_expiry_interval") if props else None
-            durable = retained_store(self.broker, self.vhost.name).put(
+            recorded = retained_store(self.broker, self.vhost.name).put(
                 topic, msg, qos, None if expiry is None else self.vhost.clock() + expiry)
         try:
-            routed, _ = self.vhost.publish("amq.topic", msg.routing_key, msg)
+            _, _, safe = self.vhost.publish_safe("amq.topic", msg.routing_key, msg)
         except BrokerError as e:
             log.warning("publish failed: %s", e, extra={"conn": self.conn.conn_id})
-            routed = 0
+            safe = None
         if qos:
-            ack = (_PUBACK if qos == 1 else _PUBREC) + pid.to_bytes(2, "big")  # type: ignore[union-attr]
-            acks = self.acks
-            if acks.durable and (durable or routed):
-                acks.send_durable(ack)
-            else:
-                acks.send(ack)
+            if recorded or (qos == 2 and self.session.persistent):  # a record: retained, or the QoS 2 id
+                safe = both(safe, self.vhost.writes_safe())
+            self.acks.send_after(safe, (_PUBACK if qos == 1 else _PUBREC) + pid.to_bytes(2, "big"))  # type: ignore[union-attr]
 
     def _ack_denied(self, qos: int, pid: int | None) -> None:
         if qos == 0:

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from mqemu.broker.promise import both
+
 from .codec import Frame
 from .errors import StompError, protocol_exception
 
@@ -150,12 +152,13 @@ class SettleMixin:
         del self.transactions[f.headers["transaction"]]
         at_commit = self.flavour.TX_SEND_RECEIPT_AT_COMMIT
         receipts: list[str] = []
-        wait = False
+        safe = None
         for frame in work:
             if frame.command == "SEND":
                 receipt = frame.headers.get("receipt") if at_commit else None
-                if self._publish(frame, receipt is not None):
-                    wait = True
+                kept = self._publish(frame)
+                if kept is not None and receipt is not None:
+                    safe = both(safe, kept)
                 if receipt is not None:
                     receipts.append(receipt)
             else:
@@ -163,8 +166,8 @@ class SettleMixin:
         if not receipts:
             return False
         self._receipt(f)
-        if wait:
-            self._receipt_when_durable(receipts)
+        if safe is not None:
+            safe.then(lambda: self._late_receipts(receipts))
         else:
             self._late_receipts(receipts)
         return True

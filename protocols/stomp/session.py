@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from mqemu.broker.errors import AuthenticationFailed, BrokerError, PreconditionFailed
 from mqemu.broker.message import Message
+from mqemu.broker.promise import both
 from mqemu.protocols.session_base import ClosedReason, SessionBase
 
 from .acks import Deliveries, SettleMixin
@@ -50,6 +51,7 @@ from .subscription import Subscription, destination_header
 if TYPE_CHECKING:
     from mqemu.broker.auth import User
     from mqemu.broker.core import Broker
+    from mqemu.broker.promise import Promise
     from mqemu.broker.vhost import VirtualHost
 
 log = logging.getLogger("mqemu.protocols.stomp")
@@ -318,21 +320,17 @@ class StompSession(SettleMixin, SubscribeMixin, SessionBase):
         return self._send(f)
 
     def _send(self, f: Frame) -> bool:
-        """Publish a SEND; True when its receipt will come later (once on disk)."""
+        """Publish a SEND; True when its receipt will come later (once safe: on disk)."""
         receipt = f.headers.get("receipt")
-        if self._publish(f, receipt is not None) and receipt is not None:
-            self._receipt_when_durable([receipt])
+        safe = self._publish(f)
+        if safe is not None and receipt is not None:
+            safe.then(lambda: self._late_receipts([receipt]))
             return True
         return False
 
-    def _receipt_when_durable(self, receipts: list[str]) -> None:
-        """The receipts of persistent messages, once the store has them on disk."""
-        store = self.broker.store
-        store.when_durable(store.barrier(), lambda: self._late_receipts(receipts))
-
-    def _publish(self, f: Frame, receipted: bool) -> bool:
-        """Route a SEND's message; with ``receipted``, True when its receipt must wait for
-        the store (a persistent message that reached a queue, a store that keeps them)."""
+    def _publish(self, f: Frame) -> "Promise | None":
+        """Route a SEND's message; returns the core's promise of when it is safe (None: at
+        once), which its receipt waits for."""
         h = f.headers
         dest = h.get("destination")
         if dest is None:
@@ -364,7 +362,6 @@ class StompSession(SettleMixin, SubscribeMixin, SessionBase):
         self.published = True
         vhost = self.vhost
         body = f.body
-        routed = 0
         allowed = self.write_allowed
         fields = None if amqp_form or "content-length" in h else TEXT_FIELDS
         for exchange, _key in targets:
@@ -379,12 +376,13 @@ class StompSession(SettleMixin, SubscribeMixin, SessionBase):
                     self.check_topic("write", key)
                     if len(allowed) < 1024:
                         allowed.add((exchange, key))
+        safe = None
         for exchange, key in targets:
             msg = Message(exchange, key, body, props if len(targets) == 1 else dict(props), fields=fields)
-            n, _refused = vhost.publish(exchange, key, msg)
-            routed += n
-        # The receipt of a persistent message waits until it is on disk.
-        return receipted and routed > 0 and props.get("delivery_mode") == 2 and self.broker.store.keeps_messages
+            _n, _refused, kept = vhost.publish_safe(exchange, key, msg)
+            if kept is not None:
+                safe = both(safe, kept)
+        return safe
 
     def _late_receipts(self, receipts: list[str]) -> None:
         if self.state is State.CONNECTED:

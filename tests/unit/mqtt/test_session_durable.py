@@ -170,3 +170,21 @@ def test_unsubscribe_of_last_member_deletes_group_queue(broker: Broker) -> None:
     a.send(Unsubscribe(2, ("$share/g/u",)))
     a.recv()
     assert "mqtt-shared-g-u" not in broker.vhosts["/"].queues
+
+
+def test_puback_waits_for_the_core_promise_only() -> None:
+    """A QoS 1 message that no durable queue keeps (a clean session's queue) is safe at once;
+    a retained one waits for its record, and acks keep their order behind it."""
+    store = SlowStore()
+    broker = Broker(store=store, clock=Clock())
+    sub = Client(broker)
+    sub.connect("s", clean=True)
+    sub.subscribe(Subscription("t", 1))
+    pub = Client(broker)
+    pub.connect("p")
+    pub.send(Publish("t", b"1", qos=1, packet_id=1))
+    assert pub.recv() == [Puback(1)]  # no write to wait for
+    pub.send(Publish("t", b"2", qos=1, packet_id=2, retain=True), Publish("t", b"3", qos=1, packet_id=3))
+    assert pub.recv() == []  # the retained record is not on disk; 3 waits behind 2
+    store.commit()
+    assert pub.recv() == [Puback(2), Puback(3)]

@@ -1,0 +1,99 @@
+"""Promises the core keeps: when a published message is safe.
+
+``VirtualHost.publish_safe`` returns, besides what it routed, None when the message is safe
+at once (no queue that took it keeps it anywhere but in memory) or a ``Promise``, whose
+``then(callback)`` calls back once the message is safe. A publisher confirm, a STOMP
+receipt or an MQTT PUBACK/PUBREC waits for it; no protocol asks the store itself.
+
+What "safe" means is the queue's to say, in what ``Queue.publish`` returns: True (taken,
+nothing to wait for), False (refused) or a promise.
+- A classic durable queue that stored the message returns ``ON_DISK``, a marker the vhost
+  turns into one promise on the store's open batch (``StoreWrites``: kept when every store
+  write made so far is on disk, the store's group commit). One such promise is made per
+  batch and shared by every publish in it, so waiting costs no object per message.
+- A replicated (quorum) queue returns its own promise, kept when a majority of its
+  members have the message; a publish that reaches both kinds waits for ``both``.
+
+A promise calls back on the event loop, never before ``then`` returns unless it is kept
+already, and never if the node stops first.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Callable
+
+if TYPE_CHECKING:
+    from .store.base import Store
+
+
+class Promise:
+    """Kept once what it promises holds; ``then(callback)`` calls back then (at once if it
+    is kept already)."""
+
+    __slots__ = ()
+
+    def then(self, callback: Callable[[], None]) -> None:
+        raise NotImplementedError
+
+
+class _OnDisk(Promise):
+    """What a queue that stored the message returns; the vhost makes it a ``StoreWrites``."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "ON_DISK"
+
+
+ON_DISK = _OnDisk()
+
+
+class StoreWrites(Promise):
+    """Kept when the store's writes up to ``ticket`` (``Store.barrier``) are on disk."""
+
+    __slots__ = ("store", "ticket")
+
+    def __init__(self, store: "Store", ticket: int) -> None:
+        self.store = store
+        self.ticket = ticket
+
+    def then(self, callback: Callable[[], None]) -> None:
+        self.store.when_durable(self.ticket, callback)
+
+    def __repr__(self) -> str:
+        return f"StoreWrites({self.ticket})"
+
+
+class AllOf(Promise):
+    """Kept when every one of ``promises`` is."""
+
+    __slots__ = ("promises",)
+
+    def __init__(self, promises: list[Promise]) -> None:
+        self.promises = promises
+
+    def then(self, callback: Callable[[], None]) -> None:
+        left = [len(self.promises)]
+
+        def one_kept() -> None:
+            left[0] -= 1
+            if left[0] == 0:
+                callback()
+
+        for p in self.promises:
+            p.then(one_kept)
+
+    def __repr__(self) -> str:
+        return f"AllOf({self.promises!r})"
+
+
+def both(a: Promise | None, b: Promise | None) -> Promise | None:
+    """A promise kept when a and b are (None: nothing to wait for)."""
+    if a is None or a is b:
+        return b
+    if b is None:
+        return a
+    if type(a) is StoreWrites and type(b) is StoreWrites and a.store is b.store:
+        return a if a.ticket >= b.ticket else b  # a later batch covers the earlier ones
+    parts = (a.promises if type(a) is AllOf else [a]) + (b.promises if type(b) is AllOf else [b])
+    return AllOf(parts)
