@@ -222,7 +222,9 @@ class Node:
                 "events": list(self.events)}
 
     def _event(self, kind: str, **fields: Any) -> None:
-        self.events.append({"time": time.time(), "event": kind, **fields})
+        # ``time``: wall clock, for people; ``mono``: CLOCK_MONOTONIC, comparable with the
+        # histories of any process on this machine (``history.facts_records``)
+        self.events.append({"time": time.time(), "mono": time.monotonic(), "event": kind, **fields})
         self._write_status()
 
     def _set_role(self, role: str) -> None:

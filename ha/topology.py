@@ -9,10 +9,14 @@ ActiveMQ's does, and a node that dies takes its clients' connections with it.
 
 Modes: ``single`` (one node) and ``active-standby`` (two nodes on one data directory: the
 first to take the lock is active; the other waits as a standby and takes over, see
-``node.Node``). Faults (``fault``) are addressed to a node by name or by role (``active``,
-``standby``, ``all``): process faults (kill, stop, start, restart, pause, resume) and network
-faults on the node's proxies (the toxics of ``toxics``, and ``down``). Every role change and
-fault is kept in ``events`` with its time, for the timeline a checker draws.
+``node.Node``), and ``external``: no node process, only proxies in front of TCP endpoints
+someone else runs (a real RabbitMQ or ActiveMQ), always listening, so a scenario's network
+faults can be replayed against the real engine. Faults (``fault``) are addressed to a node by
+name or by role (``active``, ``standby``, ``all``): process faults (kill, stop, start,
+restart, pause, resume; not on an external node) and network faults on the node's proxies
+(the toxics of ``toxics``, and ``down``). Every role change and fault is kept in ``events``
+with its time, every fault in ``faults`` with its start and end, and ``facts()`` gives them
+with each node's own events for a workload's history (``history.facts_records``).
 """
 
 from __future__ import annotations
@@ -37,7 +41,7 @@ from .toxics import TOXIC_TYPES
 
 log = logging.getLogger("mqemu.ha.topology")
 
-MODES = {"single": 1, "active-standby": 2}
+MODES = {"single": 1, "active-standby": 2, "external": 0}  # external: one node per target node name
 PROCESS_FAULTS = ("kill", "stop", "start", "restart", "pause", "resume")
 NETWORK_FAULTS = tuple(TOXIC_TYPES)  # "down" included
 ROLES = ("active", "standby", "all")
@@ -60,6 +64,25 @@ class TopologyOptions:
     config_file: str | None = None
     ready_file: str | None = None
     protocols: tuple[str, ...] = tuple(PROTOCOLS)
+    # external mode: "PROTOCOL" or "NODE/PROTOCOL" -> "HOST:PORT" of the broker to proxy
+    # (NODE defaults to node-1), e.g. {"amqp": "127.0.0.1:5672", "node-2/stomp": "10.0.0.2:61613"}
+    targets: dict[str, str] | None = None
+
+
+def parse_targets(targets: dict[str, str]) -> dict[str, dict[str, tuple[str, int]]]:
+    """External mode's targets by node: {"node-1": {"amqp": ("h", 5672)}}. Raises TopologyError."""
+    nodes: dict[str, dict[str, tuple[str, int]]] = {}
+    for key, address in targets.items():
+        node, _, proto = key.rpartition("/")
+        if proto not in PROTOCOLS:
+            raise TopologyError(f"target {key!r}: the protocol is one of {', '.join(PROTOCOLS)}")
+        host, _, port = str(address).rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise TopologyError(f"target {key}={address!r}: give HOST:PORT")
+        nodes.setdefault(node or "node-1", {})[proto] = (host.strip("[]"), int(port))
+    if not nodes:
+        raise TopologyError("external mode needs at least one target, e.g. amqp=127.0.0.1:5672")
+    return nodes
 
 
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
@@ -83,9 +106,17 @@ class NodeProcess:
         self.proc: subprocess.Popen | None = None
         self.paused = False
         self.events: list[dict[str, Any]] = []  # the running process's own events (its status file)
+        self.past_events: list[dict[str, Any]] = []  # those of its earlier processes (before a restart)
 
     def start(self) -> None:
         """Start the process (from the trio thread: the death signal follows that thread)."""
+        try:
+            with open(self.status_path) as f:  # the last words of the previous process
+                self.events = json.load(f).get("events", self.events)
+        except (OSError, ValueError):
+            pass
+        self.past_events += self.events
+        self.events = []
         try:
             os.unlink(self.status_path)
         except FileNotFoundError:
@@ -141,10 +172,22 @@ class Topology:
         self.data_dir = options.data_dir
         if self.data_dir is None and options.mode == "active-standby":
             self.data_dir = os.path.join(self.workdir, "data")
-        self.nodes = [NodeProcess(f"node-{i + 1}", self._argv(), self.workdir) for i in range(MODES[options.mode])]
+        self.external: dict[str, dict[str, tuple[str, int]]] = {}
+        if options.mode == "external":
+            self.external = parse_targets(options.targets or {})
+            self.engine = options.engine or "external"
+            self.nodes = [NodeProcess(name, [], self.workdir) for name in self.external]
+        else:
+            if options.targets:
+                raise TopologyError("targets are for --mode external (proxies in front of a broker mqemu does "
+                                    "not run)")
+            self.nodes = [NodeProcess(f"node-{i + 1}", self._argv(), self.workdir)
+                          for i in range(MODES[options.mode])]
         self.proxies: ProxySet | None = None
-        self.roles: dict[str, str] = {}
+        self.roles: dict[str, str] = {name: "external" for name in self.external}
         self.events: list[dict[str, Any]] = []
+        self.faults: list[dict[str, Any]] = []  # every fault with its start and end (``facts``)
+        self._open_toxics: dict[str, dict[str, Any]] = {}  # "proxy:toxic" -> the fault that added it
         self.control_url: str | None = None
         self._port_taken: set[str] = set()  # proxies whose port another socket holds now
 
@@ -168,15 +211,19 @@ class Topology:
         cancelled, then stop every node (SIGTERM, then SIGKILL after ``STOP_GRACE``)."""
         async with open_proxies() as proxies:
             self.proxies = proxies
+            for name, targets in self.external.items():
+                for proto, upstream in targets.items():
+                    await proxies.add(f"{name}/{proto}", upstream, (self.options.host, 0),
+                                      enabled=True, tags={"node": name, "protocol": proto})
             for node in self.nodes:
-                for proto in self.options.protocols:
+                for proto in self.options.protocols if not self.external else ():
                     await proxies.add(f"{node.name}/{proto}", (self.options.host, 1), (self.options.host, 0),
                                       enabled=False, tags={"node": node.name, "protocol": proto})
             try:
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(self._watch)
                     # The first node takes the lock before the second starts, so node-1 is active.
-                    for node in self.nodes:
+                    for node in self.nodes if not self.external else ():
                         node.start()
                         await self._wait_for(lambda n=node: self.roles.get(n.name) in ("active", "standby"), 30,
                                              f"{node.name} did not start (see {node.log_path})")
@@ -249,7 +296,7 @@ class Topology:
             self._port_taken.discard(proxy.name)
 
     def _event(self, kind: str, **fields: Any) -> None:
-        self.events.append({"time": time.time(), "event": kind, **fields})
+        self.events.append({"time": time.time(), "mono": time.monotonic(), "event": kind, **fields})
 
     # -- faults ---------------------------------------------------------------------------
     def resolve(self, target: str) -> list[NodeProcess]:
@@ -262,25 +309,51 @@ class Topology:
             found = [n for n in self.nodes if n.name == target]
         if not found:
             known = ", ".join([n.name for n in self.nodes] + list(ROLES))
+            if self.external:
+                known = ", ".join([n.name for n in self.nodes] + ["all"])
+                raise TopologyError(f"no node is {target!r}: an external topology does not know its brokers' "
+                                    f"roles; targets: {known}")
             raise TopologyError(f"no node is {target!r} now (roles: {self.roles}); targets: {known}")
         return found
 
     async def fault(self, action: str, target: str, *, protocol: str | None = None, **params: Any) -> dict[str, Any]:
         """Apply a fault; returns what it did (nodes, toxic names). Raises TopologyError."""
         nodes = self.resolve(target)
-        self._event("fault", action=action, target=target, nodes=[n.name for n in nodes],
+        if action in PROCESS_FAULTS and self.external:
+            raise TopologyError(f"{action}: the nodes of an external topology are brokers mqemu does not run; "
+                                f"only network faults apply ({', '.join(NETWORK_FAULTS)}; heal)")
+        names = [n.name for n in nodes]
+        self._event("fault", action=action, target=target, nodes=names,
                     **({"protocol": protocol} if protocol else {}), **params)
-        log.info("fault %s %s", action, target, extra={"nodes": [n.name for n in nodes]})
-        if action in PROCESS_FAULTS:
-            for node in nodes:
-                await self._process_fault(action, node)
-            self.refresh()
-            return {"action": action, "nodes": [n.name for n in nodes]}
-        if action in NETWORK_FAULTS:
-            return {"action": action, "nodes": [n.name for n in nodes],
-                    "toxics": self._network_fault(action, nodes, protocol, params)}
+        log.info("fault %s %s", action, target, extra={"nodes": names})
         if action in ("heal", "remove"):
-            return {"action": action, "removed": self._heal(nodes, protocol, params.get("name"))}
+            removed = self._heal(nodes, protocol, params.get("name"))
+            self._faults_healed(removed)
+            return {"action": action, "removed": removed}
+        if action not in PROCESS_FAULTS and action not in NETWORK_FAULTS:
+            raise TopologyError(f"unknown fault {action!r}; process: {', '.join(PROCESS_FAULTS)}; "
+                                f"network: {', '.join(NETWORK_FAULTS)}; heal")
+        entry: dict[str, Any] = {"id": len(self.faults) + 1, "action": action, "target": target, "nodes": names,
+                                 "time": time.monotonic(), "wall": time.time(), "end": None,
+                                 **({"protocol": protocol} if protocol else {}), **params}
+        self.faults.append(entry)
+        try:
+            if action in PROCESS_FAULTS:
+                for node in nodes:
+                    await self._process_fault(action, node)
+                self.refresh()
+                return {"action": action, "nodes": names}
+            toxics = self._network_fault(action, nodes, protocol, params)
+            entry["toxics"] = toxics
+            for name in toxics:
+                self._open_toxics[name] = entry
+            return {"action": action, "nodes": names, "toxics": toxics}
+        except BaseException as e:
+            entry["error"] = str(e) or type(e).__name__
+            raise
+        finally:
+            if action in PROCESS_FAULTS or "toxics" not in entry:
+                entry["end"] = time.monotonic()  # a network fault ends when heal removes its toxics
         raise TopologyError(f"unknown fault {action!r}; process: {', '.join(PROCESS_FAULTS)}; "
                             f"network: {', '.join(NETWORK_FAULTS)}; heal")
 
@@ -322,6 +395,15 @@ class Topology:
                 names.append(f"{proxy.name}:{toxic.name}")
         return names
 
+    def _faults_healed(self, removed: list[str]) -> None:
+        """A network fault is over once every toxic it added is removed."""
+        now = time.monotonic()
+        for name in removed:
+            entry = self._open_toxics.pop(name, None)
+            if entry is not None and entry["end"] is None and not any(
+                    e is entry for e in self._open_toxics.values()):
+                entry["end"] = now
+
     def _heal(self, nodes: list[NodeProcess], protocol: str | None, name: str | None) -> list[str]:
         removed = []
         for node in nodes:
@@ -352,6 +434,8 @@ class Topology:
             ports = {p.tags["protocol"]: p.listen_port for p in self.proxies.select(node=node.name)}
             nodes.append({"name": node.name, "pid": node.pid, "role": self.roles.get(node.name, "starting"),
                           "paused": node.paused, "ports": ports, "events": list(node.events)})
+            if self.external:
+                nodes[-1]["upstream"] = {p: f"{h}:{port}" for p, (h, port) in self.external[node.name].items()}
             for proto, port in ports.items():
                 endpoints[proto].append(f"{host}:{port}")
         return {"mode": self.mode, "engine": self.engine, "control": self.control_url, "data_dir": self.data_dir,
@@ -359,6 +443,15 @@ class Topology:
                 "failover": {proto: "failover:(" + ",".join(f"tcp://{e}" for e in eps) + ")"
                              for proto, eps in endpoints.items()},
                 "events": list(self.events)}
+
+    def facts(self) -> dict[str, Any]:
+        """What happened, for a workload's history (``history.facts_records``): every fault with
+        its start and end, the supervisor's events and every node process's own events (those
+        of earlier processes too), each with ``mono`` (CLOCK_MONOTONIC) times, and this
+        process's clock now."""
+        return {"clock": {"time": time.monotonic(), "wall": time.time()}, "faults": [dict(f) for f in self.faults],
+                "events": list(self.events),
+                "nodes": {n.name: n.past_events + n.events for n in self.nodes}}
 
     def _write_ready_file(self) -> None:
         path = self.options.ready_file

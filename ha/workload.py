@@ -302,6 +302,9 @@ def add_workload_command(sub: Any) -> None:
     p.add_argument("--drain", type=float, default=5.0,
                    help="after publishing, wait at most this long without a new delivery (default 5 s)")
     p.add_argument("--timeout", type=float, default=5.0, help="connect/confirm timeout in s (default 5)")
+    p.add_argument("--control", metavar="URL", default=None,
+                   help="the topology's control URL: at the end, add to the history the faults applied meanwhile "
+                   "(by `mqemu fault` from any shell) and the nodes' events (lock, recovery, listeners, roles)")
     p.add_argument("--log-level", default="warning", choices=("debug", "info", "warning", "error"))
     p.add_argument("--log-format", default="text", choices=("text", "json"))
     p.set_defaults(run=run_workload)
@@ -325,6 +328,15 @@ def run_workload(args: argparse.Namespace) -> int:
             pass
     except KeyboardInterrupt:
         w.stop()
+    if args.control:
+        from .control import ControlClient, ControlError
+        from .history import append_facts
+        try:
+            added = append_facts(args.history, ControlClient(args.control).facts())
+        except ControlError as e:
+            print(f"mqemu workload: the topology's faults are not in the history: {e}", file=sys.stderr)
+            return 1
+        print(f"added {added} fault and node records from {args.control}")
     print(f"published {len(w.attempted)} (acknowledged {w.confirmed}), delivered {len(w.delivered)}; "
           f"history in {args.history} (mqemu check {args.history})")
     return 0
