@@ -162,7 +162,6 @@ def ha_up(args: argparse.Namespace) -> int:
     async def run() -> None:
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
             async with open_topology_of(topology):
-                topology._write_ready_file()  # now with the control URL
                 st = topology.status()
                 for node in st["nodes"]:
                     upstream = node.get("upstream", {})  # external mode: the broker behind each proxy

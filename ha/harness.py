@@ -25,6 +25,7 @@ async def open_topology_of(topology: Topology) -> AsyncIterator[Topology]:
     async with trio.open_nursery() as nursery:
         await nursery.start(topology.run)
         control = ControlServer(topology)
+        topology.write_ready_file()  # with the control URL
         try:
             yield topology
         finally:

@@ -9,7 +9,9 @@
 - ``mqemu_active_standby``: an ActiveMQ-engine active/standby pair, each node its own process,
   behind fault proxies (``harness.TopologyThread``): ``.endpoints("stomp")``,
   ``.failover("stomp")``, ``.kill("active")``, ``.pause("standby")``, ``with
-  pair.down("active"):`` ...; ``mqemu_topology`` is the factory for other settings.
+  pair.down("active"):`` ...; ``mqemu_topology`` is the factory for other settings
+  (``mode="single"``, ``engine="rabbitmq"``, ``timing="engine"``, or ``mode="external",
+  targets={"amqp": "HOST:PORT"}`` for proxies in front of a broker the test does not run).
 - ``mqemu_harness``: workloads through that pair's endpoints, faults recorded in their
   histories, and the checker's verdict (``harness.Harness``): ``h.workload("stomp",
   count=500)``, ``h.fault("kill", "active")``, ``h.check().counts.lost == 0``.

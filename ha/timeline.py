@@ -165,7 +165,7 @@ def _write_png(records: list[dict[str, Any]], verdict: Verdict, path: str) -> No
             nodes_ax.scatter([r["time"] - start for r in mine], [node_lanes.index(r["process"]) for r in mine],
                              marker="|", s=200, color=MARKS[key][0], label=MARKS[key][1])
         nodes_ax.set_yticks(range(len(node_lanes)), node_lanes)
-        nodes_ax.set_ylim(-0.5, len(node_lanes) - 0.5)
+        nodes_ax.set_ylim(-0.5, len(node_lanes) + 0.5)  # room above the lanes for the legend
         nodes_ax.legend(loc="upper left", fontsize="small", ncol=len(MARKS))
     else:
         fig, ax = plt.subplots(figsize=(12, 4))
@@ -176,7 +176,7 @@ def _write_png(records: list[dict[str, Any]], verdict: Verdict, path: str) -> No
         ax.axvspan(w.start - start, max(w_end - start, w.start - start + width), color="#d62728", alpha=0.15)
     for u in verdict.unavailable:
         ax.axvspan(u.start - start, (u.end if u.end is not None else end) - start, ymax=0.04, color="#ff7f0e")
-    ax.set_xlabel("s")
+    (nodes_ax if facts else ax).set_xlabel("s")
     ax.set_ylabel("per s")
     ax.legend(loc="upper right")
     fig.savefig(path, dpi=100)

@@ -227,8 +227,7 @@ class Topology:
                         node.start()
                         await self._wait_for(lambda n=node: self.roles.get(n.name) in ("active", "standby"), 30,
                                              f"{node.name} did not start (see {node.log_path})")
-                    self._write_ready_file()
-                    task_status.started(self)
+                    task_status.started(self)  # the ready file is written once the control endpoint is up
             finally:
                 with trio.CancelScope(shield=True):
                     await self._stop_all()
@@ -453,7 +452,9 @@ class Topology:
                 "events": list(self.events),
                 "nodes": {n.name: n.past_events + n.events for n in self.nodes}}
 
-    def _write_ready_file(self) -> None:
+    def write_ready_file(self) -> None:
+        """The topology as JSON in the ready file (if any), written at once (a reader never
+        sees half of it); ``open_topology_of`` calls it once the control endpoint is up."""
         path = self.options.ready_file
         if path:
             tmp = f"{path}.tmp{os.getpid()}"

@@ -66,10 +66,11 @@ class HaUp(Process):
             try:
                 with open(self.ready_path) as f:
                     info = json.load(f)
-                if info.get("control"):
-                    return info
             except (OSError, ValueError):
                 pass
+            else:  # written once, whole, when the control endpoint answers
+                assert info.get("control"), info
+                return info
             assert self.proc.poll() is None, f"mqemu ha up exited {self.proc.returncode}:\n{self.output()}"
             time.sleep(0.05)
         raise AssertionError(f"mqemu ha up wrote no ready file with a control URL:\n{self.output()}")
