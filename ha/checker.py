@@ -85,6 +85,8 @@ def describe_fact(rec: dict[str, Any]) -> str:
         return f"{rec.get('node')} {role}" + (": its endpoints open" if role == "active" else "")
     if event == "lock-acquired":
         return f"waited {rec.get('waited', 0):.3f} s"
+    if event == "store-loaded":
+        return f"in {rec.get('seconds', 0):.3f} s"
     if event == "recovered":
         return f"in {rec.get('seconds', 0):.3f} s, {rec.get('messages', 0)} messages"
     if event == "listening":

@@ -25,7 +25,7 @@ What the topology recorded (``Topology.facts()``, through ``facts_records``) joi
 as well: its faults (``value`` ``{"action", "target", "id"}``, whoever applied them: the
 harness, ``mqemu fault`` from a shell, a test), and ``f: "node"`` records of ``type:
 "info"``: a node's own events (``process`` the node's name, ``value`` the event: ``role``,
-``lock-acquired`` with ``waited``, ``recovered`` with ``seconds``, ``listening`` with
+``lock-acquired`` with ``waited``, ``store-loaded`` and ``recovered`` with ``seconds``, ``listening`` with
 ``protocol``, ``lock-lost``) and the supervisor's view (``process: "topology"``, ``value:
 "role"``, ``node`` and ``role``: an ``active`` there is the moment the node's endpoints
 open to clients). The checker counts nothing from them; it lists them per fault as the

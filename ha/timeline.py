@@ -20,7 +20,8 @@ from .checker import Verdict, describe_fact
 WIDTH, HEIGHT, LEFT, TOP, PLOT_H = 960, 360, 60, 30, 220
 SERIES = (("enqueue", "#1f77b4", "acknowledged publishes/s"), ("dequeue", "#2ca02c", "deliveries/s"))
 # node events: colour, legend label (``node_mark``)
-MARKS = {"lock-acquired": ("#9467bd", "lock acquired"), "recovered": ("#8c564b", "recovered"),
+MARKS = {"lock-acquired": ("#9467bd", "lock acquired"), "store-loaded": ("#bcbd22", "store loaded"),
+         "recovered": ("#8c564b", "recovered"),
          "listening": ("#17becf", "listening"), "role": ("#7f7f7f", "role"),
          "endpoints": ("#2ca02c", "endpoints open"), "lock-lost": ("#d62728", "lock lost")}
 

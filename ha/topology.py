@@ -107,6 +107,7 @@ class NodeProcess:
         self.paused = False
         self.events: list[dict[str, Any]] = []  # the running process's own events (its status file)
         self.past_events: list[dict[str, Any]] = []  # those of its earlier processes (before a restart)
+        self._harvested = False  # the status file was read once more after the process ended
 
     def start(self) -> None:
         """Start the process (from the trio thread: the death signal follows that thread)."""
@@ -117,6 +118,7 @@ class NodeProcess:
             pass
         self.past_events += self.events
         self.events = []
+        self._harvested = False
         try:
             os.unlink(self.status_path)
         except FileNotFoundError:
@@ -143,14 +145,21 @@ class NodeProcess:
                 pass
 
     def status(self) -> dict[str, Any]:
-        """What the node last wrote (role, its own ports), or the role ``down``."""
+        """What the node last wrote (role, its own ports), or the role ``down`` (with, the
+        first time, the events its status file still holds: its last words)."""
         if not self.alive:
-            return {"role": "down", "ports": {}}
+            if self._harvested or self.proc is None:
+                return {"role": "down", "ports": {}}
+            self._harvested = True
+            return {**self._read(), "role": "down", "ports": {}}
+        return self._read() or {"role": "starting", "ports": {}}
+
+    def _read(self) -> dict[str, Any]:
         try:
             with open(self.status_path) as f:
                 return json.load(f)
         except (OSError, ValueError):
-            return {"role": "starting", "ports": {}}
+            return {}
 
     async def wait_exit(self, timeout: float) -> bool:
         with trio.move_on_after(timeout):
@@ -427,7 +436,9 @@ class Topology:
         lists and failover strings per protocol, and the events so far."""
         assert self.proxies is not None
         nodes: list[dict[str, Any]] = []
-        endpoints: dict[str, list[str]] = {proto: [] for proto in self.options.protocols}
+        protocols = [p for p in PROTOCOLS if any(p in t for t in self.external.values())] if self.external \
+            else self.options.protocols
+        endpoints: dict[str, list[str]] = {proto: [] for proto in protocols}
         host = self.options.host
         for node in self.nodes:
             ports = {p.tags["protocol"]: p.listen_port for p in self.proxies.select(node=node.name)}

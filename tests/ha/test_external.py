@@ -27,7 +27,7 @@ def test_the_proxies_forward_to_the_targets_and_take_network_faults(mqemu_server
     assert st["mode"] == "external" and [n["name"] for n in st["nodes"]] == ["node-1", "node-2"]
     assert all(n["role"] == "external" and n["pid"] is None for n in st["nodes"])
     (port1, _), (port2, _) = [(n["ports"]["amqp"], n) for n in st["nodes"]]
-    assert st["failover"]["amqp"] == f"failover:(tcp://127.0.0.1:{port1},tcp://127.0.0.1:{port2})"
+    assert st["failover"] == {"amqp": f"failover:(tcp://127.0.0.1:{port1},tcp://127.0.0.1:{port2})"}
     assert _greeting(port1)[:1] == b"\x01"  # a method frame: connection.start, through the proxy
     with t.down("node-1"):
         with pytest.raises(ConnectionRefusedError):

@@ -27,7 +27,8 @@ def test_nothing_acknowledged_is_lost_across_a_failover(mqemu_harness, protocol,
     # where the takeover's time went, from the nodes' own events, in the order they happened
     steps = [(p.process, p.event, p.detail) for p in recovery.phases]
     assert ("topology", "role", "node-1 down") in steps  # the supervisor saw it go
-    order = [("node-2", "lock-acquired"), ("node-2", "recovered"), ("node-2", "role"), ("topology", "role")]
+    order = [("node-2", "lock-acquired"), ("node-2", "store-loaded"), ("node-2", "recovered"), ("node-2", "role"),
+             ("topology", "role")]
     assert [s[:2] for s in steps if s[:2] in order and s[2] != "node-1 down"] == order, steps
     assert ("node-2", "listening") in [s[:2] for s in steps]
     opened = next(p for p in recovery.phases if p.process == "topology" and p.detail == "node-2 active: its "
