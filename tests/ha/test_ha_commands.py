@@ -102,7 +102,7 @@ def test_external_mode_puts_proxies_in_front_of_a_broker_it_does_not_run(tmp_pat
         healed = mqemu("fault", "heal", "node-1", "--control", control)
         assert json.loads(healed.stdout)["removed"] == ["node-1/stomp:down"]
         wait_for_lines(history, _lines(history) + 512, 60)  # it goes on after the heal
-        w.proc.send_signal(signal.SIGINT)  # Ctrl-C: the workload stops, merges the facts, writes its history
+        w.proc.send_signal(signal.SIGINT)  # Ctrl-C: no new publishes, the consumer drains, the facts are merged
         assert w.wait(60) == 0, w.output()
         check = mqemu("check", history, "--json")
     finally:
@@ -111,6 +111,7 @@ def test_external_mode_puts_proxies_in_front_of_a_broker_it_does_not_run(tmp_pat
                 p.close()
     verdict = json.loads(check.stdout)
     assert check.returncode == 0 and verdict["valid"] and verdict["counts"]["acknowledged"] > 300
+    assert verdict["counts"]["delivered"] == verdict["counts"]["attempted"]  # drained before it ended
     assert [w["fault"] for w in verdict["windows"]] == [None, {"action": "down", "target": "node-1"}]
     assert verdict["windows"][1]["fault_end"] is not None  # healed
     assert any(u["kind"] == "connect" for u in verdict["unavailable"])  # the cut was felt
