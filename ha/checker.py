@@ -16,7 +16,7 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 from typing import Any, Iterable
 
-from .history import HistoryError, read_history
+from .history import HistoryError, read_histories
 
 # Which operation kind a failed or successful record belongs to, for the unavailability
 # windows: a broken connection is open until the next successful (re)connect.
@@ -67,6 +67,36 @@ class Unavailable:
 
 
 @dataclass(slots=True)
+class Phase:
+    """One step of a takeover, from the topology's facts (``f: "node"`` records): ``at``
+    seconds after the fault began, who (a node, or ``topology`` for the supervisor), what
+    (``lock-acquired``, ``recovered``, ``listening``, ``role``, ...) and its details."""
+    at: float
+    process: str
+    event: str
+    detail: str = ""
+
+
+def describe_fact(rec: dict[str, Any]) -> str:
+    """The facts of a node record in words: "waited 3.100 s", "0.012 s, 120 messages"."""
+    event = rec.get("value")
+    if rec["process"] == "topology" and event == "role":
+        role = rec.get("role")
+        return f"{rec.get('node')} {role}" + (": its endpoints open" if role == "active" else "")
+    if event == "lock-acquired":
+        return f"waited {rec.get('waited', 0):.3f} s"
+    if event == "store-loaded":
+        return f"in {rec.get('seconds', 0):.3f} s"
+    if event == "recovered":
+        return f"in {rec.get('seconds', 0):.3f} s, {rec.get('messages', 0)} messages"
+    if event == "listening":
+        return f"{rec.get('protocol')} on {rec.get('port')}"
+    if event == "role":
+        return str(rec.get("role"))
+    return ""
+
+
+@dataclass(slots=True)
 class FaultRecovery:
     action: str
     target: str
@@ -78,6 +108,9 @@ class FaultRecovery:
     reconnected: float | None = None
     delivery_after_reconnect: float | None = None
     seconds_after_reconnect: float | None = None
+    # Where the takeover's time went: the nodes' and the supervisor's events in the fault's
+    # window (empty unless the topology's facts were merged into the history).
+    phases: list[Phase] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -265,6 +298,7 @@ def _recoveries(records: list[dict[str, Any]], windows: list[Window]) -> list[Fa
     consumers = {r["process"] for r in records if r["f"] == "dequeue"}
     connects = [r["time"] for r in records if r["type"] == "ok" and r["f"] in ("connect", "reconnect")
                 and r["process"] in consumers]
+    facts = [r for r in records if r["f"] == "node"]
     out = []
     for w in windows[1:]:
         assert w.fault is not None
@@ -276,6 +310,8 @@ def _recoveries(records: list[dict[str, Any]], windows: list[Window]) -> list[Fa
             rec.delivery_after_reconnect = _after(deliveries, rec.reconnected)
             if rec.delivery_after_reconnect is not None:
                 rec.seconds_after_reconnect = rec.delivery_after_reconnect - w.start
+        rec.phases = [Phase(r["time"] - w.start, r["process"], str(r.get("value")), describe_fact(r))
+                      for r in facts if w.start <= r["time"] < w.until]
         out.append(rec)
     return out
 
@@ -308,6 +344,8 @@ def summary(verdict: Verdict) -> str:
         if f.seconds_after_reconnect is not None:
             after += f", first on a new connection after {f.seconds_after_reconnect:.3f} s"
         out.append(f"fault {f.action} {f.target} at {f.start - t0:.3f} s: {after}")
+        for p in f.phases:
+            out.append(f"  +{p.at:.3f} s {p.process} {p.event}" + (f" ({p.detail})" if p.detail else ""))
     for u in verdict.unavailable:
         span = "until the end" if u.seconds is None else f"for {u.seconds:.3f} s"
         out.append(f"unavailable: {u.process} {u.kind} from {u.start - t0:.3f} s {span}"
@@ -324,6 +362,9 @@ def add_check_command(sub: Any) -> None:
     p.add_argument("history", nargs="+", help="the JSONL history file(s); several are merged by time "
                    "(e.g. the workload's and a fault injector's)")
     p.add_argument("--json", action="store_true", help="print the verdict as one JSON object")
+    p.add_argument("--control", metavar="URL", default=None,
+                   help="a running topology's control URL: merge its faults (from any shell's `mqemu fault`) "
+                   "and its nodes' events (lock, recovery, listeners, roles) over the history's span")
     p.add_argument("--timeline", metavar="FILE", default=None,
                    help="draw throughput, faults and gaps: FILE.html (inline SVG) or FILE.png (matplotlib)")
     p.add_argument("--log-level", default="warning", choices=("debug", "info", "warning", "error"))
@@ -333,10 +374,18 @@ def add_check_command(sub: Any) -> None:
 
 def run_check(args: argparse.Namespace) -> int:
     try:
-        records = sorted((r for path in args.history for r in read_history(path)), key=lambda r: r["time"])
+        records = read_histories(args.history)
     except (HistoryError, OSError) as e:
         print(f"mqemu check: {e}", file=sys.stderr)
         return 2
+    if args.control:
+        from .control import ControlClient, ControlError
+        from .history import merge_facts
+        try:
+            records = merge_facts(records, ControlClient(args.control).facts())
+        except ControlError as e:
+            print(f"mqemu check: {e}", file=sys.stderr)
+            return 2
     verdict = check(records)
     print(json.dumps(verdict.to_json(), indent=1) if args.json else summary(verdict))
     if args.timeline:

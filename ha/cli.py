@@ -124,12 +124,18 @@ def _add_ha_commands(sub: Any) -> None:
     ha_sub = ha.add_subparsers(dest="ha_command", required=True)
     up = ha_sub.add_parser("up", help="start a topology in the foreground (until SIGTERM or Ctrl-C)",
                            description="Start the nodes as separate processes behind one proxy per node and "
-                           "protocol; clients use the proxies' ports. Prints the endpoints and failover strings.")
+                           "protocol; clients use the proxies' ports. Prints the endpoints and failover strings. "
+                           "--mode external starts no node: only proxies in front of brokers you run (--target), "
+                           "for the same network faults against a real RabbitMQ or ActiveMQ.")
     up.add_argument("--mode", choices=tuple(MODES), default="active-standby",
-                    help="cluster: RabbitMQ-style members, each with its own store, behind a balancer")
+                    help="cluster: RabbitMQ-style members, each with its own store, behind a balancer; "
+                    "external: only proxies in front of brokers you run")
     up.add_argument("--nodes", type=int, default=None, help="cluster: how many nodes (default 3)")
     up.add_argument("--balancer-algorithm", choices=ALGORITHMS, default="flow-hash",
                     help="cluster: how the balancer picks a healthy node (default flow-hash, as an NLB)")
+    up.add_argument("--target", action="append", default=[], metavar="[NODE/]PROTOCOL=HOST:PORT",
+                    help="external mode: a broker endpoint to put a proxy in front of, e.g. amqp=127.0.0.1:5672 "
+                    "or node-2/stomp=10.0.0.2:61613 (NODE defaults to node-1; repeatable)")
     up.add_argument("--engine", choices=("rabbitmq", "activemq"), default=None,
                     help="default: activemq for active-standby, rabbitmq for single")
     up.add_argument("--data-dir", default=None,
@@ -188,11 +194,18 @@ def ha_up(args: argparse.Namespace) -> int:
     from .harness import open_topology_of
     from .topology import Topology, TopologyError, TopologyOptions
 
+    targets = {}
+    for item in args.target:
+        key, sep, address = item.partition("=")
+        if not sep:
+            log.error("--target takes [NODE/]PROTOCOL=HOST:PORT, not %r", item)
+            return 2
+        targets[key] = address
     try:
         topology = Topology(TopologyOptions(mode=args.mode, engine=args.engine, data_dir=args.data_dir,
                                             timing=args.timing, config_file=args.config, workdir=args.workdir,
                                             ready_file=args.ready_file, nodes=args.nodes,
-                                            balancer_algorithm=args.balancer_algorithm))
+                                            balancer_algorithm=args.balancer_algorithm, targets=targets or None))
     except TopologyError as e:
         log.error("%s", e)
         return 2
@@ -200,11 +213,12 @@ def ha_up(args: argparse.Namespace) -> int:
     async def run() -> None:
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
             async with open_topology_of(topology):
-                topology._write_ready_file()  # now with the control URL
                 st = topology.status()
                 for node in st["nodes"]:
-                    log.info("%s (%s): %s", node["name"], node["role"],
-                             " ".join(f"{p}={port}" for p, port in node["ports"].items()))
+                    upstream = node.get("upstream", {})  # external mode: the broker behind each proxy
+                log.info("%s (%s): %s", node["name"], node["role"],
+                         " ".join(f"{p}={port}" + (f" -> {upstream[p]}" if p in upstream else "")
+                                  for p, port in node["ports"].items()))
                 for proto, text in st["failover"].items():
                     log.info("%s failover: %s  hosts: %s", proto, text, ",".join(st["endpoints"][proto]))
                 for proto, port in st.get("balancer", {}).items():

@@ -2,6 +2,9 @@
 library's HTTP server in a thread that calls into the supervisor's trio loop.
 
 - ``GET /status``: ``Topology.status()``.
+- ``GET /facts``: ``Topology.facts()``: every fault with its start and end, and every node's
+  events, with CLOCK_MONOTONIC times (what ``mqemu workload --control`` and ``mqemu check
+  --control`` merge into a history).
 - ``POST /fault`` with ``{"action": ..., "target": ..., "protocol": ..., ...}``: a fault
   (``Topology.fault``); 400 with ``{"error": ...}`` when it cannot be done.
 
@@ -12,6 +15,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 import urllib.error
 import urllib.request
 from functools import partial
@@ -27,10 +31,12 @@ class _Handler(BaseHTTPRequestHandler):
     server: "_Server"
 
     def do_GET(self) -> None:  # noqa: N802 (the standard library's name)
-        if self.path.rstrip("/") == "/status":
-            self._call(lambda: trio.from_thread.run_sync(self.server.topology.status, trio_token=self.server.token))
+        calls = {"/status": self.server.topology.status, "/facts": self.server.topology.facts}
+        fn = calls.get(self.path.rstrip("/"))
+        if fn is not None:
+            self._call(lambda: trio.from_thread.run_sync(fn, trio_token=self.server.token))
         else:
-            self._reply(404, {"error": f"no such endpoint {self.path}; try GET /status or POST /fault"})
+            self._reply(404, {"error": f"no such endpoint {self.path}; try GET /status, GET /facts or POST /fault"})
 
     def do_POST(self) -> None:  # noqa: N802
         if self.path.rstrip("/") != "/fault":
@@ -109,6 +115,15 @@ class ControlClient:
 
     def fault(self, action: str, target: str, **params: Any) -> dict[str, Any]:
         return self._request("POST", "/fault", {"action": action, "target": target, **params})
+
+    def facts(self) -> dict[str, Any]:
+        """``Topology.facts()``, with ``local_clock``: this process's CLOCK_MONOTONIC before
+        and after the request, so ``history.facts_records`` can tell whether the topology runs
+        on this machine (the same clock) or where its clock is relative to ours."""
+        before = time.monotonic()
+        facts = self._request("GET", "/facts")
+        facts["local_clock"] = {"before": before, "after": time.monotonic()}
+        return facts
 
     def _request(self, method: str, path: str, body: Any = None) -> Any:
         data = None if body is None else json.dumps(body).encode()

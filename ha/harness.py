@@ -26,6 +26,7 @@ async def open_topology_of(topology: Topology) -> AsyncIterator[Topology]:
     async with trio.open_nursery() as nursery:
         await nursery.start(topology.run)
         control = ControlServer(topology)
+        topology.write_ready_file()  # with the control URL
         try:
             yield topology
         finally:
@@ -168,8 +169,9 @@ class Harness:
 
     ``workload("stomp", count=500)`` starts a publisher and a consumer through the topology's
     endpoints for that protocol (``workload.Workload``), recording into a history file in
-    ``workdir``; ``fault("kill", "active")`` applies a fault and marks its start and end in
-    every running workload's history; ``check()`` waits for the workloads to finish and
+    ``workdir``; ``fault("kill", "active")`` applies a fault; ``check()`` waits for the
+    workloads to finish, adds to their histories every fault the topology applied meanwhile
+    (however it was asked) and the nodes' events (lock, recovery, listeners, roles), and
     returns the verdict (``checker.Verdict``) on all their histories together.
     """
 
@@ -189,22 +191,21 @@ class Harness:
         return w
 
     def fault(self, action: str, target: str, **params: Any) -> dict[str, Any]:
-        running = [w for w in self.workloads if not w.publisher_done.is_set()]
-        for w in running:
-            w.fault(action, target, "invoke")
-        try:
-            return self.topology.fault(action, target, **params)
-        finally:
-            for w in running:
-                w.fault(action, target, "ok")
+        """Apply a fault. The topology keeps it with its start and end (``Topology.facts``),
+        as it keeps any other fault (``topology.down(...)``, ``mqemu fault`` from a shell):
+        ``check()`` adds them all to the histories."""
+        return self.topology.fault(action, target, **params)
 
     def check(self, timeout: float = 120) -> Any:
-        """Wait for every workload (then stop what is left) and judge their histories."""
+        """Wait for every workload (then stop what is left), add the topology's facts (its
+        faults, the nodes' events) to each history file, and judge them together."""
         from .checker import check
-        from .history import read_history
+        from .history import append_facts, read_histories
 
         for w in self.workloads:
             if not w.wait(timeout):
                 w.stop()
-        records = [r for path in self.histories for r in read_history(path)]
-        return check(records)
+        facts = self.topology.call(self.topology.topology.facts)
+        for path in self.histories:
+            append_facts(path, facts)
+        return check(read_histories(self.histories))

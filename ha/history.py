@@ -21,6 +21,16 @@ Every record has:
 A fault is two records: ``type: "invoke"`` when it starts and ``type: "ok"`` (or
 ``"info"``) when it is over; a fault without an end lasts until the end of the history.
 
+What the topology recorded (``Topology.facts()``, through ``facts_records``) joins a history
+as well: its faults (``value`` ``{"action", "target", "id"}``, whoever applied them: the
+harness, ``mqemu fault`` from a shell, a test), and ``f: "node"`` records of ``type:
+"info"``: a node's own events (``process`` the node's name, ``value`` the event: ``role``,
+``lock-acquired`` with ``waited``, ``store-loaded`` and ``recovered`` with ``seconds``, ``listening`` with
+``protocol``, ``lock-lost``) and the supervisor's view (``process: "topology"``, ``value:
+"role"``, ``node`` and ``role``: an ``active`` there is the moment the node's endpoints
+open to clients). The checker counts nothing from them; it lists them per fault as the
+takeover's phases, and the timeline draws them.
+
 The verdict's terms (computed by ``mqemu.ha.checker``, after Jepsen's queue and total-queue
 checkers; a message id is one message even if its publisher sent it again after a broken
 connection):
@@ -136,6 +146,93 @@ def parse_lines(lines: Iterable[str], name: str = "history") -> Iterator[dict[st
             if not isinstance(rec.get(key), str):
                 raise HistoryError(f"{name}:{n}: '{key}' must be a string")
         yield rec
+
+
+def facts_records(facts: dict[str, Any], start: float | None = None,
+                  end: float | None = None) -> list[dict[str, Any]]:
+    """History records of a topology's ``facts()`` (``ControlClient.facts()`` from another
+    process): its faults and node events from ``start`` to ``end`` (history times; a fault
+    still on at ``start`` counts). Times are the topology's CLOCK_MONOTONIC; when
+    ``local_clock`` shows the topology runs elsewhere (its clock reading falls outside our
+    request), they are moved by the difference of the clocks at the request."""
+    offset = 0.0
+    local = facts.get("local_clock")
+    if local is not None:
+        remote = facts["clock"]["time"]
+        if not local["before"] <= remote <= local["after"]:
+            offset = (local["before"] + local["after"]) / 2 - remote
+    lo = float("-inf") if start is None else start
+    hi = float("inf") if end is None else end
+    out: list[dict[str, Any]] = []
+    for f in facts.get("faults", []):
+        began = f["time"] + offset
+        ended = None if f.get("end") is None else f["end"] + offset
+        if began > hi or (ended is not None and ended < lo):
+            continue
+        value = {"action": f["action"], "target": f["target"], "id": f["id"]}
+        extra = {k: v for k, v in f.items() if k not in ("time", "wall", "end", "action", "target", "id")}
+        out.append({"time": began, "wall": f.get("wall"), "process": "nemesis", "type": "invoke", "f": "fault",
+                    "value": value, **extra})
+        if ended is not None:
+            out.append({"time": ended, "wall": None, "process": "nemesis", "type": "ok", "f": "fault",
+                        "value": value})
+    streams = [("topology", e) for e in facts.get("events", []) if e.get("event") == "role"]
+    streams += [(name, e) for name, events in facts.get("nodes", {}).items() for e in events]
+    for process, e in streams:
+        if "mono" not in e:
+            continue
+        t = e["mono"] + offset
+        if lo <= t <= hi:
+            extra = {k: v for k, v in e.items() if k not in ("time", "mono", "event")}
+            out.append({"time": t, "wall": e.get("time"), "process": process, "type": "info", "f": "node",
+                        "value": e["event"], **extra})
+    out.sort(key=lambda r: r["time"])
+    return out
+
+
+def _identity(rec: dict[str, Any]) -> tuple[Any, ...]:
+    return rec["process"], rec["f"], rec["type"], round(rec["time"], 6), _encode(rec.get("value"))
+
+
+def merge_facts(records: list[dict[str, Any]], facts: dict[str, Any]) -> list[dict[str, Any]]:
+    """``records`` (a history, sorted) with the topology's facts over its span added, each
+    once (facts already merged into the file are not added again); sorted by time."""
+    if not records:
+        return []
+    seen = {_identity(r) for r in records if r["f"] in ("fault", "node")}
+    extra = [r for r in facts_records(facts, records[0]["time"], records[-1]["time"]) if _identity(r) not in seen]
+    return sorted(records + extra, key=lambda r: r["time"])
+
+
+def append_facts(path: str | os.PathLike[str], facts: dict[str, Any]) -> int:
+    """Append to a history file the topology's facts over its span (``merge_facts``), so
+    ``mqemu check`` of the file alone sees every fault and node event; returns how many."""
+    records = read_history(path)
+    merged = merge_facts(records, facts)
+    seen = {id(r) for r in records}
+    extra = [r for r in merged if id(r) not in seen]
+    if extra:
+        with open(path, "a", encoding="utf-8") as f:
+            f.write("".join(_encode(r) + "\n" for r in extra))
+    return len(extra)
+
+
+def read_histories(paths: Iterable[str | os.PathLike[str]]) -> list[dict[str, Any]]:
+    """Several history files merged by time (a fault injector may keep its own). Fault and
+    node records found in more than one file (the topology's facts, appended to each
+    workload's history) are kept once. Raises as ``read_history``."""
+    out: list[dict[str, Any]] = []
+    seen: set[tuple[Any, ...]] = set()
+    for path in paths:
+        for rec in read_history(path):
+            if rec["f"] in ("fault", "node"):
+                key = _identity(rec)
+                if key in seen:
+                    continue
+                seen.add(key)
+            out.append(rec)
+    out.sort(key=lambda r: r["time"])
+    return out
 
 
 def read_history(path: str | os.PathLike[str]) -> list[dict[str, Any]]:

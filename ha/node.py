@@ -239,6 +239,7 @@ class Node:
         """Open the store; a standby retries a locked data directory until it gets it."""
         waited_since = None
         while True:
+            attempt = (time.time(), time.monotonic())  # the store takes the lock first, then loads
             try:
                 snapshot = await self.broker.store.open()
             except StoreLocked as e:
@@ -254,11 +255,13 @@ class Node:
             except StoreError as e:
                 raise NodeStartError(str(e)) from e
             if waited_since is not None:
-                waited = time.monotonic() - waited_since
+                waited = attempt[1] - waited_since
                 log.info("took the lock on %s after %.2f s as standby", self.options.data_dir, waited)
-                self._event("lock-acquired", waited=round(waited, 3))
+                self._event("lock-acquired", at=attempt, waited=round(waited, 3))
             elif self.options.data_dir:
-                self._event("lock-acquired", waited=0.0)
+                self._event("lock-acquired", at=attempt, waited=0.0)
+            if self.options.data_dir:  # what the store's open took after the lock: reading it
+                self._event("store-loaded", seconds=round(time.monotonic() - attempt[1], 3))
             return snapshot
 
     async def _keep_lock(self) -> None:
@@ -284,8 +287,12 @@ class Node:
     def _link_changed(self, peer: str, direction: str, up: bool) -> None:
         self._event("link", peer=peer, direction=direction, state="up" if up else "down")
 
-    def _event(self, kind: str, **fields: Any) -> None:
-        self.events.append({"time": time.time(), "event": kind, **fields})
+    def _event(self, kind: str, at: tuple[float, float] | None = None, **fields: Any) -> None:
+        """Record an event now (or ``at`` = (wall, monotonic) times). ``time``: wall clock, for
+        people; ``mono``: CLOCK_MONOTONIC, comparable with the histories of any process on
+        this machine (``history.facts_records``)."""
+        wall, mono = at or (time.time(), time.monotonic())
+        self.events.append({"time": wall, "mono": mono, "event": kind, **fields})
         self._write_status()
 
     def _set_role(self, role: str) -> None:

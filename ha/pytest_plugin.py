@@ -9,7 +9,9 @@
 - ``mqemu_active_standby``: an ActiveMQ-engine active/standby pair, each node its own process,
   behind fault proxies (``harness.TopologyThread``): ``.endpoints("stomp")``,
   ``.failover("stomp")``, ``.kill("active")``, ``.pause("standby")``, ``with
-  pair.down("active"):`` ...; ``mqemu_topology`` is the factory for other settings.
+  pair.down("active"):`` ...; ``mqemu_topology`` is the factory for other settings
+  (``mode="single"``, ``engine="rabbitmq"``, ``timing="engine"``, or ``mode="external",
+  targets={"amqp": "HOST:PORT"}`` for proxies in front of a broker the test does not run).
 - ``mqemu_cluster``: a three-node RabbitMQ-engine cluster, each node its own process and
   store, behind a round-robin balancer: ``.balancer_endpoint("amqp")``, ``.kill("node-2")``,
   ``.partition("node-1", from_=["node-2"])``, ``.heal()``, ``.links("node-1")``.

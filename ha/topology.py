@@ -9,14 +9,17 @@ ActiveMQ's does, and a node that dies takes its clients' connections with it.
 
 Modes: ``single`` (one node), ``active-standby`` (two nodes on one data directory: the
 first to take the lock is active; the other waits as a standby and takes over, see
-``node.Node``) and ``cluster`` (three nodes or ``nodes``, each with its own data directory,
+``node.Node``), ``cluster`` (three nodes or ``nodes``, each with its own data directory,
 linked to each other through one proxy per directed pair, behind a balancer: see
-``cluster.ClusterParts``). Faults (``fault``) are addressed to a node by name or by role
-(``active``, ``standby``, ``member``, ``balancer``, ``all``, and whatever ``add_role``
-registers): process faults (kill, stop, start, restart, pause, resume), network faults on
-the node's proxies (the toxics of ``toxics``, and ``down``) and, in a cluster, partitions
-between nodes. Every role change and fault is kept in ``events`` with its time, for the
-timeline a checker draws.
+``cluster.ClusterParts``) and ``external``: no node process, only proxies in front of TCP
+endpoints someone else runs (a real RabbitMQ or ActiveMQ), always listening, so a scenario's
+network faults can be replayed against the real engine. Faults (``fault``) are addressed to a
+node by name or by role (``active``, ``standby``, ``member``, ``balancer``, ``all``, and
+whatever ``add_role`` registers): process faults (kill, stop, start, restart, pause, resume;
+not on an external node), network faults on the node's proxies (the toxics of ``toxics``, and
+``down``) and, in a cluster, partitions between nodes. Every role change and fault is kept in
+``events`` with its time, every fault in ``faults`` with its start and end, and ``facts()``
+gives them with each node's own events for a workload's history (``history.facts_records``).
 """
 
 from __future__ import annotations
@@ -41,7 +44,7 @@ from .toxics import TOXIC_TYPES
 
 log = logging.getLogger("mqemu.ha.topology")
 
-MODES = {"single": 1, "active-standby": 2, "cluster": 3}  # mode -> its default number of nodes
+MODES = {"single": 1, "active-standby": 2, "cluster": 3, "external": 0}  # mode -> its default number of nodes (external: one per target node name)
 PROCESS_FAULTS = ("kill", "stop", "start", "restart", "pause", "resume")
 NETWORK_FAULTS = tuple(TOXIC_TYPES)  # "down" included
 ROLES = ("active", "standby", "member", "all")
@@ -70,6 +73,25 @@ class TopologyOptions:
     cluster_name: str = "mqemu"
     # the proxies' ports by "node-1/stomp" (absent: a free port), to keep endpoints across runs
     listen_ports: dict[str, int] = field(default_factory=dict)
+    # external mode: "PROTOCOL" or "NODE/PROTOCOL" -> "HOST:PORT" of the broker to proxy
+    # (NODE defaults to node-1), e.g. {"amqp": "127.0.0.1:5672", "node-2/stomp": "10.0.0.2:61613"}
+    targets: dict[str, str] | None = None
+
+
+def parse_targets(targets: dict[str, str]) -> dict[str, dict[str, tuple[str, int]]]:
+    """External mode's targets by node: {"node-1": {"amqp": ("h", 5672)}}. Raises TopologyError."""
+    nodes: dict[str, dict[str, tuple[str, int]]] = {}
+    for key, address in targets.items():
+        node, _, proto = key.rpartition("/")
+        if proto not in PROTOCOLS:
+            raise TopologyError(f"target {key!r}: the protocol is one of {', '.join(PROTOCOLS)}")
+        host, _, port = str(address).rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise TopologyError(f"target {key}={address!r}: give HOST:PORT")
+        nodes.setdefault(node or "node-1", {})[proto] = (host.strip("[]"), int(port))
+    if not nodes:
+        raise TopologyError("external mode needs at least one target, e.g. amqp=127.0.0.1:5672")
+    return nodes
 
 
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
@@ -95,9 +117,19 @@ class NodeProcess:
         self.events: list[dict[str, Any]] = []  # the running process's own events (its status file)
         self.extra_argv: list[str] = []  # set by the supervisor before the start (a cluster's links)
         self.last_status: dict[str, Any] = {}
+        self.past_events: list[dict[str, Any]] = []  # those of its earlier processes (before a restart)
+        self._harvested = False  # the status file was read once more after the process ended
 
     def start(self) -> None:
         """Start the process (from the trio thread: the death signal follows that thread)."""
+        try:
+            with open(self.status_path) as f:  # the last words of the previous process
+                self.events = json.load(f).get("events", self.events)
+        except (OSError, ValueError):
+            pass
+        self.past_events += self.events
+        self.events = []
+        self._harvested = False
         try:
             os.unlink(self.status_path)
         except FileNotFoundError:
@@ -124,14 +156,21 @@ class NodeProcess:
                 pass
 
     def status(self) -> dict[str, Any]:
-        """What the node last wrote (role, its own ports), or the role ``down``."""
+        """What the node last wrote (role, its own ports), or the role ``down`` (with, the
+        first time, the events its status file still holds: its last words)."""
         if not self.alive:
-            return {"role": "down", "ports": {}}
+            if self._harvested or self.proc is None:
+                return {"role": "down", "ports": {}}
+            self._harvested = True
+            return {**self._read(), "role": "down", "ports": {}}
+        return self._read() or {"role": "starting", "ports": {}}
+
+    def _read(self) -> dict[str, Any]:
         try:
             with open(self.status_path) as f:
                 return json.load(f)
         except (OSError, ValueError):
-            return {"role": "starting", "ports": {}}
+            return {}
 
     async def wait_exit(self, timeout: float) -> bool:
         with trio.move_on_after(timeout):
@@ -153,22 +192,33 @@ class Topology:
         self.data_dir = options.data_dir
         if self.data_dir is None and options.mode in ("active-standby", "cluster"):
             self.data_dir = os.path.join(self.workdir, "data")
-        count = MODES[options.mode]
-        if options.nodes is not None:
-            if options.mode != "cluster" or options.nodes < 1:
-                raise TopologyError("nodes: only a cluster takes a number of nodes (1 or more)")
-            count = options.nodes
-        names = [f"node-{i + 1}" for i in range(count)]
-        self.nodes = [NodeProcess(name, self._argv(name), self.workdir) for name in names]
+        self.external: dict[str, dict[str, tuple[str, int]]] = {}
         self.cluster: Any = None  # cluster.ClusterParts in cluster mode
-        if self.mode == "cluster":
-            from .cluster import ClusterParts
-            self.cluster = ClusterParts(self)
         # role -> the nodes in it now; a prefix ending in ":" takes an argument (leader-of:QUEUE)
         self.role_resolvers: dict[str, Callable[[str], list[NodeProcess]]] = {}
+        if options.mode == "external":
+            self.external = parse_targets(options.targets or {})
+            self.engine = options.engine or "external"
+            self.nodes = [NodeProcess(name, [], self.workdir) for name in self.external]
+        else:
+            if options.targets:
+                raise TopologyError("targets are for --mode external (proxies in front of a broker mqemu does "
+                                    "not run)")
+            count = MODES[options.mode]
+            if options.nodes is not None:
+                if options.mode != "cluster" or options.nodes < 1:
+                    raise TopologyError("nodes: only a cluster takes a number of nodes (1 or more)")
+                count = options.nodes
+            self.nodes = [NodeProcess(f"node-{i + 1}", self._argv(f"node-{i + 1}"), self.workdir)
+                          for i in range(count)]
+            if self.mode == "cluster":
+                from .cluster import ClusterParts
+                self.cluster = ClusterParts(self)
         self.proxies: ProxySet | None = None
-        self.roles: dict[str, str] = {}
+        self.roles: dict[str, str] = {name: "external" for name in self.external}
         self.events: list[dict[str, Any]] = []
+        self.faults: list[dict[str, Any]] = []  # every fault with its start and end (``facts``)
+        self._open_toxics: dict[str, dict[str, Any]] = {}  # "proxy:toxic" -> the fault that added it
         self.control_url: str | None = None
         self._port_taken: set[str] = set()  # proxies whose port another socket holds now
 
@@ -199,8 +249,12 @@ class Topology:
         cancelled, then stop every node (SIGTERM, then SIGKILL after ``STOP_GRACE``)."""
         async with open_proxies() as proxies:
             self.proxies = proxies
+            for name, targets in self.external.items():
+                for proto, upstream in targets.items():
+                    await proxies.add(f"{name}/{proto}", upstream, (self.options.host, 0),
+                                      enabled=True, tags={"node": name, "protocol": proto})
             for node in self.nodes:
-                for proto in self.options.protocols:
+                for proto in self.options.protocols if not self.external else ():
                     name = f"{node.name}/{proto}"
                     listen = (self.options.host, self.options.listen_ports.get(name, 0))
                     await proxies.add(name, (self.options.host, 1), listen,
@@ -214,7 +268,7 @@ class Topology:
                         for node in self.nodes:
                             node.start()
                     # The first node takes the lock before the second starts, so node-1 is active.
-                    for node in self.nodes:
+                    for node in self.nodes if not self.external else ():
                         if node.proc is None:
                             node.start()
                         await self._wait_for(lambda n=node: self.roles.get(n.name) in ("standby",) + SERVING, 30,
@@ -224,8 +278,7 @@ class Topology:
                         await self._wait_for(self.cluster.ready, 30 + h.interval * h.healthy_threshold,
                                              "the balancer did not find every node "
                                              f"healthy: {self.cluster.balancer.status()['targets']}")
-                    self._write_ready_file()
-                    task_status.started(self)
+                    task_status.started(self)  # the ready file is written once the control endpoint is up
             finally:
                 with trio.CancelScope(shield=True):
                     await self._stop_all()
@@ -295,7 +348,7 @@ class Topology:
             self._port_taken.discard(proxy.name)
 
     def _event(self, kind: str, **fields: Any) -> None:
-        self.events.append({"time": time.time(), "event": kind, **fields})
+        self.events.append({"time": time.time(), "mono": time.monotonic(), "event": kind, **fields})
 
     # -- faults ---------------------------------------------------------------------------
     def resolve(self, target: str) -> list[NodeProcess]:
@@ -313,6 +366,10 @@ class Topology:
             found = [n for n in self.nodes if n.name == target]
         if not found:
             known = ", ".join([n.name for n in self.nodes] + list(ROLES) + list(self.role_resolvers))
+            if self.external:
+                known = ", ".join([n.name for n in self.nodes] + ["all"])
+                raise TopologyError(f"no node is {target!r}: an external topology does not know its brokers' "
+                                    f"roles; targets: {known}")
             raise TopologyError(f"no node is {target!r} now (roles: {self.roles}); targets: {known}")
         return found
 
@@ -322,19 +379,41 @@ class Topology:
                                          or (action == "heal" and target == "all")):
             return await self._cluster_fault(action, target, protocol, params)
         nodes = self.resolve(target)
-        self._event("fault", action=action, target=target, nodes=[n.name for n in nodes],
+        if action in PROCESS_FAULTS and self.external:
+            raise TopologyError(f"{action}: the nodes of an external topology are brokers mqemu does not run; "
+                                f"only network faults apply ({', '.join(NETWORK_FAULTS)}; heal)")
+        names = [n.name for n in nodes]
+        self._event("fault", action=action, target=target, nodes=names,
                     **({"protocol": protocol} if protocol else {}), **params)
-        log.info("fault %s %s", action, target, extra={"nodes": [n.name for n in nodes]})
-        if action in PROCESS_FAULTS:
-            for node in nodes:
-                await self._process_fault(action, node)
-            self.refresh()
-            return {"action": action, "nodes": [n.name for n in nodes]}
-        if action in NETWORK_FAULTS:
-            return {"action": action, "nodes": [n.name for n in nodes],
-                    "toxics": self._network_fault(action, nodes, protocol, params)}
+        log.info("fault %s %s", action, target, extra={"nodes": names})
         if action in ("heal", "remove"):
-            return {"action": action, "removed": self._heal(nodes, protocol, params.get("name"))}
+            removed = self._heal(nodes, protocol, params.get("name"))
+            self._faults_healed(removed)
+            return {"action": action, "removed": removed}
+        if action not in PROCESS_FAULTS and action not in NETWORK_FAULTS:
+            raise TopologyError(f"unknown fault {action!r}; process: {', '.join(PROCESS_FAULTS)}; "
+                                f"network: {', '.join(NETWORK_FAULTS)}; heal")
+        entry: dict[str, Any] = {"id": len(self.faults) + 1, "action": action, "target": target, "nodes": names,
+                                 "time": time.monotonic(), "wall": time.time(), "end": None,
+                                 **({"protocol": protocol} if protocol else {}), **params}
+        self.faults.append(entry)
+        try:
+            if action in PROCESS_FAULTS:
+                for node in nodes:
+                    await self._process_fault(action, node)
+                self.refresh()
+                return {"action": action, "nodes": names}
+            toxics = self._network_fault(action, nodes, protocol, params)
+            entry["toxics"] = toxics
+            for name in toxics:
+                self._open_toxics[name] = entry
+            return {"action": action, "nodes": names, "toxics": toxics}
+        except BaseException as e:
+            entry["error"] = str(e) or type(e).__name__
+            raise
+        finally:
+            if action in PROCESS_FAULTS or "toxics" not in entry:
+                entry["end"] = time.monotonic()  # a network fault ends when heal removes its toxics
         raise TopologyError(f"unknown fault {action!r}; process: {', '.join(PROCESS_FAULTS)}; "
                             f"network: {', '.join(NETWORK_FAULTS)}; heal")
 
@@ -404,6 +483,15 @@ class Topology:
         removed = self._heal(self.nodes, protocol, name)
         return {"action": action, "removed": removed, "healed": cluster.heal() if name is None else []}
 
+    def _faults_healed(self, removed: list[str]) -> None:
+        """A network fault is over once every toxic it added is removed."""
+        now = time.monotonic()
+        for name in removed:
+            entry = self._open_toxics.pop(name, None)
+            if entry is not None and entry["end"] is None and not any(
+                    e is entry for e in self._open_toxics.values()):
+                entry["end"] = now
+
     def _heal(self, nodes: list[NodeProcess], protocol: str | None, name: str | None) -> list[str]:
         removed = []
         for node in nodes:
@@ -428,15 +516,20 @@ class Topology:
         lists and failover strings per protocol, and the events so far."""
         assert self.proxies is not None
         nodes: list[dict[str, Any]] = []
-        endpoints: dict[str, list[str]] = {proto: [] for proto in self.options.protocols}
+        protocols = [p for p in PROTOCOLS if any(p in t for t in self.external.values())] if self.external \
+            else self.options.protocols
+        endpoints: dict[str, list[str]] = {proto: [] for proto in protocols}
         host = self.options.host
         for node in self.nodes:
             ports = {p.tags["protocol"]: p.listen_port for p in self.proxies.select(node=node.name)}
-            entry = {"name": node.name, "pid": node.pid, "role": self.roles.get(node.name, "starting"),
-                     "paused": node.paused, "ports": ports, "events": list(node.events)}
+            entry: dict[str, Any] = {"name": node.name, "pid": node.pid,
+                                     "role": self.roles.get(node.name, "starting"), "paused": node.paused,
+                                     "ports": ports, "events": list(node.events)}
             if self.cluster is not None:
                 entry["links"] = node.last_status.get("links", {}) if node.alive else {}
                 entry.update(self.cluster.balancer.status()["targets"].get(node.name, {}))
+            if self.external:
+                entry["upstream"] = {p: f"{h}:{port}" for p, (h, port) in self.external[node.name].items()}
             nodes.append(entry)
             for proto, port in ports.items():
                 endpoints[proto].append(f"{host}:{port}")
@@ -447,7 +540,18 @@ class Topology:
                 **(self.cluster.status() if self.cluster is not None else {}),
                 "events": list(self.events)}
 
-    def _write_ready_file(self) -> None:
+    def facts(self) -> dict[str, Any]:
+        """What happened, for a workload's history (``history.facts_records``): every fault with
+        its start and end, the supervisor's events and every node process's own events (those
+        of earlier processes too), each with ``mono`` (CLOCK_MONOTONIC) times, and this
+        process's clock now."""
+        return {"clock": {"time": time.monotonic(), "wall": time.time()}, "faults": [dict(f) for f in self.faults],
+                "events": list(self.events),
+                "nodes": {n.name: n.past_events + n.events for n in self.nodes}}
+
+    def write_ready_file(self) -> None:
+        """The topology as JSON in the ready file (if any), written at once (a reader never
+        sees half of it); ``open_topology_of`` calls it once the control endpoint is up."""
         path = self.options.ready_file
         if path:
             tmp = f"{path}.tmp{os.getpid()}"

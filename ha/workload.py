@@ -60,6 +60,7 @@ class Workload:
         self.run_id = uuid.uuid4().hex[:8]
         self.cond = threading.Condition()
         self.stopping = threading.Event()
+        self.finishing = threading.Event()  # publish nothing new (``finish``)
         self.subscribed = threading.Event()
         self.publisher_done = threading.Event()
         self.attempted: set[str] = set()
@@ -84,6 +85,13 @@ class Workload:
             return False
         self.history.close()
         return True
+
+    def finish(self) -> None:
+        """Publish nothing new: the run ends once what was sent is acknowledged and delivered
+        (or nothing new came for ``drain`` s), as if ``count`` had been reached."""
+        self.finishing.set()
+        with self.cond:
+            self.cond.notify_all()
 
     def stop(self, timeout: float = 10) -> bool:
         self.stopping.set()
@@ -169,16 +177,16 @@ class _Publisher(_Role):
 
     def more(self) -> bool:
         o = self.w.options
-        if o.count is not None and self.seq >= o.count:
+        if self.w.finishing.is_set() or (o.count is not None and self.seq >= o.count):
             return False
         return o.seconds is None or time.monotonic() - self.started < o.seconds
 
     def finished(self) -> bool:
-        return not self.retry and self.started > 0 and not self.more()
+        return not self.retry and (self.started > 0 or self.w.finishing.is_set()) and not self.more()
 
     def work(self, client: Any) -> None:
         while not self.w.subscribed.wait(0.05):  # the consumer's queue or session exists first
-            if self.w.stopping.is_set():
+            if self.w.stopping.is_set() or self.w.finishing.is_set():
                 return
         if not self.started:
             self.started = time.monotonic()
@@ -302,6 +310,9 @@ def add_workload_command(sub: Any) -> None:
     p.add_argument("--drain", type=float, default=5.0,
                    help="after publishing, wait at most this long without a new delivery (default 5 s)")
     p.add_argument("--timeout", type=float, default=5.0, help="connect/confirm timeout in s (default 5)")
+    p.add_argument("--control", metavar="URL", default=None,
+                   help="the topology's control URL: at the end, add to the history the faults applied meanwhile "
+                   "(by `mqemu fault` from any shell) and the nodes' events (lock, recovery, listeners, roles)")
     p.add_argument("--log-level", default="warning", choices=("debug", "info", "warning", "error"))
     p.add_argument("--log-format", default="text", choices=("text", "json"))
     p.set_defaults(run=run_workload)
@@ -323,8 +334,24 @@ def run_workload(args: argparse.Namespace) -> int:
     try:
         while not w.wait(0.5):
             pass
-    except KeyboardInterrupt:
-        w.stop()
+    except KeyboardInterrupt:  # publish no more, let the consumer drain; a second Ctrl-C stops at once
+        print("mqemu workload: publishing stopped; draining deliveries (Ctrl-C again to stop now)", file=sys.stderr)
+        w.finish()
+        try:
+            while not w.wait(0.5):
+                pass
+        except KeyboardInterrupt:
+            w.stop()
+    w.history.close()  # all of it is on disk, even if a client thread is stuck in a call
+    if args.control:
+        from .control import ControlClient, ControlError
+        from .history import append_facts
+        try:
+            added = append_facts(args.history, ControlClient(args.control).facts())
+        except ControlError as e:
+            print(f"mqemu workload: the topology's faults are not in the history: {e}", file=sys.stderr)
+            return 1
+        print(f"added {added} fault and node records from {args.control}")
     print(f"published {len(w.attempted)} (acknowledged {w.confirmed}), delivered {len(w.delivered)}; "
           f"history in {args.history} (mqemu check {args.history})")
     return 0

@@ -24,6 +24,17 @@ def test_nothing_acknowledged_is_lost_across_a_failover(mqemu_harness, protocol,
     (recovery,) = verdict.faults
     assert recovery.action == fault and recovery.first_delivery is not None  # it came back
     assert h.topology.node("active")["name"] == "node-2"
+    # where the takeover's time went, from the nodes' own events, in the order they happened
+    steps = [(p.process, p.event, p.detail) for p in recovery.phases]
+    assert ("topology", "role", "node-1 down") in steps  # the supervisor saw it go
+    order = [("node-2", "lock-acquired"), ("node-2", "store-loaded"), ("node-2", "recovered"), ("node-2", "role"),
+             ("topology", "role")]
+    assert [s[:2] for s in steps if s[:2] in order and s[2] != "node-1 down"] == order, steps
+    assert ("node-2", "listening") in [s[:2] for s in steps]
+    opened = next(p for p in recovery.phases if p.process == "topology" and p.detail == "node-2 active: its "
+                  "endpoints open")
+    assert recovery.seconds_after_reconnect is not None
+    assert 0 < opened.at < recovery.seconds_after_reconnect  # they opened before deliveries on a new connection
 
 
 def test_a_network_cut_is_a_window_the_checker_reports(mqemu_harness):
@@ -35,7 +46,9 @@ def test_a_network_cut_is_a_window_the_checker_reports(mqemu_harness):
         h.topology.heal("active", name="reset_peer_downstream")
     verdict = h.check()
     assert verdict.counts.lost == 0 and verdict.valid
-    assert [f.action for f in verdict.faults] == ["reset_peer"]
+    # every fault the topology applied is a window, whoever asked for it (here the pair's own down())
+    assert [(f.action, f.target) for f in verdict.faults] == [("down", "active"), ("reset_peer", "active")]
+    assert verdict.windows[1].fault_end is not None  # down() healed: the window's fault has an end
     assert any(u.kind in ("connect", "enqueue") for u in verdict.unavailable)  # the cut was seen
 
 
