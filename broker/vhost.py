@@ -11,7 +11,7 @@ import datetime
 import os
 from typing import TYPE_CHECKING, Any, Callable, Iterable
 
-from . import activemq
+from . import activemq, policies
 from .profile import RABBITMQ, EngineProfile
 from .errors import AccessRefused, NotFound, PreconditionFailed, ResourceLocked
 from .exchange import EXCHANGE_TYPES, Binding, Exchange, freeze_arguments
@@ -71,6 +71,9 @@ class VirtualHost:
         self.exchanges: dict[str, Exchange] = {}
         self.queues: dict[str, Queue] = {}
         self.direct_reply: dict[str, Callable[[Message], bool]] = {}
+        # Policies by name and the one applied to each queue (``policies``).
+        self.policies: dict[str, Any] = {}
+        self.queue_policies: dict[str, Any] = {}
         for xname, xtype in STANDARD_EXCHANGES:
             self.exchanges[xname] = Exchange(xname, xtype, durable=True, internal=xname == "amq.rabbitmq.trace")
 
@@ -317,6 +320,8 @@ class VirtualHost:
                     )
         q = Queue(self.queue_port(name, durable), name, durable, exclusive_owner, auto_delete, arguments, settings)
         self.queues[name] = q
+        if self.policies:
+            policies.apply_to_queue(self, q)
         if durable and self.store is not None:
             self.store.save_queue(self.name, q)
         self.schedule_queue_expiry(q)
@@ -388,6 +393,7 @@ class VirtualHost:
         q.purge()
         q.deleted = True
         del self.queues[name]
+        self.queue_policies.pop(name, None)
         for c in list(q.consumers):
             q.consumers.remove(c)
             c.owner.consumer_cancelled(c)

@@ -56,6 +56,12 @@ def build_parser() -> argparse.ArgumentParser:
         serve.add_argument(f"--{proto}-port", type=_port, default=None, metavar="PORT",
                            help=f"{proto.upper()} port; 0 picks a free one, 'off' disables it "
                            f"(default {defaults['rabbitmq']})")
+    serve.add_argument("--http-port", type=_port, default=None, metavar="PORT",
+                       help="HTTP port of the management API; 0 picks a free one, 'off' disables it "
+                       "(default 15672 on rabbitmq, 8161 on activemq)")
+    serve.add_argument("--definitions", default=None, metavar="FILE",
+                       help="load a RabbitMQ definitions export (users, vhosts, permissions, policies, "
+                       "exchanges, queues, bindings) at start, as RabbitMQ's load_definitions")
     serve.add_argument("--data-dir", default=None,
                        help="directory for durable definitions and persistent messages "
                        "(absent: memory only, nothing survives a restart)")
@@ -197,13 +203,15 @@ def serve(args: argparse.Namespace) -> int:
         log.error("%s", e)
         return 2
     ports = {p: getattr(args, f"{p}_port") for p in PROTOCOLS}
+    ports["http"] = args.http_port
     if args.standby and not args.data_dir:
         log.error("--standby needs --data-dir: a standby waits for the lock of a data directory it shares")
         return 2
     node = Node(NodeOptions(engine=config.engine, engine_version=config.engine_version, host=args.host,
                             ports=ports, data_dir=args.data_dir, ready_file=args.ready_file, config=config,
                             name=args.name, standby=args.standby,
-                            timing=TIMINGS[args.timing], status_file=args.status_file))
+                            timing=TIMINGS[args.timing], status_file=args.status_file,
+                            definitions=args.definitions))
 
     async def run() -> None:
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:

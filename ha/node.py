@@ -32,6 +32,7 @@ from mqemu.broker.core import Broker
 from mqemu.broker.store.base import Store, StoreError, StoreLocked
 from mqemu.broker.store.memory import MemoryStore
 from mqemu.protocols.amqp091.server import serve_amqp
+from mqemu.protocols.http.server import serve_http
 from mqemu.protocols.mqtt.server import serve_mqtt
 from mqemu.protocols.stomp.server import serve_stomp
 
@@ -75,7 +76,8 @@ class NodeOptions:
     engine: str = "rabbitmq"
     engine_version: str | None = None  # None: the newest the engine offers (``broker.profile``)
     host: str = "127.0.0.1"
-    # port per protocol: an int (0 = any free port), None = the engine's default, "off" = none
+    # port per protocol ("http" too): an int (0 = any free port), None = the engine's default,
+    # "off" = none
     ports: dict[str, Any] = field(default_factory=dict)
     data_dir: str | None = None
     config_file: str | None = None
@@ -86,6 +88,7 @@ class NodeOptions:
     standby: bool = False
     timing: Timing = TIMINGS["fast"]
     status_file: str | None = None  # rewritten on every role change (JSON, see Node.status)
+    definitions: str | None = None  # a RabbitMQ definitions file loaded at start (``--definitions``)
 
 
 class NodeStartError(Exception):
@@ -121,7 +124,7 @@ class Node:
 
     def url(self, protocol: str) -> str:
         port = self.ports[protocol]
-        scheme = {"amqp": "amqp", "stomp": "stomp", "mqtt": "mqtt"}[protocol]
+        scheme = {"amqp": "amqp", "stomp": "stomp", "mqtt": "mqtt", "http": "http"}[protocol]
         return f"{scheme}://{self.host}:{port}"
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
@@ -134,6 +137,8 @@ class Node:
             report = broker.recover(snapshot)
             del snapshot
             recover_protocols(broker)
+            if self.options.definitions:
+                self._load_definitions(self.options.definitions)
             self._event("recovered", seconds=round(report.seconds, 3), messages=report.messages)
             if self.options.data_dir:
                 log.info("store: SQLite in %s; recovered %d exchanges, %d queues, %d bindings, %d messages "
@@ -166,6 +171,7 @@ class Node:
                     self.ports[proto] = bound
                     log.info("listening", extra={"protocol": proto, "host": self.host, "port": bound})
                     self._event("listening", protocol=proto, port=bound)
+                await self._open_http(nursery)
                 self._write_ready_file()
                 self._set_role("active")
                 task_status.started(self.ports)
@@ -178,6 +184,38 @@ class Node:
                     os.unlink(self.options.ready_file)
                 except OSError:
                     pass
+
+    def _load_definitions(self, path: str) -> None:
+        """RabbitMQ's load_definitions: the whole file or nothing, before any listener opens."""
+        from mqemu.broker.definitions import DefinitionsError, load_file
+
+        try:
+            load_file(self.broker, path)
+        except DefinitionsError as e:
+            raise NodeStartError(str(e)) from e
+        log.info("definitions loaded from %s", path)
+        self._event("definitions", file=path)
+
+    async def _open_http(self, nursery: trio.Nursery) -> None:
+        """The HTTP listener (``--http-port``; default the engine's management port). It
+        never takes the node down: a port it cannot bind is logged and the node runs on
+        without it."""
+        port = self.options.ports.get("http")
+        if port == "off":
+            return
+        if port is None:
+            port = self.broker.profile.http_port
+        try:
+            bound = await nursery.start(partial(serve_http, self, self.host, int(port), accepting=self.accepting))
+        except Exception as e:
+            why = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+            log.error("cannot listen for HTTP on %s:%s: %s; the node runs without it (pick another port "
+                      "with --http-port)", self.host, port, why)
+            self._event("listener-failed", protocol="http", port=int(port), error=why)
+            return
+        self.ports["http"] = bound
+        log.info("listening", extra={"protocol": "http", "host": self.host, "port": bound})
+        self._event("listening", protocol="http", port=bound)
 
     async def _take_store(self) -> Any:
         """Open the store; a standby retries a locked data directory until it gets it."""
@@ -267,9 +305,11 @@ def _write_json(path: str, obj: Any) -> None:
 async def open_node(**kwargs: Any) -> AsyncIterator[Node]:
     """Run a node for the body of the block, e.g. ``async with open_node(ports={"amqp": 0})``.
 
-    Unnamed protocols listen on port 0 (a free port) here, unlike ``mqemu serve``.
+    Unnamed protocols listen on port 0 (a free port) here, unlike ``mqemu serve``; HTTP is
+    off unless ``ports={"http": 0}`` asks for it.
     """
-    ports = {p: 0 for p in PROTOCOLS}
+    ports: dict[str, Any] = {p: 0 for p in PROTOCOLS}
+    ports["http"] = "off"
     ports.update(kwargs.pop("ports", {}))
     node = Node(NodeOptions(ports=ports, **kwargs))
     async with trio.open_nursery() as nursery:
@@ -357,7 +397,8 @@ class NodeThread(LoopThread):
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__()
-        ports = {p: 0 for p in PROTOCOLS}
+        ports: dict[str, Any] = {p: 0 for p in PROTOCOLS}
+        ports["http"] = "off"
         ports.update(kwargs.pop("ports", {}))
         self.node = Node(NodeOptions(ports=ports, **kwargs))
 

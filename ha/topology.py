@@ -154,6 +154,7 @@ class Topology:
                 "--timing", o.timing, "--log-format", "json"]
         for proto in PROTOCOLS:
             argv += [f"--{proto}-port", "0" if proto in o.protocols else "off"]
+        argv += ["--http-port", "0"]
         if self.data_dir:
             argv += ["--data-dir", self.data_dir]
             if self.mode == "active-standby":

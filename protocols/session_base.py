@@ -67,6 +67,11 @@ class SessionBase:
     alarm), and call ``redispatch`` at the end of each ``data_received``.
     """
 
+    #: the protocol as RabbitMQ's management API names it (``connection_info``)
+    protocol_name = "unknown"
+    #: (peer (host, port), local (host, port)) of the socket, set by the transport
+    addresses: tuple | None = None
+
     def __init__(self, broker: Any, peer: str | None, conn_id: int) -> None:
         self.broker = broker
         self.peer = peer
@@ -149,6 +154,19 @@ class SessionBase:
         elif not high and self.reading_paused:
             self.reading_paused = False
             self._resume_reading()
+
+    def connection_info(self) -> dict[str, Any] | None:
+        """What a management view shows of this connection, the same for every protocol:
+        ``protocol``, ``user`` (name), ``vhost`` (name), ``channels``, ``client_properties``;
+        None while it is not open (no login yet). Subclasses override the parts they keep
+        elsewhere. Closing one is ``server_close(text)`` (AMQP 320 CONNECTION_FORCED with
+        the text, STOMP an ERROR, MQTT 5 DISCONNECT)."""
+        user = getattr(self, "user", None)
+        vhost = getattr(self, "vhost", None)
+        if vhost is None:
+            return None
+        return {"protocol": self.protocol_name, "user": getattr(user, "name", None) or "",
+                "vhost": getattr(vhost, "name", vhost), "channels": 0, "client_properties": {}}
 
     def internal_error(self) -> None:
         """One of this session's methods raised (a bug). Queue the protocol's internal-error

@@ -60,7 +60,8 @@ def test_ready_file_ports_and_clean_sigterm(tmp_path, stop_all):
 
 
 def test_sigint_also_stops_cleanly(tmp_path, stop_all):
-    proc, ready = start(tmp_path, "--amqp-port", "0", "--stomp-port", "off", "--mqtt-port", "off")
+    proc, ready = start(tmp_path, "--amqp-port", "0", "--stomp-port", "off", "--mqtt-port", "off",
+                        "--http-port", "off")
     stop_all.append(proc)
     assert set(wait_ready(proc, ready)) == {"amqp", "pid"}
     proc.send_signal(signal.SIGINT)

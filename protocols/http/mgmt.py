@@ -1,0 +1,138 @@
+"""RabbitMQ's management API as a starlette app (the subset tools use: rabbitmqadmin,
+pyrabbit2, monitoring checks).
+
+Every handler is a coroutine run in the node's trio loop (starlette on anyio's trio
+backend), so it calls the broker directly; no handler runs in a thread. Routes match the
+raw path, so a ``%2F`` (the vhost ``/``) stays inside its segment, and each handler decodes
+its segments. Basic auth and the management tags are checked before the handler runs; an
+``HttpError`` becomes RabbitMQ's ``{"error", "reason"}`` body.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Awaitable, Callable
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from . import api_access as acc
+from . import api_node as nd
+from . import api_objects as obj
+from .common import Ctx, HttpError, authenticate
+
+log = logging.getLogger("mqemu.protocols.http.mgmt")
+
+Handler = Callable[[Ctx], Awaitable[Response]]
+
+# path -> {method: handler}
+ROUTES: list[tuple[str, dict[str, Handler]]] = [
+    ("/api/overview", {"GET": nd.overview}),
+    ("/api/nodes", {"GET": nd.nodes}),
+    ("/api/nodes/{node}", {"GET": nd.get_node}),
+    ("/api/whoami", {"GET": acc.whoami}),
+    ("/api/aliveness-test/{vhost}", {"GET": nd.aliveness}),
+    ("/api/health/checks/alarms", {"GET": nd.alarms}),
+    ("/api/health/checks/local-alarms", {"GET": nd.alarms}),
+    ("/api/health/checks/port-listener/{port}", {"GET": nd.port_listener}),
+    ("/api/health/checks/protocol-listener/{protocol}", {"GET": nd.protocol_listener}),
+    ("/api/health/checks/virtual-hosts", {"GET": nd.virtual_hosts}),
+    ("/api/health/checks/node-is-quorum-critical", {"GET": nd.node_is_quorum_critical}),
+    ("/api/connections", {"GET": nd.list_connections}),
+    ("/api/connections/{name}", {"GET": nd.get_connection, "DELETE": nd.delete_connection}),
+    ("/api/vhosts/{vhost}/connections", {"GET": nd.list_connections}),
+    ("/api/channels", {"GET": nd.list_channels}),
+    ("/api/consumers", {"GET": nd.list_consumers}),
+    ("/api/consumers/{vhost}", {"GET": nd.list_consumers}),
+    ("/api/queues", {"GET": obj.list_queues}),
+    ("/api/queues/{vhost}", {"GET": obj.list_queues}),
+    ("/api/queues/{vhost}/{queue}", {"GET": obj.get_queue, "PUT": obj.put_queue, "DELETE": obj.delete_queue}),
+    ("/api/queues/{vhost}/{queue}/contents", {"DELETE": obj.purge_queue}),
+    ("/api/queues/{vhost}/{queue}/get", {"POST": obj.get_messages}),
+    ("/api/queues/{vhost}/{queue}/bindings", {"GET": obj.list_bindings}),
+    ("/api/exchanges", {"GET": obj.list_exchanges}),
+    ("/api/exchanges/{vhost}", {"GET": obj.list_exchanges}),
+    ("/api/exchanges/{vhost}/{exchange}", {"GET": obj.get_exchange, "PUT": obj.put_exchange,
+                                           "DELETE": obj.delete_exchange}),
+    ("/api/exchanges/{vhost}/{exchange}/publish", {"POST": obj.publish}),
+    ("/api/bindings", {"GET": obj.list_bindings}),
+    ("/api/bindings/{vhost}", {"GET": obj.list_bindings}),
+    ("/api/bindings/{vhost}/e/{source}/{kind:q_or_e}/{destination}", {"GET": obj.list_between,
+                                                                       "POST": obj.create_binding}),
+    ("/api/bindings/{vhost}/e/{source}/{kind:q_or_e}/{destination}/{props}", {"GET": obj.get_binding,
+                                                                               "DELETE": obj.delete_binding}),
+    ("/api/vhosts", {"GET": acc.list_vhosts}),
+    ("/api/vhosts/{vhost}", {"GET": acc.get_vhost, "PUT": acc.put_vhost, "DELETE": acc.delete_vhost}),
+    ("/api/vhosts/{vhost}/permissions", {"GET": acc.list_permissions}),
+    ("/api/users", {"GET": acc.list_users}),
+    ("/api/users/{user}", {"GET": acc.get_user, "PUT": acc.put_user, "DELETE": acc.delete_user}),
+    ("/api/users/{user}/permissions", {"GET": acc.list_permissions}),
+    ("/api/permissions", {"GET": acc.list_permissions}),
+    ("/api/permissions/{vhost}/{user}", {"GET": acc.get_permission, "PUT": acc.put_permission,
+                                         "DELETE": acc.delete_permission}),
+    ("/api/policies", {"GET": acc.list_policies}),
+    ("/api/policies/{vhost}", {"GET": acc.list_policies}),
+    ("/api/policies/{vhost}/{name}", {"GET": acc.get_policy, "PUT": acc.put_policy, "DELETE": acc.delete_policy}),
+    ("/api/definitions", {"GET": acc.get_definitions, "POST": acc.post_definitions}),
+    ("/api/definitions/{vhost}", {"GET": acc.get_definitions, "POST": acc.post_definitions}),
+]
+
+
+def _endpoint(node: Any, methods: dict[str, Handler]) -> Callable[[Request], Awaitable[Response]]:
+    async def endpoint(request: Request) -> Response:
+        method = "GET" if request.method == "HEAD" else request.method
+        handler = methods.get(method)
+        if handler is None:
+            return _not_allowed(methods)
+        try:
+            user = authenticate(request, node.broker)
+            return await handler(Ctx(request, node, user))
+        except HttpError as e:
+            return e.response()
+    return endpoint
+
+
+def _not_allowed(methods: dict[str, Handler]) -> Response:
+    allow = ["HEAD", "GET", "OPTIONS"] if "GET" in methods else ["OPTIONS"]
+    allow += [m for m in methods if m != "GET"]
+    return Response(status_code=405, headers={"allow": ", ".join(allow)})
+
+
+class RawPath:
+    """ASGI middleware: route on the raw path, so ``%2F`` stays in its segment."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope.get("raw_path"):
+            scope = dict(scope, path=scope["raw_path"].decode("latin-1").split("?", 1)[0])
+        await self.app(scope, receive, send)
+
+
+async def _not_found(request: Request, exc: Exception) -> Response:
+    if isinstance(exc, HTTPException) and exc.status_code == 405:
+        return Response(status_code=405)
+    return JSONResponse({"error": "Object Not Found", "reason": "Not Found"}, 404)
+
+
+def management_app(node: Any) -> Any:
+    from starlette.convertors import Convertor, register_url_convertor
+
+    class QorE(Convertor):
+        regex = "[qe]"
+
+        def convert(self, value: str) -> str:
+            return value
+
+        def to_string(self, value: str) -> str:
+            return value
+
+    register_url_convertor("q_or_e", QorE())
+    routes = [Route(path, _endpoint(node, methods), methods=["GET", "HEAD", "PUT", "POST", "DELETE", "PATCH"])
+              for path, methods in ROUTES]
+    app = Starlette(routes=routes, exception_handlers={404: _not_found, 405: _not_found})
+    return RawPath(app)
