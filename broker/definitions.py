@@ -8,10 +8,11 @@ their arguments, bindings and their ends), and the first error is raised, naming
 before anything changes. ``topic_permissions``, ``parameters`` and ``global_parameters`` are
 kept and exported again; mqemu does not act on them (they are listed by ``ignored``).
 
-Exported: users with ``password_hash`` and ``hashing_algorithm`` (a user made with a
-plain password gets a SHA-256 hash once, kept from then on), vhosts, permissions, policies,
-durable exchanges except the default and ``amq.*`` ones, durable non-exclusive queues, and
-bindings between them (not the default exchange's).
+Exported as RabbitMQ 3.10 does: users with ``password_hash`` and ``hashing_algorithm`` (a
+user made with a plain password gets a SHA-256 hash once, kept from then on), vhosts,
+permissions, policies, the exchanges except the default and ``amq.*`` ones, the queues that
+are not exclusive, durable or not, and the bindings from exchanges other than the default
+one. A per-vhost export has no ``vhost`` keys but in its policies.
 """
 
 from __future__ import annotations
@@ -126,21 +127,19 @@ def export_definitions(broker: Any, vhost: str | None = None) -> dict[str, Any]:
         vh = broker.vhosts[name]
         tag = {} if vhost is not None else {"vhost": name}
         for p in vh.policies.values():
-            d = p.to_json()
-            if vhost is not None:
-                del d["vhost"]
-            policies.append(d)
+            policies.append(p.to_json())
         for q in vh.queues.values():
-            if q.durable and q.exclusive_owner is None:
-                queues.append({"name": q.name, **tag, "durable": True, "auto_delete": q.auto_delete,
+            if q.exclusive_owner is None:
+                queues.append({"name": q.name, **tag, "durable": q.durable, "auto_delete": q.auto_delete,
                                "arguments": _plain(q.arguments)})
         for ex in vh.exchanges.values():
-            if ex.durable and ex.name and not ex.name.startswith("amq."):
-                exchanges.append({"name": ex.name, **tag, "type": ex.type, "durable": True,
+            if ex.name and not ex.name.startswith("amq."):
+                exchanges.append({"name": ex.name, **tag, "type": ex.type, "durable": ex.durable,
                                   "auto_delete": ex.auto_delete, "internal": ex.internal,
                                   "arguments": _plain(ex.arguments)})
         for b in vh.bindings():
-            if vh._binding_durable(vh.exchanges[b.source], b):
+            dest = vh.queues.get(b.destination) if b.destination_kind == "queue" else None
+            if dest is None or dest.exclusive_owner is None:
                 bindings.append({"source": b.source, **tag, "destination": b.destination,
                                  "destination_type": b.destination_kind, "routing_key": b.routing_key,
                                  "arguments": _plain(b.args)})
@@ -266,7 +265,7 @@ class _Plan:
             if name == "" or name.startswith("amq."):
                 raise PreconditionFailed(f"exchange '{name}' in vhost '{vh}': reserved name")
             current = self.broker.vhosts[vh].exchanges.get(name) if vh in self.broker.vhosts else None
-            if current is not None and (current.type, current.durable) != (xtype, bool(item.get("durable", True))):
+            if current is not None and (current.type, current.durable) != (xtype, bool(item.get("durable", False))):
                 raise PreconditionFailed(f"exchange '{name}' in vhost '{vh}': inequivalent to the existing one")
             exchanges[(vh, name)] = xtype
             self.exchanges.append({**item, "vhost": vh})
@@ -282,7 +281,7 @@ class _Plan:
                 raise PreconditionFailed(f"queue '{name}' in vhost '{vh}': reserved name")
             current = self.broker.vhosts[vh].queues.get(name) if vh in self.broker.vhosts else None
             if current is not None:
-                same = current.durable == bool(item.get("durable", True)) and current.auto_delete == bool(
+                same = current.durable == bool(item.get("durable", False)) and current.auto_delete == bool(
                     item.get("auto_delete", False)) and all(current.arguments.get(k) == args.get(k)
                                                             for k in _EQUIVALENT_ARGS)
                 if not same:
@@ -323,12 +322,12 @@ class _Plan:
         for policy in self.policies:
             set_policy(broker.vhosts[policy.vhost], policy)
         for x in self.exchanges:
-            broker.vhosts[x["vhost"]].declare_exchange(x["name"], x["type"], durable=bool(x.get("durable", True)),
+            broker.vhosts[x["vhost"]].declare_exchange(x["name"], x["type"], durable=bool(x.get("durable", False)),
                                                        auto_delete=bool(x.get("auto_delete", False)),
                                                        internal=bool(x.get("internal", False)),
                                                        arguments=x.get("arguments") or {})
         for q in self.queues:
-            broker.vhosts[q["vhost"]].declare_queue(q["name"], durable=bool(q.get("durable", True)),
+            broker.vhosts[q["vhost"]].declare_queue(q["name"], durable=bool(q.get("durable", False)),
                                                     auto_delete=bool(q.get("auto_delete", False)),
                                                     arguments=q["arguments"])
         for b in self.bindings:

@@ -60,7 +60,7 @@ async def put_queue(ctx: Ctx) -> Response:
         raise bad_request("arguments must be an object")
     exists = name in vh.queues
     try:
-        vh.declare_queue(name, durable=flag(body.get("durable"), True), auto_delete=flag(body.get("auto_delete")),
+        vh.declare_queue(name, durable=flag(body.get("durable")), auto_delete=flag(body.get("auto_delete")),
                          arguments=arguments)
     except BrokerError as e:
         raise from_broker_error(e) from None
@@ -161,7 +161,7 @@ async def put_exchange(ctx: Ctx) -> Response:
     arguments = body.get("arguments") or {}
     exists = name in vh.exchanges
     try:
-        vh.declare_exchange(name, xtype, durable=flag(body.get("durable"), True),
+        vh.declare_exchange(name, xtype, durable=flag(body.get("durable")),
                             auto_delete=flag(body.get("auto_delete")), internal=flag(body.get("internal")),
                             arguments=arguments)
     except BrokerError as e:
@@ -186,8 +186,6 @@ async def publish(ctx: Ctx) -> Response:
     """``POST .../publish``: ``{"routed": bool}``."""
     vh = ctx.vhost(segment(ctx.request, "vhost"))
     name = _exchange_name(ctx)
-    if name not in vh.exchanges:
-        raise not_found()
     body = await ctx.body()
     ctx.check(vh.name, "write", "exchange", name)
     for key in ("routing_key", "payload", "payload_encoding", "properties"):
@@ -215,8 +213,8 @@ async def publish(ctx: Ctx) -> Response:
     try:
         routed, _refused = vh.publish(name, str(body["routing_key"]), Message(name, str(body["routing_key"]), data,
                                                                              properties))
-    except BrokerError as e:
-        raise from_broker_error(e) from None
+    except BrokerError as e:  # RabbitMQ: 400 with the AMQP error as a channel would get it
+        raise bad_request(f"{e.code} {e}") from None
     return ok({"routed": routed > 0})
 
 

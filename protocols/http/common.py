@@ -21,8 +21,8 @@ from starlette.responses import JSONResponse, Response
 from mqemu.broker.auth import User
 from mqemu.broker.errors import AuthenticationFailed, BrokerError, NotFound
 
-from .server import MAX_BODY
-
+# The largest request body the API takes (RabbitMQ's management.http_max_body_size: 20 MiB).
+MAX_BODY = 20 * 1024 * 1024
 REALM = 'Basic realm="RabbitMQ Management"'
 MANAGEMENT_TAGS = ("management", "policymaker", "monitoring", "administrator")
 

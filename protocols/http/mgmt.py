@@ -10,6 +10,7 @@ its segments. Basic auth and the management tags are checked before the handler 
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any, Awaitable, Callable
 
@@ -89,10 +90,34 @@ def _endpoint(node: Any, methods: dict[str, Handler]) -> Callable[[Request], Awa
             return _not_allowed(methods)
         try:
             user = authenticate(request, node.broker)
-            return await handler(Ctx(request, node, user))
+            response = await handler(Ctx(request, node, user))
         except HttpError as e:
             return e.response()
+        columns = request.query_params.get("columns")
+        if columns and isinstance(response, JSONResponse) and response.status_code == 200:
+            response = JSONResponse(_select(json.loads(response.body), columns.split(",")))
+        return response
     return endpoint
+
+
+def _select(data: Any, columns: list[str]) -> Any:
+    """RabbitMQ's ``?columns=a,b.c``: only those keys of each object (dotted: nested)."""
+    def pick(obj: dict[str, Any]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for col in columns:
+            src, dst = obj, out
+            parts = col.split(".")
+            for part in parts[:-1]:
+                if not isinstance(src.get(part), dict):
+                    break
+                src, dst = src[part], dst.setdefault(part, {})
+            else:
+                if parts[-1] in src:
+                    dst[parts[-1]] = src[parts[-1]]
+        return out
+    if isinstance(data, list):
+        return [pick(o) if isinstance(o, dict) else o for o in data]
+    return pick(data) if isinstance(data, dict) else data
 
 
 def _not_allowed(methods: dict[str, Handler]) -> Response:

@@ -15,9 +15,6 @@ import trio
 
 log = logging.getLogger("mqemu.protocols.http")
 
-# The largest request body the API takes (RabbitMQ's management.http_max_body_size: 20 MiB).
-MAX_BODY = 20 * 1024 * 1024
-
 
 def http_config(host: str, port: int) -> Any:
     """hypercorn's Config for the node's HTTP listener on host:port (0: a free port)."""

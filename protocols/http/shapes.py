@@ -94,10 +94,9 @@ def exchange_json(vhost: Any, ex: Any) -> dict[str, Any]:
 
 def properties_key(routing_key: str, arguments: dict[str, Any]) -> str:
     """RabbitMQ's key naming a binding in the API: the routing key quoted as a URL
-    segment twice over (``quote_plus``, then ``%`` as ``%25``: a client puts it in a path
-    as it is), with ``~`` and a digest of the arguments when there are any (``~`` alone for
+    segment (``quote_plus``: a client puts it in a path as it is), with ``~`` and a digest of the arguments when there are any (``~`` alone for
     an empty key with none)."""
-    quoted = quote_plus(routing_key).replace("%", "%25")
+    quoted = quote_plus(routing_key)
     if not arguments:
         return quoted or "~"
     digest = hashlib.sha1(repr(sorted(arguments.items())).encode()).digest()
