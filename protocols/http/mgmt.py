@@ -95,7 +95,7 @@ def _endpoint(node: Any, methods: dict[str, Handler]) -> Callable[[Request], Awa
             return e.response()
         columns = request.query_params.get("columns")
         if columns and isinstance(response, JSONResponse) and response.status_code == 200:
-            response = JSONResponse(_select(json.loads(response.body), columns.split(",")))
+            response = JSONResponse(_select(json.loads(bytes(response.body)), columns.split(",")))
         return response
     return endpoint
 

@@ -237,3 +237,29 @@ def test_definitions_export_import_round_trip(node, api, mqemu_start):
         r = api2.post("/definitions", content=json.dumps(bad))
         assert r.status_code == 400 and "missing" in r.json()["reason"]
         assert api2.get("/queues/app/fresh").status_code == 404  # nothing half applied
+
+
+def test_stomp_and_mqtt_connections_are_listed_and_closed(node, api):
+    import socket
+
+    stomp = socket.create_connection(("127.0.0.1", node.ports["stomp"]), timeout=10)
+    stomp.sendall(b"CONNECT\naccept-version:1.2\nhost:/\nlogin:guest\npasscode:guest\n\n\x00")
+    assert stomp.recv(4096).startswith(b"CONNECTED")
+    mqtt = socket.create_connection(("127.0.0.1", node.ports["mqtt"]), timeout=10)
+    # MQTT 3.1.1 CONNECT, clean session, keep-alive 60, client id "m1", user guest/guest
+    payload = b"\x00\x04MQTT\x04\xc2\x00\x3c" + b"\x00\x02m1" + b"\x00\x05guest" + b"\x00\x05guest"
+    mqtt.sendall(bytes([0x10, len(payload)]) + payload)
+    assert mqtt.recv(4) == b"\x20\x02\x00\x00"  # CONNACK accepted
+    conns = {c["protocol"]: c for c in api.get("/connections").json()}
+    assert set(conns) == {"STOMP", "MQTT"} and conns["MQTT"]["user"] == "guest"
+    assert api.delete(f"/connections/{quote(conns['MQTT']['name'], safe='')}").status_code == 204
+    assert mqtt.recv(4096) == b""  # closed by the broker
+    assert api.delete(f"/connections/{quote(conns['STOMP']['name'], safe='')}").status_code == 204
+    data = b""
+    while not data.endswith(b"\x00\n") and (chunk := stomp.recv(4096)):
+        data += chunk
+    assert data.startswith(b"ERROR")
+    while stomp.recv(4096):  # then the broker closes the socket
+        pass
+    stomp.close()
+    mqtt.close()
