@@ -13,7 +13,7 @@ from starlette.responses import JSONResponse, Response
 
 from mqemu.broker.message import Message
 
-from .common import Ctx, no_content, not_authorised, not_found, ok, segment
+from .common import Ctx, JsonList, no_content, not_authorised, not_found, ok, segment
 from .shapes import node_name, rate
 
 EXCHANGE_TYPES = [
@@ -131,11 +131,12 @@ def _plain(v: Any) -> Any:
     return json_value(v)
 
 
-async def list_connections(ctx: Ctx) -> Response:
+async def list_connections(ctx: Ctx) -> Any:
     only = segment(ctx.request, "vhost") if "vhost" in ctx.request.path_params else None
     if only is not None:
         ctx.vhost(only)
-    return ok([_connection_json(ctx, s, i) for s, i in _connections(ctx) if only is None or i["vhost"] == only])
+    return JsonList([(s, i) for s, i in _connections(ctx) if only is None or i["vhost"] == only],
+                    lambda pair: _connection_json(ctx, *pair))
 
 
 def _find_connection(ctx: Ctx) -> tuple[Any, dict[str, Any]]:
@@ -192,9 +193,9 @@ def consumer_json(ctx: Ctx, vh: Any, c: Any) -> dict[str, Any]:
             "active": True, "activity_status": "up", "arguments": _plain(c.arguments)}
 
 
-async def list_consumers(ctx: Ctx) -> Response:
-    return ok([consumer_json(ctx, vh, c) for vh in ctx.vhosts_from_path() for q in vh.queues.values()
-               for c in q.consumers])
+async def list_consumers(ctx: Ctx) -> Any:
+    return JsonList([(vh, c) for vh in ctx.vhosts_from_path() for q in vh.queues.values() for c in q.consumers],
+                    lambda pair: consumer_json(ctx, *pair))
 
 
 # -- health ---------------------------------------------------------------------------

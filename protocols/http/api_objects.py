@@ -14,7 +14,7 @@ from starlette.responses import Response
 from mqemu.broker.errors import BrokerError
 from mqemu.broker.message import Message
 
-from .common import (Ctx, HttpError, bad_request, created_or_updated, flag, from_broker_error, no_content, not_found,
+from .common import (Ctx, HttpError, JsonList, bad_request, created_or_updated, flag, from_broker_error, no_content, not_found,
                      ok, segment)
 from .shapes import binding_json, default_bindings, exchange_json, message_json, properties_key, queue_json
 
@@ -31,12 +31,10 @@ def _exchange_name(ctx: Ctx) -> str:
 
 
 # -- queues ---------------------------------------------------------------------------
-async def list_queues(ctx: Ctx) -> Response:
-    out = []
-    for vh in ctx.vhosts_from_path():
-        for q in vh.queues.values():
-            out.append(queue_json(ctx.node, vh, q, vh.queue_policies.get(q.name)))
-    return ok(out)
+async def list_queues(ctx: Ctx) -> Any:
+    node = ctx.node
+    return JsonList([(vh, q) for vh in ctx.vhosts_from_path() for q in vh.queues.values()],
+                    lambda pair: queue_json(node, pair[0], pair[1], pair[0].queue_policies.get(pair[1].name)))
 
 
 async def get_queue(ctx: Ctx) -> Response:
@@ -136,8 +134,9 @@ async def get_messages(ctx: Ctx) -> Response:
 
 
 # -- exchanges ------------------------------------------------------------------------
-async def list_exchanges(ctx: Ctx) -> Response:
-    return ok([exchange_json(vh, ex) for vh in ctx.vhosts_from_path() for ex in vh.exchanges.values()])
+async def list_exchanges(ctx: Ctx) -> Any:
+    return JsonList([(vh, ex) for vh in ctx.vhosts_from_path() for ex in vh.exchanges.values()],
+                    lambda pair: exchange_json(*pair))
 
 
 async def get_exchange(ctx: Ctx) -> Response:
@@ -223,14 +222,21 @@ def _bindings_of(vh: Any) -> list[dict[str, Any]]:
     return default_bindings(vh) + [binding_json(vh, b) for b in vh.bindings()]
 
 
-async def list_bindings(ctx: Ctx) -> Response:
-    out = [b for vh in ctx.vhosts_from_path() for b in _bindings_of(vh)]
+async def list_bindings(ctx: Ctx) -> Any:
     if "queue" in ctx.request.path_params:  # /api/queues/VH/Q/bindings
+        vh = ctx.vhosts_from_path()[0]
         name = segment(ctx.request, "queue")
-        if name not in ctx.vhosts_from_path()[0].queues:
+        if name not in vh.queues:
             raise not_found()
-        out = [b for b in out if b["destination_type"] == "queue" and b["destination"] == name]
-    return ok(out)
+        return ok([b for b in _bindings_of(vh) if b["destination_type"] == "queue" and b["destination"] == name])
+    return JsonList([(vh, b) for vh in ctx.vhosts_from_path() for b in [*default_bindings(vh), *vh.bindings()]],
+                    _binding)
+
+
+def _binding(pair: tuple[Any, Any]) -> Any:
+    """A default binding (already JSON) or a Binding of the vhost."""
+    vh, b = pair
+    return b if isinstance(b, dict) else binding_json(vh, b)
 
 
 def _ends(ctx: Ctx) -> tuple[Any, str, str, str]:

@@ -64,6 +64,25 @@ def ok(data: Any = None, status: int = 200) -> Response:
     return JSONResponse(data, status) if data is not None else Response(status_code=status)
 
 
+class JsonList:
+    """A list answer built and encoded in slices of ``SLICE`` objects, the node's loop running
+    between them (``mgmt`` streams it): listing thousands of queues never holds message
+    traffic for the whole listing. ``objects`` is taken whole first (references only), so
+    the broker may change while it is rendered; ``render`` makes each one's JSON."""
+
+    SLICE = 100
+
+    def __init__(self, objects: list[Any], render: Any = None) -> None:
+        self.objects = objects
+        self.render = render
+
+    def slices(self) -> Any:
+        render = self.render
+        for i in range(0, len(self.objects), self.SLICE):
+            part = self.objects[i:i + self.SLICE]
+            yield [render(o) for o in part] if render is not None else part
+
+
 def no_content() -> Response:
     return Response(status_code=204)
 

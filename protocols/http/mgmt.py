@@ -12,18 +12,20 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Any, Awaitable, Callable
+from typing import Any, AsyncIterator, Awaitable, Callable
+
+import anyio
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from . import api_access as acc
 from . import api_node as nd
 from . import api_objects as obj
-from .common import Ctx, HttpError, authenticate
+from .common import Ctx, HttpError, JsonList, authenticate
 
 log = logging.getLogger("mqemu.protocols.http.mgmt")
 
@@ -94,10 +96,27 @@ def _endpoint(node: Any, methods: dict[str, Handler]) -> Callable[[Request], Awa
         except HttpError as e:
             return e.response()
         columns = request.query_params.get("columns")
+        if isinstance(response, JsonList):
+            return StreamingResponse(_stream(response, columns.split(",") if columns else None),
+                                     media_type="application/json")
         if columns and isinstance(response, JSONResponse) and response.status_code == 200:
             response = JSONResponse(_select(json.loads(bytes(response.body)), columns.split(",")))
         return response
     return endpoint
+
+
+async def _stream(answer: JsonList, columns: list[str] | None) -> AsyncIterator[bytes]:
+    yield b"["
+    first = True
+    for part in answer.slices():
+        if columns:
+            part = _select(part, columns)
+        text = json.dumps(part, ensure_ascii=False, separators=(",", ":"))[1:-1]
+        if text:
+            yield (text if first else "," + text).encode("utf-8")
+            first = False
+        await anyio.sleep(0)  # the node's loop runs between slices
+    yield b"]"
 
 
 def _select(data: Any, columns: list[str]) -> Any:

@@ -210,3 +210,38 @@ def test_definitions_round_trip_from_rabbitmq(both, name):
     finally:
         ref.delete(f"/vhosts/{vh}")
         ref.delete(f"/users/{vh}")
+
+
+def _find_connection(client: httpx.Client, marker: str) -> dict:
+    """The connection whose client named itself ``marker`` (RabbitMQ lists a new connection
+    once its statistics arrive)."""
+    deadline = time.monotonic() + 12
+    while True:
+        for c in client.get("/connections").json():
+            if (c.get("client_properties") or {}).get("connection_name") == marker:
+                return c
+        assert time.monotonic() < deadline, f"connection {marker} not listed"
+        time.sleep(0.25)
+
+
+def test_a_connection_listed_and_forced_closed_alike(both, name):
+    import pika
+
+    ref, ours, node = both
+    ref_url = urlsplit(os.environ.get("MQEMU_REF_AMQP", "amqp://guest:guest@127.0.0.1:5682/"))
+    seen = []
+    for client, port in ((ref, ref_url.port or 5672), (ours, node.ports["amqp"])):
+        params = pika.ConnectionParameters("127.0.0.1", port, client_properties={"connection_name": name})
+        conn = pika.BlockingConnection(params)
+        conn.channel()
+        listed = _find_connection(client, name)
+        for key in ("name", "user", "vhost", "protocol", "channels", "peer_host", "peer_port", "host", "port",
+                    "state", "node", "client_properties"):
+            assert key in listed, key
+        r = client.delete(f"/connections/{quote(listed['name'], safe='')}", headers={"X-Reason": "rehearsal"})
+        with pytest.raises(pika.exceptions.ConnectionClosed) as closed:
+            conn.process_data_events(time_limit=5)
+        # (not "channels": RabbitMQ counts them at its next statistics emission)
+        seen.append((r.status_code, listed["user"], listed["vhost"], listed["protocol"],
+                     closed.value.reply_code, closed.value.reply_text))
+    assert seen[0] == seen[1]
