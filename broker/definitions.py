@@ -282,8 +282,10 @@ class _Plan:
             current = self.broker.vhosts[vh].queues.get(name) if vh in self.broker.vhosts else None
             if current is not None:
                 same = current.durable == bool(item.get("durable", False)) and current.auto_delete == bool(
-                    item.get("auto_delete", False)) and all(current.arguments.get(k) == args.get(k)
-                                                            for k in _EQUIVALENT_ARGS)
+                    item.get("auto_delete", False)) and all(
+                    current.arguments.get(k) == args.get(k) for k in _EQUIVALENT_ARGS
+                    # as a declare: no type matches any type (RabbitMQ's default_queue_type)
+                    if not (k == "x-queue-type" and (k not in args or k not in current.arguments)))
                 if not same:
                     raise PreconditionFailed(f"queue '{name}' in vhost '{vh}': inequivalent to the existing one")
             queues.add((vh, name))
@@ -342,19 +344,23 @@ def _name(item: dict[str, Any], what: str) -> str:
     return name
 
 
-def load_file(broker: Any, path: str) -> None:
-    """``--definitions FILE`` at start. Raises DefinitionsError naming the file and the first
-    error (nothing is applied then)."""
+def read_file(path: str) -> Any:
+    """A definitions file's JSON (``--definitions FILE``). Raises DefinitionsError."""
     import json
 
     try:
         with open(path, encoding="utf-8") as f:
-            data = json.load(f)
+            return json.load(f)
     except OSError as e:
         raise DefinitionsError(f"cannot read definitions file {path}: {e.strerror or e}") from None
     except ValueError as e:
         raise DefinitionsError(f"definitions file {path} is not JSON: {e}") from None
+
+
+def load_file(broker: Any, path: str) -> None:
+    """Read and apply a definitions file. Raises DefinitionsError naming the file and the
+    first error (nothing is applied then)."""
     try:
-        import_definitions(broker, data)
+        import_definitions(broker, read_file(path))
     except DefinitionsError as e:
         raise DefinitionsError(f"definitions file {path} rejected, nothing applied: {e}") from None

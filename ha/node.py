@@ -134,11 +134,13 @@ class Node:
         broker = self.broker
         snapshot = await self._take_store()
         try:
+            # the file's vhosts exist before recovery, so their stored queues come back
+            definitions = self._read_definitions(self.options.definitions) if self.options.definitions else None
             report = broker.recover(snapshot)
             del snapshot
             recover_protocols(broker)
-            if self.options.definitions:
-                self._load_definitions(self.options.definitions)
+            if definitions is not None:
+                self._load_definitions(self.options.definitions, definitions)
             self._event("recovered", seconds=round(report.seconds, 3), messages=report.messages)
             if self.options.data_dir:
                 log.info("store: SQLite in %s; recovered %d exchanges, %d queues, %d bindings, %d messages "
@@ -185,14 +187,29 @@ class Node:
                 except OSError:
                     pass
 
-    def _load_definitions(self, path: str) -> None:
-        """RabbitMQ's load_definitions: the whole file or nothing, before any listener opens."""
-        from mqemu.broker.definitions import DefinitionsError, load_file
+    def _read_definitions(self, path: str) -> Any:
+        """The definitions file's JSON; its vhosts are made now, before recovery (a file
+        rejected later stops the node, so they never outlive a bad file)."""
+        from mqemu.broker.definitions import DefinitionsError, read_file
 
         try:
-            load_file(self.broker, path)
+            data = read_file(path)
         except DefinitionsError as e:
             raise NodeStartError(str(e)) from e
+        vhosts = data.get("vhosts") if isinstance(data, dict) else None
+        for item in vhosts if isinstance(vhosts, list) else ():
+            if isinstance(item, dict) and isinstance(item.get("name"), str):
+                self.broker.add_vhost(item["name"])
+        return data
+
+    def _load_definitions(self, path: str, data: Any) -> None:
+        """RabbitMQ's load_definitions: the whole file or nothing, before any listener opens."""
+        from mqemu.broker.definitions import DefinitionsError, import_definitions
+
+        try:
+            import_definitions(self.broker, data)
+        except DefinitionsError as e:
+            raise NodeStartError(f"definitions file {path} rejected, nothing applied: {e}") from e
         log.info("definitions loaded from %s", path)
         self._event("definitions", file=path)
 

@@ -109,3 +109,42 @@ def test_serve_loads_definitions_and_rejects_a_bad_file_whole(tmp_path):
     assert proc.wait(15) == 1
     err = proc.stderr.read()
     assert "rejected, nothing applied" in err and "queue 'q2': vhost 'nowhere' does not exist" in err
+
+
+def test_definitions_vhosts_exist_before_recovery(tmp_path):
+    """A durable queue in a vhost only the definitions file makes keeps its messages across
+    a restart of a node with a data directory."""
+    import base64
+
+    defs = {"vhosts": [{"name": "/"}, {"name": "orders"}],
+            "permissions": [{"user": "guest", "vhost": "orders", "configure": ".*", "write": ".*", "read": ".*"}],
+            "queues": [{"name": "kept", "vhost": "orders", "durable": True, "auto_delete": False, "arguments": {}}]}
+    path = tmp_path / "defs.json"
+    path.write_text(json.dumps(defs))
+    auth = "Basic " + base64.b64encode(b"guest:guest").decode()
+
+    def call(port, method, url, body=None):
+        req = urllib.request.Request(f"http://127.0.0.1:{port}/api{url}", method=method,
+                                     data=None if body is None else json.dumps(body).encode())
+        req.add_header("Authorization", auth)
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return json.loads(r.read() or b"null")
+
+    args = ("--amqp-port", "off", "--stomp-port", "off", "--mqtt-port", "off", "--http-port", "0",
+            "--definitions", str(path), "--data-dir", str(tmp_path / "data"))
+    proc, ready = start(tmp_path, *args)
+    try:
+        port = wait_ready(proc, ready)["http"]
+        assert call(port, "POST", "/exchanges/orders/amq.default/publish", {
+            "properties": {"delivery_mode": 2}, "routing_key": "kept", "payload": "p",
+            "payload_encoding": "string"}) == {"routed": True}
+    finally:
+        proc.terminate()
+        assert proc.wait(10) == 0
+    proc, ready = start(tmp_path, *args)
+    try:
+        port = wait_ready(proc, ready)["http"]
+        assert call(port, "GET", "/queues/orders/kept")["messages_ready"] == 1
+    finally:
+        proc.terminate()
+        assert proc.wait(10) == 0
