@@ -135,12 +135,13 @@ class Node:
         snapshot = await self._take_store()
         try:
             # the file's vhosts exist before recovery, so their stored queues come back
-            definitions = self._read_definitions(self.options.definitions) if self.options.definitions else None
+            defs_path = self.options.definitions
+            definitions = self._read_definitions(defs_path) if defs_path else None
             report = broker.recover(snapshot)
             del snapshot
             recover_protocols(broker)
-            if definitions is not None:
-                self._load_definitions(self.options.definitions, definitions)
+            if defs_path and definitions is not None:
+                self._load_definitions(defs_path, definitions)
             self._event("recovered", seconds=round(report.seconds, 3), messages=report.messages)
             if self.options.data_dir:
                 log.info("store: SQLite in %s; recovered %d exchanges, %d queues, %d bindings, %d messages "
