@@ -51,6 +51,8 @@ async def put_vhost(ctx: Ctx) -> Response:
     body = await ctx.body()
     exists = name in ctx.broker.vhosts
     definitions.add_vhost(ctx.broker, name, body)
+    if not exists:  # RabbitMQ gives the user who made it every permission in it
+        ctx.broker.auth.permissions.setdefault((ctx.user.name, name), Permission())
     return created_or_updated(not exists)
 
 

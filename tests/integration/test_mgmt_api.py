@@ -193,6 +193,7 @@ def test_policies_act_on_queues(node, api):
 
 def test_vhosts_users_permissions_and_hashed_login(node, api):
     assert api.put("/vhosts/team", json={"description": "a team"}).status_code == 201
+    assert api.get("/permissions/team/guest").json()["configure"] == ".*"  # its maker's, as on RabbitMQ
     assert api.put("/users/alice", json={"password": "pw", "tags": "management"}).status_code == 201
     assert api.put("/permissions/team/alice", json={"configure": ".*", "write": ".*", "read": ".*"}).status_code == 201
     alice = api.get("/users/alice").json()
@@ -207,7 +208,7 @@ def test_vhosts_users_permissions_and_hashed_login(node, api):
     with pytest.raises(pika.exceptions.ProbableAuthenticationError):
         pika.BlockingConnection(pika.ConnectionParameters(
             "127.0.0.1", node.ports["amqp"], "team", pika.PlainCredentials("bob", "wrong")))
-    assert {p["user"] for p in api.get("/vhosts/team/permissions").json()} == {"alice", "bob"}
+    assert {p["user"] for p in api.get("/vhosts/team/permissions").json()} == {"guest", "alice", "bob"}
     assert api.delete("/vhosts/team").status_code == 204
     assert api.get("/vhosts/team").status_code == 404
     assert api.delete("/users/alice").status_code == 204
