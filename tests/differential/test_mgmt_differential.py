@@ -245,3 +245,40 @@ def test_a_connection_listed_and_forced_closed_alike(both, name):
         seen.append((r.status_code, listed["user"], listed["vhost"], listed["protocol"],
                      closed.value.reply_code, closed.value.reply_text))
     assert seen[0] == seen[1]
+
+
+def test_lifecycle_status_codes(both, name):
+    """The same sequence of writes on both: the same status codes and error kinds."""
+    ref, ours, _ = both
+    n = quote(name, safe="")
+    perm = {"configure": ".*", "write": ".*", "read": ".*"}
+    steps = [
+        ("PUT", f"/vhosts/{n}", {}), ("PUT", f"/vhosts/{n}", {}), ("GET", f"/permissions/{n}/guest", None),
+        ("PUT", f"/users/{n}", {"password": "p", "tags": "management"}),
+        ("PUT", f"/users/{n}", {"password": "p", "tags": "management"}),
+        ("PUT", f"/permissions/{n}/{n}", perm), ("PUT", f"/permissions/{n}/{n}", perm),
+        ("PUT", f"/permissions/{n}/nosuchuser", perm), ("PUT", f"/permissions/nosuchvhost/{n}", perm),
+        ("PUT", f"/policies/{n}/p", {"pattern": ".*", "definition": {"max-length": 1}}),
+        ("PUT", f"/policies/{n}/p", {"pattern": ".*", "definition": {"max-length": 2}, "priority": 1}),
+        ("PUT", f"/policies/{n}/bad", {"pattern": ".*", "definition": {"message-ttl": -1}}),
+        ("PUT", "/policies/nosuchvhost/p", {"pattern": ".*", "definition": {"max-length": 1}}),
+        ("GET", f"/policies/{n}/p", None), ("DELETE", f"/policies/{n}/p", None), ("DELETE", f"/policies/{n}/p", None),
+        ("PUT", f"/exchanges/{n}/x", {"type": "direct"}), ("PUT", f"/exchanges/{n}/x", {"type": "fanout"}),
+        ("PUT", f"/queues/{n}/q", {"arguments": {"x-max-length": "ten"}}),
+        ("DELETE", f"/exchanges/{n}/x", None), ("DELETE", f"/exchanges/{n}/x", None),
+        ("DELETE", f"/permissions/{n}/{n}", None), ("DELETE", f"/permissions/{n}/{n}", None),
+        ("DELETE", f"/users/{n}", None), ("DELETE", f"/users/{n}", None),
+        ("DELETE", f"/vhosts/{n}", None), ("DELETE", f"/vhosts/{n}", None),
+    ]
+    try:
+        for method, path, body in steps:
+            got = []
+            for c in (ref, ours):
+                r = c.request(method, path, content=None if body is None else json.dumps(body))
+                kind = r.json().get("error") if r.status_code >= 400 and r.content else None
+                got.append((r.status_code, kind))
+            assert got[0] == got[1], (method, path, body)
+    finally:
+        for c in (ref, ours):
+            c.delete(f"/users/{n}")
+            c.delete(f"/vhosts/{n}")
