@@ -8,7 +8,8 @@ the definition's keys take the place of the ``x-`` arguments it names; where the
 the argument too, RabbitMQ decides per key: the lower value wins for the numeric limits
 (``message-ttl``, ``expires``, ``max-length``, ``max-length-bytes``, ``delivery-limit``),
 the argument wins for the others (``overflow``, ``dead-letter-exchange``,
-``dead-letter-routing-key``, ``queue-mode``). ``alternate-exchange`` applies to exchanges.
+``dead-letter-routing-key``, ``queue-mode``). ``alternate-exchange`` applies to exchanges
+(their argument wins).
 Keys mqemu does not act on (``ha-mode``, federation, ...) are kept and shown.
 """
 
@@ -162,12 +163,27 @@ def apply_to_queue(vhost: Any, q: Any) -> None:
         vhost.schedule_queue_expiry(q)
 
 
-def set_policy(vhost: Any, policy: Policy) -> bool:
-    """Add or replace a policy and apply it to the queues at once. True when new."""
-    new = policy.name not in vhost.policies
-    vhost.policies[policy.name] = policy
+def apply_to_exchange(vhost: Any, ex: Any) -> None:
+    """An exchange's ``alternate-exchange`` from its policy (its argument wins)."""
+    policy = choose(vhost.policies, lambda p: p.applies_to_exchange(ex.name)) if vhost.policies else None
+    ae = policy.definition.get("alternate-exchange") if policy is not None else None
+    ex.policy_alternate = ae if isinstance(ae, str) and ae else None
+
+
+def _apply_all(vhost: Any) -> None:
     for q in list(vhost.queues.values()):
         apply_to_queue(vhost, q)
+    for ex in vhost.exchanges.values():
+        if ex.name:
+            apply_to_exchange(vhost, ex)
+
+
+def set_policy(vhost: Any, policy: Policy) -> bool:
+    """Add or replace a policy and apply it to the queues and exchanges at once. True when
+    new."""
+    new = policy.name not in vhost.policies
+    vhost.policies[policy.name] = policy
+    _apply_all(vhost)
     return new
 
 
@@ -175,6 +191,5 @@ def clear_policy(vhost: Any, name: str) -> bool:
     """Remove a policy (False when there was none); queues fall back to the next one."""
     if vhost.policies.pop(name, None) is None:
         return False
-    for q in list(vhost.queues.values()):
-        apply_to_queue(vhost, q)
+    _apply_all(vhost)
     return True

@@ -242,6 +242,8 @@ class VirtualHost:
             return ex
         ex = Exchange(name, type, durable, auto_delete, internal, dict(arguments or {}))
         self.exchanges[name] = ex
+        if self.policies:
+            policies.apply_to_exchange(self, ex)
         if durable and self.store is not None:
             self.store.save_exchange(self.name, ex)
         return ex

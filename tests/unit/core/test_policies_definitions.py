@@ -116,3 +116,19 @@ def test_import_is_all_or_nothing_and_names_the_first_error():
     out = definitions.export_definitions(b)
     assert {q["name"] for q in out["queues"]} == {"q"} and out["users"][-1]["name"] == "u"
     assert out["users"][-1]["password_hash"] == definitions.export_definitions(b)["users"][-1]["password_hash"]
+
+
+def test_an_exchange_policy_gives_an_alternate_exchange_its_argument_overrides():
+    vh = _broker().vhosts["/"]
+    vh.declare_queue("unrouted")
+    vh.declare_exchange("ae", "fanout")
+    vh.bind("ae", "unrouted", "")
+    plain = vh.declare_exchange("plain", "direct")
+    own = vh.declare_exchange("own", "direct", arguments={"alternate-exchange": "elsewhere"})
+    policies.set_policy(vh, policies.make_policy("/", "ae", {"pattern": ".*", "apply-to": "exchanges",
+                                                             "definition": {"alternate-exchange": "ae"}}))
+    assert (plain.alternate_exchange, own.alternate_exchange) == ("ae", "elsewhere")
+    assert vh.publish("plain", "nowhere", Message("plain", "nowhere", b"x")) == (1, False)
+    assert vh.declare_exchange("later", "topic").alternate_exchange == "ae"
+    policies.clear_policy(vh, "ae")
+    assert plain.alternate_exchange is None
