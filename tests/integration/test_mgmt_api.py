@@ -264,3 +264,14 @@ def test_stomp_and_mqtt_connections_are_listed_and_closed(node, api):
         pass
     stomp.close()
     mqtt.close()
+
+
+def test_a_failing_handler_is_a_500_and_the_node_serves_on(node, api, monkeypatch):
+    from mqemu.protocols.http import api_access
+
+    def broken(*args):
+        raise RuntimeError("a bug")
+    monkeypatch.setattr(api_access.definitions, "export_definitions", broken)
+    assert api.get("/definitions").status_code == 500
+    assert api.get("/whoami").status_code == 200
+    amqp(node).close()
