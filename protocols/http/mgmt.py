@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from typing import Any, AsyncIterator, Awaitable, Callable
 
 import anyio
@@ -96,6 +97,12 @@ def _endpoint(node: Any, methods: dict[str, Handler]) -> Callable[[Request], Awa
         except HttpError as e:
             return e.response()
         columns = request.query_params.get("columns")
+        if isinstance(response, JsonList) and ("page" in request.query_params or "sort" in request.query_params):
+            try:
+                data = paged(request.query_params, [x for part in response.slices() for x in part])
+            except HttpError as e:
+                return e.response()
+            return JSONResponse(_select(data, columns.split(",")) if columns else data)
         if isinstance(response, JsonList):
             return StreamingResponse(_stream(response, columns.split(",") if columns else None),
                                      media_type="application/json")
@@ -119,6 +126,45 @@ async def _stream(answer: JsonList, columns: list[str] | None) -> AsyncIterator[
     yield b"]"
 
 
+def paged(params: Any, items: list[dict[str, Any]]) -> Any:
+    """RabbitMQ's ``sort``/``sort_reverse`` and, with ``page``, its pagination: ``name``
+    (a substring, or with ``use_regex=true`` a regular expression) filters, ``page_size``
+    1-500 (default 100); the answer is the page with its counts."""
+    key = params.get("sort") or ("name" if "page" in params else None)
+    if key:
+        def value(item: dict[str, Any]) -> Any:
+            v: Any = item
+            for part in key.split("."):
+                v = v.get(part) if isinstance(v, dict) else None
+            return (v is None, str(v) if not isinstance(v, (int, float)) else "", v if isinstance(v, (int, float)) else 0)
+        items = sorted(items, key=value, reverse=params.get("sort_reverse") == "true")
+    if "page" not in params:
+        return items
+    total = len(items)
+    name = params.get("name")
+    if name:
+        if params.get("use_regex") == "true":
+            try:
+                rx = re.compile(name)
+            except re.error:
+                raise HttpError(400, "bad_request", f"invalid regular expression {name}") from None
+            items = [i for i in items if rx.search(str(i.get("name", "")))]
+        else:
+            items = [i for i in items if name in str(i.get("name", ""))]
+    page, size = params.get("page"), params.get("page_size", "100")
+    if not (page.isdigit() and size.isdigit() and int(page) >= 1 and 1 <= int(size) <= 500):
+        raise HttpError(400, "invalid_pagination_parameters", f"Invalid pagination parameters: page number {page}, "
+                        f"page size {params.get('page_size', 'undefined')}")
+    page_n, size_n = int(page), int(size)
+    pages = max(1, -(-len(items) // size_n))
+    if page_n > pages:
+        raise HttpError(400, "page_out_of_range", f"Page out of range, page: {page_n} page size: {size_n}, "
+                        f"len: {len(items)}")
+    chunk = items[(page_n - 1) * size_n:page_n * size_n]
+    return {"filtered_count": len(items), "item_count": len(chunk), "items": chunk, "page": page_n,
+            "page_count": pages, "page_size": size_n, "total_count": total}
+
+
 def _select(data: Any, columns: list[str]) -> Any:
     """RabbitMQ's ``?columns=a,b.c``: only those keys of each object (dotted: nested)."""
     def pick(obj: dict[str, Any]) -> dict[str, Any]:
@@ -136,6 +182,8 @@ def _select(data: Any, columns: list[str]) -> Any:
         return out
     if isinstance(data, list):
         return [pick(o) if isinstance(o, dict) else o for o in data]
+    if isinstance(data, dict) and isinstance(data.get("items"), list) and "page_count" in data:
+        return dict(data, items=[pick(o) for o in data["items"]])  # a page: its items
     return pick(data) if isinstance(data, dict) else data
 
 
