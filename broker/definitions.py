@@ -364,3 +364,61 @@ def load_file(broker: Any, path: str) -> None:
         import_definitions(broker, read_file(path))
     except DefinitionsError as e:
         raise DefinitionsError(f"definitions file {path} rejected, nothing applied: {e}") from None
+
+
+# -- kept in the store ----------------------------------------------------------------
+# Users, vhosts, permissions, policies and the kept extras live in one store record, rewritten
+# after each change through the API or a definitions import (queues, exchanges and bindings
+# are the store's own rows). A node with a data directory restores them at start: vhosts
+# before recovery (their queues come back), the rest after it (policies apply to recovered
+# queues). The record is the truth for users and permissions once written; without one the
+# config file's (or the default guest) stand.
+RECORDS = "definitions"
+_ACCESS = ("users", "vhosts", "permissions", "topic_permissions", "parameters", "global_parameters", "policies")
+
+
+def save_access(broker: Any) -> None:
+    import json
+
+    data = export_definitions(broker)
+    broker.store.put_record(RECORDS, "access", json.dumps({k: data[k] for k in _ACCESS}).encode())
+
+
+def restore_vhosts(broker: Any, records: dict[str, dict[str, bytes]]) -> dict[str, Any] | None:
+    """Before recovery: the saved record's vhosts exist. Returns the record (None: none)."""
+    import json
+
+    raw = records.get(RECORDS, {}).get("access")
+    if not raw:
+        return None
+    try:
+        data = json.loads(raw)
+        for item in data.get("vhosts", []):
+            add_vhost(broker, item["name"], item)
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
+        log.error("the stored users, vhosts and policies cannot be read (%s): the config's stand", e)
+        return None
+    return data
+
+
+def restore_access(broker: Any, data: dict[str, Any]) -> None:
+    """After recovery: users, permissions, extras and policies from the saved record."""
+    auth = broker.auth
+    try:
+        users = {u["name"]: make_user(u["name"], u) for u in data.get("users", [])}
+        permissions = {(p["user"], p["vhost"]): Permission(p["configure"], p["write"], p["read"])
+                       for p in data.get("permissions", []) if p.get("vhost") in broker.vhosts}
+        rules = [make_policy(p["vhost"], p["name"], p) for p in data.get("policies", [])
+                 if p.get("vhost") in broker.vhosts]
+    except (BrokerError, KeyError, TypeError) as e:
+        log.error("the stored users, permissions and policies cannot be read (%s): the config's stand", e)
+        return
+    auth.users.clear()
+    auth.users.update(users)
+    auth.permissions.clear()
+    auth.permissions.update(permissions)
+    broker.topic_permissions[:] = data.get("topic_permissions", [])
+    broker.parameters[:] = data.get("parameters", [])
+    broker.global_parameters[:] = data.get("global_parameters", [])
+    for policy in rules:
+        set_policy(broker.vhosts[policy.vhost], policy)

@@ -27,6 +27,7 @@ from typing import Any, AsyncIterator
 
 import trio
 
+from mqemu.broker import definitions as defs
 from mqemu.broker.config import BrokerConfig, load_config
 from mqemu.broker.core import Broker
 from mqemu.broker.store.base import Store, StoreError, StoreLocked
@@ -137,9 +138,12 @@ class Node:
             # the file's vhosts exist before recovery, so their stored queues come back
             defs_path = self.options.definitions
             definitions = self._read_definitions(defs_path) if defs_path else None
+            saved = defs.restore_vhosts(broker, snapshot.records)  # users, vhosts, policies made before
             report = broker.recover(snapshot)
             del snapshot
             recover_protocols(broker)
+            if saved is not None:
+                defs.restore_access(broker, saved)
             if defs_path and definitions is not None:
                 self._load_definitions(defs_path, definitions)
             self._event("recovered", seconds=round(report.seconds, 3), messages=report.messages)
@@ -211,6 +215,7 @@ class Node:
             import_definitions(self.broker, data)
         except DefinitionsError as e:
             raise NodeStartError(f"definitions file {path} rejected, nothing applied: {e}") from e
+        defs.save_access(self.broker)
         log.info("definitions loaded from %s", path)
         self._event("definitions", file=path)
 

@@ -53,6 +53,7 @@ async def put_vhost(ctx: Ctx) -> Response:
     definitions.add_vhost(ctx.broker, name, body)
     if not exists:  # RabbitMQ gives the user who made it every permission in it
         ctx.broker.auth.permissions.setdefault((ctx.user.name, name), Permission())
+    definitions.save_access(ctx.broker)
     return created_or_updated(not exists)
 
 
@@ -66,6 +67,7 @@ async def delete_vhost(ctx: Ctx) -> Response:
         if info is not None and info["vhost"] == name:
             s.server_close("vhost deleted")
     definitions.delete_vhost(ctx.broker, name)
+    definitions.save_access(ctx.broker)
     return no_content()
 
 
@@ -93,6 +95,7 @@ async def put_user(ctx: Ctx) -> Response:
     except BrokerError as e:
         raise bad_request(e.text) from None
     ctx.broker.auth.users[name] = user
+    definitions.save_access(ctx.broker)
     return created_or_updated(not exists)
 
 
@@ -104,6 +107,7 @@ async def delete_user(ctx: Ctx) -> Response:
         raise not_found()
     for key in [k for k in auth.permissions if k[0] == name]:
         del auth.permissions[key]
+    definitions.save_access(ctx.broker)
     return no_content()
 
 
@@ -148,6 +152,7 @@ async def put_permission(ctx: Ctx) -> Response:
     exists = (user, vhost) in ctx.broker.auth.permissions
     ctx.broker.auth.permissions[(user, vhost)] = Permission(str(body["configure"]), str(body["write"]),
                                                             str(body["read"]))
+    definitions.save_access(ctx.broker)
     return created_or_updated(not exists)
 
 
@@ -156,6 +161,7 @@ async def delete_permission(ctx: Ctx) -> Response:
     key = (segment(ctx.request, "user"), segment(ctx.request, "vhost"))
     if ctx.broker.auth.permissions.pop(key, None) is None:
         raise not_found()
+    definitions.save_access(ctx.broker)
     return no_content()
 
 
@@ -180,7 +186,9 @@ async def put_policy(ctx: Ctx) -> Response:
         policy = policies.make_policy(vh.name, segment(ctx.request, "name"), body)
     except BrokerError as e:
         raise bad_request(f"Validation failed\n\n{e.text}\n") from None
-    return created_or_updated(policies.set_policy(vh, policy))
+    created = policies.set_policy(vh, policy)
+    definitions.save_access(ctx.broker)
+    return created_or_updated(created)
 
 
 async def delete_policy(ctx: Ctx) -> Response:
@@ -188,6 +196,7 @@ async def delete_policy(ctx: Ctx) -> Response:
     vh = ctx.vhost(segment(ctx.request, "vhost"))
     if not policies.clear_policy(vh, segment(ctx.request, "name")):
         raise not_found()
+    definitions.save_access(ctx.broker)
     return no_content()
 
 
@@ -222,4 +231,5 @@ async def post_definitions(ctx: Ctx) -> Response:
         definitions.import_definitions(ctx.broker, data, vhost)
     except definitions.DefinitionsError as e:
         raise bad_request(str(e)) from None
+    definitions.save_access(ctx.broker)
     return no_content()

@@ -148,3 +148,37 @@ def test_definitions_vhosts_exist_before_recovery(tmp_path):
     finally:
         proc.terminate()
         assert proc.wait(10) == 0
+
+
+def test_users_vhosts_permissions_and_policies_made_through_the_api_survive_a_restart(tmp_path):
+    import base64
+
+    def call(port, method, url, body=None, user=b"guest:guest"):
+        req = urllib.request.Request(f"http://127.0.0.1:{port}/api{url}", method=method,
+                                     data=None if body is None else json.dumps(body).encode())
+        req.add_header("Authorization", "Basic " + base64.b64encode(user).decode())
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return json.loads(r.read() or b"null")
+
+    args = ("--amqp-port", "off", "--stomp-port", "off", "--mqtt-port", "off", "--http-port", "0",
+            "--data-dir", str(tmp_path / "data"))
+    proc, ready = start(tmp_path, *args)
+    try:
+        port = wait_ready(proc, ready)["http"]
+        call(port, "PUT", "/vhosts/v2", {})
+        call(port, "PUT", "/users/carol", {"password": "c", "tags": "administrator"})
+        call(port, "PUT", "/permissions/v2/carol", {"configure": ".*", "write": ".*", "read": ".*"})
+        call(port, "PUT", "/queues/v2/kept", {"durable": True})
+        call(port, "PUT", "/policies/v2/cap", {"pattern": "^kept$", "definition": {"max-length": 7}})
+    finally:
+        proc.terminate()
+        assert proc.wait(10) == 0
+    proc, ready = start(tmp_path, *args)
+    try:
+        port = wait_ready(proc, ready)["http"]
+        assert call(port, "GET", "/whoami", user=b"carol:c")["name"] == "carol"
+        q = call(port, "GET", "/queues/v2/kept", user=b"carol:c")
+        assert q["policy"] == "cap" and q["effective_policy_definition"] == {"max-length": 7}
+    finally:
+        proc.terminate()
+        assert proc.wait(10) == 0
