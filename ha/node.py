@@ -33,6 +33,7 @@ from mqemu.broker.core import Broker
 from mqemu.broker.store.base import Store, StoreError, StoreLocked
 from mqemu.broker.store.memory import MemoryStore
 from mqemu.protocols.amqp091.server import serve_amqp
+from mqemu.protocols.http.server import preload as preload_http
 from mqemu.protocols.http.server import serve_http
 from mqemu.protocols.mqtt.server import serve_mqtt
 from mqemu.protocols.stomp.server import serve_stomp
@@ -133,6 +134,8 @@ class Node:
         task and every listener; runs until cancelled."""
         node_name.set(self.name)  # every log line of this node's tasks carries its name
         broker = self.broker
+        if self.options.ports.get("http") != "off":  # the HTTP stack imports while the store opens
+            threading.Thread(target=preload_http, name="mqemu-http-import", daemon=True).start()
         snapshot = await self._take_store()
         try:
             # the file's vhosts exist before recovery, so their stored queues come back

@@ -29,6 +29,14 @@ def http_config(host: str, port: int) -> Any:
     return config
 
 
+def preload() -> None:
+    """Import hypercorn, starlette and the app now (they take a while to import): a node
+    runs this in a thread as it starts, so a standby taking over, or an active opening its
+    listeners, does not wait for the imports."""
+    import hypercorn.trio  # noqa: F401
+    from . import mgmt  # noqa: F401
+
+
 def make_app(node: Any) -> Any:
     """The ASGI app this node serves: RabbitMQ's management API on an engine that has it;
     otherwise (ActiveMQ's console is another app) every path is 404."""
