@@ -239,6 +239,20 @@ def _binding(pair: tuple[Any, Any]) -> Any:
     return b if isinstance(b, dict) else binding_json(vh, b)
 
 
+async def exchange_bindings(ctx: Ctx) -> Any:
+    """``/api/exchanges/VH/X/bindings/source`` (bindings from X) and ``.../destination`` (to X)."""
+    vh = ctx.vhost(segment(ctx.request, "vhost"))
+    name = _exchange_name(ctx)
+    if name not in vh.exchanges:
+        raise not_found()
+    side = ctx.request.path_params["side"]
+    if side == "source":
+        chosen = [b for b in _bindings_of(vh) if b["source"] == name]
+    else:
+        chosen = [b for b in _bindings_of(vh) if b["destination_type"] == "exchange" and b["destination"] == name]
+    return ok(chosen)
+
+
 def _ends(ctx: Ctx) -> tuple[Any, str, str, str]:
     """vhost, source, destination and its kind from the path."""
     vh = ctx.vhost(segment(ctx.request, "vhost"))

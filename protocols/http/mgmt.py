@@ -62,6 +62,7 @@ ROUTES: list[tuple[str, dict[str, Handler]]] = [
     ("/api/exchanges/{vhost}/{exchange}", {"GET": obj.get_exchange, "PUT": obj.put_exchange,
                                            "DELETE": obj.delete_exchange}),
     ("/api/exchanges/{vhost}/{exchange}/publish", {"POST": obj.publish}),
+    ("/api/exchanges/{vhost}/{exchange}/bindings/{side:source_or_destination}", {"GET": obj.exchange_bindings}),
     ("/api/bindings", {"GET": obj.list_bindings}),
     ("/api/bindings/{vhost}", {"GET": obj.list_bindings}),
     ("/api/bindings/{vhost}/e/{source}/{kind:q_or_e}/{destination}", {"GET": obj.list_between,
@@ -223,7 +224,11 @@ def management_app(node: Any) -> Any:
         def to_string(self, value: str) -> str:
             return value
 
+    class Side(QorE):
+        regex = "source|destination"
+
     register_url_convertor("q_or_e", QorE())
+    register_url_convertor("source_or_destination", Side())
     routes = [Route(path, _endpoint(node, methods), methods=["GET", "HEAD", "PUT", "POST", "DELETE", "PATCH"])
               for path, methods in ROUTES]
     app = Starlette(routes=routes, exception_handlers={404: _not_found, 405: _not_found})

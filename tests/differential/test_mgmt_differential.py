@@ -150,6 +150,10 @@ def test_exchange_and_binding_shapes(both, name):
         assert got[0] == got[1]
         got = [sorted(c.get(f"/bindings/%2F/e/{x}/q/{q}").json(), key=lambda b: b["routing_key"]) for c in (ref, ours)]
         assert got[0] == got[1]
+        for side in ("source", "destination"):
+            got2 = [sorted(c.get(f"/exchanges/%2F/{x}/bindings/{side}").json(), key=lambda b: b["routing_key"])
+                    for c in (ref, ours)]
+            assert got2[0] == got2[1], side
         for b in got[1]:
             path = f"/bindings/%2F/e/{x}/q/{q}/{b['properties_key']}"
             assert [_view(c.get(path)) for c in (ref, ours)][0] == [_view(c.get(path)) for c in (ref, ours)][1]
