@@ -20,13 +20,43 @@ rules on ``amq.topic`` for every user and every protocol (``check_topic``).
 
 from __future__ import annotations
 
+import base64
+import binascii
+import hashlib
 import hmac
 import ipaddress
+import os
 import re
 from dataclasses import dataclass, field
 from functools import lru_cache
 
 from .errors import AccessRefused, AuthenticationFailed
+
+
+# RabbitMQ's password hashing modules -> hashlib's name (rabbit_password_hashing_*).
+HASHING_ALGORITHMS = {
+    "rabbit_password_hashing_sha256": "sha256",
+    "rabbit_password_hashing_sha512": "sha512",
+    "rabbit_password_hashing_md5": "md5",
+}
+DEFAULT_HASHING = "rabbit_password_hashing_sha256"
+
+
+def hash_password(password: str, algorithm: str = DEFAULT_HASHING, salt: bytes | None = None) -> str:
+    """RabbitMQ's password hash: base64 of a 4-byte salt followed by H(salt + password)."""
+    salt = os.urandom(4) if salt is None else salt
+    digest = hashlib.new(HASHING_ALGORITHMS[algorithm], salt + password.encode("utf-8")).digest()
+    return base64.b64encode(salt + digest).decode("ascii")
+
+
+def check_password_hash(password_hash: str, algorithm: str, password: str) -> bool:
+    try:
+        raw = base64.b64decode(password_hash, validate=True)
+    except (binascii.Error, ValueError):
+        return False
+    if len(raw) < 5 or algorithm not in HASHING_ALGORITHMS:
+        return False
+    return hmac.compare_digest(hash_password(password, algorithm, raw[:4]).encode(), password_hash.encode())
 
 
 @dataclass(slots=True)
@@ -35,6 +65,16 @@ class User:
     password: str
     tags: tuple[str, ...] = ()
     groups: frozenset[str] = frozenset()  # ActiveMQ: the user's groups
+    # RabbitMQ definitions: a user known by its password hash only (``password`` unused);
+    # an empty hash means no password login (RabbitMQ's passwordless users).
+    password_hash: str | None = None
+    hashing_algorithm: str = DEFAULT_HASHING
+
+    def password_matches(self, password: str) -> bool:
+        if self.password_hash is not None:
+            return bool(self.password_hash) and check_password_hash(self.password_hash, self.hashing_algorithm,
+                                                                    password)
+        return hmac.compare_digest(self.password.encode(), password.encode())
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,8 +159,7 @@ class AuthRegistry:
             if self.anonymous_access and username is None and password is None:
                 return User(self.anonymous_user, "", (), frozenset((self.anonymous_group,)))
             user = self.users.get(username) if username is not None else None
-            if user is None or password is None or not hmac.compare_digest(
-                    user.password.encode(), password.encode()):
+            if user is None or password is None or not user.password_matches(password):
                 # ActiveMQ: SimpleAuthenticationBroker.authenticate's SecurityException (Java
                 # writes a missing name as "null").
                 shown = "null" if username is None else username
@@ -137,7 +176,7 @@ class AuthRegistry:
         """Raises AuthenticationFailed for an unknown user, a wrong password, or a loopback-only
         user connecting from elsewhere (RabbitMQ; AMQP's login, and ``login``'s)."""
         user = self.users.get(username)
-        if user is None or not hmac.compare_digest(user.password.encode(), password.encode()):
+        if user is None or not user.password_matches(password):
             raise AuthenticationFailed(
                 "Login was refused using authentication mechanism PLAIN. For details see the broker logfile."
             )

@@ -80,6 +80,13 @@ class Broker:
         # State a protocol keeps per node (MQTT: sessions by client id, retained messages),
         # by protocol name; the core never looks inside (``protocol_state``).
         self._protocol_state: dict[str, Any] = {}
+        # What a RabbitMQ definitions file holds that the core does not act on, kept for the
+        # next export (``definitions``): vhost descriptions and tags, topic permissions,
+        # runtime and global parameters.
+        self.vhost_metadata: dict[str, dict[str, Any]] = {}
+        self.topic_permissions: list[dict[str, Any]] = []
+        self.parameters: list[dict[str, Any]] = []
+        self.global_parameters: list[dict[str, Any]] = []
         self._wake = trio.Event()
         self.timers.on_earlier = self._wake_timer_task
 

@@ -58,6 +58,8 @@ class Exchange:
     bindings: set[Binding] = field(default_factory=set)
     _direct: dict[str, set[Binding]] = field(default_factory=dict)
     _topic: TopicTrie | None = None
+    # The alternate exchange a policy gives it (``policies``); its own argument wins.
+    policy_alternate: str | None = None
 
     def __post_init__(self) -> None:
         if self.type not in EXCHANGE_TYPES:
@@ -75,7 +77,7 @@ class Exchange:
     @property
     def alternate_exchange(self) -> str | None:
         ae = self.arguments.get("alternate-exchange")
-        return ae if isinstance(ae, str) and ae else None
+        return ae if isinstance(ae, str) and ae else self.policy_alternate
 
     def add_binding(self, b: Binding) -> bool:
         """Add b; False if the same binding already existed (binding is idempotent)."""

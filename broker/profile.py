@@ -105,6 +105,10 @@ class EngineProfile:
     # STOMP: the largest frame (RabbitMQ 3.13+: stomp.max_frame_size, 4 MiB; 3.10 has no
     # limit of its own, its channel refuses a body over max_message_size, 128 MiB).
     stomp_max_frame_size: int = 4 * 1024 * 1024
+    # HTTP: the management port (RabbitMQ's management plugin 15672, ActiveMQ's web console
+    # 8161) and whether RabbitMQ's management API is what it serves.
+    http_port: int = 15672
+    rabbitmq_management: bool = True
 
     @classmethod
     def build(cls, engine: str, version: str | None = None,
@@ -126,7 +130,7 @@ class EngineProfile:
                        redelivery_policy=True, shared_dead_letter_queue=True,
                        scheduled_delivery=policies.scheduler_support,
                        simple_authentication=simple_authentication(engine),
-                       connect_timeout=30.0)
+                       connect_timeout=30.0, http_port=8161, rabbitmq_management=False)
         four = _at_least(version, "4.0")
         queue_type = getattr(config, "default_queue_type", None) or ("quorum" if four else "classic")
         return cls(engine, version, versions[version],

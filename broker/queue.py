@@ -387,6 +387,23 @@ class Queue(SelectiveDispatch, PagingQueue):
         self._expiry_at = None
         self.expire(now)
 
+    def apply_settings(self, settings: QueueSettings) -> None:
+        """Run with new settings from now on (a policy was set or cleared): limits and TTL
+        apply at once to what the queue holds, as RabbitMQ applies a changed policy."""
+        self.settings = settings
+        if self._paged is None and self.port.budget is not None:
+            self._paging = paging_mode(settings)
+        self._page_at = self._open_gate()
+        max_len, max_bytes = settings.max_length, settings.max_length_bytes
+        dropped = []
+        while self.ready and ((max_len is not None and len(self.ready) > max_len)
+                              or (max_bytes is not None and self.bytes_ready > max_bytes)):
+            dropped.append(self._pop_ready())
+        if dropped:
+            self._settle_dropped(dropped)
+            self._dead_letter(self, dropped, "maxlen")
+        self.expire(self._clock())
+
     def purge(self) -> int:
         n = len(self.ready)
         for entry in self.ready:

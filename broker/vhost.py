@@ -11,7 +11,7 @@ import datetime
 import os
 from typing import TYPE_CHECKING, Any, Callable, Iterable
 
-from . import activemq
+from . import activemq, policies
 from .profile import RABBITMQ, EngineProfile
 from .errors import AccessRefused, NotFound, PreconditionFailed, ResourceLocked
 from .exchange import EXCHANGE_TYPES, Binding, Exchange, freeze_arguments
@@ -73,6 +73,9 @@ class VirtualHost:
         self.queues: dict[str, Queue] = {}
         self.direct_reply: dict[str, Callable[[Message], bool]] = {}
         self._writes: StoreWrites | None = None  # the promise on the store's open batch (writes_safe)
+        # Policies by name and the one applied to each queue (``policies``).
+        self.policies: dict[str, Any] = {}
+        self.queue_policies: dict[str, Any] = {}
         for xname, xtype in STANDARD_EXCHANGES:
             self.exchanges[xname] = Exchange(xname, xtype, durable=True, internal=xname == "amq.rabbitmq.trace")
 
@@ -289,6 +292,8 @@ class VirtualHost:
             return ex
         ex = Exchange(name, type, durable, auto_delete, internal, dict(arguments or {}))
         self.exchanges[name] = ex
+        if self.policies:
+            policies.apply_to_exchange(self, ex)
         if durable and self.store is not None:
             self.store.save_exchange(self.name, ex)
         return ex
@@ -367,6 +372,8 @@ class VirtualHost:
                     )
         q = Queue(self.queue_port(name, durable), name, durable, exclusive_owner, auto_delete, arguments, settings)
         self.queues[name] = q
+        if self.policies:
+            policies.apply_to_queue(self, q)
         if durable and self.store is not None:
             self.store.save_queue(self.name, q)
         self.schedule_queue_expiry(q)
@@ -438,6 +445,7 @@ class VirtualHost:
         q.purge()
         q.deleted = True
         del self.queues[name]
+        self.queue_policies.pop(name, None)
         for c in list(q.consumers):
             q.consumers.remove(c)
             c.owner.consumer_cancelled(c)

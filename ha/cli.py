@@ -84,6 +84,12 @@ def build_parser() -> argparse.ArgumentParser:
                        help="engine: the engine's own listeners; amazon-mq: only Amazon MQ's TLS endpoints "
                        "(ActiveMQ amqps 5671, stomps 61614, mqtts 8883, wss 61619; RabbitMQ amqps 5671), "
                        "with a generated certificate unless --tls-cert is given")
+    serve.add_argument("--http-port", type=_port, default=None, metavar="PORT",
+                       help="HTTP port of the management API; 0 picks a free one, 'off' disables it "
+                       "(default 15672 on rabbitmq, 8161 on activemq)")
+    serve.add_argument("--definitions", default=None, metavar="FILE",
+                       help="load a RabbitMQ definitions export (users, vhosts, permissions, policies, "
+                       "exchanges, queues, bindings) at start, as RabbitMQ's load_definitions")
     serve.add_argument("--data-dir", default=None,
                        help="directory for durable definitions and persistent messages "
                        "(absent: memory only, nothing survives a restart)")
@@ -268,6 +274,7 @@ def serve(args: argparse.Namespace) -> int:
         log.error("%s", e)
         return 2
     ports = {p: getattr(args, f"{p.replace('-', '_')}_port") for p in ALL_NAMES}
+    ports["http"] = args.http_port
     if args.standby and not args.data_dir:
         log.error("--standby needs --data-dir: a standby waits for the lock of a data directory it shares")
         return 2
@@ -292,7 +299,8 @@ def serve(args: argparse.Namespace) -> int:
                                 ports=ports, data_dir=args.data_dir, ready_file=args.ready_file, config=config,
                                 name=args.name, standby=args.standby,
                                 timing=TIMINGS[args.timing], status_file=args.status_file,
-                                cluster=cluster, tls=tls, websocket=args.ws, layout=args.profile))
+                                cluster=cluster, tls=tls, websocket=args.ws, layout=args.profile,
+                                definitions=args.definitions))
     except NodeStartError as e:
         log.error("%s", e)
         return 2

@@ -27,11 +27,14 @@ from typing import Any, AsyncIterator
 
 import trio
 
+from mqemu.broker import definitions as defs
 from mqemu.broker.config import BrokerConfig, load_config
 from mqemu.broker.core import Broker
 from mqemu.broker.store.base import Store, StoreError, StoreLocked
 from mqemu.broker.store.memory import MemoryStore
 from mqemu.protocols.amqp091.server import serve_amqp
+from mqemu.protocols.http.server import preload as preload_http
+from mqemu.protocols.http.server import serve_http
 from mqemu.protocols.mqtt.server import serve_mqtt
 from mqemu.protocols.stomp.server import serve_stomp
 
@@ -78,7 +81,8 @@ class NodeOptions:
     engine: str = "rabbitmq"
     engine_version: str | None = None  # None: the newest the engine offers (``broker.profile``)
     host: str = "127.0.0.1"
-    # port per protocol: an int (0 = any free port), None = the engine's default, "off" = none
+    # port per protocol ("http" too): an int (0 = any free port), None = the engine's default,
+    # "off" = none
     ports: dict[str, Any] = field(default_factory=dict)
     data_dir: str | None = None
     config_file: str | None = None
@@ -95,6 +99,7 @@ class NodeOptions:
     layout: str = "engine"  # or "amazon-mq": Amazon MQ's TLS-only endpoints
     # listeners not named in ``ports`` take a free port instead of the engine's (tests)
     free_ports: bool = False
+    definitions: str | None = None  # a RabbitMQ definitions file loaded at start (``--definitions``)
     cluster: "ClusterOptions | None" = None  # a cluster member: its links to the other nodes
 
 
@@ -151,7 +156,9 @@ class Node:
             except TLSError as e:
                 raise NodeStartError(str(e)) from e
         try:
-            self.listeners = plan(self.broker.profile.name, self.broker.profile.listener_ports, self.options.ports,
+            # the HTTP listener is the node's own (``_open_http``), not one of the plan's
+            stream_ports = {k: v for k, v in self.options.ports.items() if k != "http"}
+            self.listeners = plan(self.broker.profile.name, self.broker.profile.listener_ports, stream_ports,
                                   layout=self.options.layout, tls=self.tls is not None,
                                   websocket=self.options.websocket, free_ports=self.options.free_ports)
         except PlanError as e:
@@ -166,18 +173,28 @@ class Node:
         """``amqp://127.0.0.1:5672``, ``amqps://...``, ``ws://127.0.0.1:15674/ws`` ..."""
         port = self.ports[protocol]
         path = "/ws" if protocol in ("stomp-ws", "mqtt-ws", "stomp-wss", "mqtt-wss") else ""
-        return f"{URL_SCHEMES[protocol]}://{self.host}:{port}{path}"
+        return f"{URL_SCHEMES.get(protocol, protocol)}://{self.host}:{port}{path}"
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         """Take the store (as a standby, waiting for its lock), recover it, start the core's
         task and every listener; runs until cancelled."""
         node_name.set(self.name)  # every log line of this node's tasks carries its name
         broker = self.broker
+        if self.options.ports.get("http") != "off":  # the HTTP stack imports while the store opens
+            threading.Thread(target=preload_http, name="mqemu-http-import", daemon=True).start()
         snapshot = await self._take_store()
         try:
+            # the file's vhosts exist before recovery, so their stored queues come back
+            defs_path = self.options.definitions
+            definitions = self._read_definitions(defs_path) if defs_path else None
+            saved = defs.restore_vhosts(broker, snapshot.records)  # users, vhosts, policies made before
             report = broker.recover(snapshot)
             del snapshot
             recover_protocols(broker)
+            if saved is not None:
+                defs.restore_access(broker, saved)
+            if defs_path and definitions is not None:
+                self._load_definitions(defs_path, definitions)
             self._event("recovered", seconds=round(report.seconds, 3), messages=report.messages)
             if self.options.data_dir:
                 log.info("store: SQLite in %s; recovered %d exchanges, %d queues, %d bindings, %d messages "
@@ -220,6 +237,7 @@ class Node:
                     self.ports[kind.name] = bound
                     log.info("listening", extra={"protocol": kind.name, "host": self.host, "port": bound})
                     self._event("listening", protocol=kind.name, port=bound)
+                await self._open_http(nursery)
                 self._write_ready_file()
                 self._set_role("active" if self.links is None else "member")
                 task_status.started(self.ports)
@@ -234,6 +252,54 @@ class Node:
                     pass
             if self.tls is not None:
                 self.tls.discard()
+
+    def _read_definitions(self, path: str) -> Any:
+        """The definitions file's JSON; its vhosts are made now, before recovery (a file
+        rejected later stops the node, so they never outlive a bad file)."""
+        from mqemu.broker.definitions import DefinitionsError, read_file
+
+        try:
+            data = read_file(path)
+        except DefinitionsError as e:
+            raise NodeStartError(str(e)) from e
+        vhosts = data.get("vhosts") if isinstance(data, dict) else None
+        for item in vhosts if isinstance(vhosts, list) else ():
+            if isinstance(item, dict) and isinstance(item.get("name"), str):
+                self.broker.add_vhost(item["name"])
+        return data
+
+    def _load_definitions(self, path: str, data: Any) -> None:
+        """RabbitMQ's load_definitions: the whole file or nothing, before any listener opens."""
+        from mqemu.broker.definitions import DefinitionsError, import_definitions
+
+        try:
+            import_definitions(self.broker, data)
+        except DefinitionsError as e:
+            raise NodeStartError(f"definitions file {path} rejected, nothing applied: {e}") from e
+        defs.save_access(self.broker)
+        log.info("definitions loaded from %s", path)
+        self._event("definitions", file=path)
+
+    async def _open_http(self, nursery: trio.Nursery) -> None:
+        """The HTTP listener (``--http-port``; default the engine's management port). It
+        never takes the node down: a port it cannot bind is logged and the node runs on
+        without it."""
+        port = self.options.ports.get("http")
+        if port == "off":
+            return
+        if port is None:
+            port = self.broker.profile.http_port
+        try:
+            bound = await nursery.start(partial(serve_http, self, self.host, int(port), accepting=self.accepting))
+        except Exception as e:
+            why = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+            log.error("cannot listen for HTTP on %s:%s: %s; the node runs without it (pick another port "
+                      "with --http-port)", self.host, port, why)
+            self._event("listener-failed", protocol="http", port=int(port), error=why)
+            return
+        self.ports["http"] = bound
+        log.info("listening", extra={"protocol": "http", "host": self.host, "port": bound})
+        self._event("listening", protocol="http", port=bound)
 
     async def _take_store(self) -> Any:
         """Open the store; a standby retries a locked data directory until it gets it."""
@@ -340,9 +406,11 @@ def _write_json(path: str, obj: Any) -> None:
 async def open_node(**kwargs: Any) -> AsyncIterator[Node]:
     """Run a node for the body of the block, e.g. ``async with open_node(ports={"amqp": 0})``.
 
-    Unnamed listeners listen on port 0 (a free port) here, unlike ``mqemu serve``.
+    Unnamed listeners listen on port 0 (a free port) here, unlike ``mqemu serve``; HTTP is
+    off unless ``ports={"http": 0}`` asks for it.
     """
     kwargs.setdefault("free_ports", True)
+    kwargs["ports"] = {"http": "off", **kwargs.get("ports", {})}
     node = Node(NodeOptions(**kwargs))
     async with trio.open_nursery() as nursery:
         await nursery.start(node.run)
@@ -430,6 +498,7 @@ class NodeThread(LoopThread):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__()
         kwargs.setdefault("free_ports", True)
+        kwargs["ports"] = {"http": "off", **kwargs.get("ports", {})}
         self.node = Node(NodeOptions(**kwargs))
 
     @property

@@ -233,6 +233,7 @@ class Topology:
                 "--timing", o.timing, "--log-format", "json"]
         for proto in PROTOCOLS:
             argv += [f"--{proto}-port", "0" if proto in o.protocols else "off"]
+        argv += ["--http-port", "0"]
         if self.data_dir and self.mode == "cluster":
             argv += ["--data-dir", os.path.join(self.data_dir, name)]  # each member its own store
         elif self.data_dir:

@@ -52,6 +52,10 @@ class Session(Protocol):
     def on_drained(self) -> None: ...
     def connection_lost(self) -> None: ...
     def internal_error(self) -> None: ...
+    # The broker closes the connection, saying why, as the protocol does (AMQP 0-9-1:
+    # connection.close 320 CONNECTION_FORCED - text; STOMP: ERROR; MQTT 5: DISCONNECT
+    # 0x8B): node shutdown, the management API's DELETE of a connection.
+    def server_close(self, text: str) -> None: ...
 
 
 def _nothing() -> None:
@@ -66,6 +70,11 @@ class SessionBase:
     buffer passes ``OUTBOUND_HIGH_WATER`` or drains) and ``on_alarm`` (the broker's memory
     alarm), and call ``redispatch`` at the end of each ``data_received``.
     """
+
+    #: the protocol as RabbitMQ's management API names it (``connection_info``)
+    protocol_name = "unknown"
+    #: (peer (host, port), local (host, port)) of the socket, set by the transport
+    addresses: tuple | None = None
 
     def __init__(self, broker: Any, peer: str | None, conn_id: int) -> None:
         self.broker = broker
@@ -149,6 +158,19 @@ class SessionBase:
         elif not high and self.reading_paused:
             self.reading_paused = False
             self._resume_reading()
+
+    def connection_info(self) -> dict[str, Any] | None:
+        """What a management view shows of this connection, the same for every protocol:
+        ``protocol``, ``user`` (name), ``vhost`` (name), ``channels``, ``client_properties``;
+        None while it is not open (no login yet). Subclasses override the parts they keep
+        elsewhere. Closing one is ``server_close(text)`` (AMQP 320 CONNECTION_FORCED with
+        the text, STOMP an ERROR, MQTT 5 DISCONNECT)."""
+        user = getattr(self, "user", None)
+        vhost = getattr(self, "vhost", None)
+        if vhost is None:
+            return None
+        return {"protocol": self.protocol_name, "user": getattr(user, "name", None) or "",
+                "vhost": getattr(vhost, "name", vhost), "channels": 0, "client_properties": {}}
 
     def internal_error(self) -> None:
         """One of this session's methods raised (a bug). Queue the protocol's internal-error

@@ -268,6 +268,10 @@ async def serve_protocol(
                         conn_id, name, exc, exc=exc, extra={"conn": conn_id})
             await trio.aclose_forcefully(stream)
             return
+        try:
+            session.addresses = (stream.socket.getpeername()[:2], stream.socket.getsockname()[:2])  # type: ignore[attr-defined]
+        except (OSError, AttributeError):
+            pass
         if sessions is not None:
             sessions.add(session)
         try:

@@ -101,6 +101,7 @@ def server_properties(profile: "EngineProfile" = RABBITMQ) -> dict[str, Any]:
 
 
 class AMQPConnection(SessionBase):
+    protocol_name = "AMQP 0-9-1"
     """One client connection. See the module docstring for its states."""
 
     def __init__(self, broker: "Broker", peer: str | None = None, conn_id: int = 0,
@@ -420,6 +421,13 @@ class AMQPConnection(SessionBase):
             except Exception:  # the teardown failed too: close without more ado
                 self.state = State.CLOSING
         self._closed(ClosedReason.INTERNAL_ERROR)
+
+    def connection_info(self) -> dict[str, Any] | None:
+        info = super().connection_info()
+        if info is not None:
+            info["channels"] = len(self.channels)
+            info["client_properties"] = self.client_properties
+        return info
 
     def channel_closed(self, number: int) -> None:
         self.channels.pop(number, None)

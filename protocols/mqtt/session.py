@@ -94,6 +94,7 @@ _PINGRESP = b"\xd0\x00"
 
 
 class MqttConnection(SessionBase):
+    protocol_name = "MQTT"
     """One client connection. See the module docstring for its states.
 
     The connection owns the protocol state (``state``, ``level``, the decoder, keep-alive and
@@ -326,6 +327,14 @@ class MqttConnection(SessionBase):
             if self.state is not State.CLOSED:
                 self.state = State.CLOSED
                 self.closing = True
+
+    def connection_info(self) -> dict[str, Any] | None:
+        info = super().connection_info()
+        if info is not None:
+            user = self.connector.user
+            info["user"] = getattr(user, "name", None) or ""
+            info["client_properties"] = {"client_id": self.client_id}
+        return info
 
     def server_close(self, text: str = "broker shutdown") -> None:
         if self.state is State.CONNECTED and self.level >= 5:

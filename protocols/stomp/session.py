@@ -73,6 +73,7 @@ class State(enum.Enum):
 
 
 class StompSession(SettleMixin, SubscribeMixin, SessionBase):
+    protocol_name = "STOMP"
     """One client connection. See the module docstring for its states."""
 
     def __init__(self, broker: "Broker", peer: str | None = None, conn_id: int = 0,

@@ -61,7 +61,7 @@ class Nodes:
         ready = self.tmp / f"ready{self.count}.json"
         log = self.tmp / f"node{self.count}.log"
         args = [sys.executable, "-m", "mqemu.ha.cli", "serve", "--amqp-port", "0", "--stomp-port", "off",
-                "--mqtt-port", "off", "--ready-file", str(ready), *extra]
+                "--mqtt-port", "off", "--http-port", "off", "--ready-file", str(ready), *extra]
         if data_dir is not None:
             args += ["--data-dir", str(data_dir)]
         with open(log, "wb") as out:

@@ -60,7 +60,8 @@ def test_ready_file_ports_and_clean_sigterm(tmp_path, stop_all):
 
 
 def test_sigint_also_stops_cleanly(tmp_path, stop_all):
-    proc, ready = start(tmp_path, "--amqp-port", "0", "--stomp-port", "off", "--mqtt-port", "off")
+    proc, ready = start(tmp_path, "--amqp-port", "0", "--stomp-port", "off", "--mqtt-port", "off",
+                        "--http-port", "off")
     stop_all.append(proc)
     assert set(wait_ready(proc, ready)) == {"amqp", "pid"}
     proc.send_signal(signal.SIGINT)
@@ -102,7 +103,7 @@ def test_bad_port_value_is_refused():
 
 def test_json_logs(tmp_path, stop_all):
     proc, ready = start(tmp_path, "--amqp-port", "0", "--stomp-port", "off", "--mqtt-port", "off",
-                        "--log-format", "json")
+                        "--http-port", "off", "--log-format", "json")
     stop_all.append(proc)
     info = wait_ready(proc, ready)
     proc.send_signal(signal.SIGTERM)
@@ -110,3 +111,30 @@ def test_json_logs(tmp_path, stop_all):
     lines = [json.loads(line) for line in proc.stderr.read().splitlines() if line.startswith("{")]
     listening = [r for r in lines if r["msg"] == "listening"]
     assert listening == [{**listening[0], "protocol": "amqp", "port": info["amqp"], "level": "info"}]
+
+
+def test_http_listener_in_the_ready_file_and_a_busy_http_port_keeps_the_node_up(tmp_path, stop_all):
+    import urllib.error
+    import urllib.request
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        busy = taken.getsockname()[1]
+        proc, ready = start(tmp_path, "--amqp-port", "0", "--stomp-port", "off", "--mqtt-port", "off",
+                            "--http-port", str(busy))
+        stop_all.append(proc)
+        assert set(wait_ready(proc, ready)) == {"amqp", "pid"}  # up, without HTTP
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(10) == 0
+        assert f"cannot listen for HTTP on 127.0.0.1:{busy}" in proc.stderr.read()
+    proc, ready = start(tmp_path, "--amqp-port", "off", "--stomp-port", "off", "--mqtt-port", "off",
+                        "--http-port", "0")
+    stop_all.append(proc)
+    info = wait_ready(proc, ready)
+    with pytest.raises(urllib.error.HTTPError) as e:  # the API answers: 401 without credentials
+        urllib.request.urlopen(f"http://127.0.0.1:{info['http']}/api/overview", timeout=10)
+    assert e.value.code == 401
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(10) == 0
+    assert f"listening protocol=http host=127.0.0.1 port={info['http']}" in proc.stderr.read()

@@ -1,0 +1,78 @@
+"""The node's HTTP listener: hypercorn's trio worker serving an ASGI app (starlette).
+
+``http_config`` is the one place the listener's socket and serving options are set (bind
+address, limits, logging; TLS would be set here too). ``serve_http`` runs it in the node's
+trio loop, so the app calls the broker directly, as a session does. A failure of the HTTP
+listener is logged and never stops the node.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import trio
+
+log = logging.getLogger("mqemu.protocols.http")
+
+
+def http_config(host: str, port: int) -> Any:
+    """hypercorn's Config for the node's HTTP listener on host:port (0: a free port)."""
+    from hypercorn.config import Config
+
+    config = Config()
+    config.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
+    config.accesslog = None
+    config.errorlog = logging.getLogger("mqemu.protocols.http.hypercorn")
+    config.graceful_timeout = 1.0
+    config.include_server_header = False
+    return config
+
+
+def preload() -> None:
+    """Import hypercorn, starlette and the app now (they take a while to import): a node
+    runs this in a thread as it starts, so a standby taking over, or an active opening its
+    listeners, does not wait for the imports."""
+    import hypercorn.trio  # noqa: F401
+    from . import mgmt  # noqa: F401
+
+
+def make_app(node: Any) -> Any:
+    """The ASGI app this node serves: RabbitMQ's management API on an engine that has it;
+    otherwise (ActiveMQ's console is another app) every path is 404."""
+    if node.broker.profile.rabbitmq_management:
+        from .mgmt import management_app
+
+        return management_app(node)
+    from starlette.applications import Starlette
+
+    return Starlette(routes=[])
+
+
+async def serve_http(node: Any, host: str, port: int, *, accepting: list | None = None,
+                     task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+    """Listen on host:port and serve the node's app until cancelled; reports the bound port.
+    Raises OSError when the port cannot be bound. ``accepting`` gets the cancel scope that
+    closes the listener (the node's shutdown closes it with the other listeners)."""
+    from hypercorn.trio import serve
+
+    config = http_config(host, port)
+    app = make_app(node)
+    scope = trio.CancelScope()
+    if accepting is not None:
+        accepting.append(scope)
+    with scope:
+        async with trio.open_nursery() as nursery:
+            binds = await nursery.start(_serve, serve, app, config)
+            bound = int(binds[0].rsplit(":", 1)[1])
+            task_status.started(bound)
+    log.debug("http listener closed")
+
+
+async def _serve(serve: Any, app: Any, config: Any, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+    try:
+        await serve(app, config, task_status=task_status)
+    except OSError:
+        raise
+    except Exception as exc:  # the HTTP side never takes the node down
+        log.error("http listener stopped: %s: %s", type(exc).__name__, exc)
