@@ -1,15 +1,16 @@
 """The MQTT listener: a session per accepted socket, run by the shared transport, and the
-publish pump that routes PUBLISH packets once per scheduler pass."""
+publish pump that routes PUBLISH packets at the end of each scheduler pass."""
 
 from __future__ import annotations
 
+import contextvars
 import logging
 from typing import Any
 
 import trio
 from mqemu.protocols.faults import FAULTS
 from mqemu.protocols.session_base import ClosedReason
-from mqemu.protocols.transport import serve_protocol
+from mqemu.protocols.transport import flush_batch, open_write_batch, serve_protocol
 
 from .persist import restore
 from .session import MqttConnection
@@ -19,34 +20,63 @@ __all__ = ["PublishPump", "recover", "serve_mqtt"]
 log = logging.getLogger("mqemu.protocols.mqtt")
 
 
-class PublishPump:
+class PublishPump(trio.abc.Instrument):
     """Routes the PUBLISH packets connections received, after every reader of the pass ran.
 
     Why: clients such as Paho's interoperability suite send SUBSCRIBE on one connection and,
     microseconds later, PUBLISH on another, and expect the subscriber to get the message.
     Both sockets turn readable in the same event-loop pass, and trio runs the woken readers
     in either order (it reverses half of its batches on purpose). A connection therefore
-    handles its SUBSCRIBE, UNSUBSCRIBE and acks at once but queues its PUBLISH packets here;
-    this task, woken for the next pass, routes them, so a subscription that arrived in the
-    same pass as a publish is always in place first. A connection routes its own queued
-    publishes before it handles any other packet of its own, so its order is kept.
-    The cost is one task wake-up per pass, not per message.
+    handles its SUBSCRIBE, UNSUBSCRIBE and acks at once but queues its PUBLISH packets here,
+    and they are routed when the pass ends, so a subscription that arrived in the same pass
+    as a publish is always in place first. A connection routes its own queued publishes
+    before it handles any other packet of its own, so its order is kept.
+
+    The end of the pass is trio's ``before_io_wait`` (this is an instrument, added to the run
+    by ``run``): the publishes are routed and their deliveries written (``flush_batch``)
+    before the loop waits for I/O again, in the pass the PUBLISH arrived in, with no task to
+    wake. Routing runs in the context of the task that called ``run`` (the node's log
+    fields). If it made a task runnable (a writer with output left, the store's flusher),
+    the loop is told not to sleep (``run_sync_soon``), as its timeout was fixed before.
     """
 
     def __init__(self) -> None:
         self.waiting: list[MqttConnection] = []
-        self._event = trio.Event()
+        self._batch: list = []
+        self._context: contextvars.Context | None = None
+        self._token: trio.lowlevel.TrioToken | None = None
 
     def defer(self, conn: MqttConnection) -> None:
         self.waiting.append(conn)
-        ev = self._event
-        if not ev.is_set():
-            ev.set()
 
     async def run(self) -> None:
-        while True:
-            await self._event.wait()
-            self._event = trio.Event()
+        """Route at the end of every pass until cancelled."""
+        self._token = trio.lowlevel.current_trio_token()
+        self._context = contextvars.copy_context()
+        self._context.run(self._open_batch)
+        trio.lowlevel.add_instrument(self)
+        try:
+            await trio.sleep_forever()
+        finally:
+            trio.lowlevel.remove_instrument(self)
+
+    def _open_batch(self) -> None:
+        self._batch = open_write_batch()
+
+    def before_io_wait(self, timeout: float) -> None:
+        if not self.waiting or self._context is None:
+            return
+        try:
+            self._context.run(self.route)
+        except Exception as exc:  # trio would drop an instrument that raises: keep routing
+            FAULTS.warn(log, "internal_error", "routing publishes failed: %s", exc, exc=exc)
+        if timeout > 0 and trio.lowlevel.current_statistics().tasks_runnable and self._token is not None:
+            self._token.run_sync_soon(_nothing)  # the loop must not sleep: a task has work
+
+    def route(self) -> None:
+        """Route every deferred publish and write what it delivered."""
+        batch = self._batch
+        while self.waiting:
             conns, self.waiting = self.waiting, []
             for conn in conns:
                 try:
@@ -62,6 +92,12 @@ class PublishPump:
                         conn.close_reason = conn.close_reason or ClosedReason.INTERNAL_ERROR
                         conn.closing = True
                     conn._wake()
+            if batch:
+                flush_batch(batch)
+
+
+def _nothing() -> None:
+    pass
 
 
 def recover(broker: Any) -> None:
