@@ -10,11 +10,12 @@ A connection runs two tasks in one nursery:
 
 Sessions never touch the socket. What a session must offer is ``session_base.Session``.
 Deliveries made by other connections' publishes land in this connection's ``outbound`` list.
-At the end of a reader's step (and of the MQTT publish pump's) every connection that got
-output in that step is written at once with one non-blocking write, while its writer sleeps
-(``flush_batch``): a message goes out in the same scheduler pass it came in, with no task hop
-and no extra pass (what the socket does not take, the writer sends). The writer is woken only
-when there is something left for it: output it must send, a close, an earlier deadline.
+At the end of every scheduler pass (trio's ``before_io_wait``, ``Flusher``) each connection
+that got output in that pass is written at once with one non-blocking write, while its
+writer sleeps: a message goes out in the pass it came in, with no task hop and no extra
+pass, and everything one pass made for a connection leaves in one write (what the socket
+does not take, the writer sends). The writer is woken only when there is something left for
+it: output it must send, a close, an earlier deadline.
 
 An exception a session raises (a bug, not bad input: sessions answer bad input themselves)
 closes that connection only: the session's ``internal_error`` queues its protocol's error
@@ -49,21 +50,75 @@ ACCEPT_CAPACITY_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, er
 ACCEPT_RETRY = 0.1  # seconds between accept attempts while at the limit
 
 _conn_ids = itertools.count(1)
+_log = logging.getLogger("mqemu.protocols")
 
-# A connection's place in the current step's batch of direct writes (``_Connection.flush_state``).
+# A connection's place in the pass's batch of direct writes (``_Connection.flush_state``).
 _IDLE, _QUEUED, _FLUSHED = 0, 1, 2
-# The batch of the task running now, if it flushes at the end of its step (a reader, the MQTT
-# publish pump); set once per task, so each task sees only its own.
-_BATCH: contextvars.ContextVar[list[_Connection] | None] = contextvars.ContextVar("mqemu_write_batch", default=None)
+_FLUSHER: trio.lowlevel.RunVar = trio.lowlevel.RunVar("mqemu_flusher")
 
 
-def open_write_batch() -> list[_Connection]:
-    """Make the calling task flush: connections woken from it join the returned batch, which
-    the task writes with ``flush_batch`` at the end of its step instead of waking each
-    writer (one task hop and one scheduler pass less per delivery)."""
-    batch: list[_Connection] = []
-    _BATCH.set(batch)
-    return batch
+class Flusher(trio.abc.Instrument):
+    """Writes, at the end of each scheduler pass, the output of the connections that got
+    some in it (one per trio run: ``current_flusher``).
+
+    ``before_io_wait`` runs when every task of the pass has run and before the loop waits
+    for I/O: first the ``hooks`` asked for this pass (each called once: the MQTT publish
+    pump routes there), then one direct write per pending connection (``_Connection.flush``). The loop's timeout was fixed before the
+    hook; if the hook made a task runnable (``task_scheduled``: a writer with output left, a
+    paused reader, the store's flusher) the loop is told not to sleep. Runs in the context
+    of the task that made it, so log lines keep the node's fields.
+    """
+
+    def __init__(self) -> None:
+        self.pending: list[_Connection] = []
+        self.hooks: list[Callable[[], None]] = []
+        self.scheduled = False
+        self._token = trio.lowlevel.current_trio_token()
+        self._context = contextvars.copy_context()
+
+    def task_scheduled(self, task: trio.lowlevel.Task) -> None:
+        self.scheduled = True
+
+    def before_io_wait(self, timeout: float) -> None:
+        if not self.pending and not self.hooks:
+            return
+        self.scheduled = False
+        try:
+            self._context.run(self._end_of_pass)
+        except Exception as exc:  # trio would drop an instrument that raises: keep writing
+            FAULTS.warn(_log, "internal_error", "writing at the end of a pass failed: %s", exc, exc=exc)
+        if self.scheduled and timeout > 0:
+            self._token.run_sync_soon(_nothing)  # a task has work: the loop must not sleep
+
+    def _end_of_pass(self) -> None:
+        if self.hooks:
+            hooks, self.hooks = self.hooks, []
+            for hook in hooks:
+                hook()
+        pending = self.pending
+        i = 0
+        while i < len(pending):  # a connection woken while these are written joins the list
+            conn = pending[i]
+            conn.flush_state = _FLUSHED  # woken again in this pass: its writer does it
+            conn.flush()
+            i += 1
+        for conn in pending:
+            conn.flush_state = _IDLE
+        pending.clear()
+
+
+def current_flusher() -> Flusher:
+    """The running trio loop's ``Flusher``, made and added as an instrument on first use."""
+    flusher = _FLUSHER.get(None)
+    if flusher is None:
+        flusher = Flusher()
+        _FLUSHER.set(flusher)
+        trio.lowlevel.add_instrument(flusher)
+    return flusher
+
+
+def _nothing() -> None:
+    pass
 
 
 class _Wakeup:
@@ -94,7 +149,7 @@ class _Connection:
     make on its behalf at the end of their step while its writer sleeps."""
 
     __slots__ = ("stream", "session", "log", "conn_id", "fd", "writer_wake", "reader_wake", "drained",
-                 "reason", "eof", "faults", "sending", "writer_deadline", "flush_state", "done")
+                 "reason", "eof", "faults", "sending", "writer_deadline", "flush_state", "done", "flusher")
 
     def __init__(self, stream: trio.SocketStream, session: Session, log: logging.Logger, conn_id: int) -> None:
         self.stream = stream
@@ -104,6 +159,7 @@ class _Connection:
         # Direct writes need the socket itself: a plain trio.SocketStream only (not TLS, not
         # the in-memory streams of the unit tests: those always go through the writer).
         self.fd = stream.socket.fileno() if type(stream) is trio.SocketStream else -1
+        self.flusher = current_flusher() if self.fd >= 0 else None
         self.writer_wake = _Wakeup()
         self.reader_wake = _Wakeup()
         self.drained = _Wakeup()
@@ -135,24 +191,23 @@ class _Connection:
         self.writer_wake.set()
 
     def wake(self) -> None:
-        """The session has output (or news for its writer). Inside a flushing step (a reader,
-        the MQTT pump) the connection joins that step's batch and is written at its end
-        without waking the writer; elsewhere the writer is woken."""
+        """The session has output (or news for its writer). While the writer sleeps, the
+        connection joins the pass's batch and is written at its end (``Flusher``) without
+        waking the writer; otherwise the writer is woken."""
         state = self.flush_state
         if state == _QUEUED:
             return
-        if state == _IDLE and not self.sending:
-            batch = _BATCH.get()
-            if batch is not None:
-                self.flush_state = _QUEUED
-                batch.append(self)
-                return
+        flusher = self.flusher
+        if state == _IDLE and not self.sending and flusher is not None:
+            self.flush_state = _QUEUED
+            flusher.pending.append(self)
+            return
         self.writer_wake.set()
 
     def flush(self) -> None:
-        """Write the session's output now, from the task that produced it, if the writer is
-        asleep (nothing of ours is in flight) and the socket takes it all; whatever is left,
-        and any other reason the session woke us for, goes to the writer."""
+        """Write the session's output now, at the end of the pass that made it, if the writer
+        is asleep (nothing of ours is in flight) and the socket takes it all; whatever is
+        left, and any other reason the session woke us for, goes to the writer."""
         session = self.session
         out = session.outbound
         if not out or self.fd < 0 or self.sending or self.done:
@@ -229,7 +284,6 @@ class _Connection:
     async def reader(self) -> None:
         session, stream = self.session, self.stream
         reader_wake, drained = self.reader_wake, self.drained
-        batch = open_write_batch()  # wakes during data_received join it
         while not session.closing:
             if session.reading_paused:
                 reader_wake.reset()
@@ -252,8 +306,6 @@ class _Connection:
                 session.data_received(data, trio.current_time())
             except Exception as exc:
                 self.fault(exc, "data_received")
-            if batch:
-                flush_batch(batch)
             self.deadline_changed()
 
     async def writer(self, cancel: trio.CancelScope) -> None:
@@ -294,21 +346,6 @@ class _Connection:
                     self.fault(exc, "on_drained")
                 self.drained.set()
         cancel.cancel()
-
-
-def flush_batch(batch: list[_Connection]) -> None:
-    """Write every connection that got output during this step (see ``_Connection.flush``).
-    A connection woken again while the batch is written (its ``on_drained`` made more
-    output, or another's did) goes to its writer: one direct write per connection a step."""
-    i = 0
-    while i < len(batch):
-        conn = batch[i]
-        conn.flush_state = _FLUSHED
-        conn.flush()
-        i += 1
-    for conn in batch:
-        conn.flush_state = _IDLE
-    batch.clear()
 
 
 async def _drain_until_eof(stream: trio.SocketStream) -> None:

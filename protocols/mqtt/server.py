@@ -10,7 +10,7 @@ from typing import Any
 import trio
 from mqemu.protocols.faults import FAULTS
 from mqemu.protocols.session_base import ClosedReason
-from mqemu.protocols.transport import flush_batch, open_write_batch, serve_protocol
+from mqemu.protocols.transport import Flusher, current_flusher, serve_protocol
 
 from .persist import restore
 from .session import MqttConnection
@@ -20,7 +20,7 @@ __all__ = ["PublishPump", "recover", "serve_mqtt"]
 log = logging.getLogger("mqemu.protocols.mqtt")
 
 
-class PublishPump(trio.abc.Instrument):
+class PublishPump:
     """Routes the PUBLISH packets connections received, after every reader of the pass ran.
 
     Why: clients such as Paho's interoperability suite send SUBSCRIBE on one connection and,
@@ -32,50 +32,40 @@ class PublishPump(trio.abc.Instrument):
     as a publish is always in place first. A connection routes its own queued publishes
     before it handles any other packet of its own, so its order is kept.
 
-    The end of the pass is trio's ``before_io_wait`` (this is an instrument, added to the run
-    by ``run``): the publishes are routed and their deliveries written (``flush_batch``)
-    before the loop waits for I/O again, in the pass the PUBLISH arrived in, with no task to
-    wake. Routing runs in the context of the task that called ``run`` (the node's log
-    fields). If it made a task runnable (a writer with output left, the store's flusher),
-    the loop is told not to sleep (``run_sync_soon``), as its timeout was fixed before.
+    The end of the pass is the transport's ``Flusher`` (trio's ``before_io_wait``): the
+    first publish deferred in a pass asks it for a hook, which routes them in the context of
+    the task that called ``run`` (the node's log fields); the deliveries they make are
+    written right after, in the pass the PUBLISH arrived in, with no task to wake.
     """
 
     def __init__(self) -> None:
         self.waiting: list[MqttConnection] = []
-        self._batch: list = []
+        self._flusher: Flusher | None = None
         self._context: contextvars.Context | None = None
-        self._token: trio.lowlevel.TrioToken | None = None
 
     def defer(self, conn: MqttConnection) -> None:
+        """Called from a reader (in the trio loop): route ``conn``'s publishes at the end of
+        this pass."""
+        if not self.waiting:
+            if self._flusher is None:
+                self._flusher = current_flusher()
+            self._flusher.hooks.append(self._route_in_context)
         self.waiting.append(conn)
 
     async def run(self) -> None:
-        """Route at the end of every pass until cancelled."""
-        self._token = trio.lowlevel.current_trio_token()
+        """Take the context routing runs in (the node's log fields); nothing else to do."""
         self._context = contextvars.copy_context()
-        self._context.run(self._open_batch)
-        trio.lowlevel.add_instrument(self)
-        try:
-            await trio.sleep_forever()
-        finally:
-            trio.lowlevel.remove_instrument(self)
+        self._flusher = current_flusher()
+        await trio.sleep_forever()
 
-    def _open_batch(self) -> None:
-        self._batch = open_write_batch()
-
-    def before_io_wait(self, timeout: float) -> None:
-        if not self.waiting or self._context is None:
-            return
-        try:
+    def _route_in_context(self) -> None:
+        if self._context is not None:
             self._context.run(self.route)
-        except Exception as exc:  # trio would drop an instrument that raises: keep routing
-            FAULTS.warn(log, "internal_error", "routing publishes failed: %s", exc, exc=exc)
-        if timeout > 0 and trio.lowlevel.current_statistics().tasks_runnable and self._token is not None:
-            self._token.run_sync_soon(_nothing)  # the loop must not sleep: a task has work
+        else:
+            self.route()
 
     def route(self) -> None:
-        """Route every deferred publish and write what it delivered."""
-        batch = self._batch
+        """Route every deferred publish."""
         while self.waiting:
             conns, self.waiting = self.waiting, []
             for conn in conns:
@@ -92,12 +82,6 @@ class PublishPump(trio.abc.Instrument):
                         conn.close_reason = conn.close_reason or ClosedReason.INTERNAL_ERROR
                         conn.closing = True
                     conn._wake()
-            if batch:
-                flush_batch(batch)
-
-
-def _nothing() -> None:
-    pass
 
 
 def recover(broker: Any) -> None:

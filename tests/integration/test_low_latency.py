@@ -1,7 +1,7 @@
 """A lone message goes from its publisher's socket to its consumer's socket in the scheduler
-pass it arrived in (issue 11 item 13): the reader that routes it writes the delivery at the
-end of its step, and MQTT publishes are routed at the end of the pass (the publish pump is a
-trio instrument, not a task). No writer task and no pump task is woken for it.
+pass it arrived in (issue 11 item 13): the delivery is written at the end of that pass
+(``transport.Flusher``), and MQTT publishes are routed there first (the publish pump is a
+hook of the flusher, not a task). No writer task and no pump task is woken for it.
 
 The node runs in the test's own trio loop (``mqemu_node``); a trio instrument counts steps
 of the transport's writer tasks while messages go through one at a time. MQTT and STOMP

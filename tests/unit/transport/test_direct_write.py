@@ -1,6 +1,7 @@
 """Low-latency writes over real sockets (``protocols/transport.serve_protocol`` on port 0):
-output made while a reader handles its input is written at the end of that reader's step,
-without waking any writer task; only what the socket does not take is left to the writer.
+output made while a reader handles its input is written at the end of that scheduler pass
+(``transport.Flusher``), without waking any writer task; only what the socket does not take
+is left to the writer.
 
 A trio instrument counts the steps of the transport's writer tasks, so "no task hop" is a
 fact the test checks, not a time it measures.
