@@ -49,6 +49,11 @@ CLOSE_DRAIN_TIMEOUT = 30.0
 ACCEPT_CAPACITY_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS})
 ACCEPT_RETRY = 0.1  # seconds between accept attempts while at the limit
 
+# Output of one pass larger than this goes to the writer, one pass later, as before the direct
+# writes: at high rates that pass's output joins the next one's in one send_all (fewer,
+# larger writes; the client reads bigger batches), while a message at a low rate (a few
+# hundred bytes a pass) leaves at once.
+DIRECT_WRITE_MAX = 16 << 10
 _conn_ids = itertools.count(1)
 _log = logging.getLogger("mqemu.protocols")
 
@@ -63,10 +68,11 @@ class Flusher(trio.abc.Instrument):
 
     ``before_io_wait`` runs when every task of the pass has run and before the loop waits
     for I/O: first the ``hooks`` asked for this pass (each called once: the MQTT publish
-    pump routes there), then one direct write per pending connection (``_Connection.flush``). The loop's timeout was fixed before the
-    hook; if the hook made a task runnable (``task_scheduled``: a writer with output left, a
-    paused reader, the store's flusher) the loop is told not to sleep. Runs in the context
-    of the task that made it, so log lines keep the node's fields.
+    pump routes there), then one direct write per pending connection
+    (``_Connection.flush``). The loop's timeout was fixed before the hook; if the hook made
+    a task runnable (``task_scheduled``: a writer with output left, a paused reader, the
+    store's flusher) the loop is told not to sleep. Runs in the context of the task that
+    made it, so log lines keep the node's fields.
     """
 
     def __init__(self) -> None:
@@ -210,7 +216,7 @@ class _Connection:
         left, and any other reason the session woke us for, goes to the writer."""
         session = self.session
         out = session.outbound
-        if not out or self.fd < 0 or self.sending or self.done:
+        if not out or self.fd < 0 or self.sending or self.done or session.outbound_bytes > DIRECT_WRITE_MAX:
             self.writer_wake.set()
             return
         data = b"".join(out) if len(out) > 1 else out[0]
