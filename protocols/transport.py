@@ -16,8 +16,13 @@ every transport. A handshake that fails or stalls closes that connection only, w
 line (info) and no traceback.
 
 Sessions never touch the socket. What a session must offer is ``session_base.Session``.
-Deliveries made by other connections' publishes land in this connection's ``outbound`` list
-and wake its writer once per batch.
+Deliveries made by other connections' publishes land in this connection's ``outbound`` list.
+At the end of every scheduler pass (trio's ``before_io_wait``, ``Flusher``) each connection
+that got output in that pass is written at once with one non-blocking write, while its
+writer sleeps: a message goes out in the pass it came in, with no task hop and no extra
+pass, and everything one pass made for a connection leaves in one write (what the socket
+does not take, the writer sends). The writer is woken only when there is something left for
+it: output it must send, a close, an earlier deadline.
 
 An exception a session raises (a bug, not bad input: sessions answer bad input themselves)
 closes that connection only: the session's ``internal_error`` queues its protocol's error
@@ -28,6 +33,7 @@ when the process is out of file descriptors, with one warning per interval.
 
 from __future__ import annotations
 
+import contextvars
 import errno
 import itertools
 import logging
@@ -50,7 +56,82 @@ CLOSE_DRAIN_TIMEOUT = 30.0
 ACCEPT_CAPACITY_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS})
 ACCEPT_RETRY = 0.1  # seconds between accept attempts while at the limit
 
+# Output of one pass larger than this goes to the writer, one pass later, as before the direct
+# writes: at high rates that pass's output joins the next one's in one send_all (fewer,
+# larger writes; the client reads bigger batches), while a message at a low rate (a few
+# hundred bytes a pass) leaves at once.
+DIRECT_WRITE_MAX = 16 << 10
 _conn_ids = itertools.count(1)
+_log = logging.getLogger("mqemu.protocols")
+
+# A connection's place in the pass's batch of direct writes (``_Connection.flush_state``).
+_IDLE, _QUEUED, _FLUSHED = 0, 1, 2
+_FLUSHER: trio.lowlevel.RunVar = trio.lowlevel.RunVar("mqemu_flusher")
+
+
+class Flusher(trio.abc.Instrument):
+    """Writes, at the end of each scheduler pass, the output of the connections that got
+    some in it (one per trio run: ``current_flusher``).
+
+    ``before_io_wait`` runs when every task of the pass has run and before the loop waits
+    for I/O: first the ``hooks`` asked for this pass (each called once: the MQTT publish
+    pump routes there), then one direct write per pending connection
+    (``_Connection.flush``). The loop's timeout was fixed before the hook; if the hook made
+    a task runnable (``task_scheduled``: a writer with output left, a paused reader, the
+    store's flusher) the loop is told not to sleep. Runs in the context of the task that
+    made it, so log lines keep the node's fields.
+    """
+
+    def __init__(self) -> None:
+        self.pending: list[_Connection] = []
+        self.hooks: list[Callable[[], None]] = []
+        self.scheduled = False
+        self._token = trio.lowlevel.current_trio_token()
+        self._context = contextvars.copy_context()
+
+    def task_scheduled(self, task: trio.lowlevel.Task) -> None:
+        self.scheduled = True
+
+    def before_io_wait(self, timeout: float) -> None:
+        if not self.pending and not self.hooks:
+            return
+        self.scheduled = False
+        try:
+            self._context.run(self._end_of_pass)
+        except Exception as exc:  # trio would drop an instrument that raises: keep writing
+            FAULTS.warn(_log, "internal_error", "writing at the end of a pass failed: %s", exc, exc=exc)
+        if self.scheduled and timeout > 0:
+            self._token.run_sync_soon(_nothing)  # a task has work: the loop must not sleep
+
+    def _end_of_pass(self) -> None:
+        if self.hooks:
+            hooks, self.hooks = self.hooks, []
+            for hook in hooks:
+                hook()
+        pending = self.pending
+        i = 0
+        while i < len(pending):  # a connection woken while these are written joins the list
+            conn = pending[i]
+            conn.flush_state = _FLUSHED  # woken again in this pass: its writer does it
+            conn.flush()
+            i += 1
+        for conn in pending:
+            conn.flush_state = _IDLE
+        pending.clear()
+
+
+def current_flusher() -> Flusher:
+    """The running trio loop's ``Flusher``, made and added as an instrument on first use."""
+    flusher = _FLUSHER.get(None)
+    if flusher is None:
+        flusher = Flusher()
+        _FLUSHER.set(flusher)
+        trio.lowlevel.add_instrument(flusher)
+    return flusher
+
+
+def _nothing() -> None:
+    pass
 
 MakeSession = Callable[[str | None, int], Session]
 # (the accepted socket stream, connection id) -> (the stream sessions read and write, the
@@ -83,40 +164,152 @@ class _Wakeup:
 
 async def run_connection(stream: trio.abc.Stream, session: Session, log: logging.Logger, conn_id: int) -> None:
     """Drive one connection until either side closes. Never raises except Cancelled."""
-    writer_wake = _Wakeup()
-    reader_wake = _Wakeup()
-    drained = _Wakeup()
-    reason: ClosedReason | None = None
-    eof = False
-    faults = 0
+    await _Connection(stream, session, log, conn_id).run()
 
-    def fault(exc: Exception, where: str) -> None:
+
+class _Connection:
+    """One connection's reader and writer, and the direct write (``flush``) that other tasks
+    make on its behalf at the end of their step while its writer sleeps."""
+
+    __slots__ = ("stream", "session", "log", "conn_id", "fd", "writer_wake", "reader_wake", "drained",
+                 "reason", "eof", "faults", "sending", "writer_deadline", "flush_state", "done", "flusher")
+
+    def __init__(self, stream: trio.abc.Stream, session: Session, log: logging.Logger, conn_id: int) -> None:
+        self.stream = stream
+        self.session = session
+        self.log = log
+        self.conn_id = conn_id
+        # Direct writes need the socket itself: a plain trio.SocketStream only (not TLS, not
+        # the in-memory streams of the unit tests: those always go through the writer).
+        self.fd = stream.socket.fileno() if type(stream) is trio.SocketStream else -1
+        self.flusher = current_flusher() if self.fd >= 0 else None
+        self.writer_wake = _Wakeup()
+        self.reader_wake = _Wakeup()
+        self.drained = _Wakeup()
+        self.reason: ClosedReason | None = None
+        self.eof = False
+        self.faults = 0
+        self.sending = False  # the writer is inside send_all: only it may write now
+        # the deadline the sleeping writer waits for (inf: none); -inf while it is not asleep
+        # (it reads the session's deadline again before it sleeps)
+        self.writer_deadline = -math.inf
+        self.flush_state = _IDLE
+        self.done = False
+
+    def fault(self, exc: Exception, where: str) -> None:
         """A session method raised: the protocol's internal error, then close."""
-        nonlocal faults
-        faults += 1
-        FAULTS.warn(log, "internal_error", "connection %d: %s in %s: %s; closing the connection",
-                    conn_id, type(exc).__name__, where, exc, exc=exc, extra={"conn": conn_id})
-        if faults == 1:
+        session = self.session
+        self.faults += 1
+        FAULTS.warn(self.log, "internal_error", "connection %d: %s in %s: %s; closing the connection",
+                    self.conn_id, type(exc).__name__, where, exc, exc=exc, extra={"conn": self.conn_id})
+        if self.faults == 1:
             try:
                 session.internal_error()
             except Exception:
-                faults += 1
-        if faults > 1:
+                self.faults += 1
+        if self.faults > 1:
             # no second chance: a session that fails again is dropped
             session.close_reason = session.close_reason or ClosedReason.INTERNAL_ERROR
             session.closing = True
-        writer_wake.set()
+        self.writer_wake.set()
 
-    try:
-        session.bind_transport(writer_wake.set, reader_wake.set)
-        made = getattr(session, "connection_made", None)  # optional: start a handshake timer
-        if made is not None:
-            made(trio.current_time())
-    except Exception as exc:
-        fault(exc, "connection_made")
+    def wake(self) -> None:
+        """The session has output (or news for its writer). While the writer sleeps, the
+        connection joins the pass's batch and is written at its end (``Flusher``) without
+        waking the writer; otherwise the writer is woken."""
+        state = self.flush_state
+        if state == _QUEUED:
+            return
+        flusher = self.flusher
+        if state == _IDLE and not self.sending and flusher is not None:
+            self.flush_state = _QUEUED
+            flusher.pending.append(self)
+            return
+        self.writer_wake.set()
 
-    async def reader(cancel: trio.CancelScope) -> None:
-        nonlocal reason, eof
+    def flush(self) -> None:
+        """Write the session's output now, at the end of the pass that made it, if the writer
+        is asleep (nothing of ours is in flight) and the socket takes it all; whatever is
+        left, and any other reason the session woke us for, goes to the writer."""
+        session = self.session
+        out = session.outbound
+        if not out or self.fd < 0 or self.sending or self.done or session.outbound_bytes > DIRECT_WRITE_MAX:
+            self.writer_wake.set()
+            return
+        data = b"".join(out) if len(out) > 1 else out[0]
+        try:
+            sent = os.write(self.fd, data)
+        except OSError:  # EAGAIN, or a broken socket: the writer's send_all finds out which
+            sent = 0
+        if sent < len(data):
+            out.clear()
+            out.append(data[sent:] if sent else data)
+            session.outbound_bytes = len(data) - sent
+            self.writer_wake.set()
+            return
+        out.clear()
+        session.outbound_bytes = 0
+        try:
+            session.on_drained()
+        except Exception as exc:
+            self.fault(exc, "on_drained")
+        self.drained.set()
+        self.deadline_changed()
+
+    def deadline_changed(self) -> None:
+        """Wake the writer when it must act sooner than it planned (an earlier deadline, a
+        close); a later deadline waits until the old one passes (``on_timer`` checks)."""
+        session = self.session
+        if session.closing:
+            self.writer_wake.set()
+            return
+        deadline = session.next_deadline()
+        if deadline is not None and deadline < self.writer_deadline:
+            self.writer_wake.set()
+
+    async def run(self) -> None:
+        session, log, conn_id = self.session, self.log, self.conn_id
+        try:
+            session.bind_transport(self.wake, self.reader_wake.set)
+            made = getattr(session, "connection_made", None)  # optional: start a handshake timer
+            if made is not None:
+                made(trio.current_time())
+        except Exception as exc:
+            self.fault(exc, "connection_made")
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self.reader)
+                nursery.start_soon(self.writer, nursery.cancel_scope)
+        except* (trio.BrokenResourceError, trio.ClosedResourceError, ConnectionError, OSError):
+            self.reason = ClosedReason.SOCKET_ERROR
+        except* Exception as group:
+            FAULTS.warn(log, "internal_error", "connection %d failed: %s; closing it", conn_id,
+                        group.exceptions[0], exc=group.exceptions[0], extra={"conn": conn_id})
+            self.reason = ClosedReason.INTERNAL_ERROR
+        finally:
+            self.done = True  # no direct write from now on: the descriptor is about to close
+            self.fd = -1
+            try:
+                session.connection_lost()
+            except Exception as exc:
+                FAULTS.warn(log, "internal_error", "connection %d: %s in connection_lost: %s", conn_id,
+                            type(exc).__name__, exc, exc=exc, extra={"conn": conn_id})
+            try:
+                if session.drain_after_close and not self.eof:
+                    await _drain_until_eof(self.stream)
+            finally:
+                with trio.CancelScope(shield=True):
+                    with trio.move_on_after(1):
+                        try:
+                            await self.stream.aclose()  # a TLS or WebSocket layer says goodbye first
+                        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                            pass
+        final = session.close_reason or self.reason or ClosedReason.CLIENT_DISCONNECTED
+        log.debug("connection closed", extra={"conn": conn_id, "reason": final.value})
+
+    async def reader(self) -> None:
+        session, stream = self.session, self.stream
+        reader_wake, drained = self.reader_wake, self.drained
         while not session.closing:
             if session.reading_paused:
                 reader_wake.reset()
@@ -131,77 +324,54 @@ async def run_connection(stream: trio.abc.Stream, session: Session, log: logging
             if not data:
                 # The peer may only have shut down its side: the writer still flushes what
                 # the session queued (a CONNECTED frame, an ERROR), then closes.
-                reason = reason or ClosedReason.CLIENT_DISCONNECTED
-                eof = True
-                writer_wake.set()
+                self.reason = self.reason or ClosedReason.CLIENT_DISCONNECTED
+                self.eof = True
+                self.writer_wake.set()
                 return
             try:
                 session.data_received(data, trio.current_time())  # type: ignore[arg-type]  # bytes from every stream used
             except Exception as exc:
-                fault(exc, "data_received")
-            writer_wake.set()
+                self.fault(exc, "data_received")
+            self.deadline_changed()
 
-    async def writer(cancel: trio.CancelScope) -> None:
+    async def writer(self, cancel: trio.CancelScope) -> None:
+        session, stream, writer_wake = self.session, self.stream, self.writer_wake
         while True:
             if not session.outbound:
-                if session.closing or eof:
+                if session.closing or self.eof:
                     break
                 deadline = session.next_deadline()
-                with trio.move_on_at(math.inf if deadline is None else deadline):
+                self.writer_deadline = math.inf if deadline is None else deadline
+                with trio.move_on_at(self.writer_deadline):
                     await writer_wake.event.wait()
+                self.writer_deadline = -math.inf
                 writer_wake.reset()
                 if deadline is not None and trio.current_time() >= deadline:
                     try:
                         session.on_timer(trio.current_time())
                     except Exception as exc:
-                        fault(exc, "on_timer")
+                        self.fault(exc, "on_timer")
             if session.outbound:
                 data = b"".join(session.outbound) if len(session.outbound) > 1 else session.outbound[0]
                 session.outbound.clear()
                 session.outbound_bytes = 0
                 session.sending_bytes = len(data)  # still held: the memory alarm counts it
+                self.sending = True
                 try:
                     await stream.send_all(data)
                 except (trio.BrokenResourceError, trio.ClosedResourceError):
-                    if eof:  # the peer closed both ways: nothing more to flush
+                    if self.eof:  # the peer closed both ways: nothing more to flush
                         break
                     raise
+                finally:
+                    self.sending = False
                 session.sending_bytes = 0
                 try:
                     session.on_drained()
                 except Exception as exc:
-                    fault(exc, "on_drained")
-                drained.set()
+                    self.fault(exc, "on_drained")
+                self.drained.set()
         cancel.cancel()
-
-    try:
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(reader, nursery.cancel_scope)
-            nursery.start_soon(writer, nursery.cancel_scope)
-    except* (trio.BrokenResourceError, trio.ClosedResourceError, ConnectionError, OSError):
-        reason = ClosedReason.SOCKET_ERROR
-    except* Exception as group:
-        FAULTS.warn(log, "internal_error", "connection %d failed: %s; closing it", conn_id,
-                    group.exceptions[0], exc=group.exceptions[0], extra={"conn": conn_id})
-        reason = ClosedReason.INTERNAL_ERROR
-    finally:
-        try:
-            session.connection_lost()
-        except Exception as exc:
-            FAULTS.warn(log, "internal_error", "connection %d: %s in connection_lost: %s", conn_id,
-                        type(exc).__name__, exc, exc=exc, extra={"conn": conn_id})
-        try:
-            if session.drain_after_close and not eof:
-                await _drain_until_eof(stream)
-        finally:
-            with trio.CancelScope(shield=True):
-                with trio.move_on_after(1):
-                    try:
-                        await stream.aclose()  # a TLS or WebSocket layer says goodbye first
-                    except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
-                        pass
-    final = session.close_reason or reason or ClosedReason.CLIENT_DISCONNECTED
-    log.debug("connection closed", extra={"conn": conn_id, "reason": final.value})
 
 
 async def _drain_until_eof(stream: trio.abc.Stream) -> None:

@@ -1,15 +1,16 @@
 """The MQTT listener: a session per accepted socket, run by the shared transport, and the
-publish pump that routes PUBLISH packets once per scheduler pass."""
+publish pump that routes PUBLISH packets at the end of each scheduler pass."""
 
 from __future__ import annotations
 
+import contextvars
 import logging
 from typing import Any, Awaitable, Callable
 
 import trio
 from mqemu.protocols.faults import FAULTS
 from mqemu.protocols.session_base import ClosedReason
-from mqemu.protocols.transport import MakeSession, serve_protocol
+from mqemu.protocols.transport import Flusher, MakeSession, current_flusher, serve_protocol
 
 from .persist import restore
 from .session import MqttConnection
@@ -31,27 +32,46 @@ class PublishPump:
     microseconds later, PUBLISH on another, and expect the subscriber to get the message.
     Both sockets turn readable in the same event-loop pass, and trio runs the woken readers
     in either order (it reverses half of its batches on purpose). A connection therefore
-    handles its SUBSCRIBE, UNSUBSCRIBE and acks at once but queues its PUBLISH packets here;
-    this task, woken for the next pass, routes them, so a subscription that arrived in the
-    same pass as a publish is always in place first. A connection routes its own queued
-    publishes before it handles any other packet of its own, so its order is kept.
-    The cost is one task wake-up per pass, not per message.
+    handles its SUBSCRIBE, UNSUBSCRIBE and acks at once but queues its PUBLISH packets here,
+    and they are routed when the pass ends, so a subscription that arrived in the same pass
+    as a publish is always in place first. A connection routes its own queued publishes
+    before it handles any other packet of its own, so its order is kept.
+
+    The end of the pass is the transport's ``Flusher`` (trio's ``before_io_wait``): the
+    first publish deferred in a pass asks it for a hook, which routes them in the context of
+    the task that called ``run`` (the node's log fields); the deliveries they make are
+    written right after, in the pass the PUBLISH arrived in, with no task to wake.
     """
 
     def __init__(self) -> None:
         self.waiting: list[MqttConnection] = []
-        self._event = trio.Event()
+        self._flusher: Flusher | None = None
+        self._context: contextvars.Context | None = None
 
     def defer(self, conn: MqttConnection) -> None:
+        """Called from a reader (in the trio loop): route ``conn``'s publishes at the end of
+        this pass."""
+        if not self.waiting:
+            if self._flusher is None:
+                self._flusher = current_flusher()
+            self._flusher.hooks.append(self._route_in_context)
         self.waiting.append(conn)
-        ev = self._event
-        if not ev.is_set():
-            ev.set()
 
     async def run(self) -> None:
-        while True:
-            await self._event.wait()
-            self._event = trio.Event()
+        """Take the context routing runs in (the node's log fields); nothing else to do."""
+        self._context = contextvars.copy_context()
+        self._flusher = current_flusher()
+        await trio.sleep_forever()
+
+    def _route_in_context(self) -> None:
+        if self._context is not None:
+            self._context.run(self.route)
+        else:
+            self.route()
+
+    def route(self) -> None:
+        """Route every deferred publish."""
+        while self.waiting:
             conns, self.waiting = self.waiting, []
             for conn in conns:
                 try:
