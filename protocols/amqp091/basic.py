@@ -230,21 +230,13 @@ class BasicMethods:
     def _content_complete(self, body: bytes) -> None:
         m, header = self._publish, self._header
         self._publish = self._header = None
-        props = header.properties
-        msg = Message(m.exchange, m.routing_key, body, props, header.raw)
+        props, raw = header.properties, header.raw
+        msg = Message(m.exchange, m.routing_key, body, props, raw)
         try:
-            user_id = props.get("user_id")
-            if user_id is not None and user_id != self.conn.user.name:
-                raise PreconditionFailed(f"user_id property set to '{user_id}' but authenticated user "
-                                         f"was '{self.conn.user.name}'")
-            expiration = props.get("expiration")
-            if expiration is not None:
-                check_expiration(expiration)
-            if props.get("reply_to") == REPLY_TO:
-                if self.reply_to_name is None:
-                    raise PreconditionFailed("fast reply consumer does not exist")
-                msg.properties = dict(props, reply_to=self.reply_to_name)
-                msg.encoded_properties = None
+            # The property flags (§4.2.6.1: reply-to 0x0200, expiration 0x0100, user-id
+            # 0x0010) say whether there is anything to check; most publishes carry none.
+            if raw[0] & 0x03 or raw[1] & 0x10:
+                self._check_properties(msg, props)
             self._check("write", "exchange", m.exchange)
             if m.exchange == "amq.topic" and self.conn.topic_guard and m.routing_key not in self.conn.topics_allowed:
                 # The topic rules MQTT and STOMP topics obey (RabbitMQ: topic permissions
@@ -262,6 +254,22 @@ class BasicMethods:
             if not e.soft:
                 raise HardError(e.code, e.text, 60, 40) from None
             self.close(e.code, f"{e.name} - {e.text}", 60, 40)
+
+    def _check_properties(self, msg: Message, props: dict) -> None:
+        """user-id must be the connection's user, expiration a valid TTL, and reply-to
+        ``amq.rabbitmq.reply-to`` needs this channel's direct reply-to consumer."""
+        user_id = props.get("user_id")
+        if user_id is not None and user_id != self.conn.user.name:
+            raise PreconditionFailed(f"user_id property set to '{user_id}' but authenticated user "
+                                     f"was '{self.conn.user.name}'")
+        expiration = props.get("expiration")
+        if expiration is not None:
+            check_expiration(expiration)
+        if props.get("reply_to") == REPLY_TO:
+            if self.reply_to_name is None:
+                raise PreconditionFailed("fast reply consumer does not exist")
+            msg.properties = dict(props, reply_to=self.reply_to_name)
+            msg.encoded_properties = None
 
     def _route(self, m: spec.BasicPublish, msg: Message) -> None:
         conn = self.conn
