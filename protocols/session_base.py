@@ -55,7 +55,7 @@ class Session(Protocol):
     # The broker closes the connection, saying why, as the protocol does (AMQP 0-9-1:
     # connection.close 320 CONNECTION_FORCED - text; STOMP: ERROR; MQTT 5: DISCONNECT
     # 0x8B): node shutdown, the management API's DELETE of a connection.
-    def server_close(self, text: str) -> None: ...
+    def server_close(self, text: str | None = None) -> None: ...
 
 
 def _nothing() -> None:

@@ -400,8 +400,11 @@ class AMQPConnection(SessionBase):
         self.closing = True
         self._wake()
 
-    def server_close(self, text: str = "broker forced connection closure with reason 'shutdown'") -> None:
-        """Close from the broker side (shutdown): 320 CONNECTION_FORCED."""
+    def server_close(self, text: str | None = None) -> None:
+        """Close from the broker side: 320 CONNECTION_FORCED, with the reason an operator gave
+        (the management API's DELETE) or the node's shutdown."""
+        if text is None:
+            text = "broker forced connection closure with reason 'shutdown'"
         if self.state is State.OPEN:
             self.connection_error(CONNECTION_FORCED, f"CONNECTION_FORCED - {text}",
                                   reason=ClosedReason.SERVER_SHUTDOWN, prefixed=True)

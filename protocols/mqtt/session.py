@@ -336,7 +336,7 @@ class MqttConnection(SessionBase):
             info["client_properties"] = {"client_id": self.client_id}
         return info
 
-    def server_close(self, text: str = "broker shutdown") -> None:
+    def server_close(self, text: str | None = None) -> None:
         if self.state is State.CONNECTED and self.level >= 5:
             self.send(encode(Disconnect(0x8B), 5))  # Server shutting down
         self._close(ClosedReason.SERVER_SHUTDOWN, will=True)

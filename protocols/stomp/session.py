@@ -464,10 +464,17 @@ class StompSession(SettleMixin, SubscribeMixin, SessionBase):
         finally:
             self._closed(ClosedReason.INTERNAL_ERROR)
 
-    def server_close(self, text: str = "broker shutdown") -> None:
-        """The node stops: an ERROR then close, or just close (the flavour says which)."""
-        if self.flavour.SHUTDOWN_ERROR:
-            self.error("Server shutdown", text + "\n", None)
+    def server_close(self, text: str | None = None) -> None:
+        """Without ``text`` the node stops: an ERROR then close, or just close (the flavour
+        says which). With it an operator closes this connection (the management API's
+        DELETE): an ERROR naming the reason, as RabbitMQ 3.10's plugin sends it when the
+        connection is force-closed (its AMQP channel dies with the 320 close)."""
+        if text is not None:
+            self.error("AMQP channel died", "Reason: {shutdown,{connection_closing,{server_initiated_close,"
+                       f'320,"{text}"}}}}}}\n', None)
+            self.close_reason = ClosedReason.SERVER_SHUTDOWN
+        elif self.flavour.SHUTDOWN_ERROR:
+            self.error("Server shutdown", "broker shutdown\n", None)
             self.close_reason = ClosedReason.SERVER_SHUTDOWN
         else:
             self._closed(ClosedReason.SERVER_SHUTDOWN)

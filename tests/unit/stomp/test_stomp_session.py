@@ -385,3 +385,20 @@ def test_receipt_of_a_persistent_send_waits_for_the_store():
     for callback in store.pending:
         callback()
     assert [f.headers["receipt-id"] for f in p.frames()] == ["p1"]
+
+
+# -- closed by the broker ----------------------------------------------------------------
+def test_an_operator_close_is_an_error_naming_the_reason_and_a_node_stop_is_not(broker):
+    # RabbitMQ 3.10, checked against it: a connection DELETEd through the management API
+    # gets ERROR "AMQP channel died" with the 320 close and its reason; when the node stops,
+    # its STOMP connections just close.
+    p = Peer(broker)
+    p.connect()
+    p.session.server_close("test reason")
+    err = p.one("ERROR")
+    assert err.headers["message"] == "AMQP channel died"
+    assert err.body == b'Reason: {shutdown,{connection_closing,{server_initiated_close,320,"test reason"}}}\n'
+    q = Peer(broker)
+    q.connect()
+    q.session.server_close()
+    assert q.session.closing and q.frames() == []
