@@ -160,8 +160,11 @@ def _properties(p: dict[str, str]) -> dict[str, Any]:
         if key in p:
             props[prop] = p[key]
     if "JMSReplyTo" in p:
-        reply = p["JMSReplyTo"]
-        props["reply_to"] = reply if reply.startswith(("/", "queue://", "topic://")) else f"/queue/{reply}"
+        reply = p["JMSReplyTo"]  # a queue unless it says topic:// (ActiveMQDestination.createDestination)
+        if reply.startswith("topic://"):
+            props["reply_to"] = f"/topic/{reply[8:]}"
+        else:
+            props["reply_to"] = f"/queue/{reply[8:] if reply.startswith('queue://') else reply}"
     headers = {k: v for k, v in p.items() if k not in _RESERVED}
     if headers:
         props["headers"] = headers

@@ -90,13 +90,15 @@ def test_rest_send_reaches_a_stomp_consumer_with_its_properties(node, console):
         conn.subscribe("/queue/orders", id="s1", ack="auto", headers={"receipt": "sub"})
         listener.wait(lambda: "sub" in listener.receipts)
         r = console.post("/api/message/orders?type=queue", data={"body": "hello", "color": "red",
-                                                                 "JMSCorrelationID": "c-1", "JMSPriority": "7"})
+                                                                 "JMSCorrelationID": "c-1", "JMSPriority": "7",
+                                                                 "JMSReplyTo": "queue://answers"})
         assert r.status_code == 200 and r.text == "Message sent" and r.headers["messageID"].startswith("ID:")
         listener.wait(lambda: listener.messages)
         frame = listener.messages[0]
         assert frame.body == "hello"
         assert frame.headers["color"] == "red" and frame.headers["correlation-id"] == "c-1"
         assert frame.headers["priority"] == "7" and frame.headers["persistent"] == "true"
+        assert frame.headers["reply-to"] == "/queue/answers"
     finally:
         conn.disconnect()
 
