@@ -109,6 +109,10 @@ class EngineProfile:
     # 8161) and whether RabbitMQ's management API is what it serves.
     http_port: int = 15672
     rabbitmq_management: bool = True
+    # HTTPS: the management port over TLS (RabbitMQ 15671, ActiveMQ 8162) and where Amazon MQ
+    # puts the console (RabbitMQ 443, ActiveMQ 8162).
+    https_port: int = 15671
+    amazon_mq_https_port: int = 443
 
     @classmethod
     def build(cls, engine: str, version: str | None = None,
@@ -130,7 +134,8 @@ class EngineProfile:
                        redelivery_policy=True, shared_dead_letter_queue=True,
                        scheduled_delivery=policies.scheduler_support,
                        simple_authentication=simple_authentication(engine),
-                       connect_timeout=30.0, http_port=8161, rabbitmq_management=False)
+                       connect_timeout=30.0, http_port=8161, rabbitmq_management=False,
+                       https_port=8162, amazon_mq_https_port=8162)
         four = _at_least(version, "4.0")
         queue_type = getattr(config, "default_queue_type", None) or ("quorum" if four else "classic")
         return cls(engine, version, versions[version],

@@ -86,7 +86,12 @@ def build_parser() -> argparse.ArgumentParser:
                        "with a generated certificate unless --tls-cert is given")
     serve.add_argument("--http-port", type=_port, default=None, metavar="PORT",
                        help="HTTP port of the management API; 0 picks a free one, 'off' disables it "
-                       "(default 15672 on rabbitmq, 8161 on activemq)")
+                       "(default 15672 on rabbitmq, 8161 on activemq; none on --profile amazon-mq "
+                       "unless given)")
+    serve.add_argument("--https-port", type=_port, default=None, metavar="PORT",
+                       help="HTTPS port of the management API or console, opened with TLS; 0 picks a "
+                       "free one, 'off' disables it (default 15671 on rabbitmq, 8162 on activemq; with "
+                       "--profile amazon-mq 443 on rabbitmq, 8162 on activemq)")
     serve.add_argument("--definitions", default=None, metavar="FILE",
                        help="load a RabbitMQ definitions export (users, vhosts, permissions, policies, "
                        "exchanges, queues, bindings) at start, as RabbitMQ's load_definitions")
@@ -275,6 +280,7 @@ def serve(args: argparse.Namespace) -> int:
         return 2
     ports = {p: getattr(args, f"{p.replace('-', '_')}_port") for p in ALL_NAMES}
     ports["http"] = args.http_port
+    ports["https"] = args.https_port
     if args.standby and not args.data_dir:
         log.error("--standby needs --data-dir: a standby waits for the lock of a data directory it shares")
         return 2

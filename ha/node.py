@@ -34,7 +34,7 @@ from mqemu.broker.store.base import Store, StoreError, StoreLocked
 from mqemu.broker.store.memory import MemoryStore
 from mqemu.protocols.amqp091.server import serve_amqp
 from mqemu.protocols.http.server import preload as preload_http
-from mqemu.protocols.http.server import serve_http
+from mqemu.protocols.http.server import make_app, serve_http
 from mqemu.protocols.mqtt.server import serve_mqtt
 from mqemu.protocols.stomp.server import serve_stomp
 
@@ -156,13 +156,15 @@ class Node:
             except TLSError as e:
                 raise NodeStartError(str(e)) from e
         try:
-            # the HTTP listener is the node's own (``_open_http``), not one of the plan's
-            stream_ports = {k: v for k, v in self.options.ports.items() if k != "http"}
+            # the HTTP listeners are the node's own (``_open_http``), not the plan's
+            stream_ports = {k: v for k, v in self.options.ports.items() if k not in ("http", "https")}
             self.listeners = plan(self.broker.profile.name, self.broker.profile.listener_ports, stream_ports,
                                   layout=self.options.layout, tls=self.tls is not None,
                                   websocket=self.options.websocket, free_ports=self.options.free_ports)
         except PlanError as e:
             raise NodeStartError(str(e)) from e
+        if self.tls is None and self.options.ports.get("https") not in (None, "off"):
+            raise NodeStartError("the https listener needs TLS: add --tls, or --tls-cert and --tls-key")
         cluster = self.options.cluster
         # A cluster member's links to its peers; other parts register their channels on it.
         self.links: NodeLinks | None = None if cluster is None else NodeLinks(
@@ -180,7 +182,7 @@ class Node:
         task and every listener; runs until cancelled."""
         node_name.set(self.name)  # every log line of this node's tasks carries its name
         broker = self.broker
-        if self.options.ports.get("http") != "off":  # the HTTP stack imports while the store opens
+        if self.http_plan():  # the HTTP stack imports while the store opens
             threading.Thread(target=preload_http, name="mqemu-http-import", daemon=True).start()
         snapshot = await self._take_store()
         try:
@@ -280,26 +282,45 @@ class Node:
         log.info("definitions loaded from %s", path)
         self._event("definitions", file=path)
 
-    async def _open_http(self, nursery: trio.Nursery) -> None:
-        """The HTTP listener (``--http-port``; default the engine's management port). It
-        never takes the node down: a port it cannot bind is logged and the node runs on
-        without it."""
+    def http_plan(self) -> list[tuple[str, Any]]:
+        """The HTTP listeners to open, (name, port): ``http`` (``--http-port``; default the
+        engine's management port) and, with TLS, ``https`` (``--https-port``; default
+        RabbitMQ 15671, ActiveMQ 8162). The amazon-mq layout opens only HTTPS, on Amazon MQ's
+        console port (RabbitMQ 443, ActiveMQ 8162), unless a port is given."""
+        amazon = self.options.layout == "amazon-mq"
+        wanted: list[tuple[str, Any]] = []
         port = self.options.ports.get("http")
-        if port == "off":
+        if port != "off" and not (amazon and port is None):
+            wanted.append(("http", self.broker.profile.http_port if port is None else port))
+        port = self.options.ports.get("https")
+        if self.tls is not None and port != "off":
+            if port is None:
+                port = 0 if self.options.free_ports else (
+                    self.broker.profile.amazon_mq_https_port if amazon else self.broker.profile.https_port)
+            wanted.append(("https", port))
+        return wanted
+
+    async def _open_http(self, nursery: trio.Nursery) -> None:
+        """The HTTP and HTTPS listeners (``http_plan``), serving one app. They never take
+        the node down: a port that cannot be bound is logged and the node runs on without
+        it."""
+        wanted = self.http_plan()
+        if not wanted:
             return
-        if port is None:
-            port = self.broker.profile.http_port
-        try:
-            bound = await nursery.start(partial(serve_http, self, self.host, int(port), accepting=self.accepting))
-        except Exception as e:
-            why = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
-            log.error("cannot listen for HTTP on %s:%s: %s; the node runs without it (pick another port "
-                      "with --http-port)", self.host, port, why)
-            self._event("listener-failed", protocol="http", port=int(port), error=why)
-            return
-        self.ports["http"] = bound
-        log.info("listening", extra={"protocol": "http", "host": self.host, "port": bound})
-        self._event("listening", protocol="http", port=bound)
+        app = make_app(self)
+        for name, port in wanted:
+            try:
+                bound = await nursery.start(partial(serve_http, self, self.host, int(port), accepting=self.accepting,
+                                                    tls=self.tls if name == "https" else None, app=app))
+            except Exception as e:
+                why = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+                log.error("cannot listen for %s on %s:%s: %s; the node runs without it (pick another port "
+                          "with --%s-port)", name.upper(), self.host, port, why, name)
+                self._event("listener-failed", protocol=name, port=int(port), error=why)
+                continue
+            self.ports[name] = bound
+            log.info("listening", extra={"protocol": name, "host": self.host, "port": bound})
+            self._event("listening", protocol=name, port=bound)
 
     async def _take_store(self) -> Any:
         """Open the store; a standby retries a locked data directory until it gets it."""
@@ -406,11 +427,11 @@ def _write_json(path: str, obj: Any) -> None:
 async def open_node(**kwargs: Any) -> AsyncIterator[Node]:
     """Run a node for the body of the block, e.g. ``async with open_node(ports={"amqp": 0})``.
 
-    Unnamed listeners listen on port 0 (a free port) here, unlike ``mqemu serve``; HTTP is
-    off unless ``ports={"http": 0}`` asks for it.
+    Unnamed listeners listen on port 0 (a free port) here, unlike ``mqemu serve``; HTTP and
+    HTTPS are off unless ``ports={"http": 0}`` (``"https"``) asks for it.
     """
     kwargs.setdefault("free_ports", True)
-    kwargs["ports"] = {"http": "off", **kwargs.get("ports", {})}
+    kwargs["ports"] = {"http": "off", "https": "off", **kwargs.get("ports", {})}
     node = Node(NodeOptions(**kwargs))
     async with trio.open_nursery() as nursery:
         await nursery.start(node.run)
@@ -498,7 +519,7 @@ class NodeThread(LoopThread):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__()
         kwargs.setdefault("free_ports", True)
-        kwargs["ports"] = {"http": "off", **kwargs.get("ports", {})}
+        kwargs["ports"] = {"http": "off", "https": "off", **kwargs.get("ports", {})}
         self.node = Node(NodeOptions(**kwargs))
 
     @property

@@ -1,7 +1,7 @@
 """The node's HTTP listener: hypercorn's trio worker serving an ASGI app (starlette).
 
 ``http_config`` is the one place the listener's socket and serving options are set (bind
-address, limits, logging; TLS would be set here too). ``serve_http`` runs it in the node's
+address, limits, logging, and TLS for the HTTPS listener: the node's certificate and key). ``serve_http`` runs it in the node's
 trio loop, so the app calls the broker directly, as a session does. A failure of the HTTP
 listener is logged and never stops the node.
 """
@@ -16,11 +16,16 @@ import trio
 log = logging.getLogger("mqemu.protocols.http")
 
 
-def http_config(host: str, port: int) -> Any:
-    """hypercorn's Config for the node's HTTP listener on host:port (0: a free port)."""
+def http_config(host: str, port: int, tls: Any = None) -> Any:
+    """hypercorn's Config for the node's HTTP listener on host:port (0: a free port); with
+    ``tls`` (the node's ``NodeTLS``), HTTPS with its certificate and key (TLS 1.2+, as
+    hypercorn sets it, HTTP/1.1 and h2 by ALPN)."""
     from hypercorn.config import Config
 
     config = Config()
+    if tls is not None:
+        config.certfile = tls.cert_file
+        config.keyfile = tls.key_file
     config.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
     config.accesslog = None
     config.errorlog = logging.getLogger("mqemu.protocols.http.hypercorn")
@@ -34,30 +39,33 @@ def preload() -> None:
     runs this in a thread as it starts, so a standby taking over, or an active opening its
     listeners, does not wait for the imports."""
     import hypercorn.trio  # noqa: F401
-    from . import mgmt  # noqa: F401
+    from . import amq_console, mgmt  # noqa: F401
 
 
 def make_app(node: Any) -> Any:
-    """The ASGI app this node serves: RabbitMQ's management API on an engine that has it;
-    otherwise (ActiveMQ's console is another app) every path is 404."""
+    """The ASGI app this node serves: RabbitMQ's management API on an engine that has it,
+    ActiveMQ's console surfaces (REST messages, Jolokia, /admin/xml) otherwise."""
     if node.broker.profile.rabbitmq_management:
         from .mgmt import management_app
 
         return management_app(node)
-    from starlette.applications import Starlette
+    from .amq_console import console_app
 
-    return Starlette(routes=[])
+    return console_app(node)
 
 
-async def serve_http(node: Any, host: str, port: int, *, accepting: list | None = None,
-                     task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+async def serve_http(node: Any, host: str, port: int, *, accepting: list | None = None, tls: Any = None,
+                     app: Any = None, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
     """Listen on host:port and serve the node's app until cancelled; reports the bound port.
     Raises OSError when the port cannot be bound. ``accepting`` gets the cancel scope that
-    closes the listener (the node's shutdown closes it with the other listeners)."""
+    closes the listener (the node's shutdown closes it with the other listeners). ``tls``
+    (the node's ``NodeTLS``) makes it HTTPS; ``app`` is the app to serve (default
+    ``make_app(node)``: the HTTP and HTTPS listeners share one)."""
     from hypercorn.trio import serve
 
-    config = http_config(host, port)
-    app = make_app(node)
+    config = http_config(host, port, tls)
+    if app is None:
+        app = make_app(node)
     scope = trio.CancelScope()
     if accepting is not None:
         accepting.append(scope)
