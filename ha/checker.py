@@ -139,6 +139,11 @@ class _Ids:
         self.redelivered: list[tuple[Any, float]] = []
         self.first_delivery: dict[Any, float] = {}
         self.outstanding: set[Any] = set()  # delivered, not yet acknowledged by the consumer
+        # Acks written but never answered (AMQP, MQTT: ``confirmed: false``) per consumer on
+        # its current connection; when that connection breaks they become in doubt: the
+        # broker may never have read them, and a redelivery (flagged so) is no duplicate.
+        self.unanswered: dict[str, set[Any]] = {}
+        self.in_doubt: set[Any] = set()
         self.max_seq: dict[Any, int] = {}
         self.reordered: list[tuple[Any, float]] = []
 
@@ -154,10 +159,20 @@ class _Ids:
             self._delivered(rec, value, t)
         elif f == "ack" and typ == "ok":
             self.outstanding.discard(value)
+            if rec.get("confirmed") is False:
+                self.unanswered.setdefault(rec["process"], set()).add(value)
+        elif f == "error" and rec["process"] in self.unanswered:
+            self.in_doubt |= self.unanswered.pop(rec["process"])
+        elif f in ("connect", "reconnect") and typ == "ok":
+            self.unanswered.pop(rec["process"], None)  # the connection before it ended without a break
 
     def _delivered(self, rec: dict[str, Any], value: Any, t: float) -> None:
-        if value in self.outstanding:
+        doubt = value in self.in_doubt
+        if doubt:
+            self.in_doubt.discard(value)
+        if value in self.outstanding or (doubt and rec.get("redelivered")):
             self.redelivered.append((value, t))
+            self.outstanding.add(value)
         else:
             self.fresh[value] += 1
             self.fresh_times.setdefault(value, []).append(t)

@@ -16,7 +16,11 @@ Every record has:
 - ``value``: the message id (``enqueue``, ``dequeue``, ``ack``), the endpoint
   (``connect``), or for ``fault`` an object ``{"action": ..., "target": ...}``;
 - optional ``error`` (text), and per message ``publisher`` and ``seq`` (the publisher's
-  sequence number) and ``redelivered`` (the broker's redelivered / DUP flag).
+  sequence number) and ``redelivered`` (the broker's redelivered / DUP flag). An ``ack``
+  record of type ``ok`` means the broker answered it (STOMP: the ACK's receipt) unless it
+  has ``confirmed: false``: AMQP and MQTT acks have no answer, so ``ok`` there only says
+  the ack was written on a live connection, and a break of that connection afterwards
+  may still have cut it.
 
 A fault is two records: ``type: "invoke"`` when it starts and ``type: "ok"`` (or
 ``"info"``) when it is over; a fault without an end lasts until the end of the history.
@@ -48,7 +52,11 @@ connection):
   a publish sent again after a broken connection as one more attempt, and so do we here:
   the broker may rightly hold two copies). A delivery is a fresh copy unless it comes after
   a delivery of the same id that the consumer never acknowledged: that one is the
-  at-least-once contract working, counted apart as ``redelivered``;
+  at-least-once contract working, counted apart as ``redelivered``. An ack is not surely
+  done when it ended unknown (``info``: its receipt never came) or when it was
+  ``confirmed: false`` and its consumer's connection then broke (an ``error`` record before
+  that consumer's next connect); a delivery after such an ack, flagged ``redelivered`` by
+  the broker, is a redelivery too;
 - ``reordered``: a first delivery whose publisher sequence is lower than one already
   delivered from the same publisher (redeliveries and repeated ids ignored);
 - ``ok-frac``: the share of attempted messages that were delivered (at least once).

@@ -19,6 +19,7 @@ import argparse
 import json
 import logging
 import os
+import signal
 import sys
 import threading
 import time
@@ -69,8 +70,8 @@ class Workload:
         self.unknown = 0  # publishes whose outcome was unknown (sent again later)
         self.connect_failures = 0
         self.last_progress = time.monotonic()
-        self._threads = [threading.Thread(target=r.run, name=r.name, daemon=True)
-                         for r in (_Consumer(self, "consumer-0"), _Publisher(self, "publisher-0"))]
+        self._roles = [_Consumer(self, "consumer-0"), _Publisher(self, "publisher-0")]
+        self._threads = [threading.Thread(target=r.run, name=r.name, daemon=True) for r in self._roles]
 
     def start(self) -> "Workload":
         for t in self._threads:
@@ -78,11 +79,14 @@ class Workload:
         return self
 
     def wait(self, timeout: float | None = None) -> bool:
+        # Each role says itself that it ended (its last record written): ``Thread.join`` is
+        # not asked, since on CPython up to 3.11 a Ctrl-C landing in it can mark the thread
+        # it waits for as stopped while it still runs (cpython#90882), and the history would
+        # be closed under the consumer's last records.
         deadline = None if timeout is None else time.monotonic() + timeout
-        for t in self._threads:
-            t.join(None if deadline is None else max(deadline - time.monotonic(), 0))
-        if any(t.is_alive() for t in self._threads):
-            return False
+        for r in self._roles:
+            if not r.ended.wait(None if deadline is None else max(deadline - time.monotonic(), 0)):
+                return False
         self.history.close()
         return True
 
@@ -123,6 +127,7 @@ class _Role:
     def __init__(self, w: Workload, name: str) -> None:
         self.w, self.name = w, name
         self.consumer = name.startswith("consumer")
+        self.ended = threading.Event()  # set by the thread itself, after its last record
 
     def record(self, type: str, f: str, value: Any = None, **extra: Any) -> None:
         self.w.history.record(self.name, type, f, value, **extra)
@@ -134,6 +139,12 @@ class _Role:
         raise NotImplementedError
 
     def run(self) -> None:
+        try:
+            self._run()
+        finally:
+            self.ended.set()
+
+    def _run(self) -> None:
         o, first, attempt = self.w.options, True, 0
         pause = o.backoff[0]
         while not self.w.stopping.is_set() and not self.finished():
@@ -263,7 +274,10 @@ class _Consumer(_Role):
         except BaseException as e:
             self.record("info", "ack", msg_id, error=_text(e))
             raise
-        self.record("ok", "ack", msg_id)
+        if client.ACK_CONFIRMED:
+            self.record("ok", "ack", msg_id)
+        else:  # written, not answered: a broken connection may still undo it (see history)
+            self.record("ok", "ack", msg_id, confirmed=False)
 
 
 def _text(e: BaseException) -> str:
@@ -330,6 +344,8 @@ def run_workload(args: argparse.Namespace) -> int:
                         client_id=f"mqemu-workload-{args.queue}")
     w = Workload(WorkloadOptions(args.protocol, endpoints, count=args.count, seconds=args.seconds, rate=args.rate,
                                  drain=args.drain, settings=settings), args.history)
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:  # started as a shell's background job (`&`),
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # yet `kill -INT` must still drain
     w.start()
     try:
         while not w.wait(0.5):

@@ -5,8 +5,11 @@ A publisher has ``publish(body)``: it returns once the broker acknowledged the m
 (AMQP confirm, STOMP receipt, MQTT PUBACK), raises ``Rejected`` if the broker said no, and
 raises anything else (``ConnectionError``, ``TimeoutError``, the client's own errors) when
 the outcome is unknown. A consumer has ``subscribe()``, ``poll(timeout) -> [Delivery]`` and
-``ack(delivery)``; any exception from them means the connection is gone. Every client has
-``close()``, which never raises.
+``ack(delivery)``; any exception from them means the connection is gone. ``ACK_CONFIRMED``
+says whether ``ack`` returns only once the broker has the ack (STOMP: the ACK's receipt) or
+once it is written (AMQP and MQTT acks have no answer: one cut by a broken connection is
+undone, and the checker tells its redelivery by the broker's redelivered flag). Every client
+has ``close()``, which never raises.
 """
 
 from __future__ import annotations
@@ -41,6 +44,8 @@ class Settings:
 
 class AmqpClient:
     """pika: a durable queue, persistent messages, publisher confirms, manual acks."""
+
+    ACK_CONFIRMED = False  # basic.ack has no answer
 
     def __init__(self, host: str, port: int, s: Settings, consumer: bool) -> None:
         import pika  # type: ignore[import-untyped,import-not-found]
@@ -95,7 +100,10 @@ class AmqpClient:
 
 
 class StompClient:
-    """stomp.py, STOMP 1.2: persistent sends with a receipt each, client-individual acks."""
+    """stomp.py, STOMP 1.2: persistent sends with a receipt each, client-individual acks
+    with a receipt each."""
+
+    ACK_CONFIRMED = True  # ack() waits for the ACK's receipt
 
     def __init__(self, host: str, port: int, s: Settings, consumer: bool) -> None:
         import stomp  # type: ignore[import-untyped,import-not-found]
@@ -167,7 +175,9 @@ class StompClient:
     def ack(self, d: Delivery) -> None:
         if self.broken:
             raise ConnectionError(self.broken)
-        self.conn.ack(d.token)
+        rid = self._receipt()
+        self.conn.ack(d.token, receipt=rid)
+        self._wait_receipt(rid)
 
     def close(self) -> None:
         try:
@@ -221,6 +231,8 @@ class _StompListener:
 class MqttClient:
     """paho-mqtt 2, MQTT 3.1.1, QoS 1; the consumer keeps a persistent session
     (clean session off, the same client id on every connection) and acks by hand."""
+
+    ACK_CONFIRMED = False  # a PUBACK from the client has no answer
 
     def __init__(self, host: str, port: int, s: Settings, consumer: bool) -> None:
         import paho.mqtt.client as mqtt  # type: ignore[import-not-found,unused-ignore]

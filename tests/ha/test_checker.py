@@ -92,6 +92,54 @@ def test_duplicated_is_a_fresh_copy_beyond_the_publishes_and_redeliveries_are_ap
     assert v.counts.attempted == 3
 
 
+def test_an_ack_cut_by_a_fault_then_a_redelivery_is_a_redelivery_not_a_duplicate():
+    """The flake of the external-mode test: the consumer acked, the link went down before the
+    broker read the ack, the broker redelivered. STOMP's ack waits for its receipt, so the
+    cut ack ends ``info``; an AMQP/MQTT ack has no answer (``confirmed: false``), and the
+    consumer's broken connection puts it in doubt until a redelivery flagged so."""
+    h = H().publish(0, "s", 0).publish(1, "a", 1)
+    h.add(2, "c", "ok", "dequeue", "s", publisher="p", seq=0, redelivered=False)
+    h.add(2.1, "c", "invoke", "ack", "s")
+    h.add(2.2, "c", "ok", "dequeue", "a", publisher="p", seq=1, redelivered=False)
+    h.add(2.3, "c", "invoke", "ack", "a").add(2.31, "c", "ok", "ack", "a", confirmed=False)
+    h.add(2.5, "nemesis", "invoke", "fault", {"action": "down", "target": "node-1"})
+    h.add(2.6, "c", "info", "ack", "s", error="ConnectionError: disconnected")  # no receipt
+    h.add(2.61, "c", "info", "error", "127.0.0.1:1", error="ConnectionError: disconnected")
+    h.add(3, "nemesis", "ok", "fault", {"action": "down", "target": "node-1"})
+    h.add(3.1, "c", "ok", "reconnect", "127.0.0.1:1")
+    h.deliver(3.2, "s", 0, redelivered=True).deliver(3.3, "a", 1, redelivered=True)
+    v = check(h.records)
+    assert v.valid
+    c = v.counts
+    assert (c.duplicated, c.redelivered, c.lost, c.delivered) == (0, 2, 0, 2)
+    assert v.windows[1].counts.redelivered == 2
+
+
+def test_a_true_duplicate_is_still_caught_whatever_the_acks():
+    h = H().publish(0, "a", 0).publish(1, "b", 1).publish(2, "c", 2)
+    # a: the ack answered (a STOMP receipt), the connection broke after: its redelivery is a duplicate
+    h.deliver(3, "a", 0).add(3.5, "c", "info", "error", "x").add(3.6, "c", "ok", "reconnect", "x")
+    h.deliver(4, "a", 0, redelivered=True)
+    # b: an unanswered ack on a connection that never broke: nothing undid it
+    h.add(5, "c", "ok", "dequeue", "b", publisher="p", seq=1, redelivered=False)
+    h.add(5.1, "c", "ok", "ack", "b", confirmed=False).deliver(6, "b", 1, redelivered=True)
+    # c: an unanswered ack in doubt after a break, but the copy is not flagged redelivered
+    h.add(7, "c", "ok", "dequeue", "c", publisher="p", seq=2, redelivered=False)
+    h.add(7.1, "c", "ok", "ack", "c", confirmed=False).add(7.5, "c", "info", "error", "x")
+    h.add(7.6, "c", "ok", "reconnect", "x").deliver(8, "c", 2, redelivered=False)
+    v = check(h.records)
+    assert (v.counts.duplicated, v.counts.duplicated_ids, v.counts.redelivered) == (3, ["a", "b", "c"], 0)
+
+
+def test_an_unanswered_ack_before_a_clean_reconnect_is_not_in_doubt():
+    h = H().publish(0, "a", 0)
+    h.add(1, "c", "ok", "dequeue", "a", publisher="p", seq=0, redelivered=False)
+    h.add(1.1, "c", "ok", "ack", "a", confirmed=False)
+    h.add(2, "c", "ok", "reconnect", "x").add(3, "c", "info", "error", "x")  # a later connection broke
+    h.deliver(4, "a", 0, redelivered=True)
+    assert check(h.records).counts.duplicated == 1
+
+
 def test_reordered_per_publisher_ignoring_redeliveries():
     h = H()
     for i in range(4):

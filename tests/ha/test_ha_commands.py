@@ -110,7 +110,9 @@ def test_external_mode_puts_proxies_in_front_of_a_broker_it_does_not_run(tmp_pat
             if p is not None:
                 p.close()
     verdict = json.loads(check.stdout)
-    assert check.returncode == 0 and verdict["valid"] and verdict["counts"]["acknowledged"] > 300
+    # the test waited for 768 history lines, 5 per message: about 150 messages at least (how many
+    # more depends on how long the fault commands took; 251 on a machine at load 10)
+    assert check.returncode == 0 and verdict["valid"] and verdict["counts"]["acknowledged"] >= 100
     assert verdict["counts"]["delivered"] == verdict["counts"]["attempted"]  # drained before it ended
     assert [w["fault"] for w in verdict["windows"]] == [None, {"action": "down", "target": "node-1"}]
     assert verdict["windows"][1]["fault_end"] is not None  # healed

@@ -16,7 +16,7 @@ from mqemu.ha.cli import main
 from mqemu.ha.history import read_history
 from mqemu.ha.node import NodeThread
 from mqemu.ha.workload import Workload, WorkloadOptions, parse_endpoints
-from mqemu.ha.workload_clients import Settings
+from mqemu.ha.workload_clients import Settings, StompClient
 
 PROTOCOLS = ["amqp", "stomp", "mqtt"]
 
@@ -43,6 +43,9 @@ def test_a_clean_run_loses_nothing_and_delivers_everything_once_in_order(protoco
     kinds = {(r["process"], r["type"], r["f"]) for r in records}
     assert {("consumer-0", "ok", "connect"), ("publisher-0", "ok", "connect"), ("consumer-0", "ok", "ack"),
             ("publisher-0", "info", "done"), ("consumer-0", "info", "done")} <= kinds
+    # STOMP's acks are answered (a receipt each); AMQP's and MQTT's are only written
+    confirmed = {r.get("confirmed", True) for r in records if (r["f"], r["type"]) == ("ack", "ok")}
+    assert confirmed == ({True} if protocol == "stomp" else {False})
 
 
 @pytest.mark.timeout(40)
@@ -107,6 +110,28 @@ def test_no_broker_the_workload_keeps_trying_and_stops_cleanly(tmp_path):
     assert v.counts.attempted == 0
     assert {(u.process, u.kind, u.end) for u in v.unavailable} == {("consumer-0", "connect", None),
                                                                    ("publisher-0", "connect", None)}
+
+
+@pytest.mark.timeout(30)
+def test_a_ctrl_c_in_wait_never_passes_a_running_client_for_ended(tmp_path):
+    """On CPython 3.11 a Ctrl-C landing in ``Thread.join`` marks the joined thread stopped
+    while it runs (cpython#90882): ``wait`` then closed the history under the consumer's
+    last records, which the checker read as acknowledged messages lost (the external-mode
+    test's flake). Two interrupts, one in each client's wait; both clients still run."""
+    w = _workload("amqp", [_free_port()], tmp_path / "h.jsonl", count=10).start()  # nothing listens
+    try:
+        for _ in range(2):
+            timer = threading.Timer(0.3, signal.pthread_kill, (threading.main_thread().ident, signal.SIGINT))
+            timer.start()
+            with pytest.raises(KeyboardInterrupt):
+                w.wait(10)
+            timer.join()
+        assert not w.wait(0.3), "wait() took running clients for ended"
+        assert w.history._file is not None  # still open
+    finally:
+        assert w.stop(10)
+    done = sorted(r["process"] for r in read_history(tmp_path / "h.jsonl") if r["f"] == "done")
+    assert done == ["consumer-0", "publisher-0"]  # each client's last record is in the file
 
 
 def _free_port() -> int:
@@ -272,6 +297,57 @@ def test_a_stalled_broker_times_out_the_publish_and_the_workload_recovers(protoc
     [publish_gap] = [u for u in v.unavailable if (u.process, u.kind) == ("publisher-0", "enqueue")]
     assert publish_gap.error is not None and publish_gap.error.startswith("TimeoutError: no ")
     assert publish_gap.end is not None and publish_gap.seconds is not None and publish_gap.seconds >= 1.0
+
+
+@pytest.mark.timeout(30)
+def test_a_stomp_ack_is_done_only_once_its_receipt_comes(mqemu_server):
+    """An ACK the network holds is not done yet: ack() waits for its receipt and raises when
+    none comes, so the history records an ack a fault cut as unknown, and the broker's
+    redelivery of it as a redelivery, not a duplicate."""
+    stall = _Stall(mqemu_server.ports["stomp"])
+    s = Settings(queue=f"ack-{uuid.uuid4().hex[:8]}", timeout=1.0)
+    consumer = StompClient("127.0.0.1", stall.port, s, consumer=True)
+    publisher = StompClient("127.0.0.1", mqemu_server.ports["stomp"], s, consumer=False)
+    try:
+        consumer.subscribe()
+        publisher.publish(b"m")
+        got: list = []
+        deadline = time.monotonic() + 10
+        while not got and time.monotonic() < deadline:
+            got = consumer.poll(0.2)
+        [d] = got
+        stall.go.clear()  # the ACK leaves the client, and goes no further
+        with pytest.raises(TimeoutError, match="no receipt"):
+            consumer.ack(d)
+    finally:
+        stall.close()
+        consumer.close()
+        publisher.close()
+
+
+@pytest.mark.timeout(40)
+def test_ctrl_c_drains_even_when_started_with_sigint_ignored(mqemu_server, tmp_path):
+    """A shell's background job (`mqemu workload ... &`) starts with SIGINT ignored; a
+    `kill -INT` must still stop publishing and drain, not be lost (it hung a test loop)."""
+    import subprocess
+    import sys
+    path = tmp_path / "h.jsonl"
+    proc = subprocess.Popen([sys.executable, "-m", "mqemu.ha.cli", "workload", "--url",
+                             f"127.0.0.1:{mqemu_server.ports['amqp']}", "--protocol", "amqp", "--seconds", "60",
+                             "--rate", "100", "--drain", "2", "--history", str(path)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    try:
+        deadline = time.monotonic() + 20
+        while not (path.exists() and path.read_bytes().count(b"\n") >= 256) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(20) == 0
+    finally:
+        proc.kill()
+        proc.wait()
+    c = check(read_history(path)).counts
+    assert c.attempted == c.delivered and c.lost == 0 and c.attempted < 60 * 100 / 2
 
 
 @pytest.mark.timeout(30)
