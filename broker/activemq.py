@@ -88,29 +88,43 @@ class ActiveMQSettings:
     dead_letter_prefix: str | None = None  # individualDeadLetterStrategy's queuePrefix
     dead_letter_suffix: str = ""
     discard_dead_letters: bool = False
-    _resolved: dict[str, "ActiveMQSettings"] = field(default_factory=dict, init=False, compare=False, repr=False)
+    # resolved settings by the (redelivery, dead-letter) policies chosen: a few, however many queues
+    _resolved: dict[tuple[int, int], "ActiveMQSettings"] = field(default_factory=dict, init=False, compare=False,
+                                                                 repr=False)
+    _matchers: tuple[tuple[DestinationPolicy, "re.Pattern[str]"], ...] = field(
+        default=(), init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.policies:
+            object.__setattr__(self, "_matchers", _matchers(self.policies))
 
     def for_queue(self, name: str) -> "ActiveMQSettings":
         """The settings for queue ``name``: the most specific policy of each kind that
         matches it (a name without wildcards before a wildcard pattern, then more words).
-        Without policies, these settings; resolved once per name."""
+        Without policies, these settings; one settings object per combination of policies."""
         if not self.policies:
             return self
-        got = self._resolved.get(name)
+        limit = dl = None
+        for policy, rx in self._matchers:
+            if rx.fullmatch(name):
+                if policy.maximum_redeliveries is not None and (
+                        limit is None or _specificity(policy.pattern) > _specificity(limit.pattern)):
+                    limit = policy
+                if policy.dead_letter is not None and (
+                        dl is None or _specificity(policy.pattern) > _specificity(dl.pattern)):
+                    dl = policy
+        key = (id(limit), id(dl))
+        got = self._resolved.get(key)
         if got is None:
             changes: dict[str, Any] = {"policies": ()}
-            limit = _most_specific(self.policies, name, "maximum_redeliveries")
             if limit is not None:
                 changes["maximum_redeliveries"] = limit.maximum_redeliveries
-            dl = _most_specific(self.policies, name, "dead_letter")
             if dl is not None and dl.dead_letter is not None:
                 d = dl.dead_letter
                 changes.update(dead_letter_queue=d.shared_queue, dead_letter_prefix=d.queue_prefix,
                                dead_letter_suffix=d.queue_suffix, discard_dead_letters=d.discard,
                                process_non_persistent=d.process_non_persistent, process_expired=d.process_expired)
-            got = replace(self, **changes)
-            if len(self._resolved) < 100_000:
-                self._resolved[name] = got
+            got = self._resolved[key] = replace(self, **changes)
         return got
 
     def dead_letter_name(self, queue: str) -> str:
@@ -165,15 +179,21 @@ def _specificity(pattern: str) -> tuple[int, int]:
     return (0 if "*" in words or ">" in words else 1, len(words))
 
 
-def _most_specific(policies: tuple[DestinationPolicy, ...], name: str, what: str) -> DestinationPolicy | None:
-    from .auth import _entry_matches
-
-    best = None
+def _matchers(policies: tuple[DestinationPolicy, ...]) -> tuple[tuple[DestinationPolicy, re.Pattern[str]], ...]:
+    """Each queue policy with its pattern as a regular expression: ``*`` one word, ``>`` the
+    rest (zero words or more), as ActiveMQ's DestinationMap matches a plain name."""
+    out = []
     for p in policies:
-        if p.kind == "queue" and getattr(p, what) is not None and _entry_matches(p.pattern, name):
-            if best is None or _specificity(p.pattern) > _specificity(best.pattern):
-                best = p
-    return best
+        if p.kind != "queue":
+            continue
+        rx = ""
+        for i, word in enumerate(p.pattern.split(".")):
+            if word == ">":
+                rx += r"(?:\..*)?" if i else ".*"
+                break
+            rx += ("" if i == 0 else r"\.") + ("[^.]*" if word == "*" else re.escape(word))
+        out.append((p, re.compile(rx, re.S)))
+    return tuple(out)
 
 
 # -- redelivery and the dead-letter queue -----------------------------------------------

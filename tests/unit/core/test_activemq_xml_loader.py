@@ -311,3 +311,15 @@ def test_queues_resolve_the_most_specific_policy():
     assert s.for_queue("DLQ.orders.new.dead").is_dead_letter_queue("DLQ.orders.new.dead")
     assert s.for_queue("orders.new") is orders  # resolved once
     assert ActiveMQSettings().for_queue("q") == ActiveMQSettings()  # no policies: the settings themselves
+
+
+@pytest.mark.parametrize("pattern", [">", "orders.>", "orders.*", "*.eu", "a.*.c", "a.b", "we.ird+(x)"])
+def test_policy_patterns_match_as_the_authorization_entries_do(pattern):
+    """A policy's pattern matches the queue names an authorization entry's would."""
+    from mqemu.broker.activemq import _matchers
+    from mqemu.broker.auth import _entry_matches
+
+    ((_, rx),) = _matchers((DestinationPolicy("queue", pattern, maximum_redeliveries=1),))
+    for name in ("orders", "orders.new", "orders.new.eu", "x.eu", "eu", "a.b.c", "a.b", "a.x.c", "a.x.y.c",
+                 "we.ird+(x)", "weXird+(x)", "a.bc"):
+        assert bool(rx.fullmatch(name)) == _entry_matches(pattern, name), name
