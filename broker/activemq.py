@@ -11,6 +11,10 @@ Settings come from the ``[activemq]`` section of the config file (``BrokerConfig
     scheduler_support = true        # schedulerSupport (Amazon MQ lets you turn it on)
     max_repeat_allowed = 1000
 
+Per-destination policies (``DestinationPolicy``: a redelivery limit and a dead-letter strategy
+for a queue pattern) come from ``mqemu serve --activemq-xml`` (``activemq_xml``), not from
+TOML; a queue resolves them once, when it is made (``for_queue``).
+
 Scheduled delivery (ActiveMQ's SchedulerBroker): a publish carrying ``AMQ_SCHEDULED_DELAY``
 or ``AMQ_SCHEDULED_PERIOD`` (ms) is held and routed later, ``AMQ_SCHEDULED_REPEAT`` + 1
 times, ``AMQ_SCHEDULED_PERIOD`` apart. ``AMQ_SCHEDULED_CRON`` is not supported: a message
@@ -22,7 +26,7 @@ from __future__ import annotations
 import itertools
 import logging
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from .errors import PreconditionFailed
@@ -46,6 +50,32 @@ _JAVA_LONG = re.compile(r"[+-]?[0-9]+\Z")
 
 
 @dataclass(frozen=True, slots=True)
+class DeadLetterStrategy:
+    """ActiveMQ's ``sharedDeadLetterStrategy`` (``queue_prefix`` None: every message goes to
+    ``shared_queue``), ``individualDeadLetterStrategy`` (``<queue_prefix><name><queue_suffix>``)
+    or ``discarding`` (``discard``: dead letters are dropped)."""
+
+    shared_queue: str = "ActiveMQ.DLQ"
+    queue_prefix: str | None = None
+    queue_suffix: str = ""
+    discard: bool = False
+    process_non_persistent: bool = False
+    process_expired: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class DestinationPolicy:
+    """What ``activemq.xml`` sets for a destination pattern (ActiveMQ wildcards): a
+    ``policyEntry``'s dead-letter strategy or a ``redeliveryPolicy``'s limit (None: not set
+    by this entry)."""
+
+    kind: str  # "queue" or "topic"
+    pattern: str
+    maximum_redeliveries: int | None = None
+    dead_letter: DeadLetterStrategy | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class ActiveMQSettings:
     maximum_redeliveries: int = 6
     dead_letter_queue: str = "ActiveMQ.DLQ"
@@ -53,6 +83,62 @@ class ActiveMQSettings:
     process_expired: bool = True
     scheduler_support: bool = True
     max_repeat_allowed: int = 1000
+    # Per-destination policies (``activemq_xml``); a queue's own settings: ``for_queue``.
+    policies: tuple[DestinationPolicy, ...] = ()
+    dead_letter_prefix: str | None = None  # individualDeadLetterStrategy's queuePrefix
+    dead_letter_suffix: str = ""
+    discard_dead_letters: bool = False
+    # resolved settings by the (redelivery, dead-letter) policies chosen: a few, however many queues
+    _resolved: dict[tuple[int, int], "ActiveMQSettings"] = field(default_factory=dict, init=False, compare=False,
+                                                                 repr=False)
+    _matchers: tuple[tuple[DestinationPolicy, "re.Pattern[str]"], ...] = field(
+        default=(), init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.policies:
+            object.__setattr__(self, "_matchers", _matchers(self.policies))
+
+    def for_queue(self, name: str) -> "ActiveMQSettings":
+        """The settings for queue ``name``: the most specific policy of each kind that
+        matches it (a name without wildcards before a wildcard pattern, then more words).
+        Without policies, these settings; one settings object per combination of policies."""
+        if not self.policies:
+            return self
+        limit = dl = None
+        for policy, rx in self._matchers:
+            if rx.fullmatch(name):
+                if policy.maximum_redeliveries is not None and (
+                        limit is None or _specificity(policy.pattern) > _specificity(limit.pattern)):
+                    limit = policy
+                if policy.dead_letter is not None and (
+                        dl is None or _specificity(policy.pattern) > _specificity(dl.pattern)):
+                    dl = policy
+        key = (id(limit), id(dl))
+        got = self._resolved.get(key)
+        if got is None:
+            changes: dict[str, Any] = {"policies": ()}
+            if limit is not None:
+                changes["maximum_redeliveries"] = limit.maximum_redeliveries
+            if dl is not None and dl.dead_letter is not None:
+                d = dl.dead_letter
+                changes.update(dead_letter_queue=d.shared_queue, dead_letter_prefix=d.queue_prefix,
+                               dead_letter_suffix=d.queue_suffix, discard_dead_letters=d.discard,
+                               process_non_persistent=d.process_non_persistent, process_expired=d.process_expired)
+            got = self._resolved[key] = replace(self, **changes)
+        return got
+
+    def dead_letter_name(self, queue: str) -> str:
+        """Where a dead letter of ``queue`` goes."""
+        if self.dead_letter_prefix is not None:
+            return f"{self.dead_letter_prefix}{queue}{self.dead_letter_suffix}"
+        return self.dead_letter_queue
+
+    def is_dead_letter_queue(self, queue: str) -> bool:
+        """A dead-letter queue's own dead letters are dropped (ActiveMQ refuses the loop)."""
+        if queue == self.dead_letter_queue:
+            return True
+        p = self.dead_letter_prefix
+        return p is not None and queue.startswith(p) and queue.endswith(self.dead_letter_suffix)
 
     @classmethod
     def from_config(cls, config: "BrokerConfig") -> "ActiveMQSettings":
@@ -60,7 +146,7 @@ class ActiveMQSettings:
         from .config import ConfigError
 
         section = (config.extra or {}).get("activemq") or {}
-        values: dict[str, Any] = {}
+        values: dict[str, Any] = {"policies": tuple(getattr(config, "activemq_policies", ()))}
         for name, default in _defaults():
             if name in section:
                 v = section[name]
@@ -79,9 +165,35 @@ class ActiveMQSettings:
         return f"java.lang.Throwable: Delivery[{deliveries}] exceeds redelivery policy limit:{policy}, cause:null"
 
 
+TOML_KEYS = ("maximum_redeliveries", "dead_letter_queue", "process_non_persistent", "process_expired",
+             "scheduler_support", "max_repeat_allowed")
+
+
 def _defaults() -> list[tuple[str, Any]]:
     d = ActiveMQSettings()
-    return [(f, getattr(d, f)) for f in ActiveMQSettings.__dataclass_fields__]
+    return [(f, getattr(d, f)) for f in TOML_KEYS]
+
+
+def _specificity(pattern: str) -> tuple[int, int]:
+    words = pattern.split(".")
+    return (0 if "*" in words or ">" in words else 1, len(words))
+
+
+def _matchers(policies: tuple[DestinationPolicy, ...]) -> tuple[tuple[DestinationPolicy, re.Pattern[str]], ...]:
+    """Each queue policy with its pattern as a regular expression: ``*`` one word, ``>`` the
+    rest (zero words or more), as ActiveMQ's DestinationMap matches a plain name."""
+    out = []
+    for p in policies:
+        if p.kind != "queue":
+            continue
+        rx = ""
+        for i, word in enumerate(p.pattern.split(".")):
+            if word == ">":
+                rx += r"(?:\..*)?" if i else ".*"
+                break
+            rx += ("" if i == 0 else r"\.") + ("[^.]*" if word == "*" else re.escape(word))
+        out.append((p, re.compile(rx, re.S)))
+    return tuple(out)
 
 
 # -- redelivery and the dead-letter queue -----------------------------------------------
@@ -104,13 +216,16 @@ def dead_letter(vhost: "VirtualHost", queue: "Queue", entries: list[QueueEntry],
     messages are dropped unless ``process_non_persistent``; a message already in the DLQ is
     dropped (ActiveMQ refuses the loop).
     """
-    settings: ActiveMQSettings = vhost.activemq
-    if reason not in ("delivery_limit", "expired", "rejected") or queue.name == settings.dead_letter_queue:
+    assert vhost.activemq is not None  # only an ActiveMQ vhost dead-letters here
+    settings = vhost.activemq.for_queue(queue.name)
+    if (reason not in ("delivery_limit", "expired", "rejected") or settings.discard_dead_letters
+            or settings.is_dead_letter_queue(queue.name)):
         return
     if reason == "expired" and not settings.process_expired:
         return
     now = vhost.clock()
     dlq = None
+    dlq_name = settings.dead_letter_name(queue.name)
     for entry in entries:
         old = entry.message
         if not old.persistent and not settings.process_non_persistent:
@@ -128,9 +243,8 @@ def dead_letter(vhost: "VirtualHost", queue: "Queue", entries: list[QueueEntry],
             headers["originalDeliveryMode"] = "NON_PERSISTENT"
         props["headers"] = headers
         if dlq is None:
-            dlq = vhost.queues.get(settings.dead_letter_queue) or vhost.declare_queue(
-                settings.dead_letter_queue, durable=True)
-        dlq.publish(Message("", settings.dead_letter_queue, old.body, props, fields=old.fields), now)
+            dlq = vhost.queues.get(dlq_name) or vhost.declare_queue(dlq_name, durable=True)
+        dlq.publish(Message("", dlq_name, old.body, props, fields=old.fields), now)
 
 
 def _long(v: Any, default: int) -> int:

@@ -81,6 +81,10 @@ class BrokerConfig:
     # bytes of ready bodies queues keep in memory before paging; None = 25 % of the
     # watermark, -1 = never page
     memory_budget: int | None = None
+    # From ``--activemq-xml`` (``activemq_xml``): per-destination ActiveMQ policies
+    # (``activemq.DestinationPolicy``) and the destinations made at start, (kind, name).
+    activemq_policies: tuple[Any, ...] = ()
+    destinations: list[tuple[str, str]] = field(default_factory=list)
 
     def watermark_bytes(self) -> int:
         if self.memory_high_watermark:

@@ -141,7 +141,20 @@ class Broker:
     def recover(self, snapshot: Snapshot) -> "Any":
         """Rebuild durable definitions and messages from the store (before listeners start)."""
         self.records = snapshot.records
-        return recover_snapshot(self, snapshot)
+        report = recover_snapshot(self, snapshot)
+        self.declare_destinations()
+        return report
+
+    def declare_destinations(self) -> None:
+        """The destinations the config makes at start (``activemq.xml``'s ``destinations``):
+        durable queues in the default vhost; topics need no declaration, but count as
+        existing for the authorization entries' ``admin``."""
+        vh = self.vhosts.get("/")
+        for kind, name in self.config.destinations:
+            if kind == "topic":
+                self.auth._created_topics.add(name)
+            elif vh is not None and name not in vh.queues:
+                vh.declare_queue(name, durable=True)
 
     def set_store_alarm(self, on: bool) -> None:
         self.store_alarm = on

@@ -84,7 +84,8 @@ class Queue(SelectiveDispatch, PagingQueue):
         # The engine profile's policies: ActiveMQ's message groups and redelivery policy
         # (settings in port.activemq); selectors on any engine.
         profile = port.profile
-        self._redelivery: activemq.ActiveMQSettings | None = port.activemq if profile.redelivery_policy else None
+        self._redelivery: activemq.ActiveMQSettings | None = (
+            port.activemq.for_queue(name) if profile.redelivery_policy and port.activemq is not None else None)
         self._grouping = profile.message_groups  # assign JMSXGroupID groups (``selective``)
         # RabbitMQ 4.x: a quorum queue without x-delivery-limit stops at 20 deliveries.
         self._default_delivery_limit = profile.quorum_delivery_limit

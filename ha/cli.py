@@ -13,6 +13,7 @@ from typing import Any
 
 import trio
 
+from mqemu.broker.activemq_xml import apply_activemq_xml, load_activemq_xml, summary
 from mqemu.broker.config import ConfigError, load_config
 from mqemu.broker.profile import VERSIONS
 
@@ -100,6 +101,10 @@ def build_parser() -> argparse.ArgumentParser:
                        "(absent: memory only, nothing survives a restart)")
     serve.add_argument("--config", default=None, metavar="FILE",
                        help="TOML file with users, vhosts, permissions and limits")
+    serve.add_argument("--activemq-xml", default=None, metavar="FILE",
+                       help="ActiveMQ engine: an activemq.xml (Spring <beans> or Amazon MQ's <broker>) whose "
+                       "destinations, users, authorization entries, redelivery and dead-letter policies apply "
+                       "over --config's; what is not applied is logged at start")
     serve.add_argument("--ready-file", default=None, metavar="PATH",
                        help="once every listener is bound, write {\"amqp\": PORT, ..., \"pid\": PID} here")
     serve.add_argument("--name", default="node-1",
@@ -155,6 +160,8 @@ def _add_ha_commands(sub: Any) -> None:
                     help="fast (for tests) or engine: ActiveMQ's 10 s lock retry; a cluster's NLB health "
                     "checks (30 s) and RabbitMQ's 60 s net_ticktime")
     up.add_argument("--config", default=None, metavar="FILE", help="the nodes' TOML config file")
+    up.add_argument("--activemq-xml", default=None, metavar="FILE",
+                    help="the nodes' activemq.xml (ActiveMQ engine; see mqemu serve --activemq-xml)")
     up.add_argument("--workdir", default=None, help="where node logs and status files go (default: a temp dir)")
     up.add_argument("--ready-file", default=None, metavar="PATH",
                     help="once every node has its role, write the topology as JSON here")
@@ -215,6 +222,7 @@ def ha_up(args: argparse.Namespace) -> int:
     try:
         topology = Topology(TopologyOptions(mode=args.mode, engine=args.engine, data_dir=args.data_dir,
                                             timing=args.timing, config_file=args.config, workdir=args.workdir,
+                                            activemq_xml=args.activemq_xml,
                                             ready_file=args.ready_file, nodes=args.nodes,
                                             balancer_algorithm=args.balancer_algorithm, targets=targets or None))
     except TopologyError as e:
@@ -275,6 +283,11 @@ def _control(args: argparse.Namespace, call: Any) -> int:
 def serve(args: argparse.Namespace) -> int:
     try:
         config = load_config(args.config, args.engine, args.engine_version)
+        if args.activemq_xml:
+            xml = load_activemq_xml(args.activemq_xml)
+            apply_activemq_xml(config, xml)
+            for line in summary(xml):
+                log.info("%s", line)
     except ConfigError as e:
         log.error("%s", e)
         return 2

@@ -66,6 +66,7 @@ class TopologyOptions:
     host: str = "127.0.0.1"
     workdir: str | None = None  # status files and node logs (default: a temporary one, removed at the end)
     config_file: str | None = None
+    activemq_xml: str | None = None  # the nodes' --activemq-xml (read again at every restart)
     ready_file: str | None = None
     protocols: tuple[str, ...] = tuple(PROTOCOLS)
     nodes: int | None = None  # cluster: how many nodes (default 3)
@@ -242,6 +243,8 @@ class Topology:
                 argv.append("--standby")
         if o.config_file:
             argv += ["--config", o.config_file]
+        if o.activemq_xml:
+            argv += ["--activemq-xml", os.path.abspath(o.activemq_xml)]
         return argv
 
     # -- running ------------------------------------------------------------------------

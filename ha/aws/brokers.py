@@ -7,8 +7,10 @@ process group, stopped with the topology. Clients reach the nodes through the to
 proxies, whose ports are kept in the broker's record so that its endpoints stay the same
 across reboots and across restarts of ``mqemu aws``.
 
-The nodes read their users, engine version and authorization entries from a TOML config
-file written here (``node_config``) before every start and reboot: that is how pending user
+The nodes read their users and engine version from a TOML config file written here
+(``node_config``) and, on ActiveMQ, the configuration's XML from ``activemq.xml`` beside it
+(``mqemu serve --activemq-xml``: destinations, authorization entries, redelivery and
+dead-letter policies), both written before every start and reboot: that is how pending user
 and configuration changes are applied at reboot. A reboot of the pair restarts the standby
 first (it serves nothing, so nothing is interrupted) so that it reads the new config, then
 stops the active gracefully: the standby takes over and the old active comes back as the
@@ -84,12 +86,20 @@ class BrokerNodes:
     def data_dir(self) -> str:
         return os.path.join(self.home, "data")
 
-    def write_config(self, text: str) -> None:
+    @property
+    def xml_path(self) -> str:
+        return os.path.join(self.home, "activemq.xml")
+
+    def write_config(self, text: str, activemq_xml: str | None = None) -> None:
+        """The nodes' TOML config and, on ActiveMQ, their activemq.xml."""
         os.makedirs(self.home, exist_ok=True)
-        tmp = self.config_path + ".tmp"
-        with open(tmp, "w") as f:
-            f.write(text)
-        os.replace(tmp, self.config_path)
+        for path, content in ((self.config_path, text), (self.xml_path, activemq_xml)):
+            if content is None:
+                continue
+            tmp = path + ".tmp"
+            with open(tmp, "w") as f:
+                f.write(content)
+            os.replace(tmp, path)
 
     async def start(self, nursery: trio.Nursery) -> None:
         """Start the nodes; returns once each has its role. Raises TopologyError."""
@@ -110,7 +120,8 @@ class BrokerNodes:
     async def _start(self, nursery: trio.Nursery, workdir: str, ports: dict[str, int]) -> None:
         topology = Topology(TopologyOptions(mode=TOPOLOGY_MODES[self.mode], engine=self.engine,
                                             data_dir=self.data_dir, workdir=workdir,
-                                            config_file=self.config_path, listen_ports=dict(ports)))
+                                            config_file=self.config_path, listen_ports=dict(ports),
+                                            activemq_xml=self.xml_path if self.engine == "activemq" else None))
         scope = trio.CancelScope()
         done = trio.Event()
 

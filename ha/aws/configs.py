@@ -9,10 +9,9 @@ own) and removes the rest, answering UpdateConfiguration with one ``Sanitization
 expressions (``${...}``, ``#{...}``) with ``INVALID_ATTRIBUTE_VALUE_REMOVED``. RabbitMQ
 configurations are ``rabbitmq.conf`` text (``key = value`` lines), stored as given.
 
-Applied at reboot: of ActiveMQ's XML, the ``authorizationPlugin`` entries become the node's
-``[[authorization]]`` (mqemu's TOML config); the rest is stored and given back but not
-applied until the nodes load ``activemq.xml`` themselves. Of RabbitMQ's conf nothing is
-applied yet.
+Applied at reboot: ActiveMQ's XML whole, by the nodes (``mqemu serve --activemq-xml``, see
+``broker/activemq_xml.py``); UpdateConfiguration refuses XML they could not apply
+(``check_applicable``). Of RabbitMQ's conf nothing is applied yet.
 """
 
 from __future__ import annotations
@@ -21,6 +20,8 @@ import base64
 import xml.etree.ElementTree as ET
 from typing import Any
 
+from mqemu.broker.activemq_xml import parse_activemq_xml
+from mqemu.broker.config import ConfigError
 from .model import bad_request
 
 # The elements the permitted-elements page lists, and the collection elements that hold them.
@@ -125,30 +126,12 @@ def _sanitize_element(element: ET.Element, warnings: list[dict[str, Any]]) -> No
             _sanitize_element(child, warnings)
 
 
-def authorization_entries(engine: str, data: str | None) -> list[dict[str, Any]] | None:
-    """The ``authorizationEntry`` elements of an ActiveMQ configuration as mqemu's
-    ``[[authorization]]`` tables, or None when it has no authorization plugin."""
-    if engine != "ACTIVEMQ" or not data:
-        return None
+def check_applicable(engine: str, data: str) -> None:
+    """Refuse (400) sanitized ActiveMQ XML the nodes could not apply at reboot (a value
+    ``activemq_xml`` cannot use), naming the element and why."""
+    if engine != "ACTIVEMQ":
+        return
     try:
-        root = ET.fromstring(base64.b64decode(data).decode("utf-8"))
-    except (ValueError, ET.ParseError, UnicodeDecodeError):
-        return None
-    plugin = [e for e in root.iter() if _local(e.tag) == "authorizationPlugin"]
-    if not plugin:
-        return None
-    entries = []
-    for e in plugin[0].iter():
-        if _local(e.tag) != "authorizationEntry":
-            continue
-        entry: dict[str, Any] = {}
-        for kind in ("queue", "topic"):
-            if kind in e.attrib and not entry:  # mqemu's entries name one destination kind
-                entry[kind] = e.attrib[kind]
-        if not entry:
-            continue
-        for op in ("read", "write", "admin"):
-            if op in e.attrib:
-                entry[op] = e.attrib[op]
-        entries.append(entry)
-    return entries
+        parse_activemq_xml(decode(data))
+    except ConfigError as e:
+        raise bad_request(f"The configuration data cannot be applied: {e}.", "data") from None

@@ -91,6 +91,7 @@ class Configurations:
     async def UpdateConfiguration(self, p: dict[str, Any]) -> dict[str, Any]:  # noqa: N802
         c = self._configuration(p["ConfigurationId"])
         data, warnings = configs.sanitize(c["EngineType"], p["Data"])
+        configs.check_applicable(c["EngineType"], data)
         rev = {"Revision": len(c["Revisions"]) + 1, "Created": time.time(), "Data": data,
                "Description": p.get("Description")}
         c["Revisions"].append(rev)

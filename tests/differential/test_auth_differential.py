@@ -80,19 +80,31 @@ admin = "*"
 """
 
 
-@pytest.fixture(scope="module")
-def pair(tmp_path_factory):
-    """((mqemu STOMP, reference STOMP), (mqemu MQTT, reference MQTT)); skips without them."""
+@pytest.fixture(scope="module", params=["toml", "activemq.xml"])
+def pair(request, tmp_path_factory):
+    """((mqemu STOMP, reference STOMP), (mqemu MQTT, reference MQTT)); skips without them.
+    mqemu takes the users and entries from ``CONFIG`` (toml) or from the reference's own
+    activemq.xml (``mqemu serve --activemq-xml``'s loader)."""
     stomp_ref = os.environ.get("MQEMU_REF_ACTIVEMQ_AUTH_STOMP")
     mqtt_ref = os.environ.get("MQEMU_REF_ACTIVEMQ_AUTH_MQTT")
     if not stomp_ref or not mqtt_ref:
         pytest.skip("MQEMU_REF_ACTIVEMQ_AUTH_STOMP/_MQTT are not set (scripts/ref_activemq_auth.sh start)")
+    from mqemu.broker.activemq_xml import apply_activemq_xml, load_activemq_xml
     from mqemu.broker.config import load_config
     from mqemu.ha.node import NodeThread
 
-    path = tmp_path_factory.mktemp("auth") / "mqemu.toml"
-    path.write_text(CONFIG)
-    with NodeThread(config=load_config(str(path)), ports={"amqp": "off"}) as node:
+    if request.param == "toml":
+        path = tmp_path_factory.mktemp("auth") / "mqemu.toml"
+        path.write_text(CONFIG)
+        config = load_config(str(path))
+    else:
+        xml = os.path.join(os.environ.get("MQEMU_REF_AUTH_DIR") or os.path.join(
+            os.environ.get("TMPDIR") or "/tmp", "mqemu-ref-auth"), "conf", "activemq.xml")
+        if not os.path.exists(xml):
+            pytest.skip(f"the reference's {xml} is not there")
+        config = load_config(None, "activemq")
+        apply_activemq_xml(config, load_activemq_xml(xml))
+    with NodeThread(config=config, ports={"amqp": "off"}) as node:
         yield ((("127.0.0.1", node.ports["stomp"]), ref_address(stomp_ref)),
                (("127.0.0.1", node.ports["mqtt"]), ref_address(mqtt_ref)))
 
