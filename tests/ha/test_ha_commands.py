@@ -66,7 +66,7 @@ def test_a_fault_from_another_shell_is_a_window_in_the_workloads_verdict(tmp_pat
 def test_external_mode_puts_proxies_in_front_of_a_broker_it_does_not_run(tmp_path):
     """A node started apart stands for a real RabbitMQ or ActiveMQ: the topology only proxies
     it; network faults work, process faults are refused with the reason."""
-    broker = Process(["serve", "--amqp-port", "0", "--stomp-port", "0", "--mqtt-port", "off",
+    broker = Process(["serve", "--amqp-port", "0", "--stomp-port", "0", "--mqtt-port", "off", "--http-port", "off",
                       "--ready-file", str(tmp_path / "broker.json"), "--log-level", "warning"],
                      str(tmp_path / "broker.log"))
     up = w = None

@@ -167,7 +167,7 @@ class _Serve:
         ports = ports or {"amqp": 0, "stomp": 0, "mqtt": 0}
         self.ready = tmp / f"ready-{uuid.uuid4().hex[:6]}.json"
         args = [sys.executable, "-m", "mqemu.ha.cli", "serve", "--data-dir", data, "--ready-file", str(self.ready),
-                "--log-level", "warning"]
+                "--log-level", "warning", "--http-port", "off"]
         for proto, port in ports.items():
             args += [f"--{proto}-port", str(port)]
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)

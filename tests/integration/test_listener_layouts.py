@@ -120,7 +120,7 @@ def test_mqemu_serve_tls_names_the_ca(tmp_path):
     ready = tmp_path / "ready.json"
     proc = subprocess.Popen([sys.executable, "-m", "mqemu.ha.cli", "serve", "--tls", "--ready-file", str(ready),
                              "--amqp-port", "0", "--stomp-port", "off", "--mqtt-port", "off", "--amqps-port", "0",
-                             "--stomps-port", "off", "--mqtts-port", "0"],
+                             "--stomps-port", "off", "--mqtts-port", "0", "--http-port", "off"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 15
