@@ -117,11 +117,11 @@ def test_page_shows_queue_depth_in_a_browser(mqemu_start, browser, tmp_path):
         browser.find_element(By.ID, "login-button").click()
 
         def orders_row(d):
-            for row in d.find_elements(By.CSS_SELECTOR, "#queues tr"):
-                cells = [c.text for c in row.find_elements(By.TAG_NAME, "td")]
-                if len(cells) > 3 and cells[1] == "orders":
-                    return cells
-            return None
+            # Read the table in one script: each poll replaces the rows, so elements found in one
+            # call may be gone (stale) by the next.
+            rows = d.execute_script("return Array.from(document.querySelectorAll('#queues tr'), "
+                                    "r => Array.from(r.cells, c => c.textContent))")
+            return next((cells for cells in rows if len(cells) > 3 and cells[1] == "orders"), None)
         cells = WebDriverWait(browser, 30).until(orders_row)
         assert cells[:7] == ["/", "orders", "classic", "7", "7", "0", "0"]
         assert "guest" in browser.find_element(By.ID, "connections").text
