@@ -70,6 +70,10 @@ class Queue(SelectiveDispatch, PagingQueue):
         self.consumers: list[Consumer] = []
         self.bytes_ready = 0
         self.unacked = 0
+        # Counters for rates (the web page's publish/deliver per second): messages the queue
+        # took, and deliveries it made (to consumers and basic.get, redeliveries too).
+        self.enqueued = 0
+        self.delivered = 0
         self.had_consumer = False
         self.deleted = False
         self._clock = port.clock
@@ -118,9 +122,11 @@ class Queue(SelectiveDispatch, PagingQueue):
                 ttl = per_msg
         entry = QueueEntry(message, None if ttl is None else now + ttl / 1000.0)
         safe: bool | Promise = True
+        self.enqueued += 1
         if self.bytes_ready >= self._page_at:  # a length limit, or past the memory ceiling
             if s.max_length is not None or s.max_length_bytes is not None:
                 if not self._make_room(entry):
+                    self.enqueued -= 1
                     return False
             if self._persist and message.persistent:
                 entry.store_id = self._store_add(message)
@@ -179,6 +185,7 @@ class Queue(SelectiveDispatch, PagingQueue):
             self._dispatch_selective(new_entry=False)
             return
         self._dispatching = True
+        delivered = 0  # added to the counter once per pass, not once per delivery
         try:
             ready = self.ready
             while ready:
@@ -196,8 +203,10 @@ class Queue(SelectiveDispatch, PagingQueue):
                 else:
                     consumer.unacked += 1
                     self.unacked += 1
+                delivered += 1
                 consumer.owner.deliver(consumer, entry)
         finally:
+            self.delivered += delivered
             self._dispatching = False
         if self._paged is not None:
             self._page_in()
@@ -237,6 +246,7 @@ class Queue(SelectiveDispatch, PagingQueue):
                 self._settle(entry)
             else:
                 self.unacked += 1
+            self.delivered += 1
             if self._paged is not None:
                 self._page_in()
             return entry

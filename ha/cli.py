@@ -118,6 +118,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--status-file", default=None, metavar="PATH",
                        help="keep {\"name\", \"pid\", \"role\", \"ports\", \"events\"} here, rewritten on "
                        "every role change")
+    serve.add_argument("--control-url", default=None, metavar="URL",
+                       help="the topology's control endpoint (ha/control.py): the web page at / shows its "
+                       "nodes, roles and fault timeline (a topology passes it to its nodes)")
     serve.add_argument("--cluster-port", type=int, default=None, metavar="PORT",
                        help="be a cluster member: listen for the other nodes' links here (0: a free port)")
     serve.add_argument("--cluster-name", default="mqemu", help="the cluster's name (a peer of another is refused)")
@@ -319,7 +322,7 @@ def serve(args: argparse.Namespace) -> int:
                                 name=args.name, standby=args.standby,
                                 timing=TIMINGS[args.timing], status_file=args.status_file,
                                 cluster=cluster, tls=tls, websocket=args.ws, layout=args.profile,
-                                definitions=args.definitions))
+                                definitions=args.definitions, control_url=args.control_url))
     except NodeStartError as e:
         log.error("%s", e)
         return 2

@@ -33,7 +33,9 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:  # noqa: N802 (the standard library's name)
         calls = {"/status": self.server.topology.status, "/facts": self.server.topology.facts}
         fn = calls.get(self.path.rstrip("/"))
-        if fn is not None:
+        if fn is not None and self.server.topology.proxies is None:
+            self._reply(503, {"error": "the topology is starting"})
+        elif fn is not None:
             self._call(lambda: trio.from_thread.run_sync(fn, trio_token=self.server.token))
         else:
             self._reply(404, {"error": f"no such endpoint {self.path}; try GET /status, GET /facts or POST /fault"})
@@ -41,6 +43,9 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:  # noqa: N802
         if self.path.rstrip("/") != "/fault":
             self._reply(404, {"error": f"no such endpoint {self.path}; try POST /fault"})
+            return
+        if self.server.topology.proxies is None:
+            self._reply(503, {"error": "the topology is starting"})
             return
         try:
             length = int(self.headers.get("Content-Length") or 0)

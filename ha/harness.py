@@ -23,15 +23,23 @@ from .topology import Topology, TopologyOptions
 @asynccontextmanager
 async def open_topology_of(topology: Topology) -> AsyncIterator[Topology]:
     """Run ``topology`` and its control endpoint for the body of the block."""
-    async with trio.open_nursery() as nursery:
-        await nursery.start(topology.run)
-        control = ControlServer(topology)
-        topology.write_ready_file()  # with the control URL
-        try:
-            yield topology
-        finally:
+    # The control endpoint first: the nodes are started with its URL (their web page shows
+    # the topology); it answers 503 until the topology has started.
+    control = ControlServer(topology)
+    closed = False
+    try:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(topology.run)
+            topology.write_ready_file()  # with the control URL
+            try:
+                yield topology
+            finally:
+                closed = True
+                await trio.to_thread.run_sync(control.close)
+                nursery.cancel_scope.cancel()
+    finally:
+        if not closed:
             await trio.to_thread.run_sync(control.close)
-            nursery.cancel_scope.cancel()
 
 
 @asynccontextmanager

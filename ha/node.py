@@ -101,6 +101,7 @@ class NodeOptions:
     free_ports: bool = False
     definitions: str | None = None  # a RabbitMQ definitions file loaded at start (``--definitions``)
     cluster: "ClusterOptions | None" = None  # a cluster member: its links to the other nodes
+    control_url: str | None = None  # the topology's control endpoint, shown by the web page (``--control-url``)
 
 
 @dataclass(slots=True)

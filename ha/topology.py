@@ -117,6 +117,7 @@ class NodeProcess:
         self.paused = False
         self.events: list[dict[str, Any]] = []  # the running process's own events (its status file)
         self.extra_argv: list[str] = []  # set by the supervisor before the start (a cluster's links)
+        self.control_url: str | None = None  # the topology's control endpoint, for the node's web page
         self.last_status: dict[str, Any] = {}
         self.past_events: list[dict[str, Any]] = []  # those of its earlier processes (before a restart)
         self._harvested = False  # the status file was read once more after the process ended
@@ -136,7 +137,8 @@ class NodeProcess:
         except FileNotFoundError:
             pass
         with open(self.log_path, "ab") as out:
-            self.proc = subprocess.Popen(self.argv + self.extra_argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+            control = ["--control-url", self.control_url] if self.control_url else []
+            self.proc = subprocess.Popen(self.argv + self.extra_argv + control, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
                                          start_new_session=True, preexec_fn=_die_with_parent)
         self.paused = False
 
@@ -263,6 +265,8 @@ class Topology:
                     listen = (self.options.host, self.options.listen_ports.get(name, 0))
                     await proxies.add(name, (self.options.host, 1), listen,
                                       enabled=False, tags={"node": node.name, "protocol": proto})
+            for node in self.nodes:  # their web page shows the topology (``open_topology_of`` set the URL)
+                node.control_url = self.control_url
             try:
                 async with trio.open_nursery() as nursery:
                     if self.cluster is not None:

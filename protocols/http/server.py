@@ -13,6 +13,8 @@ from typing import Any
 
 import trio
 
+from .ui_mount import with_page
+
 log = logging.getLogger("mqemu.protocols.http")
 
 
@@ -40,8 +42,10 @@ def preload() -> None:
     listeners, does not wait for the imports."""
     import hypercorn.trio  # noqa: F401
     from . import amq_console, mgmt  # noqa: F401
+    from . import ui  # noqa: F401
 
 
+@with_page  # the web page at / (ui.py), beside whichever app the engine serves
 def make_app(node: Any) -> Any:
     """The ASGI app this node serves: RabbitMQ's management API on an engine that has it,
     ActiveMQ's console surfaces (REST messages, Jolokia, /admin/xml) otherwise."""
