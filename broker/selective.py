@@ -92,7 +92,7 @@ class SelectiveDispatch:
         else:
             consumer.unacked += 1
             self.unacked += 1
-        self.delivered += 1
+        self.counts.delivered += 1
         consumer.owner.deliver(consumer, entry)
 
     def _pick(self, entry: QueueEntry) -> Any:

@@ -12,17 +12,17 @@ def test_enqueued_and_delivered_count_plain_and_selective_dispatch():
     q = vh.declare_queue("q")
     for i in range(4):
         publish(vh, str(i).encode())
-    assert (q.enqueued, q.delivered) == (4, 0)
+    assert (q.counts.enqueued, q.counts.delivered) == (4, 0)
     entry = q.get(no_ack=False)
-    assert entry is not None and q.delivered == 1
+    assert entry is not None and q.counts.delivered == 1
     q.reject([entry], None, requeue=True)  # back in the queue: not a new enqueue
     _, owner = consume(q, "c", no_ack=True)  # the plain path
-    assert len(owner.got) == 4 and (q.enqueued, q.delivered) == (4, 5)
+    assert len(owner.got) == 4 and (q.counts.enqueued, q.counts.delivered) == (4, 5)
     s = vh.declare_queue("s")
     _, reds = consume(s, "red", "color = 'red'", no_ack=True)  # the selective path
     for color in ("red", "blue", "red"):
         publish(vh, color.encode(), queue="s", color=color)
-    assert len(reds.got) == 2 and (s.enqueued, s.delivered) == (3, 2)
+    assert len(reds.got) == 2 and (s.counts.enqueued, s.counts.delivered) == (3, 2)
 
 
 def test_a_refused_publish_is_not_counted():
@@ -31,4 +31,4 @@ def test_a_refused_publish_is_not_counted():
     q = vh.declare_queue("q", arguments={"x-max-length": 1, "x-overflow": "reject-publish"})
     publish(vh, b"a")
     publish(vh, b"b")  # refused: the queue is full
-    assert (len(q.ready), q.enqueued) == (1, 1)
+    assert (len(q.ready), q.counts.enqueued) == (1, 1)
