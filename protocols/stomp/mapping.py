@@ -250,7 +250,11 @@ def rabbit_header_block(props: dict[str, Any], esc: Any) -> bytes:
         elif key == "timestamp" and not isinstance(value, int):
             value = int(value.timestamp()) if hasattr(value, "timestamp") else value
         lines.append(f"{name}:{esc(str(value))}\n")
-    return to_utf8("".join(lines))
+    text = "".join(lines)
+    try:
+        return text.encode("utf-8")  # the common case, without a call per message
+    except UnicodeEncodeError:
+        return to_utf8(text)
 
 
 def encode_header_block(pairs: list[tuple[str, str]], version: str) -> bytes:

@@ -68,7 +68,11 @@ class Subscription:
     # -- consumer owner -----------------------------------------------------------------
     def deliver(self, consumer: Consumer, entry: QueueEntry) -> None:
         s = self.session
-        tag = self.deliveries.record(self, consumer, entry)
+        deliveries = self.deliveries
+        if consumer.no_ack:  # nothing to keep (``Deliveries.record``), only the next tag
+            deliveries.tag = tag = deliveries.tag + 1
+        else:
+            tag = deliveries.record(self, consumer, entry)
         msg = entry.message
         key = (msg.exchange, msg.routing_key)
         dest = s.destinations_seen.get(key)
