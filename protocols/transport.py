@@ -249,11 +249,7 @@ class _Connection:
             return
         out.clear()
         session.outbound_bytes = 0
-        try:
-            session.on_drained()
-        except Exception as exc:
-            self.fault(exc, "on_drained")
-        self.drained.set()
+        self.written()
         self.deadline_changed()
 
     def deadline_changed(self) -> None:
@@ -366,12 +362,17 @@ class _Connection:
                 finally:
                     self.sending = False
                 session.sending_bytes = 0
-                try:
-                    session.on_drained()
-                except Exception as exc:
-                    self.fault(exc, "on_drained")
-                self.drained.set()
+                self.written()
         cancel.cancel()
+
+    def written(self) -> None:
+        """The outbound buffer went out (a direct write or the writer's): tell the session and
+        wake a reader that paused on the buffer."""
+        try:
+            self.session.on_drained()
+        except Exception as exc:
+            self.fault(exc, "on_drained")
+        self.drained.set()
 
 
 async def _drain_until_eof(stream: trio.abc.Stream) -> None:
