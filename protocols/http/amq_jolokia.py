@@ -96,7 +96,8 @@ def attributes(node: Any, state: model.ConsoleState, keys: dict[str, str]) -> di
             "BrokerId": f"ID:mqemu-{node.broker.profile.name}",
             "TotalMessageCount": sum(model.queue_stats(q)["size"] for q in queues),
             "TotalConsumerCount": sum(len(q.consumers) for q in vh.queues.values()),
-            "TotalProducerCount": 0, "TotalEnqueueCount": 0, "TotalDequeueCount": 0,
+            "TotalProducerCount": 0, "TotalEnqueueCount": sum(q.counts.enqueued for q in queues),
+            "TotalDequeueCount": 0,
             "Queues": [{"objectName": canonical(_object_name("Queue", q.name))} for q in queues],
             "Topics": [{"objectName": canonical(_object_name("Topic", t))} for t in topics],
         }
@@ -108,7 +109,7 @@ def attributes(node: Any, state: model.ConsoleState, keys: dict[str, str]) -> di
         if q is None:
             raise _no_instance(keys)
         s = model.queue_stats(q)
-        return {"Name": name, "QueueSize": s["size"], "EnqueueCount": 0, "DequeueCount": 0,
+        return {"Name": name, "QueueSize": s["size"], "EnqueueCount": s["enqueueCount"], "DequeueCount": 0,
                 "ConsumerCount": s["consumerCount"], "ProducerCount": 0}
     if kind == "Topic" and name in model.topics(vh, state):
         return {"Name": name, "QueueSize": 0, "EnqueueCount": 0, "DequeueCount": 0,
@@ -268,7 +269,7 @@ async def xml_queues(request: Request, node: Any, state: model.ConsoleState) -> 
         href = quoteattr(f"queueBrowse/{q.name}?view=rss&feedType=atom_1.0")[1:-1]
         rss = quoteattr(f"queueBrowse/{q.name}?view=rss&feedType=rss_2.0")[1:-1]
         out.append(f"<queue name={quoteattr(q.name)}>\n<stats size=\"{s['size']}\"\n"
-                   f"consumerCount=\"{s['consumerCount']}\"\nenqueueCount=\"0\"\ndequeueCount=\"0\"/>\n"
+                   f"consumerCount=\"{s['consumerCount']}\"\nenqueueCount=\"{s['enqueueCount']}\"\ndequeueCount=\"0\"/>\n"
                    f"<feed>\n<atom>{href}</atom>\n<rss>{rss}</rss>\n</feed>\n</queue>")
     out.append("</queues>")
     return _xml("\n".join(out) + "\n")

@@ -65,5 +65,5 @@ def durable_subscribers(vh: Any) -> list[tuple[Any, str]]:
 
 
 def queue_stats(q: Any) -> dict[str, int]:
-    return {"size": len(q.ready) + q.unacked, "consumerCount": len(q.consumers), "enqueueCount": 0,
-            "dequeueCount": 0}
+    return {"size": len(q.ready) + q.unacked, "consumerCount": len(q.consumers),
+            "enqueueCount": q.counts.enqueued, "dequeueCount": 0}
