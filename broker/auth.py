@@ -27,8 +27,10 @@ import hmac
 import ipaddress
 import os
 import re
+import weakref
 from dataclasses import dataclass, field
 from functools import lru_cache
+from typing import Any
 
 from .errors import AccessRefused, AuthenticationFailed
 
@@ -123,6 +125,10 @@ class AuthRegistry:
     deny_subscribe: tuple[str, ...] = ()
     _compiled: dict[str, re.Pattern] = field(default_factory=dict)
     _created_topics: set[str] = field(default_factory=set)
+    # Sessions that remember granted checks per connection (``forget_grants()``): told
+    # when users or permissions change, so a revoked permission refuses the next publish,
+    # as RabbitMQ 3.10 refuses it on the same channel.
+    grant_holders: "weakref.WeakSet[Any]" = field(default_factory=weakref.WeakSet)
 
     @classmethod
     def default(cls) -> "AuthRegistry":
@@ -185,6 +191,11 @@ class AuthRegistry:
                 f"User '{username}' can only connect via localhost"
             )
         return user
+
+    def revoke_grants(self) -> None:
+        """Users or permissions changed: every session forgets the checks it remembered."""
+        for holder in list(self.grant_holders):
+            holder.forget_grants()
 
     # -- RabbitMQ permissions ---------------------------------------------------------------
     def check_vhost(self, user: User | None, vhost: str) -> None:

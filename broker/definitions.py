@@ -378,8 +378,11 @@ _ACCESS = ("users", "vhosts", "permissions", "topic_permissions", "parameters", 
 
 
 def save_access(broker: Any) -> None:
+    """Users, vhosts, permissions or policies changed: keep them, and make every session
+    check its permissions again."""
     import json
 
+    broker.auth.revoke_grants()
     data = export_definitions(broker)
     broker.store.put_record(RECORDS, "access", json.dumps({k: data[k] for k in _ACCESS}).encode())
 

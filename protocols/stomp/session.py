@@ -290,6 +290,8 @@ class StompSession(SettleMixin, SubscribeMixin, SessionBase):
             self.user = self.broker.auth.login(login, h.get("passcode"), self.peer,
                                                default=("guest", "guest"))
             self.authorizing = self.user is not None and self.broker.auth.authorization is not None
+            if self.user is not None:
+                self.broker.auth.grant_holders.add(self)
         except AuthenticationFailed as e:
             log.info("STOMP login failed for user '%s': %s", login, e.text, extra={"conn": self.conn_id})
             self.close_reason = ClosedReason.AUTH_FAILED
@@ -407,6 +409,10 @@ class StompSession(SettleMixin, SubscribeMixin, SessionBase):
     @property
     def connected(self) -> bool:
         return self.state is State.CONNECTED
+
+    def forget_grants(self) -> None:
+        """Users or permissions changed (``AuthRegistry.revoke_grants``): check again."""
+        self.write_allowed.clear()
 
     def check(self, what: str, kind: str, name: str) -> None:
         """RabbitMQ: the user's configure/write/read permission (ActiveMQ authorises

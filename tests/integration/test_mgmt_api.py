@@ -275,3 +275,33 @@ def test_a_failing_handler_is_a_500_and_the_node_serves_on(node, api, monkeypatc
     assert api.get("/definitions").status_code == 500
     assert api.get("/whoami").status_code == 200
     amqp(node).close()
+
+
+def test_a_revoked_write_permission_refuses_the_next_stomp_send(node, api):
+    """A STOMP connection remembers the exchanges it may write to; a permission changed
+    through the API makes it check again (RabbitMQ 3.10 refuses the next publish on the
+    same connection)."""
+    import socket
+
+    api.put("/users/alice", json={"password": "pw", "tags": ""})
+    assert api.put("/permissions/%2F/alice", json={"configure": ".*", "write": ".*", "read": ".*"}).status_code == 201
+    stomp = socket.create_connection(("127.0.0.1", node.ports["stomp"]), timeout=10)
+
+    def frames_until(marker: bytes) -> bytes:
+        data = b""
+        while marker not in data and (chunk := stomp.recv(4096)):
+            data += chunk
+        return data
+
+    stomp.sendall(b"CONNECT\naccept-version:1.2\nhost:/\nlogin:alice\npasscode:pw\n\n\x00")
+    assert frames_until(b"\x00").startswith(b"CONNECTED")
+    stomp.sendall(b"SEND\ndestination:/queue/granted\nreceipt:r1\n\nfirst\x00")
+    assert b"receipt-id:r1" in frames_until(b"\x00")
+    assert api.put("/permissions/%2F/alice", json={"configure": ".*", "write": "^nothing$",
+                                                   "read": ".*"}).status_code == 204
+    stomp.sendall(b"SEND\ndestination:/queue/granted\nreceipt:r2\n\nsecond\x00")
+    refused = frames_until(b"\x00")
+    assert refused.startswith(b"ERROR") and b"receipt-id:r2" not in refused
+    assert b"access to exchange 'amq.default' in vhost '/' refused for user 'alice'" in refused
+    stomp.close()
+    assert api.get("/queues/%2F/granted").json()["messages_ready"] == 1
