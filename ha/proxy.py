@@ -395,6 +395,9 @@ class Proxy:
                                                                   "error": str(e) or type(e).__name__})
                     return
                 conn.server = server
+                if conn.closed:  # cut while dialling: close() ran before this socket existed
+                    server.socket.close()
+                    return
                 async with trio.open_nursery() as nursery:
                     conn.nursery = nursery
                     conn.links = {"upstream": _Link("upstream", conn, client, server, self._rng),

@@ -213,6 +213,38 @@ async def test_cut_closes_open_links_and_keeps_listening(echo_addr) -> None:
             assert isinstance(e.value.__cause__, ConnectionResetError)
 
 
+async def test_a_cut_while_dialling_closes_the_upstream_connection(nursery, monkeypatch) -> None:
+    """The dial finishes after the cut (shielded here, so it always does): the proxy must
+    close the upstream socket it got, or the upstream server never hears the end."""
+    import mqemu.ha.proxy as proxy_module
+
+    ended = trio.Event()
+
+    async def upstream_handler(stream: trio.SocketStream) -> None:
+        await read_all(stream)
+        ended.set()
+
+    upstream = await start_server(nursery, upstream_handler)
+    dialling, cut_done = trio.Event(), trio.Event()
+    real_open = trio.open_tcp_stream
+
+    async def slow_open(host, port):
+        with trio.CancelScope(shield=True):
+            dialling.set()
+            await cut_done.wait()
+            return await real_open(host, port)
+
+    monkeypatch.setattr(proxy_module.trio, "open_tcp_stream", slow_open)
+    with trio.fail_after(5):
+        async with open_proxy(upstream) as proxy:
+            client = await real_open("127.0.0.1", proxy.listen_port)
+            await dialling.wait()
+            assert proxy.cut() == 1
+            cut_done.set()
+            await ended.wait()  # the upstream connection was closed
+            assert await read_all(client) == b""
+
+
 async def test_changing_the_upstream_affects_new_connections_only(nursery) -> None:
     a = await start_server(nursery, partial(echo, prefix=b"A:"))
     b = await start_server(nursery, partial(echo, prefix=b"B:"))
