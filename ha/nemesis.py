@@ -64,7 +64,8 @@ def schedule(seed: int, seconds: float, mode: str = "active-standby", *, nodes: 
     if not menu:
         raise ValueError(f"none of the faults {kinds} applies to mode {mode}")
     rng = random.Random(seed)
-    steps, t = [], warmup
+    steps: list[Step] = []
+    t = warmup
     while True:
         kind, target = rng.choice(menu)
         if target == "node":
