@@ -20,6 +20,7 @@ import os
 import sys
 import threading
 import time
+from collections import deque
 from contextlib import asynccontextmanager
 from functools import partial
 from dataclasses import dataclass, field
@@ -61,6 +62,9 @@ def recover_protocols(broker: Broker) -> None:
         recover = getattr(sys.modules[serve.__module__], "recover", None)
         if recover is not None:
             recover(broker)
+
+
+MAX_EVENTS = 500  # events a node keeps (the oldest go first)
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,7 +147,9 @@ class Node:
         self.sessions: set = set()  # live connections of every protocol
         self.accepting: list[trio.CancelScope] = []  # every listener's accept loop
         self.role = "starting"
-        self.events: list[dict[str, Any]] = []  # what happened when, for a topology's timeline
+        # what happened when, for a topology's timeline: the latest MAX_EVENTS (a cluster
+        # member records every link change, and the status file carries them all)
+        self.events: deque[dict[str, Any]] = deque(maxlen=MAX_EVENTS)
         self._lock_lost = False
         tls = self.options.tls
         if self.options.layout == "amazon-mq" and (tls is None or not tls.enabled):

@@ -134,3 +134,21 @@ async def test_log_lines_carry_the_node_name(tmp_path, caplog):
     here = threading.get_ident()  # other tests' threads may still be logging as they stop
     mine = [r for r in caplog.records if r.name.startswith("mqemu") and r.thread == here]
     assert mine and all(getattr(r, "node", None) == "node-5" for r in mine)
+
+
+def test_a_node_keeps_its_latest_events_only(tmp_path, monkeypatch):
+    """A cluster member records every link change; the status file carries the events, so
+    a flapping link must not grow them (and each status write) without end."""
+    import mqemu.ha.node
+
+    MAX_EVENTS = 20
+    monkeypatch.setattr(mqemu.ha.node, "MAX_EVENTS", MAX_EVENTS)
+    node = _node(str(tmp_path), "node-1", status_file=str(tmp_path / "status.json"))
+    for i in range(MAX_EVENTS + 5):
+        node._link_changed("node-2", "out", i % 2 == 0)
+    assert len(node.events) == MAX_EVENTS
+    assert node.events[0]["state"] == "down" and node.events[-1]["state"] == "up"  # the 6th onwards
+    with open(tmp_path / "status.json") as f:
+        import json
+
+        assert len(json.load(f)["events"]) == MAX_EVENTS
