@@ -41,7 +41,8 @@ def run(args: argparse.Namespace) -> dict:
     if args.dry_run:
         return {"steps": [asdict(s) for s in steps]}
     protocols = args.protocols.split(",")
-    with tempfile.TemporaryDirectory(prefix="mqemu-nemesis-") as workdir:
+    with tempfile.TemporaryDirectory(prefix="mqemu-nemesis-") as tmp:
+        workdir = args.workdir or tmp
         topology = TopologyThread(mode=args.mode, workdir=workdir, protocols=tuple(protocols),
                                   engine="rabbitmq" if args.mode == "cluster" else None).start()
         try:
@@ -88,9 +89,11 @@ def main() -> None:
     p.add_argument("--rate", type=float, default=50.0, help="publishes per second per protocol")
     p.add_argument("--kinds", type=lambda s: s.split(","), default=None, help="only these fault kinds")
     p.add_argument("--json", help="also write the result here")
+    p.add_argument("--workdir", help="keep the nodes' logs and the histories here (default: removed)")
     p.add_argument("--dry-run", action="store_true", help="print the seed's faults and exit")
     args = p.parse_args()
-    logging.getLogger("pika").setLevel(logging.CRITICAL)  # its reconnect attempts, one line each
+    for client in ("pika", "stomp.py"):  # their reconnect attempts, one line each
+        logging.getLogger(client).setLevel(logging.CRITICAL)
     result = run(args)
     text = json.dumps(result, indent=2)
     print(text)

@@ -5,7 +5,7 @@ workloads run, so a soak can be repeated fault for fault.
 offsets. Each ``Step`` is one fault held for ``hold`` seconds and then ended (a killed or
 stopped node started again, a paused one resumed, a network fault or partition healed),
 followed by a quiet ``gap`` in which the topology recovers, so the checker's fault windows
-never overlap. ``Nemesis(topology, steps).start()`` applies them from a thread of its own
+never overlap; a node an earlier step could not bring back is started before the next. ``Nemesis(topology, steps).start()`` applies them from a thread of its own
 through a ``harness.TopologyThread``; each fault reaches the histories through the
 topology's facts (``Harness.check``), wherever it was asked for.
 
@@ -112,6 +112,7 @@ class Nemesis:
             applied = Applied(step)
             self.applied.append(applied)
             try:
+                self._restore()
                 applied.nodes = self._begin(step)
                 applied.started = time.monotonic()
                 self._stopping.wait(step.hold)
@@ -125,6 +126,13 @@ class Nemesis:
                     applied.error = applied.error or f"ending it: {e}"
                     log.warning("nemesis could not end a fault", extra={"step": asdict(step), "error": str(e)})
                 applied.ended = time.monotonic()
+
+    def _restore(self) -> None:
+        """A node an earlier step could not bring back is started before the next fault."""
+        for node in self.topology.status()["nodes"]:
+            if node.get("role") == "down":
+                log.info("nemesis starts a node left down", extra={"node": node["name"]})
+                self.topology.fault("start", node["name"])
 
     def _begin(self, step: Step) -> list[str]:
         t = self.topology
