@@ -91,7 +91,19 @@ class SettleMixin:
             self._transaction(tx).append(f)
             return False
         self._settle_now(f, ack)
-        return False
+        return self._receipt_on_disk(f)
+
+    def _receipt_on_disk(self, f: Frame) -> bool:
+        """ActiveMQ: the receipt of a settling frame once what it changed in the store is on
+        disk. Returns True when the receipt is left to the store (or there is none to send)."""
+        receipt = f.headers.get("receipt")
+        if receipt is None or not self.flavour.SETTLE_RECEIPT_ON_DISK:
+            return False
+        safe = self.vhost.writes_safe()
+        if safe is None:
+            return False
+        safe.then(lambda: self._late_receipts([receipt]))
+        return True
 
     def _settle_now(self, f: Frame, ack: bool) -> None:
         h = f.headers
@@ -164,7 +176,7 @@ class SettleMixin:
             else:
                 self._settle_now(frame, frame.command == "ACK")
         if not receipts:
-            return False
+            return self._receipt_on_disk(f)
         self._receipt(f)
         if safe is not None:
             safe.then(lambda: self._late_receipts(receipts))

@@ -49,6 +49,9 @@ class RabbitFlavour(RabbitDestinations):
     CONSUMER_PRIORITIES = True  # x-priority on SUBSCRIBE
     UNSUBSCRIBE_BY_DESTINATION = True  # UNSUBSCRIBE without id names the destination, any version
     NACK_IN_10 = True  # NACK is taken in STOMP 1.0 too
+    # An ACK's or NACK's receipt is sent once it is processed; the queue's record of the
+    # ack reaches the disk later (a kill -9 before then redelivers the message, flagged).
+    SETTLE_RECEIPT_ON_DISK = False
     REFUSES_DUPLICATE_BEGIN = False  # BEGIN of an open transaction starts it again
     TELLS_SERVER_CANCEL = True  # a deleted queue's subscription gets an ERROR naming it
     SEND_REFUSES_MESSAGE_ID = True  # message-id is not allowed on SEND
@@ -164,6 +167,9 @@ class ActiveMQFlavour(ActiveMQDestinations):
     CONSUMER_PRIORITIES = False
     UNSUBSCRIBE_BY_DESTINATION = False  # only in STOMP 1.0
     NACK_IN_10 = False  # "NACK received but connection is in v1.0 mode."
+    # KahaDB writes a message ack synchronously when its sender waits for a response (a
+    # receipt), so a receipted ACK is on disk: the receipt waits for the store.
+    SETTLE_RECEIPT_ON_DISK = True
     REFUSES_DUPLICATE_BEGIN = True  # "The transaction was already started"
     TELLS_SERVER_CANCEL = False
     SEND_REFUSES_MESSAGE_ID = False

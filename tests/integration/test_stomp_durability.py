@@ -64,3 +64,61 @@ def test_receipted_persistent_sends_survive_kill_9(tmp_path):
         assert bodies == sorted(bodies), "the queue's order changed"
     finally:
         nodes.close()
+
+
+def test_activemq_receipted_acks_survive_kill_9(tmp_path):
+    """ActiveMQ writes an ACK whose sender asked a receipt before it answers (KahaDB syncs
+    an ack that needs a response): a kill -9 right after the receipts redelivers nothing."""
+    nodes = Nodes(tmp_path)
+    data = tmp_path / "data"
+    try:
+        node = nodes.start(data, "--engine", "activemq", "--stomp-port", "0").wait_ready()
+        for r in range(3):
+            port = json.loads(node.ready.read_text())["stomp"]
+            conn = stomp.Connection12([("127.0.0.1", port)], heartbeats=(0, 0))
+            receipts, messages = Receipts(), Messages()
+            conn.set_listener("r", receipts)
+            conn.set_listener("m", messages)
+            conn.connect("guest", "guest", wait=True)
+            receipts.want = 50
+            for i in range(50):
+                conn.send("/queue/acked", f"{r}-{i}", headers={"persistent": "true", "receipt": f"s{i}"})
+            assert receipts.event.wait(20), f"only {len(receipts.ids)} send receipts"
+            receipts.ids.clear()
+            receipts.event.clear()
+            receipts.want = 50
+            conn.subscribe("/queue/acked", "1", ack="client-individual")
+            assert messages.wait_for(50), f"only {len(messages.frames)} messages"
+            assert sorted(f.body for f in messages.frames) == sorted(f"{r}-{i}" for i in range(50))
+            for f in messages.frames:
+                conn.ack(f.headers["ack"], receipt=f"a-{f.body}")
+            assert receipts.event.wait(20), f"only {len(receipts.ids)} ack receipts"
+            node.kill9()
+            node = nodes.start(data, "--engine", "activemq", "--stomp-port", "0").wait_ready()
+            port = json.loads(node.ready.read_text())["stomp"]
+            check = stomp.Connection12([("127.0.0.1", port)], heartbeats=(0, 0))
+            left = Messages()
+            check.set_listener("m", left)
+            check.connect("guest", "guest", wait=True)
+            check.send("/queue/acked", "sentinel", headers={"persistent": "true"})
+            check.subscribe("/queue/acked", "1", ack="auto")
+            assert left.wait_for(1)
+            assert [f.body for f in left.frames] == ["sentinel"], "an acked message came back"
+            check.disconnect()
+    finally:
+        nodes.close()
+
+
+class Messages(stomp.ConnectionListener):
+    def __init__(self) -> None:
+        self.frames: list = []
+        self.cond = threading.Condition()
+
+    def on_message(self, frame) -> None:
+        with self.cond:
+            self.frames.append(frame)
+            self.cond.notify_all()
+
+    def wait_for(self, n: int, timeout: float = 20) -> bool:
+        with self.cond:
+            return self.cond.wait_for(lambda: len(self.frames) >= n, timeout)
