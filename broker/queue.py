@@ -43,13 +43,25 @@ class QueueStatistics:
 
 
 class QueueCounts:
-    """Messages a queue took and deliveries it made, for rates (never reset)."""
+    """What a queue did, for rates (never reset; the HTTP side samples them): messages it
+    took; deliveries it made (``delivered``: to consumers and basic.get, redeliveries too),
+    of which to no-ack consumers, by basic.get with and without ack; gets that found
+    nothing; acks; entries requeued (each is delivered again, redelivered); entries that
+    expired. A counter on the per-message path is added once per pass (``dispatch``)."""
 
-    __slots__ = ("enqueued", "delivered")
+    __slots__ = ("enqueued", "delivered", "delivered_no_ack", "got", "got_no_ack", "get_empty", "acked",
+                 "requeued", "expired")
 
     def __init__(self) -> None:
         self.enqueued = 0
         self.delivered = 0
+        self.delivered_no_ack = 0
+        self.got = 0
+        self.got_no_ack = 0
+        self.get_empty = 0
+        self.acked = 0
+        self.requeued = 0
+        self.expired = 0
 
 
 class Queue(SelectiveDispatch, PagingQueue):
@@ -196,7 +208,7 @@ class Queue(SelectiveDispatch, PagingQueue):
             self._dispatch_selective(new_entry=False)
             return
         self._dispatching = True
-        delivered = 0  # added to the counter once per pass, not once per delivery
+        delivered = no_ack = 0  # added to the counters once per pass, not once per delivery
         try:
             ready = self.ready
             while ready:
@@ -206,18 +218,23 @@ class Queue(SelectiveDispatch, PagingQueue):
                 entry = ready.popleft()
                 self.bytes_ready -= entry.size
                 if entry.expires_at is not None and entry.expires_at < self._clock():
+                    self.counts.expired += 1
                     self._settle_dropped([entry])
                     self._dead_letter(self, [entry], "expired")
                     continue
                 if consumer.no_ack:
                     self._settle(entry)
+                    no_ack += 1
                 else:
                     consumer.unacked += 1
                     self.unacked += 1
                 delivered += 1
                 consumer.owner.deliver(consumer, entry)
         finally:
-            self.counts.delivered += delivered
+            counts = self.counts
+            counts.delivered += delivered
+            if no_ack:
+                counts.delivered_no_ack += no_ack
             self._dispatching = False
         if self._paged is not None:
             self._page_in()
@@ -250,19 +267,24 @@ class Queue(SelectiveDispatch, PagingQueue):
         while self.ready:
             entry = self._pop_ready()
             if entry.expires_at is not None and entry.expires_at <= now:
+                self.counts.expired += 1
                 self._settle_dropped([entry])
                 self._dead_letter(self, [entry], "expired")
                 continue
+            counts = self.counts
             if no_ack:
                 self._settle(entry)
+                counts.got_no_ack += 1
             else:
                 self.unacked += 1
-            self.counts.delivered += 1
+                counts.got += 1
+            counts.delivered += 1
             if self._paged is not None:
                 self._page_in()
             return entry
         if self._paged is not None:
             self._page_in()  # the head is being read: a get right after it finds it
+        self.counts.get_empty += 1
         return None
 
     # -- settling -----------------------------------------------------------------------
@@ -270,6 +292,7 @@ class Queue(SelectiveDispatch, PagingQueue):
         """The client acknowledged entry (consumer None for basic.get deliveries)."""
         self._release(consumer)
         self._settle(entry)
+        self.counts.acked += 1
 
     def reject(self, entries: list[QueueEntry], consumer: Consumer | None, requeue: bool) -> None:
         """Nack/reject without requeue dead-letters ('rejected'); with it, puts entries back."""
@@ -314,6 +337,7 @@ class Queue(SelectiveDispatch, PagingQueue):
             back.append(entry)
             self.bytes_ready += entry.size
         if back:
+            self.counts.requeued += len(back)
             back.sort(key=by_arrival)
             ready = self.ready
             if isinstance(ready, PriorityReady):
@@ -395,6 +419,7 @@ class Queue(SelectiveDispatch, PagingQueue):
                 break
             dropped.append(self._pop_ready())
         if dropped:
+            self.counts.expired += len(dropped)
             self._settle_dropped(dropped)
             self._dead_letter(self, dropped, "expired")
         if ready:

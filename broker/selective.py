@@ -66,6 +66,7 @@ class SelectiveDispatch:
             entry = ready.popleft()
             self.bytes_ready -= entry.size
             if entry.expires_at is not None and entry.expires_at < self._clock():
+                self.counts.expired += 1
                 self._settle_dropped([entry])
                 self._dead_letter(self, [entry], "expired")
                 continue
@@ -89,6 +90,7 @@ class SelectiveDispatch:
     def _hand_over(self, consumer: Consumer, entry: QueueEntry) -> None:
         if consumer.no_ack:
             self._settle(entry)
+            self.counts.delivered_no_ack += 1
         else:
             consumer.unacked += 1
             self.unacked += 1

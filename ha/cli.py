@@ -43,6 +43,16 @@ def _port(value: str) -> Any:
     return port
 
 
+def _interval_ms(value: str) -> int:
+    try:
+        ms = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"an interval is a number of milliseconds, not {value!r}") from None
+    if ms < 10:
+        raise argparse.ArgumentTypeError(f"an interval is at least 10 ms, not {ms}")
+    return ms
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mqemu", description="A Python message broker that emulates "
                                      "Amazon MQ: RabbitMQ and ActiveMQ, over AMQP 0-9-1, STOMP and MQTT.")
@@ -93,6 +103,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="HTTPS port of the management API or console, opened with TLS; 0 picks a "
                        "free one, 'off' disables it (default 15671 on rabbitmq, 8162 on activemq; with "
                        "--profile amazon-mq 443 on rabbitmq, 8162 on activemq)")
+    serve.add_argument("--collect-statistics-interval", type=_interval_ms, default=5000, metavar="MS",
+                       help="how often the management API and the web page sample the message counters for "
+                       "their rates, in milliseconds (default 5000, RabbitMQ's collect_statistics_interval)")
     serve.add_argument("--definitions", default=None, metavar="FILE",
                        help="load a RabbitMQ definitions export (users, vhosts, permissions, policies, "
                        "exchanges, queues, bindings) at start, as RabbitMQ's load_definitions")
@@ -322,7 +335,8 @@ def serve(args: argparse.Namespace) -> int:
                                 name=args.name, standby=args.standby,
                                 timing=TIMINGS[args.timing], status_file=args.status_file,
                                 cluster=cluster, tls=tls, websocket=args.ws, layout=args.profile,
-                                definitions=args.definitions, control_url=args.control_url))
+                                definitions=args.definitions, control_url=args.control_url,
+                                stats_interval=args.collect_statistics_interval / 1000.0))
     except NodeStartError as e:
         log.error("%s", e)
         return 2
