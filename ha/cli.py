@@ -89,6 +89,10 @@ def build_parser() -> argparse.ArgumentParser:
     tls.add_argument("--tls-key", default=None, metavar="FILE", help="its private key (PEM)")
     tls.add_argument("--tls-ca", default=None, metavar="FILE",
                      help="the CA file clients should trust, named in the ready file")
+    tls.add_argument("--tls-verify-clients", action="store_true",
+                     help="ask every TLS client (amqps, stomps, mqtts, wss; not HTTPS) for a certificate signed "
+                     "by the CA (the generated one, else --tls-ca) and refuse one without in the handshake "
+                     "(RabbitMQ's verify_peer with fail_if_no_peer_cert, ActiveMQ's needClientAuth)")
     tls.add_argument("--ws", action="store_true",
                      help="open the engine's WebSocket listeners (the TLS ones too with TLS)")
     serve.add_argument("--profile", choices=LAYOUTS, default="engine",
@@ -328,7 +332,12 @@ def serve(args: argparse.Namespace) -> int:
     if (args.tls_cert is None) != (args.tls_key is None) or (args.tls_ca and not args.tls_cert):
         log.error("--tls-cert and --tls-key go together (--tls-ca with them)")
         return 2
-    tls = TLSOptions(generate=args.tls, cert_file=args.tls_cert, key_file=args.tls_key, ca_file=args.tls_ca)
+    if args.tls_verify_clients and not (args.tls or args.tls_cert or args.profile == "amazon-mq"):
+        log.error("--tls-verify-clients needs TLS: add --tls, or --tls-cert, --tls-key and --tls-ca")
+        return 2
+    generate = args.tls or (args.profile == "amazon-mq" and args.tls_cert is None)
+    tls = TLSOptions(generate=generate, cert_file=args.tls_cert, key_file=args.tls_key, ca_file=args.tls_ca,
+                     verify_clients=args.tls_verify_clients)
     try:
         node = Node(NodeOptions(engine=config.engine, engine_version=config.engine_version, host=args.host,
                                 ports=ports, data_dir=args.data_dir, ready_file=args.ready_file, config=config,
