@@ -44,24 +44,32 @@ class QueueStatistics:
 
 class QueueCounts:
     """What a queue did, for rates (never reset; the HTTP side samples them): messages it
-    took; deliveries it made (``delivered``: to consumers and basic.get, redeliveries too),
-    of which to no-ack consumers, by basic.get with and without ack; gets that found
-    nothing; acks; entries requeued (each is delivered again, redelivered); entries that
-    expired. A counter on the per-message path is added once per pass (``dispatch``)."""
+    took; deliveries it made (``delivered``: to consumers and basic.get, redeliveries too,
+    added once per dispatch pass), of them by basic.get with and without ack; gets that found
+    nothing; acks; deliveries given back (``requeued``: each is delivered again, redelivered)
+    and settled without an ack (``dropped``: rejected without requeue, past the delivery
+    limit); entries that expired. Deliveries to no-ack consumers are not counted one by one:
+    ``delivered_no_ack`` derives them (each delivery that waits for an ack ends acked,
+    requeued or dropped, or is still unacked)."""
 
-    __slots__ = ("enqueued", "delivered", "delivered_no_ack", "got", "got_no_ack", "get_empty", "acked",
-                 "requeued", "expired")
+    __slots__ = ("enqueued", "delivered", "got", "got_no_ack", "get_empty", "acked", "requeued", "dropped",
+                 "expired")
 
     def __init__(self) -> None:
         self.enqueued = 0
         self.delivered = 0
-        self.delivered_no_ack = 0
         self.got = 0
         self.got_no_ack = 0
         self.get_empty = 0
         self.acked = 0
         self.requeued = 0
+        self.dropped = 0
         self.expired = 0
+
+    def delivered_no_ack(self, unacked: int) -> int:
+        """Deliveries to no-ack consumers so far (``unacked``: the queue's deliveries waiting
+        for an ack now)."""
+        return self.delivered - self.got_no_ack - (self.acked + self.requeued + self.dropped + unacked)
 
 
 class Queue(SelectiveDispatch, PagingQueue):
@@ -208,7 +216,7 @@ class Queue(SelectiveDispatch, PagingQueue):
             self._dispatch_selective(new_entry=False)
             return
         self._dispatching = True
-        delivered = no_ack = 0  # added to the counters once per pass, not once per delivery
+        delivered = 0  # added to the counter once per pass, not once per delivery
         try:
             ready = self.ready
             while ready:
@@ -224,17 +232,13 @@ class Queue(SelectiveDispatch, PagingQueue):
                     continue
                 if consumer.no_ack:
                     self._settle(entry)
-                    no_ack += 1
                 else:
                     consumer.unacked += 1
                     self.unacked += 1
                 delivered += 1
                 consumer.owner.deliver(consumer, entry)
         finally:
-            counts = self.counts
-            counts.delivered += delivered
-            if no_ack:
-                counts.delivered_no_ack += no_ack
+            self.counts.delivered += delivered
             self._dispatching = False
         if self._paged is not None:
             self._page_in()
@@ -303,6 +307,7 @@ class Queue(SelectiveDispatch, PagingQueue):
         if requeue:
             self.requeue(entries)
         else:
+            self.counts.dropped += len(entries)
             for e in entries:
                 self._settle(e)
             self._dead_letter(self, entries, "rejected")
@@ -345,6 +350,7 @@ class Queue(SelectiveDispatch, PagingQueue):
             else:
                 put_back(ready, back)
         if over:
+            self.counts.dropped += len(over)
             for e in over:
                 self._settle(e)
             self._dead_letter(self, over, "delivery_limit")

@@ -90,7 +90,6 @@ class SelectiveDispatch:
     def _hand_over(self, consumer: Consumer, entry: QueueEntry) -> None:
         if consumer.no_ack:
             self._settle(entry)
-            self.counts.delivered_no_ack += 1
         else:
             consumer.unacked += 1
             self.unacked += 1

@@ -71,5 +71,5 @@ def queue_stats(q: Any) -> dict[str, int]:
     messages); expired; in flight (delivered, not acked)."""
     c = q.counts
     return {"size": len(q.ready) + q.unacked, "consumerCount": len(q.consumers),
-            "enqueueCount": c.enqueued, "dequeueCount": c.acked + c.delivered_no_ack + c.got_no_ack + c.expired,
+            "enqueueCount": c.enqueued, "dequeueCount": c.acked + c.delivered_no_ack(q.unacked) + c.got_no_ack + c.expired,
             "dispatchCount": c.delivered, "expiredCount": c.expired, "inflightCount": q.unacked}

@@ -47,8 +47,8 @@ def queue_sample(q: Any) -> Sample:
     c = q.counts
     ready = len(q.ready)
     unacked = q.unacked
-    gets = c.got + c.got_no_ack
-    return (c.enqueued, c.delivered - c.delivered_no_ack - gets, c.delivered_no_ack, c.got, c.got_no_ack,
+    no_ack = c.delivered_no_ack(unacked)
+    return (c.enqueued, c.delivered - no_ack - c.got - c.got_no_ack, no_ack, c.got, c.got_no_ack,
             c.get_empty, c.delivered, c.acked, c.requeued, ready + unacked, ready, unacked)
 
 

@@ -192,3 +192,34 @@ def test_activemq_dequeue_dispatch_and_expired_counts(mqemu_start):
             assert stats.get("enqueueCount") == str(N + 1) and stats.get("dequeueCount") == str(N + 1)
     finally:
         conn.disconnect()
+
+
+def test_no_ack_deliveries_are_told_from_those_that_wait_for_an_ack(rabbit):
+    node, api = rabbit
+    conn = pika.BlockingConnection(pika.URLParameters(node.url("amqp")))
+    try:
+        ch = conn.channel()
+        ch.queue_declare("mixed")
+        ch.confirm_delivery()
+        for i in range(6):
+            ch.basic_publish("", "mixed", b"%d" % i)
+        got = []
+        for method, _, _ in ch.consume("mixed", auto_ack=True, inactivity_timeout=10):
+            assert method is not None
+            got.append(method)
+            if len(got) == 6:
+                break
+        ch.cancel()
+        for i in range(3):
+            ch.basic_publish("", "mixed", b"g%d" % i)
+        method, _, _ = ch.basic_get("mixed")  # rejected without requeue: dropped
+        ch.basic_reject(method.delivery_tag, requeue=False)
+        ch.basic_get("mixed", auto_ack=True)
+        method, _, _ = ch.basic_get("mixed")  # still unacked when the stats are read
+        ch.basic_publish("", "mixed", b"sync")  # a confirm round trip: the reject was handled
+        stats = api.get("/queues/%2F/mixed").json()["message_stats"]
+        assert (stats["deliver_no_ack"], stats["deliver"], stats["get"], stats["get_no_ack"], stats["ack"]) == (
+            6, 0, 2, 1, 0)
+        assert stats["deliver_get"] == 9
+    finally:
+        conn.close()
