@@ -183,6 +183,20 @@ def _add_ha_commands(sub: Any) -> None:
     up.add_argument("--activemq-xml", default=None, metavar="FILE",
                     help="the nodes' activemq.xml (ActiveMQ engine; see mqemu serve --activemq-xml)")
     up.add_argument("--workdir", default=None, help="where node logs and status files go (default: a temp dir)")
+    up_tls = up.add_argument_group(
+        "TLS and WebSocket", "the nodes' TLS (amqps, stomps, mqtts) and WebSocket listeners, each behind its own "
+        "proxy (a cluster: the balancer), the TLS handshake passing through untouched")
+    up_tls.add_argument("--tls", action="store_true",
+                        help="one CA and node certificate for every node (made in DATA_DIR/tls, else WORKDIR/tls; "
+                        "the ready file's \"ca\" names the CA file) and their TLS endpoints")
+    up_tls.add_argument("--tls-cert", default=None, metavar="FILE", help="the nodes' certificate chain instead")
+    up_tls.add_argument("--tls-key", default=None, metavar="FILE", help="its private key")
+    up_tls.add_argument("--tls-ca", default=None, metavar="FILE", help="the CA file clients trust")
+    up_tls.add_argument("--tls-verify-clients", action="store_true",
+                        help="the nodes ask clients for a certificate from the CA (see mqemu serve)")
+    up_tls.add_argument("--ws", action="store_true", help="the nodes' WebSocket endpoints too")
+    up_tls.add_argument("--profile", choices=LAYOUTS, default="engine",
+                        help="amazon-mq: only Amazon MQ's TLS endpoints (see mqemu serve --profile)")
     up.add_argument("--ready-file", default=None, metavar="PATH",
                     help="once every node has its role, write the topology as JSON here")
     status = ha_sub.add_parser("status", help="print a running topology as JSON")
@@ -196,7 +210,8 @@ def _add_ha_commands(sub: Any) -> None:
     fault.add_argument("action")
     fault.add_argument("target", nargs="?", default="all")
     fault.add_argument("--control", required=True, metavar="URL", help="the topology's control URL")
-    fault.add_argument("--protocol", choices=tuple(PROTOCOLS), default=None, help="only this protocol's proxy")
+    fault.add_argument("--protocol", choices=ALL_NAMES, default=None,
+                       help="only this endpoint's proxy (amqp, amqps, wss, ...)")
     fault.add_argument("--stream", choices=("upstream", "downstream"), default=None,
                        help="direction of a network fault (default downstream: server to client)")
     fault.add_argument("--toxicity", type=float, default=None, help="probability a connection is affected")
@@ -244,7 +259,10 @@ def ha_up(args: argparse.Namespace) -> int:
                                             timing=args.timing, config_file=args.config, workdir=args.workdir,
                                             activemq_xml=args.activemq_xml,
                                             ready_file=args.ready_file, nodes=args.nodes,
-                                            balancer_algorithm=args.balancer_algorithm, targets=targets or None))
+                                            balancer_algorithm=args.balancer_algorithm, targets=targets or None,
+                                            tls=args.tls, tls_cert=args.tls_cert, tls_key=args.tls_key,
+                                            tls_ca=args.tls_ca, tls_verify_clients=args.tls_verify_clients,
+                                            websocket=args.ws, layout=args.profile))
     except TopologyError as e:
         log.error("%s", e)
         return 2
@@ -262,6 +280,8 @@ def ha_up(args: argparse.Namespace) -> int:
                     log.info("%s failover: %s  hosts: %s", proto, text, ",".join(st["endpoints"][proto]))
                 for proto, port in st.get("balancer", {}).items():
                     log.info("%s balancer: %s:%d", proto, topology.options.host, port)
+                if "ca" in st:
+                    log.info("tls: clients verify the nodes with the CA certificate %s", st["ca"])
                 log.info("control: %s (mqemu ha status --control %s)", topology.control_url, topology.control_url)
                 async for signum in signals:
                     log.info("stopping the topology", extra={"signal": signal.Signals(signum).name})
