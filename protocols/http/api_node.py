@@ -14,7 +14,7 @@ from starlette.responses import JSONResponse, Response
 from mqemu.broker.message import Message
 
 from .common import Ctx, JsonList, no_content, not_authorised, not_found, ok, segment
-from .rates import merge, sampler_of
+from .rates import NOT_COUNTED_NODE, merge, sampler_of
 from .shapes import node_name, rate
 
 EXCHANGE_TYPES = [
@@ -42,7 +42,11 @@ def _message_stats(ctx: Ctx, vhosts: list[Any]) -> tuple[dict[str, Any], dict[st
     sampler = sampler_of(ctx.node)
     if len(vhosts) == len(ctx.broker.vhosts):
         return sampler.node()
-    return merge([sampler.vhost(vh) for vh in vhosts])
+    stats, lengths = merge([sampler.vhost(vh) for vh in vhosts])
+    for name in NOT_COUNTED_NODE:  # the node's own, in the overview even when no vhost is seen
+        stats.setdefault(name, 0)
+        stats.setdefault(name + "_details", {"rate": 0.0})
+    return dict(sorted(stats.items())), lengths
 
 
 async def overview(ctx: Ctx) -> Response:

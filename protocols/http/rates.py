@@ -35,8 +35,10 @@ QUEUE_STATS = ("publish", "deliver", "deliver_no_ack", "get", "get_no_ack", "get
 #: The lengths after them in a sample.
 LENGTHS = ("messages", "messages_ready", "messages_unacknowledged")
 _N = len(QUEUE_STATS)
-#: Statistics RabbitMQ's overview and vhosts show that mqemu does not count (always 0).
-NOT_COUNTED = ("confirm", "disk_reads", "disk_writes", "drop_unroutable", "return_unroutable")
+#: Statistics RabbitMQ's vhosts (and overview, with the node's disk ones) show that mqemu does
+#: not count (always 0).
+NOT_COUNTED = ("confirm", "drop_unroutable", "return_unroutable")
+NOT_COUNTED_NODE = NOT_COUNTED + ("disk_reads", "disk_writes")
 
 Sample = tuple[int, ...]
 Rates = tuple[float, ...]
@@ -168,7 +170,7 @@ class Sampler:
                 counts = _add(counts, queue_sample(q))
         prev, last = self._node
         rates = self._rates(prev, last)
-        return self._stats(counts[:_N], rates, NOT_COUNTED), self._length_rates(rates)
+        return self._stats(counts[:_N], rates, NOT_COUNTED_NODE), self._length_rates(rates)
 
     def queue_rates(self, vhost: str, q: Any) -> dict[str, float]:
         """The web page's per-second rates of a queue (publish, deliver_get, ack)."""
