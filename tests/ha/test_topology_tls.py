@@ -5,6 +5,7 @@ CA reconnect over TLS to the same endpoints after a kill -9."""
 
 from __future__ import annotations
 
+import os
 import socket
 import ssl
 import threading
@@ -14,6 +15,7 @@ import paho.mqtt.client as mqtt
 import pika
 import pytest
 import stomp
+from ha_processes import HaUp
 from paho.mqtt.enums import CallbackAPIVersion
 from wsproto import ConnectionType, WSConnection
 from wsproto.events import AcceptConnection, Request, TextMessage
@@ -201,3 +203,21 @@ def test_a_tls_cluster_balances_amqps_and_a_client_reconnects_through_the_same_p
         conn.close()
     for conn in (conns[0], conns[2]):
         conn.close()
+
+
+def test_ha_up_from_the_command_line_with_amazon_mq_endpoints(tmp_path):
+    """``mqemu ha up --tls --profile amazon-mq``: only Amazon MQ's TLS endpoints, named in the
+    ready file with the CA, and a client verifying the CA through the proxy."""
+    up = HaUp(tmp_path, "--mode", "single", "--engine", "activemq", "--tls", "--profile", "amazon-mq")
+    try:
+        info = up.ready()
+        assert set(info["endpoints"]) == {"amqps", "stomps", "mqtts", "wss"}
+        assert info["ca"].endswith(os.path.join("tls", "ca.pem")) and os.path.isfile(info["ca"])
+        assert info["failover"]["amqps"].startswith("failover:(ssl://")
+        host, port = info["endpoints"]["amqps"][0].rsplit(":", 1)
+        conn = _pika_tls([(host, int(port))], info["ca"])
+        conn.channel().queue_declare("", exclusive=True)
+        conn.close()
+        assert "tls: clients verify the nodes with the CA certificate" in up.output()
+    finally:
+        up.close()
