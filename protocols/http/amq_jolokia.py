@@ -296,11 +296,13 @@ async def xml_subscribers(request: Request, node: Any, state: model.ConsoleState
     out = ["<subscribers>"]
     for q, topic in model.durable_subscribers(model.vhost(node.broker)):
         client, _, sub = q.name.partition(":")
+        st = model.queue_stats(q)
         out.append(f"<subscriber clientId={quoteattr(client)} subscriptionName={quoteattr(sub)} "
                    f"connectionId=\"\" destinationName={quoteattr(topic)} selector=\"null\" "
                    f"active=\"{'yes' if q.consumers else 'no'}\">\n"
                    f"<stats pendingQueueSize=\"{len(q.ready)}\"\ndispatchedQueueSize=\"{q.unacked}\"\n"
-                   f"dispatchedCounter=\"0\"\nenqueueCounter=\"0\"\ndequeueCounter=\"0\"/>\n</subscriber>")
+                   f"dispatchedCounter=\"{st['dispatchCount']}\"\nenqueueCounter=\"{st['enqueueCount']}\"\n"
+                   f"dequeueCounter=\"{st['dequeueCount']}\"/>\n</subscriber>")
     out.append("</subscribers>")
     return _xml("\n".join(out) + "\n")
 

@@ -223,3 +223,25 @@ def test_no_ack_deliveries_are_told_from_those_that_wait_for_an_ack(rabbit):
         assert stats["deliver_get"] == 9
     finally:
         conn.close()
+
+
+def test_activemq_durable_subscriber_counters(mqemu_start):
+    node = mqemu_start(config=BrokerConfig(engine="activemq"), ports={"http": 0})
+    conn = stomp.Connection12([("127.0.0.1", node.ports["stomp"])])
+    listener = Collect()
+    conn.set_listener("", listener)
+    conn.connect(wait=True, headers={"client-id": "app1"})
+    try:
+        conn.subscribe("/topic/alerts", id="d1", ack="auto",
+                       headers={"activemq.subscriptionName": "audit", "receipt": "dsub"})
+        listener.wait(lambda: "dsub" in listener.receipts)
+        for i in range(3):
+            conn.send("/topic/alerts", f"a{i}", receipt=f"a{i}")
+        listener.wait(lambda: len(listener.messages) == 3 and len(listener.receipts) == 4)
+        with httpx.Client(base_url=f"http://127.0.0.1:{node.ports['http']}", auth=("admin", "admin"),
+                          timeout=10) as console:
+            subs = ET.fromstring(console.get("/admin/xml/subscribers.jsp").text).findall("subscriber")
+        (stats,) = [s.find("stats").attrib for s in subs if s.get("subscriptionName") == "audit"]
+        assert (stats["dispatchedCounter"], stats["enqueueCounter"], stats["dequeueCounter"]) == ("3", "3", "3")
+    finally:
+        conn.disconnect()
