@@ -224,6 +224,9 @@ class Topology:
         if options.mode != "external":
             self._plan_endpoints()
             options = self.options
+        elif options.tls or options.tls_cert or options.websocket or options.layout != "engine":
+            raise TopologyError("TLS, WebSocket and layouts are for the nodes mqemu runs: an external broker's "
+                                "TLS endpoint is a target like any other (the handshake passes through)")
         self.cluster: Any = None  # cluster.ClusterParts in cluster mode
         # role -> the nodes in it now; a prefix ending in ":" takes an argument (leader-of:QUEUE)
         self.role_resolvers: dict[str, Callable[[str], list[NodeProcess]]] = {}
