@@ -43,13 +43,33 @@ class QueueStatistics:
 
 
 class QueueCounts:
-    """Messages a queue took and deliveries it made, for rates (never reset)."""
+    """What a queue did, for rates (never reset; the HTTP side samples them): messages it
+    took; deliveries it made (``delivered``: to consumers and basic.get, redeliveries too,
+    added once per dispatch pass), of them by basic.get with and without ack; gets that found
+    nothing; acks; deliveries given back (``requeued``: each is delivered again, redelivered)
+    and settled without an ack (``dropped``: rejected without requeue, past the delivery
+    limit); entries that expired. Deliveries to no-ack consumers are not counted one by one:
+    ``delivered_no_ack`` derives them (each delivery that waits for an ack ends acked,
+    requeued or dropped, or is still unacked)."""
 
-    __slots__ = ("enqueued", "delivered")
+    __slots__ = ("enqueued", "delivered", "got", "got_no_ack", "get_empty", "acked", "requeued", "dropped",
+                 "expired")
 
     def __init__(self) -> None:
         self.enqueued = 0
         self.delivered = 0
+        self.got = 0
+        self.got_no_ack = 0
+        self.get_empty = 0
+        self.acked = 0
+        self.requeued = 0
+        self.dropped = 0
+        self.expired = 0
+
+    def delivered_no_ack(self, unacked: int) -> int:
+        """Deliveries to no-ack consumers so far (``unacked``: the queue's deliveries waiting
+        for an ack now)."""
+        return self.delivered - self.got_no_ack - (self.acked + self.requeued + self.dropped + unacked)
 
 
 class Queue(SelectiveDispatch, PagingQueue):
@@ -206,6 +226,7 @@ class Queue(SelectiveDispatch, PagingQueue):
                 entry = ready.popleft()
                 self.bytes_ready -= entry.size
                 if entry.expires_at is not None and entry.expires_at < self._clock():
+                    self.counts.expired += 1
                     self._settle_dropped([entry])
                     self._dead_letter(self, [entry], "expired")
                     continue
@@ -250,19 +271,24 @@ class Queue(SelectiveDispatch, PagingQueue):
         while self.ready:
             entry = self._pop_ready()
             if entry.expires_at is not None and entry.expires_at <= now:
+                self.counts.expired += 1
                 self._settle_dropped([entry])
                 self._dead_letter(self, [entry], "expired")
                 continue
+            counts = self.counts
             if no_ack:
                 self._settle(entry)
+                counts.got_no_ack += 1
             else:
                 self.unacked += 1
-            self.counts.delivered += 1
+                counts.got += 1
+            counts.delivered += 1
             if self._paged is not None:
                 self._page_in()
             return entry
         if self._paged is not None:
             self._page_in()  # the head is being read: a get right after it finds it
+        self.counts.get_empty += 1
         return None
 
     # -- settling -----------------------------------------------------------------------
@@ -270,6 +296,7 @@ class Queue(SelectiveDispatch, PagingQueue):
         """The client acknowledged entry (consumer None for basic.get deliveries)."""
         self._release(consumer)
         self._settle(entry)
+        self.counts.acked += 1
 
     def reject(self, entries: list[QueueEntry], consumer: Consumer | None, requeue: bool) -> None:
         """Nack/reject without requeue dead-letters ('rejected'); with it, puts entries back."""
@@ -280,6 +307,7 @@ class Queue(SelectiveDispatch, PagingQueue):
         if requeue:
             self.requeue(entries)
         else:
+            self.counts.dropped += len(entries)
             for e in entries:
                 self._settle(e)
             self._dead_letter(self, entries, "rejected")
@@ -314,6 +342,7 @@ class Queue(SelectiveDispatch, PagingQueue):
             back.append(entry)
             self.bytes_ready += entry.size
         if back:
+            self.counts.requeued += len(back)
             back.sort(key=by_arrival)
             ready = self.ready
             if isinstance(ready, PriorityReady):
@@ -321,6 +350,7 @@ class Queue(SelectiveDispatch, PagingQueue):
             else:
                 put_back(ready, back)
         if over:
+            self.counts.dropped += len(over)
             for e in over:
                 self._settle(e)
             self._dead_letter(self, over, "delivery_limit")
@@ -395,6 +425,7 @@ class Queue(SelectiveDispatch, PagingQueue):
                 break
             dropped.append(self._pop_ready())
         if dropped:
+            self.counts.expired += len(dropped)
             self._settle_dropped(dropped)
             self._dead_letter(self, dropped, "expired")
         if ready:

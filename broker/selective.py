@@ -66,6 +66,7 @@ class SelectiveDispatch:
             entry = ready.popleft()
             self.bytes_ready -= entry.size
             if entry.expires_at is not None and entry.expires_at < self._clock():
+                self.counts.expired += 1
                 self._settle_dropped([entry])
                 self._dead_letter(self, [entry], "expired")
                 continue

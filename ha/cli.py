@@ -43,6 +43,16 @@ def _port(value: str) -> Any:
     return port
 
 
+def _interval_ms(value: str) -> int:
+    try:
+        ms = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"an interval is a number of milliseconds, not {value!r}") from None
+    if ms < 10:
+        raise argparse.ArgumentTypeError(f"an interval is at least 10 ms, not {ms}")
+    return ms
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mqemu", description="A Python message broker that emulates "
                                      "Amazon MQ: RabbitMQ and ActiveMQ, over AMQP 0-9-1, STOMP and MQTT.")
@@ -79,6 +89,10 @@ def build_parser() -> argparse.ArgumentParser:
     tls.add_argument("--tls-key", default=None, metavar="FILE", help="its private key (PEM)")
     tls.add_argument("--tls-ca", default=None, metavar="FILE",
                      help="the CA file clients should trust, named in the ready file")
+    tls.add_argument("--tls-verify-clients", action="store_true",
+                     help="ask every TLS client (amqps, stomps, mqtts, wss; not HTTPS) for a certificate signed "
+                     "by the CA (the generated one, else --tls-ca) and refuse one without in the handshake "
+                     "(RabbitMQ's verify_peer with fail_if_no_peer_cert, ActiveMQ's needClientAuth)")
     tls.add_argument("--ws", action="store_true",
                      help="open the engine's WebSocket listeners (the TLS ones too with TLS)")
     serve.add_argument("--profile", choices=LAYOUTS, default="engine",
@@ -93,6 +107,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="HTTPS port of the management API or console, opened with TLS; 0 picks a "
                        "free one, 'off' disables it (default 15671 on rabbitmq, 8162 on activemq; with "
                        "--profile amazon-mq 443 on rabbitmq, 8162 on activemq)")
+    serve.add_argument("--collect-statistics-interval", type=_interval_ms, default=5000, metavar="MS",
+                       help="how often the management API and the web page sample the message counters for "
+                       "their rates, in milliseconds (default 5000, RabbitMQ's collect_statistics_interval)")
     serve.add_argument("--definitions", default=None, metavar="FILE",
                        help="load a RabbitMQ definitions export (users, vhosts, permissions, policies, "
                        "exchanges, queues, bindings) at start, as RabbitMQ's load_definitions")
@@ -166,6 +183,20 @@ def _add_ha_commands(sub: Any) -> None:
     up.add_argument("--activemq-xml", default=None, metavar="FILE",
                     help="the nodes' activemq.xml (ActiveMQ engine; see mqemu serve --activemq-xml)")
     up.add_argument("--workdir", default=None, help="where node logs and status files go (default: a temp dir)")
+    up_tls = up.add_argument_group(
+        "TLS and WebSocket", "the nodes' TLS (amqps, stomps, mqtts) and WebSocket listeners, each behind its own "
+        "proxy (a cluster: the balancer), the TLS handshake passing through untouched")
+    up_tls.add_argument("--tls", action="store_true",
+                        help="one CA and node certificate for every node (made in DATA_DIR/tls, else WORKDIR/tls; "
+                        "the ready file's \"ca\" names the CA file) and their TLS endpoints")
+    up_tls.add_argument("--tls-cert", default=None, metavar="FILE", help="the nodes' certificate chain instead")
+    up_tls.add_argument("--tls-key", default=None, metavar="FILE", help="its private key")
+    up_tls.add_argument("--tls-ca", default=None, metavar="FILE", help="the CA file clients trust")
+    up_tls.add_argument("--tls-verify-clients", action="store_true",
+                        help="the nodes ask clients for a certificate from the CA (see mqemu serve)")
+    up_tls.add_argument("--ws", action="store_true", help="the nodes' WebSocket endpoints too")
+    up_tls.add_argument("--profile", choices=LAYOUTS, default="engine",
+                        help="amazon-mq: only Amazon MQ's TLS endpoints (see mqemu serve --profile)")
     up.add_argument("--ready-file", default=None, metavar="PATH",
                     help="once every node has its role, write the topology as JSON here")
     status = ha_sub.add_parser("status", help="print a running topology as JSON")
@@ -179,7 +210,8 @@ def _add_ha_commands(sub: Any) -> None:
     fault.add_argument("action")
     fault.add_argument("target", nargs="?", default="all")
     fault.add_argument("--control", required=True, metavar="URL", help="the topology's control URL")
-    fault.add_argument("--protocol", choices=tuple(PROTOCOLS), default=None, help="only this protocol's proxy")
+    fault.add_argument("--protocol", choices=ALL_NAMES, default=None,
+                       help="only this endpoint's proxy (amqp, amqps, wss, ...)")
     fault.add_argument("--stream", choices=("upstream", "downstream"), default=None,
                        help="direction of a network fault (default downstream: server to client)")
     fault.add_argument("--toxicity", type=float, default=None, help="probability a connection is affected")
@@ -227,7 +259,10 @@ def ha_up(args: argparse.Namespace) -> int:
                                             timing=args.timing, config_file=args.config, workdir=args.workdir,
                                             activemq_xml=args.activemq_xml,
                                             ready_file=args.ready_file, nodes=args.nodes,
-                                            balancer_algorithm=args.balancer_algorithm, targets=targets or None))
+                                            balancer_algorithm=args.balancer_algorithm, targets=targets or None,
+                                            tls=args.tls, tls_cert=args.tls_cert, tls_key=args.tls_key,
+                                            tls_ca=args.tls_ca, tls_verify_clients=args.tls_verify_clients,
+                                            websocket=args.ws, layout=args.profile))
     except TopologyError as e:
         log.error("%s", e)
         return 2
@@ -245,6 +280,8 @@ def ha_up(args: argparse.Namespace) -> int:
                     log.info("%s failover: %s  hosts: %s", proto, text, ",".join(st["endpoints"][proto]))
                 for proto, port in st.get("balancer", {}).items():
                     log.info("%s balancer: %s:%d", proto, topology.options.host, port)
+                if "ca" in st:
+                    log.info("tls: clients verify the nodes with the CA certificate %s", st["ca"])
                 log.info("control: %s (mqemu ha status --control %s)", topology.control_url, topology.control_url)
                 async for signum in signals:
                     log.info("stopping the topology", extra={"signal": signal.Signals(signum).name})
@@ -315,14 +352,20 @@ def serve(args: argparse.Namespace) -> int:
     if (args.tls_cert is None) != (args.tls_key is None) or (args.tls_ca and not args.tls_cert):
         log.error("--tls-cert and --tls-key go together (--tls-ca with them)")
         return 2
-    tls = TLSOptions(generate=args.tls, cert_file=args.tls_cert, key_file=args.tls_key, ca_file=args.tls_ca)
+    if args.tls_verify_clients and not (args.tls or args.tls_cert or args.profile == "amazon-mq"):
+        log.error("--tls-verify-clients needs TLS: add --tls, or --tls-cert, --tls-key and --tls-ca")
+        return 2
+    generate = args.tls or (args.profile == "amazon-mq" and args.tls_cert is None)
+    tls = TLSOptions(generate=generate, cert_file=args.tls_cert, key_file=args.tls_key, ca_file=args.tls_ca,
+                     verify_clients=args.tls_verify_clients)
     try:
         node = Node(NodeOptions(engine=config.engine, engine_version=config.engine_version, host=args.host,
                                 ports=ports, data_dir=args.data_dir, ready_file=args.ready_file, config=config,
                                 name=args.name, standby=args.standby,
                                 timing=TIMINGS[args.timing], status_file=args.status_file,
                                 cluster=cluster, tls=tls, websocket=args.ws, layout=args.profile,
-                                definitions=args.definitions, control_url=args.control_url))
+                                definitions=args.definitions, control_url=args.control_url,
+                                stats_interval=args.collect_statistics_interval / 1000.0))
     except NodeStartError as e:
         log.error("%s", e)
         return 2

@@ -27,6 +27,7 @@ from typing import Any, Callable
 
 import trio
 
+from mqemu.broker.profile import LISTENER_PORTS
 from mqemu.protocols.amqp091 import server as amqp_server
 from mqemu.protocols.amqp091.session import HANDSHAKE_TIMEOUT as AMQP_HANDSHAKE_TIMEOUT
 from mqemu.protocols.mqtt import server as mqtt_server
@@ -69,6 +70,29 @@ ALL_NAMES = tuple(KINDS)
 URL_SCHEMES = {"amqp": "amqp", "stomp": "stomp", "mqtt": "mqtt", "amqps": "amqps", "stomps": "stomp+ssl",
                "mqtts": "mqtts", "stomp-ws": "ws", "mqtt-ws": "ws", "stomp-wss": "wss", "mqtt-wss": "wss",
                "ws": "ws", "wss": "wss"}
+
+
+def endpoint_names(engine: str, protocols: tuple[str, ...], *, tls: bool = False, websocket: bool = False,
+                   layout: str = "engine") -> tuple[str, ...]:
+    """The listeners a node of a topology opens for ``protocols`` (``amqp``, ``stomp``,
+    ``mqtt``), in the order they are named: the plain ones (none with the ``amazon-mq``
+    layout), their TLS ones with ``tls``, the engine's WebSocket ones with ``websocket``
+    (over TLS too with ``tls``; ActiveMQ's ``ws``/``wss`` when STOMP or MQTT is asked).
+    ``amazon-mq``: only Amazon MQ's endpoints (``AMAZON_MQ``) among them."""
+    out: list[str] = []
+    for name in LISTENER_PORTS[engine]:
+        kind = KINDS[name]
+        if not set(kind.protocols) & set(protocols):
+            continue
+        if layout == "amazon-mq":
+            wanted = name in AMAZON_MQ[engine]
+        elif kind.websocket:
+            wanted = websocket and (tls or not kind.tls)
+        else:
+            wanted = tls or not kind.tls
+        if wanted:
+            out.append(name)
+    return tuple(out)
 
 
 class PlanError(Exception):

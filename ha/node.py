@@ -106,6 +106,7 @@ class NodeOptions:
     definitions: str | None = None  # a RabbitMQ definitions file loaded at start (``--definitions``)
     cluster: "ClusterOptions | None" = None  # a cluster member: its links to the other nodes
     control_url: str | None = None  # the topology's control endpoint, shown by the web page (``--control-url``)
+    stats_interval: float = 5.0  # seconds between samples of the message rates (``protocols/http/rates.py``)
 
 
 @dataclass(slots=True)

@@ -1,6 +1,7 @@
 """The node's TLS material: a certificate made at start (``--tls``) or the user's own
 (``--tls-cert``/``--tls-key``/``--tls-ca``), and the one server ``ssl.SSLContext`` every TLS
-listener of the node uses.
+listener of the node uses (asking every client for a certificate from the CA with
+``--tls-verify-clients``).
 
 A generated certificate is signed by a CA made with trustme. With a data directory the CA
 is kept in ``DIR/tls/`` (``ca.pem``, ``ca.key``) and reused on the next start, so clients
@@ -36,6 +37,10 @@ class TLSOptions:
     cert_file: str | None = None
     key_file: str | None = None
     ca_file: str | None = None
+    # Ask every client for a certificate signed by the CA and refuse one without in the
+    # handshake (``--tls-verify-clients``; RabbitMQ's verify_peer + fail_if_no_peer_cert,
+    # ActiveMQ's needClientAuth). The CA: the generated one, else ``--tls-ca``.
+    verify_clients: bool = False
 
     @property
     def enabled(self) -> bool:
@@ -52,6 +57,8 @@ class NodeTLS:
     key_file: str
     ca_file: str | None
     temp_dir: str | None = None  # made for this node (no data directory): removed when it stops
+    ca_key_file: str | None = None  # the generated CA's key (``client_certificate`` signs with it)
+    verify_clients: bool = False  # the context asks for and verifies a client certificate
 
     def discard(self) -> None:
         """Remove the temporary directory of generated files, if there is one."""
@@ -59,14 +66,21 @@ class NodeTLS:
             shutil.rmtree(self.temp_dir, ignore_errors=True)
 
 
-def server_context(cert_file: str, key_file: str) -> ssl.SSLContext:
-    """A server context with the certificate chain and key (TLS 1.2+, no client certs)."""
+def server_context(cert_file: str, key_file: str, client_ca: str | None = None) -> ssl.SSLContext:
+    """A server context with the certificate chain and key (TLS 1.2+); with ``client_ca``,
+    every client must present a certificate that CA signed (else the handshake fails)."""
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     try:
         context.load_cert_chain(cert_file, key_file)
     except (OSError, ssl.SSLError) as e:
         raise TLSError(f"cannot use the certificate {cert_file} with the key {key_file}: {e}") from e
+    if client_ca is not None:
+        try:
+            context.load_verify_locations(cafile=client_ca)
+        except (OSError, ssl.SSLError) as e:
+            raise TLSError(f"cannot verify clients with the CA {client_ca}: {e}") from e
+        context.verify_mode = ssl.CERT_REQUIRED
     return context
 
 
@@ -77,9 +91,13 @@ def load_tls(options: TLSOptions, data_dir: str | None, host: str) -> NodeTLS:
             raise TLSError("--tls-cert needs --tls-key")
         if options.ca_file is not None and not os.path.isfile(options.ca_file):
             raise TLSError(f"--tls-ca {options.ca_file}: no such file")
-        context = server_context(options.cert_file, options.key_file)
-        return NodeTLS(context, options.cert_file, options.key_file, options.ca_file)
-    return generate(data_dir, host)
+        if options.verify_clients and options.ca_file is None:
+            raise TLSError("--tls-verify-clients needs --tls-ca: the CA that signs the clients' certificates")
+        context = server_context(options.cert_file, options.key_file,
+                                 options.ca_file if options.verify_clients else None)
+        return NodeTLS(context, options.cert_file, options.key_file, options.ca_file,
+                       verify_clients=options.verify_clients)
+    return generate(data_dir, host, options.verify_clients)
 
 
 def _identities(host: str) -> list[str]:
@@ -90,8 +108,10 @@ def _identities(host: str) -> list[str]:
     return names
 
 
-def generate(data_dir: str | None, host: str) -> NodeTLS:
-    """A node certificate signed by a CA made (or, in a data directory, kept) with trustme."""
+def generate(data_dir: str | None, host: str, verify_clients: bool = False) -> NodeTLS:
+    """A node certificate signed by a CA made (or, in a data directory, kept) with trustme;
+    with ``verify_clients`` clients need a certificate from the same CA (``ca.key`` beside
+    ``ca.pem`` signs them: ``client_certificate``)."""
     try:
         import trustme
     except ImportError as e:  # a runtime dependency; only a broken install lacks it
@@ -115,7 +135,24 @@ def generate(data_dir: str | None, host: str) -> NodeTLS:
     cert_file, key_file = os.path.join(directory, "node.pem"), os.path.join(directory, "node.key")
     _write(key_file, leaf.private_key_pem.bytes(), private=True)
     _write(cert_file, b"".join(blob.bytes() for blob in leaf.cert_chain_pems))
-    return NodeTLS(server_context(cert_file, key_file), cert_file, key_file, ca_file, temp_dir)
+    return NodeTLS(server_context(cert_file, key_file, ca_file if verify_clients else None), cert_file, key_file,
+                   ca_file, temp_dir, ca_key, verify_clients)
+
+
+def client_certificate(ca_file: str, ca_key_file: str, name: str, directory: str) -> tuple[str, str]:
+    """A client certificate for ``name`` (its common name and a DNS name), signed by the CA
+    whose files are given (a node's generated ``ca.pem``/``ca.key``), written to
+    ``directory/NAME.pem`` and ``NAME.key``; returns the two paths (for
+    ``--tls-verify-clients``, and the EXTERNAL mechanism that takes the name from it)."""
+    import trustme
+
+    with open(ca_file, "rb") as f, open(ca_key_file, "rb") as k:
+        ca = trustme.CA.from_pem(f.read(), k.read())
+    leaf = ca.issue_cert(name, common_name=name)
+    cert_file, key_file = os.path.join(directory, f"{name}.pem"), os.path.join(directory, f"{name}.key")
+    _write(key_file, leaf.private_key_pem.bytes(), private=True)
+    _write(cert_file, b"".join(blob.bytes() for blob in leaf.cert_chain_pems))
+    return cert_file, key_file
 
 
 def _write(path: str, data: bytes, private: bool = False) -> None:

@@ -33,11 +33,12 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
 import trio
 
+from .listeners import KINDS, LAYOUTS, endpoint_names
 from .node import PROTOCOLS
 from .proxy import ProxySet, open_proxies
 from .toxics import TOXIC_TYPES
@@ -51,6 +52,16 @@ ROLES = ("active", "standby", "member", "all")
 SERVING = ("active", "member")  # roles whose client proxies listen
 WATCH_INTERVAL = 0.02  # how often the supervisor reads its nodes' status files
 STOP_GRACE = 5.0  # seconds a stopped node has to exit before it is killed
+
+
+def _scheme(name: str) -> str:
+    """An endpoint's scheme in an ActiveMQ failover URI: tcp, ssl, ws or wss."""
+    kind = KINDS.get(name)
+    if kind is None or not (kind.tls or kind.websocket):
+        return "tcp"
+    if kind.websocket:
+        return "wss" if kind.tls else "ws"
+    return "ssl"
 
 
 class TopologyError(Exception):
@@ -74,6 +85,19 @@ class TopologyOptions:
     cluster_name: str = "mqemu"
     # the proxies' ports by "node-1/stomp" (absent: a free port), to keep endpoints across runs
     listen_ports: dict[str, int] = field(default_factory=dict)
+    # TLS and WebSocket endpoints (``Topology.tls_argv``): ``tls`` gives every node one
+    # certificate from one CA the topology makes (in DATA_DIR/tls, else WORKDIR/tls; reused
+    # when there), or the user's ``tls_cert``/``tls_key``/``tls_ca``; the nodes open their TLS
+    # listeners (amqps, stomps, mqtts) and, with ``websocket``, their WebSocket ones, each
+    # behind its own proxy (the balancer in a cluster), the handshake passing through as an
+    # NLB's TCP listener does. ``layout="amazon-mq"``: only Amazon MQ's TLS endpoints.
+    tls: bool = False
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    tls_ca: str | None = None
+    tls_verify_clients: bool = False
+    websocket: bool = False
+    layout: str = "engine"
     # external mode: "PROTOCOL" or "NODE/PROTOCOL" -> "HOST:PORT" of the broker to proxy
     # (NODE defaults to node-1), e.g. {"amqp": "127.0.0.1:5672", "node-2/stomp": "10.0.0.2:61613"}
     targets: dict[str, str] | None = None
@@ -196,6 +220,13 @@ class Topology:
         if self.data_dir is None and options.mode in ("active-standby", "cluster"):
             self.data_dir = os.path.join(self.workdir, "data")
         self.external: dict[str, dict[str, tuple[str, int]]] = {}
+        self.tls_files: dict[str, str] | None = None  # cert, key, ca: what every node is given
+        if options.mode != "external":
+            self._plan_endpoints()
+            options = self.options
+        elif options.tls or options.tls_cert or options.websocket or options.layout != "engine":
+            raise TopologyError("TLS, WebSocket and layouts are for the nodes mqemu runs: an external broker's "
+                                "TLS endpoint is a target like any other (the handshake passes through)")
         self.cluster: Any = None  # cluster.ClusterParts in cluster mode
         # role -> the nodes in it now; a prefix ending in ":" takes an argument (leader-of:QUEUE)
         self.role_resolvers: dict[str, Callable[[str], list[NodeProcess]]] = {}
@@ -230,13 +261,57 @@ class Topology:
         in ``:`` is a prefix, e.g. ``add_role("leader-of:", ...)`` for ``leader-of:orders``."""
         self.role_resolvers[role] = resolve
 
+    def _plan_endpoints(self) -> None:
+        """Widen ``options.protocols`` to the listener names every node opens and the
+        proxies (or the balancer) expose, ``amqps`` or ``wss`` as well as ``amqp``
+        (``listeners.endpoint_names``), and make or find the TLS files."""
+        o = self.options
+        if o.layout not in LAYOUTS:
+            raise TopologyError(f"unknown layout {o.layout!r}; known: {', '.join(LAYOUTS)}")
+        if (o.tls_cert is None) != (o.tls_key is None):
+            raise TopologyError("tls_cert and tls_key go together")
+        tls = o.tls or o.tls_cert is not None or o.layout == "amazon-mq"
+        if o.tls_verify_clients and not tls:
+            raise TopologyError("tls_verify_clients needs TLS (tls=True, or tls_cert and tls_key)")
+        if o.tls_verify_clients and o.tls_cert is not None and o.tls_ca is None:
+            raise TopologyError("tls_verify_clients with the user's certificate needs tls_ca")
+        protocols = tuple(p for p in o.protocols if p in PROTOCOLS)
+        names = endpoint_names(self.engine, protocols, tls=tls, websocket=o.websocket, layout=o.layout)
+        self.options = replace(o, protocols=names)
+        if not tls:
+            return
+        if o.tls_cert is not None:
+            self.tls_files = {"cert": o.tls_cert, "key": o.tls_key or "", "ca": o.tls_ca or ""}
+            return
+        from .tls import TLSError, generate
+        try:  # one CA and one node certificate for every node, so clients trust one file
+            made = generate(self.data_dir or self.workdir, o.host)
+        except TLSError as e:
+            raise TopologyError(str(e)) from e
+        self.tls_files = {"cert": made.cert_file, "key": made.key_file, "ca": made.ca_file or ""}
+
+    def tls_argv(self) -> list[str]:
+        """What a node is given for TLS and WebSocket (nothing without them)."""
+        o = self.options
+        argv: list[str] = []
+        if self.tls_files is not None:
+            f = self.tls_files
+            argv += ["--tls-cert", f["cert"], "--tls-key", f["key"], "--https-port", "0"]
+            argv += ["--tls-ca", f["ca"]] if f["ca"] else []
+            argv += ["--tls-verify-clients"] if o.tls_verify_clients else []
+        if o.websocket:
+            argv.append("--ws")
+        if o.layout != "engine":
+            argv += ["--profile", o.layout]
+        return argv
+
     def _argv(self, name: str) -> list[str]:
         o = self.options
         argv = [sys.executable, "-m", "mqemu.ha.cli", "serve", "--engine", self.engine, "--host", o.host,
                 "--timing", o.timing, "--log-format", "json"]
-        for proto in PROTOCOLS:
+        for proto in KINDS if self.tls_files is not None or o.websocket else PROTOCOLS:
             argv += [f"--{proto}-port", "0" if proto in o.protocols else "off"]
-        argv += ["--http-port", "0"]
+        argv += ["--http-port", "0"] + self.tls_argv()
         if self.data_dir and self.mode == "cluster":
             argv += ["--data-dir", os.path.join(self.data_dir, name)]  # each member its own store
         elif self.data_dir:
@@ -543,8 +618,9 @@ class Topology:
                 endpoints[proto].append(f"{host}:{port}")
         return {"mode": self.mode, "engine": self.engine, "control": self.control_url, "data_dir": self.data_dir,
                 "workdir": self.workdir, "nodes": nodes, "endpoints": endpoints,
-                "failover": {proto: "failover:(" + ",".join(f"tcp://{e}" for e in eps) + ")"
+                "failover": {proto: "failover:(" + ",".join(f"{_scheme(proto)}://{e}" for e in eps) + ")"
                              for proto, eps in endpoints.items()},
+                **({"ca": self.tls_files["ca"]} if self.tls_files and self.tls_files["ca"] else {}),
                 **(self.cluster.status() if self.cluster is not None else {}),
                 "events": list(self.events)}
 

@@ -6,7 +6,8 @@ Jolokia (``/api/jolokia``): GET ``read/<mbean>[/<attribute>]`` and ``exec/<mbean
 TotalMessageCount, TotalConsumerCount, TotalProducerCount, TotalEnqueueCount,
 TotalDequeueCount, Queues, Topics; exec addQueue, removeQueue, addTopic, removeTopic) and
 ``...,destinationType=Queue|Topic,destinationName=NAME`` (Name, QueueSize, EnqueueCount,
-DequeueCount, ConsumerCount, ProducerCount; exec purge). A read of a pattern (``*`` in a key's
+DequeueCount, DispatchCount, ExpiredCount, InFlightCount, ConsumerCount, ProducerCount; exec
+purge; the counts are the queue's own, ``amq_model.queue_stats``). A read of a pattern (``*`` in a key's
 value) answers every matching MBean. Answers are Jolokia's: ``{"request", "value",
 "timestamp", "status": 200}``; an error is HTTP 200 with ``error_type``, ``error`` and the
 status (404 for an unknown MBean or attribute) in the body. Origin check: ActiveMQ 5.17's
@@ -33,7 +34,8 @@ from .common import read_body
 DOMAIN = "org.apache.activemq"
 _ATTRS_BROKER = ("BrokerName", "BrokerVersion", "BrokerId", "TotalMessageCount", "TotalConsumerCount",
                  "TotalProducerCount", "TotalEnqueueCount", "TotalDequeueCount", "Queues", "Topics")
-_ATTRS_DEST = ("Name", "QueueSize", "EnqueueCount", "DequeueCount", "ConsumerCount", "ProducerCount")
+_ATTRS_DEST = ("Name", "QueueSize", "EnqueueCount", "DequeueCount", "DispatchCount", "ExpiredCount",
+               "InFlightCount", "ConsumerCount", "ProducerCount")
 
 
 class JolokiaError(Exception):
@@ -97,7 +99,7 @@ def attributes(node: Any, state: model.ConsoleState, keys: dict[str, str]) -> di
             "TotalMessageCount": sum(model.queue_stats(q)["size"] for q in queues),
             "TotalConsumerCount": sum(len(q.consumers) for q in vh.queues.values()),
             "TotalProducerCount": 0, "TotalEnqueueCount": sum(q.counts.enqueued for q in queues),
-            "TotalDequeueCount": 0,
+            "TotalDequeueCount": sum(model.queue_stats(q)["dequeueCount"] for q in queues),
             "Queues": [{"objectName": canonical(_object_name("Queue", q.name))} for q in queues],
             "Topics": [{"objectName": canonical(_object_name("Topic", t))} for t in topics],
         }
@@ -109,10 +111,13 @@ def attributes(node: Any, state: model.ConsoleState, keys: dict[str, str]) -> di
         if q is None:
             raise _no_instance(keys)
         s = model.queue_stats(q)
-        return {"Name": name, "QueueSize": s["size"], "EnqueueCount": s["enqueueCount"], "DequeueCount": 0,
+        return {"Name": name, "QueueSize": s["size"], "EnqueueCount": s["enqueueCount"],
+                "DequeueCount": s["dequeueCount"], "DispatchCount": s["dispatchCount"],
+                "ExpiredCount": s["expiredCount"], "InFlightCount": s["inflightCount"],
                 "ConsumerCount": s["consumerCount"], "ProducerCount": 0}
     if kind == "Topic" and name in model.topics(vh, state):
-        return {"Name": name, "QueueSize": 0, "EnqueueCount": 0, "DequeueCount": 0,
+        return {"Name": name, "QueueSize": 0, "EnqueueCount": 0, "DequeueCount": 0, "DispatchCount": 0,
+                "ExpiredCount": 0, "InFlightCount": 0,
                 "ConsumerCount": model.topic_consumers(vh, name), "ProducerCount": 0}
     raise _no_instance(keys)
 
@@ -269,7 +274,8 @@ async def xml_queues(request: Request, node: Any, state: model.ConsoleState) -> 
         href = quoteattr(f"queueBrowse/{q.name}?view=rss&feedType=atom_1.0")[1:-1]
         rss = quoteattr(f"queueBrowse/{q.name}?view=rss&feedType=rss_2.0")[1:-1]
         out.append(f"<queue name={quoteattr(q.name)}>\n<stats size=\"{s['size']}\"\n"
-                   f"consumerCount=\"{s['consumerCount']}\"\nenqueueCount=\"{s['enqueueCount']}\"\ndequeueCount=\"0\"/>\n"
+                   f"consumerCount=\"{s['consumerCount']}\"\nenqueueCount=\"{s['enqueueCount']}\"\n"
+                   f"dequeueCount=\"{s['dequeueCount']}\"/>\n"
                    f"<feed>\n<atom>{href}</atom>\n<rss>{rss}</rss>\n</feed>\n</queue>")
     out.append("</queues>")
     return _xml("\n".join(out) + "\n")
@@ -290,11 +296,13 @@ async def xml_subscribers(request: Request, node: Any, state: model.ConsoleState
     out = ["<subscribers>"]
     for q, topic in model.durable_subscribers(model.vhost(node.broker)):
         client, _, sub = q.name.partition(":")
+        st = model.queue_stats(q)
         out.append(f"<subscriber clientId={quoteattr(client)} subscriptionName={quoteattr(sub)} "
                    f"connectionId=\"\" destinationName={quoteattr(topic)} selector=\"null\" "
                    f"active=\"{'yes' if q.consumers else 'no'}\">\n"
                    f"<stats pendingQueueSize=\"{len(q.ready)}\"\ndispatchedQueueSize=\"{q.unacked}\"\n"
-                   f"dispatchedCounter=\"0\"\nenqueueCounter=\"0\"\ndequeueCounter=\"0\"/>\n</subscriber>")
+                   f"dispatchedCounter=\"{st['dispatchCount']}\"\nenqueueCounter=\"{st['enqueueCount']}\"\n"
+                   f"dequeueCounter=\"{st['dequeueCount']}\"/>\n</subscriber>")
     out.append("</subscribers>")
     return _xml("\n".join(out) + "\n")
 

@@ -65,5 +65,11 @@ def durable_subscribers(vh: Any) -> list[tuple[Any, str]]:
 
 
 def queue_stats(q: Any) -> dict[str, int]:
+    """A queue's statistics as ActiveMQ's destination MBean counts them (``Queue.counts``):
+    messages enqueued; dispatched (every delivery, redeliveries too); dequeued (removed by
+    an ack, an auto-ack delivery or expiry, as ActiveMQ's dequeue count includes expired
+    messages); expired; in flight (delivered, not acked)."""
+    c = q.counts
     return {"size": len(q.ready) + q.unacked, "consumerCount": len(q.consumers),
-            "enqueueCount": q.counts.enqueued, "dequeueCount": 0}
+            "enqueueCount": c.enqueued, "dequeueCount": c.acked + c.delivered_no_ack(q.unacked) + c.got_no_ack + c.expired,
+            "dispatchCount": c.delivered, "expiredCount": c.expired, "inflightCount": q.unacked}

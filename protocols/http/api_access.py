@@ -14,6 +14,7 @@ from mqemu.broker.errors import BrokerError
 
 from .common import (Ctx, HttpError, bad_request, created_or_updated, no_content, not_found, ok, read_body,
                      segment)
+from .rates import sampler_of
 from .shapes import node_name, rate
 
 
@@ -25,15 +26,17 @@ async def whoami(ctx: Ctx) -> Response:
 def _vhost_json(ctx: Ctx, vh: Any) -> dict[str, Any]:
     ready = sum(len(q.ready) for q in vh.queues.values())
     unacked = sum(q.unacked for q in vh.queues.values())
+    stats, lengths = sampler_of(ctx.node).vhost(vh)
     meta = ctx.broker.vhost_metadata.get(vh.name, {}) if hasattr(ctx.broker, "vhost_metadata") else {}
     return {"name": vh.name, "description": meta.get("description", "Default virtual host" if vh.name == "/" else ""),
             "tags": meta.get("tags", []), "metadata": {"description": meta.get("description", ""),
                                                        "tags": meta.get("tags", [])},
             "default_queue_type": meta.get("default_queue_type", "undefined"), "tracing": False,
-            "cluster_state": {node_name(ctx.node): "running"}, "message_stats": {},
-            "messages": ready + unacked, "messages_details": rate(), "messages_ready": ready,
-            "messages_ready_details": rate(), "messages_unacknowledged": unacked,
-            "messages_unacknowledged_details": rate(), "recv_oct": 0, "recv_oct_details": rate(),
+            "cluster_state": {node_name(ctx.node): "running"}, "message_stats": stats,
+            "messages": ready + unacked, "messages_details": lengths["messages_details"], "messages_ready": ready,
+            "messages_ready_details": lengths["messages_ready_details"], "messages_unacknowledged": unacked,
+            "messages_unacknowledged_details": lengths["messages_unacknowledged_details"], "recv_oct": 0,
+            "recv_oct_details": rate(),
             "send_oct": 0, "send_oct_details": rate()}
 
 

@@ -14,6 +14,7 @@ from starlette.responses import JSONResponse, Response
 from mqemu.broker.message import Message
 
 from .common import Ctx, JsonList, no_content, not_authorised, not_found, ok, segment
+from .rates import NOT_COUNTED_NODE, merge, sampler_of
 from .shapes import node_name, rate
 
 EXCHANGE_TYPES = [
@@ -28,12 +29,24 @@ def _listeners(ctx: Ctx) -> list[dict[str, Any]]:
              "socket_opts": {}} for proto, port in ctx.node.ports.items()]
 
 
-def _totals(ctx: Ctx, vhosts: list[Any]) -> dict[str, Any]:
+def _totals(ctx: Ctx, vhosts: list[Any], lengths: dict[str, Any]) -> dict[str, Any]:
     ready = sum(len(q.ready) for vh in vhosts for q in vh.queues.values())
     unacked = sum(q.unacked for vh in vhosts for q in vh.queues.values())
-    return {"messages": ready + unacked, "messages_details": rate(), "messages_ready": ready,
-            "messages_ready_details": rate(), "messages_unacknowledged": unacked,
-            "messages_unacknowledged_details": rate()}
+    return {"messages": ready + unacked, "messages_details": lengths["messages_details"], "messages_ready": ready,
+            "messages_ready_details": lengths["messages_ready_details"], "messages_unacknowledged": unacked,
+            "messages_unacknowledged_details": lengths["messages_unacknowledged_details"]}
+
+
+def _message_stats(ctx: Ctx, vhosts: list[Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The node's statistics (``rates.Sampler``), or those of the vhosts this user sees."""
+    sampler = sampler_of(ctx.node)
+    if len(vhosts) == len(ctx.broker.vhosts):
+        return sampler.node()
+    stats, lengths = merge([sampler.vhost(vh) for vh in vhosts])
+    for name in NOT_COUNTED_NODE:  # the node's own, in the overview even when no vhost is seen
+        stats.setdefault(name, 0)
+        stats.setdefault(name + "_details", {"rate": 0.0})
+    return dict(sorted(stats.items())), lengths
 
 
 async def overview(ctx: Ctx) -> Response:
@@ -41,6 +54,7 @@ async def overview(ctx: Ctx) -> Response:
     vhosts = ctx.visible_vhosts()
     conns = _connections(ctx)
     release = broker.profile.release
+    stats, lengths = _message_stats(ctx, vhosts)
     return ok({
         "management_version": release, "rates_mode": "basic",
         "sample_retention_policies": {"global": [600, 3600, 28800, 86400], "basic": [600, 3600],
@@ -49,8 +63,8 @@ async def overview(ctx: Ctx) -> Response:
         "rabbitmq_version": release, "cluster_name": node_name(ctx.node), "erlang_version": "mqemu",
         "erlang_full_version": "mqemu (Python)", "release_series_support_status": "supported",
         "disable_stats": False, "enable_queue_totals": False,
-        "message_stats": {}, "churn_rates": {},
-        "queue_totals": _totals(ctx, vhosts),
+        "message_stats": stats, "churn_rates": {},
+        "queue_totals": _totals(ctx, vhosts, lengths),
         "object_totals": {"channels": sum(c[1]["channels"] for c in conns), "connections": len(conns),
                           "consumers": sum(len(q.consumers) for vh in vhosts for q in vh.queues.values()),
                           "exchanges": sum(len(vh.exchanges) for vh in vhosts),

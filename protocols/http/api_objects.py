@@ -115,19 +115,16 @@ async def get_messages(ctx: Ctx) -> Response:
         raise bad_request("count and truncate must be integers") from None
     entries = []
     out = []
+    no_ack = ackmode == "ack_requeue_false"  # as RabbitMQ: a basic.get with no_ack (get_no_ack in the stats)
     for _ in range(max(0, count)):
-        entry = q.get(no_ack=False)
+        entry = q.get(no_ack=no_ack)
         if entry is None:
             break
         entries.append(entry)
         out.append(message_json(entry, len(q.ready), encoding, truncate))
-    if entries:
+    if entries and not no_ack:
         if ackmode.startswith("ack_requeue_true") or ackmode == "reject_requeue_true":
             q.reject(entries, None, requeue=True)
-        elif ackmode == "ack_requeue_false":
-            for entry in entries:
-                q.ack(entry, None)
-            q.dispatch()
         else:
             q.reject(entries, None, requeue=False)
     return ok(out)

@@ -13,6 +13,7 @@ from typing import Any
 
 import trio
 
+from .rates import Sampler, sampler_of
 from .ui_mount import with_page
 
 log = logging.getLogger("mqemu.protocols.http")
@@ -77,8 +78,23 @@ async def serve_http(node: Any, host: str, port: int, *, accepting: list | None 
         async with trio.open_nursery() as nursery:
             binds = await nursery.start(_serve, serve, app, config)
             bound = int(binds[0].rsplit(":", 1)[1])
+            sampler = sampler_of(node)
+            if not sampler.running:  # one loop per node, beside its first HTTP listener
+                nursery.start_soon(sample_loop, sampler)
             task_status.started(bound)
     log.debug("http listener closed")
+
+
+async def sample_loop(sampler: Sampler) -> None:
+    """Sample the node's counters every ``sampler.interval`` seconds (``rates``), at once
+    first so the second sample gives rates."""
+    sampler.running = True
+    try:
+        while True:
+            sampler.sample()
+            await trio.sleep(sampler.interval)
+    finally:
+        sampler.running = False
 
 
 async def _serve(serve: Any, app: Any, config: Any, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:

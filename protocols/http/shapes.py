@@ -1,5 +1,6 @@
 """The JSON RabbitMQ's management API gives for queues, exchanges, bindings and messages
-(the keys and types tools read; statistics mqemu does not keep are zeros)."""
+(the keys and types tools read; statistics mqemu does not keep are zeros; message statistics
+and rates from ``rates``)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import base64
 import hashlib
 from urllib.parse import quote_plus
 from typing import Any
+
+from .rates import sampler_of
 
 
 def node_name(node: Any) -> str:
@@ -38,7 +41,8 @@ def queue_json(node: Any, vhost: Any, q: Any, policy: Any = None) -> dict[str, A
     consumers = len(q.consumers)
     owner = q.exclusive_owner
     effective = dict(policy.definition) if policy is not None else {}
-    return {
+    stats, lengths = sampler_of(node).queue(vhost.name, q)
+    data = {
         "arguments": json_value(q.arguments),
         "auto_delete": q.auto_delete,
         "consumer_capacity": 1.0 if consumers else 0,
@@ -57,15 +61,15 @@ def queue_json(node: Any, vhost: Any, q: Any, policy: Any = None) -> dict[str, A
         "message_bytes_ready": q.bytes_ready + paged,
         "message_bytes_unacknowledged": 0,
         "messages": ready + unacked,
-        "messages_details": rate(),
+        "messages_details": lengths["messages_details"],
         "messages_paged_out": q._paged.count if q._paged is not None else 0,
         "messages_persistent": 0,
         "messages_ram": ready,
         "messages_ready": ready,
-        "messages_ready_details": rate(),
+        "messages_ready_details": lengths["messages_ready_details"],
         "messages_ready_ram": ready,
         "messages_unacknowledged": unacked,
-        "messages_unacknowledged_details": rate(),
+        "messages_unacknowledged_details": lengths["messages_unacknowledged_details"],
         "messages_unacknowledged_ram": unacked,
         "name": q.name,
         "node": node_name(node),
@@ -77,6 +81,9 @@ def queue_json(node: Any, vhost: Any, q: Any, policy: Any = None) -> dict[str, A
         "type": q.settings.queue_type,
         "vhost": vhost.name,
     }
+    if stats is not None:  # RabbitMQ shows them once the queue did something
+        data["message_stats"] = stats
+    return data
 
 
 def exchange_json(vhost: Any, ex: Any) -> dict[str, Any]:

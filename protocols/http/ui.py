@@ -3,8 +3,8 @@ polls, ``/ui/state.json``.
 
 The page holds no data: it asks for the state with basic auth (its login form keeps the
 credentials in the tab's sessionStorage) and renders it; rates are the differences of the
-queues' counters (``Queue.counts``: ``enqueued``, ``delivered``) between two polls, computed in
-the page. Logins: the node's users; on an engine with RabbitMQ's management API, a
+queues' counters (``Queue.counts``: ``enqueued``, ``delivered``, ``acked``) between two polls,
+computed in the page (the management API's rates are the node's samples, ``rates.py``). Logins: the node's users; on an engine with RabbitMQ's management API, a
 management tag too, as that API asks. When the node runs in a topology (``--control-url``,
 set by ``ha/topology.py``), the state carries the topology's ``/status`` (nodes and roles)
 and ``/facts`` (faults and events: the timeline), fetched from the control endpoint in a
@@ -64,7 +64,7 @@ def _queue(vhost: str, q: Any) -> dict[str, Any]:
     ready = len(q.ready) + (q._paged.count if q._paged is not None else 0)
     return {"vhost": vhost, "name": q.name, "messages": ready + q.unacked, "ready": ready, "unacked": q.unacked,
             "consumers": len(q.consumers), "durable": q.durable, "type": q.settings.queue_type,
-            "enqueued": q.counts.enqueued, "delivered": q.counts.delivered}
+            "enqueued": q.counts.enqueued, "delivered": q.counts.delivered, "acked": q.counts.acked}
 
 
 def _connections(node: Any) -> list[dict[str, Any]]:

@@ -308,3 +308,45 @@ def test_pagination_and_sorting(both, name):
         for c in (ref, ours):
             for n in names:
                 c.delete(f"/exchanges/%2F/{n}")
+
+
+def test_message_stats_shapes(both, name):
+    """A queue's, a vhost's and the overview's message_stats: the same keys and types once
+    the queue published and delivered (RabbitMQ fills them at its next emission)."""
+    from mqemu.protocols.http.rates import sampler_of
+
+    ref, ours, node = both
+    q = quote(name)
+    sampler = sampler_of(node.node)
+    node._thread.call(sampler.sample)
+    try:
+        for c in (ref, ours):
+            assert c.put(f"/queues/%2F/{q}", json={"durable": False}).status_code == 201
+            for _ in range(3):
+                assert c.post("/exchanges/%2F/amq.default/publish", json={
+                    "properties": {}, "routing_key": name, "payload": "x", "payload_encoding": "string"}).json() == {
+                        "routed": True}
+            assert len(c.post(f"/queues/%2F/{q}/get", json={"count": 2, "ackmode": "ack_requeue_false",
+                                                            "encoding": "auto"}).json()) == 2
+        deadline = time.monotonic() + 15
+        while True:
+            ref_q = ref.get(f"/queues/%2F/{q}").json()
+            stats = ref_q.get("message_stats", {})
+            if (stats.get("publish") == 3 and stats.get("deliver_get") == 2 and "messages_details" in ref_q) \
+                    or time.monotonic() > deadline:
+                break
+            time.sleep(0.25)
+        node._thread.call(sampler.sample)
+        our_q = ours.get(f"/queues/%2F/{q}").json()
+        assert _types(ref_q["message_stats"]) == _types(our_q["message_stats"])
+        for key in ("publish", "get", "get_no_ack", "deliver_get", "ack"):  # the API's get is a no-ack get
+            assert ref_q["message_stats"][key] == our_q["message_stats"][key], key
+        for field in ("messages_details", "messages_ready_details", "messages_unacknowledged_details"):
+            assert _types(ref_q[field]) == _types(our_q[field])
+        for path in ("/overview", "/vhosts/%2F"):
+            got = [c.get(path).json()["message_stats"] for c in (ref, ours)]
+            if got[0]:  # the reference's vhost shows them once its channels' stats are in
+                assert _types(got[0]) == _types(got[1]), path
+    finally:
+        for c in (ref, ours):
+            c.delete(f"/queues/%2F/{q}")
