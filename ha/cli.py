@@ -273,9 +273,9 @@ def ha_up(args: argparse.Namespace) -> int:
                 st = topology.status()
                 for node in st["nodes"]:
                     upstream = node.get("upstream", {})  # external mode: the broker behind each proxy
-                log.info("%s (%s): %s", node["name"], node["role"],
-                         " ".join(f"{p}={port}" + (f" -> {upstream[p]}" if p in upstream else "")
-                                  for p, port in node["ports"].items()))
+                    log.info("%s (%s): %s", node["name"], node["role"],
+                             " ".join(f"{p}={port}" + (f" -> {upstream[p]}" if p in upstream else "")
+                                      for p, port in node["ports"].items()))
                 for proto, text in st["failover"].items():
                     log.info("%s failover: %s  hosts: %s", proto, text, ",".join(st["endpoints"][proto]))
                 for proto, port in st.get("balancer", {}).items():
