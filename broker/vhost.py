@@ -21,6 +21,7 @@ from .queue import Queue
 from .queue_port import QueuePort
 from .queue_args import QueueSettings, amqp_type_name
 from .timers import Timers
+from .definition_hook import DefinitionHook, binding_item, replicated_queue
 
 if TYPE_CHECKING:
     from .paging import MemoryBudget
@@ -76,6 +77,9 @@ class VirtualHost:
         # Policies by name and the one applied to each queue (``policies``).
         self.policies: dict[str, Any] = {}
         self.queue_policies: dict[str, Any] = {}
+        # A cluster member's hook for "a definition changed" (``definition_hook``): None on a
+        # single node. Called before the change, only for definitions that change, never per message.
+        self.definitions_hook: DefinitionHook | None = None
         for xname, xtype in STANDARD_EXCHANGES:
             self.exchanges[xname] = Exchange(xname, xtype, durable=True, internal=xname == "amq.rabbitmq.trace")
 
@@ -290,6 +294,11 @@ class VirtualHost:
                         f"received '{shown(new)}' but current is '{shown(cur)}'"
                     )
             return ex
+        hook = self.definitions_hook
+        if hook is not None:
+            hook.changing(self.name, "exchange.declare", {
+                "name": name, "type": type, "durable": durable, "auto_delete": auto_delete, "internal": internal,
+                "arguments": dict(arguments or {})})
         ex = Exchange(name, type, durable, auto_delete, internal, dict(arguments or {}))
         self.exchanges[name] = ex
         if self.policies:
@@ -309,6 +318,8 @@ class VirtualHost:
             return
         if if_unused and ex.bindings:
             raise PreconditionFailed(f"exchange '{name}' in vhost '{self.name}' in use")
+        if self.definitions_hook is not None:
+            self.definitions_hook.changing(self.name, "exchange.delete", {"name": name})
         for b in list(ex.bindings):
             self._remove_binding(b)
         for other in list(self.exchanges.values()):
@@ -370,6 +381,10 @@ class VirtualHost:
                     raise PreconditionFailed(
                         f"invalid property '{prop}' for queue '{name}' in vhost '{self.name}'"
                     )
+        hook = self.definitions_hook
+        if hook is not None and replicated_queue(name, exclusive_owner, auto_delete):
+            hook.changing(self.name, "queue.declare", {"name": name, "durable": durable, "auto_delete": auto_delete,
+                                                       "arguments": arguments, "type": settings.queue_type})
         q = Queue(self.queue_port(name, durable), name, durable, exclusive_owner, auto_delete, arguments, settings)
         self.queues[name] = q
         if self.policies:
@@ -441,6 +456,9 @@ class VirtualHost:
                 raise PreconditionFailed(f"queue '{name}' in vhost '{self.name}' in use")
             if if_empty and len(q.ready):  # len counts paged messages too
                 raise PreconditionFailed(f"queue '{name}' in vhost '{self.name}' not empty")
+        hook = self.definitions_hook
+        if hook is not None and replicated_queue(name, q.exclusive_owner, q.auto_delete):
+            hook.changing(self.name, "queue.delete", {"name": name, "internal": internal})
         n = len(q.ready)
         q.purge()
         q.deleted = True
@@ -483,8 +501,11 @@ class VirtualHost:
     # -- bindings -----------------------------------------------------------------------
     def bind(self, source: str, destination: str, routing_key: str, arguments: dict[str, Any] | None = None,
              destination_kind: str = "queue", owner: object | None = None) -> None:
-        ex, _ = self._binding_ends(source, destination, destination_kind, owner)
+        ex, dest = self._binding_ends(source, destination, destination_kind, owner)
         b = Binding(source, destination, destination_kind, routing_key, freeze_arguments(arguments))
+        hook = self.definitions_hook
+        if hook is not None and b not in ex.bindings and self._binding_replicated(b, dest):
+            hook.changing(self.name, "bind", binding_item(b))
         if ex.add_binding(b) and self.store is not None and self._binding_durable(ex, b):
             self.store.save_binding(self.name, b)
 
@@ -493,10 +514,19 @@ class VirtualHost:
         """Removing a binding that does not exist succeeds, as on RabbitMQ, even when its
         source or destination does not exist either."""
         try:
-            self._binding_ends(source, destination, destination_kind, owner)
+            ex, dest = self._binding_ends(source, destination, destination_kind, owner)
         except NotFound:
             return
-        self._remove_binding(Binding(source, destination, destination_kind, routing_key, freeze_arguments(arguments)))
+        b = Binding(source, destination, destination_kind, routing_key, freeze_arguments(arguments))
+        hook = self.definitions_hook
+        if hook is not None and b in ex.bindings and self._binding_replicated(b, dest):
+            hook.changing(self.name, "unbind", binding_item(b))
+        self._remove_binding(b)
+
+    @staticmethod
+    def _binding_replicated(b: Binding, dest: Any) -> bool:
+        """A binding a cluster replicates: to an exchange, or to a queue it replicates."""
+        return b.destination_kind == "exchange" or replicated_queue(dest.name, dest.exclusive_owner, dest.auto_delete)
 
     def _binding_ends(self, source: str, destination: str, kind: str, owner: object | None) -> tuple[Exchange, Any]:
         if source == "" or (kind == "exchange" and destination == ""):
