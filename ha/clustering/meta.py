@@ -36,7 +36,8 @@ CHANNEL = "meta"  # a follower's proposals to the leader
 RECORDS = ("cluster", "meta-applied")  # the store record: the last entry this broker holds
 RETRY = 0.3  # seconds between sends of the proposals not yet seen applied
 TICK = 0.02
-CONFIG = Config(election_ticks=25, heartbeat_ticks=2)  # a new leader 0.5 to 1 s after silence
+# a new leader 0.5 to 1 s after silence; a snapshot (the definitions) every 1 000 changes
+CONFIG = Config(election_ticks=25, heartbeat_ticks=2, snapshot_every=1000)
 
 _VERBS = {"exchange.declare": "declare exchange", "exchange.delete": "delete exchange",
           "queue.declare": "declare queue", "queue.delete": "delete queue", "bind": "bind to", "unbind": "unbind from"}
@@ -52,7 +53,8 @@ class ClusterMeta:
     """One node's member of the metadata group, and the broker's ``definitions_hook``."""
 
     def __init__(self, broker: Any, links: Any, hub: Any, data_dir: str | None,
-                 on_change: Callable[[dict[str, Any]], None] | None = None) -> None:
+                 on_change: Callable[[dict[str, Any]], None] | None = None, config: Config = CONFIG,
+                 tick: float = TICK) -> None:
         self.broker = broker
         self.links = links
         self.hub = hub
@@ -69,7 +71,7 @@ class ClusterMeta:
         self.applied_index = 0
         self._base_access: dict[str, Any] | None = None
         storage = FileStorage(os.path.join(data_dir, "raft", GROUP)) if data_dir else MemoryStorage()
-        self.runner = Runner(hub.id, hub.members, storage, hub.transport(GROUP), self, tick=TICK, config=CONFIG)
+        self.runner = Runner(hub.id, hub.members, storage, hub.transport(GROUP), self, tick=tick, config=config)
         self._wake = trio.Event()
         self._leader_seen: int | None = None
         links.on(CHANNEL, self._forwarded)
