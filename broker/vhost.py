@@ -80,6 +80,9 @@ class VirtualHost:
         # A cluster member's hook for "a definition changed" (``definition_hook``): None on a
         # single node. Called before the change, only for definitions that change, never per message.
         self.definitions_hook: DefinitionHook | None = None
+        # A cluster member's queues whose home node is down or unreachable: name -> that node
+        # (set by the cluster, ``ha/clustering``); declaring or consuming one is NOT_FOUND.
+        self.unavailable: dict[str, str] = {}
         for xname, xtype in STANDARD_EXCHANGES:
             self.exchanges[xname] = Exchange(xname, xtype, durable=True, internal=xname == "amq.rabbitmq.trace")
 
@@ -353,6 +356,8 @@ class VirtualHost:
         exclusive queue), PreconditionFailed (bad or inequivalent arguments).
         """
         q = self.queues.get(name)
+        if self.unavailable and q is not None and name in self.unavailable:
+            raise self.home_down(name)
         if passive:
             if q is None:
                 raise NotFound(f"no queue '{name}' in vhost '{self.name}'")
@@ -393,6 +398,11 @@ class VirtualHost:
             self.store.save_queue(self.name, q)
         self.schedule_queue_expiry(q)
         return q
+
+    def home_down(self, name: str) -> NotFound:
+        """RabbitMQ's answer for a durable queue whose node is down (``unavailable``)."""
+        return NotFound(f"home node '{self.unavailable[name]}' of durable queue '{name}' in vhost '{self.name}' "
+                        "is down or inaccessible")
 
     def server_named(self) -> str:
         while True:
@@ -441,6 +451,8 @@ class VirtualHost:
         q = self.queues.get(name)
         if q is None:
             raise NotFound(f"no queue '{name}' in vhost '{self.name}'")
+        if self.unavailable and name in self.unavailable:
+            raise self.home_down(name)
         self.check_exclusive(q, owner)
         return q
 

@@ -398,6 +398,8 @@ class Node:
         return status
 
     def _link_changed(self, peer: str, direction: str, up: bool) -> None:
+        if self.meta is not None:
+            self.meta.refresh_homes()
         self._event("link", peer=peer, direction=direction, state="up" if up else "down")
 
     def _event(self, kind: str, at: tuple[float, float] | None = None, **fields: Any) -> None:

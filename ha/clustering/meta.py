@@ -22,7 +22,6 @@ from typing import Any, Callable
 import trio
 
 from mqemu.broker.errors import InternalError
-from mqemu.ha.raft.member import LEADER
 from mqemu.ha.raft.records import Config
 from mqemu.ha.raft.runtime import NotLeader, Runner
 from mqemu.ha.raft.storage import FileStorage, MemoryStorage
@@ -123,13 +122,14 @@ class ClusterMeta:
                 "applied": self.applied_index}
 
     # -- the hook ---------------------------------------------------------------------------
+    def reachable(self) -> list[str]:
+        """This node and the peers it has both link directions with."""
+        return [n for n in self.hub.names if n == self.node or self.links.up(n)]
+
     def available(self) -> bool:
-        m = self.runner.member
-        if m is None or m.leader is None:
-            return False
-        if m.leader == self.hub.id:
-            return m.role == LEADER
-        return self.links.up(self.hub.name_of(m.leader))
+        """Changes are taken while this node reaches a majority of the nodes (so a leader can
+        commit them, now or once an election in progress ends: they are sent again until applied)."""
+        return self.runner.member is not None and 2 * len(self.reachable()) > len(self.hub.names)
 
     def changing(self, vhost: str | None, op: str, item: dict[str, Any]) -> None:
         if self.applying or _node_local(op, item):
@@ -163,10 +163,8 @@ class ClusterMeta:
         self._push([data])
 
     def _refusal(self, vhost: str | None, op: str, item: dict[str, Any]) -> str:
-        m = self.runner.member
         why = (f"the metadata store is unavailable: {self.node} cannot reach a majority of the cluster "
-               f"({', '.join(self.hub.names)}; leader: "
-               f"{self.hub.name_of(m.leader) if m is not None and m.leader is not None else 'none'})")
+               f"(reachable: {', '.join(self.reachable())} of {', '.join(self.hub.names)})")
         if op == "access":
             return f"failed to change users, vhosts, permissions or policies because {why}"
         name = item.get("name") or f"{item.get('destination_type')} '{item.get('destination')}' " \
@@ -214,6 +212,8 @@ class ClusterMeta:
                 self.state.apply(op)
                 if index > self.skip_until:
                     self._apply_here(op, proposer, seq)
+                if op["op"].startswith("queue.") or op["op"] == "access":
+                    self.refresh_homes()
         if index > self.skip_until:
             self.broker.store.put_record(*RECORDS, str(index).encode())
         elif index == self.skip_until:  # caught up with what this broker held when it stopped
@@ -254,6 +254,32 @@ class ClusterMeta:
             sync_broker(self.broker, self.state, remove)
         finally:
             self.applying = False
+        self.refresh_homes()
+
+    # -- queues whose home node is down -----------------------------------------------------
+    def refresh_homes(self) -> None:
+        """Each vhost's ``unavailable``: its durable queues whose home node this node cannot
+        reach (both link directions up is reachable). Consumers of a queue that just became
+        unavailable are cancelled (AMQP basic.cancel, as RabbitMQ tells consumers of a queue
+        whose node went down); declare, consume and get answer 404 until the node is back."""
+        down = {n for n in self.hub.names if n != self.node and not self.links.up(n)}
+        for vh in self.broker.vhosts.values():
+            now = {name: q["node"] for (v, name), q in self.state.queues.items()
+                   if v == vh.name and q.get("node") in down and q.get("durable")} if down else {}
+            if now == vh.unavailable:
+                continue
+            newly = [name for name in now if name not in vh.unavailable]
+            vh.unavailable = now
+            for name in newly:
+                queue = vh.queues.get(name)
+                if queue is None:
+                    continue
+                for consumer in list(queue.consumers):
+                    queue.remove_consumer(consumer)
+                    consumer.owner.consumer_cancelled(consumer)
+            if newly:
+                log.warning("home node down: %d queues of vhost %r unavailable here", len(newly), vh.name,
+                            extra={"queues": sorted(newly)[:20]})
 
 
 def _node_local(op: str, item: dict[str, Any]) -> bool:

@@ -123,9 +123,26 @@ def test_a_node_killed_finds_what_was_declared_while_it_was_down(cluster):
     conn = _pika(c, "node-1")
     ch = conn.channel()
     ch.queue_declare("before", durable=True)
-    c.wait_until(lambda s: _has(c, "node-3", queue="before"), what="'before' on node-3")
+    home3 = _pika(c, "node-3")
+    home3.channel().queue_declare("homed-on-3", durable=True, arguments={"x-queue-type": "classic"})
+    c.wait_until(lambda s: _has(c, "node-3", queue="before") and _has(c, "node-1", queue="homed-on-3"),
+                 what="'before' on node-3, 'homed-on-3' on node-1")
+    tag = ch.basic_consume("homed-on-3", lambda *a: None)
     c.kill("node-3")
     c.wait_until(lambda s: _node(s, "node-3")["role"] == "down", what="node-3 down")
+    # its queues: the consumer on node-1 is cancelled, declare and consume are 404 there
+    for _ in range(100):
+        conn.process_data_events(0.05)
+        if tag not in ch.consumer_tags:
+            break
+    assert tag not in ch.consumer_tags
+    with pytest.raises(pika.exceptions.ChannelClosedByBroker) as gone:
+        conn.channel().queue_declare("homed-on-3", durable=True, passive=True)
+    assert (gone.value.reply_code, gone.value.reply_text) == (
+        404, "NOT_FOUND - home node 'node-3' of durable queue 'homed-on-3' in vhost '/' is down or inaccessible")
+    with pytest.raises(pika.exceptions.ChannelClosedByBroker) as gone:
+        conn.channel().basic_consume("homed-on-3", lambda *a: None)
+    assert gone.value.reply_code == 404
     ch.queue_declare("while-down", durable=True)
     ch.exchange_declare("x-while-down", "fanout", durable=True)
     ch.queue_bind("while-down", "x-while-down", "")
@@ -136,6 +153,9 @@ def test_a_node_killed_finds_what_was_declared_while_it_was_down(cluster):
     c.wait_until(lambda s: _has(c, "node-3", queue="while-down", exchange="x-while-down",
                                 binding=("x-while-down", "while-down", "")) and not _has(c, "node-3", queue="before"),
                  what="node-3 caught up")
+    c.wait_until(lambda s: all(state == {"out": "up", "in": "up"} or state.get("out") == "up" and state["in"] == "up"
+                               for state in _node(s, "node-1")["links"].values()), what="node-1's links up")
+    conn.channel().queue_declare("homed-on-3", durable=True, passive=True)  # its home is back
     conn.close()
 
 

@@ -142,3 +142,21 @@ def test_a_broker_made_to_hold_a_state():
     assert {"kept", "new", "mqtt-subscription-c1qos1"} <= set(vh.queues)
     assert {(b.source, b.destination, b.routing_key) for b in vh.bindings() if b.source} == {
         ("x", "new", "k"), ("amq.direct", "kept", "old")}
+
+
+def test_a_queue_whose_home_node_is_down_is_not_found():
+    from mqemu.broker.errors import NotFound
+
+    vh = Broker().vhosts["/"]
+    vh.declare_queue("q", durable=True)
+    vh.declare_queue("other", durable=True)
+    vh.unavailable = {"q": "node-3"}
+    text = "home node 'node-3' of durable queue 'q' in vhost '/' is down or inaccessible"
+    for call in (lambda: vh.declare_queue("q", durable=True), lambda: vh.declare_queue("q", passive=True),
+                 lambda: vh.get_queue("q")):
+        with pytest.raises(NotFound) as e:
+            call()
+        assert e.value.text == text
+    assert vh.get_queue("other").name == "other"
+    vh.unavailable = {}
+    assert vh.get_queue("q").name == "q"
