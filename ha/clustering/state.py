@@ -165,6 +165,10 @@ def apply_to_broker(broker: Any, op: dict[str, Any]) -> None:
         elif kind == "queue.declare":
             args = from_json(op.get("arguments") or {})
             q = vh.queues.get(op["name"])
+            if q is not None and not _replicated(q):
+                log.warning("definitions: queue %r in vhost %r is node-local here (exclusive or auto-delete): "
+                            "the cluster's declaration is not applied", op["name"], vh.name)
+                return
             if q is not None:
                 try:
                     vh._check_equivalent(q, op["durable"], False, op["auto_delete"], args)
