@@ -109,12 +109,20 @@ class ClusterMeta:
                     self.on_change(self.status())
 
     async def _resend(self) -> None:
+        """Every ``RETRY`` seconds in which none of ours was applied (or at once when the
+        leader changes), everything of ours not yet applied goes to the leader again."""
+        last_first = 0
         while True:
+            changed = False
             with trio.move_on_after(RETRY):
                 await self._wake.wait()
+                changed = True
             self._wake = trio.Event()
             if self.unacked:
-                self._push(list(self.unacked.values()))
+                first = next(iter(self.unacked))
+                if changed or first == last_first:
+                    self._push(list(self.unacked.values()))
+                last_first = first
 
     def status(self) -> dict[str, Any]:
         m = self.runner.member
@@ -207,8 +215,12 @@ class ClusterMeta:
     def apply(self, index: int, term: int, data: bytes) -> None:
         self.applied_index = index
         if data:
-            op = json.loads(data)
-            proposer, seq = op.pop("o"), op.pop("s")
+            try:
+                op = json.loads(data)
+                proposer, seq = op.pop("o"), op.pop("s")
+            except (ValueError, KeyError, AttributeError, TypeError):
+                log.error("metadata entry %d is not an operation: skipped", index)
+                return
             if seq == self.state.seqs.get(proposer, 0) + 1:
                 self.state.seqs[proposer] = seq
                 self.state.apply(op)

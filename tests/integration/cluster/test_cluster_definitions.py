@@ -81,10 +81,16 @@ def cluster(mqemu_cluster):
     return mqemu_cluster
 
 
-def test_definitions_made_through_one_node_are_on_every_node(cluster):
+def test_definitions_made_through_one_node_are_on_every_node(cluster, capsys):
+    from mqemu.ha.cli import main
+
     c = cluster
     status = c.status()
     assert status["metadata"]["members"] == list(NODES)
+    assert main(["ha", "status", "--control", status["control"]]) == 0  # mqemu ha status
+    shown = json.loads(capsys.readouterr().out)["metadata"]
+    assert shown["leader"] in NODES and shown["members"] == list(NODES) and shown["term"] >= 1
+    assert all(n["metadata"]["members"] == list(NODES) for n in status["nodes"])
     conn = _pika(c, "node-1")
     ch = conn.channel()
     ch.exchange_declare("orders", "topic", durable=True)
@@ -153,7 +159,7 @@ def test_a_node_killed_finds_what_was_declared_while_it_was_down(cluster):
     c.wait_until(lambda s: _has(c, "node-3", queue="while-down", exchange="x-while-down",
                                 binding=("x-while-down", "while-down", "")) and not _has(c, "node-3", queue="before"),
                  what="node-3 caught up")
-    c.wait_until(lambda s: all(state == {"out": "up", "in": "up"} or state.get("out") == "up" and state["in"] == "up"
+    c.wait_until(lambda s: all(state["out"] == "up" and state["in"] == "up"
                                for state in _node(s, "node-1")["links"].values()), what="node-1's links up")
     conn.channel().queue_declare("homed-on-3", durable=True, passive=True)  # its home is back
     conn.close()
