@@ -15,6 +15,7 @@ import trio
 
 from .auth import AuthRegistry, User
 from .config import BrokerConfig
+from .definition_hook import DefinitionHook
 from .profile import EngineProfile
 from .recovery import recover as recover_snapshot
 from .errors import NotAllowed
@@ -48,6 +49,8 @@ class Broker:
         self.auth: AuthRegistry = self.config.auth
         self.auth.simple = self.profile.simple_authentication  # whose login and authorisation rules
         self.vhosts: dict[str, VirtualHost] = {}
+        # A cluster member's hook for definition changes (``definition_hook``); None alone.
+        self.definitions_hook: DefinitionHook | None = None
         # Queues larger than memory: past this many bytes of bodies in memory, queues page
         # (``paging``); recovery loads bodies only up to it. None: no paging.
         limit = self.config.memory_budget_bytes()
@@ -90,6 +93,12 @@ class Broker:
         self._wake = trio.Event()
         self.timers.on_earlier = self._wake_timer_task
 
+    def set_definitions_hook(self, hook: DefinitionHook | None) -> None:
+        """Every vhost, and every one made later, tells ``hook`` of its definition changes."""
+        self.definitions_hook = hook
+        for vh in self.vhosts.values():
+            vh.definitions_hook = hook
+
     def add_vhost(self, name: str) -> VirtualHost:
         vh = self.vhosts.get(name)
         if vh is None:
@@ -97,6 +106,7 @@ class Broker:
                 name, self.timers, self.clock, self.store, profile=self.profile,
             )
             vh.budget = self.budget
+            vh.definitions_hook = self.definitions_hook
             if self.auth.deny_subscribe:  # topics no one may read reach no one (AuthRegistry.check_topic)
                 vh.exchanges["amq.topic"].hide_keys(self.auth.topic_unreadable)
         return vh

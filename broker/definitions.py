@@ -384,7 +384,11 @@ def save_access(broker: Any) -> None:
 
     broker.auth.revoke_grants()
     data = export_definitions(broker)
-    broker.store.put_record(RECORDS, "access", json.dumps({k: data[k] for k in _ACCESS}).encode())
+    access = {k: data[k] for k in _ACCESS}
+    hook = getattr(broker, "definitions_hook", None)
+    if hook is not None:  # a cluster member: the change is replicated (or refused and undone)
+        hook.changing(None, "access", access)
+    broker.store.put_record(RECORDS, "access", json.dumps(access).encode())
 
 
 def restore_vhosts(broker: Any, records: dict[str, dict[str, bytes]]) -> dict[str, Any] | None:

@@ -21,6 +21,7 @@ from .queue import Queue
 from .queue_port import QueuePort
 from .queue_args import QueueSettings, amqp_type_name
 from .timers import Timers
+from .definition_hook import DefinitionHook, binding_item, replicated_queue
 
 if TYPE_CHECKING:
     from .paging import MemoryBudget
@@ -76,6 +77,12 @@ class VirtualHost:
         # Policies by name and the one applied to each queue (``policies``).
         self.policies: dict[str, Any] = {}
         self.queue_policies: dict[str, Any] = {}
+        # A cluster member's hook for "a definition changed" (``definition_hook``): None on a
+        # single node. Called before the change, only for definitions that change, never per message.
+        self.definitions_hook: DefinitionHook | None = None
+        # A cluster member's queues whose home node is down or unreachable: name -> that node
+        # (set by the cluster, ``ha/clustering``); declaring or consuming one is NOT_FOUND.
+        self.unavailable: dict[str, str] = {}
         for xname, xtype in STANDARD_EXCHANGES:
             self.exchanges[xname] = Exchange(xname, xtype, durable=True, internal=xname == "amq.rabbitmq.trace")
 
@@ -290,6 +297,11 @@ class VirtualHost:
                         f"received '{shown(new)}' but current is '{shown(cur)}'"
                     )
             return ex
+        hook = self.definitions_hook
+        if hook is not None:
+            hook.changing(self.name, "exchange.declare", {
+                "name": name, "type": type, "durable": durable, "auto_delete": auto_delete, "internal": internal,
+                "arguments": dict(arguments or {})})
         ex = Exchange(name, type, durable, auto_delete, internal, dict(arguments or {}))
         self.exchanges[name] = ex
         if self.policies:
@@ -309,6 +321,8 @@ class VirtualHost:
             return
         if if_unused and ex.bindings:
             raise PreconditionFailed(f"exchange '{name}' in vhost '{self.name}' in use")
+        if self.definitions_hook is not None:
+            self.definitions_hook.changing(self.name, "exchange.delete", {"name": name})
         for b in list(ex.bindings):
             self._remove_binding(b)
         for other in list(self.exchanges.values()):
@@ -342,6 +356,8 @@ class VirtualHost:
         exclusive queue), PreconditionFailed (bad or inequivalent arguments).
         """
         q = self.queues.get(name)
+        if self.unavailable and q is not None and name in self.unavailable:
+            raise self.home_down(name)
         if passive:
             if q is None:
                 raise NotFound(f"no queue '{name}' in vhost '{self.name}'")
@@ -370,6 +386,10 @@ class VirtualHost:
                     raise PreconditionFailed(
                         f"invalid property '{prop}' for queue '{name}' in vhost '{self.name}'"
                     )
+        hook = self.definitions_hook
+        if hook is not None and replicated_queue(name, exclusive_owner, auto_delete):
+            hook.changing(self.name, "queue.declare", {"name": name, "durable": durable, "auto_delete": auto_delete,
+                                                       "arguments": arguments, "type": settings.queue_type})
         q = Queue(self.queue_port(name, durable), name, durable, exclusive_owner, auto_delete, arguments, settings)
         self.queues[name] = q
         if self.policies:
@@ -378,6 +398,11 @@ class VirtualHost:
             self.store.save_queue(self.name, q)
         self.schedule_queue_expiry(q)
         return q
+
+    def home_down(self, name: str) -> NotFound:
+        """RabbitMQ's answer for a durable queue whose node is down (``unavailable``)."""
+        return NotFound(f"home node '{self.unavailable[name]}' of durable queue '{name}' in vhost '{self.name}' "
+                        "is down or inaccessible")
 
     def server_named(self) -> str:
         while True:
@@ -426,6 +451,8 @@ class VirtualHost:
         q = self.queues.get(name)
         if q is None:
             raise NotFound(f"no queue '{name}' in vhost '{self.name}'")
+        if self.unavailable and name in self.unavailable:
+            raise self.home_down(name)
         self.check_exclusive(q, owner)
         return q
 
@@ -441,6 +468,9 @@ class VirtualHost:
                 raise PreconditionFailed(f"queue '{name}' in vhost '{self.name}' in use")
             if if_empty and len(q.ready):  # len counts paged messages too
                 raise PreconditionFailed(f"queue '{name}' in vhost '{self.name}' not empty")
+        hook = self.definitions_hook
+        if hook is not None and replicated_queue(name, q.exclusive_owner, q.auto_delete):
+            hook.changing(self.name, "queue.delete", {"name": name, "internal": internal})
         n = len(q.ready)
         q.purge()
         q.deleted = True
@@ -483,8 +513,11 @@ class VirtualHost:
     # -- bindings -----------------------------------------------------------------------
     def bind(self, source: str, destination: str, routing_key: str, arguments: dict[str, Any] | None = None,
              destination_kind: str = "queue", owner: object | None = None) -> None:
-        ex, _ = self._binding_ends(source, destination, destination_kind, owner)
+        ex, dest = self._binding_ends(source, destination, destination_kind, owner)
         b = Binding(source, destination, destination_kind, routing_key, freeze_arguments(arguments))
+        hook = self.definitions_hook
+        if hook is not None and b not in ex.bindings and self._binding_replicated(b, dest):
+            hook.changing(self.name, "bind", binding_item(b))
         if ex.add_binding(b) and self.store is not None and self._binding_durable(ex, b):
             self.store.save_binding(self.name, b)
 
@@ -493,10 +526,19 @@ class VirtualHost:
         """Removing a binding that does not exist succeeds, as on RabbitMQ, even when its
         source or destination does not exist either."""
         try:
-            self._binding_ends(source, destination, destination_kind, owner)
+            ex, dest = self._binding_ends(source, destination, destination_kind, owner)
         except NotFound:
             return
-        self._remove_binding(Binding(source, destination, destination_kind, routing_key, freeze_arguments(arguments)))
+        b = Binding(source, destination, destination_kind, routing_key, freeze_arguments(arguments))
+        hook = self.definitions_hook
+        if hook is not None and b in ex.bindings and self._binding_replicated(b, dest):
+            hook.changing(self.name, "unbind", binding_item(b))
+        self._remove_binding(b)
+
+    @staticmethod
+    def _binding_replicated(b: Binding, dest: Any) -> bool:
+        """A binding a cluster replicates: to an exchange, or to a queue it replicates."""
+        return b.destination_kind == "exchange" or replicated_queue(dest.name, dest.exclusive_owner, dest.auto_delete)
 
     def _binding_ends(self, source: str, destination: str, kind: str, owner: object | None) -> tuple[Exchange, Any]:
         if source == "" or (kind == "exchange" and destination == ""):

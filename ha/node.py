@@ -39,12 +39,16 @@ from mqemu.protocols.http.server import make_app, serve_http
 from mqemu.protocols.mqtt.server import serve_mqtt
 from mqemu.protocols.stomp.server import serve_stomp
 
+from .clustering.meta import ClusterMeta
 from .links import LINK_TIMINGS, LinkTiming, NodeLinks
+from .raft.hub import RaftHub
 from .listeners import URL_SCHEMES, PlanError, plan, serve_listener, session_factories
 from .logs import node_name
 from .tls import NodeTLS, TLSError, TLSOptions, load_tls
 
 log = logging.getLogger("mqemu.ha.node")
+
+META_WAIT = 5.0  # seconds a cluster member waits for a metadata leader before it opens its listeners
 
 # protocol -> (serve function, default port per engine)
 PROTOCOLS: dict[str, tuple[Any, dict[str, int]]] = {
@@ -178,6 +182,8 @@ class Node:
         self.links: NodeLinks | None = None if cluster is None else NodeLinks(
             self.name, cluster.name, cluster.peers, host=self.host, port=cluster.port, timing=cluster.timing,
             on_change=self._link_changed)
+        # Its member of the metadata group (``clustering.meta``): the definitions every node holds.
+        self.meta: ClusterMeta | None = None
 
     def url(self, protocol: str) -> str:
         """``amqp://127.0.0.1:5672``, ``amqps://...``, ``ws://127.0.0.1:15674/ws`` ..."""
@@ -228,6 +234,7 @@ class Node:
                         raise NodeStartError(f"cannot listen for the cluster links on {self.host}:"
                                              f"{self.links.port}: {e.strerror or e}") from e
                     self._event("listening", protocol="cluster", port=port)
+                    await self._start_meta(nursery)
                 if self.tls is not None:
                     log.info("tls: clients verify this node with the CA certificate %s",
                              self.tls.ca_file or "(none given: --tls-ca names it)",
@@ -262,6 +269,22 @@ class Node:
                     pass
             if self.tls is not None:
                 self.tls.discard()
+
+    async def _start_meta(self, nursery: trio.Nursery) -> None:
+        """The node's Raft hub and its member of the metadata group; the listeners open once
+        the group has a leader, or after ``META_WAIT`` seconds without one (this node then
+        refuses definition changes until it reaches a majority)."""
+        assert self.links is not None
+        hub = RaftHub(self.links, [self.name, *self.links.peers])
+        await nursery.start(hub.run)
+        self.meta = ClusterMeta(self.broker, self.links, hub, self.options.data_dir, on_change=self._meta_changed)
+        await nursery.start(self.meta.run)
+        if not await self.meta.wait_for_leader(META_WAIT):
+            log.warning("metadata group: no leader after %.0f s; definition changes are refused until "
+                        "a majority of the nodes is reachable", META_WAIT)
+
+    def _meta_changed(self, status: dict[str, Any]) -> None:
+        self._event("metadata", leader=status["leader"], term=status["term"])
 
     def _read_definitions(self, path: str) -> Any:
         """The definitions file's JSON; its vhosts are made now, before recovery (a file
@@ -377,9 +400,13 @@ class Node:
         if self.links is not None:
             status["cluster_port"] = self.links.port
             status["links"] = self.links.state()
+        if self.meta is not None:
+            status["metadata"] = self.meta.status()
         return status
 
     def _link_changed(self, peer: str, direction: str, up: bool) -> None:
+        if self.meta is not None:
+            self.meta.refresh_homes()
         self._event("link", peer=peer, direction=direction, state="up" if up else "down")
 
     def _event(self, kind: str, at: tuple[float, float] | None = None, **fields: Any) -> None:

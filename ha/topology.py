@@ -610,6 +610,8 @@ class Topology:
                                      "ports": ports, "events": list(node.events)}
             if self.cluster is not None:
                 entry["links"] = node.last_status.get("links", {}) if node.alive else {}
+                entry["metadata"] = node.last_status.get("metadata") if node.alive else None
+                entry["management"] = node.last_status.get("ports", {}).get("http") if node.alive else None
                 entry.update(self.cluster.balancer.status()["targets"].get(node.name, {}))
             if self.external:
                 entry["upstream"] = {p: f"{h}:{port}" for p, (h, port) in self.external[node.name].items()}
@@ -622,6 +624,7 @@ class Topology:
                              for proto, eps in endpoints.items()},
                 **({"ca": self.tls_files["ca"]} if self.tls_files and self.tls_files["ca"] else {}),
                 **(self.cluster.status() if self.cluster is not None else {}),
+                **({"metadata": metadata_group(nodes)} if self.cluster is not None else {}),
                 "events": list(self.events)}
 
     def facts(self) -> dict[str, Any]:
@@ -643,3 +646,11 @@ class Topology:
                 json.dump({**self.status(), "pid": os.getpid()}, f)
             os.replace(tmp, path)
 
+
+def metadata_group(nodes: list[dict[str, Any]]) -> dict[str, Any]:
+    """The metadata group as the live members report it: its members, and its leader (the one
+    the members of the highest term name; None while they name none)."""
+    reports = [n["metadata"] for n in nodes if n.get("metadata")]
+    members = reports[0]["members"] if reports else [n["name"] for n in nodes]
+    best = max(reports, key=lambda r: (r["term"], r["leader"] is not None), default=None)
+    return {"leader": best["leader"] if best else None, "term": best["term"] if best else 0, "members": members}
