@@ -323,6 +323,7 @@ class _Connection:
                 drained.reset()
                 await drained.event.wait()
                 continue
+            data: bytes | bytearray
             if fd >= 0:
                 # A plain socket is read straight from its descriptor: wait until it is
                 # readable, then one read (no speculative read that fails with EAGAIN, no

@@ -20,20 +20,41 @@ from collections.abc import Callable
 from typing import Any
 
 
-def scan(data: bytes, max_size: int, on_publish: Callable[[str, bytes, int, bool, int | None], Any],
-         on_puback: Callable[[int], Any], closed: Callable[[], bool]) -> int:
-    """Handle the leading PUBLISH/PUBACK packets of data; returns how many bytes were used."""
+TOPIC_CACHE_LIMIT = 1024  # topics a connection's cache keeps (cleared when full)
+
+# What a first byte says: 0, 1, 2: a PUBLISH of that QoS the fast path takes; 3: a PUBACK
+# (flags 0 [MQTT-2.2.2-2]); -1: anything else, left to the codec (other packet types, QoS 3
+# [MQTT-3.3.1-4], DUP with QoS 0 [MQTT-3.3.1-2]).
+_KIND = tuple(
+    3 if b == 0x40 else
+    (b >> 1) & 3 if b >> 4 == 3 and (b >> 1) & 3 != 3 and not (b & 0x08 and not (b >> 1) & 3) else
+    -1
+    for b in range(256))
+
+
+def scan(data: bytes, max_size: int, on_publish: Callable[[str, bytes, int, bool, int | None, None], Any],
+         on_puback: Callable[[int], Any], closed: Callable[[], bool], topics: dict[bytes, str]) -> int:
+    """Handle the leading PUBLISH/PUBACK packets of data; returns how many bytes were used.
+
+    ``topics`` is the connection's cache of topic names already checked (their UTF-8 bytes
+    to the text): a client mostly publishes to a few topics, and a topic found there is
+    neither decoded nor checked again. Only valid topics enter it."""
     n = len(data)
     p = 0
     while p + 2 <= n:
         first = data[p]
-        kind = first >> 4
-        if kind != 3 and kind != 4:
+        kind = _KIND[first]
+        if kind < 0:
             return p
         rem = data[p + 1]
-        q = p + 2
-        if rem & 0x80:
+        if rem < 0x80:
+            q = p + 2
+        elif p + 2 < n and data[p + 2] < 0x80:  # two bytes: up to 16383, most packets
+            rem = (rem & 0x7F) | (data[p + 2] << 7)
+            q = p + 3
+        else:
             rem &= 0x7F
+            q = p + 2
             shift = 7
             while True:
                 if q >= n or shift > 21:
@@ -47,37 +68,40 @@ def scan(data: bytes, max_size: int, on_publish: Callable[[str, bytes, int, bool
         end = q + rem
         if end > n or end - p > max_size:
             return p
-        if kind == 4:
-            if first != 0x40 or rem != 2:
+        if kind == 3:
+            if rem != 2:
                 return p
             pid = (data[q] << 8) | data[q + 1]
             if not pid:
                 return p
             on_puback(pid)
         else:
-            qos = (first >> 1) & 3
-            if qos == 3 or (first & 0x08 and not qos) or rem < 2:
+            if rem < 2:
                 return p
-            tlen = (data[q] << 8) | data[q + 1]
-            t = q + 2 + tlen
-            if not tlen or t > end:
+            t = q + 2 + ((data[q] << 8) | data[q + 1])
+            if t == q + 2 or t > end:
                 return p
             raw = data[q + 2:t]
-            try:
-                topic = raw.decode("utf-8")
-            except UnicodeDecodeError:
-                return p
-            if "+" in topic or "#" in topic or "\x00" in topic:
-                return p
-            pid = None
-            if qos:
+            topic = topics.get(raw)
+            if topic is None:
+                try:
+                    topic = raw.decode("utf-8")
+                except UnicodeDecodeError:
+                    return p
+                if "+" in topic or "#" in topic or "\x00" in topic:
+                    return p
+                if len(topics) >= TOPIC_CACHE_LIMIT:
+                    topics.clear()
+                topics[raw] = topic
+            if kind:
                 if t + 2 > end:
                     return p
                 pid = (data[t] << 8) | data[t + 1]
                 if not pid:
                     return p
-                t += 2
-            on_publish(topic, data[t:end], qos, bool(first & 1), pid)
+                on_publish(topic, data[t + 2:end], kind, first & 1 == 1, pid, None)
+            else:
+                on_publish(topic, data[t:end], 0, first & 1 == 1, None, None)
         p = end
         if closed():
             return p
