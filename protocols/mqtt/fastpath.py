@@ -19,7 +19,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-
 TOPIC_CACHE_LIMIT = 1024  # topics a connection's cache keeps (cleared when full)
 
 # What a first byte says: 0, 1, 2: a PUBLISH of that QoS the fast path takes; 3: a PUBACK
@@ -32,16 +31,50 @@ _KIND = tuple(
     for b in range(256))
 
 
-def scan(data: bytes, max_size: int, on_publish: Callable[[str, bytes, int, bool, int | None, None], Any],
-         on_puback: Callable[[int], Any], closed: Callable[[], bool], topics: dict[bytes, str]) -> int:
-    """Handle the leading PUBLISH/PUBACK packets of data; returns how many bytes were used.
+class ScanCache:
+    """What a connection's fast path remembers between packets: the topic names already
+    checked (``topics``: their UTF-8 bytes to the text, at most ``TOPIC_CACHE_LIMIT``), and
+    the last PUBLISH's leading bytes (``prefix``: fixed header, topic length and topic) with
+    what they mean. A client publishing to one topic at one size repeats those bytes
+    exactly; a packet that starts with them is known after one comparison: its type, flags,
+    length and topic are the ones already checked."""
 
-    ``topics`` is the connection's cache of topic names already checked (their UTF-8 bytes
-    to the text): a client mostly publishes to a few topics, and a topic found there is
-    neither decoded nor checked again. Only valid topics enter it."""
+    __slots__ = ("topics", "prefix", "topic", "kind", "retain", "size")
+
+    def __init__(self) -> None:
+        self.topics: dict[bytes, str] = {}
+        self.prefix = b"\xff"  # matches nothing a client sends here (0xF0 is reserved)
+        self.topic = ""
+        self.kind = 0  # the QoS
+        self.retain = False
+        self.size = 0  # the whole packet's length
+
+
+def scan(data: bytes, max_size: int, on_publish: Callable[[str, bytes, int, bool, int | None, None], Any],
+         on_puback: Callable[[int], Any], closed: Callable[[], bool], cache: ScanCache) -> int:
+    """Handle the leading PUBLISH/PUBACK packets of data; returns how many bytes were used.
+    ``cache`` is the connection's (``ScanCache``); only valid packets enter it."""
     n = len(data)
     p = 0
+    prefix = cache.prefix
     while p + 2 <= n:
+        if data.startswith(prefix, p):  # the last PUBLISH's header and topic again
+            end = p + cache.size
+            if end > n:
+                return p
+            t = p + len(prefix)
+            kind = cache.kind
+            if kind:
+                pid = (data[t] << 8) | data[t + 1]
+                if not pid:
+                    return p
+                on_publish(cache.topic, data[t + 2:end], kind, cache.retain, pid, None)
+            else:
+                on_publish(cache.topic, data[t:end], 0, cache.retain, None, None)
+            p = end
+            if closed():
+                return p
+            continue
         first = data[p]
         kind = _KIND[first]
         if kind < 0:
@@ -82,6 +115,7 @@ def scan(data: bytes, max_size: int, on_publish: Callable[[str, bytes, int, bool
             if t == q + 2 or t > end:
                 return p
             raw = data[q + 2:t]
+            topics = cache.topics
             topic = topics.get(raw)
             if topic is None:
                 try:
@@ -93,15 +127,18 @@ def scan(data: bytes, max_size: int, on_publish: Callable[[str, bytes, int, bool
                 if len(topics) >= TOPIC_CACHE_LIMIT:
                     topics.clear()
                 topics[raw] = topic
+            retain = first & 1 == 1
             if kind:
                 if t + 2 > end:
                     return p
                 pid = (data[t] << 8) | data[t + 1]
                 if not pid:
                     return p
-                on_publish(topic, data[t + 2:end], kind, first & 1 == 1, pid, None)
+                on_publish(topic, data[t + 2:end], kind, retain, pid, None)
             else:
-                on_publish(topic, data[t:end], 0, first & 1 == 1, None, None)
+                on_publish(topic, data[t:end], 0, retain, None, None)
+            prefix = cache.prefix = data[p:t]
+            cache.topic, cache.kind, cache.retain, cache.size = topic, kind, retain, end - p
         p = end
         if closed():
             return p

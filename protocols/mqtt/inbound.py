@@ -26,6 +26,7 @@ from mqemu.broker.message import Message
 from mqemu.broker.promise import both
 
 from .acks import AckGate
+from .fastpath import ScanCache
 from .mapping import PLAIN, to_message
 from .packets import Puback, Pubcomp, Publish, Pubrec, Pubrel, encode
 from .persist import QOS2_IN, QOS2_OUT, qos2_mark
@@ -76,7 +77,7 @@ class Inbound:
         self.topic_guard = broker.auth.guards_topics
         self.publish_allowed: dict[str, bool] = {}
         self.keys: dict[str, str] = {}  # topic -> routing key cache
-        self.topics: dict[bytes, str] = {}  # the fast path's checked topic names (fastpath.scan)
+        self.scan_cache = ScanCache()  # the fast path's checked topics and last header
         self.aliases_in: dict[int, str] = {}
         # PUBACK/PUBREC/PUBCOMP held until what they acknowledge is safe (the core's promise).
         self.acks = AckGate(conn.send,

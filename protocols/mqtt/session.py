@@ -166,7 +166,7 @@ class MqttConnection(SessionBase):
         self.decoder.max_packet_size = self.max_packet_size
         if self.level < 5:
             inbound = self.inbound
-            self._fast = (inbound.publish, inbound.on_puback_id, self._is_closed, inbound.topics)
+            self._fast = (inbound.publish, inbound.on_puback_id, self._is_closed, inbound.scan_cache)
 
     # -- transport interface ------------------------------------------------------------
     def data_received(self, data: bytes, now: float) -> None:
