@@ -313,6 +313,7 @@ class _Connection:
         reader_wake, drained = self.reader_wake, self.drained
         wait_readable, checkpoint = trio.lowlevel.wait_readable, trio.lowlevel.checkpoint
         full = True  # the first read does not wait: the client may have written already
+        ready = False  # the wait is over: read at once, unless the session paused meanwhile
         while not session.closing:
             if session.reading_paused:
                 reader_wake.reset()
@@ -329,10 +330,14 @@ class _Connection:
                 # readable, then one read (no speculative read that fails with EAGAIN, no
                 # stream wrapper). A full read may have left more: read again after a
                 # checkpoint, without asking epoll, as trio's receive_some would.
-                if full:
-                    await checkpoint()
-                else:
-                    await wait_readable(fd)
+                if not ready:
+                    if full:
+                        await checkpoint()
+                    else:
+                        await wait_readable(fd)
+                    ready = True
+                    continue  # a pause (or a close) may have come while this task waited
+                ready = False
                 try:
                     data = os.read(fd, READ_SIZE)
                 except BlockingIOError:

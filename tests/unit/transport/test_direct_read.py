@@ -113,3 +113,26 @@ async def test_a_reset_ends_the_connection_with_a_socket_error(relay, reads, cap
         assert reasons == ["socket_error"]
         other = await connect(port, b"s")  # the listener goes on
         await other.aclose()
+
+
+async def test_a_pause_that_comes_while_the_reader_waits_holds_the_next_read(relay, reads):  # noqa: F811
+    """The memory alarm pauses a publisher while its reader waits for the socket: the input
+    that wakes the reader stays in the socket until reading resumes (it is not read and
+    routed first)."""
+    port, registry = relay
+    with trio.fail_after(TIMEOUT):
+        producer = await connect(port, b"p", b"c")
+        consumer = await connect(port, b"c")
+        session = registry[b"p"]
+        await trio.testing.wait_all_tasks_blocked()  # the producer's reader waits for input
+        session.pause_publisher(True, True)
+        data0 = reads.data
+        await producer.send_all(b"held")
+        # the reader is woken by the input, sees the pause and sleeps until the resume
+        await trio.testing.wait_all_tasks_blocked(cushion=0.05)
+        assert reads.data == data0  # not read, so not routed either
+        session.pause_publisher(False, True)
+        assert await receive_exactly(consumer, 4) == b"held"
+        assert reads.data == data0 + 1
+        await producer.aclose()
+        await consumer.aclose()
