@@ -4,7 +4,12 @@ A connection runs two tasks in one nursery:
 
 - the reader takes whatever the socket has (up to 64 KiB at a time) and hands it to the
   session in one call, so the session handles every whole frame in it before the task
-  yields;
+  yields. On a plain TCP socket it reads the descriptor itself: it waits until the socket
+  is readable (``wait_readable``), then makes one ``os.read``; only a read that filled the
+  buffer is followed by another at once (after a checkpoint). So a lone message costs one
+  read, where trio's ``receive_some`` made a second one that failed with EAGAIN (an
+  exception) through four layers of wrappers. TLS, WebSocket and in-memory streams are read
+  with ``receive_some``;
 - the writer sleeps until the session has output (``session.wake``) or its next deadline
   (heartbeats, keep-alive), then sends everything pending in one ``send_all``.
 
@@ -304,8 +309,11 @@ class _Connection:
         log.debug("connection closed", extra={"conn": conn_id, "reason": final.value})
 
     async def reader(self) -> None:
-        session, stream = self.session, self.stream
+        session, stream, fd = self.session, self.stream, self.fd
         reader_wake, drained = self.reader_wake, self.drained
+        wait_readable, checkpoint = trio.lowlevel.wait_readable, trio.lowlevel.checkpoint
+        full = True  # the first read does not wait: the client may have written already
+        ready = False  # the wait is over: read at once, unless the session paused meanwhile
         while not session.closing:
             if session.reading_paused:
                 reader_wake.reset()
@@ -316,7 +324,28 @@ class _Connection:
                 drained.reset()
                 await drained.event.wait()
                 continue
-            data = await stream.receive_some(READ_SIZE)
+            data: bytes | bytearray
+            if fd >= 0:
+                # A plain socket is read straight from its descriptor: wait until it is
+                # readable, then one read (no speculative read that fails with EAGAIN, no
+                # stream wrapper). A full read may have left more: read again after a
+                # checkpoint, without asking epoll, as trio's receive_some would.
+                if not ready:
+                    if full:
+                        await checkpoint()
+                    else:
+                        await wait_readable(fd)
+                    ready = True
+                    continue  # a pause (or a close) may have come while this task waited
+                ready = False
+                try:
+                    data = os.read(fd, READ_SIZE)
+                except BlockingIOError:
+                    full = False
+                    continue
+                full = len(data) == READ_SIZE
+            else:
+                data = await stream.receive_some(READ_SIZE)
             if not data:
                 # The peer may only have shut down its side: the writer still flushes what
                 # the session queued (a CONNECTED frame, an ERROR), then closes.

@@ -46,7 +46,7 @@ from .mapping import (
     remaining_expiry,
     was_retained,
 )
-from .packets import encode_publish
+from .packets import encode_publish, encode_publish_qos0, topic_field
 from .properties import encode_properties
 from .sessions import Inflight, SessionState, Subscription
 from .topics import key_to_topic
@@ -64,11 +64,12 @@ log = logging.getLogger("mqemu.protocols.mqtt")
 class Route:
     """What one routing key means for one consumer's subscriptions."""
 
-    __slots__ = ("local", "qos", "rap", "sub_ids", "topic", "topic_bytes")
+    __slots__ = ("local", "qos", "rap", "sub_ids", "topic", "topic_bytes", "topic_field")
 
     def __init__(self, topic: str, subs: list[Subscription], topic_bytes: bytes) -> None:
         self.topic = topic
         self.topic_bytes = topic_bytes
+        self.topic_field = topic_field(topic_bytes)  # length prefix and bytes, as a PUBLISH has it
         self.qos = max(s.qos for s in subs)
         self.sub_ids = tuple(sorted({s.sub_id for s in subs if s.sub_id}))
         self.rap = any(s.rap for s in subs)
@@ -274,17 +275,18 @@ class Deliveries:
         if route is None:
             self._settle_unsent(consumer, entry)
             return
-        pq = publish_qos(msg)
-        qos = min(route.qos, pq)
+        qos = route.qos
+        if qos:  # QoS 0 subscriptions only: QoS 0, whatever the message was published with
+            qos = min(qos, publish_qos(msg))
         retain = route.rap and was_retained(msg)
         if self.level < 5:
             if qos == 0:
-                k = (self.level, retain, route.topic_bytes)
+                k = (retain, route.topic_bytes)  # the same bytes on 3.1 and 3.1.1
                 last = self.last
                 if msg is last.msg and k == last.key:
                     data = last.data
                 else:
-                    data = encode_publish(route.topic_bytes, msg.body, 0, retain, False, None, None, self.level)
+                    data = encode_publish_qos0(route.topic_field, msg.body, retain)
                     last.msg, last.key, last.data = msg, k, data
                 if len(data) > self.max_out or (self.over and self.drop_qos0()):
                     self._settle_unsent(consumer, entry)

@@ -19,21 +19,75 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+TOPIC_CACHE_LIMIT = 1024  # topics a connection's cache keeps (cleared when full)
 
-def scan(data: bytes, max_size: int, on_publish: Callable[[str, bytes, int, bool, int | None], Any],
-         on_puback: Callable[[int], Any], closed: Callable[[], bool]) -> int:
-    """Handle the leading PUBLISH/PUBACK packets of data; returns how many bytes were used."""
+# What a first byte says: 0, 1, 2: a PUBLISH of that QoS the fast path takes; 3: a PUBACK
+# (flags 0 [MQTT-2.2.2-2]); -1: anything else, left to the codec (other packet types, QoS 3
+# [MQTT-3.3.1-4], DUP with QoS 0 [MQTT-3.3.1-2]).
+_KIND = tuple(
+    3 if b == 0x40 else
+    (b >> 1) & 3 if b >> 4 == 3 and (b >> 1) & 3 != 3 and not (b & 0x08 and not (b >> 1) & 3) else
+    -1
+    for b in range(256))
+
+
+class ScanCache:
+    """What a connection's fast path remembers between packets: the topic names already
+    checked (``topics``: their UTF-8 bytes to the text, at most ``TOPIC_CACHE_LIMIT``), and
+    the last PUBLISH's leading bytes (``prefix``: fixed header, topic length and topic) with
+    what they mean. A client publishing to one topic at one size repeats those bytes
+    exactly; a packet that starts with them is known after one comparison: its type, flags,
+    length and topic are the ones already checked."""
+
+    __slots__ = ("topics", "prefix", "topic", "kind", "retain", "size")
+
+    def __init__(self) -> None:
+        self.topics: dict[bytes, str] = {}
+        self.prefix = b"\xff"  # matches nothing a client sends here (0xF0 is reserved)
+        self.topic = ""
+        self.kind = 0  # the QoS
+        self.retain = False
+        self.size = 0  # the whole packet's length
+
+
+def scan(data: bytes, max_size: int, on_publish: Callable[[str, bytes, int, bool, int | None, None], Any],
+         on_puback: Callable[[int], Any], closed: Callable[[], bool], cache: ScanCache) -> int:
+    """Handle the leading PUBLISH/PUBACK packets of data; returns how many bytes were used.
+    ``cache`` is the connection's (``ScanCache``); only valid packets enter it."""
     n = len(data)
     p = 0
+    prefix = cache.prefix
     while p + 2 <= n:
+        if data.startswith(prefix, p):  # the last PUBLISH's header and topic again
+            end = p + cache.size
+            if end > n:
+                return p
+            t = p + len(prefix)
+            kind = cache.kind
+            if kind:
+                pid = (data[t] << 8) | data[t + 1]
+                if not pid:
+                    return p
+                on_publish(cache.topic, data[t + 2:end], kind, cache.retain, pid, None)
+            else:
+                on_publish(cache.topic, data[t:end], 0, cache.retain, None, None)
+            p = end
+            if closed():
+                return p
+            continue
         first = data[p]
-        kind = first >> 4
-        if kind != 3 and kind != 4:
+        kind = _KIND[first]
+        if kind < 0:
             return p
         rem = data[p + 1]
-        q = p + 2
-        if rem & 0x80:
+        if rem < 0x80:
+            q = p + 2
+        elif p + 2 < n and data[p + 2] < 0x80:  # two bytes: up to 16383, most packets
+            rem = (rem & 0x7F) | (data[p + 2] << 7)
+            q = p + 3
+        else:
             rem &= 0x7F
+            q = p + 2
             shift = 7
             while True:
                 if q >= n or shift > 21:
@@ -47,37 +101,44 @@ def scan(data: bytes, max_size: int, on_publish: Callable[[str, bytes, int, bool
         end = q + rem
         if end > n or end - p > max_size:
             return p
-        if kind == 4:
-            if first != 0x40 or rem != 2:
+        if kind == 3:
+            if rem != 2:
                 return p
             pid = (data[q] << 8) | data[q + 1]
             if not pid:
                 return p
             on_puback(pid)
         else:
-            qos = (first >> 1) & 3
-            if qos == 3 or (first & 0x08 and not qos) or rem < 2:
+            if rem < 2:
                 return p
-            tlen = (data[q] << 8) | data[q + 1]
-            t = q + 2 + tlen
-            if not tlen or t > end:
+            t = q + 2 + ((data[q] << 8) | data[q + 1])
+            if t == q + 2 or t > end:
                 return p
             raw = data[q + 2:t]
-            try:
-                topic = raw.decode("utf-8")
-            except UnicodeDecodeError:
-                return p
-            if "+" in topic or "#" in topic or "\x00" in topic:
-                return p
-            pid = None
-            if qos:
+            topics = cache.topics
+            topic = topics.get(raw)
+            if topic is None:
+                try:
+                    topic = raw.decode("utf-8")
+                except UnicodeDecodeError:
+                    return p
+                if "+" in topic or "#" in topic or "\x00" in topic:
+                    return p
+                if len(topics) >= TOPIC_CACHE_LIMIT:
+                    topics.clear()
+                topics[raw] = topic
+            retain = first & 1 == 1
+            if kind:
                 if t + 2 > end:
                     return p
                 pid = (data[t] << 8) | data[t + 1]
                 if not pid:
                     return p
-                t += 2
-            on_publish(topic, data[t:end], qos, bool(first & 1), pid)
+                on_publish(topic, data[t + 2:end], kind, retain, pid, None)
+            else:
+                on_publish(topic, data[t:end], 0, retain, None, None)
+            prefix = cache.prefix = data[p:t]
+            cache.topic, cache.kind, cache.retain, cache.size = topic, kind, retain, end - p
         p = end
         if closed():
             return p

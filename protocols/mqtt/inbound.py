@@ -22,10 +22,12 @@ import logging
 from typing import Any
 
 from mqemu.broker.errors import AccessRefused, BrokerError
+from mqemu.broker.message import Message
 from mqemu.broker.promise import both
 
 from .acks import AckGate
-from .mapping import to_message
+from .fastpath import ScanCache
+from .mapping import PLAIN, to_message
 from .packets import Puback, Pubcomp, Publish, Pubrec, Pubrel, encode
 from .persist import QOS2_IN, QOS2_OUT, qos2_mark
 from .retained import retained_store
@@ -75,6 +77,7 @@ class Inbound:
         self.topic_guard = broker.auth.guards_topics
         self.publish_allowed: dict[str, bool] = {}
         self.keys: dict[str, str] = {}  # topic -> routing key cache
+        self.scan_cache = ScanCache()  # the fast path's checked topics and last header
         self.aliases_in: dict[int, str] = {}
         # PUBACK/PUBREC/PUBCOMP held until what they acknowledge is safe (the core's promise).
         self.acks = AckGate(conn.send,
@@ -86,12 +89,14 @@ class Inbound:
         self.user: Any = None
         self.publisher_fields: Any = None  # Message.fields of its PUBLISH packets (mapping.PUBLISHER)
         self.publish_refused = False
+        self.guarded = self.topic_guard
 
     def open(self, level: int, session: Any, vhost: Any, user: Any, publisher_fields: Any,
              publish_refused: bool) -> None:
         """CONNECT accepted: who publishes, to which session."""
         self.level, self.session, self.vhost, self.user = level, session, vhost, user
         self.publisher_fields, self.publish_refused = publisher_fields, publish_refused
+        self.guarded = publish_refused or self.topic_guard  # a PUBLISH needs _admit
 
     def drop_pending(self) -> None:
         """The pump failed routing them: the connection is closing."""
@@ -107,34 +112,48 @@ class Inbound:
 
     def publish(self, topic: str, payload: bytes, qos: int, retain: bool, pid: int | None,
                  props: dict[str, Any] | None) -> None:
-        """A PUBLISH from the client (also called by the fast path, ``fastpath.scan``)."""
+        """A PUBLISH from the client (also called by the fast path, ``fastpath.scan``, with
+        ``props`` None). The common case (QoS 0 or 1, no topic rules, no properties) makes
+        one test before the routing key and builds its ``Message`` without a call."""
+        if (qos == 2 or self.guarded) and not self._admit(topic, qos, pid):
+            return
+        key = self.keys.get(topic)
+        if key is None:
+            key = self._key(topic)
+        if props:
+            msg = to_message(key, payload, qos, retain, props)
+            msg.fields = self.publisher_fields
+        else:
+            msg = Message("amq.topic", key, payload, PLAIN[qos][retain], None, self.publisher_fields)
+        if qos == 2:
+            self.session.awaiting_rel.add(pid)
+            qos2_mark(self.session, QOS2_IN, pid, True)  # type: ignore[arg-type]
+        pending = self.pending
+        if not pending:
+            pump = self.pump
+            if pump is None:
+                self._route(topic, msg, qos, retain, pid, props)
+                return
+            pump.defer(self.conn)
+        pending.append((topic, msg, qos, retain, pid, props))
+
+    def _admit(self, topic: str, qos: int, pid: int | None) -> bool:
+        """The checks of a QoS 2 PUBLISH and of a publisher with topic rules: False when
+        the PUBLISH is answered here and not routed."""
         if qos == 2:
             awaiting = self.session.awaiting_rel
             if pid in awaiting:
                 # Already received and not yet released: no second delivery [MQTT-4.3.3-2]
-                self.acks.send(_PUBREC + pid.to_bytes(2, "big"))
-                return
+                self.acks.send(_PUBREC + pid.to_bytes(2, "big"))  # type: ignore[union-attr]
+                return False
             if self.level >= 5 and len(awaiting) >= self.receive_maximum:
                 raise ProtocolViolation(RECEIVE_MAXIMUM_EXCEEDED, "receive maximum exceeded")  # [MQTT-3.3.4-8]
         if self.publish_refused or (self.topic_guard and not self.may_publish(topic)):
             # Mosquitto acknowledges a denied publish and drops it (3.x has no code for it);
             # so does ActiveMQ (its MQTT converter acks a publish its broker refused).
             self._ack_denied(qos, pid)
-            return
-        key = self.keys.get(topic)
-        if key is None:
-            key = self._key(topic)
-        msg = to_message(key, payload, qos, retain, props)
-        msg.fields = self.publisher_fields
-        if qos == 2:
-            self.session.awaiting_rel.add(pid)
-            qos2_mark(self.session, QOS2_IN, pid, True)  # type: ignore[arg-type]
-        if self.pump is None:
-            self._route(topic, msg, qos, retain, pid, props)
-            return
-        if not self.pending:
-            self.pump.defer(self.conn)
-        self.pending.append((topic, msg, qos, retain, pid, props))
+            return False
+        return True
 
     def flush(self) -> None:
         """Route the PUBLISH packets deferred to the pump (see ``server.PublishPump``)."""
@@ -144,7 +163,11 @@ class Inbound:
             route = self._route
             for item in pending:
                 route(*item)
-            self.conn.redispatch()
+            conn = self.conn
+            # redispatch's work when it has any (routing holds no input: its third test is
+            # the one data_received made)
+            if conn.dirty_queues or self.broker.memory_alarm or conn.input_counted:
+                conn.redispatch()
 
     def _route(self, topic: str, msg: Any, qos: int, retain: bool, pid: int | None,
                props: dict[str, Any] | None) -> None:
@@ -229,9 +252,6 @@ class Inbound:
         if inf is not None and inf.qos == 1:
             del inflight[pid]
             self.deliveries.ack_inflight(inf)
-
-    def publish_fast(self, topic: str, payload: bytes, qos: int, retain: bool, pid: int | None) -> None:
-        self.publish(topic, payload, qos, retain, pid, None)
 
     def on_pubrec(self, p: Pubrec) -> None:
         pid = p.packet_id

@@ -60,6 +60,10 @@ _PLAIN: dict[tuple[int, bool], dict[str, Any]] = {
     for qos in (0, 1, 2) for retain in (False, True)
 }
 
+# The same dicts by QoS, then RETAIN (PLAIN[qos][retain]): the publish path's lookup.
+PLAIN: tuple[tuple[dict[str, Any], dict[str, Any]], ...] = tuple(
+    (_PLAIN[(qos, False)], _PLAIN[(qos, True)]) for qos in (0, 1, 2))
+
 
 def to_message(routing_key: str, payload: bytes, qos: int, retain: bool,
                props: dict[str, Any] | None) -> Message:

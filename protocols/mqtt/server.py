@@ -75,7 +75,7 @@ class PublishPump:
             conns, self.waiting = self.waiting, []
             for conn in conns:
                 try:
-                    conn.flush_publishes()
+                    conn.inbound.flush()
                 except Exception as exc:
                     FAULTS.warn(log, "internal_error", "connection %d: %s routing publishes: %s; closing "
                                 "the connection", conn.conn_id, type(exc).__name__, exc, exc=exc,

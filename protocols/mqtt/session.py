@@ -121,6 +121,9 @@ class MqttConnection(SessionBase):
         self.session: SessionState = None  # type: ignore[assignment]
         self.keep_alive = 0
         self.deadline: float | None = None
+        # What the fast path (``fastpath.scan``) needs, bound once when a 3.x CONNECT is
+        # accepted; None before, and for 5.0 (its PUBLISH may carry properties).
+        self._fast: tuple | None = None
         self.deliveries = Deliveries(self, int(cfg.get("max_inflight", MAX_INFLIGHT_311)),
                                      int(cfg.get("max_queued_messages", MAX_QUEUED_MESSAGES)))
         self.inbound = inbound = Inbound(self, pump, self.receive_maximum, self.alias_in_max)
@@ -161,10 +164,9 @@ class MqttConnection(SessionBase):
         self.state = State.CONNECTED
         self.deadline = None
         self.decoder.max_packet_size = self.max_packet_size
-
-    def flush_publishes(self) -> None:
-        """Route the PUBLISH packets deferred to the pump (``Inbound.flush``)."""
-        self.inbound.flush()
+        if self.level < 5:
+            inbound = self.inbound
+            self._fast = (inbound.publish, inbound.on_puback_id, self._is_closed, inbound.scan_cache)
 
     # -- transport interface ------------------------------------------------------------
     def data_received(self, data: bytes, now: float) -> None:
@@ -175,11 +177,17 @@ class MqttConnection(SessionBase):
             self.deadline = now + self.connect_timeout  # driven without connection_made
         dec = self.decoder
         try:
-            if self.level < 5 and self.state is State.CONNECTED and not dec.buffered:
-                inbound = self.inbound
-                used = scan(data, dec.max_packet_size, inbound.publish_fast, inbound.on_puback_id, self._is_closed)
+            fast = self._fast
+            if fast is not None and not dec.buffered:  # 3.x and CONNECTED (not CLOSED: above)
+                used = scan(data, dec.max_packet_size, *fast)
                 if used:
-                    if used == len(data) or self.state is State.CLOSED:
+                    if used == len(data):
+                        # what redispatch does when no input is held (none is: the decoder
+                        # holds nothing), in three tests instead of a call
+                        if self.dirty_queues or self.broker.memory_alarm or self.input_counted:
+                            self.redispatch()
+                        return
+                    if self.state is State.CLOSED:
                         self.redispatch()
                         return
                     data = data[used:]

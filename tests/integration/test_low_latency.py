@@ -4,17 +4,23 @@ pass it arrived in (issue 11 item 13): the delivery is written at the end of tha
 hook of the flusher, not a task). No writer task and no pump task is woken for it.
 
 The node runs in the test's own trio loop (``mqemu_node``); a trio instrument counts steps
-of the transport's writer tasks while messages go through one at a time. MQTT and STOMP
-clients are raw sockets; AMQP uses pika in a worker thread.
+of the transport's writer tasks while messages go through one at a time, and the broker's
+reads of its sockets (``os.read``) are counted: one per lone message, none that finds the
+socket empty (the transport reads a plain socket only once epoll says it is readable). MQTT
+and STOMP clients are raw sockets; AMQP uses pika in a worker thread.
 """
 
 from __future__ import annotations
 
+import os
 import socket
 import struct
 
 import pika
+import pytest
 import trio
+
+from mqemu.protocols import transport
 
 TIMEOUT = 20
 MESSAGES = 20
@@ -29,6 +35,33 @@ class WriterSteps(trio.abc.Instrument):
     def before_task_step(self, task: trio.lowlevel.Task) -> None:
         if task.name.endswith(".writer") or "pump" in task.name.lower():
             self.steps += 1
+
+
+class Reads:
+    """Counts the transport's reads (``os.read``) while ``counting``: those that returned
+    bytes and those that found nothing (EAGAIN)."""
+
+    def __init__(self) -> None:
+        self.real = os.read
+        self.counting = False
+        self.data = 0
+        self.empty = 0
+
+    def __call__(self, fd: int, n: int) -> bytes:
+        try:
+            got = self.real(fd, n)
+        except BlockingIOError:
+            self.empty += self.counting
+            raise
+        self.data += self.counting
+        return got
+
+
+@pytest.fixture
+def reads(monkeypatch) -> Reads:
+    counter = Reads()
+    monkeypatch.setattr(transport.os, "read", counter)
+    return counter
 
 
 class Raw:
@@ -104,7 +137,7 @@ async def mqtt_client(port: int, client_id: bytes) -> Raw:
     return c
 
 
-async def test_mqtt_lone_publish_wakes_no_task(mqemu_node):
+async def test_mqtt_lone_publish_wakes_no_task(mqemu_node, reads):
     port = mqemu_node.ports["mqtt"]
     with trio.fail_after(TIMEOUT):
         sub = await mqtt_client(port, b"lat-sub")
@@ -114,6 +147,7 @@ async def test_mqtt_lone_publish_wakes_no_task(mqemu_node):
         assert kind == 0x90
         steps = WriterSteps()
         trio.lowlevel.add_instrument(steps)
+        reads.counting = True
         try:
             for i in range(MESSAGES):
                 payload = b"m%02d" % i
@@ -121,8 +155,10 @@ async def test_mqtt_lone_publish_wakes_no_task(mqemu_node):
                 kind, body = await sub.mqtt_packet()
                 assert kind == 0x30 and body.endswith(payload)
         finally:
+            reads.counting = False
             trio.lowlevel.remove_instrument(steps)
         assert steps.steps == 0
+        assert (reads.data, reads.empty) == (MESSAGES, 0)  # one read per message (the publisher's)
         sub.close()
         pub.close()
 
@@ -155,7 +191,7 @@ async def stomp_client(port: int) -> Raw:
     return c
 
 
-async def test_stomp_lone_send_wakes_no_writer(mqemu_node):
+async def test_stomp_lone_send_wakes_no_writer(mqemu_node, reads):
     port = mqemu_node.ports["stomp"]
     with trio.fail_after(TIMEOUT):
         sub = await stomp_client(port)
@@ -164,6 +200,7 @@ async def test_stomp_lone_send_wakes_no_writer(mqemu_node):
         assert (await sub.read_until(b"\x00")).startswith(b"RECEIPT")
         steps = WriterSteps()
         trio.lowlevel.add_instrument(steps)
+        reads.counting = True
         try:
             for i in range(MESSAGES):
                 body = b"m%02d" % i
@@ -172,8 +209,10 @@ async def test_stomp_lone_send_wakes_no_writer(mqemu_node):
                 assert frame.startswith(b"MESSAGE"), frame
                 assert frame.endswith(body + b"\x00")
         finally:
+            reads.counting = False
             trio.lowlevel.remove_instrument(steps)
         assert steps.steps == 0
+        assert (reads.data, reads.empty) == (MESSAGES, 0)  # one read per message (the publisher's)
         sub.close()
         pub.close()
 

@@ -7,7 +7,7 @@ import pytest
 from mqemu.protocols.mqtt.codec import NEED_DATA, MqttDecoder, PacketTooLarge, encode
 from mqemu.protocols.mqtt.packets import (
     Connack, Connect, Disconnect, Puback, Publish, Suback, Subscribe, Subscription, Unsuback,
-    encode_publish,
+    encode_publish, encode_publish_qos0, topic_field,
 )
 from mqemu.protocols.mqtt.properties import (
     MAX_VARINT, decode_varint, encode_properties, encode_varint,
@@ -109,6 +109,21 @@ def test_encode_publish_fast_path(level, qos, pid):
     assert fast == slow
     assert encode_publish("a/b", b"data", qos, True, qos > 0, pid, None, level) == encode(
         Publish("a/b", b"data", qos, True, qos > 0, pid), level)
+
+
+@pytest.mark.parametrize("level", [3, 4])
+@pytest.mark.parametrize("retain", [False, True])
+@pytest.mark.parametrize("size", [0, 1, 122, 123, 200, 16378, 16379, 70000, 3 << 20])
+def test_encode_publish_qos0_is_encode_publish(level, retain, size):
+    """The delivery path's QoS 0 encoder makes the codec's bytes at every length of the
+    Remaining Length field (1, 2 and 3 bytes and the edges between them: the topic field
+    of "a/b" is 5 bytes, so 122 and 123 make 127 and 128, 16378 and 16379 make 16383 and
+    16384)."""
+    body = bytes(range(256)) * (size // 256) + bytes(size % 256)
+    topic = "a/b"
+    want = encode(Publish(topic, body, 0, retain, False, None), level)
+    assert encode_publish_qos0(topic_field(topic.encode()), body, retain) == want
+    assert encode_publish(topic.encode(), body, 0, retain, False, None, None, level) == want
 
 
 def test_encode_publish_rejects_bad_arguments():
