@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+import urllib.request
 
 import pytest
 
@@ -87,6 +88,10 @@ def test_a_broker_its_messages_and_records_survive_a_restart_of_mqemu_aws(mqemu_
     conf = c.create_configuration(Name="kept-conf", EngineType="ACTIVEMQ", Tags={"keep": "yes"})
     before = aws.wait_state(broker_id, "RUNNING")
     (endpoint,) = aws.endpoints(before, "stomp")
+    (instance,) = before["BrokerInstances"]
+    assert instance["ConsoleURL"].startswith("http://127.0.0.1:")  # plain endpoints: the console over HTTP
+    with urllib.request.urlopen(instance["ConsoleURL"], timeout=10) as r:
+        assert r.status == 200
     conn = stomp.Connection12([endpoint])
     conn.connect("app", PASSWORD, wait=True)
     conn.send("/queue/kept", "still here", headers={"persistent": "true", "receipt": "r1"})
@@ -96,6 +101,7 @@ def test_a_broker_its_messages_and_records_survive_a_restart_of_mqemu_aws(mqemu_
     assert c.describe_broker(BrokerId=broker_id)["BrokerState"] in ("REBOOT_IN_PROGRESS", "RUNNING")
     after = aws.wait_state(broker_id, "RUNNING")
     assert aws.endpoints(after, "stomp") == [endpoint]
+    assert after["BrokerInstances"][0]["ConsoleURL"] == instance["ConsoleURL"]
     assert c.list_tags(ResourceArn=conf["Arn"])["Tags"] == {"keep": "yes"}
     assert c.list_users(BrokerId=broker_id)["Users"] == [{"Username": "app"}]
 

@@ -154,5 +154,9 @@ def test_a_cluster_broker_reboots_one_node_at_a_time_and_loses_nothing_confirmed
     assert counts.lost == 0, counts.lost_ids
     assert counts.unexpected == 0
     assert counts.acknowledged == publisher.confirmed >= 150
+    # the balancer's ports (the NLB's name) outlive a restart of mqemu aws too
+    aws.restart()
+    c = aws.client
+    assert aws.wait_state(bid, "RUNNING", timeout=120)["BrokerInstances"] == [instance]
     c.delete_broker(BrokerId=bid)
     aws.wait_gone(bid, timeout=60)
