@@ -92,7 +92,7 @@ class Users:
             raise conflict(f"User [{p['Username']}] is pending deletion.", "username")
         check_user(p["Username"], p.get("Password"))
         base = user.get("Pending") or user.get("Current") or {}
-        changed = {k: p[k] for k in ("Groups", "ConsoleAccess", "ReplicationUser") if k in p}
+        changed: dict[str, Any] = {k: p[k] for k in ("Groups", "ConsoleAccess", "ReplicationUser") if k in p}
         if "Password" in p:
             changed.update(hashed(p["Password"]))
         user["Pending"] = {**base, **changed}
