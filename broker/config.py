@@ -18,7 +18,8 @@ Example::
 
     [[users]]
     name = "app"
-    password = "secret"
+    password = "secret"            # or password_hash (RabbitMQ's salted SHA-256, base64) and
+                                   # hashing_algorithm: no plain text in the file
     tags = ["administrator"]       # RabbitMQ
     groups = ["admins", "users"]   # ActiveMQ: simpleAuthenticationPlugin's groups
 
@@ -52,7 +53,7 @@ import tomllib
 from dataclasses import dataclass, field
 from typing import Any
 
-from .auth import AuthorizationEntry, AuthRegistry, Permission, User
+from .auth import DEFAULT_HASHING, HASHING_ALGORITHMS, AuthorizationEntry, AuthRegistry, Permission, User
 
 from .profile import VERSIONS, simple_authentication
 
@@ -150,10 +151,15 @@ def load_config(path: str | None, engine: str | None = None, engine_version: str
         cfg.auth.users_configured = True
         for u in data["users"]:
             try:
-                cfg.auth.users[u["name"]] = User(u["name"], u["password"], tuple(u.get("tags", ())),
-                                                 _groups(u.get("groups", ()), "[[users]] groups"))
+                hashed = u.get("password_hash")  # RabbitMQ's format (``auth.hash_password``), no plain text
+                if u.get("hashing_algorithm", DEFAULT_HASHING) not in HASHING_ALGORITHMS:
+                    raise ConfigError(f"[[users]] hashing_algorithm is one of {', '.join(HASHING_ALGORITHMS)}")
+                cfg.auth.users[u["name"]] = User(u["name"], "" if hashed else u["password"], tuple(u.get("tags", ())),
+                                                 _groups(u.get("groups", ()), "[[users]] groups"),
+                                                 password_hash=hashed,
+                                                 hashing_algorithm=u.get("hashing_algorithm", DEFAULT_HASHING))
             except (KeyError, TypeError) as e:
-                raise ConfigError(f"each [[users]] entry needs name and password: {u!r}") from e
+                raise ConfigError(f"each [[users]] entry needs name and password (or password_hash): {u!r}") from e
     _load_activemq_auth(cfg, data)
     for v in data.get("vhosts", []):
         name = v["name"] if isinstance(v, dict) else v

@@ -15,7 +15,10 @@
 - ``mqemu_cluster``: a three-node RabbitMQ-engine cluster, each node its own process and
   store, behind a round-robin balancer: ``.balancer_endpoint("amqp")``, ``.kill("node-2")``,
   ``.partition("node-1", from_=["node-2"])``, ``.heal()``, ``.links("node-1")``.
-- ``mqemu_aws``: the Amazon MQ control plane (``mqemu aws``) and a boto3 ``mq`` client bound to it.
+- ``mqemu_aws``: the Amazon MQ control plane (``mqemu aws``) and a boto3 ``mq`` client bound to it;
+  brokers have Amazon MQ's TLS endpoints (``.ca_file``, ``.ssl_context()`` verify them);
+  ``mqemu_aws_plain`` the same with plain endpoints (``--endpoints plain``), for clients
+  without TLS such as the harness's workload.
 - ``mqemu_harness``: workloads through that pair's endpoints, faults recorded in their
   histories, and the checker's verdict (``harness.Harness``): ``h.workload("stomp",
   count=500)``, ``h.fault("kill", "active")``, ``h.check().counts.lost == 0``.
@@ -114,10 +117,24 @@ def mqemu_aws(tmp_path: Any) -> Iterator[Any]:
     """``mqemu aws`` in a subprocess with a data dir under ``tmp_path``: ``.client`` is a
     boto3 ``mq`` client bound to it (dummy credentials, us-east-1), ``.endpoint`` its URL;
     ``.wait_state(broker_id, "RUNNING")``, ``.endpoints(described, "stomp")`` and
-    ``.restart()`` help (``aws.testing.AwsControlPlane``). Every broker's nodes stop with it."""
+    ``.restart()`` help (``aws.testing.AwsControlPlane``). Every broker's nodes stop with it.
+    Endpoints are TLS, as on Amazon MQ: ``.ca_file`` is the CA that verifies them."""
     from .aws.testing import AwsControlPlane
 
     plane = AwsControlPlane(str(tmp_path)).start()
+    try:
+        yield plane
+    finally:
+        plane.stop()
+
+
+@pytest.fixture
+def mqemu_aws_plain(tmp_path: Any) -> Iterator[Any]:
+    """``mqemu_aws`` whose brokers listen on plain TCP (``amqp://``, ``stomp://``, ``mqtt://``)
+    and serve their console over HTTP."""
+    from .aws.testing import AwsControlPlane
+
+    plane = AwsControlPlane(str(tmp_path), endpoints="plain").start()
     try:
         yield plane
     finally:

@@ -16,18 +16,25 @@ def add_aws_command(sub: Any) -> None:
     aws = sub.add_parser("aws", help="serve the Amazon MQ API (boto3's mq client, aws mq ...) over real brokers",
                          description="Serve the Amazon MQ REST API (2017-11-27) on one HTTP port. CreateBroker "
                          "starts real mqemu nodes (SINGLE_INSTANCE: one node; ACTIVE_STANDBY_MULTI_AZ: the "
-                         "active/standby pair), RebootBroker restarts them (a failover for the pair), "
-                         "DeleteBroker stops them. Point boto3 or the AWS CLI at it with its endpoint URL.")
+                         "active/standby pair; CLUSTER_MULTI_AZ: three nodes behind a balancer), RebootBroker "
+                         "restarts them (a failover for the pair, one node at a time for a cluster), DeleteBroker "
+                         "stops them. Point boto3 or the AWS CLI at it with its endpoint URL.")
     aws.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     aws.add_argument("--port", type=int, default=0, help="HTTP port (default 0: a free one)")
     aws.add_argument("--data-dir", default=None,
                      help="keep brokers, users, configurations, tags and each broker's data here, so that they "
                      "survive a restart (absent: a temporary directory, removed at exit)")
     aws.add_argument("--ready-file", default=None, metavar="PATH",
-                     help='once listening, write {"endpoint": "http://127.0.0.1:PORT", "pid": PID} here')
+                     help='once listening, write {"endpoint": "http://127.0.0.1:PORT", "pid": PID, "ca": CA_FILE} here '
+                     '(no "ca" with --endpoints plain)')
     aws.add_argument("--timing", default="fast", metavar="PROFILE",
                      help="how long brokers stay in CREATION/REBOOT/DELETION_IN_PROGRESS beyond their nodes' "
                      "own time: fast (0, default), aws (minutes, as Amazon MQ) or create=S,reboot=S,delete=S")
+    aws.add_argument("--endpoints", default="tls", choices=("tls", "plain"),
+                     help="tls (default): brokers listen as on Amazon MQ, over TLS only (ActiveMQ amqp+ssl, "
+                     "stomp+ssl, mqtt+ssl, wss; RabbitMQ amqps; the console over HTTPS), with a certificate "
+                     "signed by the CA in DATA_DIR/tls/ca.pem (also the ready file's \"ca\"); plain: the "
+                     "plain listeners (amqp, stomp, mqtt on both engines) and an HTTP console instead")
     aws.add_argument("--region", default="us-east-1", help="the region in ARNs (default us-east-1)")
     aws.add_argument("--account", default="123456789012", help="the account in ARNs")
     aws.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
@@ -50,7 +57,7 @@ def run_aws(args: argparse.Namespace) -> int:
         log.error("%s", e)
         return 2
     options = AwsOptions(host=args.host, port=args.port, data_dir=args.data_dir, ready_file=args.ready_file,
-                         timing=timing, region=args.region, account=args.account)
+                         timing=timing, region=args.region, account=args.account, endpoints=args.endpoints)
 
     async def run() -> None:
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:

@@ -9,7 +9,7 @@ not emulate, is refused with AWS's message.
 
 from __future__ import annotations
 
-from .model import ApiError, bad_request
+from .model import bad_request
 
 # AWS engine type -> {AWS version: mqemu --engine-version}, newest first (the first is the default).
 ENGINE_VERSIONS: dict[str, dict[str, str]] = {
@@ -22,11 +22,6 @@ ENGINE_DISPLAY = {"ACTIVEMQ": "ActiveMQ", "RABBITMQ": "RabbitMQ"}
 DEPLOYMENT_MODES = {
     "ACTIVEMQ": ("SINGLE_INSTANCE", "ACTIVE_STANDBY_MULTI_AZ"),
     "RABBITMQ": ("SINGLE_INSTANCE", "CLUSTER_MULTI_AZ"),
-}
-# Deployment modes Amazon MQ offers that this build cannot run yet, and what is missing.
-NOT_BUILT = {
-    "CLUSTER_MULTI_AZ": "the RabbitMQ three-node cluster topology (CLUSTER_MULTI_AZ) is not part of this "
-                        "mqemu build yet; use SINGLE_INSTANCE",
 }
 # host instance type -> (engines, deployment modes it may run)
 INSTANCE_TYPES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
@@ -75,12 +70,6 @@ def check_placement(engine: str, mode: str, instance_type: str, storage: str | N
     if storage == "EBS" and engine == "ACTIVEMQ" and mode != "SINGLE_INSTANCE":
         raise bad_request("Storage type [EBS] is only supported for deployment mode [SINGLE_INSTANCE].",
                           "storageType")
-
-
-def check_buildable(mode: str) -> None:
-    """A mode AWS offers but this build cannot run: 400 naming what is missing."""
-    if mode in NOT_BUILT:
-        raise ApiError("BadRequestException", f"mqemu: {NOT_BUILT[mode]}.", "deploymentMode")
 
 
 def engine_types(engine: str | None) -> list[dict]:

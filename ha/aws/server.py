@@ -29,6 +29,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from ..tls import generate
+from .brokers import PLAIN, BrokerTLS, EndpointStyle
 from .model import ApiError, Operation, ServiceModel
 from .service import Service
 from .state import State, Timing
@@ -45,6 +47,18 @@ class AwsOptions:
     timing: Timing = Timing()
     region: str = "us-east-1"
     account: str = "123456789012"
+    endpoints: str = "tls"  # or "plain": the brokers' plain listeners instead of Amazon MQ's TLS ones
+
+
+def endpoint_style(endpoints: str, workdir: str, host: str) -> EndpointStyle:
+    """The brokers' endpoints: ``tls`` with one certificate for every broker's nodes, signed by
+    a CA kept in ``<workdir>/tls/ca.pem`` (made once, reused at every start, so clients trust
+    one file for good), or ``plain``."""
+    if endpoints == "plain":
+        return PLAIN
+    tls = generate(workdir, host)
+    assert tls.ca_file is not None
+    return EndpointStyle(BrokerTLS(tls.cert_file, tls.key_file, tls.ca_file))
 
 
 def make_app(model: ServiceModel, service: Service) -> Starlette:
@@ -58,6 +72,15 @@ def make_app(model: ServiceModel, service: Service) -> Starlette:
         return Response(json.dumps({"message": text}), status_code=status, media_type="application/json",
                         headers={"x-amzn-ErrorType": code})
 
+    async def mqemu_broker(request: Request) -> Response:  # mqemu's own: unsigned, not in the model
+        try:
+            body = service.mqemu_broker(request.path_params["broker_id"])
+        except ApiError as e:
+            return Response(model.error_body(e), status_code=model.status_of(e.code), media_type="application/json",
+                            headers={"x-amzn-ErrorType": e.code})
+        return Response(json.dumps(body), media_type="application/json")
+
+    routes.append(Route("/mqemu/brokers/{broker_id}", mqemu_broker, methods=["GET"], name="mqemu_broker"))
     return Starlette(routes=routes, exception_handlers={404: no_route, 405: no_route})
 
 
@@ -102,7 +125,8 @@ async def run_control_plane(options: AwsOptions, *, task_status: Any = trio.TASK
     state.load()
     own_workdir = options.data_dir is None
     workdir = options.data_dir or tempfile.mkdtemp(prefix="mqemu-aws-")
-    service = Service(state, options.timing, workdir, options.region, options.account)
+    style = endpoint_style(options.endpoints, workdir, options.host)
+    service = Service(state, options.timing, workdir, options.region, options.account, style)
     model = ServiceModel()
     app = make_app(model, service)
     config = HypercornConfig()
@@ -120,10 +144,14 @@ async def run_control_plane(options: AwsOptions, *, task_status: Any = trio.TASK
             if options.ready_file:
                 tmp = f"{options.ready_file}.tmp{os.getpid()}"
                 with open(tmp, "w") as f:
-                    json.dump({"endpoint": endpoint, "pid": os.getpid()}, f)
+                    json.dump({"endpoint": endpoint, "pid": os.getpid(),
+                               **({"ca": style.tls.ca_file} if style.tls else {})}, f)
                 os.replace(tmp, options.ready_file)
             log.info("Amazon MQ API on %s (boto3: endpoint_url=%r; aws mq ... --endpoint-url %s)",
                      endpoint, endpoint, endpoint)
+            if style.tls is not None:
+                log.info("brokers' endpoints are TLS: clients verify them with the CA certificate %s",
+                         style.tls.ca_file, extra={"ca": style.tls.ca_file})
             task_status.started(endpoint)
     finally:
         with trio.CancelScope(shield=True):

@@ -21,7 +21,7 @@ from typing import Any
 import trio
 
 from . import configs, engines
-from .brokers import TOPOLOGY_MODES, BrokerNodes, node_config
+from .brokers import PLAIN, TOPOLOGY_MODES, BrokerNodes, EndpointStyle, node_config
 from .configurations import Configurations
 from .model import ApiError, bad_request, conflict, not_found
 from .state import State, Timing, check_user, new_broker_id, page
@@ -34,8 +34,9 @@ NAME = r"^[A-Za-z0-9_-]{1,50}$"
 
 class Service(Users, Configurations):
     def __init__(self, state: State, timing: Timing, workdir: str, region: str = "us-east-1",
-                 account: str = "123456789012") -> None:
+                 account: str = "123456789012", style: EndpointStyle = PLAIN) -> None:
         self.state = state
+        self.style = style  # TLS endpoints (the control plane's certificate) or plain ones
         self.timing = timing
         self.workdir = workdir  # each broker's nodes keep their data and logs under it
         self.region = region
@@ -67,7 +68,8 @@ class Service(Users, Configurations):
         nodes = self.nodes.get(broker["BrokerId"])
         if nodes is None:
             nodes = BrokerNodes(os.path.join(self.workdir, "brokers", broker["BrokerId"]), broker["DeploymentMode"],
-                                engines.MQEMU_ENGINE[broker["EngineType"]], broker.setdefault("ListenPorts", {}))
+                                engines.MQEMU_ENGINE[broker["EngineType"]], broker.setdefault("ListenPorts", {}),
+                                self.style)
             self.nodes[broker["BrokerId"]] = nodes
         return nodes
 
@@ -188,7 +190,6 @@ class Service(Users, Configurations):
             raise bad_request("mqemu: LDAP authentication is not emulated; use SIMPLE.", "authenticationStrategy")
         users = p.get("Users") or []
         self._check_new_users(engine, users)
-        engines.check_buildable(mode)
         config_ref = p.get("Configuration")
         broker_id = new_broker_id()
         if config_ref:
@@ -256,6 +257,15 @@ class Service(Users, Configurations):
             else []
         out["DataReplicationMetadata"] = None
         return out
+
+    def mqemu_broker(self, broker_id: str) -> dict[str, Any]:
+        """``GET /mqemu/brokers/{broker-id}`` (mqemu's own, not AWS's): the CA file the TLS
+        endpoints are verified with, and every node with its role and its own endpoints."""
+        b = self._broker(broker_id)
+        nodes = self.nodes.get(broker_id)
+        return {"broker_id": broker_id, "state": b["BrokerState"], "deployment_mode": b["DeploymentMode"],
+                "ca": self.style.tls.ca_file if self.style.tls else None,
+                "nodes": nodes.nodes() if nodes is not None else []}
 
     async def ListBrokers(self, p: dict[str, Any]) -> dict[str, Any]:  # noqa: N802
         brokers = sorted(self.state.brokers.values(), key=lambda b: b["Created"])

@@ -4,6 +4,11 @@ tags, as plain JSON-able dicts keyed by the model's member names, saved to
 
 Also the records' own rules: IDs and ARNs, user names and passwords as Amazon MQ checks
 them, pagination tokens, and the timing profiles of the state transitions.
+
+No password is kept in plain text: a user record holds ``PasswordHash`` and
+``HashingAlgorithm`` (RabbitMQ's salted SHA-256, the format its definitions and mqemu's
+``[[users]] password_hash`` take), made once when the password arrives; a state file written
+before that (with ``Password``) is converted when it is read.
 """
 
 from __future__ import annotations
@@ -15,6 +20,8 @@ import re
 import uuid
 from dataclasses import dataclass
 from typing import Any
+
+from mqemu.broker.auth import DEFAULT_HASHING, hash_password
 
 from .model import bad_request
 
@@ -76,6 +83,23 @@ def check_user(username: str, password: str | None, attribute_prefix: str = "") 
         raise bad_request("Password must not contain commas, colons or equal signs.", f"{attribute_prefix}password")
 
 
+def hashed(password: str) -> dict[str, str]:
+    """A user record's password fields: a salted hash, never the password."""
+    return {"PasswordHash": hash_password(password), "HashingAlgorithm": DEFAULT_HASHING}
+
+
+def _hash_plain(brokers: dict[str, Any]) -> bool:
+    """Replace the plain passwords of an older state file by hashes; True if any was."""
+    changed = False
+    for broker in brokers.values():
+        for user in broker.get("Users", {}).values():
+            for record in (user.get("Current"), user.get("Pending")):
+                if record and "Password" in record:
+                    record.update(hashed(record.pop("Password")))
+                    changed = True
+    return changed
+
+
 def page(items: list[Any], max_results: int | None, token: str | None, default: int = 100) -> tuple[list[Any], str | None]:
     """One page of ``items`` and the token of the next (None on the last page)."""
     start = 0
@@ -112,6 +136,8 @@ class State:
         self.brokers = doc.get("brokers", {})
         self.configurations = doc.get("configurations", {})
         self.tags = doc.get("tags", {})
+        if _hash_plain(self.brokers):
+            self.save()
 
     def save(self) -> None:
         if not self.data_dir:

@@ -22,13 +22,16 @@ STOP_GRACE = 30.0
 
 
 class AwsControlPlane:
-    def __init__(self, workdir: str, *, timing: str = "fast", region: str = "us-east-1") -> None:
+    def __init__(self, workdir: str, *, timing: str = "fast", region: str = "us-east-1",
+                 endpoints: str = "tls") -> None:
         self.workdir = workdir
         self.data_dir = os.path.join(workdir, "aws-data")
         self.ready_file = os.path.join(workdir, "aws.ready.json")
         self.log_path = os.path.join(workdir, "aws.log")
         self.timing = timing
         self.region = region
+        self.endpoints_style = endpoints  # "tls" (Amazon MQ's endpoints) or "plain"
+        self.ca_file: str | None = None  # the CA the brokers' TLS endpoints are verified with
         self.proc: subprocess.Popen | None = None
         self.endpoint = ""
         self.client: Any = None
@@ -40,7 +43,7 @@ class AwsControlPlane:
             pass
         argv = [sys.executable, "-m", "mqemu.ha.cli", "aws", "--port", "0", "--data-dir", self.data_dir,
                 "--ready-file", self.ready_file, "--timing", self.timing, "--region", self.region,
-                "--log-format", "json"]
+                "--endpoints", self.endpoints_style, "--log-format", "json"]
         with open(self.log_path, "ab") as out:
             self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
                                          start_new_session=True)
@@ -56,6 +59,7 @@ class AwsControlPlane:
                 continue
             if ready.get("pid") == self.proc.pid:
                 self.endpoint = ready["endpoint"]
+                self.ca_file = ready.get("ca")
                 self.client = self.boto3_client()
                 return self
             time.sleep(0.05)
@@ -112,6 +116,22 @@ class AwsControlPlane:
                 return
             time.sleep(0.05)
         raise TimeoutError(f"broker {broker_id} is still there after {timeout} s")
+
+    def mqemu_broker(self, broker_id: str) -> dict[str, Any]:
+        """mqemu's own view of a broker (``GET /mqemu/brokers/{id}``): ``ca`` and ``nodes``
+        (each node's ``name``, ``role``, own ``endpoints`` and ``console``)."""
+        import urllib.request
+
+        with urllib.request.urlopen(f"{self.endpoint}/mqemu/brokers/{broker_id}", timeout=10) as r:
+            return json.loads(r.read())
+
+    def ssl_context(self) -> Any:
+        """A client ``ssl.SSLContext`` that verifies the brokers' TLS endpoints (their names and
+        the control plane's CA)."""
+        import ssl
+
+        assert self.ca_file, "the control plane runs with plain endpoints"
+        return ssl.create_default_context(cafile=self.ca_file)
 
     def endpoints(self, described: dict[str, Any], scheme: str) -> list[tuple[str, int]]:
         """(host, port) of every instance's ``scheme`` endpoint, in instance order."""

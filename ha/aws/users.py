@@ -3,7 +3,8 @@ ListUsers) and the users CreateBroker takes.
 
 As on Amazon MQ: an ActiveMQ broker's users are its simple-authentication users (with their
 groups and ConsoleAccess); CreateBroker's users exist at once, later changes wait for a
-reboot, shown as ``PendingChange`` (CREATE, UPDATE, DELETE) and ``Pending``. A RabbitMQ
+reboot, shown as ``PendingChange`` (CREATE, UPDATE, DELETE) and ``Pending``. A password is
+kept only as its salted hash (``state.hashed``), which is also what the nodes are given. A RabbitMQ
 broker takes exactly one user, its administrator, at creation; Amazon MQ neither lists nor
 manages RabbitMQ users afterwards (that is RabbitMQ's own management API).
 """
@@ -13,7 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 from .model import bad_request, conflict, not_found
-from .state import State, check_user, page
+from .state import State, check_user, hashed, page
 
 MAX_USERS = 250
 
@@ -31,7 +32,7 @@ class Users:
 
     @staticmethod
     def _user_record(u: dict[str, Any]) -> dict[str, Any]:
-        return {"Username": u["Username"], "Password": u["Password"], "Groups": list(u.get("Groups") or []),
+        return {"Username": u["Username"], **hashed(u["Password"]), "Groups": list(u.get("Groups") or []),
                 "ConsoleAccess": bool(u.get("ConsoleAccess", False)),
                 "ReplicationUser": bool(u.get("ReplicationUser", False))}
 
@@ -91,7 +92,9 @@ class Users:
             raise conflict(f"User [{p['Username']}] is pending deletion.", "username")
         check_user(p["Username"], p.get("Password"))
         base = user.get("Pending") or user.get("Current") or {}
-        changed = {k: p[k] for k in ("Password", "Groups", "ConsoleAccess", "ReplicationUser") if k in p}
+        changed: dict[str, Any] = {k: p[k] for k in ("Groups", "ConsoleAccess", "ReplicationUser") if k in p}
+        if "Password" in p:
+            changed.update(hashed(p["Password"]))
         user["Pending"] = {**base, **changed}
         if user.get("PendingChange") != "CREATE":
             user["PendingChange"] = "UPDATE"

@@ -53,8 +53,8 @@ def _b64(text: str) -> str:
     return base64.b64encode(text.encode()).decode()
 
 
-def test_a_configuration_s_destinations_and_redelivery_policy_apply_at_the_reboot(mqemu_aws):
-    aws, c = mqemu_aws, mqemu_aws.client
+def test_a_configuration_s_destinations_and_redelivery_policy_apply_at_the_reboot(mqemu_aws_plain):
+    aws, c = mqemu_aws_plain, mqemu_aws_plain.client  # plain amqp://
     bid = c.create_broker(BrokerName="policies", DeploymentMode="SINGLE_INSTANCE", EngineType="ActiveMQ",
                           HostInstanceType="mq.m5.large", PubliclyAccessible=False,
                           Users=[{"Username": "admin", "Password": PASSWORD, "Groups": ["admins"]}])["BrokerId"]

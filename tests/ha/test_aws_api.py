@@ -37,8 +37,9 @@ def _active(name, mode="SINGLE_INSTANCE", **extra):
     return args
 
 
-def _stomp_server(host, port, user="admin"):
-    """The ``server`` header of a STOMP CONNECTED frame: the engine and release the node runs."""
+def _stomp_server(aws, host, port, user="admin"):
+    """The ``server`` header of a STOMP CONNECTED frame (over TLS, the node verified with the
+    control plane's CA): the engine and release the node runs."""
     import stomp
 
     seen = []
@@ -48,6 +49,7 @@ def _stomp_server(host, port, user="admin"):
             seen.append(frame.headers.get("server"))
 
     conn = stomp.Connection12([(host, port)])
+    conn.set_ssl(for_hosts=[(host, port)], ca_certs=aws.ca_file)
     conn.set_listener("", Listener())
     conn.connect(user, PASSWORD, wait=True)
     conn.disconnect()
@@ -71,16 +73,19 @@ def test_a_broker_is_created_runs_and_is_described_as_aws_describes_it(aws):
     assert d["DeploymentMode"] == "SINGLE_INSTANCE" and d["AuthenticationStrategy"] == "simple"
     assert d["Users"] == [{"Username": "admin"}] and d["Tags"] == {"team": "mq"}
     (instance,) = d["BrokerInstances"]
-    assert [e.split("://")[0] for e in instance["Endpoints"]] == ["amqp", "stomp", "mqtt"]
+    # Amazon MQ's TLS endpoints (not its OpenWire ssl://) and the console
+    assert [e.split("://")[0] for e in instance["Endpoints"]] == ["amqp+ssl", "stomp+ssl", "mqtt+ssl", "wss"]
+    assert instance["ConsoleURL"].startswith("https://127.0.0.1:") and instance["IpAddress"] == "127.0.0.1"
     assert d["Configurations"]["Current"]["Revision"] == 1
     summary = [b for b in c.list_brokers()["BrokerSummaries"] if b["BrokerId"] == broker_id]
     assert summary[0]["BrokerState"] == "RUNNING" and summary[0]["EngineType"] == "ActiveMQ"
     # the users given really log in, with stomp.py, and a wrong password does not
     import stomp
 
-    host, port = aws.endpoints(d, "stomp")[0]
-    assert _stomp_server(host, port) == "ActiveMQ/5.17.6"  # the node runs the version asked for
+    host, port = aws.endpoints(d, "stomp+ssl")[0]
+    assert _stomp_server(aws, host, port) == "ActiveMQ/5.17.6"  # the node runs the version asked for
     bad = stomp.Connection12([(host, port)])
+    bad.set_ssl(for_hosts=[(host, port)], ca_certs=aws.ca_file)
     with pytest.raises(stomp.exception.ConnectFailedException):
         bad.connect("admin", "not-the-password", wait=True)
     c.delete_broker(BrokerId=broker_id)
@@ -101,10 +106,9 @@ def test_create_broker_refuses_what_aws_refuses(aws):
         c.create_broker(**_active("rabbit-as", EngineType="RabbitMQ", mode="ACTIVE_STANDBY_MULTI_AZ",
                                   Users=[{"Username": "a1", "Password": PASSWORD}]))
     assert _error(e)[2] == "deploymentMode"
-    with pytest.raises(c.exceptions.BadRequestException) as e:  # not built yet: says what is missing
-        c.create_broker(**_active("rabbit-cluster", EngineType="RABBITMQ", mode="CLUSTER_MULTI_AZ",
-                                  Users=[{"Username": "a1", "Password": PASSWORD}]))
-    assert _error(e)[2] == "deploymentMode" and "three-node cluster" in e.value.response["Error"]["Message"]
+    with pytest.raises(c.exceptions.BadRequestException) as e:  # a cluster is RabbitMQ's only
+        c.create_broker(**_active("active-cluster", mode="CLUSTER_MULTI_AZ"))
+    assert _error(e)[2] == "deploymentMode"
     with pytest.raises(c.exceptions.BadRequestException) as e:
         c.create_broker(**_active("micro-pair", mode="ACTIVE_STANDBY_MULTI_AZ", HostInstanceType="mq.t3.micro"))
     assert _error(e)[2] == "hostInstanceType"
@@ -320,7 +324,7 @@ def test_users_changes_are_pending_until_a_reboot(aws):
         c.update_broker(BrokerId=bid, AutoMinorVersionUpgrade=False)
     d = aws.wait_state(bid, "RUNNING")
     assert d["EngineVersion"] == "5.18" and "PendingEngineVersion" not in d
-    assert _stomp_server(*aws.endpoints(d, "stomp")[0]).startswith("ActiveMQ/5.18.")  # upgraded at the reboot
+    assert _stomp_server(aws, *aws.endpoints(d, "stomp+ssl")[0]).startswith("ActiveMQ/5.18.")  # upgraded at the reboot
     assert c.list_users(BrokerId=bid)["Users"] == [{"Username": "admin"}, {"Username": "app"}]
     assert "Pending" not in c.describe_user(BrokerId=bid, Username="app")
     c.delete_user(BrokerId=bid, Username="app")
@@ -388,12 +392,15 @@ def test_rabbitmq_users_are_not_managed_through_amazon_mq(aws):
     with pytest.raises(c.exceptions.BadRequestException):
         c.create_user(BrokerId=bid, Username="other", Password=PASSWORD)
     assert c.list_users(BrokerId=bid)["Users"] == []
-    # the one administrator logs in over AMQP (pika)
+    # one instance, behind the NLB as on AWS: amqps only, no IpAddress; the one administrator
+    # logs in over AMQP (pika, over TLS)
     import pika
 
-    host, port = aws.endpoints(d, "amqp")[0]
+    (instance,) = d["BrokerInstances"]
+    assert sorted(instance) == ["ConsoleURL", "Endpoints"] and len(instance["Endpoints"]) == 1
+    host, port = aws.endpoints(d, "amqps")[0]
     conn = pika.BlockingConnection(pika.ConnectionParameters(host, port, credentials=pika.PlainCredentials(
-        "admin", PASSWORD), connection_attempts=1))
+        "admin", PASSWORD), connection_attempts=1, ssl_options=pika.SSLOptions(aws.ssl_context(), host)))
     conn.close()
     c.delete_broker(BrokerId=bid)
     aws.wait_gone(bid)

@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+import urllib.request
 
 import pytest
 
@@ -34,8 +35,8 @@ def _create(c, name, engine, mode, version=None):
     ("ActiveMQ", "SINGLE_INSTANCE", "stomp"),
     ("RabbitMQ", "SINGLE_INSTANCE", "amqp"),
 ])
-def test_reboot_loses_nothing_acknowledged(mqemu_aws, tmp_path, engine, mode, protocol):
-    aws, c = mqemu_aws, mqemu_aws.client
+def test_reboot_loses_nothing_acknowledged(mqemu_aws_plain, tmp_path, engine, mode, protocol):
+    aws, c = mqemu_aws_plain, mqemu_aws_plain.client  # plain endpoints: the workload's clients have no TLS
     broker_id = _create(c, "rebooted", engine, mode)["BrokerId"]
     described = aws.wait_state(broker_id, "RUNNING")
     endpoints = aws.endpoints(described, protocol)
@@ -79,14 +80,18 @@ def _accepts(endpoint):
     return True
 
 
-def test_a_broker_its_messages_and_records_survive_a_restart_of_mqemu_aws(mqemu_aws):
+def test_a_broker_its_messages_and_records_survive_a_restart_of_mqemu_aws(mqemu_aws_plain):
     import stomp
 
-    aws, c = mqemu_aws, mqemu_aws.client
+    aws, c = mqemu_aws_plain, mqemu_aws_plain.client
     broker_id = _create(c, "kept", "ActiveMQ", "SINGLE_INSTANCE")["BrokerId"]
     conf = c.create_configuration(Name="kept-conf", EngineType="ACTIVEMQ", Tags={"keep": "yes"})
     before = aws.wait_state(broker_id, "RUNNING")
     (endpoint,) = aws.endpoints(before, "stomp")
+    (instance,) = before["BrokerInstances"]
+    assert instance["ConsoleURL"].startswith("http://127.0.0.1:")  # plain endpoints: the console over HTTP
+    with urllib.request.urlopen(instance["ConsoleURL"], timeout=10) as r:
+        assert r.status == 200
     conn = stomp.Connection12([endpoint])
     conn.connect("app", PASSWORD, wait=True)
     conn.send("/queue/kept", "still here", headers={"persistent": "true", "receipt": "r1"})
@@ -96,6 +101,7 @@ def test_a_broker_its_messages_and_records_survive_a_restart_of_mqemu_aws(mqemu_
     assert c.describe_broker(BrokerId=broker_id)["BrokerState"] in ("REBOOT_IN_PROGRESS", "RUNNING")
     after = aws.wait_state(broker_id, "RUNNING")
     assert aws.endpoints(after, "stomp") == [endpoint]
+    assert after["BrokerInstances"][0]["ConsoleURL"] == instance["ConsoleURL"]
     assert c.list_tags(ResourceArn=conf["Arn"])["Tags"] == {"keep": "yes"}
     assert c.list_users(BrokerId=broker_id)["Users"] == [{"Username": "app"}]
 
@@ -177,16 +183,18 @@ def test_states_with_delays_and_what_each_state_refuses(tmp_path):
 
 
 def test_the_readme_example_runs(mqemu_aws, capsys):
-    """README's full example (a pair, stomp.py, a reboot, everything read back), as written,
-    against the fixture's control plane."""
+    """README's full example (a pair, stomp.py over TLS, a reboot, everything read back), as
+    written, against the fixture's control plane (its endpoint and CA file)."""
     import pathlib
     import re
 
     readme = (pathlib.Path(__file__).parents[2] / "README.md").read_text()
     section = readme[readme.index("A full example: an ActiveMQ pair"):]
     code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
-    assert "http://127.0.0.1:9011" in code
-    exec(compile(code.replace("http://127.0.0.1:9011", mqemu_aws.endpoint), "README.md", "exec"), {})
+    assert "http://127.0.0.1:9011" in code and '"aws-data/tls/ca.pem"' in code
+    code = code.replace("http://127.0.0.1:9011", mqemu_aws.endpoint).replace(
+        '"aws-data/tls/ca.pem"', repr(mqemu_aws.ca_file))
+    exec(compile(code, "README.md", "exec"), {})
     assert capsys.readouterr().out.strip() == str([f"order {n}" for n in range(10)])
 
 
@@ -224,14 +232,14 @@ def _alive(pid):
         return False
 
 
-def test_a_configuration_s_authorization_entries_apply_at_the_reboot(mqemu_aws):
+def test_a_configuration_s_authorization_entries_apply_at_the_reboot(mqemu_aws_plain):
     """UpdateBroker with a configuration whose authorization map lets only admins write:
     before the reboot a user outside that group may send, after it the broker refuses."""
     import base64
 
     import stomp
 
-    aws, c = mqemu_aws, mqemu_aws.client
+    aws, c = mqemu_aws_plain, mqemu_aws_plain.client
     bid = c.create_broker(BrokerName="guarded", DeploymentMode="SINGLE_INSTANCE", EngineType="ActiveMQ",
                           HostInstanceType="mq.m5.large", PubliclyAccessible=False,
                           Users=[{"Username": "admin", "Password": PASSWORD, "Groups": ["admins"]},

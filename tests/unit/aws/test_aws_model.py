@@ -13,12 +13,13 @@ from botocore.loaders import Loader
 from botocore.model import ServiceModel as BotocoreModel
 from botocore.parsers import RestJSONParser
 
+from mqemu.broker.auth import check_password_hash
 from mqemu.broker.config import load_config
 from mqemu.ha.aws import configs
 from mqemu.ha.aws.brokers import node_config
 from mqemu.ha.aws.model import ApiError, ServiceModel, format_timestamp
 from mqemu.ha.aws.server import _path, make_app
-from mqemu.ha.aws.state import TIMINGS, Timing, page, parse_timing
+from mqemu.ha.aws.state import TIMINGS, State, Timing, hashed, page, parse_timing
 
 MODEL = ServiceModel()
 BOTO = BotocoreModel(Loader().load_service_model("mq", "service-2"))
@@ -117,23 +118,39 @@ def test_timestamps_are_iso8601_with_milliseconds():
     assert format_timestamp(0.5, "iso8601") == "1970-01-01T00:00:00.500Z"
 
 
-def test_users_become_the_nodes_config():
-    text = node_config("activemq", "5.17", [{"Username": "admin", "Password": 'pa"ss', "Groups": ["admins"]}],
-                       [{"queue": ">", "read": "admins", "write": "admins", "admin": "admins"}])
+def test_users_become_the_nodes_config_by_their_password_hashes():
+    user = {"Username": "admin", **hashed('pa"ss-word-1'), "Groups": ["admins"]}
+    text = node_config("activemq", "5.17", [user], [{"queue": ">", "read": "admins", "write": "admins",
+                                                     "admin": "admins"}])
+    assert 'pa"ss' not in text
     doc = tomllib.loads(text)
-    assert doc["users"] == [{"name": "admin", "password": 'pa"ss', "groups": ["admins"]}]
-    path_cfg = tomllib.loads(node_config("rabbitmq", "3.13", [{"Username": "a", "Password": "p"}], None))
+    assert doc["users"] == [{"name": "admin", "password_hash": user["PasswordHash"],
+                             "hashing_algorithm": "rabbit_password_hashing_sha256", "groups": ["admins"]}]
+    path_cfg = tomllib.loads(node_config("rabbitmq", "3.13", [{"Username": "a", **hashed("p" * 12)}], None))
     assert path_cfg["users"][0]["tags"] == ["administrator"] and path_cfg["engine_version"] == "3.13"
 
 
-def test_node_config_loads_in_mqemu(tmp_path):
+def test_node_config_loads_in_mqemu_and_its_users_log_in_by_the_hash(tmp_path):
     path = tmp_path / "node.toml"
-    path.write_text(node_config("activemq", "5.17", [{"Username": "admin", "Password": "x" * 12,
-                                                      "Groups": ["admins"]}],
+    path.write_text(node_config("activemq", "5.17", [{"Username": "admin", **hashed("x" * 12), "Groups": ["admins"]}],
                                 [{"queue": ">", "read": "admins", "write": "admins", "admin": "admins"}]))
     cfg = load_config(str(path), "activemq")
     assert cfg.engine_version == "5.17" and "admin" in cfg.auth.users
     assert cfg.auth.authorization is not None and len(cfg.auth.authorization) == 1
+    assert cfg.auth.users["admin"].password == "" and cfg.auth.users["admin"].password_matches("x" * 12)
+    assert not cfg.auth.users["admin"].password_matches("y" * 12)
+
+
+def test_a_state_file_with_plain_passwords_is_hashed_when_read(tmp_path):
+    (tmp_path / "state.json").write_text(json.dumps({"brokers": {"b-1": {"Users": {"app": {
+        "Current": {"Username": "app", "Password": "plain-secret-1"},
+        "Pending": {"Username": "app", "Password": "plain-secret-2"}}}}}}))
+    state = State(str(tmp_path))
+    state.load()
+    user = state.brokers["b-1"]["Users"]["app"]
+    assert "Password" not in user["Current"] and "Password" not in user["Pending"]
+    assert check_password_hash(user["Current"]["PasswordHash"], user["Current"]["HashingAlgorithm"], "plain-secret-1")
+    assert "plain-secret" not in (tmp_path / "state.json").read_text()
 
 
 def test_sanitization_keeps_what_amazon_mq_permits():

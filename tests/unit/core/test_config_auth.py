@@ -91,3 +91,24 @@ def test_empty_permission_pattern_refuses_everything():
     auth.check(user, "/", "read", "queue", "anything")
     with pytest.raises(AccessRefused):
         auth.check(user, "/", "write", "exchange", "amq.default")
+
+
+def test_a_user_given_by_a_password_hash(tmp_path):
+    from mqemu.broker.auth import hash_password
+
+    cfg = load_config(write(tmp_path, f"""
+[[users]]
+name = "app"
+password_hash = "{hash_password('s3cret-word')}"
+tags = ["administrator"]
+"""))
+    assert cfg.auth.authenticate("app", "s3cret-word", "10.0.0.1").name == "app"
+    with pytest.raises(AuthenticationFailed):
+        cfg.auth.authenticate("app", "wrong", "10.0.0.1")
+    with pytest.raises(ConfigError):
+        load_config(write(tmp_path, """
+[[users]]
+name = "app"
+password_hash = "AAAA"
+hashing_algorithm = "rot13"
+"""))
