@@ -277,6 +277,9 @@ class Topology:
             raise TopologyError("tls_verify_clients with the user's certificate needs tls_ca")
         protocols = tuple(p for p in o.protocols if p in PROTOCOLS)
         names = endpoint_names(self.engine, protocols, tls=tls, websocket=o.websocket, layout=o.layout)
+        # listeners asked for by name (``amqps``, ``https``: a caller that starts its nodes
+        # with their own TLS arguments, as the control plane does) are proxied too
+        names += tuple(p for p in o.protocols if p not in PROTOCOLS and p not in names)
         self.options = replace(o, protocols=names)
         if not tls:
             return
