@@ -167,7 +167,28 @@ class Queue(SelectiveDispatch, PagingQueue):
         elif self._persist and message.persistent:
             entry.store_id = self._store_add(message)
             safe = ON_DISK
-        self.ready.append(entry)
+        ready = self.ready
+        if not ready and self.consumers and not (self._selective or self._dispatching or self.deleted) \
+                and entry.expires_at is None and self._paged is None:
+            # Nothing waits before it: the one delivery ``dispatch`` would make, without the
+            # trip through the ready deque (a consumer with credit takes it at once).
+            consumer = self._next_consumer()
+            if consumer is not None:
+                self._dispatching = True
+                try:
+                    if consumer.no_ack:
+                        self._settle(entry)
+                    else:
+                        consumer.unacked += 1
+                        self.unacked += 1
+                    self.counts.delivered += 1
+                    consumer.owner.deliver(consumer, entry)
+                finally:
+                    self._dispatching = False
+                if ready or self._paged is not None:  # published or paged while it was delivered
+                    self.dispatch()
+                return safe
+        ready.append(entry)
         self.bytes_ready += entry.size
         if self.consumers:
             if self._selective:

@@ -115,7 +115,9 @@ class VirtualHost:
                 if reply is not None:
                     return (1, False, None) if reply(message) else (0, False, None)
                 return 0, False, None
-            if not message.properties.get("headers"):
+            headers = message.properties.get("headers")
+            # No sender-selected distribution (CC, BCC: ``_routing_keys``): the one queue named.
+            if not headers or ("CC" not in headers and "BCC" not in headers):
                 r = q.publish(message, self.clock())
                 if r is True:
                     return 1, False, None

@@ -34,14 +34,15 @@ _FRAME_HEADERS = frozenset({
 # RabbitMQ: the plugin passes a SEND's receipt header on as an AMQP header.
 _RABBIT_FRAME_HEADERS = _FRAME_HEADERS - {"receipt"}
 
-# RabbitMQ: header -> (property, kind); kind s = string, i = integer.
+# RabbitMQ: header -> (property, kind); kind s = string, i = integer, e = an expiration
+# (a string, checked as RabbitMQ checks it).
 _RABBIT_PROPS = {
     "content-type": ("content_type", "s"),
     "content-encoding": ("content_encoding", "s"),
     "priority": ("priority", "i"),
     "correlation-id": ("correlation_id", "s"),
     "reply-to": ("reply_to", "s"),
-    "expiration": ("expiration", "s"),
+    "expiration": ("expiration", "e"),
     "amqp-message-id": ("message_id", "s"),
     "timestamp": ("timestamp", "i"),
     "type": ("type", "s"),
@@ -102,11 +103,17 @@ def rabbit_properties(headers: dict[str, str]) -> dict[str, Any]:
     """
     props: dict[str, Any] = {}
     user: dict[str, Any] = {}
+    expiration = None
     for name, value in headers.items():
         spec = _RABBIT_PROPS.get(name)
         if spec is not None:
             key, kind = spec
-            props[key] = int(value) if kind == "i" else value
+            if kind == "i":
+                props[key] = int(value)
+            else:
+                if kind == "e":
+                    expiration = value
+                props[key] = value
         elif name == "persistent":
             if rabbit_boolean(value):
                 props["delivery_mode"] = 2
@@ -114,8 +121,7 @@ def rabbit_properties(headers: dict[str, str]) -> dict[str, Any]:
             user[name] = value
     if user:
         props["headers"] = user
-    expiration = props.get("expiration")
-    if expiration is not None:
+    if expiration is not None:  # checked once every integer header has been read
         check_expiration(expiration)
     return props
 

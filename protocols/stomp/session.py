@@ -34,9 +34,7 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any, Callable
 
-from mqemu.broker.errors import AuthenticationFailed, BrokerError, PreconditionFailed
-from mqemu.broker.message import Message
-from mqemu.broker.promise import both
+from mqemu.broker.errors import AuthenticationFailed, BrokerError
 from mqemu.protocols.session_base import ClosedReason, SessionBase
 
 from .acks import Deliveries, SettleMixin
@@ -44,14 +42,14 @@ from .codec import NEED_DATA, Frame, StompDecoder, StompFrameError, negotiate_ve
 from .errors import StompError
 from .flavours import ActiveMQFlavour, RabbitFlavour, flavour_for
 from .frames_out import connected_frame, error_frame, receipt_frame
-from .mapping import ESCAPERS, TEXT_FIELDS, activemq_properties, escape_10, rabbit_properties
+from .mapping import ESCAPERS, escape_10
+from .sending import SendMixin
 from .subscribing import SubscribeMixin
 from .subscription import Subscription, destination_header
 
 if TYPE_CHECKING:
     from mqemu.broker.auth import User
     from mqemu.broker.core import Broker
-    from mqemu.broker.promise import Promise
     from mqemu.broker.vhost import VirtualHost
 
 log = logging.getLogger("mqemu.protocols.stomp")
@@ -72,7 +70,7 @@ class State(enum.Enum):
     CLOSED = "closed"
 
 
-class StompSession(SettleMixin, SubscribeMixin, SessionBase):
+class StompSession(SendMixin, SettleMixin, SubscribeMixin, SessionBase):
     protocol_name = "STOMP"
     """One client connection. See the module docstring for its states."""
 
@@ -81,6 +79,7 @@ class StompSession(SettleMixin, SubscribeMixin, SessionBase):
         SessionBase.__init__(self, broker, peer, conn_id)
         # The engine's STOMP rules (a class); an instance of it holds the destinations.
         self.flavour = flavour_for(broker.profile)
+        self.amqp_form = self.flavour.AMQP_MESSAGE_FORM  # SENDs map as RabbitMQ's plugin does
         self.wallclock = wallclock
         self.decoder = StompDecoder(max_frame_size=MAX_FRAME_BEFORE_CONNECT)
         self.connect_timeout = broker.config.seconds("stomp", "connect_timeout", broker.profile.connect_timeout)
@@ -98,6 +97,7 @@ class StompSession(SettleMixin, SubscribeMixin, SessionBase):
         self.transactions: dict[str, list[Frame]] = {}
         self.destinations: RabbitFlavour | ActiveMQFlavour | None = None
         self.send_routes: dict[str, list[tuple[str, str]]] = {}
+        self.send_checked: dict[str, list[tuple[str, str]]] = {}  # routes whose write checks passed
         self.write_allowed: set[str | tuple[str, str]] = set()
         self.topic_guard = broker.auth.guards_topics  # topic rules on amq.topic (check_topic)
         self.authorizing = False  # ActiveMQ: authorization entries apply to this user
@@ -268,6 +268,7 @@ class StompSession(SettleMixin, SubscribeMixin, SessionBase):
         send_ms, recv_ms = flavour.heart_beat_ms(cx, cy)
         self.session_id = flavour.new_session_id(self.conn_id)
         self.destinations = flavour(self)
+        self.amqp_form = flavour.AMQP_MESSAGE_FORM
         self.decoder.strict_escapes = flavour.STRICT_ESCAPES
         # RabbitMQ 3.13+: stomp.max_frame_size (4 MiB); 3.10: only max_message_size bounds it.
         self.decoder.max_frame_size = self.broker.profile.stomp_max_frame_size
@@ -311,81 +312,6 @@ class StompSession(SettleMixin, SubscribeMixin, SessionBase):
             self.login_refused = True
             self.user = None
             raise StompError("Bad CONNECT", f"Virtual host '{host}' access denied") from None
-
-    # -- SEND ---------------------------------------------------------------------------
-    def _on_send(self, f: Frame) -> bool:
-        tx = f.headers.get("transaction")
-        if tx is not None:
-            self._transaction(tx).append(f)
-            # RabbitMQ: its receipt comes at COMMIT, once published (none after ABORT);
-            # ActiveMQ: now.
-            return self.flavour.TX_SEND_RECEIPT_AT_COMMIT
-        return self._send(f)
-
-    def _send(self, f: Frame) -> bool:
-        """Publish a SEND; True when its receipt will come later (once safe: on disk)."""
-        receipt = f.headers.get("receipt")
-        safe = self._publish(f)
-        if safe is not None and receipt is not None:
-            safe.then(lambda: self._late_receipts([receipt]))
-            return True
-        return False
-
-    def _publish(self, f: Frame) -> "Promise | None":
-        """Route a SEND's message; returns the core's promise of when it is safe (None: at
-        once), which its receipt waits for."""
-        h = f.headers
-        dest = h.get("destination")
-        if dest is None:
-            raise self.flavour.refusal(StompError("Missing destination",
-                                                  "SEND must include a 'destination' header\n"),
-                                       "SEND received without a Destination specified!")
-        flavour = self.flavour
-        if flavour.SEND_REFUSES_MESSAGE_ID and "message-id" in h:
-            raise StompError("Invalid header", "'message-id' is not allowed on 'SEND'.\n")
-        targets = self.send_routes.get(dest)
-        if targets is None:
-            targets = self.destinations.send_targets(dest, h)
-            if flavour.CACHES_SEND_ROUTES:  # RabbitMQ resolves (and declares) it once per connection
-                self.send_routes[dest] = targets
-        reply_to = h.get("reply-to")
-        if reply_to is not None:
-            rewritten = self.destinations.rewrite_reply_to(reply_to)
-            if rewritten != reply_to:
-                h = dict(h, **{"reply-to": rewritten})
-        amqp_form = flavour.AMQP_MESSAGE_FORM  # RabbitMQ's mapping; else ActiveMQ's
-        if amqp_form:
-            props = rabbit_properties(h)
-            user_id = props.get("user_id")
-            if user_id is not None and user_id != self.user.name:
-                raise PreconditionFailed(f"user_id property set to '{user_id}' but authenticated "
-                                         f"user was '{self.user.name}'")
-        else:
-            props = activemq_properties(h, int(self.wallclock() * 1000))
-        self.published = True
-        vhost = self.vhost
-        body = f.body
-        allowed = self.write_allowed
-        fields = None if amqp_form or "content-length" in h else TEXT_FIELDS
-        for exchange, _key in targets:
-            if exchange not in allowed:  # RabbitMQ caches permission checks per connection too
-                self.check("write", "exchange", exchange or "amq.default")
-                allowed.add(exchange)
-        if self.topic_guard:
-            # Topic rules, checked for every target before any is published to; the keys
-            # allowed are remembered per connection (ActiveMQ's authorised write destinations).
-            for exchange, key in targets:
-                if exchange == "amq.topic" and (exchange, key) not in allowed:
-                    self.check_topic("write", key)
-                    if len(allowed) < 1024:
-                        allowed.add((exchange, key))
-        safe = None
-        for exchange, key in targets:
-            msg = Message(exchange, key, body, props if len(targets) == 1 else dict(props), fields=fields)
-            _n, _refused, kept = vhost.publish_safe(exchange, key, msg)
-            if kept is not None:
-                safe = both(safe, kept)
-        return safe
 
     def _late_receipts(self, receipts: list[str]) -> None:
         if self.state is State.CONNECTED:

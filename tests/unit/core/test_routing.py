@@ -111,6 +111,21 @@ def test_cc_and_bcc_headers_add_routing_keys_and_bcc_is_removed(vh):
     assert "BCC" not in delivered.headers and delivered.headers["CC"] == ["b"]
 
 
+@pytest.mark.parametrize("headers, reached", [
+    (None, [1, 0, 0]),
+    ({"x": "y"}, [1, 0, 0]),  # headers without CC or BCC: the named queue only
+    ({"CC": ["b"]}, [1, 1, 0]),
+    ({"BCC": ["c"]}, [1, 0, 1]),
+    ({"x": "y", "CC": ["b"], "BCC": ["c", "nowhere"]}, [1, 1, 1]),
+])
+def test_default_exchange_takes_cc_and_bcc_too(vh, headers, reached):
+    for q in ("a", "b", "c"):
+        vh.declare_queue(q)
+    assert publish(vh, "", "a", headers) == (sum(reached), False)
+    assert ready(vh, "a", "b", "c") == reached
+    assert "BCC" not in vh.queues["a"].ready[0].message.headers
+
+
 def test_publish_errors(vh):
     with pytest.raises(NotFound, match="no exchange 'nope' in vhost '/'"):
         publish(vh, "nope", "k")
