@@ -339,6 +339,7 @@ class StompSession(SendMixin, SettleMixin, SubscribeMixin, SessionBase):
     def forget_grants(self) -> None:
         """Users or permissions changed (``AuthRegistry.revoke_grants``): check again."""
         self.write_allowed.clear()
+        self.send_checked.clear()
 
     def check(self, what: str, kind: str, name: str) -> None:
         """RabbitMQ: the user's configure/write/read permission (ActiveMQ authorises
