@@ -9,7 +9,7 @@ from __future__ import annotations
 import base64
 import datetime
 import os
-from typing import TYPE_CHECKING, Any, Callable, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Iterable, cast
 
 from . import activemq, policies
 from .profile import RABBITMQ, EngineProfile
@@ -20,10 +20,12 @@ from .promise import ON_DISK, AllOf, Promise, StoreWrites, both
 from .queue import Queue
 from .queue_port import QueuePort
 from .queue_args import QueueSettings, amqp_type_name
+from .quorum import QuorumQueue
 from .timers import Timers
 
 if TYPE_CHECKING:
     from .paging import MemoryBudget
+    from .quorum_replication import ReplicatorFactory
     from .store.base import Store
 
 # Exchanges every virtual host has (AMQP 0-9-1 §3.1.3.1 and RabbitMQ's amq.rabbitmq.trace).
@@ -69,6 +71,9 @@ class VirtualHost:
         self.store = store
         # The node's memory budget (set by Broker); None: queues never page.
         self.budget: "MemoryBudget | None" = None
+        # Makes the replicator of each new quorum queue (set by Broker from its node's
+        # factory); None: quorum queues are classic Queues with quorum delivery counts.
+        self.replicators: "ReplicatorFactory | None" = None
         self.exchanges: dict[str, Exchange] = {}
         self.queues: dict[str, Queue] = {}
         self.direct_reply: dict[str, Callable[[Message], bool]] = {}
@@ -364,13 +369,23 @@ class VirtualHost:
             arguments["x-queue-type"] = self.profile.default_queue_type
         settings = QueueSettings.parse(name, self.name, arguments)
         if settings.queue_type != "classic":
-            for prop, bad in (("non-durable", not durable), ("exclusive", exclusive_owner is not None),
+            for prop, bad in (("non-durable", not durable), ("exclusive-owner", exclusive_owner is not None),
                               ("auto-delete", auto_delete)):
                 if bad:
                     raise PreconditionFailed(
                         f"invalid property '{prop}' for queue '{name}' in vhost '{self.name}'"
                     )
-        q = Queue(self.queue_port(name, durable), name, durable, exclusive_owner, auto_delete, arguments, settings)
+            for key in ("x-max-priority", "x-queue-mode"):
+                if key in arguments and settings.quorum:
+                    raise PreconditionFailed(f"invalid arg '{key}' for queue '{name}' in vhost '{self.name}' "
+                                             "of queue type rabbit_quorum_queue")
+        if settings.quorum and self.replicators is not None:
+            # The log keeps its messages: a port without the store's message calls.
+            # It answers what the protocols ask of a Queue.
+            q = cast(Queue, QuorumQueue(self.queue_port(name, False), name, self.replicators(self.name, name),
+                                        arguments, settings))
+        else:
+            q = Queue(self.queue_port(name, durable), name, durable, exclusive_owner, auto_delete, arguments, settings)
         self.queues[name] = q
         if self.policies:
             policies.apply_to_queue(self, q)
