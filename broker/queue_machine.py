@@ -110,6 +110,13 @@ class QueueMachine:
         self.rr = 0
         self.timer: float | None = None  # the head's deadline an armed timer fires at
 
+    @classmethod
+    def from_settings(cls, settings: tuple, log: Any = None) -> "QueueMachine":
+        """An empty machine with another's ``settings()``."""
+        durable, ttl, max_length, overflow, limit, max_bytes, single = settings
+        return cls(durable, ttl, max_length, overflow, limit, log=log, max_length_bytes=max_bytes,
+                   single_active=single)
+
     # -- the logged form ----------------------------------------------------------------
     def apply(self, command: tuple) -> list[Effect]:
         """Apply a command in its logged form ``(name, *args)``."""

@@ -81,7 +81,8 @@ class QuorumQueue:
         self._local: dict[str, Consumer] = {}   # machine tag -> a consumer served here
         self._tags: dict[Consumer, str] = {}    # consumer -> its machine tag (kept past a cancel)
         self._holder: str | None = None         # the machine tag of this member's basic.get holder
-        self._taking: set[int] = set()          # ids a proposed take asked for
+        self._taking: dict[int, int] = {}       # ids proposed takes asked for (how many takes)
+        self._returning: set[int] = set()       # ids a proposed requeue puts back
         self._timer_at: float | None = None
         self._propose = replicator.propose
         replicator.start(self)
@@ -124,27 +125,45 @@ class QuorumQueue:
         if not self.active:
             return None
         m = self.machine
-        for mid in m.ready:
-            if mid in self._taking:
+        mid = None
+        for ready in m.ready:
+            if ready in self._taking:
                 continue
-            x = m.messages[mid]
+            x = m.messages[ready]
             if x.expires_at is not None and x.expires_at <= now:
                 continue
+            mid = ready
             break
-        else:
+        if self._returning:  # a requeue proposed before this get puts its ids back first
+            limit = m.delivery_limit
+            for back in sorted(self._returning):
+                if mid is not None and back > mid:
+                    break
+                x = m.messages.get(back)  # type: ignore[assignment]
+                if x is not None and (limit is None or x.delivery_count < limit):
+                    mid = back
+                    break
+        if mid is None:
             return None
+        x = m.messages[mid]
+        redelivered, count = x.redelivered, x.delivery_count
+        if mid in self._returning:
+            redelivered, count = True, count + 1
         if self._holder is None:
             self._holder = self._new_tag()
-        self._taking.add(mid)
+        self._taking[mid] = self._taking.get(mid, 0) + 1
+        self._returning.discard(mid)
         self._propose(encode(("take", self._holder, mid, no_ack, now)))
         if not no_ack:
             self.unacked += 1
         self.counts.delivered += 1
-        return self._entry(mid, x, x.redelivered, always_count=True)
+        return self._entry(mid, x, redelivered, always_count=True, count=count)
 
-    def _entry(self, mid: int, x: MachineMessage, redelivered: bool, always_count: bool = False) -> QueueEntry:
+    def _entry(self, mid: int, x: MachineMessage, redelivered: bool, always_count: bool = False,
+               count: int | None = None) -> QueueEntry:
         message = x.message
-        count = x.delivery_count
+        if count is None:
+            count = x.delivery_count
         if count or always_count:  # RabbitMQ 3.10: a get shows a count of 0 too, a consumer not
             headers = dict(message.headers)
             headers["x-delivery-count"] = count
@@ -171,7 +190,10 @@ class QuorumQueue:
         entries = list(entries)
         self._release(consumer, len(entries))
         if tag is not None and self.active and not self.deleted:
-            self._propose(encode((kind, tag, [e.seq for e in entries], self._clock())))
+            ids = [e.seq for e in entries]
+            if kind == "requeue":
+                self._returning.update(ids)
+            self._propose(encode((kind, tag, ids, self._clock())))
 
     def ack(self, entry: QueueEntry, consumer: "Consumer | None") -> None:
         self._settle_command("settle", (entry,), consumer)
@@ -261,7 +283,11 @@ class QuorumQueue:
         except ValueError:
             return  # a consumer tag applied twice: the same no-op on every member
         if cmd[0] == "take":
-            self._taking.discard(cmd[2])
+            n = self._taking.pop(cmd[2], 1) - 1
+            if n:
+                self._taking[cmd[2]] = n
+        elif cmd[0] == "requeue" and self._returning:
+            self._returning.difference_update(cmd[2])
         if self.active and fx:
             self._carry_out(fx)
 
@@ -300,6 +326,7 @@ class QuorumQueue:
         self._tags.clear()
         self._holder = None
         self._taking.clear()
+        self._returning.clear()
         self._timer_at = None
         self.unacked = 0
         for c in self.consumers:
@@ -313,6 +340,33 @@ class QuorumQueue:
             self._register(c)
         if self.machine.ready:
             self._propose(encode(("expire", now)))
+
+    def snapshot(self) -> bytes:
+        return dump(self.machine)
+
+    def restore(self, data: bytes) -> None:
+        self.machine = load(data)
+
+
+class MachineReplica:
+    """A member that keeps a quorum queue's machine and carries out nothing: the stand-in
+    for another node's member where a test or a benchmark runs a whole group in one process.
+    ``on_leadership(leading)`` is told when it would lead (such a member should hand the
+    leadership on: it serves no clients)."""
+
+    def __init__(self, machine: QueueMachine, on_leadership: "Any" = None) -> None:
+        self.machine = machine
+        self.on_leadership = on_leadership
+
+    def apply(self, command: memoryview) -> None:
+        try:
+            self.machine.apply(decode(command))
+        except ValueError:
+            pass
+
+    def leadership(self, leading: bool) -> None:
+        if self.on_leadership is not None:
+            self.on_leadership(leading)
 
     def snapshot(self) -> bytes:
         return dump(self.machine)

@@ -179,9 +179,7 @@ def load(data: bytes, log: Any = None) -> QueueMachine:
     version, settings, next_id, ready, messages, consumers, order, rr, timer = pickle.loads(data)
     if version != 1:
         raise CommandError(f"queue snapshot version {version}")
-    durable, ttl, max_length, overflow, limit, max_bytes, single = settings
-    m = QueueMachine(durable, ttl, max_length, overflow, limit, log=log, max_length_bytes=max_bytes,
-                     single_active=single)
+    m = QueueMachine.from_settings(settings, log)
     m.next_id = next_id
     for mid, ex, rk, body, meta, expires_at, count, redelivered, stored in messages:
         x = MachineMessage(make_message(ex, rk, body, load_meta(meta)), expires_at, stored)

@@ -369,8 +369,9 @@ class VirtualHost:
             arguments["x-queue-type"] = self.profile.default_queue_type
         settings = QueueSettings.parse(name, self.name, arguments)
         if settings.queue_type != "classic":
-            for prop, bad in (("non-durable", not durable), ("exclusive-owner", exclusive_owner is not None),
-                              ("auto-delete", auto_delete)):
+            # RabbitMQ 3.10's order (an AMQP exclusive queue arrives non-durable)
+            for prop, bad in (("auto-delete", auto_delete), ("exclusive-owner", exclusive_owner is not None),
+                              ("non-durable", not durable)):
                 if bad:
                     raise PreconditionFailed(
                         f"invalid property '{prop}' for queue '{name}' in vhost '{self.name}'"

@@ -26,17 +26,20 @@ The member is started (``start``, by the queue's constructor) before ``run``.
 
 from __future__ import annotations
 
+import os
 import random
-from typing import Iterable
+from typing import Any, Iterable
 
 import trio
 
 from mqemu.broker.promise import Promise
+from mqemu.broker.queue_machine import QueueMachine
+from mqemu.broker.quorum import MachineReplica
 from mqemu.broker.quorum_codec import ENQUEUE, join, split
 from mqemu.broker.quorum_replication import Committed, ReplicaMember
 from mqemu.ha.raft.member import Config
-from mqemu.ha.raft.runtime import NotLeader, Runner, Transport
-from mqemu.ha.raft.storage import Storage
+from mqemu.ha.raft.runtime import LoopbackNetwork, NotLeader, Runner, Transport
+from mqemu.ha.raft.storage import FileStorage, MemoryStorage, Storage
 
 
 class RaftReplicator:
@@ -165,3 +168,66 @@ class RaftReplicator:
 def _publishes(commands: "Iterable[bytes | memoryview]") -> list[bytes]:
     """The enqueues among commands (the others belong to a leadership that is over)."""
     return [bytes(c) for c in commands if c[0] == ENQUEUE]
+
+
+class InProcessGroups:
+    """A replicator factory (``Broker(replicators=...)``) that runs each quorum queue's whole
+    Raft group in this process: the node's queue is member 0, the others ``MachineReplica``s
+    over a ``LoopbackNetwork``, each with ``FileStorage`` under ``directory/<n>/m<i>`` (fsync)
+    or, without a directory, ``MemoryStorage``. A replica that wins an election hands the
+    leadership to member 0. For tests and benchmarks of one node; the cluster gives each node
+    one member over its links instead. The runners are started in ``nursery`` (or, without
+    one, as trio system tasks of the running loop) once the queue starts its replicator."""
+
+    def __init__(self, directory: str | None = None, size: int = 3, tick: float = 0.01,
+                 config: Config | None = None, nursery: trio.Nursery | None = None) -> None:
+        self.directory = directory
+        self.size = size
+        self.tick = tick
+        self.config = config
+        self.nursery = nursery
+        self.groups: dict[tuple[str, str], list[_GroupMember]] = {}
+
+    def _storage(self, n: int, i: int) -> Storage:
+        if self.directory is None:
+            return MemoryStorage()
+        return FileStorage(os.path.join(self.directory, str(n), f"m{i}"))
+
+    def __call__(self, vhost: str, queue: str) -> RaftReplicator:
+        n = len(self.groups)
+        ids = list(range(self.size))
+        net = LoopbackNetwork(ids)
+        reps = [_GroupMember(self, i, ids, self._storage(n, i), net.transport(i), tick=self.tick, config=self.config,
+                             rng=random.Random(n * 31 + i)) for i in ids]
+        self.groups[(vhost, queue)] = reps
+        return reps[0]
+
+    def started(self, head: "_GroupMember", member: ReplicaMember) -> None:
+        """Member 0 has its queue: give the others replicas of its machine and run all."""
+        group = next(g for g in self.groups.values() if g[0] is head)
+        machine = getattr(member, "machine", None)
+        assert isinstance(machine, QueueMachine)
+        settings = machine.settings()
+        for rep in group[1:]:
+            rep.start(MachineReplica(QueueMachine.from_settings(settings), on_leadership=rep.hand_on))
+        for rep in group:
+            if self.nursery is not None:
+                self.nursery.start_soon(rep.run)
+            else:
+                trio.lowlevel.spawn_system_task(rep.run)
+
+
+class _GroupMember(RaftReplicator):
+    def __init__(self, groups: InProcessGroups, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.groups = groups
+
+    def start(self, member: ReplicaMember) -> None:
+        first = self.member is None and self.runner.id == 0
+        super().start(member)
+        if first:
+            self.groups.started(self, member)
+
+    def hand_on(self, leading: bool) -> None:
+        if leading:
+            self.runner.transfer(0)

@@ -72,6 +72,11 @@ def test_declare_refuses_what_rabbitmq_refuses_for_quorum_queues(node):
         ({"durable": False}, "invalid property 'non-durable' for queue 'x' in vhost '/'"),
         ({"durable": True, "exclusive_owner": object()}, "invalid property 'exclusive-owner' for queue 'x' in vhost '/'"),
         ({"durable": True, "auto_delete": True}, "invalid property 'auto-delete' for queue 'x' in vhost '/'"),
+        # the order of RabbitMQ 3.10's checks: auto-delete, exclusive, durable
+        ({"durable": False, "exclusive_owner": object()},
+         "invalid property 'exclusive-owner' for queue 'x' in vhost '/'"),
+        ({"durable": False, "exclusive_owner": object(), "auto_delete": True},
+         "invalid property 'auto-delete' for queue 'x' in vhost '/'"),
         ({"durable": True, "arguments": {**QQ, "x-max-priority": 5}},
          "invalid arg 'x-max-priority' for queue 'x' in vhost '/' of queue type rabbit_quorum_queue"),
         ({"durable": True, "arguments": {**QQ, "x-queue-mode": "lazy"}},
