@@ -27,6 +27,7 @@ them until the channel settles or returns them (``cancel`` in the machine).
 from __future__ import annotations
 
 import os
+from collections import deque
 from typing import TYPE_CHECKING, Any, Iterable
 
 from .message import Message, QueueEntry
@@ -83,6 +84,7 @@ class QuorumQueue:
         self._holder: str | None = None         # the machine tag of this member's basic.get holder
         self._taking: dict[int, int] = {}       # ids proposed takes asked for (how many takes)
         self._returning: set[int] = set()       # ids a proposed requeue puts back
+        self._mine: deque[tuple[bytes, tuple]] = deque()  # proposed while leading: (bytes, logged form)
         self._timer_at: float | None = None
         self._propose = replicator.propose
         replicator.start(self)
@@ -112,7 +114,17 @@ class QuorumQueue:
                 and m._over(1, len(message.body)):
             return False
         self.counts.enqueued += 1
-        return self._propose(encode_enqueue(message, now))
+        data = encode_enqueue(message, now)
+        if self.active:
+            self._mine.append((data, ("enqueue", message, now)))
+        return self._propose(data)
+
+    def _send(self, command: tuple) -> Promise:
+        """Propose a command; the leader keeps its logged form to apply without decoding it."""
+        data = encode(command)
+        if self.active:
+            self._mine.append((data, command))
+        return self._propose(data)
 
     # -- delivering -----------------------------------------------------------------------
     def dispatch(self) -> None:
@@ -153,7 +165,7 @@ class QuorumQueue:
             self._holder = self._new_tag()
         self._taking[mid] = self._taking.get(mid, 0) + 1
         self._returning.discard(mid)
-        self._propose(encode(("take", self._holder, mid, no_ack, now)))
+        self._send(("take", self._holder, mid, no_ack, now))
         if not no_ack:
             self.unacked += 1
         self.counts.delivered += 1
@@ -193,7 +205,7 @@ class QuorumQueue:
             ids = [e.seq for e in entries]
             if kind == "requeue":
                 self._returning.update(ids)
-            self._propose(encode((kind, tag, ids, self._clock())))
+            self._send((kind, tag, ids, self._clock()))
 
     def ack(self, entry: QueueEntry, consumer: "Consumer | None") -> None:
         self._settle_command("settle", (entry,), consumer)
@@ -215,7 +227,7 @@ class QuorumQueue:
                     break
         if self.active:
             for tag, ids in by_tag.items():
-                self._propose(encode(("requeue", tag, ids, self._clock())))
+                self._send(("requeue", tag, ids, self._clock()))
 
     # -- consumers ------------------------------------------------------------------------
     def _new_tag(self) -> str:
@@ -226,8 +238,8 @@ class QuorumQueue:
         tag = self._new_tag()
         self._tags[consumer] = tag
         self._local[tag] = consumer
-        self._propose(encode(("consumer_added", tag, consumer.prefetch, self._clock(), consumer.priority,
-                              consumer.no_ack)))
+        self._send(("consumer_added", tag, consumer.prefetch, self._clock(), consumer.priority,
+                              consumer.no_ack))
 
     def add_consumer(self, consumer: "Consumer") -> None:
         self.consumers.append(consumer)
@@ -252,12 +264,12 @@ class QuorumQueue:
         if not consumer.unacked:
             del self._tags[consumer]
         if self.active:
-            self._propose(encode(("cancel", tag, self.last_used)))
+            self._send(("cancel", tag, self.last_used))
 
     # -- housekeeping ---------------------------------------------------------------------
     def expire(self, now: float) -> None:
         if self.active and not self.deleted:
-            self._propose(encode(("expire", now)))
+            self._send(("expire", now))
 
     def _expiry_due(self, now: float) -> None:
         self._timer_at = None
@@ -271,13 +283,17 @@ class QuorumQueue:
     def purge(self) -> int:
         n = len(self.machine.ready)
         if self.active:
-            self._propose(encode(("purge", self._clock())))
+            self._send(("purge", self._clock()))
         return n
 
     # -- the replicator's calls -----------------------------------------------------------
-    def apply(self, command: memoryview) -> None:
+    def apply(self, command: bytes) -> None:
         """A committed command: every member applies it; the active leader carries it out."""
-        cmd = decode(command)
+        mine = self._mine
+        if mine and mine[0][0] == command:  # this leader's own: its logged form is at hand
+            cmd = mine.popleft()[1]
+        else:
+            cmd = decode(command)
         try:
             fx = self.machine.apply(cmd)
         except ValueError:
@@ -327,6 +343,7 @@ class QuorumQueue:
         self._holder = None
         self._taking.clear()
         self._returning.clear()
+        self._mine.clear()
         self._timer_at = None
         self.unacked = 0
         for c in self.consumers:
@@ -335,11 +352,11 @@ class QuorumQueue:
             return
         now = self._clock()
         for tag in list(self.machine.consumers):
-            self._propose(encode(("consumer_removed", tag, now)))
+            self._send(("consumer_removed", tag, now))
         for c in self.consumers:
             self._register(c)
         if self.machine.ready:
-            self._propose(encode(("expire", now)))
+            self._send(("expire", now))
 
     def snapshot(self) -> bytes:
         return dump(self.machine)
@@ -358,7 +375,7 @@ class MachineReplica:
         self.machine = machine
         self.on_leadership = on_leadership
 
-    def apply(self, command: memoryview) -> None:
+    def apply(self, command: bytes) -> None:
         try:
             self.machine.apply(decode(command))
         except ValueError:

@@ -57,6 +57,7 @@ class RaftReplicator:
         self._restored: bytes | None = None
         self.entries = 0   # Raft entries proposed
         self.commands = 0  # commands in them
+        self.terms_led = 0  # leaderships taken
 
     # -- the queue's side ------------------------------------------------------------------
     @property
@@ -112,9 +113,10 @@ class RaftReplicator:
     def _lead(self, term: int) -> None:
         self.leading = True
         self.term = term
+        self.terms_led += 1
         if self._lost:  # publishes proposed in an earlier term and replaced: again, first
             lost, self._lost = self._lost, []
-            self._pending[:0] = _publishes(c for batch, _ in lost for c in split(batch))
+            self._pending[:0] = _publishes([c for batch, _ in lost for c in split(batch)])
             if self._promise is None:
                 self._promise = Committed()
             for _, promise in lost:
@@ -165,9 +167,9 @@ class RaftReplicator:
             self._inflight[index] = (self.term, batch, promise)
 
 
-def _publishes(commands: "Iterable[bytes | memoryview]") -> list[bytes]:
+def _publishes(commands: Iterable[bytes]) -> list[bytes]:
     """The enqueues among commands (the others belong to a leadership that is over)."""
-    return [bytes(c) for c in commands if c[0] == ENQUEUE]
+    return [c for c in commands if c[0] == ENQUEUE]
 
 
 class InProcessGroups:
