@@ -81,6 +81,7 @@ class QuorumQueue:
         self._seq = 0
         self._local: dict[str, Consumer] = {}   # machine tag -> a consumer served here
         self._tags: dict[Consumer, str] = {}    # consumer -> its machine tag (kept past a cancel)
+        self._cancelled: set[Consumer] = set()  # cancelled, still holding deliveries
         self._holder: str | None = None         # the machine tag of this member's basic.get holder
         self._taking: dict[int, int] = {}       # ids proposed takes asked for (how many takes)
         self._returning: set[int] = set()       # ids a proposed requeue puts back
@@ -194,8 +195,9 @@ class QuorumQueue:
         self.unacked = max(0, self.unacked - n)
         if consumer is not None:
             consumer.unacked = max(0, consumer.unacked - n)
-            if not consumer.unacked and consumer not in self.consumers:
-                self._tags.pop(consumer, None)  # cancelled and settled: forget it
+            if not consumer.unacked and self._cancelled and consumer in self._cancelled:
+                self._cancelled.discard(consumer)  # cancelled and settled: forget it
+                self._tags.pop(consumer, None)
 
     def _settle_command(self, kind: str, entries: Iterable[QueueEntry], consumer: "Consumer | None") -> None:
         tag = self._tag_of(consumer)
@@ -238,8 +240,7 @@ class QuorumQueue:
         tag = self._new_tag()
         self._tags[consumer] = tag
         self._local[tag] = consumer
-        self._send(("consumer_added", tag, consumer.prefetch, self._clock(), consumer.priority,
-                              consumer.no_ack))
+        self._send(("consumer_added", tag, consumer.prefetch, self._clock(), consumer.priority, consumer.no_ack))
 
     def add_consumer(self, consumer: "Consumer") -> None:
         self.consumers.append(consumer)
@@ -261,7 +262,9 @@ class QuorumQueue:
         if tag is None:
             return
         self._local.pop(tag, None)
-        if not consumer.unacked:
+        if consumer.unacked:
+            self._cancelled.add(consumer)  # its tag stays until what it holds is settled
+        else:
             del self._tags[consumer]
         if self.active:
             self._send(("cancel", tag, self.last_used))
@@ -314,9 +317,11 @@ class QuorumQueue:
             kind = e[0]
             if kind == "deliver":
                 c = self._local.get(e[1])
-                if c is None:
-                    continue
                 mid = e[2]
+                if c is None:  # cancelled meanwhile (a command proposed before the cancel)
+                    if mid in m.messages:
+                        self._send(("requeue", e[1], [mid], self._clock()))
+                    continue
                 x = m.messages.get(mid) or m.gone[mid]
                 if not c.no_ack:
                     c.unacked += 1
@@ -340,6 +345,7 @@ class QuorumQueue:
         self.active = leading
         self._local.clear()
         self._tags.clear()
+        self._cancelled.clear()
         self._holder = None
         self._taking.clear()
         self._returning.clear()

@@ -244,3 +244,17 @@ def test_a_new_leader_redelivers_what_the_old_one_left_unacked_with_its_count():
     # the snapshot of one member restores another
     qs[0].restore(qs[1].snapshot())
     assert qs[0].machine.snapshot() == qs[1].machine.snapshot()
+
+
+def test_a_delivery_to_a_consumer_cancelled_meanwhile_goes_back(node):
+    vh, flush = node
+    q = vh.declare_queue("qq", durable=True, arguments=QQ)
+    owner, other = Owner(), Owner()
+    c = Consumer(q, "ctag", owner, no_ack=False, prefetch=1)
+    q.add_consumer(c)
+    flush()
+    vh.publish_safe("", "qq", persistent(b"1"))  # proposed before the cancel: delivered to c
+    q.remove_consumer(c)
+    q.add_consumer(Consumer(q, "other", other, no_ack=False, prefetch=1))
+    flush()
+    assert owner.got == [] and other.bodies() == [b"1"] and other.got[0].redelivered
