@@ -39,7 +39,7 @@ machine's whole state as bytes (``dump``/``load``) for a replicated log and its 
 
 Semantics are the RabbitMQ queue's (as ``queue.Queue``): ready messages in arrival order, a
 requeued message back at its place, TTL at the head, ``x-max-length`` with drop-head or
-reject-publish, a delivery limit counted on each return (quorum queues), consumers served
+reject-publish (or ``reject-over``, a quorum queue's: refused only once over the limit), a delivery limit counted on each return (quorum queues), consumers served
 round-robin within their prefetch. The classic ``Queue`` still applies these rules in place
 with its own code (paging, priorities, selectors and ActiveMQ's groups included); see
 ARCHITECTURE.md for what is left before it runs on this machine.
@@ -145,11 +145,16 @@ class QueueMachine:
             if self.overflow in ("reject-publish", "reject-publish-dlx"):
                 fx.append(("refused",))
                 return fx
-            dropped = []
-            while self.ready and self._over(1, len(message.body)):
-                dropped.append(self._pop_ready())
-            if dropped:
-                self._forget(dropped, fx, "maxlen")
+            if self.overflow == "reject-over":  # quorum queues: refused once over the limit
+                if self._over(0, 0):
+                    fx.append(("refused",))
+                    return fx
+            else:
+                dropped = []
+                while self.ready and self._over(1, len(message.body)):
+                    dropped.append(self._pop_ready())
+                if dropped:
+                    self._forget(dropped, fx, "maxlen")
         ttl = self.message_ttl
         exp = message.properties.get("expiration")
         if exp is not None:

@@ -47,8 +47,13 @@ def machine_for(settings: QueueSettings, default_limit: int | None) -> QueueMach
     """The machine of a quorum queue with these arguments. Messages are kept by the log,
     so the machine asks for no store writes (``durable=False``)."""
     limit = settings.delivery_limit if settings.delivery_limit is not None else default_limit
+    # RabbitMQ 3.10's quorum queues (checked): reject-publish refuses once the queue is over
+    # its limit (a queue of x-max-length 1 takes a second message, nacks the third);
+    # reject-publish-dlx drops the head as drop-head does, and acks.
+    overflow = {"reject-publish": "reject-over", "reject-publish-dlx": "drop-head"}.get(settings.overflow,
+                                                                                        settings.overflow)
     return QueueMachine(durable=False, message_ttl=settings.message_ttl, max_length=settings.max_length,
-                        overflow=settings.overflow, delivery_limit=limit,
+                        overflow=overflow, delivery_limit=limit,
                         max_length_bytes=settings.max_length_bytes,
                         single_active=settings.single_active_consumer)
 
@@ -111,8 +116,7 @@ class QuorumQueue:
         """Propose the enqueue: its promise is kept once it is committed. With ``x-overflow:
         reject-publish`` a publish the queue has no room for as it stands is refused."""
         m = self.machine
-        if m.overflow != "drop-head" and (m.max_length is not None or m.max_length_bytes is not None) \
-                and m._over(1, len(message.body)):
+        if m.overflow == "reject-over" and m._over(0, 0):
             return False
         self.counts.enqueued += 1
         data = encode_enqueue(message, now)

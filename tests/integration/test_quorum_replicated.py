@@ -25,7 +25,7 @@ QQ = {"x-queue-type": "quorum"}
 @pytest.fixture
 def node(mqemu_start, tmp_path):
     running = mqemu_start()
-    groups = InProcessGroups(str(tmp_path), config=Config(election_ticks=10, snapshot_every=200))
+    groups = InProcessGroups(str(tmp_path), config=Config(election_ticks=40, snapshot_every=200))
     running.broker.replicators = groups
     for vh in running.broker.vhosts.values():
         vh.replicators = groups

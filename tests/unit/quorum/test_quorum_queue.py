@@ -151,13 +151,18 @@ def test_basic_get_shows_a_delivery_count_of_zero_and_settles_by_ack(node):
     assert q.machine.messages == {} and q.machine.consumers == {}
 
 
-def test_purge_and_reject_publish(node):
+def test_purge(node):
     vh, flush = node
-    q = vh.declare_queue("qq", durable=True, arguments={**QQ, "x-max-length": 1, "x-overflow": "reject-publish"})
-    assert vh.publish_safe("", "qq", persistent(b"1"))[1] is False
+    q = vh.declare_queue("qq", durable=True, arguments=QQ)
+    owner = Owner()
+    q.add_consumer(Consumer(q, "ctag", owner, no_ack=False, prefetch=1))
+    for body in (b"1", b"2", b"3"):
+        vh.publish_safe("", "qq", persistent(body))
     flush()
-    assert vh.publish_safe("", "qq", persistent(b"2"))[1] is True  # refused: nacked
-    assert q.purge() == 1
+    assert q.purge() == 2
+    flush()
+    assert not q.ready and list(q.machine.messages) == [owner.got[0].seq]
+    q.ack(owner.got[0], q.consumers[0])
     flush()
     assert not q.ready and q.machine.messages == {}
 
@@ -258,3 +263,21 @@ def test_a_delivery_to_a_consumer_cancelled_meanwhile_goes_back(node):
     q.add_consumer(Consumer(q, "other", other, no_ack=False, prefetch=1))
     flush()
     assert owner.got == [] and other.bodies() == [b"1"] and other.got[0].redelivered
+
+
+def test_overflow_as_rabbitmq_3_10_quorum_queues_do_it(node):
+    """Checked on RabbitMQ 3.10: with x-max-length 1, reject-publish takes a second message
+    and refuses the third; reject-publish-dlx acks all and drops the head (drop-head)."""
+    vh, flush = node
+    dead = vh.declare_queue("dead", durable=True, arguments={"x-queue-type": "classic"})
+    dl = {"x-dead-letter-exchange": "", "x-dead-letter-routing-key": "dead", "x-max-length": 1}
+    rp = vh.declare_queue("rp", durable=True, arguments={**QQ, **dl, "x-overflow": "reject-publish"})
+    dlx = vh.declare_queue("rpd", durable=True, arguments={**QQ, **dl, "x-overflow": "reject-publish-dlx"})
+    refused = []
+    for body in (b"1", b"2", b"3"):
+        refused.append(vh.publish_safe("", "rp", persistent(body))[1])
+        assert vh.publish_safe("", "rpd", persistent(body))[1] is False
+        flush()
+    assert refused == [False, False, True] and len(rp.ready) == 2
+    assert [dlx.machine.messages[i].message.body for i in dlx.ready] == [b"3"]
+    assert [e.message.body for e in dead.ready] == [b"1", b"2"]

@@ -22,6 +22,10 @@ from mqemu.ha.raft.storage import FileStorage
 
 pytestmark = pytest.mark.timeout(60)
 
+# Elections after 0.4-0.8 s of silence: three members share one process (and, in the whole
+# suite, a loaded machine), so a shorter timeout lets a stalled loop start an election the
+# test did not ask for.
+
 IDS = [0, 1, 2]
 QQ = {"x-queue-type": "quorum"}
 
@@ -52,7 +56,7 @@ class Node:
 
     async def start(self, nursery: trio.Nursery) -> None:
         self.rep = RaftReplicator(self.i, IDS, FileStorage(str(self.path / f"m{self.i}")), self.net.transport(self.i),
-                                  tick=0.01, config=Config(election_ticks=10, snapshot_every=self.snapshot_every),
+                                  tick=0.01, config=Config(election_ticks=40, snapshot_every=self.snapshot_every),
                                   rng=random.Random(self.i))
         self.vhost = Broker(replicators=lambda vh, q: self.rep).vhosts["/"]
         self.queue = self.vhost.declare_queue("qq", durable=True, arguments=QQ)
