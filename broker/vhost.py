@@ -357,6 +357,7 @@ class VirtualHost:
         elif name.startswith("amq."):
             raise AccessRefused(f"queue name '{name}' contains reserved prefix 'amq.*'")
         arguments = dict(arguments or {})
+        asked_type = "x-queue-type" in arguments
         if q is not None:
             self.check_exclusive(q, owner, redeclare_exclusive=exclusive_owner is not None)
             self._check_equivalent(q, durable, exclusive_owner is not None, auto_delete, arguments)
@@ -377,7 +378,7 @@ class VirtualHost:
                         f"invalid property '{prop}' for queue '{name}' in vhost '{self.name}'"
                     )
             for key in ("x-max-priority", "x-queue-mode"):
-                if key in arguments and settings.quorum:
+                if key in arguments and settings.quorum and asked_type:  # not when the default type made it quorum
                     raise PreconditionFailed(f"invalid arg '{key}' for queue '{name}' in vhost '{self.name}' "
                                              "of queue type rabbit_quorum_queue")
         if settings.quorum and self.replicators is not None:
