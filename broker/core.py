@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any, Callable, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
 import trio
 
@@ -25,6 +25,9 @@ from .store.memory import MemoryStore
 from .timers import Timers
 from .vhost import VirtualHost
 
+if TYPE_CHECKING:
+    from .quorum_replication import ReplicatorFactory
+
 log = logging.getLogger("mqemu.broker")
 
 MEMORY_CHECK_INTERVAL = 0.5
@@ -38,8 +41,12 @@ class Broker:
         config: BrokerConfig | None = None,
         store: Store | None = None,
         clock: Callable[[], float] = time.monotonic,
+        replicators: "ReplicatorFactory | None" = None,
     ) -> None:
         self.config = config or BrokerConfig()
+        # (vhost, queue) -> the Replicator of a new quorum queue (``quorum_replication``);
+        # None (one node): quorum queues are classic queues with quorum delivery counts.
+        self.replicators = replicators
         # The emulated engine and version, chosen once (``profile``); sessions read it.
         self.profile = EngineProfile.build(self.config.engine, self.config.engine_version, self.config)
         self.engine = self.profile.name  # the same as profile.name, for code that reads it
@@ -107,6 +114,7 @@ class Broker:
             )
             vh.budget = self.budget
             vh.definitions_hook = self.definitions_hook
+            vh.replicators = self.replicators
             if self.auth.deny_subscribe:  # topics no one may read reach no one (AuthRegistry.check_topic)
                 vh.exchanges["amq.topic"].hide_keys(self.auth.topic_unreadable)
         return vh

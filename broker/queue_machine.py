@@ -24,11 +24,22 @@ Effects are tuples, in the order they happen:
 - ``("dead_letter", reason, [ids])``: republish them to the dead-letter target
   (``expired``, ``rejected``, ``maxlen``, ``delivery_limit``), then forget them;
 - ``("refused",)``: the enqueue was refused (``x-overflow: reject-publish``);
-- ``("timer", when)``: call ``expire(when)`` then (the head's deadline).
+- ``("timer", when)``: call ``expire(when)`` then (the head's deadline);
+- ``("purged", n)``: a purge dropped n ready messages.
+
+A message that leaves the machine in a command (dead-lettered, settled on delivery to a
+no-ack consumer or ``take``) stays readable in ``gone`` (id -> ``MachineMessage``) until the
+next command starts, so the caller can carry out that command's effects; ``gone`` is not
+state (not in ``snapshot``). Consumers may have a priority (the highest with credit is served,
+round-robin among equals) and the queue may have a single active consumer (the first one).
+``take(holder, id, no_ack, now)`` is ``basic.get``: the leader names the ready message it
+hands out (its head when it asked), and the command checks it out to ``holder`` (a consumer
+that never gets deliveries) if it is still ready. ``quorum_codec`` encodes commands and a
+machine's whole state as bytes (``dump``/``load``) for a replicated log and its snapshots.
 
 Semantics are the RabbitMQ queue's (as ``queue.Queue``): ready messages in arrival order, a
 requeued message back at its place, TTL at the head, ``x-max-length`` with drop-head or
-reject-publish, a delivery limit counted on each return (quorum queues), consumers served
+reject-publish (or ``reject-over``, a quorum queue's: refused only once over the limit), a delivery limit counted on each return (quorum queues), consumers served
 round-robin within their prefetch. The classic ``Queue`` still applies these rules in place
 with its own code (paging, priorities, selectors and ActiveMQ's groups included); see
 ARCHITECTURE.md for what is left before it runs on this machine.
@@ -59,11 +70,13 @@ class MachineMessage:
 
 
 class MachineConsumer:
-    __slots__ = ("tag", "prefetch", "checked_out")
+    __slots__ = ("tag", "prefetch", "checked_out", "priority", "no_ack")
 
-    def __init__(self, tag: str, prefetch: int) -> None:
+    def __init__(self, tag: str, prefetch: int, priority: int = 0, no_ack: bool = False) -> None:
         self.tag = tag
-        self.prefetch = prefetch  # 0: no limit
+        self.prefetch = prefetch  # 0: no limit; -1: a holder of basic.get messages (never served)
+        self.priority = priority
+        self.no_ack = no_ack
         self.checked_out: dict[int, None] = {}  # ids delivered and not settled, in order
 
     def has_credit(self) -> bool:
@@ -76,13 +89,18 @@ class QueueMachine:
     as the queue's ``x-`` arguments give them."""
 
     def __init__(self, durable: bool = True, message_ttl: int | None = None, max_length: int | None = None,
-                 overflow: str = "drop-head", delivery_limit: int | None = None, log: Any = None) -> None:
+                 overflow: str = "drop-head", delivery_limit: int | None = None, log: Any = None,
+                 max_length_bytes: int | None = None, single_active: bool = False) -> None:
         self.durable = durable
         self.message_ttl = message_ttl
         self.max_length = max_length
+        self.max_length_bytes = max_length_bytes
         self.overflow = overflow
         self.delivery_limit = delivery_limit
+        self.single_active = single_active
         self.log = log
+        self.gone: dict[int, MachineMessage] = {}  # left in the current command (not state)
+        self.priorities = 0  # consumers with a priority other than 0
         self.next_id = 1
         self.messages: dict[int, MachineMessage] = {}
         self.ready: deque[int] = deque()  # ids in arrival order
@@ -91,6 +109,13 @@ class QueueMachine:
         self.order: list[str] = []  # consumer tags, round-robin order
         self.rr = 0
         self.timer: float | None = None  # the head's deadline an armed timer fires at
+
+    @classmethod
+    def from_settings(cls, settings: tuple, log: Any = None) -> "QueueMachine":
+        """An empty machine with another's ``settings()``."""
+        durable, ttl, max_length, overflow, limit, max_bytes, single = settings
+        return cls(durable, ttl, max_length, overflow, limit, log=log, max_length_bytes=max_bytes,
+                   single_active=single)
 
     # -- the logged form ----------------------------------------------------------------
     def apply(self, command: tuple) -> list[Effect]:
@@ -101,23 +126,35 @@ class QueueMachine:
         return getattr(self, name)(*command[1:])
 
     def _logged(self, *command: Any) -> None:
+        if self.gone:
+            self.gone = {}
         if self.log is not None:
             self.log.append(command)
+
+    def settings(self) -> tuple:
+        """The constructor's arguments but ``log``, in order (a snapshot carries them)."""
+        return (self.durable, self.message_ttl, self.max_length, self.overflow, self.delivery_limit,
+                self.max_length_bytes, self.single_active)
 
     # -- commands -----------------------------------------------------------------------
     def enqueue(self, message: Message, now: float) -> list[Effect]:
         """A publish reached the queue."""
         self._logged("enqueue", message, now)
         fx: list[Effect] = []
-        if self.max_length is not None and len(self.ready) + 1 > self.max_length:
+        if (self.max_length is not None or self.max_length_bytes is not None) and self._over(1, len(message.body)):
             if self.overflow in ("reject-publish", "reject-publish-dlx"):
                 fx.append(("refused",))
                 return fx
-            dropped = []
-            while self.ready and len(self.ready) + 1 > self.max_length:
-                dropped.append(self._pop_ready())
-            if dropped:
-                self._forget(dropped, fx, "maxlen")
+            if self.overflow == "reject-over":  # quorum queues: refused once over the limit
+                if self._over(0, 0):
+                    fx.append(("refused",))
+                    return fx
+            else:
+                dropped = []
+                while self.ready and self._over(1, len(message.body)):
+                    dropped.append(self._pop_ready())
+                if dropped:
+                    self._forget(dropped, fx, "maxlen")
         ttl = self.message_ttl
         exp = message.properties.get("expiration")
         if exp is not None:
@@ -138,35 +175,69 @@ class QueueMachine:
         self._deliver(now, fx)
         return fx
 
-    def consumer_added(self, tag: str, prefetch: int, now: float) -> list[Effect]:
+    def consumer_added(self, tag: str, prefetch: int, now: float, priority: int = 0,
+                       no_ack: bool = False) -> list[Effect]:
+        """A consumer with its prefetch (0: no limit), priority and acknowledgement mode (a
+        no-ack consumer's deliveries are settled as they are made). A tag seen again is
+        refused (ValueError, nothing changes)."""
         if tag in self.consumers:
             raise ValueError(f"consumer {tag!r} exists")
-        self._logged("consumer_added", tag, prefetch, now)
-        self.consumers[tag] = MachineConsumer(tag, prefetch)
+        self._logged("consumer_added", tag, prefetch, now, priority, no_ack)
+        self.consumers[tag] = MachineConsumer(tag, prefetch, priority, no_ack)
+        if priority:
+            self.priorities += 1
         self.order.append(tag)
         fx: list[Effect] = []
         self._deliver(now, fx)
         return fx
 
     def consumer_removed(self, tag: str, now: float) -> list[Effect]:
-        """The consumer went away: what it had not settled goes back (its channel closed)."""
-        c = self.consumers.pop(tag)
+        """The consumer (or ``take``'s holder) went away: what it had not settled goes back
+        (its channel closed, or its node lost the queue's leadership). An unknown tag: no
+        effect."""
+        c = self.consumers.pop(tag, None)
         self._logged("consumer_removed", tag, now)
-        i = self.order.index(tag)
-        del self.order[i]
-        if i < self.rr:
-            self.rr -= 1
         fx: list[Effect] = []
+        if c is None:
+            return fx
+        if c.priority:
+            self.priorities -= 1
+        if c.prefetch >= 0:
+            i = self.order.index(tag)
+            del self.order[i]
+            if i < self.rr:
+                self.rr -= 1
         self._return(list(c.checked_out), fx)
         self._deliver(now, fx)
         return fx
 
+    def cancel(self, tag: str, now: float) -> list[Effect]:
+        """basic.cancel: the consumer gets no more deliveries; what it holds stays checked out
+        to it until settled or returned (then it is forgotten). An unknown tag: no effect."""
+        c = self.consumers.get(tag)
+        self._logged("cancel", tag, now)
+        if c is None or c.prefetch < 0:
+            return []
+        if c.priority:
+            self.priorities -= 1
+            c.priority = 0
+        i = self.order.index(tag)
+        del self.order[i]
+        if i < self.rr:
+            self.rr -= 1
+        c.prefetch = -1
+        if not c.checked_out:
+            del self.consumers[tag]
+        return []
+
     def settle(self, tag: str, ids: Iterable[int], now: float) -> list[Effect]:
         """The consumer acknowledged ids (one multiple-ack: one command)."""
         ids = list(ids)
-        c = self.consumers[tag]
+        c = self.consumers.get(tag, _NOBODY)
         self._logged("settle", tag, ids, now)
         done = [mid for mid in ids if c.checked_out.pop(mid, 0) is None]
+        if c.prefetch < 0 and not c.checked_out:
+            self.consumers.pop(tag, None)
         fx: list[Effect] = []
         self._drop(done, fx)
         self._deliver(now, fx)
@@ -175,9 +246,11 @@ class QueueMachine:
     def requeue(self, tag: str, ids: Iterable[int], now: float) -> list[Effect]:
         """nack/reject with requeue, or a recover: ids go back to their places."""
         ids = list(ids)
-        c = self.consumers[tag]
+        c = self.consumers.get(tag, _NOBODY)
         self._logged("requeue", tag, ids, now)
         back = [mid for mid in ids if c.checked_out.pop(mid, 0) is None]
+        if c.prefetch < 0 and not c.checked_out:
+            self.consumers.pop(tag, None)
         fx: list[Effect] = []
         self._return(back, fx)
         self._deliver(now, fx)
@@ -186,9 +259,11 @@ class QueueMachine:
     def reject(self, tag: str, ids: Iterable[int], now: float) -> list[Effect]:
         """nack/reject without requeue: dead-lettered as ``rejected``."""
         ids = list(ids)
-        c = self.consumers[tag]
+        c = self.consumers.get(tag, _NOBODY)
         self._logged("reject", tag, ids, now)
         gone = [mid for mid in ids if c.checked_out.pop(mid, 0) is None]
+        if c.prefetch < 0 and not c.checked_out:
+            self.consumers.pop(tag, None)
         fx: list[Effect] = []
         self._forget(gone, fx, "rejected")
         self._deliver(now, fx)
@@ -202,7 +277,44 @@ class QueueMachine:
         self._expire_head(now, fx)
         return fx
 
+    def take(self, holder: str, mid: int, no_ack: bool, now: float) -> list[Effect]:
+        """``basic.get``: check ready message ``mid`` out to ``holder`` (made on first use),
+        or with ``no_ack`` settle it: ``("took", holder, id, redelivered)``; ``("took",
+        holder, None, False)`` when mid is no longer ready (expired, delivered, dropped)."""
+        self._logged("take", holder, mid, no_ack, now)
+        fx: list[Effect] = []
+        self._expire_head(now, fx)
+        m = self.messages.get(mid)
+        if m is None or mid not in self.ready:
+            fx.append(("took", holder, None, False))
+            return fx
+        self.ready.remove(mid)
+        self.bytes_ready -= m.size
+        fx.append(("took", holder, mid, m.redelivered))
+        if no_ack:
+            self._drop([mid], fx)
+        else:
+            h = self.consumers.get(holder)
+            if h is None:
+                h = self.consumers[holder] = MachineConsumer(holder, -1)
+            h.checked_out[mid] = None
+        return fx
+
+    def purge(self, now: float) -> list[Effect]:
+        """Drop every ready message (not the ones delivered and unsettled)."""
+        self._logged("purge", now)
+        ids = list(self.ready)
+        self.ready.clear()
+        self.bytes_ready = 0
+        fx: list[Effect] = [("purged", len(ids))]
+        self._drop(ids, fx)
+        return fx
+
     # -- internals ----------------------------------------------------------------------
+    def _over(self, extra_len: int, extra_bytes: int) -> bool:
+        return ((self.max_length is not None and len(self.ready) + extra_len > self.max_length)
+                or (self.max_length_bytes is not None and self.bytes_ready + extra_bytes > self.max_length_bytes))
+
     def _pop_ready(self) -> int:
         mid = self.ready.popleft()
         self.bytes_ready -= self.messages[mid].size
@@ -210,8 +322,10 @@ class QueueMachine:
 
     def _drop(self, ids: list[int], fx: list[Effect]) -> None:
         stored = []
+        gone = self.gone
         for mid in ids:
-            if self.messages.pop(mid).stored:
+            m = gone[mid] = self.messages.pop(mid)
+            if m.stored:
                 stored.append(mid)
         if stored:
             fx.append(("unstore", stored))
@@ -265,6 +379,19 @@ class QueueMachine:
     def _next_consumer(self) -> MachineConsumer | None:
         order = self.order
         n = len(order)
+        if self.single_active:
+            c = self.consumers[order[0]]
+            return c if c.has_credit() else None
+        if self.priorities:
+            best: MachineConsumer | None = None
+            at = 0
+            for i in range(n):
+                c = self.consumers[order[(self.rr + i) % n]]
+                if c.has_credit() and (best is None or c.priority > best.priority):
+                    best, at = c, i
+            if best is not None:
+                self.rr = (self.rr + at + 1) % n
+            return best
         for i in range(n):
             c = self.consumers[order[(self.rr + i) % n]]
             if c.has_credit():
@@ -275,7 +402,7 @@ class QueueMachine:
     def _deliver(self, now: float, fx: list[Effect]) -> None:
         self._expire_head(now, fx)
         ready, messages = self.ready, self.messages
-        while ready and self.consumers:
+        while ready and self.order:
             c = self._next_consumer()
             if c is None:
                 break
@@ -285,8 +412,11 @@ class QueueMachine:
                 self._expire_head(now, fx)
                 continue
             self._pop_ready()
-            c.checked_out[mid] = None
             fx.append(("deliver", c.tag, mid, m.redelivered))
+            if c.no_ack:
+                self._drop([mid], fx)
+            else:
+                c.checked_out[mid] = None
 
     # -- what a replica compares ---------------------------------------------------------
     def snapshot(self) -> dict[str, Any]:
@@ -297,11 +427,15 @@ class QueueMachine:
             "bytes_ready": self.bytes_ready,
             "messages": {mid: (m.message.body, m.expires_at, m.delivery_count, m.redelivered, m.stored)
                          for mid, m in self.messages.items()},
-            "consumers": {t: (c.prefetch, list(c.checked_out)) for t, c in self.consumers.items()},
+            "consumers": {t: (c.prefetch, list(c.checked_out), c.priority, c.no_ack)
+                          for t, c in self.consumers.items()},
             "order": list(self.order),
             "rr": self.rr,
             "timer": self.timer,
         }
 
 
-COMMANDS = frozenset({"enqueue", "consumer_added", "consumer_removed", "settle", "requeue", "reject", "expire"})
+_NOBODY = MachineConsumer("", 0)  # a tag the machine does not know holds nothing
+
+COMMANDS = frozenset({"enqueue", "consumer_added", "consumer_removed", "cancel", "settle", "requeue", "reject",
+                      "expire", "take", "purge"})

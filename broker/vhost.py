@@ -9,7 +9,7 @@ from __future__ import annotations
 import base64
 import datetime
 import os
-from typing import TYPE_CHECKING, Any, Callable, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Iterable, cast
 
 from . import activemq, policies
 from .profile import RABBITMQ, EngineProfile
@@ -20,11 +20,13 @@ from .promise import ON_DISK, AllOf, Promise, StoreWrites, both
 from .queue import Queue
 from .queue_port import QueuePort
 from .queue_args import QueueSettings, amqp_type_name
+from .quorum import QuorumQueue
 from .timers import Timers
 from .definition_hook import DefinitionHook, binding_item, replicated_queue
 
 if TYPE_CHECKING:
     from .paging import MemoryBudget
+    from .quorum_replication import ReplicatorFactory
     from .store.base import Store
 
 # Exchanges every virtual host has (AMQP 0-9-1 §3.1.3.1 and RabbitMQ's amq.rabbitmq.trace).
@@ -70,6 +72,9 @@ class VirtualHost:
         self.store = store
         # The node's memory budget (set by Broker); None: queues never page.
         self.budget: "MemoryBudget | None" = None
+        # Makes the replicator of each new quorum queue (set by Broker from its node's
+        # factory); None: quorum queues are classic Queues with quorum delivery counts.
+        self.replicators: "ReplicatorFactory | None" = None
         self.exchanges: dict[str, Exchange] = {}
         self.queues: dict[str, Queue] = {}
         self.direct_reply: dict[str, Callable[[Message], bool]] = {}
@@ -370,6 +375,7 @@ class VirtualHost:
         elif name.startswith("amq."):
             raise AccessRefused(f"queue name '{name}' contains reserved prefix 'amq.*'")
         arguments = dict(arguments or {})
+        asked_type = "x-queue-type" in arguments
         if q is not None:
             self.check_exclusive(q, owner, redeclare_exclusive=exclusive_owner is not None)
             self._check_equivalent(q, durable, exclusive_owner is not None, auto_delete, arguments)
@@ -382,17 +388,28 @@ class VirtualHost:
             arguments["x-queue-type"] = self.profile.default_queue_type
         settings = QueueSettings.parse(name, self.name, arguments)
         if settings.queue_type != "classic":
-            for prop, bad in (("non-durable", not durable), ("exclusive", exclusive_owner is not None),
-                              ("auto-delete", auto_delete)):
+            # RabbitMQ 3.10's order (an AMQP exclusive queue arrives non-durable)
+            for prop, bad in (("auto-delete", auto_delete), ("exclusive-owner", exclusive_owner is not None),
+                              ("non-durable", not durable)):
                 if bad:
                     raise PreconditionFailed(
                         f"invalid property '{prop}' for queue '{name}' in vhost '{self.name}'"
                     )
+            for key in ("x-max-priority", "x-queue-mode"):
+                if key in arguments and settings.quorum and asked_type:  # not when the default type made it quorum
+                    raise PreconditionFailed(f"invalid arg '{key}' for queue '{name}' in vhost '{self.name}' "
+                                             "of queue type rabbit_quorum_queue")
         hook = self.definitions_hook
         if hook is not None and replicated_queue(name, exclusive_owner, auto_delete):
             hook.changing(self.name, "queue.declare", {"name": name, "durable": durable, "auto_delete": auto_delete,
                                                        "arguments": arguments, "type": settings.queue_type})
-        q = Queue(self.queue_port(name, durable), name, durable, exclusive_owner, auto_delete, arguments, settings)
+        if settings.quorum and self.replicators is not None:
+            # The log keeps its messages: a port without the store's message calls.
+            # It answers what the protocols ask of a Queue.
+            q = cast(Queue, QuorumQueue(self.queue_port(name, False), name, self.replicators(self.name, name),
+                                        arguments, settings))
+        else:
+            q = Queue(self.queue_port(name, durable), name, durable, exclusive_owner, auto_delete, arguments, settings)
         self.queues[name] = q
         if self.policies:
             policies.apply_to_queue(self, q)

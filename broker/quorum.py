@@ -1,0 +1,402 @@
+"""A quorum queue: a ``QueueMachine`` whose commands go through a ``Replicator`` (issue 13
+item 5).
+
+The vhost makes one for ``x-queue-type: quorum`` when its node has a replicator factory
+(``VirtualHost.replicators``); without one, quorum queues stay classic ``Queue``s with quorum
+delivery counts, as before. It answers the calls the protocols make on a ``Queue``
+(publish, get, ack, reject, consumers, purge, statistics), but changes nothing in place:
+each call becomes a command (``quorum_codec`` bytes) proposed to the replicator, and the
+queue's state changes only when the replicator gives the command back, committed, to
+``apply``. Every member applies every command; only the member that leads (after
+``leadership(True)``: it has applied everything committed before its term) carries out the
+effects: deliveries to its local consumers, dead-lettering through the vhost, the TTL
+timer. A publish's promise is the replicator's: kept once the enqueue is committed.
+
+On gaining leadership the member removes from the machine every consumer (and basic.get
+holder) that is not one of its own current registrations, so what they held goes back,
+redelivered, with its delivery count raised (``x-delivery-count``, ``x-delivery-limit``),
+then registers its local consumers and runs the head's expiry. On losing it, its consumers
+stay attached but get nothing (paused), and what they still hold is the next leader's to
+return; acks of those deliveries are dropped.
+
+Consumer tags in the machine are this queue object's own (a random prefix and a counter), so
+two members' consumers never share one. A consumer cancelled with deliveries unacked keeps
+them until the channel settles or returns them (``cancel`` in the machine).
+"""
+
+from __future__ import annotations
+
+import os
+from collections import deque
+from typing import TYPE_CHECKING, Any, Iterable
+
+from .message import Message, QueueEntry
+from .promise import Promise
+from .queue import QueueCounts, QueueStatistics
+from .queue_args import QueueSettings
+from .queue_machine import MachineMessage, QueueMachine
+from .quorum_codec import decode, encode, encode_enqueue, dump, load
+
+if TYPE_CHECKING:
+    from .consumer import Consumer
+    from .queue_port import QueuePort
+    from .quorum_replication import Replicator
+
+
+def machine_for(settings: QueueSettings, default_limit: int | None) -> QueueMachine:
+    """The machine of a quorum queue with these arguments. Messages are kept by the log,
+    so the machine asks for no store writes (``durable=False``)."""
+    limit = settings.delivery_limit if settings.delivery_limit is not None else default_limit
+    # RabbitMQ 3.10's quorum queues (checked): reject-publish refuses once the queue is over
+    # its limit (a queue of x-max-length 1 takes a second message, nacks the third);
+    # reject-publish-dlx drops the head as drop-head does, and acks.
+    overflow = {"reject-publish": "reject-over", "reject-publish-dlx": "drop-head"}.get(settings.overflow,
+                                                                                        settings.overflow)
+    return QueueMachine(durable=False, message_ttl=settings.message_ttl, max_length=settings.max_length,
+                        overflow=overflow, delivery_limit=limit,
+                        max_length_bytes=settings.max_length_bytes,
+                        single_active=settings.single_active_consumer)
+
+
+class QuorumQueue:
+    """A replicated queue (see the module docstring)."""
+
+    _paged = None  # never pages: the vhost and the budget read it
+    exclusive_owner = None
+    auto_delete = False
+
+    def __init__(self, port: "QueuePort", name: str, replicator: "Replicator", arguments: dict[str, Any] | None = None,
+                 settings: QueueSettings | None = None) -> None:
+        self.port = port
+        self.name = name
+        self.durable = True
+        self.arguments = arguments or {}
+        self.settings = settings or QueueSettings.parse(name, port.vhost_name, self.arguments)
+        self.machine = machine_for(self.settings, port.profile.quorum_delivery_limit)
+        self.consumers: list[Consumer] = []
+        self.unacked = 0
+        self.counts = QueueCounts()
+        self.had_consumer = False
+        self.deleted = False
+        self._clock = port.clock
+        self.last_used = port.clock()
+        self.replicator = replicator
+        self.active = False  # leads, and has applied what was committed before its term
+        self._prefix = os.urandom(4).hex()
+        self._seq = 0
+        self._local: dict[str, Consumer] = {}   # machine tag -> a consumer served here
+        self._tags: dict[Consumer, str] = {}    # consumer -> its machine tag (kept past a cancel)
+        self._cancelled: set[Consumer] = set()  # cancelled, still holding deliveries
+        self._holder: str | None = None         # the machine tag of this member's basic.get holder
+        self._taking: dict[int, int] = {}       # ids proposed takes asked for (how many takes)
+        self._returning: set[int] = set()       # ids a proposed requeue puts back
+        self._mine: deque[tuple[bytes, tuple]] = deque()  # proposed while leading: (bytes, logged form)
+        self._timer_at: float | None = None
+        self._propose = replicator.propose
+        replicator.start(self)
+
+    # -- what the protocols read ----------------------------------------------------------
+    @property
+    def ready(self) -> Any:
+        return self.machine.ready
+
+    @property
+    def bytes_ready(self) -> int:
+        return self.machine.bytes_ready
+
+    def statistics(self) -> QueueStatistics:
+        return QueueStatistics(self.name, len(self.machine.ready), self.unacked, self.machine.bytes_ready,
+                               len(self.consumers))
+
+    def __repr__(self) -> str:
+        return f"QuorumQueue({self.name!r}, ready={len(self.machine.ready)}, active={self.active})"
+
+    # -- publishing -----------------------------------------------------------------------
+    def publish(self, message: Message, now: float) -> "bool | Promise":
+        """Propose the enqueue: its promise is kept once it is committed. With ``x-overflow:
+        reject-publish`` a publish the queue has no room for as it stands is refused."""
+        m = self.machine
+        if m.overflow == "reject-over" and m._over(0, 0):
+            return False
+        self.counts.enqueued += 1
+        data = encode_enqueue(message, now)
+        if self.active:
+            self._mine.append((data, ("enqueue", message, now)))
+        return self._propose(data)
+
+    def _send(self, command: tuple) -> Promise:
+        """Propose a command; the leader keeps its logged form to apply without decoding it."""
+        data = encode(command)
+        if self.active:
+            self._mine.append((data, command))
+        return self._propose(data)
+
+    # -- delivering -----------------------------------------------------------------------
+    def dispatch(self) -> None:
+        """Nothing to do: the machine hands out deliveries as commands apply."""
+
+    def get(self, no_ack: bool) -> QueueEntry | None:
+        """basic.get: the ready head, taken by a ``take`` command (None when there is none,
+        or while this member does not lead)."""
+        now = self.last_used = self._clock()
+        if not self.active:
+            return None
+        m = self.machine
+        mid = None
+        for ready in m.ready:
+            if ready in self._taking:
+                continue
+            x = m.messages[ready]
+            if x.expires_at is not None and x.expires_at <= now:
+                continue
+            mid = ready
+            break
+        if self._returning:  # a requeue proposed before this get puts its ids back first
+            limit = m.delivery_limit
+            for back in sorted(self._returning):
+                if mid is not None and back > mid:
+                    break
+                x = m.messages.get(back)  # type: ignore[assignment]
+                if x is not None and (limit is None or x.delivery_count < limit):
+                    mid = back
+                    break
+        if mid is None:
+            return None
+        x = m.messages[mid]
+        redelivered, count = x.redelivered, x.delivery_count
+        if mid in self._returning:
+            redelivered, count = True, count + 1
+        if self._holder is None:
+            self._holder = self._new_tag()
+        self._taking[mid] = self._taking.get(mid, 0) + 1
+        self._returning.discard(mid)
+        self._send(("take", self._holder, mid, no_ack, now))
+        if not no_ack:
+            self.unacked += 1
+        self.counts.delivered += 1
+        return self._entry(mid, x, redelivered, always_count=True, count=count)
+
+    def _entry(self, mid: int, x: MachineMessage, redelivered: bool, always_count: bool = False,
+               count: int | None = None) -> QueueEntry:
+        message = x.message
+        if count is None:
+            count = x.delivery_count
+        if count or always_count:  # RabbitMQ 3.10: a get shows a count of 0 too, a consumer not
+            headers = dict(message.headers)
+            headers["x-delivery-count"] = count
+            message = message.copy_with(headers=headers)
+        entry = QueueEntry(message, x.expires_at)
+        entry.seq = mid
+        entry.redelivered = redelivered
+        entry.delivery_count = count
+        return entry
+
+    # -- settling -------------------------------------------------------------------------
+    def _tag_of(self, consumer: "Consumer | None") -> str | None:
+        return self._holder if consumer is None else self._tags.get(consumer)
+
+    def _release(self, consumer: "Consumer | None", n: int) -> None:
+        self.unacked = max(0, self.unacked - n)
+        if consumer is not None:
+            consumer.unacked = max(0, consumer.unacked - n)
+            if not consumer.unacked and self._cancelled and consumer in self._cancelled:
+                self._cancelled.discard(consumer)  # cancelled and settled: forget it
+                self._tags.pop(consumer, None)
+
+    def _settle_command(self, kind: str, entries: Iterable[QueueEntry], consumer: "Consumer | None") -> None:
+        tag = self._tag_of(consumer)
+        entries = list(entries)
+        self._release(consumer, len(entries))
+        if tag is not None and self.active and not self.deleted:
+            ids = [e.seq for e in entries]
+            if kind == "requeue":
+                self._returning.update(ids)
+            self._send((kind, tag, ids, self._clock()))
+
+    def ack(self, entry: QueueEntry, consumer: "Consumer | None") -> None:
+        self._settle_command("settle", (entry,), consumer)
+
+    def reject(self, entries: list[QueueEntry], consumer: "Consumer | None", requeue: bool) -> None:
+        self._settle_command("requeue" if requeue else "reject", entries, consumer)
+
+    def release_consumer_entries(self, consumer: "Consumer | None", entries: list[QueueEntry]) -> None:
+        """A channel closed with entries unacked: they go back."""
+        self._settle_command("requeue", entries, consumer)
+
+    def requeue(self, entries: Iterable[QueueEntry]) -> None:
+        """Entries back whoever holds them (a slow path: the holder is looked up)."""
+        by_tag: dict[str, list[int]] = {}
+        for e in entries:
+            for tag, c in self.machine.consumers.items():
+                if e.seq in c.checked_out:
+                    by_tag.setdefault(tag, []).append(e.seq)
+                    break
+        if self.active:
+            for tag, ids in by_tag.items():
+                self._send(("requeue", tag, ids, self._clock()))
+
+    # -- consumers ------------------------------------------------------------------------
+    def _new_tag(self) -> str:
+        self._seq += 1
+        return f"{self._prefix}.{self._seq}"
+
+    def _register(self, consumer: "Consumer") -> None:
+        tag = self._new_tag()
+        self._tags[consumer] = tag
+        self._local[tag] = consumer
+        self._send(("consumer_added", tag, consumer.prefetch, self._clock(), consumer.priority, consumer.no_ack))
+
+    def add_consumer(self, consumer: "Consumer") -> None:
+        self.consumers.append(consumer)
+        if consumer.priority:
+            self.consumers.sort(key=lambda c: -c.priority)
+        self.had_consumer = True
+        if self.active:
+            self._register(consumer)
+
+    def remove_consumer(self, consumer: "Consumer") -> None:
+        """basic.cancel (or the channel closing): no more deliveries; what it holds stays
+        checked out until settled or returned."""
+        try:
+            self.consumers.remove(consumer)
+        except ValueError:
+            return
+        self.last_used = self._clock()
+        tag = self._tags.get(consumer)
+        if tag is None:
+            return
+        self._local.pop(tag, None)
+        if consumer.unacked:
+            self._cancelled.add(consumer)  # its tag stays until what it holds is settled
+        else:
+            del self._tags[consumer]
+        if self.active:
+            self._send(("cancel", tag, self.last_used))
+
+    # -- housekeeping ---------------------------------------------------------------------
+    def expire(self, now: float) -> None:
+        if self.active and not self.deleted:
+            self._send(("expire", now))
+
+    def _expiry_due(self, now: float) -> None:
+        self._timer_at = None
+        self.expire(now)
+
+    def apply_settings(self, settings: QueueSettings) -> None:
+        """A policy changed: kept for what reads ``settings`` (dead-lettering). The machine's
+        limits are fixed at declaration (a replicated settings change is not there yet)."""
+        self.settings = settings
+
+    def purge(self) -> int:
+        n = len(self.machine.ready)
+        if self.active:
+            self._send(("purge", self._clock()))
+        return n
+
+    # -- the replicator's calls -----------------------------------------------------------
+    def apply(self, command: bytes) -> None:
+        """A committed command: every member applies it; the active leader carries it out."""
+        mine = self._mine
+        if mine and mine[0][0] == command:  # this leader's own: its logged form is at hand
+            cmd = mine.popleft()[1]
+        else:
+            cmd = decode(command)
+        try:
+            fx = self.machine.apply(cmd)
+        except ValueError:
+            return  # a consumer tag applied twice: the same no-op on every member
+        if cmd[0] == "take":
+            n = self._taking.pop(cmd[2], 1) - 1
+            if n:
+                self._taking[cmd[2]] = n
+        elif cmd[0] == "requeue" and self._returning:
+            self._returning.difference_update(cmd[2])
+        if self.active and fx:
+            self._carry_out(fx)
+
+    def _carry_out(self, fx: list) -> None:
+        m = self.machine
+        delivered = 0
+        for e in fx:
+            kind = e[0]
+            if kind == "deliver":
+                c = self._local.get(e[1])
+                mid = e[2]
+                if c is None:  # cancelled meanwhile (a command proposed before the cancel)
+                    if mid in m.messages:
+                        self._send(("requeue", e[1], [mid], self._clock()))
+                    continue
+                x = m.messages.get(mid) or m.gone[mid]
+                if not c.no_ack:
+                    c.unacked += 1
+                    self.unacked += 1
+                delivered += 1
+                c.owner.deliver(c, self._entry(mid, x, e[3]))
+            elif kind == "dead_letter":
+                gone = m.gone
+                self.port.dead_letter(self, [QueueEntry(gone[mid].message, None) for mid in e[2]], e[1])  # type: ignore[arg-type]
+            elif kind == "timer":
+                when = e[1]
+                if self._timer_at is None or when < self._timer_at:
+                    self._timer_at = when
+                    self.port.call_at(when, self._expiry_due)
+        if delivered:
+            self.counts.delivered += delivered
+
+    def leadership(self, leading: bool) -> None:
+        if leading == self.active:
+            return
+        self.active = leading
+        self._local.clear()
+        self._tags.clear()
+        self._cancelled.clear()
+        self._holder = None
+        self._taking.clear()
+        self._returning.clear()
+        self._mine.clear()
+        self._timer_at = None
+        self.unacked = 0
+        for c in self.consumers:
+            c.unacked = 0
+        if not leading:
+            return
+        now = self._clock()
+        for tag in list(self.machine.consumers):
+            self._send(("consumer_removed", tag, now))
+        for c in self.consumers:
+            self._register(c)
+        if self.machine.ready:
+            self._send(("expire", now))
+
+    def snapshot(self) -> bytes:
+        return dump(self.machine)
+
+    def restore(self, data: bytes) -> None:
+        self.machine = load(data)
+
+
+class MachineReplica:
+    """A member that keeps a quorum queue's machine and carries out nothing: the stand-in
+    for another node's member where a test or a benchmark runs a whole group in one process.
+    ``on_leadership(leading)`` is told when it would lead (such a member should hand the
+    leadership on: it serves no clients)."""
+
+    def __init__(self, machine: QueueMachine, on_leadership: "Any" = None) -> None:
+        self.machine = machine
+        self.on_leadership = on_leadership
+
+    def apply(self, command: bytes) -> None:
+        try:
+            self.machine.apply(decode(command))
+        except ValueError:
+            pass
+
+    def leadership(self, leading: bool) -> None:
+        if self.on_leadership is not None:
+            self.on_leadership(leading)
+
+    def snapshot(self) -> bytes:
+        return dump(self.machine)
+
+    def restore(self, data: bytes) -> None:
+        self.machine = load(data)

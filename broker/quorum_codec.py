@@ -1,0 +1,201 @@
+"""Bytes for a quorum queue's log: its machine's commands, batches of them, and the whole
+machine state for a snapshot.
+
+A command is one byte (its kind), its time (``now``, an IEEE double, big-endian as every
+number here) and its arguments:
+
+- ``enqueue``: 1 | now | u16 exchange length | u16 routing-key length | u32 metadata length
+  | u32 body length | exchange | routing key | metadata | body. The metadata is the store's
+  blob of the message's properties, routing keys and fields (``store.message_codec``).
+- ``consumer_added``: 2 | now | u16 tag length | i32 prefetch | i16 priority | u8 no-ack | tag
+- ``consumer_removed``, ``cancel``: 3, 10 | now | u16 tag length | tag
+- ``settle``, ``requeue``, ``reject``: 4, 5, 6 | now | u16 tag length | u32 count | tag |
+  count u64 ids
+- ``expire``: 7 | now
+- ``take``: 8 | now | u16 holder length | u64 id | u8 no-ack | holder
+- ``purge``: 9 | now
+
+A batch (one log entry carrying every command of one scheduler pass) is the commands each
+behind a u32 length. A snapshot is a pickle of plain values (the node's own format, read
+only by the same version of mqemu).
+"""
+
+from __future__ import annotations
+
+import pickle
+import struct
+from collections import deque
+from typing import Any
+
+from .message import Message
+from .queue_machine import MachineConsumer, MachineMessage, QueueMachine
+from .store.message_codec import dump_meta, load_meta, make_message
+
+
+class CommandError(ValueError):
+    """Bytes that are not a command (a bad kind, a short or long buffer)."""
+
+
+_ENQ = struct.Struct(">BdHHII")
+_ADD = struct.Struct(">BdHihB")
+_TAG = struct.Struct(">BdH")
+_IDS = struct.Struct(">BdHI")
+_NOW = struct.Struct(">Bd")
+_TAKE = struct.Struct(">BdHQB")
+_LEN = struct.Struct(">I")
+
+ENQUEUE, CONSUMER_ADDED, CONSUMER_REMOVED, SETTLE, REQUEUE, REJECT, EXPIRE, TAKE, PURGE, CANCEL = range(1, 11)
+_ID_KINDS = {"settle": SETTLE, "requeue": REQUEUE, "reject": REJECT}
+_ID_NAMES = {v: k for k, v in _ID_KINDS.items()}
+
+
+def encode_enqueue(message: Message, now: float) -> bytes:
+    ex = message.exchange.encode()
+    rk = message.routing_key.encode()
+    meta = dump_meta(message)
+    body = message.body
+    return b"".join((_ENQ.pack(ENQUEUE, now, len(ex), len(rk), len(meta), len(body)), ex, rk, meta, body))
+
+
+def encode(command: tuple) -> bytes:
+    """A command in the machine's logged form ``(name, *args)`` as bytes."""
+    name = command[0]
+    if name == "enqueue":
+        return encode_enqueue(command[1], command[2])
+    if name in _ID_KINDS:
+        _, tag, ids, now = command
+        t = tag.encode()
+        ids = list(ids)
+        return b"".join((_IDS.pack(_ID_KINDS[name], now, len(t), len(ids)), t, struct.pack(f">{len(ids)}Q", *ids)))
+    if name == "consumer_added":
+        _, tag, prefetch, now, *rest = command
+        priority = rest[0] if rest else 0
+        no_ack = rest[1] if len(rest) > 1 else False
+        t = tag.encode()
+        return _ADD.pack(CONSUMER_ADDED, now, len(t), prefetch, priority, no_ack) + t
+    if name in ("consumer_removed", "cancel"):
+        t = command[1].encode()
+        return _TAG.pack(CONSUMER_REMOVED if name == "consumer_removed" else CANCEL, command[2], len(t)) + t
+    if name == "take":
+        _, holder, mid, no_ack, now = command
+        t = holder.encode()
+        return _TAKE.pack(TAKE, now, len(t), mid, no_ack) + t
+    if name == "expire":
+        return _NOW.pack(EXPIRE, command[1])
+    if name == "purge":
+        return _NOW.pack(PURGE, command[1])
+    raise CommandError(f"unknown queue command {name!r}")
+
+
+def decode(data: bytes | memoryview) -> tuple:
+    """The logged form of one command (raises CommandError)."""
+    try:
+        return _decode(memoryview(data))
+    except (struct.error, UnicodeDecodeError, pickle.UnpicklingError, EOFError) as e:
+        raise CommandError(f"bad queue command: {e}") from None
+
+
+def _decode(b: memoryview) -> tuple:
+    if not b:
+        raise CommandError("empty queue command")
+    kind = b[0]
+    if kind == ENQUEUE:
+        _, now, lex, lrk, lmeta, lbody = _ENQ.unpack_from(b)
+        at = _ENQ.size
+        end = at + lex + lrk + lmeta + lbody
+        if end != len(b):
+            raise CommandError(f"enqueue of {len(b)} bytes, {end} expected")
+        ex = str(b[at:at + lex], "utf-8")
+        at += lex
+        rk = str(b[at:at + lrk], "utf-8")
+        at += lrk
+        meta = load_meta(bytes(b[at:at + lmeta]))
+        at += lmeta
+        return ("enqueue", make_message(ex, rk, bytes(b[at:end]), meta), now)
+    if kind in _ID_NAMES:
+        _, now, lt, n = _IDS.unpack_from(b)
+        at = _IDS.size + lt
+        if at + 8 * n != len(b):
+            raise CommandError(f"{_ID_NAMES[kind]} of {len(b)} bytes, {at + 8 * n} expected")
+        return (_ID_NAMES[kind], str(b[_IDS.size:at], "utf-8"), list(struct.unpack_from(f">{n}Q", b, at)), now)
+    if kind == CONSUMER_ADDED:
+        _, now, lt, prefetch, priority, no_ack = _ADD.unpack_from(b)
+        _exact(b, _ADD.size + lt)
+        return ("consumer_added", str(b[_ADD.size:], "utf-8"), prefetch, now, priority, bool(no_ack))
+    if kind in (CONSUMER_REMOVED, CANCEL):
+        _, now, lt = _TAG.unpack_from(b)
+        _exact(b, _TAG.size + lt)
+        return ("consumer_removed" if kind == CONSUMER_REMOVED else "cancel", str(b[_TAG.size:], "utf-8"), now)
+    if kind == TAKE:
+        _, now, lt, mid, no_ack = _TAKE.unpack_from(b)
+        _exact(b, _TAKE.size + lt)
+        return ("take", str(b[_TAKE.size:], "utf-8"), mid, bool(no_ack), now)
+    if kind in (EXPIRE, PURGE):
+        _exact(b, _NOW.size)
+        return ("expire" if kind == EXPIRE else "purge", _NOW.unpack_from(b)[1])
+    raise CommandError(f"unknown queue command kind {kind}")
+
+
+def _exact(b: memoryview, size: int) -> None:
+    if len(b) != size:
+        raise CommandError(f"queue command of {len(b)} bytes, {size} expected")
+
+
+def join(commands: list[bytes]) -> bytes:
+    """Encoded commands as one batch (one log entry)."""
+    if len(commands) == 1:
+        c = commands[0]
+        return _LEN.pack(len(c)) + c
+    return b"".join(_LEN.pack(len(c)) + c for c in commands)
+
+
+def split(batch: bytes) -> list[bytes]:
+    """The commands of a batch (raises CommandError if it does not divide exactly). Each is
+    its own ``bytes``: a leader compares its own commands with what it proposed at C speed."""
+    b = bytes(batch)
+    out = []
+    at, end = 0, len(b)
+    unpack = _LEN.unpack_from
+    while at < end:
+        if at + 4 > end:
+            raise CommandError("a torn command length")
+        (n,) = unpack(b, at)
+        at += 4
+        if at + n > end:
+            raise CommandError("a torn command")
+        out.append(b[at:at + n])
+        at += n
+    return out
+
+
+# -- the whole machine (snapshots) -----------------------------------------------------------
+def dump(m: QueueMachine) -> bytes:
+    messages = [(mid, x.message.exchange, x.message.routing_key, x.message.body, dump_meta(x.message), x.expires_at,
+                 x.delivery_count, x.redelivered, x.stored) for mid, x in m.messages.items()]
+    consumers = [(c.tag, c.prefetch, c.priority, c.no_ack, list(c.checked_out)) for c in m.consumers.values()]
+    state = (1, m.settings(), m.next_id, list(m.ready), messages, consumers, list(m.order), m.rr, m.timer)
+    return pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def load(data: bytes, log: Any = None) -> QueueMachine:
+    version, settings, next_id, ready, messages, consumers, order, rr, timer = pickle.loads(data)
+    if version != 1:
+        raise CommandError(f"queue snapshot version {version}")
+    m = QueueMachine.from_settings(settings, log)
+    m.next_id = next_id
+    for mid, ex, rk, body, meta, expires_at, count, redelivered, stored in messages:
+        x = MachineMessage(make_message(ex, rk, body, load_meta(meta)), expires_at, stored)
+        x.delivery_count = count
+        x.redelivered = redelivered
+        m.messages[mid] = x
+    m.ready = deque(ready)
+    m.bytes_ready = sum(m.messages[mid].size for mid in ready)
+    for tag, prefetch, priority, no_ack, held in consumers:
+        c = m.consumers[tag] = MachineConsumer(tag, prefetch, priority, no_ack)
+        c.checked_out = dict.fromkeys(held)
+        if priority:
+            m.priorities += 1
+    m.order = order
+    m.rr = rr
+    m.timer = timer
+    return m

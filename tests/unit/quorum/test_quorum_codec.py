@@ -1,0 +1,107 @@
+"""The bytes of a quorum queue's log (``broker.quorum_codec``): exact vectors for every
+command kind, malformed input refused, batches, and a machine's snapshot restored."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from mqemu.broker.message import Message
+from mqemu.broker.queue_machine import QueueMachine
+from mqemu.broker.quorum_codec import CommandError, decode, dump, encode, join, load, split
+from mqemu.broker.store.message_codec import dump_meta
+
+pytestmark = pytest.mark.timeout(10)
+
+ONE_AND_A_HALF = b"\x3f\xf8\x00\x00\x00\x00\x00\x00"  # 1.5 as a big-endian double
+ZERO = b"\x00" * 8
+
+VECTORS = [
+    (("expire", 1.5), b"\x07" + ONE_AND_A_HALF),
+    (("purge", 0.0), b"\x09" + ZERO),
+    (("settle", "a", [1, 258], 0.0),
+     b"\x04" + ZERO + b"\x00\x01" + b"\x00\x00\x00\x02" + b"a" + b"\x00" * 7 + b"\x01" + b"\x00" * 6 + b"\x01\x02"),
+    (("requeue", "t", [], 1.5), b"\x05" + ONE_AND_A_HALF + b"\x00\x01" + b"\x00\x00\x00\x00" + b"t"),
+    (("reject", "é", [7], 0.0), b"\x06" + ZERO + b"\x00\x02" + b"\x00\x00\x00\x01" + "é".encode() + b"\x00" * 7 + b"\x07"),
+    (("consumer_added", "c1", 10, 1.5, -2, True),
+     b"\x02" + ONE_AND_A_HALF + b"\x00\x02" + b"\x00\x00\x00\x0a" + b"\xff\xfe" + b"\x01" + b"c1"),
+    (("consumer_removed", "c1", 0.0), b"\x03" + ZERO + b"\x00\x02" + b"c1"),
+    (("cancel", "c1", 0.0), b"\x0a" + ZERO + b"\x00\x02" + b"c1"),
+    (("take", "g", 3, False, 1.5), b"\x08" + ONE_AND_A_HALF + b"\x00\x01" + b"\x00" * 7 + b"\x03" + b"\x00" + b"g"),
+]
+
+
+@pytest.mark.parametrize("command,data", VECTORS, ids=[v[0][0] for v in VECTORS])
+def test_command_bytes(command, data):
+    assert encode(command) == data
+    assert decode(data) == command
+
+
+def test_enqueue_bytes_carry_the_message_and_its_metadata_blob():
+    m = Message("ex", "rk", b"body", {"delivery_mode": 2, "headers": {"h": 1}})
+    meta = dump_meta(m)
+    data = encode(("enqueue", m, 1.5))
+    assert data == (b"\x01" + ONE_AND_A_HALF + b"\x00\x02\x00\x02" + len(meta).to_bytes(4, "big")
+                    + b"\x00\x00\x00\x04" + b"ex" + b"rk" + meta + b"body")
+    name, back, now = decode(data)
+    assert (name, now) == ("enqueue", 1.5)
+    assert (back.exchange, back.routing_key, back.body, back.properties) == ("ex", "rk", b"body", m.properties)
+
+
+@pytest.mark.parametrize("data", [
+    b"", b"\x00" + ZERO, b"\x0b" + ZERO, b"\x07" + ZERO[:7], b"\x07" + ZERO + b"x",
+    b"\x04" + ZERO + b"\x00\x01\x00\x00\x00\x02a" + b"\x00" * 15,  # one id short
+    b"\x03" + ZERO + b"\x00\x05ab",  # tag shorter than its length
+    b"\x02" + ZERO + b"\x00\x01\x00\x00\x00\x00\x00\x00\x00",  # no tag
+    b"\x01" + ZERO + b"\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x05abc",  # body short
+    b"\x03" + ZERO + b"\x00\x01\xff",  # not UTF-8
+])
+def test_malformed_commands_are_refused(data):
+    with pytest.raises(CommandError):
+        decode(data)
+
+
+def test_a_batch_splits_back_into_its_commands_and_a_torn_one_is_refused():
+    cmds = [encode(("expire", 1.5)), encode(("purge", 0.0))]
+    batch = join(cmds)
+    assert batch == b"\x00\x00\x00\x09" + cmds[0] + b"\x00\x00\x00\x09" + cmds[1]
+    assert [bytes(c) for c in split(batch)] == cmds
+    assert [bytes(c) for c in split(join(cmds[:1]))] == cmds[:1]
+    for cut in (1, 5, len(batch) - 1):
+        with pytest.raises(CommandError):
+            split(batch[:cut])
+
+
+def test_a_snapshot_restores_a_machine_that_goes_on_as_the_original():
+    rnd = random.Random(5)
+    a = QueueMachine(message_ttl=5000, max_length=40, delivery_limit=2, max_length_bytes=10_000)
+    now = 0.0
+
+    def step(m: QueueMachine, r: random.Random, now: float) -> list:
+        op = r.random()
+        tags = [t for t, c in m.consumers.items() if c.prefetch >= 0]
+        if op < 0.4:
+            return m.enqueue(Message("", "q", str(r.random()).encode(), {"delivery_mode": 2}), now)
+        if op < 0.45 and len(tags) < 3:
+            return m.consumer_added(f"c{r.randrange(10**9)}", r.randrange(0, 4), now, r.randrange(0, 3))
+        if op < 0.48 and tags:
+            return m.cancel(r.choice(tags), now)
+        if op < 0.5 and m.ready:
+            return m.take("g", m.ready[0], r.random() < 0.5, now)
+        held = [(t, list(c.checked_out)) for t, c in m.consumers.items() if c.checked_out]
+        if op < 0.95 and held:
+            tag, ids = r.choice(held)
+            return getattr(m, r.choice(["settle", "requeue", "reject"]))(tag, r.sample(ids, r.randint(0, len(ids))), now)
+        return m.expire(now)
+
+    for _ in range(500):
+        now += rnd.random() / 10
+        step(a, rnd, now)
+    b = load(dump(a))
+    assert b.snapshot() == a.snapshot() and b.settings() == a.settings()
+    ra, rb = random.Random(9), random.Random(9)
+    for _ in range(500):
+        now += 0.05
+        assert step(a, ra, now) == step(b, rb, now)
+    assert b.snapshot() == a.snapshot()

@@ -1,0 +1,283 @@
+"""``QuorumQueue`` in the core: a vhost given a replicator factory makes one for
+``x-queue-type: quorum``; publishes are safe once committed; deliveries, acks, requeues,
+basic.get, the delivery limit and dead-lettering go through committed commands; and a
+change of leader between two members returns the old leader's unacked deliveries,
+redelivered with their delivery count. The replicators here are test doubles that commit
+when the test says (``ha/raft/replicator.py`` is the real one, tested in ``test_raft_quorum``)."""
+
+from __future__ import annotations
+
+import pytest
+
+from mqemu.broker.consumer import Consumer
+from mqemu.broker.core import Broker
+from mqemu.broker.errors import PreconditionFailed
+from mqemu.broker.message import Message
+from mqemu.broker.queue import Queue
+from mqemu.broker.quorum import QuorumQueue
+from mqemu.broker.quorum_codec import join, split
+from mqemu.broker.quorum_replication import Committed, LocalReplicator
+
+pytestmark = pytest.mark.timeout(10)
+
+QQ = {"x-queue-type": "quorum"}
+
+
+class Owner:
+    def __init__(self) -> None:
+        self.blocked = False
+        self.got: list = []
+        self.cancelled: list = []
+
+    def deliver(self, consumer, entry) -> None:
+        self.got.append(entry)
+
+    def consumer_cancelled(self, consumer) -> None:
+        self.cancelled.append(consumer)
+
+    def bodies(self) -> list[bytes]:
+        return [e.message.body for e in self.got]
+
+
+def persistent(body: bytes) -> Message:
+    return Message("", "qq", body, {"delivery_mode": 2})
+
+
+@pytest.fixture
+def node():
+    reps: list[LocalReplicator] = []
+
+    def factory(vhost: str, queue: str) -> LocalReplicator:
+        reps.append(LocalReplicator())
+        return reps[-1]
+
+    broker = Broker(replicators=factory)
+    vh = broker.vhosts["/"]
+
+    def flush() -> None:
+        for r in reps:
+            r.flush()
+    return vh, flush
+
+
+def test_without_a_factory_a_quorum_queue_stays_a_classic_queue():
+    vh = Broker().vhosts["/"]
+    assert type(vh.declare_queue("qq", durable=True, arguments=QQ)) is Queue
+
+
+def test_declare_refuses_what_rabbitmq_refuses_for_quorum_queues(node):
+    vh, _ = node
+    assert isinstance(vh.declare_queue("qq", durable=True, arguments=QQ), QuorumQueue)
+    for kw, text in (
+        ({"durable": False}, "invalid property 'non-durable' for queue 'x' in vhost '/'"),
+        ({"durable": True, "exclusive_owner": object()}, "invalid property 'exclusive-owner' for queue 'x' in vhost '/'"),
+        ({"durable": True, "auto_delete": True}, "invalid property 'auto-delete' for queue 'x' in vhost '/'"),
+        # the order of RabbitMQ 3.10's checks: auto-delete, exclusive, durable
+        ({"durable": False, "exclusive_owner": object()},
+         "invalid property 'exclusive-owner' for queue 'x' in vhost '/'"),
+        ({"durable": False, "exclusive_owner": object(), "auto_delete": True},
+         "invalid property 'auto-delete' for queue 'x' in vhost '/'"),
+        ({"durable": True, "arguments": {**QQ, "x-max-priority": 5}},
+         "invalid arg 'x-max-priority' for queue 'x' in vhost '/' of queue type rabbit_quorum_queue"),
+        ({"durable": True, "arguments": {**QQ, "x-queue-mode": "lazy"}},
+         "invalid arg 'x-queue-mode' for queue 'x' in vhost '/' of queue type rabbit_quorum_queue"),
+    ):
+        kw.setdefault("arguments", QQ)
+        with pytest.raises(PreconditionFailed) as e:
+            vh.declare_queue("x", **kw)
+        assert str(e.value) == "PRECONDITION_FAILED - " + text
+
+
+def test_a_publish_is_safe_once_committed_and_then_delivered(node):
+    vh, flush = node
+    q = vh.declare_queue("qq", durable=True, arguments=QQ)
+    routed, refused, promise = vh.publish_safe("", "qq", persistent(b"a"))
+    assert (routed, refused) == (1, False) and isinstance(promise, Committed)
+    kept: list = []
+    promise.then(lambda: kept.append(1))
+    owner = Owner()
+    q.add_consumer(Consumer(q, "ctag", owner, no_ack=False, prefetch=10))
+    assert kept == [] and owner.got == [] and len(q.ready) == 0
+    flush()
+    assert kept == [1] and owner.bodies() == [b"a"] and q.unacked == 1
+    q.ack(owner.got[0], q.consumers[0])
+    flush()
+    assert q.machine.messages == {} and q.unacked == 0
+    assert q.statistics().messages_ready == 0
+
+
+def test_requeue_redelivers_with_a_delivery_count_and_the_limit_dead_letters(node):
+    vh, flush = node
+    vh.declare_exchange("dlx", "fanout")
+    dead = vh.declare_queue("dead", durable=True, arguments={"x-queue-type": "classic"})
+    vh.bind("dlx", "dead", "")
+    q = vh.declare_queue("qq", durable=True, arguments={**QQ, "x-delivery-limit": 1, "x-dead-letter-exchange": "dlx"})
+    owner = Owner()
+    c = Consumer(q, "ctag", owner, no_ack=False, prefetch=1)
+    q.add_consumer(c)
+    vh.publish_safe("", "qq", persistent(b"poison"))
+    flush()
+    q.reject([owner.got[-1]], c, requeue=True)
+    flush()
+    second = owner.got[-1]
+    assert second.redelivered and second.message.headers["x-delivery-count"] == 1
+    assert "x-delivery-count" not in owner.got[0].message.headers  # RabbitMQ 3.10: a first delivery has none
+    q.reject([second], c, requeue=True)
+    flush()
+    assert len(owner.got) == 2 and q.machine.messages == {}
+    assert [e.message.body for e in dead.ready] == [b"poison"]
+    assert dead.ready[0].message.headers["x-death"][0]["reason"] == "delivery_limit"
+
+
+def test_basic_get_shows_a_delivery_count_of_zero_and_settles_by_ack(node):
+    vh, flush = node
+    q = vh.declare_queue("qq", durable=True, arguments=QQ)
+    assert q.get(no_ack=False) is None
+    vh.publish_safe("", "qq", persistent(b"x"))
+    vh.publish_safe("", "qq", persistent(b"y"))
+    flush()
+    a = q.get(no_ack=False)
+    b = q.get(no_ack=True)  # the next one: a's take is not committed yet
+    assert (a.message.body, b.message.body) == (b"x", b"y")
+    assert a.message.headers["x-delivery-count"] == 0 and not a.redelivered
+    flush()
+    assert not q.ready and list(q.machine.messages) == [a.seq]
+    q.reject([a], None, requeue=True)
+    flush()
+    again = q.get(no_ack=False)
+    assert again.redelivered and again.message.headers["x-delivery-count"] == 1
+    q.ack(again, None)
+    flush()
+    assert q.machine.messages == {} and q.machine.consumers == {}
+
+
+def test_purge(node):
+    vh, flush = node
+    q = vh.declare_queue("qq", durable=True, arguments=QQ)
+    owner = Owner()
+    q.add_consumer(Consumer(q, "ctag", owner, no_ack=False, prefetch=1))
+    for body in (b"1", b"2", b"3"):
+        vh.publish_safe("", "qq", persistent(body))
+    flush()
+    assert q.purge() == 2
+    flush()
+    assert not q.ready and list(q.machine.messages) == [owner.got[0].seq]
+    q.ack(owner.got[0], q.consumers[0])
+    flush()
+    assert not q.ready and q.machine.messages == {}
+
+
+def test_a_cancelled_consumer_can_still_ack_what_it_holds(node):
+    vh, flush = node
+    q = vh.declare_queue("qq", durable=True, arguments=QQ)
+    owner = Owner()
+    c = Consumer(q, "ctag", owner, no_ack=False, prefetch=1)
+    q.add_consumer(c)
+    vh.publish_safe("", "qq", persistent(b"1"))
+    vh.publish_safe("", "qq", persistent(b"2"))
+    flush()
+    q.remove_consumer(c)
+    flush()
+    q.ack(owner.got[0], c)
+    flush()
+    assert owner.bodies() == [b"1"] and list(q.machine.messages) == [2] and q.machine.consumers == {}
+
+
+class Group:
+    """Members that apply every committed batch in one order; the test names the leader."""
+
+    def __init__(self) -> None:
+        self.members: list[GroupReplicator] = []
+        self.leader: GroupReplicator | None = None
+
+    def elect(self, new: "GroupReplicator") -> None:
+        if self.leader is not None:
+            self.leader.pending.clear()  # an old leader's uncommitted proposals are lost
+            self.leader.member.leadership(False)
+        self.leader = new
+        new.member.leadership(True)
+
+    def flush(self) -> None:
+        while self.leader is not None and self.leader.pending:
+            lead = self.leader
+            batch, lead.pending = join(lead.pending), []
+            promise, lead.promise = lead.promise, None
+            for r in self.members:
+                for command in split(batch):
+                    r.member.apply(command)
+            if promise is not None:
+                promise.keep()
+
+
+class GroupReplicator(LocalReplicator):
+    def __init__(self, group: Group) -> None:
+        super().__init__()
+        self.group = group
+        group.members.append(self)
+
+    @property  # type: ignore[override]
+    def is_leader(self) -> bool:
+        return self.group.leader is self
+
+    def start(self, member) -> None:
+        self.member = member
+
+
+def test_a_new_leader_redelivers_what_the_old_one_left_unacked_with_its_count():
+    group = Group()
+    nodes = [Broker(replicators=lambda vh, q: GroupReplicator(group)).vhosts["/"] for _ in range(2)]
+    qs = [vh.declare_queue("qq", durable=True, arguments=QQ) for vh in nodes]
+    group.elect(group.members[0])
+    old_owner, new_owner = Owner(), Owner()
+    qs[0].add_consumer(Consumer(qs[0], "c", old_owner, no_ack=False, prefetch=2))
+    qs[1].add_consumer(Consumer(qs[1], "c", new_owner, no_ack=False, prefetch=0))  # paused: a follower
+    for body in (b"1", b"2", b"3"):
+        nodes[0].publish_safe("", "qq", persistent(body))
+    group.flush()
+    assert old_owner.bodies() == [b"1", b"2"] and new_owner.got == []
+    assert qs[1].machine.snapshot() == qs[0].machine.snapshot()  # the follower applied the same
+    qs[0].ack(old_owner.got[0], qs[0].consumers[0])
+    group.flush()
+    group.elect(group.members[1])
+    qs[0].ack(old_owner.got[1], qs[0].consumers[0])  # too late: the old leader proposes nothing
+    assert group.members[0].pending == []
+    group.flush()
+    assert old_owner.bodies() == [b"1", b"2", b"3"]  # 3 went out when 1 was acked
+    assert new_owner.bodies() == [b"2", b"3"]
+    assert all(e.redelivered and e.message.headers["x-delivery-count"] == 1 for e in new_owner.got)
+    assert qs[0].machine.snapshot() == qs[1].machine.snapshot()
+    # the snapshot of one member restores another
+    qs[0].restore(qs[1].snapshot())
+    assert qs[0].machine.snapshot() == qs[1].machine.snapshot()
+
+
+def test_a_delivery_to_a_consumer_cancelled_meanwhile_goes_back(node):
+    vh, flush = node
+    q = vh.declare_queue("qq", durable=True, arguments=QQ)
+    owner, other = Owner(), Owner()
+    c = Consumer(q, "ctag", owner, no_ack=False, prefetch=1)
+    q.add_consumer(c)
+    flush()
+    vh.publish_safe("", "qq", persistent(b"1"))  # proposed before the cancel: delivered to c
+    q.remove_consumer(c)
+    q.add_consumer(Consumer(q, "other", other, no_ack=False, prefetch=1))
+    flush()
+    assert owner.got == [] and other.bodies() == [b"1"] and other.got[0].redelivered
+
+
+def test_overflow_as_rabbitmq_3_10_quorum_queues_do_it(node):
+    """Checked on RabbitMQ 3.10: with x-max-length 1, reject-publish takes a second message
+    and refuses the third; reject-publish-dlx acks all and drops the head (drop-head)."""
+    vh, flush = node
+    dead = vh.declare_queue("dead", durable=True, arguments={"x-queue-type": "classic"})
+    dl = {"x-dead-letter-exchange": "", "x-dead-letter-routing-key": "dead", "x-max-length": 1}
+    rp = vh.declare_queue("rp", durable=True, arguments={**QQ, **dl, "x-overflow": "reject-publish"})
+    dlx = vh.declare_queue("rpd", durable=True, arguments={**QQ, **dl, "x-overflow": "reject-publish-dlx"})
+    refused = []
+    for body in (b"1", b"2", b"3"):
+        refused.append(vh.publish_safe("", "rp", persistent(body))[1])
+        assert vh.publish_safe("", "rpd", persistent(body))[1] is False
+        flush()
+    assert refused == [False, False, True] and len(rp.ready) == 2
+    assert [dlx.machine.messages[i].message.body for i in dlx.ready] == [b"3"]
+    assert [e.message.body for e in dead.ready] == [b"1", b"2"]
