@@ -176,13 +176,7 @@ class Queue(SelectiveDispatch, PagingQueue):
             if consumer is not None:
                 self._dispatching = True
                 try:
-                    if consumer.no_ack:
-                        self._settle(entry)
-                    else:
-                        consumer.unacked += 1
-                        self.unacked += 1
-                    self.counts.delivered += 1
-                    consumer.owner.deliver(consumer, entry)
+                    self._hand_over(consumer, entry)
                 finally:
                     self._dispatching = False
                 if ready or self._paged is not None:  # published or paged while it was delivered

@@ -72,6 +72,16 @@ URL_SCHEMES = {"amqp": "amqp", "stomp": "stomp", "mqtt": "mqtt", "amqps": "amqps
                "ws": "ws", "wss": "wss"}
 
 
+def _wanted(engine: str, kind: ListenerKind, layout: str, tls: bool, websocket: bool) -> bool:
+    """Whether a node opens ``kind`` unless told otherwise: Amazon MQ's endpoints only in its
+    layout; else the plain ones, the TLS ones with ``tls``, WebSocket ones with ``websocket``."""
+    if layout == "amazon-mq":
+        return kind.name in AMAZON_MQ[engine]
+    if kind.websocket:
+        return websocket and (tls or not kind.tls)
+    return tls or not kind.tls
+
+
 def endpoint_names(engine: str, protocols: tuple[str, ...], *, tls: bool = False, websocket: bool = False,
                    layout: str = "engine") -> tuple[str, ...]:
     """The listeners a node of a topology opens for ``protocols`` (``amqp``, ``stomp``,
@@ -84,13 +94,7 @@ def endpoint_names(engine: str, protocols: tuple[str, ...], *, tls: bool = False
         kind = KINDS[name]
         if not set(kind.protocols) & set(protocols):
             continue
-        if layout == "amazon-mq":
-            wanted = name in AMAZON_MQ[engine]
-        elif kind.websocket:
-            wanted = websocket and (tls or not kind.tls)
-        else:
-            wanted = tls or not kind.tls
-        if wanted:
+        if _wanted(engine, kind, layout, tls, websocket):
             out.append(name)
     return tuple(out)
 
@@ -112,13 +116,7 @@ def plan(engine: str, defaults: dict[str, int], ports: dict[str, Any], *, layout
         port = ports.get(name)
         if port == "off":
             continue
-        if layout == "amazon-mq":
-            wanted = name in AMAZON_MQ[engine]
-        elif kind.websocket:
-            wanted = websocket and (tls or not kind.tls)
-        else:
-            wanted = tls or not kind.tls
-        if not wanted and port is None:
+        if not _wanted(engine, kind, layout, tls, websocket) and port is None:
             continue
         if kind.tls and not tls:
             raise PlanError(f"the {name} listener needs TLS: add --tls, or --tls-cert and --tls-key")
