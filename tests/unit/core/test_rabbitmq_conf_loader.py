@@ -111,3 +111,18 @@ def test_the_toml_amqp_section_is_checked_too(tmp_path, line):
     toml.write_text(f"[amqp]\n{line}\n")
     with pytest.raises(ConfigError, match=r"^\[amqp\] (consumer_timeout|heartbeat) must be a whole number"):
         load_config(str(toml))
+
+
+def test_update_configuration_refuses_what_the_nodes_could_not_parse():
+    import base64
+
+    from mqemu.ha.aws import configs
+    from mqemu.ha.aws.model import ApiError
+
+    good = base64.b64encode(FULL.encode()).decode()
+    assert configs.sanitize("RABBITMQ", good) == (good, [])
+    with pytest.raises(ApiError) as e:
+        configs.sanitize("RABBITMQ", base64.b64encode(b"heartbeat = 1m\n").decode())
+    assert e.value.code == "BadRequestException" and e.value.attribute == "data" and e.value.message == (
+        "The configuration data is not in rabbitmq.conf format: rabbitmq.conf line 1: heartbeat must be a whole "
+        "number of seconds from 0 to 65535, not '1m'.")
