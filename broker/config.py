@@ -13,6 +13,11 @@ Example::
     memory_budget = "256MB"        # bodies kept in memory by all queues; past it they page
                                    # to disk ("off": never; default 25 % of the watermark)
 
+    [amqp]
+    consumer_timeout = 1800000     # ms a delivery may stay unacknowledged (RabbitMQ's
+                                   # consumer_timeout; default off); also --rabbitmq-conf
+    heartbeat = 60                 # s, proposed in connection.tune (RabbitMQ's default)
+
     [stomp]
     connect_timeout = 10           # seconds from accept to CONNECTED (default: the engine's)
 
@@ -181,6 +186,11 @@ def load_config(path: str | None, engine: str | None = None, engine_version: str
         value = cfg.extra.get(section, {}).get(key)
         if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0):
             raise ConfigError(f"[{section}] {key} must be a number of seconds above 0, not {value!r}")
+    amqp = cfg.extra.get("amqp", {})
+    for key, high in (("consumer_timeout", 2_147_483_647), ("heartbeat", 65_535)):
+        value = amqp.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= high):
+            raise ConfigError(f"[amqp] {key} must be a whole number from 0 to {high}, not {value!r}")
     mqtt = cfg.extra.get("mqtt", {})
     cfg.auth.deny_publish = _topic_rules(mqtt.get("deny_publish", ()), "deny_publish")
     cfg.auth.deny_subscribe = _topic_rules(mqtt.get("deny_subscribe", ()), "deny_subscribe")

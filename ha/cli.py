@@ -14,6 +14,7 @@ from typing import Any
 import trio
 
 from mqemu.broker.activemq_xml import apply_activemq_xml, load_activemq_xml, summary
+from mqemu.broker import rabbitmq_conf
 from mqemu.broker.config import ConfigError, load_config
 from mqemu.broker.profile import VERSIONS
 
@@ -122,6 +123,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="ActiveMQ engine: an activemq.xml (Spring <beans> or Amazon MQ's <broker>) whose "
                        "destinations, users, authorization entries, redelivery and dead-letter policies apply "
                        "over --config's; what is not applied is logged at start")
+    serve.add_argument("--rabbitmq-conf", default=None, metavar="FILE",
+                       help="RabbitMQ engine: a rabbitmq.conf (key = value lines) whose consumer_timeout and "
+                       "heartbeat apply over --config's [amqp]; the keys not applied are logged at start")
     serve.add_argument("--ready-file", default=None, metavar="PATH",
                        help="once every listener is bound, write {\"amqp\": PORT, ..., \"pid\": PID} here")
     serve.add_argument("--name", default="node-1",
@@ -182,6 +186,8 @@ def _add_ha_commands(sub: Any) -> None:
     up.add_argument("--config", default=None, metavar="FILE", help="the nodes' TOML config file")
     up.add_argument("--activemq-xml", default=None, metavar="FILE",
                     help="the nodes' activemq.xml (ActiveMQ engine; see mqemu serve --activemq-xml)")
+    up.add_argument("--rabbitmq-conf", default=None, metavar="FILE",
+                    help="the nodes' rabbitmq.conf (RabbitMQ engine; see mqemu serve --rabbitmq-conf)")
     up.add_argument("--workdir", default=None, help="where node logs and status files go (default: a temp dir)")
     up_tls = up.add_argument_group(
         "TLS and WebSocket", "the nodes' TLS (amqps, stomps, mqtts) and WebSocket listeners, each behind its own "
@@ -257,7 +263,7 @@ def ha_up(args: argparse.Namespace) -> int:
     try:
         topology = Topology(TopologyOptions(mode=args.mode, engine=args.engine, data_dir=args.data_dir,
                                             timing=args.timing, config_file=args.config, workdir=args.workdir,
-                                            activemq_xml=args.activemq_xml,
+                                            activemq_xml=args.activemq_xml, rabbitmq_conf=args.rabbitmq_conf,
                                             ready_file=args.ready_file, nodes=args.nodes,
                                             balancer_algorithm=args.balancer_algorithm, targets=targets or None,
                                             tls=args.tls, tls_cert=args.tls_cert, tls_key=args.tls_key,
@@ -327,6 +333,11 @@ def serve(args: argparse.Namespace) -> int:
             xml = load_activemq_xml(args.activemq_xml)
             apply_activemq_xml(config, xml)
             for line in summary(xml):
+                log.info("%s", line)
+        if args.rabbitmq_conf:
+            conf = rabbitmq_conf.load_rabbitmq_conf(args.rabbitmq_conf)
+            rabbitmq_conf.apply_rabbitmq_conf(config, conf)
+            for line in rabbitmq_conf.summary(conf):
                 log.info("%s", line)
     except ConfigError as e:
         log.error("%s", e)

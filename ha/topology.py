@@ -78,6 +78,7 @@ class TopologyOptions:
     workdir: str | None = None  # status files and node logs (default: a temporary one, removed at the end)
     config_file: str | None = None
     activemq_xml: str | None = None  # the nodes' --activemq-xml (read again at every restart)
+    rabbitmq_conf: str | None = None  # the nodes' --rabbitmq-conf (read again at every restart)
     ready_file: str | None = None
     protocols: tuple[str, ...] = tuple(PROTOCOLS)
     nodes: int | None = None  # cluster: how many nodes (default 3)
@@ -325,6 +326,8 @@ class Topology:
             argv += ["--config", o.config_file]
         if o.activemq_xml:
             argv += ["--activemq-xml", os.path.abspath(o.activemq_xml)]
+        if o.rabbitmq_conf:
+            argv += ["--rabbitmq-conf", os.path.abspath(o.rabbitmq_conf)]
         return argv
 
     # -- running ------------------------------------------------------------------------

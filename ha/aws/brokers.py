@@ -17,7 +17,8 @@ HTTP console instead. The proxies are TCP proxies, so TLS runs from the client t
 The nodes read their users (password hashes only) and engine version from a TOML config file
 written here (``node_config``) and, on ActiveMQ, the configuration's XML from
 ``activemq.xml`` beside it (``mqemu serve --activemq-xml``: destinations, authorization
-entries, redelivery and dead-letter policies), both written before every start and reboot:
+entries, redelivery and dead-letter policies), on RabbitMQ its ``rabbitmq.conf`` (``mqemu
+serve --rabbitmq-conf``: consumer_timeout, heartbeat), all written before every start and reboot:
 that is how pending user and configuration changes are applied at reboot. A reboot of the
 pair restarts the standby first (it serves nothing, so nothing is interrupted) so that it
 reads the new config, then stops the active gracefully: the standby takes over and the old
@@ -161,10 +162,16 @@ class BrokerNodes:
     def xml_path(self) -> str:
         return os.path.join(self.home, "activemq.xml")
 
-    def write_config(self, text: str, activemq_xml: str | None = None) -> None:
-        """The nodes' TOML config and, on ActiveMQ, their activemq.xml."""
+    @property
+    def conf_path(self) -> str:
+        return os.path.join(self.home, "rabbitmq.conf")
+
+    def write_config(self, text: str, activemq_xml: str | None = None, rabbitmq_conf: str | None = None) -> None:
+        """The nodes' TOML config and their engine's configuration: on ActiveMQ their
+        activemq.xml, on RabbitMQ their rabbitmq.conf."""
         os.makedirs(self.home, exist_ok=True)
-        for path, content in ((self.config_path, text), (self.xml_path, activemq_xml)):
+        for path, content in ((self.config_path, text), (self.xml_path, activemq_xml),
+                              (self.conf_path, rabbitmq_conf)):
             if content is None:
                 continue
             tmp = path + ".tmp"
@@ -199,7 +206,8 @@ class BrokerNodes:
             TopologyOptions(mode=TOPOLOGY_MODES[self.mode], engine=self.engine, data_dir=self.data_dir,
                             workdir=workdir, config_file=self.config_path, listen_ports=dict(ports),
                             protocols=self.style.protocols(self.engine),
-                            activemq_xml=self.xml_path if self.engine == "activemq" else None),
+                            activemq_xml=self.xml_path if self.engine == "activemq" else None,
+                            rabbitmq_conf=self.conf_path if self.engine == "rabbitmq" else None),
             self.style.node_args(self.engine))
         if topology.cluster is not None:  # the balancer keeps its ports too (the NLB's DNS name)
             for proto, listener in topology.cluster.balancer.listeners.items():

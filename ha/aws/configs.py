@@ -9,9 +9,11 @@ own) and removes the rest, answering UpdateConfiguration with one ``Sanitization
 expressions (``${...}``, ``#{...}``) with ``INVALID_ATTRIBUTE_VALUE_REMOVED``. RabbitMQ
 configurations are ``rabbitmq.conf`` text (``key = value`` lines), stored as given.
 
-Applied at reboot: ActiveMQ's XML whole, by the nodes (``mqemu serve --activemq-xml``, see
-``broker/activemq_xml.py``); UpdateConfiguration refuses XML they could not apply
-(``check_applicable``). Of RabbitMQ's conf nothing is applied yet.
+Applied at reboot by the nodes: ActiveMQ's XML whole (``mqemu serve --activemq-xml``, see
+``broker/activemq_xml.py``), RabbitMQ's conf (``mqemu serve --rabbitmq-conf``, see
+``broker/rabbitmq_conf.py``: consumer_timeout and heartbeat; Amazon MQ's other keys are
+logged as ignored). UpdateConfiguration refuses data they could not apply (``sanitize`` for
+a rabbitmq.conf, ``check_applicable`` for XML).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from typing import Any
 
 from mqemu.broker.activemq_xml import parse_activemq_xml
 from mqemu.broker.config import ConfigError
+from mqemu.broker.rabbitmq_conf import parse_rabbitmq_conf
 from .model import bad_request
 
 # The elements the permitted-elements page lists, and the collection elements that hold them.
@@ -89,10 +92,11 @@ def _local(tag: str) -> str:
 def sanitize(engine: str, data: str) -> tuple[str, list[dict[str, Any]]]:
     """The data Amazon MQ keeps (base64) and its warnings, for UpdateConfiguration."""
     text = decode(data)
-    if engine != "ACTIVEMQ":
-        if any(line.strip() and not line.lstrip().startswith("#") and "=" not in line
-               for line in text.splitlines()):
-            raise bad_request("The configuration data is not in rabbitmq.conf format (key = value lines).", "data")
+    if engine != "ACTIVEMQ":  # kept as given, once the nodes' loader accepts it
+        try:
+            parse_rabbitmq_conf(text)
+        except ConfigError as e:
+            raise bad_request(f"The configuration data is not in rabbitmq.conf format: {e}.", "data") from None
         return data, []
     try:
         root = ET.fromstring(text)
@@ -128,7 +132,8 @@ def _sanitize_element(element: ET.Element, warnings: list[dict[str, Any]]) -> No
 
 def check_applicable(engine: str, data: str) -> None:
     """Refuse (400) sanitized ActiveMQ XML the nodes could not apply at reboot (a value
-    ``activemq_xml`` cannot use), naming the element and why."""
+    ``activemq_xml`` cannot use), naming the element and why. (A rabbitmq.conf went through
+    ``rabbitmq_conf``'s parser in ``sanitize`` already.)"""
     if engine != "ACTIVEMQ":
         return
     try:

@@ -82,12 +82,12 @@ class Service(Users, Configurations):
             config = self.state.configurations.get(current["Id"])
             if config:
                 data = config["Revisions"][current["Revision"] - 1]["Data"]
-        xml = None
-        if engine == "ACTIVEMQ":  # the nodes apply it whole (--activemq-xml)
-            xml = configs.decode(data or configs.default_data(engine))
+        # the nodes apply it (--activemq-xml, --rabbitmq-conf)
+        text = configs.decode(data or configs.default_data(engine))
+        xml, conf = (text, None) if engine == "ACTIVEMQ" else (None, text)
         self._nodes_of(broker).write_config(node_config(
             engines.MQEMU_ENGINE[engine], engines.ENGINE_VERSIONS[engine][broker["EngineVersion"]], users,
-            None), xml)
+            None), xml, conf)
 
     async def _create(self, broker: dict[str, Any]) -> None:
         began = time.monotonic()

@@ -102,6 +102,8 @@ class BasicMethods:
         self.consumers[tag] = c
         self._ok(m, spec.BasicConsumeOk(consumer_tag=tag))
         q.add_consumer(c)
+        if self.ack_timeout and not m.no_ack:
+            self.start_ack_timer()
 
     def _consume_reply_to(self, m: spec.BasicConsume, tag: str) -> None:
         """RabbitMQ's direct reply-to: a pseudo-queue answered straight to this channel."""
@@ -153,6 +155,8 @@ class BasicMethods:
         self.delivery_tag = tag = self.delivery_tag + 1
         if not m.no_ack:
             self.unacked[tag] = (q, None, entry)
+            if self.ack_timeout and not self._ack_ticking:
+                self.start_ack_timer()
         msg = entry.message
         props = msg.encoded_properties
         if props is None:

@@ -62,6 +62,11 @@ class Channel(BasicMethods):
         # While this channel deletes a queue, its own cancel notifications wait here: they
         # follow queue.delete-ok, as RabbitMQ sends them.
         self._held_cancels: list[bytes] | None = None
+        # consumer_timeout (``_ack_tick``): seconds, 0.0 when off; the timer runs while the
+        # channel has consumers or unacknowledged deliveries.
+        self.ack_timeout = conn.ack_timeout
+        self._ack_ticking = False
+        self._ack_samples: deque[tuple[float, int]] = deque()
 
     # -- frames -------------------------------------------------------------------------
     def handle(self, frame: Any) -> None:
@@ -158,6 +163,7 @@ class Channel(BasicMethods):
 
     def teardown(self) -> None:
         """Cancel consumers and requeue unacknowledged deliveries (§1.8.3.6 and §1.5.2.14)."""
+        self._ack_ticking = False
         self._publish = self._header = None
         self.conn.partial_bodies -= sum(map(len, self._body))
         self._body = []
@@ -176,6 +182,43 @@ class Channel(BasicMethods):
         self.unacked.clear()
         for queue, entries in by_queue.items():
             queue.release_consumer_entries(None, entries)
+
+    # -- consumer_timeout -----------------------------------------------------------------
+    # RabbitMQ's consumer_timeout, checked by a timer per channel off the delivery path: at
+    # every tick the channel notes (now, its last delivery tag); a delivery is late once the
+    # oldest unacknowledged tag is at most the tag noted at a tick at least the timeout ago.
+    # So a delivery is never judged late early, and is found within two ticks past the
+    # timeout (a tick: a quarter of the timeout, at most 15 s).
+    def start_ack_timer(self) -> None:
+        if not self._ack_ticking and not self.closing:
+            self._ack_ticking = True
+            vhost = self.conn.vhost
+            self._ack_tick(vhost.clock())
+
+    def _ack_tick(self, now: float) -> None:
+        if not self._ack_ticking or self.closing:
+            self._ack_ticking = False
+            return
+        timeout, unacked, samples = self.ack_timeout, self.unacked, self._ack_samples
+        if unacked:
+            before = now - timeout
+            while len(samples) > 1 and samples[1][0] <= before:
+                samples.popleft()
+            if samples and samples[0][0] <= before and next(iter(unacked)) <= samples[0][1]:
+                self._ack_ticking = False
+                self.close(406, f"PRECONDITION_FAILED - delivery acknowledgement on channel {self.number} "
+                           f"timed out. Timeout value used: {round(timeout * 1000)} ms. This timeout value "
+                           "can be configured, see consumers doc guide to learn more")
+                self.conn.end_of_batch()  # redispatch what the close requeued
+                return
+        else:
+            samples.clear()
+        if not (unacked or self.consumers):
+            self._ack_ticking = False
+            return
+        samples.append((now, self.delivery_tag))
+        vhost = self.conn.vhost
+        vhost.timers.call_at(now + min(timeout / 4, 15.0), self._ack_tick)
 
     # -- consumer owner -----------------------------------------------------------------
     def update_blocked(self) -> None:

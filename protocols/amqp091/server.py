@@ -26,7 +26,12 @@ async def serve_amqp(broker: Any, host: str, port: int, *, connections: set | No
 
 def session_factory(broker: Any, **options: Any) -> tuple[MakeSession, None]:
     """What makes an AMQP 0-9-1 session for an accepted connection, for any listener (TCP,
-    TLS); AMQP needs no task of its own beside them."""
+    TLS); AMQP needs no task of its own beside them. The heartbeat proposed in
+    connection.tune is ``options``' or the config's (``[amqp] heartbeat``, rabbitmq.conf's
+    ``heartbeat``), else RabbitMQ's 60 s."""
+    heartbeat = broker.config.extra.get("amqp", {}).get("heartbeat")
+    if heartbeat is not None:
+        options.setdefault("heartbeat", heartbeat)
 
     def make(peer: str | None, conn_id: int) -> AMQPConnection:
         return AMQPConnection(broker, peer, conn_id, **options)

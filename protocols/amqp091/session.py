@@ -111,6 +111,9 @@ class AMQPConnection(SessionBase):
         # tuning): an unauthenticated client cannot make the connection buffer more.
         self.decoder = FrameDecoder(FRAME_MIN_SIZE)
         self.handshake_timeout = broker.config.seconds("amqp", "handshake_timeout", HANDSHAKE_TIMEOUT)
+        # rabbitmq.conf's consumer_timeout ([amqp] consumer_timeout, ms; 0 or absent: off),
+        # in seconds (``Channel._ack_tick``)
+        self.ack_timeout = broker.config.extra.get("amqp", {}).get("consumer_timeout", 0) / 1000.0
         self.state = State.HEADER
         self.channels: dict[int, Channel] = {}
         self.user: User | None = None
