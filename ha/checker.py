@@ -144,6 +144,11 @@ class _Ids:
         # broker may never have read them, and a redelivery (flagged so) is no duplicate.
         self.unanswered: dict[str, set[Any]] = {}
         self.in_doubt: set[Any] = set()
+        # A redelivery flagged so of a message whose ack is still unanswered: the acking
+        # client's connection may have been cut before it noticed (the broker closed it,
+        # requeued, and gave the message to another consumer first). Judged when that client
+        # next breaks (a redelivery) or reconnects cleanly or the history ends (a duplicate).
+        self.pending: dict[str, list[tuple[Any, float]]] = {}
         self.max_seq: dict[Any, int] = {}
         self.reordered: list[tuple[Any, float]] = []
 
@@ -165,12 +170,34 @@ class _Ids:
             self.in_doubt |= self.unanswered.pop(rec["process"])
         elif f in ("connect", "reconnect") and typ == "ok":
             self.unanswered.pop(rec["process"], None)  # the connection before it ended without a break
+            self.duplicates(rec["process"])
+        if f == "error" and rec["process"] in self.pending:
+            # a break soon after: they were redeliveries; a later one does not excuse them
+            self.duplicates(rec["process"], before=t - BREAK_NOTICED)
+            self.pending.pop(rec["process"], None)
+
+    def duplicates(self, process: str | None = None, before: float | None = None) -> None:
+        """Pending redeliveries (of ``process``, or all; those before ``before`` only) that no
+        break of the acking client's connection explains: duplicates."""
+        for proc in [process] if process is not None else list(self.pending):
+            for value, t in self.pending.pop(proc, []):
+                if before is not None and t >= before:
+                    continue
+                self.redelivered.remove((value, t))
+                self.fresh[value] += 1
+                self.fresh_times.setdefault(value, []).append(t)
 
     def _delivered(self, rec: dict[str, Any], value: Any, t: float) -> None:
         doubt = value in self.in_doubt
         if doubt:
             self.in_doubt.discard(value)
-        if value in self.outstanding or (doubt and rec.get("redelivered")):
+        acker = None
+        if not doubt and rec.get("redelivered") and value not in self.outstanding:
+            acker = next((p for p, values in self.unanswered.items() if value in values), None)
+            if acker is not None:
+                self.unanswered[acker].discard(value)
+                self.pending.setdefault(acker, []).append((value, t))
+        if value in self.outstanding or ((doubt or acker is not None) and rec.get("redelivered")):
             self.redelivered.append((value, t))
             self.outstanding.add(value)
         else:
@@ -189,6 +216,11 @@ class _Ids:
             self.max_seq[pub] = seq
 
 
+# Seconds within which a client notices that the broker closed its connection: a break
+# later than that after a redelivery does not explain it (``_Ids.pending``).
+BREAK_NOTICED = 1.0
+
+
 def _key(value: Any) -> Any:
     """Message ids are strings or numbers; anything else is compared by its JSON text."""
     return value if isinstance(value, (str, int, float)) or value is None else json.dumps(value, sort_keys=True)
@@ -200,6 +232,7 @@ def check(records: Iterable[dict[str, Any]]) -> Verdict:
     ids = _Ids()
     for rec in records:
         ids.feed(rec)
+    ids.duplicates()  # no break came for them before the history ended
     start = records[0]["time"] if records else 0.0
     end = records[-1]["time"] if records else 0.0
     windows = _windows(records, start, end)

@@ -66,6 +66,7 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 import threading
 import time
 from typing import IO, Any, Iterable, Iterator
@@ -231,13 +232,25 @@ def read_histories(paths: Iterable[str | os.PathLike[str]]) -> list[dict[str, An
     workload's history) are kept once. Raises as ``read_history``."""
     out: list[dict[str, Any]] = []
     seen: set[tuple[Any, ...]] = set()
-    for path in paths:
-        for rec in read_history(path):
+    files = [(path, read_history(path)) for path in paths]
+    # Two workloads' clients both named ``consumer-0`` are two clients: a name found in
+    # several files is qualified with its file's name (``history-2-amqp/consumer-0``).
+    owners: dict[str, set[int]] = {}
+    for i, (_path, records) in enumerate(files):
+        for rec in records:
+            if rec["f"] not in ("fault", "node"):
+                owners.setdefault(rec["process"], set()).add(i)
+    shared = {name for name, where in owners.items() if len(where) > 1}
+    for path, records in files:
+        label = Path(path).stem
+        for rec in records:
             if rec["f"] in ("fault", "node"):
                 key = _identity(rec)
                 if key in seen:
                     continue
                 seen.add(key)
+            elif rec["process"] in shared:
+                rec["process"] = f"{label}/{rec['process']}"
             out.append(rec)
     out.sort(key=lambda r: r["time"])
     return out

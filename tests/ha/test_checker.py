@@ -131,6 +131,43 @@ def test_a_true_duplicate_is_still_caught_whatever_the_acks():
     assert (v.counts.duplicated, v.counts.duplicated_ids, v.counts.redelivered) == (3, ["a", "b", "c"], 0)
 
 
+def test_a_redelivery_to_another_consumer_before_the_acker_notices_its_break():
+    """A node stops: it closes consumer a's connection with a's ack unread, requeues, and
+    hands the message (flagged) to consumer b before a's client notices the close. A break
+    of a's connection soon after explains it; one much later, or a clean reconnect, does not."""
+    h = H().publish(0, "m", 0).publish(0.1, "n", 1)
+    h.add(1, "a", "ok", "dequeue", "m", publisher="p", seq=0, redelivered=False)
+    h.add(1.1, "a", "ok", "ack", "m", confirmed=False)
+    h.add(1.2, "b", "ok", "dequeue", "m", publisher="p", seq=0, redelivered=True)
+    h.add(1.5, "a", "info", "error", "x")  # a notices the break
+    h.add(2, "a", "ok", "dequeue", "n", publisher="p", seq=1, redelivered=False)
+    h.add(2.1, "a", "ok", "ack", "n", confirmed=False)
+    h.add(2.2, "b", "ok", "dequeue", "n", publisher="p", seq=1, redelivered=True)
+    h.add(5, "a", "info", "error", "x")  # nearly 3 s later: not what caused it
+    v = check(h.records)
+    assert (v.counts.redelivered, v.counts.duplicated, v.counts.duplicated_ids) == (1, 1, ["n"])
+    h2 = H().publish(0, "m", 0)
+    h2.add(1, "a", "ok", "dequeue", "m", publisher="p", seq=0, redelivered=False)
+    h2.add(1.1, "a", "ok", "ack", "m", confirmed=False)
+    h2.add(1.2, "b", "ok", "dequeue", "m", publisher="p", seq=0, redelivered=True)
+    h2.add(1.3, "a", "ok", "reconnect", "x")  # no break: the ack was lost by the broker
+    assert check(h2.records).counts.duplicated_ids == ["m"]
+
+
+def test_clients_of_the_same_name_in_two_histories_are_two_clients(tmp_path):
+    """Two workloads both name their consumer ``consumer-0``: merged, each keeps its own."""
+    from mqemu.ha.history import read_histories
+
+    a, b = tmp_path / "history-1-stomp.jsonl", tmp_path / "history-2-amqp.jsonl"
+    a.write_text(json.dumps({"time": 1, "process": "consumer-0", "type": "ok", "f": "connect", "value": "x"}) + "\n")
+    b.write_text(json.dumps({"time": 2, "process": "consumer-0", "type": "ok", "f": "connect", "value": "y"}) + "\n"
+                 + json.dumps({"time": 3, "process": "nemesis", "type": "invoke", "f": "fault",
+                               "value": {"action": "kill", "target": "active"}}) + "\n")
+    merged = read_histories([a, b])
+    assert [r["process"] for r in merged] == ["history-1-stomp/consumer-0", "history-2-amqp/consumer-0", "nemesis"]
+    assert [r["process"] for r in read_histories([a])] == ["consumer-0"]
+
+
 def test_an_unanswered_ack_before_a_clean_reconnect_is_not_in_doubt():
     h = H().publish(0, "a", 0)
     h.add(1, "c", "ok", "dequeue", "a", publisher="p", seq=0, redelivered=False)
