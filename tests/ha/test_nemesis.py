@@ -29,11 +29,11 @@ def test_a_seed_gives_the_same_faults_and_they_never_overlap():
 @pytest.mark.timeout(240)
 def test_a_short_seeded_run_loses_nothing_acknowledged(mqemu_harness):
     h = mqemu_harness
-    steps = schedule(7, 30, "active-standby", kinds=["kill", "stop", "pause", "down"], hold=(0.5, 1.5),
-                     gap=(2.0, 3.0))
-    assert len(steps) >= 5
+    steps = schedule(7, 16, "active-standby", kinds=["kill", "stop", "pause", "down"], hold=(0.5, 1.0),
+                     gap=(1.5, 2.5), warmup=1.0)
+    assert len(steps) >= 4
     for proto in ("stomp", "amqp", "mqtt"):
-        h.workload(proto, seconds=30, rate=20, drain=10.0)
+        h.workload(proto, seconds=16, rate=20, drain=10.0)
     nemesis = Nemesis(h.topology, steps).start()
     assert nemesis.join(120)
     verdict = h.check(timeout=150)
