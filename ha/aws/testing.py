@@ -18,6 +18,8 @@ import sys
 import time
 from typing import Any
 
+from ..topology import _die_with_parent
+
 STOP_GRACE = 30.0
 
 
@@ -45,8 +47,10 @@ class AwsControlPlane:
                 "--ready-file", self.ready_file, "--timing", self.timing, "--region", self.region,
                 "--endpoints", self.endpoints_style, "--log-format", "json"]
         with open(self.log_path, "ab") as out:
+            # its own process group, and SIGKILL if the test process dies without its teardown
+            # (the control plane's nodes die with it the same way)
             self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                                         start_new_session=True)
+                                         start_new_session=True, preexec_fn=_die_with_parent)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
