@@ -96,14 +96,9 @@ class SettleMixin:
     def _receipt_on_disk(self, f: Frame) -> bool:
         """ActiveMQ: the receipt of a settling frame once what it changed in the store is on
         disk. Returns True when the receipt is left to the store (or there is none to send)."""
-        receipt = f.headers.get("receipt")
-        if receipt is None or not self.flavour.SETTLE_RECEIPT_ON_DISK:
+        if not self.flavour.SETTLE_RECEIPT_ON_DISK or "receipt" not in f.headers:
             return False
-        safe = self.vhost.writes_safe()
-        if safe is None:
-            return False
-        safe.then(lambda: self._late_receipts([receipt]))
-        return True
+        return self._receipt_when(f, self.vhost.writes_safe())
 
     def _settle_now(self, f: Frame, ack: bool) -> None:
         h = f.headers

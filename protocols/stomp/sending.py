@@ -34,13 +34,7 @@ class SendMixin:
             # RabbitMQ: its receipt comes at COMMIT, once published (none after ABORT);
             # ActiveMQ: now.
             return self.flavour.TX_SEND_RECEIPT_AT_COMMIT
-        safe = self._publish(f)
-        if safe is not None:
-            receipt = h.get("receipt")
-            if receipt is not None:
-                safe.then(lambda: self._late_receipts([receipt]))
-                return True
-        return False
+        return self._receipt_when(f, self._publish(f))
 
     def _publish(self, f: Frame) -> "Promise | None":
         """Route a SEND's message; returns the core's promise of when it is safe (None: at

@@ -51,6 +51,7 @@ if TYPE_CHECKING:
     from mqemu.broker.auth import User
     from mqemu.broker.core import Broker
     from mqemu.broker.vhost import VirtualHost
+    from mqemu.broker.promise import Promise
 
 log = logging.getLogger("mqemu.protocols.stomp")
 
@@ -312,6 +313,15 @@ class StompSession(SendMixin, SettleMixin, SubscribeMixin, SessionBase):
             self.login_refused = True
             self.user = None
             raise StompError("Bad CONNECT", f"Virtual host '{host}' access denied") from None
+
+    def _receipt_when(self, f: Frame, safe: Promise | None) -> bool:
+        """The frame's receipt once ``safe`` is kept. True when the promise sends it; False
+        when no receipt was asked or there is nothing to wait for (the dispatch sends it now)."""
+        receipt = f.headers.get("receipt")
+        if receipt is None or safe is None:
+            return False
+        safe.then(lambda: self._late_receipts([receipt]))
+        return True
 
     def _late_receipts(self, receipts: list[str]) -> None:
         if self.state is State.CONNECTED:
