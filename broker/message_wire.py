@@ -113,89 +113,106 @@ def dump_value(v: Any) -> bytes:
     return b"".join(out)
 
 
-class _Reader:
-    __slots__ = ("data", "pos", "end")
+_unpack_i64 = _I64.unpack_from
+_unpack_f64 = _F64.unpack_from
+_unpack_u16 = _U16.unpack_from
+_unpack_u32 = _U32.unpack_from
 
-    def __init__(self, data: bytes, pos: int, end: int) -> None:
-        self.data = data
-        self.pos = pos
-        self.end = end
 
-    def take(self, n: int) -> bytes:
-        pos = self.pos
-        if n > self.end - pos:
-            raise WireError(f"{n} bytes wanted at byte {pos}, {self.end - pos} left")
-        self.pos = pos + n
-        return self.data[pos:pos + n]
+def _short(pos: int, n: int, end: int) -> WireError:
+    return WireError(f"{n} bytes wanted at byte {pos}, {end - pos} left")
 
-    def u16(self) -> int:
-        return _U16.unpack(self.take(2))[0]
 
-    def u32(self) -> int:
-        return _U32.unpack(self.take(4))[0]
+def _text(data: bytes, pos: int, n: int, end: int) -> str:
+    if n > end - pos:
+        raise _short(pos, n, end)
+    try:
+        return data[pos:pos + n].decode()
+    except UnicodeDecodeError:
+        raise WireError(f"text that is not UTF-8 at byte {pos}") from None
 
-    def text(self, n: int) -> str:
-        try:
-            return self.take(n).decode()
-        except UnicodeDecodeError:
-            raise WireError(f"text that is not UTF-8 before byte {self.pos}") from None
 
-    def value(self, depth: int) -> Any:
-        tag = self.take(1)
-        if tag == b"s":
-            return self.text(self.u32())
-        if tag == b"i":
-            return _I64.unpack(self.take(8))[0]
-        if tag == b"N":
-            return None
-        if tag == b"T":
-            return True
-        if tag == b"F":
-            return False
-        if tag == b"m" or tag == b"l":
-            if depth >= MAX_DEPTH:
-                raise WireError(f"values nest deeper than {MAX_DEPTH}")
-            n = self.u32()
-            if n > self.end - self.pos:  # each item takes a byte at least
-                raise WireError(f"a container of {n} items in {self.end - self.pos} bytes")
-            if tag == b"l":
-                return [self.value(depth + 1) for _ in range(n)]
-            d: dict[str, Any] = {}
+def _get(data: bytes, pos: int, end: int, depth: int) -> tuple[Any, int]:
+    """The value at ``pos`` and the position after it."""
+    if pos >= end:
+        raise _short(pos, 1, end)
+    tag = data[pos]
+    pos += 1
+    if tag == 0x73:  # s
+        if end - pos < 4:
+            raise _short(pos, 4, end)
+        n = _unpack_u32(data, pos)[0]
+        return _text(data, pos + 4, n, end), pos + 4 + n
+    if tag == 0x69:  # i
+        if end - pos < 8:
+            raise _short(pos, 8, end)
+        return _unpack_i64(data, pos)[0], pos + 8
+    if tag == 0x4E:  # N
+        return None, pos
+    if tag == 0x54:  # T
+        return True, pos
+    if tag == 0x46:  # F
+        return False, pos
+    if tag == 0x6D or tag == 0x6C:  # m, l
+        if depth >= MAX_DEPTH:
+            raise WireError(f"values nest deeper than {MAX_DEPTH}")
+        if end - pos < 4:
+            raise _short(pos, 4, end)
+        n = _unpack_u32(data, pos)[0]
+        pos += 4
+        if n > end - pos:  # each item takes a byte at least
+            raise WireError(f"a container of {n} items in {end - pos} bytes")
+        depth += 1
+        if tag == 0x6C:
+            items = []
             for _ in range(n):
-                key = self.text(self.u16())
-                d[key] = self.value(depth + 1)
-            return d
-        if tag == b"b":
-            return self.take(self.u32())
-        if tag == b"f":
-            return _F64.unpack(self.take(8))[0]
-        if tag == b"I":
-            text = self.text(self.u16())
-            try:
-                return int(text)
-            except ValueError:
-                raise WireError(f"{text!r} is not an int") from None
-        if tag == b"D":
-            text = self.text(self.u16())
-            try:
-                return decimal.Decimal(text)
-            except decimal.InvalidOperation:
-                raise WireError(f"{text!r} is not a decimal") from None
-        if tag == b"t":
-            text = self.text(self.u16())
-            try:
-                return datetime.datetime.fromisoformat(text)
-            except ValueError:
-                raise WireError(f"{text!r} is not a time") from None
-        raise WireError(f"unknown tag {tag!r} at byte {self.pos - 1}")
+                v, pos = _get(data, pos, end, depth)
+                items.append(v)
+            return items, pos
+        d: dict[str, Any] = {}
+        for _ in range(n):
+            if end - pos < 2:
+                raise _short(pos, 2, end)
+            k = _unpack_u16(data, pos)[0]
+            key = _text(data, pos + 2, k, end)
+            d[key], pos = _get(data, pos + 2 + k, end, depth)
+        return d, pos
+    if tag == 0x62:  # b
+        if end - pos < 4:
+            raise _short(pos, 4, end)
+        n = _unpack_u32(data, pos)[0]
+        pos += 4
+        if n > end - pos:
+            raise _short(pos, n, end)
+        return data[pos:pos + n], pos + n
+    if tag == 0x66:  # f
+        if end - pos < 8:
+            raise _short(pos, 8, end)
+        return _unpack_f64(data, pos)[0], pos + 8
+    if tag == 0x49 or tag == 0x44 or tag == 0x74:  # I, D, t
+        if end - pos < 2:
+            raise _short(pos, 2, end)
+        n = _unpack_u16(data, pos)[0]
+        text = _text(data, pos + 2, n, end)
+        pos += 2 + n
+        try:
+            if tag == 0x49:
+                return int(text), pos
+            if tag == 0x44:
+                return decimal.Decimal(text), pos
+            return datetime.datetime.fromisoformat(text), pos
+        except (ValueError, decimal.InvalidOperation):
+            kind = {0x49: "an int", 0x44: "a decimal"}.get(tag, "a time")
+            raise WireError(f"{text!r} is not {kind}") from None
+    raise WireError(f"unknown tag {bytes((tag,))!r} at byte {pos - 1}")
 
 
 def load_value(data: bytes) -> Any:
     """The value ``data`` holds, all of it; raises WireError."""
-    r = _Reader(bytes(data), 0, len(data))
-    v = r.value(0)
-    if r.pos != r.end:
-        raise WireError(f"{r.end - r.pos} bytes after the value")
+    data = bytes(data)
+    v, pos = _get(data, 0, len(data), 0)
+    if pos != len(data):
+        raise WireError(f"{len(data) - pos} bytes after the value")
     return v
 
 
@@ -211,20 +228,29 @@ def dump_message(message: Message) -> bytes:
 def load_message(data: bytes) -> Message:
     """A new ``Message`` from ``dump_message``'s bytes; raises WireError."""
     data = bytes(data)
-    r = _Reader(data, 0, len(data))
-    version, n = _MSG.unpack(r.take(_MSG.size))
+    end = len(data)
+    if end < 3:
+        raise _short(0, 3, end)
+    version, n = _MSG.unpack_from(data, 0)
     if version != VERSION:
         raise WireError(f"message version {version}, this node reads {VERSION}")
-    exchange = r.text(n)
-    routing_key = r.text(r.u16())
-    meta_len = r.u32()
-    meta_end = r.pos + meta_len
-    if meta_end > r.end:
-        raise WireError(f"a meta of {meta_len} bytes in {r.end - r.pos}")
-    meta = _Reader(data, r.pos, meta_end)
-    value = meta.value(0)
-    if meta.pos != meta_end:
-        raise WireError(f"{meta_end - meta.pos} bytes after the meta")
+    exchange = _text(data, 3, n, end)
+    pos = 3 + n
+    if end - pos < 2:
+        raise _short(pos, 2, end)
+    n = _unpack_u16(data, pos)[0]
+    routing_key = _text(data, pos + 2, n, end)
+    pos += 2 + n
+    if end - pos < 4:
+        raise _short(pos, 4, end)
+    meta_len = _unpack_u32(data, pos)[0]
+    pos += 4
+    meta_end = pos + meta_len
+    if meta_end > end:
+        raise WireError(f"a meta of {meta_len} bytes in {end - pos}")
+    value, pos = _get(data, pos, meta_end, 0)
+    if pos != meta_end:
+        raise WireError(f"{meta_end - pos} bytes after the meta")
     if value.__class__ is not list or len(value) != 3:
         raise WireError("the meta is not [properties, routing_keys, fields]")
     properties, routing_keys, fields = value
