@@ -12,8 +12,8 @@ Applied (RabbitMQ engine, AMQP 0-9-1), over the TOML config's ``[amqp]`` section
   unless a file or the TOML sets it, so that a plain ``mqemu serve`` runs no timer per
   channel. Amazon MQ's default configuration (``mqemu aws``) sets the 30 minutes.
 - ``heartbeat``: the heartbeat in seconds the server proposes in ``connection.tune``
-  (0-65535; 0: none). Amazon MQ allows 60-3600 (not checked here: RabbitMQ itself accepts
-  any short).
+  (0-65535; 0: none: RabbitMQ itself accepts any short). Amazon MQ allows 60-3600: the
+  control plane parses with ``amazon_mq=True``, which refuses a value outside that range.
 
 Known but ignored (said in the node's log): the other keys Amazon MQ lets users set
 (``KNOWN_IGNORED`` and the prefixes of its OAuth 2.0, LDAP, HTTP, SSL and resource-limit
@@ -30,6 +30,7 @@ from .config import BrokerConfig, ConfigError
 
 CONSUMER_TIMEOUT_MAX = 2_147_483_647  # ms, Amazon MQ's upper bound (a signed 32-bit int)
 HEARTBEAT_MAX = 65_535  # connection.tune's heartbeat is a short
+AMAZON_MQ_HEARTBEAT = (60, 3600)  # s, Amazon MQ's "Configurable values for RabbitMQ"
 
 # Amazon MQ's "Configurable values for RabbitMQ" that mqemu has no feature for.
 KNOWN_IGNORED = frozenset((
@@ -79,8 +80,10 @@ def _integer(n: int, key: str, value: str, low: int, high: int, unit: str) -> in
     return number
 
 
-def parse_rabbitmq_conf(text: str) -> RabbitMQConf:
-    """The settings of a rabbitmq.conf text. Raises ConfigError naming the first bad line."""
+def parse_rabbitmq_conf(text: str, amazon_mq: bool = False) -> RabbitMQConf:
+    """The settings of a rabbitmq.conf text. Raises ConfigError naming the first bad line.
+    ``amazon_mq``: check the ranges Amazon MQ allows, where narrower than RabbitMQ's."""
+    heartbeat_low, heartbeat_high = AMAZON_MQ_HEARTBEAT if amazon_mq else (0, HEARTBEAT_MAX)
     conf = RabbitMQConf()
     seen: set[str] = set()
     for n, raw in enumerate(text.splitlines(), 1):
@@ -98,7 +101,7 @@ def parse_rabbitmq_conf(text: str) -> RabbitMQConf:
         if key == "consumer_timeout":
             conf.consumer_timeout = _integer(n, key, value, 0, CONSUMER_TIMEOUT_MAX, "milliseconds")
         elif key == "heartbeat":
-            conf.heartbeat = _integer(n, key, value, 0, HEARTBEAT_MAX, "seconds")
+            conf.heartbeat = _integer(n, key, value, heartbeat_low, heartbeat_high, "seconds")
         elif key in seen:
             continue
         elif key in KNOWN_IGNORED or key.startswith(KNOWN_IGNORED_PREFIXES):

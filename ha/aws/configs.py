@@ -94,7 +94,7 @@ def sanitize(engine: str, data: str) -> tuple[str, list[dict[str, Any]]]:
     text = decode(data)
     if engine != "ACTIVEMQ":  # kept as given, once the nodes' loader accepts it
         try:
-            parse_rabbitmq_conf(text)
+            parse_rabbitmq_conf(text, amazon_mq=True)
         except ConfigError as e:
             raise bad_request(f"The configuration data is not in rabbitmq.conf format: {e}.", "data") from None
         return data, []

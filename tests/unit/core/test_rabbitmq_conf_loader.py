@@ -119,10 +119,29 @@ def test_update_configuration_refuses_what_the_nodes_could_not_parse():
     from mqemu.ha.aws import configs
     from mqemu.ha.aws.model import ApiError
 
-    good = base64.b64encode(FULL.encode()).decode()
+    good = base64.b64encode(FULL.replace("heartbeat=30", "heartbeat=60").encode()).decode()
     assert configs.sanitize("RABBITMQ", good) == (good, [])
     with pytest.raises(ApiError) as e:
         configs.sanitize("RABBITMQ", base64.b64encode(b"heartbeat = 1m\n").decode())
     assert e.value.code == "BadRequestException" and e.value.attribute == "data" and e.value.message == (
         "The configuration data is not in rabbitmq.conf format: rabbitmq.conf line 1: heartbeat must be a whole "
-        "number of seconds from 0 to 65535, not '1m'.")
+        "number of seconds from 60 to 3600, not '1m'.")
+
+
+@pytest.mark.parametrize("seconds, taken", [("59", False), ("60", True), ("3600", True), ("3601", False),
+                                            ("0", False)])
+def test_amazon_mq_allows_a_heartbeat_of_60_to_3600_seconds(seconds, taken):
+    import base64
+
+    from mqemu.ha.aws import configs
+    from mqemu.ha.aws.model import ApiError
+
+    assert parse_rabbitmq_conf(f"heartbeat = {seconds}\n").heartbeat == int(seconds)  # RabbitMQ's own range
+    data = base64.b64encode(f"heartbeat = {seconds}\n".encode()).decode()
+    if taken:
+        assert configs.sanitize("RABBITMQ", data) == (data, [])
+        return
+    with pytest.raises(ApiError) as e:
+        configs.sanitize("RABBITMQ", data)
+    assert e.value.code == "BadRequestException" and e.value.message.endswith(
+        f"heartbeat must be a whole number of seconds from 60 to 3600, not '{seconds}'.")
