@@ -26,9 +26,12 @@ async def handshake(stream: trio.abc.Stream, context: ssl.SSLContext) -> trio.SS
         await tls.do_handshake()
     except trio.BrokenResourceError as e:
         cause = e.__cause__
+        # A peer that hangs up mid-handshake (a balancer's TCP health check, a port probe)
+        # is logged at debug level only; a handshake the peer got wrong stays at info.
+        hung_up = cause is None or isinstance(cause, (ssl.SSLEOFError, ConnectionResetError, BrokenPipeError))
         if isinstance(cause, ssl.SSLError):
-            raise HandshakeFailed(f"TLS: {cause.reason or cause}") from None
-        raise HandshakeFailed(f"TLS: {cause or 'the client hung up'}") from None
+            raise HandshakeFailed(f"TLS: {cause.reason or cause}", hung_up) from None
+        raise HandshakeFailed(f"TLS: {cause or 'the client hung up'}", hung_up) from None
     return tls
 
 

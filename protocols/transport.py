@@ -146,7 +146,12 @@ Opener = Callable[[trio.abc.Stream, int], Awaitable["tuple[trio.abc.Stream, Make
 
 
 class HandshakeFailed(Exception):
-    """An opener's handshake failed; the text says why, for one log line."""
+    """An opener's handshake failed; the text says why, for one log line. ``hung_up``: the
+    peer closed before the handshake was done, which probes do (logged at debug level)."""
+
+    def __init__(self, why: str, hung_up: bool = False) -> None:
+        super().__init__(why)
+        self.hung_up = hung_up
 
 
 class _Wakeup:
@@ -484,18 +489,21 @@ async def serve_protocol(
                     peer: str | None) -> tuple[trio.abc.Stream, MakeSession | None] | None:
         why = None
         opened = None
+        level = logging.INFO
         with trio.move_on_after(handshake_timeout) as scope:
             try:
                 opened = await opener(sock, conn_id)
             except HandshakeFailed as e:
                 why = str(e)
+                if e.hung_up:
+                    level = logging.DEBUG
             except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as e:
                 why = f"{type(e).__name__}: {e.__cause__ or e}"
         if scope.cancelled_caught:
             why = f"no handshake within {handshake_timeout:g} s"
         if opened is None:
-            log.info("%s handshake failed: %s; connection closed", name, why or "refused",
-                     extra={"conn": conn_id, "protocol": name, "peer": peer})
+            log.log(level, "%s handshake failed: %s; connection closed", name, why or "refused",
+                    extra={"conn": conn_id, "protocol": name, "peer": peer})
             await trio.aclose_forcefully(sock)
         return opened
 

@@ -188,6 +188,22 @@ def test_plain_bytes_on_a_tls_port_close_quietly_beside_a_good_client(tls_node, 
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING and r.name.startswith("mqemu")]
 
 
+def test_a_probe_that_connects_and_hangs_up_is_logged_at_debug_level_only(tls_node, caplog):
+    """A balancer's TCP health check opens and closes a connection without a byte: one debug
+    line per probe, not an info line (a real bad handshake stays at info, test above)."""
+    caplog.set_level(logging.DEBUG, logger="mqemu")
+    probe = socket.create_connection(("127.0.0.1", tls_node.ports["amqps"]))
+    probe.close()
+    assert amqps_round_trip(tls_node.ports["amqps"], tls_node.node.tls.ca_file, "localhost", "after") \
+        .startswith(b"over tls")
+    deadline = time.monotonic() + 5  # the probe's line, once the node has read its hang-up
+    while not (failed := [r for r in caplog.records if "handshake failed" in r.getMessage()]):
+        assert time.monotonic() < deadline, "the probe's hang-up was never logged"
+        time.sleep(0.01)
+    assert [r.levelno for r in failed] == [logging.DEBUG]
+    assert "UNEXPECTED_EOF" in failed[0].getMessage() or "hung up" in failed[0].getMessage()
+
+
 def test_a_stalled_handshake_is_closed_at_the_timeout_and_stalls_nobody(mqemu_start, caplog):
     caplog.set_level(logging.INFO, logger="mqemu")
     cfg = BrokerConfig()
