@@ -186,6 +186,7 @@ class Proxy:
         self._nursery: trio.Nursery | None = None
         self._listener: trio.SocketListener | None = None
         self._accept_scope: trio.CancelScope | None = None
+        self._placeholder: socket.socket | None = None  # holds the port while not listening
 
     # -- state -------------------------------------------------------------------------
 
@@ -317,6 +318,7 @@ class Proxy:
                 await trio.sleep_forever()
             finally:
                 self._close_listener()
+                self._release_port()
                 self.cut()
                 self._nursery = None
 
@@ -336,6 +338,7 @@ class Proxy:
             self.cut()
 
     def _open_listener(self) -> None:
+        self._release_port()
         family, kind, proto, _, addr = socket.getaddrinfo(self.listen_host, self.listen_port, type=socket.SOCK_STREAM,
                                                           flags=socket.AI_PASSIVE)[0]
         sock = socket.socket(family, kind, proto)
@@ -359,6 +362,26 @@ class Proxy:
         if self._listener is not None:
             self._listener.socket.close()  # the port refuses from now on
             self._listener = None
+            self._hold_port()
+
+    def _hold_port(self) -> None:
+        """Keep the port bound, not listening, while the proxy is disabled: connections are
+        still refused, and no other listener (a node's port 0, say) can be given the port,
+        where clients of this proxy would reach it. The kernel gives port 0 and outgoing
+        connections only ports no socket holds."""
+        sock = socket.socket(socket.AF_INET6 if ":" in self.listen_host else socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((self.listen_host, self.listen_port))
+        except OSError:
+            sock.close()  # the port stays free; enable() will say if it was taken
+            return
+        self._placeholder = sock
+
+    def _release_port(self) -> None:
+        if self._placeholder is not None:
+            self._placeholder.close()
+            self._placeholder = None
 
     async def _accept_loop(self, listener: trio.SocketListener, scope: trio.CancelScope) -> None:
         with scope:

@@ -180,6 +180,25 @@ async def test_disable_refuses_and_cuts_enable_listens_on_the_same_port(echo_add
                 squatter.close()
 
 
+async def test_a_disabled_proxy_holds_its_port(echo_addr) -> None:
+    """While disabled the port refuses, and no other socket is given it (a node's port-0
+    listener there would answer this proxy's clients)."""
+    with trio.fail_after(5):
+        async with open_proxy(echo_addr) as proxy:
+            port = proxy.listen_port
+            proxy.disable()
+            await expect_refused(port)
+            other = trio.socket.socket()  # no SO_REUSEADDR: any holder of the port conflicts
+            try:
+                with pytest.raises(OSError) as held:
+                    await other.bind(("127.0.0.1", port))
+                assert held.value.errno == errno.EADDRINUSE
+            finally:
+                other.close()
+            proxy.enable()
+            await round_trip(await connect(proxy), b"still mine")
+
+
 async def test_down_toxic_refuses_until_removed_and_respects_disable(echo_addr) -> None:
     with trio.fail_after(5):
         async with open_proxy(echo_addr) as proxy:
