@@ -129,8 +129,10 @@ class Consumer(threading.Thread):
             ch.basic_qos(prefetch_count=50)
             for method, _, body in ch.consume("kq", inactivity_timeout=0.05):
                 if method is not None:
-                    ch.basic_ack(method.delivery_tag)
+                    # Counted before the ack: the node may take the ack and be killed before
+                    # basic_ack returns (it raises then), and an acked message is gone.
                     self.acked.append(body)
+                    ch.basic_ack(method.delivery_tag)
         except Exception:
             return
 
