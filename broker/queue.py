@@ -13,6 +13,15 @@ up); it calls ``Queue.dispatch`` again once it can.
 ``Consumer`` and ``PriorityReady`` live in ``consumer``; the ActiveMQ engine's dispatch with
 selectors and message groups in ``selective``; the paged tail of a queue past its memory
 budget in ``paging``. ``Queue`` mixes the last two in.
+
+The queue's state (ready entries, the paged index, consumers and their credit, counters,
+byte totals, groups, the paging ceiling) changes only inside its commands (``Queue.COMMANDS``,
+the names of ``queue_machine``'s where there is one), applied in place: whoever else changes
+a queue (protocols, the vhost, timers, the store's page reads, the memory budget, recovery)
+calls one. A command may call others (a publish dispatches). The protocols' older names are
+the same functions (``Queue.ALIASES``: ``publish`` is ``enqueue``), so no call is added on a
+path. ``tests/unit/core/test_queue_seam.py`` records the top-level commands of a random run
+and replays them on a fresh queue, and checks that no other module assigns queue state.
 """
 
 from __future__ import annotations
@@ -74,6 +83,14 @@ class QueueCounts:
 
 class Queue(SelectiveDispatch, PagingQueue):
     """A queue in one virtual host. Raises nothing on the delivery path."""
+
+    # Every change of a queue's state is one of these (see the module docstring).
+    COMMANDS = ("enqueue", "take", "settle", "reject", "requeue", "consumer_added", "consumer_removed",
+                "dispatch", "expire", "expiry_due", "purge", "apply_settings", "touch", "delete",
+                "paged_in", "lower_ceiling", "recovered", "recovered_paged")
+    # The names the protocols call: the same functions as these commands.
+    ALIASES = {"publish": "enqueue", "get": "take", "ack": "settle", "add_consumer": "consumer_added",
+               "remove_consumer": "consumer_removed", "release_consumer_entries": "requeue"}
 
     def __init__(
         self,
@@ -137,8 +154,8 @@ class Queue(SelectiveDispatch, PagingQueue):
         self._page_at = self._open_gate()
 
     # -- publishing ---------------------------------------------------------------------
-    def publish(self, message: Message, now: float) -> "bool | Promise":
-        """Enqueue. False when the queue refused the message (overflow reject-publish); True
+    def enqueue(self, message: Message, now: float) -> "bool | Promise":
+        """The enqueue command (``publish``). False when the queue refused the message (overflow reject-publish); True
         when it is safe at once; ``promise.ON_DISK`` when it is safe once the store's writes
         so far are on disk (see ``promise``)."""
         s = self.settings
@@ -192,6 +209,36 @@ class Queue(SelectiveDispatch, PagingQueue):
         if entry.expires_at is not None:
             self.expire(now)
         return safe
+
+    publish = enqueue
+
+    def recovered(self, messages: "list[Message]", ids: "list[int] | None", now: float) -> int:
+        """Recovery: messages the store kept for this queue (``ids``: its handle for each, None
+        from a store that gives none) join the ready entries, flagged redelivered, their TTL
+        counted from now. Returns how many."""
+        ttl = self.settings.message_ttl
+        ready = self.ready
+        size = 0
+        for i, msg in enumerate(messages):
+            msg_ttl = ttl
+            exp = msg.properties.get("expiration") if msg.properties else None
+            if exp is not None:
+                try:
+                    per_msg = int(exp)
+                    if (msg_ttl is None or per_msg < msg_ttl) and per_msg < NEVER_MS:
+                        msg_ttl = per_msg
+                except (TypeError, ValueError):
+                    pass
+            entry = QueueEntry(msg, None if msg_ttl is None else now + msg_ttl / 1000.0)
+            entry.redelivered = True
+            if ids is not None:
+                entry.store_id = ids[i]
+            ready.append(entry)
+            size += entry.size
+        self.bytes_ready += size
+        if ready and ready[0].expires_at is not None:
+            self.expire(now)
+        return len(messages)
 
     def _make_room(self, entry: QueueEntry) -> bool:
         s = self.settings
@@ -279,8 +326,9 @@ class Queue(SelectiveDispatch, PagingQueue):
             self._rr = best_i + 1
         return best
 
-    def get(self, no_ack: bool) -> QueueEntry | None:
-        """basic.get: the head entry, or None when the queue has none ready."""
+    def take(self, no_ack: bool) -> QueueEntry | None:
+        """The take command (basic.get, ``get``): the head entry, or None when the queue has
+        none ready."""
         self.last_used = self._clock()
         now = self.last_used
         while self.ready:
@@ -306,12 +354,17 @@ class Queue(SelectiveDispatch, PagingQueue):
         self.counts.get_empty += 1
         return None
 
+    get = take
+
     # -- settling -----------------------------------------------------------------------
-    def ack(self, entry: QueueEntry, consumer: Consumer | None) -> None:
-        """The client acknowledged entry (consumer None for basic.get deliveries)."""
+    def settle(self, entry: QueueEntry, consumer: Consumer | None) -> None:
+        """The settle command (``ack``): the client acknowledged entry (consumer None for
+        basic.get deliveries)."""
         self._release(consumer)
         self._settle(entry)
         self.counts.acked += 1
+
+    ack = settle
 
     def reject(self, entries: list[QueueEntry], consumer: Consumer | None, requeue: bool) -> None:
         """Nack/reject without requeue dead-letters ('rejected'); with it, puts entries back."""
@@ -320,7 +373,7 @@ class Queue(SelectiveDispatch, PagingQueue):
         if self.deleted:
             return
         if requeue:
-            self.requeue(entries)
+            self._return(entries)
         else:
             self.counts.dropped += len(entries)
             for e in entries:
@@ -328,7 +381,7 @@ class Queue(SelectiveDispatch, PagingQueue):
             self._dead_letter(self, entries, "rejected")
         self.dispatch()
 
-    def requeue(self, entries: Iterable[QueueEntry]) -> None:
+    def _return(self, entries: Iterable[QueueEntry]) -> None:
         """Put delivered entries back, redelivered, each at its place in the order of arrival
         (RabbitMQ: a requeued message goes back to its original position)."""
         limit = self.settings.delivery_limit
@@ -342,7 +395,8 @@ class Queue(SelectiveDispatch, PagingQueue):
             entry.redelivered = True
             if redelivery is not None:
                 # ActiveMQ: past maximumRedeliveries the message goes to ActiveMQ.DLQ.
-                if activemq.over_redelivery_limit(redelivery, entry):
+                entry.delivery_count += 1
+                if activemq.over_redelivery_limit(redelivery, entry.delivery_count):
                     over.append(entry)
                     continue
             elif quorum:
@@ -370,13 +424,16 @@ class Queue(SelectiveDispatch, PagingQueue):
                 self._settle(e)
             self._dead_letter(self, over, "delivery_limit")
 
-    def release_consumer_entries(self, consumer: Consumer | None, entries: list[QueueEntry]) -> None:
-        """A channel closed with entries unacked: requeue them (AMQP 0-9-1 §1.8.3.6)."""
+    def requeue(self, consumer: Consumer | None, entries: list[QueueEntry]) -> None:
+        """The requeue command (``release_consumer_entries``): a channel closed with entries
+        unacked, or a consumer gave them back: requeue them (AMQP 0-9-1 §1.8.3.6)."""
         for _ in entries:
             self._release(consumer)
         if not self.deleted:
-            self.requeue(entries)
+            self._return(entries)
             self.dispatch()
+
+    release_consumer_entries = requeue
 
     def _release(self, consumer: Consumer | None) -> None:
         self._version += 1
@@ -395,7 +452,8 @@ class Queue(SelectiveDispatch, PagingQueue):
             self._settle(e)
 
     # -- consumers ----------------------------------------------------------------------
-    def add_consumer(self, consumer: Consumer) -> None:
+    def consumer_added(self, consumer: Consumer) -> None:
+        """The consumer_added command (``add_consumer``)."""
         if consumer.selector is not None:
             self._selectors += 1
             self._selective = True
@@ -406,7 +464,11 @@ class Queue(SelectiveDispatch, PagingQueue):
         self.had_consumer = True
         self.dispatch()
 
-    def remove_consumer(self, consumer: Consumer) -> None:
+    add_consumer = consumer_added
+
+    def consumer_removed(self, consumer: Consumer) -> None:
+        """The consumer_removed command (``remove_consumer``); a consumer it does not have is
+        nothing."""
         try:
             self.consumers.remove(consumer)
         except ValueError:
@@ -426,6 +488,8 @@ class Queue(SelectiveDispatch, PagingQueue):
             self.port.schedule_expiry(self)
         elif self.settings.single_active_consumer or self._selective:
             self.dispatch()  # the next consumer in line becomes active, or takes its groups
+
+    remove_consumer = consumer_removed
 
     # -- expiry and housekeeping --------------------------------------------------------
     def expire(self, now: float) -> None:
@@ -447,11 +511,12 @@ class Queue(SelectiveDispatch, PagingQueue):
             head = ready[0]
             if head.expires_at is not None and (self._expiry_at is None or head.expires_at < self._expiry_at):
                 self._expiry_at = head.expires_at
-                self.port.call_at(head.expires_at, self._expiry_due)
+                self.port.call_at(head.expires_at, self.expiry_due)
         elif self._paged is not None:
             self._page_in()  # the paged head expires once it is read (RabbitMQ: at the head)
 
-    def _expiry_due(self, now: float) -> None:
+    def expiry_due(self, now: float) -> None:
+        """The timer armed for the head's deadline fired."""
         self._expiry_at = None
         self.expire(now)
 
@@ -484,6 +549,39 @@ class Queue(SelectiveDispatch, PagingQueue):
             self.port.page_discard(pg.keys())
             self._leave_paging()
         return n
+
+    def touch(self, now: float) -> None:
+        """Used now (a redeclare): ``x-expires`` counts from here."""
+        self.last_used = now
+
+    def delete(self) -> list[Consumer]:
+        """The queue is deleted: purged, marked, its consumers dropped; returns them (the
+        vhost tells their owners)."""
+        self.purge()
+        self.deleted = True
+        consumers = self.consumers
+        self.consumers = []
+        return consumers
+
+    def snapshot(self) -> dict[str, Any]:
+        """The observable state, as plain values (bodies stand for messages): what two
+        queues fed the same commands must agree on."""
+        def entry(e: QueueEntry) -> tuple:
+            return (e.message.body, e.redelivered, e.delivery_count, e.expires_at, e.store_id is not None)
+        pg = self._paged
+        paged = None if pg is None else (
+            [(list(c.keys), c.nbytes, c.redelivered, None if c.expires is None else list(c.expires))
+             for c in pg.chunks], pg.count, pg.nbytes, None if pg.loading is None else list(pg.loading.keys))
+        c = self.counts
+        return {
+            "ready": [entry(e) for e in self.ready], "bytes_ready": self.bytes_ready, "paged": paged,
+            "unacked": self.unacked, "page_at": self._page_at, "paging": self._paging,
+            "consumers": [(k.tag, k.unacked, k.prefetch, k.priority, k.no_ack) for k in self.consumers],
+            "rr": self._rr, "groups": sorted((g, k.tag) for g, k in self._groups.items()),
+            "selective": (self._selectors, self._selective, self._stuck, self._stuck_version == self._version),
+            "counts": [getattr(c, n) for n in QueueCounts.__slots__], "expiry_at": self._expiry_at,
+            "had_consumer": self.had_consumer, "deleted": self.deleted, "last_used": self.last_used,
+        }
 
     def statistics(self) -> QueueStatistics:
         paged = self._paged.nbytes if self._paged is not None else 0
