@@ -24,7 +24,7 @@ from collections import deque
 from functools import partial
 from typing import TYPE_CHECKING, Any, Iterable
 
-from .message import Message, QueueEntry
+from .message import NEVER_MS, Message, QueueEntry
 
 if TYPE_CHECKING:
     from .queue_args import QueueSettings
@@ -182,9 +182,10 @@ class MemoryBudget:
 
 
 class PagingQueue:
-    """Mixed into ``Queue``: the paged tail of a queue past its memory budget. Its commands:
-    ``paged_in`` (the store read a chunk), ``lower_ceiling`` (the budget is spent) and
-    ``recovered_paged`` (recovery); paging out is part of ``enqueue``."""
+    """Mixed into ``Queue``: the paged tail of a queue past its memory budget, and what the
+    store hands back. Its commands: ``paged_in`` (the store read a chunk), ``lower_ceiling``
+    (the budget is spent), ``recovered`` and ``recovered_paged`` (recovery); paging out is
+    part of ``enqueue``."""
 
     @property
     def bytes_paged(self) -> int:
@@ -297,6 +298,34 @@ class PagingQueue:
         budget again before it grows."""
         if self._page_at != NEVER and self._page_at > self.bytes_ready:
             self._page_at = self.bytes_ready
+
+    def recovered(self, messages: "list[Message]", ids: "list[int] | None", now: float) -> int:
+        """Recovery: messages the store kept for this queue (``ids``: its handle for each, None
+        from a store that gives none) join the ready entries, flagged redelivered, their TTL
+        counted from now. Returns how many."""
+        ttl = self.settings.message_ttl
+        ready = self.ready
+        size = 0
+        for i, msg in enumerate(messages):
+            msg_ttl = ttl
+            exp = msg.properties.get("expiration") if msg.properties else None
+            if exp is not None:
+                try:
+                    per_msg = int(exp)
+                    if (msg_ttl is None or per_msg < msg_ttl) and per_msg < NEVER_MS:
+                        msg_ttl = per_msg
+                except (TypeError, ValueError):
+                    pass
+            entry = QueueEntry(msg, None if msg_ttl is None else now + msg_ttl / 1000.0)
+            entry.redelivered = True
+            if ids is not None:
+                entry.store_id = ids[i]
+            ready.append(entry)
+            size += entry.size
+        self.bytes_ready += size
+        if ready and ready[0].expires_at is not None:
+            self.expire(now)
+        return len(messages)
 
     def recovered_paged(self, chunks: Iterable[Chunk]) -> None:
         """Recovery: chunks of messages left on disk follow the in-memory entries; the head

@@ -27,7 +27,6 @@ and replays them on a fresh queue, and checks that no other module assigns queue
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Iterable
 
 from . import activemq
@@ -36,49 +35,11 @@ from .message import NEVER_MS, Message, QueueEntry
 from .paging import PagedIndex, PagingQueue, paging_mode
 from .promise import ON_DISK, Promise
 from .queue_args import QueueSettings
+from .queue_stats import QueueCounts, QueueStatistics, snapshot
 from .selective import SelectiveDispatch
 
 if TYPE_CHECKING:
     from .queue_port import QueuePort
-
-
-@dataclass(frozen=True, slots=True)
-class QueueStatistics:
-    name: str
-    messages_ready: int
-    messages_unacknowledged: int
-    bytes_ready: int
-    consumers: int
-
-
-class QueueCounts:
-    """What a queue did, for rates (never reset; the HTTP side samples them): messages it
-    took; deliveries it made (``delivered``: to consumers and basic.get, redeliveries too,
-    added once per dispatch pass), of them by basic.get with and without ack; gets that found
-    nothing; acks; deliveries given back (``requeued``: each is delivered again, redelivered)
-    and settled without an ack (``dropped``: rejected without requeue, past the delivery
-    limit); entries that expired. Deliveries to no-ack consumers are not counted one by one:
-    ``delivered_no_ack`` derives them (each delivery that waits for an ack ends acked,
-    requeued or dropped, or is still unacked)."""
-
-    __slots__ = ("enqueued", "delivered", "got", "got_no_ack", "get_empty", "acked", "requeued", "dropped",
-                 "expired")
-
-    def __init__(self) -> None:
-        self.enqueued = 0
-        self.delivered = 0
-        self.got = 0
-        self.got_no_ack = 0
-        self.get_empty = 0
-        self.acked = 0
-        self.requeued = 0
-        self.dropped = 0
-        self.expired = 0
-
-    def delivered_no_ack(self, unacked: int) -> int:
-        """Deliveries to no-ack consumers so far (``unacked``: the queue's deliveries waiting
-        for an ack now)."""
-        return self.delivered - self.got_no_ack - (self.acked + self.requeued + self.dropped + unacked)
 
 
 class Queue(SelectiveDispatch, PagingQueue):
@@ -211,34 +172,6 @@ class Queue(SelectiveDispatch, PagingQueue):
         return safe
 
     publish = enqueue
-
-    def recovered(self, messages: "list[Message]", ids: "list[int] | None", now: float) -> int:
-        """Recovery: messages the store kept for this queue (``ids``: its handle for each, None
-        from a store that gives none) join the ready entries, flagged redelivered, their TTL
-        counted from now. Returns how many."""
-        ttl = self.settings.message_ttl
-        ready = self.ready
-        size = 0
-        for i, msg in enumerate(messages):
-            msg_ttl = ttl
-            exp = msg.properties.get("expiration") if msg.properties else None
-            if exp is not None:
-                try:
-                    per_msg = int(exp)
-                    if (msg_ttl is None or per_msg < msg_ttl) and per_msg < NEVER_MS:
-                        msg_ttl = per_msg
-                except (TypeError, ValueError):
-                    pass
-            entry = QueueEntry(msg, None if msg_ttl is None else now + msg_ttl / 1000.0)
-            entry.redelivered = True
-            if ids is not None:
-                entry.store_id = ids[i]
-            ready.append(entry)
-            size += entry.size
-        self.bytes_ready += size
-        if ready and ready[0].expires_at is not None:
-            self.expire(now)
-        return len(messages)
 
     def _make_room(self, entry: QueueEntry) -> bool:
         s = self.settings
@@ -564,24 +497,8 @@ class Queue(SelectiveDispatch, PagingQueue):
         return consumers
 
     def snapshot(self) -> dict[str, Any]:
-        """The observable state, as plain values (bodies stand for messages): what two
-        queues fed the same commands must agree on."""
-        def entry(e: QueueEntry) -> tuple:
-            return (e.message.body, e.redelivered, e.delivery_count, e.expires_at, e.store_id is not None)
-        pg = self._paged
-        paged = None if pg is None else (
-            [(list(c.keys), c.nbytes, c.redelivered, None if c.expires is None else list(c.expires))
-             for c in pg.chunks], pg.count, pg.nbytes, None if pg.loading is None else list(pg.loading.keys))
-        c = self.counts
-        return {
-            "ready": [entry(e) for e in self.ready], "bytes_ready": self.bytes_ready, "paged": paged,
-            "unacked": self.unacked, "page_at": self._page_at, "paging": self._paging,
-            "consumers": [(k.tag, k.unacked, k.prefetch, k.priority, k.no_ack) for k in self.consumers],
-            "rr": self._rr, "groups": sorted((g, k.tag) for g, k in self._groups.items()),
-            "selective": (self._selectors, self._selective, self._stuck, self._stuck_version == self._version),
-            "counts": [getattr(c, n) for n in QueueCounts.__slots__], "expiry_at": self._expiry_at,
-            "had_consumer": self.had_consumer, "deleted": self.deleted, "last_used": self.last_used,
-        }
+        """The observable state as plain values (``queue_stats.snapshot``)."""
+        return snapshot(self)
 
     def statistics(self) -> QueueStatistics:
         paged = self._paged.nbytes if self._paged is not None else 0
