@@ -227,6 +227,23 @@ FLAVOURS = {
 }
 
 
+def publish(w: World, rnd: random.Random, n: int) -> None:
+    q = w.queue
+    props: dict[str, Any] = {"delivery_mode": rnd.choice((1, 2, 2))}
+    if rnd.random() < 0.2:
+        props["expiration"] = str(rnd.choice((0, 50, 200, 1000)))
+    if "x-max-priority" in q.arguments:
+        props["priority"] = rnd.randrange(7)
+    headers: dict[str, Any] = {"color": rnd.choice(("red", "blue")), "size": rnd.randrange(5)}
+    if w.flavour == "activemq" and rnd.random() < 0.4:
+        headers["JMSXGroupID"] = rnd.choice(("g1", "g2", "g3"))
+        if rnd.random() < 0.15:
+            headers["JMSXGroupSeq"] = rnd.choice((1, -1))
+    props["headers"] = headers
+    body = b"m%d:" % n + b"x" * rnd.choice((10, 500, 3000, 9000))
+    q.publish(Message("", "q", body, props), w.now)
+
+
 def run(w: World, log: list, seed: int, steps: int) -> None:
     rnd = random.Random(seed)
     q = w.queue
@@ -238,20 +255,10 @@ def run(w: World, log: list, seed: int, steps: int) -> None:
         k = rnd.random()
         held = [t for t, es in w.held.items() if es]
         if k < 0.34:
-            n += 1
-            props: dict[str, Any] = {"delivery_mode": rnd.choice((1, 2, 2))}
-            if rnd.random() < 0.2:
-                props["expiration"] = str(rnd.choice((0, 50, 200, 1000)))
-            if "x-max-priority" in q.arguments:
-                props["priority"] = rnd.randrange(7)
-            headers: dict[str, Any] = {"color": rnd.choice(("red", "blue")), "size": rnd.randrange(5)}
-            if w.flavour == "activemq" and rnd.random() < 0.4:
-                headers["JMSXGroupID"] = rnd.choice(("g1", "g2", "g3"))
-                if rnd.random() < 0.15:
-                    headers["JMSXGroupSeq"] = rnd.choice((1, -1))
-            props["headers"] = headers
-            body = b"m%d:" % n + b"x" * rnd.choice((10, 500, 3000, 9000))
-            q.publish(Message("", "q", body, props), w.now)
+            burst = 20 if rnd.random() < 0.03 else 1  # a burst fills the queue past its budget
+            for _ in range(burst):
+                n += 1
+                publish(w, rnd, n)
         elif k < 0.40 and len(w.consumers) < 5:
             tags += 1
             selector = rnd.choice(SELECTORS) if w.flavour == "activemq" else None
