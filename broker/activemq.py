@@ -197,15 +197,15 @@ def _matchers(policies: tuple[DestinationPolicy, ...]) -> tuple[tuple[Destinatio
 
 
 # -- redelivery and the dead-letter queue -----------------------------------------------
-def over_redelivery_limit(settings: ActiveMQSettings, entry: QueueEntry) -> bool:
-    """Count one more redelivery of entry; True when it passed ``maximum_redeliveries``.
+def over_redelivery_limit(settings: ActiveMQSettings, delivery_count: int) -> bool:
+    """True when a message returned ``delivery_count`` times (the queue counts them) passed
+    ``maximum_redeliveries``.
 
     ActiveMQ: a message is delivered at most 1 + maximumRedeliveries times; the next
     rollback sends it to the DLQ (the client's poison ack).
     """
-    entry.delivery_count += 1
     limit = settings.maximum_redeliveries
-    return limit >= 0 and entry.delivery_count > limit
+    return limit >= 0 and delivery_count > limit
 
 
 def dead_letter(vhost: "VirtualHost", queue: "Queue", entries: list[QueueEntry], reason: str) -> None:

@@ -24,10 +24,9 @@ from collections import deque
 from functools import partial
 from typing import TYPE_CHECKING, Any, Iterable
 
-from .message import Message, QueueEntry
+from .message import NEVER_MS, Message, QueueEntry
 
 if TYPE_CHECKING:
-    from .queue import Queue
     from .queue_args import QueueSettings
 
 PAGE_BATCH = 512  # entries per chunk: one read from the store
@@ -155,16 +154,16 @@ class MemoryBudget:
     def in_memory(self) -> int:
         return sum(q.bytes_ready for vh in self.vhosts.values() for q in vh.queues.values())
 
-    def grant(self, queue: "Queue") -> bool:
-        """Raise queue's ceiling if the node has room; False: the queue should page."""
+    def grant(self, in_memory: int) -> int | None:
+        """A queue holding ``in_memory`` bytes reached its ceiling: its new ceiling if the
+        node has room (the queue raises it itself), None: the queue should page."""
         if self.full:
-            return False
+            return None
         free = self.limit - self.in_memory()
         if free <= self.min_grant:
             self.full = True
-            return False
-        queue._page_at = queue.bytes_ready + free // 2
-        return True
+            return None
+        return in_memory + free // 2
 
     def check(self, total: int | None = None) -> int:
         """The periodic look: clear or set ``full``; past the limit, make every queue in
@@ -176,13 +175,17 @@ class MemoryBudget:
         if total > self.limit:
             for vh in self.vhosts.values():
                 for q in vh.queues.values():
-                    if q._page_at != NEVER and q._page_at > q.bytes_ready:
-                        q._page_at = q.bytes_ready
+                    lower = getattr(q, "lower_ceiling", None)  # a quorum queue never pages
+                    if lower is not None:
+                        lower()
         return total
 
 
 class PagingQueue:
-    """Mixed into ``Queue``: the paged tail of a queue past its memory budget."""
+    """Mixed into ``Queue``: the paged tail of a queue past its memory budget, and what the
+    store hands back. Its commands: ``paged_in`` (the store read a chunk), ``lower_ceiling``
+    (the budget is spent), ``recovered`` and ``recovered_paged`` (recovery); paging out is
+    part of ``enqueue``."""
 
     @property
     def bytes_paged(self) -> int:
@@ -199,8 +202,13 @@ class PagingQueue:
         pg = self._paged
         if pg is None:
             mode = self._paging
-            if mode == "never" or (mode == "budget" and self.port.budget.grant(self)):
+            if mode == "never":
                 return False
+            if mode == "budget":
+                ceiling = self.port.budget.grant(self.bytes_ready)
+                if ceiling is not None:
+                    self._page_at = ceiling
+                    return False
             if not self.ready and self._consumer_ready():
                 return False  # delivered at once: never worth a write
             if not self.port.can_page():
@@ -230,10 +238,11 @@ class PagingQueue:
                 or self.bytes_ready >= PAGE_BATCH_BYTES or self.ready.in_memory() >= PAGE_BATCH):
             return
         chunk = pg.loading = pg.chunks.popleft()
-        self.port.page_in(chunk.keys, partial(self._paged_in, chunk))
+        self.port.page_in(chunk.keys, partial(self.paged_in, chunk))
 
-    def _paged_in(self, chunk: Chunk, messages: list[Message | None]) -> None:
-        """The store read chunk: append its entries to the in-memory head and dispatch."""
+    def paged_in(self, chunk: Chunk, messages: list[Message | None]) -> None:
+        """The paged_in command: the store read chunk; append its entries to the in-memory
+        head and dispatch."""
         pg = self._paged
         if pg is None or pg.loading is not chunk or self.deleted:
             # Purged or deleted while it was read: settle what came back.
@@ -284,8 +293,43 @@ class PagingQueue:
             return -1
         return NEVER if self._paging == "never" else 0
 
-    def adopt_paged(self, chunks: Iterable[Chunk]) -> None:
-        """Recovery: chunks of messages left on disk follow the in-memory entries."""
+    def lower_ceiling(self) -> None:
+        """The node is past its budget: a queue that keeps messages in memory asks the
+        budget again before it grows."""
+        if self._page_at != NEVER and self._page_at > self.bytes_ready:
+            self._page_at = self.bytes_ready
+
+    def recovered(self, messages: "list[Message]", ids: "list[int] | None", now: float) -> int:
+        """Recovery: messages the store kept for this queue (``ids``: its handle for each, None
+        from a store that gives none) join the ready entries, flagged redelivered, their TTL
+        counted from now. Returns how many."""
+        ttl = self.settings.message_ttl
+        ready = self.ready
+        size = 0
+        for i, msg in enumerate(messages):
+            msg_ttl = ttl
+            exp = msg.properties.get("expiration") if msg.properties else None
+            if exp is not None:
+                try:
+                    per_msg = int(exp)
+                    if (msg_ttl is None or per_msg < msg_ttl) and per_msg < NEVER_MS:
+                        msg_ttl = per_msg
+                except (TypeError, ValueError):
+                    pass
+            entry = QueueEntry(msg, None if msg_ttl is None else now + msg_ttl / 1000.0)
+            entry.redelivered = True
+            if ids is not None:
+                entry.store_id = ids[i]
+            ready.append(entry)
+            size += entry.size
+        self.bytes_ready += size
+        if ready and ready[0].expires_at is not None:
+            self.expire(now)
+        return len(messages)
+
+    def recovered_paged(self, chunks: Iterable[Chunk]) -> None:
+        """Recovery: chunks of messages left on disk follow the in-memory entries; the head
+        is read at once (consumers and basic.get find it in memory)."""
         pg = self._paged
         if pg is None:
             pg = self._paged = PagedIndex()
@@ -295,3 +339,4 @@ class PagingQueue:
             pg.add_chunk(c)
         if not pg.count:
             self._leave_paging()
+        self._page_in()

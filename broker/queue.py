@@ -13,12 +13,20 @@ up); it calls ``Queue.dispatch`` again once it can.
 ``Consumer`` and ``PriorityReady`` live in ``consumer``; the ActiveMQ engine's dispatch with
 selectors and message groups in ``selective``; the paged tail of a queue past its memory
 budget in ``paging``. ``Queue`` mixes the last two in.
+
+The queue's state (ready entries, the paged index, consumers and their credit, counters,
+byte totals, groups, the paging ceiling) changes only inside its commands (``Queue.COMMANDS``,
+the names of ``queue_machine``'s where there is one), applied in place: whoever else changes
+a queue (protocols, the vhost, timers, the store's page reads, the memory budget, recovery)
+calls one. A command may call others (a publish dispatches). The protocols' older names are
+the same functions (``Queue.ALIASES``: ``publish`` is ``enqueue``), so no call is added on a
+path. ``tests/unit/core/test_queue_seam.py`` records the top-level commands of a random run
+and replays them on a fresh queue, and checks that no other module assigns queue state.
 """
 
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Iterable
 
 from . import activemq
@@ -27,53 +35,23 @@ from .message import NEVER_MS, Message, QueueEntry
 from .paging import PagedIndex, PagingQueue, paging_mode
 from .promise import ON_DISK, Promise
 from .queue_args import QueueSettings
+from .queue_stats import QueueCounts, QueueStatistics, snapshot
 from .selective import SelectiveDispatch
 
 if TYPE_CHECKING:
     from .queue_port import QueuePort
 
 
-@dataclass(frozen=True, slots=True)
-class QueueStatistics:
-    name: str
-    messages_ready: int
-    messages_unacknowledged: int
-    bytes_ready: int
-    consumers: int
-
-
-class QueueCounts:
-    """What a queue did, for rates (never reset; the HTTP side samples them): messages it
-    took; deliveries it made (``delivered``: to consumers and basic.get, redeliveries too,
-    added once per dispatch pass), of them by basic.get with and without ack; gets that found
-    nothing; acks; deliveries given back (``requeued``: each is delivered again, redelivered)
-    and settled without an ack (``dropped``: rejected without requeue, past the delivery
-    limit); entries that expired. Deliveries to no-ack consumers are not counted one by one:
-    ``delivered_no_ack`` derives them (each delivery that waits for an ack ends acked,
-    requeued or dropped, or is still unacked)."""
-
-    __slots__ = ("enqueued", "delivered", "got", "got_no_ack", "get_empty", "acked", "requeued", "dropped",
-                 "expired")
-
-    def __init__(self) -> None:
-        self.enqueued = 0
-        self.delivered = 0
-        self.got = 0
-        self.got_no_ack = 0
-        self.get_empty = 0
-        self.acked = 0
-        self.requeued = 0
-        self.dropped = 0
-        self.expired = 0
-
-    def delivered_no_ack(self, unacked: int) -> int:
-        """Deliveries to no-ack consumers so far (``unacked``: the queue's deliveries waiting
-        for an ack now)."""
-        return self.delivered - self.got_no_ack - (self.acked + self.requeued + self.dropped + unacked)
-
-
 class Queue(SelectiveDispatch, PagingQueue):
     """A queue in one virtual host. Raises nothing on the delivery path."""
+
+    # Every change of a queue's state is one of these (see the module docstring).
+    COMMANDS = ("enqueue", "take", "settle", "reject", "requeue", "consumer_added", "consumer_removed",
+                "dispatch", "expire", "expiry_due", "purge", "apply_settings", "touch", "delete",
+                "paged_in", "lower_ceiling", "recovered", "recovered_paged")
+    # The names the protocols call: the same functions as these commands.
+    ALIASES = {"publish": "enqueue", "get": "take", "ack": "settle", "add_consumer": "consumer_added",
+               "remove_consumer": "consumer_removed", "release_consumer_entries": "requeue"}
 
     def __init__(
         self,
@@ -137,8 +115,8 @@ class Queue(SelectiveDispatch, PagingQueue):
         self._page_at = self._open_gate()
 
     # -- publishing ---------------------------------------------------------------------
-    def publish(self, message: Message, now: float) -> "bool | Promise":
-        """Enqueue. False when the queue refused the message (overflow reject-publish); True
+    def enqueue(self, message: Message, now: float) -> "bool | Promise":
+        """The enqueue command (``publish``). False when the queue refused the message (overflow reject-publish); True
         when it is safe at once; ``promise.ON_DISK`` when it is safe once the store's writes
         so far are on disk (see ``promise``)."""
         s = self.settings
@@ -192,6 +170,8 @@ class Queue(SelectiveDispatch, PagingQueue):
         if entry.expires_at is not None:
             self.expire(now)
         return safe
+
+    publish = enqueue
 
     def _make_room(self, entry: QueueEntry) -> bool:
         s = self.settings
@@ -279,8 +259,9 @@ class Queue(SelectiveDispatch, PagingQueue):
             self._rr = best_i + 1
         return best
 
-    def get(self, no_ack: bool) -> QueueEntry | None:
-        """basic.get: the head entry, or None when the queue has none ready."""
+    def take(self, no_ack: bool) -> QueueEntry | None:
+        """The take command (basic.get, ``get``): the head entry, or None when the queue has
+        none ready."""
         self.last_used = self._clock()
         now = self.last_used
         while self.ready:
@@ -306,12 +287,17 @@ class Queue(SelectiveDispatch, PagingQueue):
         self.counts.get_empty += 1
         return None
 
+    get = take
+
     # -- settling -----------------------------------------------------------------------
-    def ack(self, entry: QueueEntry, consumer: Consumer | None) -> None:
-        """The client acknowledged entry (consumer None for basic.get deliveries)."""
+    def settle(self, entry: QueueEntry, consumer: Consumer | None) -> None:
+        """The settle command (``ack``): the client acknowledged entry (consumer None for
+        basic.get deliveries)."""
         self._release(consumer)
         self._settle(entry)
         self.counts.acked += 1
+
+    ack = settle
 
     def reject(self, entries: list[QueueEntry], consumer: Consumer | None, requeue: bool) -> None:
         """Nack/reject without requeue dead-letters ('rejected'); with it, puts entries back."""
@@ -320,7 +306,7 @@ class Queue(SelectiveDispatch, PagingQueue):
         if self.deleted:
             return
         if requeue:
-            self.requeue(entries)
+            self._return(entries)
         else:
             self.counts.dropped += len(entries)
             for e in entries:
@@ -328,7 +314,7 @@ class Queue(SelectiveDispatch, PagingQueue):
             self._dead_letter(self, entries, "rejected")
         self.dispatch()
 
-    def requeue(self, entries: Iterable[QueueEntry]) -> None:
+    def _return(self, entries: Iterable[QueueEntry]) -> None:
         """Put delivered entries back, redelivered, each at its place in the order of arrival
         (RabbitMQ: a requeued message goes back to its original position)."""
         limit = self.settings.delivery_limit
@@ -342,7 +328,8 @@ class Queue(SelectiveDispatch, PagingQueue):
             entry.redelivered = True
             if redelivery is not None:
                 # ActiveMQ: past maximumRedeliveries the message goes to ActiveMQ.DLQ.
-                if activemq.over_redelivery_limit(redelivery, entry):
+                entry.delivery_count += 1
+                if activemq.over_redelivery_limit(redelivery, entry.delivery_count):
                     over.append(entry)
                     continue
             elif quorum:
@@ -370,13 +357,16 @@ class Queue(SelectiveDispatch, PagingQueue):
                 self._settle(e)
             self._dead_letter(self, over, "delivery_limit")
 
-    def release_consumer_entries(self, consumer: Consumer | None, entries: list[QueueEntry]) -> None:
-        """A channel closed with entries unacked: requeue them (AMQP 0-9-1 §1.8.3.6)."""
+    def requeue(self, consumer: Consumer | None, entries: list[QueueEntry]) -> None:
+        """The requeue command (``release_consumer_entries``): a channel closed with entries
+        unacked, or a consumer gave them back: requeue them (AMQP 0-9-1 §1.8.3.6)."""
         for _ in entries:
             self._release(consumer)
         if not self.deleted:
-            self.requeue(entries)
+            self._return(entries)
             self.dispatch()
+
+    release_consumer_entries = requeue
 
     def _release(self, consumer: Consumer | None) -> None:
         self._version += 1
@@ -395,7 +385,8 @@ class Queue(SelectiveDispatch, PagingQueue):
             self._settle(e)
 
     # -- consumers ----------------------------------------------------------------------
-    def add_consumer(self, consumer: Consumer) -> None:
+    def consumer_added(self, consumer: Consumer) -> None:
+        """The consumer_added command (``add_consumer``)."""
         if consumer.selector is not None:
             self._selectors += 1
             self._selective = True
@@ -406,7 +397,11 @@ class Queue(SelectiveDispatch, PagingQueue):
         self.had_consumer = True
         self.dispatch()
 
-    def remove_consumer(self, consumer: Consumer) -> None:
+    add_consumer = consumer_added
+
+    def consumer_removed(self, consumer: Consumer) -> None:
+        """The consumer_removed command (``remove_consumer``); a consumer it does not have is
+        nothing."""
         try:
             self.consumers.remove(consumer)
         except ValueError:
@@ -426,6 +421,8 @@ class Queue(SelectiveDispatch, PagingQueue):
             self.port.schedule_expiry(self)
         elif self.settings.single_active_consumer or self._selective:
             self.dispatch()  # the next consumer in line becomes active, or takes its groups
+
+    remove_consumer = consumer_removed
 
     # -- expiry and housekeeping --------------------------------------------------------
     def expire(self, now: float) -> None:
@@ -447,11 +444,12 @@ class Queue(SelectiveDispatch, PagingQueue):
             head = ready[0]
             if head.expires_at is not None and (self._expiry_at is None or head.expires_at < self._expiry_at):
                 self._expiry_at = head.expires_at
-                self.port.call_at(head.expires_at, self._expiry_due)
+                self.port.call_at(head.expires_at, self.expiry_due)
         elif self._paged is not None:
             self._page_in()  # the paged head expires once it is read (RabbitMQ: at the head)
 
-    def _expiry_due(self, now: float) -> None:
+    def expiry_due(self, now: float) -> None:
+        """The timer armed for the head's deadline fired."""
         self._expiry_at = None
         self.expire(now)
 
@@ -484,6 +482,23 @@ class Queue(SelectiveDispatch, PagingQueue):
             self.port.page_discard(pg.keys())
             self._leave_paging()
         return n
+
+    def touch(self, now: float) -> None:
+        """Used now (a redeclare): ``x-expires`` counts from here."""
+        self.last_used = now
+
+    def delete(self) -> list[Consumer]:
+        """The queue is deleted: purged, marked, its consumers dropped; returns them (the
+        vhost tells their owners)."""
+        self.purge()
+        self.deleted = True
+        consumers = self.consumers
+        self.consumers = []
+        return consumers
+
+    def snapshot(self) -> dict[str, Any]:
+        """The observable state as plain values (``queue_stats.snapshot``)."""
+        return snapshot(self)
 
     def statistics(self) -> QueueStatistics:
         paged = self._paged.nbytes if self._paged is not None else 0

@@ -30,7 +30,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from .exchange import EXCHANGE_TYPES, Binding, Exchange
-from .message import NEVER_MS, QueueEntry
 from .paging import PAGE_BATCH, PAGE_BATCH_BYTES, Chunk
 from .queue import Queue
 from .queue_args import QueueSettings
@@ -108,32 +107,9 @@ def recover(broker: "Broker", snapshot: Snapshot) -> RecoveryReport:
 
 
 def _refill(q: Queue, messages, ids) -> int:
-    """Append recovered messages to q as ready entries, flagged redelivered; ids: the
-    store's handle for each (None: a store that gives none)."""
-    now = q.port.clock()
-    ttl = q.settings.message_ttl
-    ready = q.ready
-    size = 0
-    for i, msg in enumerate(messages):
-        msg_ttl = ttl
-        exp = msg.properties.get("expiration") if msg.properties else None
-        if exp is not None:
-            try:
-                per_msg = int(exp)
-                if (msg_ttl is None or per_msg < msg_ttl) and per_msg < NEVER_MS:
-                    msg_ttl = per_msg
-            except (TypeError, ValueError):
-                pass
-        entry = QueueEntry(msg, None if msg_ttl is None else now + msg_ttl / 1000.0)
-        entry.redelivered = True
-        if ids is not None:
-            entry.store_id = ids[i]
-        ready.append(entry)
-        size += entry.size
-    q.bytes_ready += size
-    if ready and ready[0].expires_at is not None:
-        q.expire(now)
-    return len(messages)
+    """Recovered messages join q through its ``recovered`` command (ready, flagged
+    redelivered); ids: the store's handle for each (None: a store that gives none)."""
+    return q.recovered(list(messages), ids, q.port.clock())
 
 
 def _refill_paged(q: Queue, rows) -> int:
@@ -158,6 +134,5 @@ def _refill_paged(q: Queue, rows) -> int:
             chunk.expires.append(float("inf"))
         chunk.keys.append(ids[i])
         chunk.nbytes += sizes[i]
-    q.adopt_paged(chunks)
-    q._page_in()  # read the head now: consumers and basic.get find it in memory
+    q.recovered_paged(chunks)  # reads the head now: consumers and basic.get find it in memory
     return len(ids)

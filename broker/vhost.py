@@ -379,7 +379,10 @@ class VirtualHost:
         if q is not None:
             self.check_exclusive(q, owner, redeclare_exclusive=exclusive_owner is not None)
             self._check_equivalent(q, durable, exclusive_owner is not None, auto_delete, arguments)
-            q.last_used = self.clock()
+            if isinstance(q, Queue):
+                q.touch(self.clock())  # a command of the classic queue
+            else:
+                q.last_used = self.clock()
             return q
         if (durable and exclusive_owner is None and not auto_delete and "x-queue-type" not in arguments
                 and self.profile.default_queue_type != "classic"):
@@ -491,12 +494,15 @@ class VirtualHost:
         if hook is not None and replicated_queue(name, q.exclusive_owner, q.auto_delete):
             hook.changing(self.name, "queue.delete", {"name": name, "internal": internal})
         n = len(q.ready)
-        q.purge()
-        q.deleted = True
+        if isinstance(q, Queue):
+            cancelled = q.delete()  # a command of the classic queue: purged, its consumers dropped
+        else:
+            q.purge()
+            q.deleted = True
+            cancelled, q.consumers = q.consumers, []
         del self.queues[name]
         self.queue_policies.pop(name, None)
-        for c in list(q.consumers):
-            q.consumers.remove(c)
+        for c in cancelled:
             c.owner.consumer_cancelled(c)
         for ex in list(self.exchanges.values()):
             for b in [b for b in ex.bindings if b.destination_kind == "queue" and b.destination == name]:
