@@ -202,6 +202,16 @@ class VirtualHost:
             if len(keys) == 1:
                 return [q] if q is not None else []
             return [q for q in dict.fromkeys(self.queues.get(k) for k in keys) if q is not None]
+        if len(keys) == 1:
+            # The common case first: one key, one binding, to a queue (an MQTT or STOMP topic
+            # with one subscriber), without the walk's bookkeeping. Anything else walks.
+            bindings = ex.route(message, keys[0])
+            if len(bindings) == 1:
+                for b in bindings:
+                    if b.destination_kind == "queue":
+                        q = self.queues.get(b.destination)
+                        if q is not None:
+                            return [q]
         found: dict[str, Queue] = {}
         seen = {ex.name}
         pending = [ex]

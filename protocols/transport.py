@@ -329,6 +329,7 @@ class _Connection:
         session, stream, fd = self.session, self.stream, self.fd
         reader_wake, drained = self.reader_wake, self.drained
         wait_readable, checkpoint = trio.lowlevel.wait_readable, trio.lowlevel.checkpoint
+        now = trio.lowlevel.current_clock().current_time  # trio.current_time without its wrappers
         full = True  # the first read does not wait: the client may have written already
         ready = False  # the wait is over: read at once, unless the session paused meanwhile
         while not session.closing:
@@ -371,7 +372,7 @@ class _Connection:
                 self.writer_wake.set()
                 return
             try:
-                session.data_received(data, trio.current_time())  # type: ignore[arg-type]  # bytes from every stream used
+                session.data_received(data, now())  # type: ignore[arg-type]  # bytes from every stream used
             except Exception as exc:
                 self.fault(exc, "data_received")
             flusher = self.flusher
