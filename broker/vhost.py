@@ -202,6 +202,17 @@ class VirtualHost:
             if len(keys) == 1:
                 return [q] if q is not None else []
             return [q for q in dict.fromkeys(self.queues.get(k) for k in keys) if q is not None]
+        first: set[Binding] | frozenset[Binding] | None = None  # a lone key's bindings on ``ex``, matched once
+        if len(keys) == 1:
+            # The common case first: one key, one binding, to a queue (an MQTT or STOMP topic
+            # with one subscriber), without the walk's bookkeeping. Anything else walks.
+            first = ex.route(message, keys[0])
+            if len(first) == 1:
+                for b in first:
+                    if b.destination_kind == "queue":
+                        q = self.queues.get(b.destination)
+                        if q is not None:
+                            return [q]
         found: dict[str, Queue] = {}
         seen = {ex.name}
         pending = [ex]
@@ -215,7 +226,7 @@ class VirtualHost:
                         found[q.name] = q
                         reached = True
                     continue
-                for b in current.route(message, key):
+                for b in first if first is not None and current is ex else current.route(message, key):
                     if b.destination_kind == "queue":
                         q = self.queues.get(b.destination)
                         if q is not None:

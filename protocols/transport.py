@@ -82,31 +82,48 @@ class Flusher(trio.abc.Instrument):
     for I/O: first the ``hooks`` asked for this pass (each called once: the MQTT publish
     pump routes there), then one direct write per pending connection
     (``_Connection.flush``). The loop's timeout was fixed before the hook; if the hook made
-    a task runnable (``task_scheduled``: a writer with output left, a paused reader, the
-    store's flusher) the loop is told not to sleep. Runs in the context of the task that
-    made it, so log lines keep the node's fields.
+    a task runnable (a writer with output left, a paused reader, the store's flusher) the
+    loop is told not to sleep. Runs in the context of the task that made it, so log lines
+    keep the node's fields.
+
+    A pass whose only task is one reader (a lone message at a low rate) does not wait for
+    its end: the reader calls ``end_pass_early`` once the session has handled what it read,
+    so the output leaves before the reader re-arms its epoll registration and before trio's
+    loop comes round, and the end of the pass finds nothing to do. ``runnable`` counts the
+    tasks scheduled since the last pass ended with trio's run queue empty (``task_scheduled``);
+    1 means the running reader is alone in its pass, so no other task of the pass (a
+    SUBSCRIBE on another connection, say) can run between that early end and the real one.
     """
 
     def __init__(self) -> None:
         self.pending: list[_Connection] = []
         self.hooks: list[Callable[[], None]] = []
-        self.scheduled = False
+        # tasks scheduled since a pass ended with the run queue empty (2 and up: not known
+        # to be empty, so no pass ends early)
+        self.runnable = 2
         self._token = trio.lowlevel.current_trio_token()
         self._context = contextvars.copy_context()
 
     def task_scheduled(self, task: trio.lowlevel.Task) -> None:
-        self.scheduled = True
+        self.runnable += 1
 
     def before_io_wait(self, timeout: float) -> None:
-        if not self.pending and not self.hooks:
-            return
-        self.scheduled = False
+        if self.pending or self.hooks:
+            before = self.runnable
+            self.end_pass()
+            if self.runnable != before and timeout > 0:
+                self._token.run_sync_soon(_nothing)  # a task has work: the loop must not sleep
+                timeout = 0
+        # A positive timeout means trio's run queue is empty: the next pass runs exactly the
+        # tasks scheduled from now on.
+        self.runnable = 0 if timeout > 0 else 2
+
+    def end_pass(self) -> None:
+        """Run this pass's hooks and direct writes now."""
         try:
             self._context.run(self._end_of_pass)
         except Exception as exc:  # trio would drop an instrument that raises: keep writing
             FAULTS.warn(_log, "internal_error", "writing at the end of a pass failed: %s", exc, exc=exc)
-        if self.scheduled and timeout > 0:
-            self._token.run_sync_soon(_nothing)  # a task has work: the loop must not sleep
 
     def _end_of_pass(self) -> None:
         if self.hooks:
@@ -317,6 +334,7 @@ class _Connection:
         session, stream, fd = self.session, self.stream, self.fd
         reader_wake, drained = self.reader_wake, self.drained
         wait_readable, checkpoint = trio.lowlevel.wait_readable, trio.lowlevel.checkpoint
+        now = trio.lowlevel.current_clock().current_time  # trio.current_time without its wrappers
         full = True  # the first read does not wait: the client may have written already
         ready = False  # the wait is over: read at once, unless the session paused meanwhile
         while not session.closing:
@@ -359,9 +377,12 @@ class _Connection:
                 self.writer_wake.set()
                 return
             try:
-                session.data_received(data, trio.current_time())  # type: ignore[arg-type]  # bytes from every stream used
+                session.data_received(data, now())  # type: ignore[arg-type]  # bytes from every stream used
             except Exception as exc:
                 self.fault(exc, "data_received")
+            flusher = self.flusher
+            if flusher is not None and flusher.runnable == 1 and (flusher.pending or flusher.hooks):
+                flusher.end_pass()  # alone in this pass: its end need not be waited for
             self.deadline_changed()
 
     async def writer(self, cancel: trio.CancelScope) -> None:

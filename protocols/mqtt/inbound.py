@@ -6,8 +6,8 @@ again but not routed again. Outbound QoS 1/2 deliveries are acked in the core on
 or PUBCOMP [MQTT-4.3.2-1], [MQTT-4.3.3-1]; an outgoing QoS 2 delivery is settled in its
 queue at PUBREC (the client has it; only PUBREL/PUBCOMP remain [MQTT-4.3.3-3]) but keeps its
 place in the client's receive maximum until PUBCOMP. With a publish pump
-(``server.PublishPump``), routing waits for the end of the scheduler pass; without one (unit
-tests) it is immediate.
+(``server.PublishPump``), routing waits for the end of the scheduler pass, unless the
+connection's reader is the only task of its pass; without one (unit tests) it is immediate.
 
 Acknowledgements wait until the message is safe (``acks.AckGate``): a PUBACK or PUBREC is
 held until the core's promise is kept (``VirtualHost.publish_safe``: on disk for a durable
@@ -131,7 +131,7 @@ class Inbound:
         pending = self.pending
         if not pending:
             pump = self.pump
-            if pump is None:
+            if pump is None or pump.flusher.runnable == 1:  # no pump, or no other task in this pass
                 self._route(topic, msg, qos, retain, pid, props)
                 return
             pump.defer(self.conn)

@@ -25,6 +25,15 @@ WS_SUBPROTOCOLS = ("mqtt", "mqttv3.1")
 WS_BINARY_ONLY = True
 
 
+class _NotRunning:
+    """The pump's flusher before ``run``: no pass is known to be alone, every publish waits."""
+
+    runnable = 2
+
+
+_NOT_RUNNING = _NotRunning()
+
+
 class PublishPump:
     """Routes the PUBLISH packets connections received, after every reader of the pass ran.
 
@@ -41,26 +50,31 @@ class PublishPump:
     first publish deferred in a pass asks it for a hook, which routes them in the context of
     the task that called ``run`` (the node's log fields); the deliveries they make are
     written right after, in the pass the PUBLISH arrived in, with no task to wake.
+
+    A reader alone in its pass (``flusher.runnable == 1``: a lone message at a low rate)
+    has no other connection's packet to wait for, so its publishes are routed at once
+    (``Inbound.publish`` asks ``flusher``), without the deferral.
     """
 
     def __init__(self) -> None:
         self.waiting: list[MqttConnection] = []
-        self._flusher: Flusher | None = None
+        self.flusher: Flusher | _NotRunning = _NOT_RUNNING
         self._context: contextvars.Context | None = None
 
     def defer(self, conn: MqttConnection) -> None:
         """Called from a reader (in the trio loop): route ``conn``'s publishes at the end of
         this pass."""
         if not self.waiting:
-            if self._flusher is None:
-                self._flusher = current_flusher()
-            self._flusher.hooks.append(self._route_in_context)
+            flusher = self.flusher
+            if not isinstance(flusher, Flusher):
+                self.flusher = flusher = current_flusher()
+            flusher.hooks.append(self._route_in_context)
         self.waiting.append(conn)
 
     async def run(self) -> None:
         """Take the context routing runs in (the node's log fields); nothing else to do."""
         self._context = contextvars.copy_context()
-        self._flusher = current_flusher()
+        self.flusher = current_flusher()
         await trio.sleep_forever()
 
     def _route_in_context(self) -> None:

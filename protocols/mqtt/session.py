@@ -178,7 +178,9 @@ class MqttConnection(SessionBase):
         dec = self.decoder
         try:
             fast = self._fast
-            if fast is not None and not dec.buffered:  # 3.x and CONNECTED (not CLOSED: above)
+            # 3.x and CONNECTED (not CLOSED: above), nothing buffered (the decoder empties its
+            # buffer whenever it has used all of it: ``dec.buffered`` without the property)
+            if fast is not None and not dec._buf:
                 used = scan(data, dec.max_packet_size, *fast)
                 if used:
                     if used == len(data):

@@ -1,7 +1,10 @@
 """A lone message goes from its publisher's socket to its consumer's socket in the scheduler
 pass it arrived in (issue 11 item 13): the delivery is written at the end of that pass
 (``transport.Flusher``), and MQTT publishes are routed there first (the publish pump is a
-hook of the flusher, not a task). No writer task and no pump task is woken for it.
+hook of the flusher, not a task). No writer task and no pump task is woken for it. A reader
+alone in its pass does not even wait for the pass's end: the delivery is written in the
+publisher's reader step, and MQTT routes the publish there without deferring it to the pump
+(``Writes`` tells the writes made in a reader's step from those made at the pass's end).
 
 The node runs in the test's own trio loop (``mqemu_node``); a trio instrument counts steps
 of the transport's writer tasks while messages go through one at a time, and the broker's
@@ -62,6 +65,50 @@ def reads(monkeypatch) -> Reads:
     counter = Reads()
     monkeypatch.setattr(transport.os, "read", counter)
     return counter
+
+
+class Writes:
+    """Counts the transport's direct writes (``os.write``) while ``counting``: made in a
+    reader task's step, or at the end of a pass (outside any task: trio's
+    ``before_io_wait``)."""
+
+    def __init__(self) -> None:
+        self.real = os.write
+        self.counting = False
+        self.in_reader = 0
+        self.at_pass_end = 0
+
+    def __call__(self, fd: int, data: bytes) -> int:
+        if self.counting:
+            try:
+                task = trio.lowlevel.current_task()
+            except RuntimeError:
+                self.at_pass_end += 1
+            else:
+                self.in_reader += task.name.endswith(".reader")
+        return self.real(fd, data)
+
+
+@pytest.fixture
+def writes(monkeypatch) -> Writes:
+    counter = Writes()
+    monkeypatch.setattr(transport.os, "write", counter)
+    return counter
+
+
+@pytest.fixture
+def deferred(monkeypatch) -> list:
+    """The connections the MQTT publish pump was asked to route at the end of a pass."""
+    from mqemu.protocols.mqtt.server import PublishPump
+    calls: list = []
+    real = PublishPump.defer
+
+    def defer(self, conn):
+        calls.append(conn)
+        real(self, conn)
+
+    monkeypatch.setattr(PublishPump, "defer", defer)
+    return calls
 
 
 class Raw:
@@ -137,7 +184,7 @@ async def mqtt_client(port: int, client_id: bytes) -> Raw:
     return c
 
 
-async def test_mqtt_lone_publish_wakes_no_task(mqemu_node, reads):
+async def test_mqtt_lone_publish_wakes_no_task(mqemu_node, reads, writes, deferred):
     port = mqemu_node.ports["mqtt"]
     with trio.fail_after(TIMEOUT):
         sub = await mqtt_client(port, b"lat-sub")
@@ -147,7 +194,7 @@ async def test_mqtt_lone_publish_wakes_no_task(mqemu_node, reads):
         assert kind == 0x90
         steps = WriterSteps()
         trio.lowlevel.add_instrument(steps)
-        reads.counting = True
+        reads.counting = writes.counting = True
         try:
             for i in range(MESSAGES):
                 payload = b"m%02d" % i
@@ -155,10 +202,13 @@ async def test_mqtt_lone_publish_wakes_no_task(mqemu_node, reads):
                 kind, body = await sub.mqtt_packet()
                 assert kind == 0x30 and body.endswith(payload)
         finally:
-            reads.counting = False
+            reads.counting = writes.counting = False
             trio.lowlevel.remove_instrument(steps)
         assert steps.steps == 0
         assert (reads.data, reads.empty) == (MESSAGES, 0)  # one read per message (the publisher's)
+        # each delivery written in the publisher's reader step, routed there without the pump
+        assert (writes.in_reader, writes.at_pass_end) == (MESSAGES, 0)
+        assert deferred == []
         sub.close()
         pub.close()
 
@@ -191,7 +241,7 @@ async def stomp_client(port: int) -> Raw:
     return c
 
 
-async def test_stomp_lone_send_wakes_no_writer(mqemu_node, reads):
+async def test_stomp_lone_send_wakes_no_writer(mqemu_node, reads, writes):
     port = mqemu_node.ports["stomp"]
     with trio.fail_after(TIMEOUT):
         sub = await stomp_client(port)
@@ -200,7 +250,7 @@ async def test_stomp_lone_send_wakes_no_writer(mqemu_node, reads):
         assert (await sub.read_until(b"\x00")).startswith(b"RECEIPT")
         steps = WriterSteps()
         trio.lowlevel.add_instrument(steps)
-        reads.counting = True
+        reads.counting = writes.counting = True
         try:
             for i in range(MESSAGES):
                 body = b"m%02d" % i
@@ -209,10 +259,11 @@ async def test_stomp_lone_send_wakes_no_writer(mqemu_node, reads):
                 assert frame.startswith(b"MESSAGE"), frame
                 assert frame.endswith(body + b"\x00")
         finally:
-            reads.counting = False
+            reads.counting = writes.counting = False
             trio.lowlevel.remove_instrument(steps)
         assert steps.steps == 0
         assert (reads.data, reads.empty) == (MESSAGES, 0)  # one read per message (the publisher's)
+        assert (writes.in_reader, writes.at_pass_end) == (MESSAGES, 0)  # in the publisher's step
         sub.close()
         pub.close()
 

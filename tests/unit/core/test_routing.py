@@ -167,3 +167,33 @@ def test_deleting_a_queue_removes_its_bindings(vh):
     vh.delete_queue("q")
     assert publish(vh, "amq.topic", "a") == (0, False)
     assert not vh.exchanges["amq.topic"].bindings
+
+
+def test_a_lone_key_is_matched_once_on_its_exchange(vh, monkeypatch):
+    """One key meeting one binding to a queue takes the short way (``VirtualHost._route``);
+    one binding to an exchange, or several, walk; either way the first exchange matches the
+    key once."""
+    from mqemu.broker.exchange import Exchange
+    calls = []
+    real = Exchange.route
+
+    def route(self, msg, key):
+        calls.append((self.name, key))
+        return real(self, msg, key)
+
+    monkeypatch.setattr(Exchange, "route", route)
+    vh.declare_exchange("t", "topic")
+    vh.declare_exchange("inner", "fanout")
+    for q in ("one", "a", "b", "behind"):
+        vh.declare_queue(q)
+    vh.bind("t", "one", "one.*")
+    vh.bind("t", "a", "many.*")
+    vh.bind("t", "b", "many.k")
+    vh.bind("t", "inner", "ex.*", destination_kind="exchange")
+    vh.bind("inner", "behind", "")
+    assert publish(vh, "t", "one.k") == (1, False)
+    assert publish(vh, "t", "many.k") == (2, False)
+    assert publish(vh, "t", "ex.k") == (1, False)
+    assert publish(vh, "t", "none.k") == (0, False)
+    assert ready(vh, "one", "a", "b", "behind") == [1, 1, 1, 1]
+    assert calls == [("t", "one.k"), ("t", "many.k"), ("t", "ex.k"), ("inner", "ex.k"), ("t", "none.k")]
