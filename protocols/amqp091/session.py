@@ -118,6 +118,7 @@ class AMQPConnection(SessionBase):
         self.channels: dict[int, Channel] = {}
         self.user: User | None = None
         self.vhost: VirtualHost | None = None
+        self._released = False  # the vhost was told the connection closed (``_release``)
         self.client_properties: dict[str, Any] = {}
         self.capabilities: dict[str, Any] = {}
         self.server_heartbeat = heartbeat
@@ -212,12 +213,19 @@ class AMQPConnection(SessionBase):
 
     def connection_lost(self) -> None:
         self.release_transport()
+        self._release()
+        self.state = State.CLOSED
+
+    def _release(self) -> None:
+        """Tear the channels down (their unacked messages go back) and give up the connection's
+        exclusive queues; once. A client's connection.close does it before close-ok leaves, so
+        a client that has close-ok finds them gone from every other connection."""
         for ch in list(self.channels.values()):
             ch.teardown()
         self.channels.clear()
-        if self.vhost is not None:
+        if self.vhost is not None and not self._released:
+            self._released = True
             self.vhost.connection_closed(self)
-        self.state = State.CLOSED
 
     # -- frames -------------------------------------------------------------------------
     def _handle_frame(self, frame: Any) -> None:
@@ -267,6 +275,7 @@ class AMQPConnection(SessionBase):
                 raise HardError(UNEXPECTED_FRAME, f"unexpected {type(frame).__name__} on channel 0")
             m = frame.method
             if m.__class__ is spec.ConnectionClose:
+                self._release()
                 self.send(encode_method(0, spec.ConnectionCloseOk()))
                 self.drain_after_close = True
                 self._closed(ClosedReason.CLIENT_CLOSED)

@@ -251,6 +251,22 @@ def test_exclusive_queue_is_locked_to_its_connection_and_deleted_with_it():
     assert "mine" not in broker.vhosts["/"].queues
 
 
+def test_a_client_s_connection_close_gives_up_its_exclusive_queues_before_close_ok():
+    """Another connection's next request after close-ok must find the queue gone (405 was
+    seen under load when the queue waited for the socket's end)."""
+    broker = Broker()
+    a = Client(broker).open()
+    a.channel()
+    a.method(1, spec.QueueDeclare(queue="mine", exclusive=True))
+    a.method(1, spec.BasicGet(queue="mine"))
+    assert a.methods(a.method(0, spec.ConnectionClose(reply_code=200, reply_text="bye"))) == \
+        [spec.ConnectionCloseOk()]
+    assert "mine" not in broker.vhosts["/"].queues
+    assert a.conn.channels == {}
+    a.conn.connection_lost()  # the socket's end later: nothing is released twice
+    assert "mine" not in broker.vhosts["/"].queues
+
+
 def test_closing_a_channel_requeues_its_unacked_messages():
     broker = Broker()
     c = Client(broker).open()
