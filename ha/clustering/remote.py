@@ -1,0 +1,572 @@
+"""Classic queues usable from every node (issue 13 item 4): the link side of the stand-ins
+(``standin.py``) and the home side that serves them, over the link channel ``queues``
+(records: ``remote_codec``).
+
+One ``RemoteQueues`` per cluster node plays both parts:
+
+- **for its stand-ins** (queues homed elsewhere): publishes go to the home node in one
+  batch per peer per pass, with one ``RemoteBatch`` promise kept when the home answers
+  ``P`` (the messages are safe there: on disk for a persistent message to a durable queue)
+  or broken when it refused one, or when the link to it is lost first (the AMQP channel
+  nacks, as RabbitMQ 3.10's channel nacks the unconfirmed publishes of a queue process
+  that exited abnormally; STOMP and MQTT then send no receipt or PUBACK). Consumers are
+  registered on the home, deliveries arrive in ``D`` records and are handed to the local
+  consumer; acks, rejects and requeues go back by delivery id. Losing the link cancels the
+  stand-ins' consumers (``consumer_cancelled``: AMQP basic.cancel) and drops what their
+  clients still hold (the home returned it).
+- **as a home**: a peer's consumer is a ``Consumer`` on the real queue whose owner
+  (``_RemoteOwner``) buffers deliveries for the peer; credit is the consumer's prefetch (a
+  window of ``WINDOW`` for prefetch 0 and for no-ack consumers, whose credit the peer
+  returns as it hands deliveries over), so a slow consumer never makes the home buffer
+  without bound. Losing the link removes the peer's consumers and returns everything the
+  peer held to its queues, flagged redelivered. Queues a peer touched in a pass get their
+  counts sent back (``n``) at the end of that pass.
+
+Everything is sent by the task ``run``: records queue up per peer during a pass and go as
+one link frame per peer when the task next runs.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import TYPE_CHECKING, Any, Callable, Iterable
+
+import trio
+
+from mqemu.broker.consumer import Consumer
+from mqemu.broker.message import QueueEntry
+from mqemu.broker.message_wire import WireError, dump_message, load_message
+from mqemu.broker.promise import ON_DISK, Promise, both
+from mqemu.broker.queue import Queue
+
+from .remote_codec import decode, encode
+from .standin import RemoteBatch, RemoteEntry, StandIn
+
+if TYPE_CHECKING:
+    from mqemu.broker.message import Message
+
+log = logging.getLogger("mqemu.ha.clustering.remote")
+
+CHANNEL = "queues"
+WINDOW = 1000  # deliveries in flight to a no-ack (or prefetch 0) consumer on another node
+
+
+class _RemoteOwner:
+    """The owner of a peer's consumer on its home node: deliveries go to the peer."""
+
+    __slots__ = ("service", "peer", "tag", "blocked", "inflight")
+
+    def __init__(self, service: "RemoteQueues", peer: str, tag: str) -> None:
+        self.service = service
+        self.peer = peer
+        self.tag = tag
+        self.blocked = False
+        self.inflight = 0  # no-ack deliveries the peer has not given credit back for
+
+    def deliver(self, consumer: Consumer, entry: QueueEntry) -> None:
+        self.service._deliver(self, consumer, entry)
+
+    def consumer_cancelled(self, consumer: Consumer) -> None:
+        self.service._home_cancelled(self, consumer)
+
+
+class _Peer:
+    """What this node has going on with one peer."""
+
+    __slots__ = ("name", "out", "gen", "batch", "batch_parts", "pending", "acks", "rejects", "deliveries",
+                 "purges", "touched", "held", "next_id", "consumers", "credit")
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.out: list[list[Any]] = []  # records of this pass, in order
+        self.gen = 0  # the link generation (raised when the link is lost)
+        # as a stand-in's node
+        self.batch: RemoteBatch | None = None  # this pass's publishes
+        self.batch_parts: dict[StandIn, list[bytes]] = {}
+        self.pending: dict[int, RemoteBatch] = {}  # batches sent, not answered
+        self.acks: list[int] | None = None  # this pass's ack record's ids
+        self.rejects: dict[bool, list[int]] = {}
+        self.purges: list[StandIn] = []
+        self.credit: dict[str, int] = {}  # no-ack credit to give back, by consumer tag
+        # as the home
+        self.deliveries: dict[str, list[Any]] = {}  # this pass's D record items, by tag
+        self.touched: set[Any] = set()  # queues whose counts go back at the end of the pass
+        self.held: dict[int, tuple[Any, Consumer | None, QueueEntry]] = {}  # id -> (queue, consumer, entry)
+        self.next_id = int.from_bytes(os.urandom(5), "big")  # ids differ from a restarted node's
+        self.consumers: dict[str, Consumer] = {}  # the peer's consumers here, by its tag
+
+
+class RemoteQueues:
+    """One node's stand-ins and the home side of its own queues (see the module docstring)."""
+
+    def __init__(self, broker: Any, links: Any) -> None:
+        self.broker = broker
+        self.links = links
+        self.node = links.node
+        self.peers = {name: _Peer(name) for name in links.peers}
+        self.stand_ins: dict[tuple[str, str], StandIn] = {}
+        self._consumers: dict[str, Consumer] = {}  # the stand-ins' consumers, by our tag
+        self._tags: dict[Consumer, str] = {}  # and their tags
+        self._owed: dict[str, int] = {}  # no-ack credit held back while the consumer's owner is blocked
+        self._gets: dict[int, tuple[StandIn, bool, Callable[[QueueEntry | None], None], str, int]] = {}
+        self._seq = 0
+        self._prefix = f"{self.node}.{os.urandom(3).hex()}"
+        self._dirty: set[_Peer] = set()
+        self._wake = trio.Event()
+        links.on(CHANNEL, self._received)
+
+    # -- the task -----------------------------------------------------------------------------
+    async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        task_status.started()
+        while True:
+            await self._wake.wait()
+            self._wake = trio.Event()
+            self.flush()
+
+    def _mark(self, peer: _Peer) -> None:
+        if not self._dirty:
+            self._wake.set()
+        self._dirty.add(peer)
+
+    def flush(self) -> None:
+        """Send each peer this pass's records as one frame."""
+        dirty, self._dirty = self._dirty, set()
+        for p in dirty:
+            out = p.out
+            if p.batch is not None:
+                parts = [[s.vhost_name, s.name, msgs] for s, msgs in p.batch_parts.items()]
+                self._seq += 1
+                out.insert(0, ["p", self._seq, parts])
+                p.pending[self._seq] = p.batch
+                p.batch, p.batch_parts = None, {}
+            for s in p.purges:
+                if not s.deleted:
+                    out.append(["u", s.vhost_name, s.name])
+            p.purges.clear()
+            for tag, n in p.credit.items():
+                c = self._consumers.get(tag)
+                if c is not None:
+                    out.append(["k", tag, n])
+            p.credit.clear()
+            for q in p.touched:
+                if not q.deleted:
+                    out.append(["n", q.port.vhost_name, q.name, len(q.ready), len(q.consumers)])
+            p.touched.clear()
+            p.out, p.acks, p.rejects, p.deliveries = [], None, {}, {}
+            if out and not self.links.send(p.name, CHANNEL, encode(out)):
+                self._lost(p)
+
+    # -- stand-ins ------------------------------------------------------------------------------
+    def stand_in(self, vh: Any, op: dict[str, Any], arguments: dict[str, Any]) -> None:
+        """Make ``vh`` hold a stand-in for the classic queue ``op`` declares on its home node
+        ``op["node"]`` (a replicated declaration applied here). A local queue of that name
+        holding messages or consumers is kept (logged): it is not thrown away."""
+        name, home = op["name"], op["node"]
+        q = vh.queues.get(name)
+        if isinstance(q, StandIn) and q.home == home and q.arguments == arguments and q.durable == op["durable"]:
+            return
+        if q is not None and not isinstance(q, StandIn) and (len(q.ready) or q.consumers or q.unacked):
+            log.warning("queue %r in vhost %r is homed on %s but holds messages here: kept", name, vh.name, home)
+            return
+        s = StandIn(self, vh.name, name, home, op["durable"], op["auto_delete"], arguments, vh.clock)
+        s.reachable = self.links.up(home) if home in self.peers else False
+        vh.add_stand_in(s)
+        self.stand_ins[(vh.name, name)] = s
+
+    def _peer(self, s: StandIn) -> _Peer:
+        return self.peers[s.home]
+
+    def publish(self, s: StandIn, message: "Message") -> Promise:
+        p = self.peers[s.home]
+        batch = p.batch
+        if batch is None:
+            batch = p.batch = RemoteBatch()
+            self._mark(p)
+        msgs = p.batch_parts.get(s)
+        if msgs is None:
+            msgs = p.batch_parts[s] = []
+        msgs.append(dump_message(message))
+        return batch
+
+    def consume(self, s: StandIn, c: Consumer) -> None:
+        if not s.reachable:  # its home is down: cancelled at once, as the home-down path does
+            s.consumers.remove(c)
+            c.owner.consumer_cancelled(c)
+            return
+        self._seq += 1
+        tag = f"{self._prefix}.{self._seq}"
+        self._consumers[tag] = c
+        self._tags[c] = tag
+        p = self.peers[s.home]
+        p.out.append(["c", s.vhost_name, s.name, tag, c.prefetch, c.no_ack, c.exclusive, c.priority, {}])
+        self._mark(p)
+
+    def _forget(self, c: Consumer) -> str | None:
+        tag = self._tags.pop(c, None)
+        if tag is not None:
+            self._consumers.pop(tag, None)
+            self._owed.pop(tag, None)
+        return tag
+
+    def cancel(self, s: StandIn, c: Consumer) -> None:
+        tag = self._forget(c)
+        if tag is None:
+            return
+        p = self.peers[s.home]
+        p.credit.pop(tag, None)
+        p.out.append(["x", tag])
+        self._mark(p)
+
+    def resume(self, s: StandIn) -> None:
+        """Give back the no-ack credit of consumers whose owner has room again."""
+        p = self.peers[s.home]
+        owed = self._owed
+        if not owed:
+            return
+        for c in s.consumers:
+            if c.no_ack and not c.owner.blocked:
+                tag = self._tags.get(c)
+                n = owed.pop(tag, 0) if tag is not None else 0
+                if n:
+                    p.credit[tag] = p.credit.get(tag, 0) + n  # type: ignore[index]
+                    self._mark(p)
+
+    def settle(self, s: StandIn, entries: Iterable[QueueEntry], requeue: bool | None) -> None:
+        """Acks (requeue None) or rejects of deliveries that came from ``s``'s home."""
+        p = self.peers[s.home]
+        gen = p.gen
+        ids = [e.seq for e in entries if getattr(e, "gen", None) == gen]
+        if not ids:
+            return
+        if requeue is None:
+            if p.acks is None:
+                p.acks = []
+                p.out.append(["a", p.acks])
+            p.acks.extend(ids)
+        else:
+            rec = p.rejects.get(requeue)
+            if rec is None:
+                rec = p.rejects[requeue] = []
+                p.out.append(["r", rec, requeue])
+            rec.extend(ids)
+        self._mark(p)
+
+    def get(self, s: StandIn, no_ack: bool, callback: Callable[[QueueEntry | None], None]) -> None:
+        p = self.peers[s.home]
+        self._seq += 1
+        self._gets[self._seq] = (s, no_ack, callback, p.name, p.gen)
+        p.out.append(["g", s.vhost_name, s.name, self._seq, no_ack])
+        self._mark(p)
+
+    def purge(self, s: StandIn) -> None:
+        if s.reachable:
+            p = self.peers[s.home]
+            p.purges.append(s)
+            self._mark(p)
+
+    # -- links ----------------------------------------------------------------------------------
+    def link_changed(self, peer: str) -> None:
+        p = self.peers.get(peer)
+        if p is None:
+            return
+        up = self.links.up(peer)
+        if not up:
+            self._lost(p)
+        for s in self.stand_ins.values():
+            if s.home == peer:
+                s.reachable = up
+
+    def _lost(self, p: _Peer) -> None:
+        """The link with ``p`` is lost: unanswered publishes break, the stand-ins' consumers
+        are cancelled, what their clients hold is dropped; as the home, the peer's consumers
+        go and what it held returns to the queues, redelivered."""
+        if not (p.pending or p.batch or p.consumers or p.held or p.out or self._gets
+                or any(s.home == p.name and s.consumers for s in self.stand_ins.values())):
+            p.gen += 1
+            return
+        log.warning("link to %s lost: its queues' publishes, consumers and deliveries are dropped here", p.name)
+        p.gen += 1
+        batches = list(p.pending.values()) + ([p.batch] if p.batch is not None else [])
+        p.pending.clear()
+        p.batch, p.batch_parts = None, {}
+        p.out, p.acks, p.rejects, p.deliveries = [], None, {}, {}
+        p.purges.clear()
+        p.credit.clear()
+        p.touched.clear()
+        for b in batches:
+            b.break_()
+        for gid, (s, _no_ack, callback, peer, _gen) in list(self._gets.items()):
+            if peer == p.name:
+                del self._gets[gid]
+                callback(None)
+        for s in [s for s in self.stand_ins.values() if s.home == p.name]:
+            s.unacked = 0
+            for c in list(s.consumers):
+                s.consumers.remove(c)
+                self._forget(c)
+                c.unacked = 0
+                c.owner.consumer_cancelled(c)
+        # as the home
+        consumers, p.consumers = p.consumers, {}
+        for c in consumers.values():
+            c.queue.remove_consumer(c)
+        held, p.held = p.held, {}
+        self._return(held.values())
+
+    @staticmethod
+    def _return(items: Iterable[tuple[Any, Consumer | None, QueueEntry]]) -> None:
+        by: dict[tuple[Any, Consumer | None], list[QueueEntry]] = {}
+        for q, c, e in items:
+            by.setdefault((q, c), []).append(e)
+        for (q, c), entries in by.items():
+            if not q.deleted:
+                entries.sort(key=lambda e: e.seq)
+                q.release_consumer_entries(c, entries)
+                q.dispatch()
+
+    # -- what arrives -----------------------------------------------------------------------------
+    def _received(self, peer: str, payload: bytes) -> None:
+        """A peer's records. Bytes that are not records raise: the link closes (logged)."""
+        p = self.peers[peer]
+        records = decode(payload)
+        touched_queues: set[Any] = set()
+        for r in records:
+            kind = r[0]
+            handler = getattr(self, "_on_" + (kind if kind.islower() else "R" + kind))
+            handler(p, r, touched_queues)
+        for q in touched_queues:
+            q.dispatch()
+
+    # as the home
+    def _local(self, vhost: str, name: str) -> Queue | None:
+        vh = self.broker.vhosts.get(vhost)
+        q = vh.queues.get(name) if vh is not None else None
+        return q if q is not None and not isinstance(q, StandIn) and not q.deleted else None
+
+    def _on_p(self, p: _Peer, r: list, touched: set) -> None:
+        _, batch, parts = r
+        refused = 0
+        safe: Promise | None = None
+        now = self.broker.clock()
+        for vhost, name, msgs in parts:
+            q = self._local(vhost, name)
+            if q is None:
+                refused += len(msgs)
+                continue
+            for data in msgs:
+                try:
+                    message = load_message(data)
+                except WireError as e:
+                    raise ValueError(f"a message from {p.name} that does not decode: {e}") from None
+                res = q.publish(message, now)
+                if res is True:
+                    continue
+                if res is False:
+                    refused += 1
+                elif res is ON_DISK:
+                    safe = both(safe, self.broker.vhosts[vhost].writes_safe())
+                else:
+                    safe = both(safe, res)
+            p.touched.add(q)
+        gen = p.gen
+
+        def answer() -> None:
+            if p.gen == gen:
+                p.out.append(["P", batch, refused])
+                self._mark(p)
+
+        if safe is None:
+            answer()
+        else:
+            safe.then(answer)
+
+    def _on_c(self, p: _Peer, r: list, touched: set) -> None:
+        _, vhost, name, tag, prefetch, no_ack, exclusive, priority, _args = r
+        q = self._local(vhost, name)
+        if q is None or tag in p.consumers:
+            p.out.append(["C", tag])
+            self._mark(p)
+            return
+        owner = _RemoteOwner(self, p.name, tag)
+        c = Consumer(q, tag, owner, no_ack, exclusive, priority, 0 if no_ack else (prefetch or WINDOW))
+        p.consumers[tag] = c
+        p.touched.add(q)
+        self._mark(p)
+        q.add_consumer(c)
+
+    def _on_x(self, p: _Peer, r: list, touched: set) -> None:
+        c = p.consumers.pop(r[1], None)
+        if c is not None:
+            c.queue.remove_consumer(c)
+            p.touched.add(c.queue)
+            self._mark(p)
+
+    def _on_a(self, p: _Peer, r: list, touched: set) -> None:
+        held = p.held
+        for i in r[1]:
+            item = held.pop(i, None)
+            if item is not None:
+                q, c, e = item
+                q.ack(e, c)
+                touched.add(q)
+                p.touched.add(q)
+        self._mark(p)
+
+    def _on_r(self, p: _Peer, r: list, touched: set) -> None:
+        held = p.held
+        by: dict[tuple[Any, Consumer | None], list[QueueEntry]] = {}
+        for i in r[1]:
+            item = held.pop(i, None)
+            if item is not None:
+                by.setdefault((item[0], item[1]), []).append(item[2])
+        for (q, c), entries in by.items():
+            entries.sort(key=lambda e: e.seq)
+            q.reject(entries, c, r[2])
+            touched.add(q)
+            p.touched.add(q)
+        self._mark(p)
+
+    def _on_k(self, p: _Peer, r: list, touched: set) -> None:
+        c = p.consumers.get(r[1])
+        if c is not None:
+            owner = c.owner
+            owner.inflight = max(0, owner.inflight - r[2])  # type: ignore[attr-defined]
+            if owner.blocked and owner.inflight < WINDOW:  # type: ignore[attr-defined]
+                owner.blocked = False
+                touched.add(c.queue)
+
+    def _on_g(self, p: _Peer, r: list, touched: set) -> None:
+        _, vhost, name, gid, no_ack = r
+        q = self._local(vhost, name)
+        entry = q.get(no_ack) if q is not None else None
+        if entry is None:
+            p.out.append(["G", gid, None, False, None, len(q.ready) if q is not None else 0])
+        else:
+            ident = 0
+            if not no_ack:
+                ident = p.next_id = p.next_id + 1
+                p.held[ident] = (q, None, entry)
+            p.out.append(["G", gid, ident, entry.redelivered, dump_message(entry.message), len(q.ready)])  # type: ignore[union-attr]
+        if q is not None:
+            p.touched.add(q)
+        self._mark(p)
+
+    def _on_u(self, p: _Peer, r: list, touched: set) -> None:
+        q = self._local(r[1], r[2])
+        if q is not None:
+            q.purge()
+            p.touched.add(q)
+            self._mark(p)
+
+    def _deliver(self, owner: _RemoteOwner, c: Consumer, entry: QueueEntry) -> None:
+        p = self.peers[owner.peer]
+        if c.no_ack:
+            ident = 0
+            owner.inflight += 1
+            if owner.inflight >= WINDOW:
+                owner.blocked = True
+        else:
+            ident = p.next_id = p.next_id + 1
+            p.held[ident] = (c.queue, c, entry)
+        items = p.deliveries.get(owner.tag)
+        if items is None:
+            items = p.deliveries[owner.tag] = []
+            p.out.append(["D", owner.tag, items])
+            self._mark(p)
+        items += (ident, entry.redelivered, dump_message(entry.message))
+        p.touched.add(c.queue)
+
+    def _home_cancelled(self, owner: _RemoteOwner, c: Consumer) -> None:
+        p = self.peers[owner.peer]
+        if p.consumers.pop(owner.tag, None) is not None:
+            p.out.append(["C", owner.tag])
+            self._mark(p)
+
+    # as a stand-in's node
+    def _on_RP(self, p: _Peer, r: list, touched: set) -> None:
+        batch = p.pending.pop(r[1], None)
+        if batch is not None:
+            if r[2]:
+                batch.break_()
+            else:
+                batch.keep()
+
+    def _on_RD(self, p: _Peer, r: list, touched: set) -> None:
+        tag, items = r[1], r[2]
+        c = self._consumers.get(tag)
+        if c is None:  # cancelled meanwhile: what it was sent goes back
+            ids = [items[i] for i in range(0, len(items), 3) if items[i]]
+            if ids:
+                p.out.append(["r", ids, True])
+                self._mark(p)
+            return
+        s: StandIn = c.queue  # type: ignore[assignment]
+        gen = p.gen
+        owner = c.owner
+        no_ack = c.no_ack
+        n = 0
+        for i in range(0, len(items), 3):
+            try:
+                message = load_message(items[i + 2])
+            except WireError as e:
+                raise ValueError(f"a delivery from {p.name} that does not decode: {e}") from None
+            entry = RemoteEntry(message, None)
+            entry.seq = items[i]
+            entry.redelivered = items[i + 1]
+            entry.gen = gen
+            if not no_ack:
+                c.unacked += 1
+                s.unacked += 1
+            n += 1
+            owner.deliver(c, entry)
+        s.counts.delivered += n
+        if no_ack:
+            if owner.blocked:
+                self._owed[tag] = self._owed.get(tag, 0) + n
+            else:
+                p.credit[tag] = p.credit.get(tag, 0) + n
+                self._mark(p)
+
+    def _on_RC(self, p: _Peer, r: list, touched: set) -> None:
+        c = self._consumers.get(r[1])
+        if c is not None:
+            self._forget(c)
+            try:
+                c.queue.consumers.remove(c)
+            except ValueError:
+                pass
+            c.owner.consumer_cancelled(c)
+
+    def _on_RG(self, p: _Peer, r: list, touched: set) -> None:
+        _, gid, ident, redelivered, data, ready = r
+        item = self._gets.pop(gid, None)
+        if item is None:
+            if ident:
+                p.out.append(["r", [ident], True])
+                self._mark(p)
+            return
+        s, no_ack, callback, _peer, gen = item
+        s.ready.n = ready
+        if ident is None or data is None:
+            s.counts.get_empty += 1
+            callback(None)
+            return
+        try:
+            message = load_message(data)
+        except WireError as e:
+            raise ValueError(f"a get answer from {p.name} that does not decode: {e}") from None
+        entry = RemoteEntry(message, None)
+        entry.seq = ident
+        entry.redelivered = redelivered
+        entry.gen = gen
+        if not no_ack:
+            s.unacked += 1
+        s.counts.delivered += 1
+        callback(entry)
+
+    def _on_n(self, p: _Peer, r: list, touched: set) -> None:
+        s = self.stand_ins.get((r[1], r[2]))
+        if s is not None and s.home == p.name:
+            s.ready.n = r[3]
+            s.consumers.home = r[4]  # type: ignore[attr-defined]
