@@ -19,8 +19,9 @@ One ``RemoteQueues`` per cluster node plays both parts:
   window of ``WINDOW`` for prefetch 0 and for no-ack consumers, whose credit the peer
   returns as it hands deliveries over), so a slow consumer never makes the home buffer
   without bound. Losing the link removes the peer's consumers and returns everything the
-  peer held to its queues, flagged redelivered. Queues a peer touched in a pass get their
-  counts sent back (``n``) at the end of that pass.
+  peer held to its queues, flagged redelivered. Queues peers touched in a pass (publishes,
+  consumers, acks, gets, purges) get their counts sent to every peer (``n``) at the end of
+  that pass, and all this node's durable queues' counts to a peer whose link comes up.
 
 Everything is sent by the task ``run``: records queue up per peer during a pass and go as
 one link frame per peer when the task next runs.
@@ -113,6 +114,7 @@ class RemoteQueues:
         self._seq = 0
         self._prefix = f"{self.node}.{os.urandom(3).hex()}"
         self._dirty: set[_Peer] = set()
+        self._touched: set[Any] = set()  # this node's queues whose counts go to every peer this pass
         self._wake = trio.Event()
         links.on(CHANNEL, self._received)
 
@@ -129,9 +131,20 @@ class RemoteQueues:
             self._wake.set()
         self._dirty.add(peer)
 
+    def _touch(self, q: Any) -> None:
+        if not self._touched:
+            self._wake.set()
+        self._touched.add(q)
+
     def flush(self) -> None:
         """Send each peer this pass's records as one frame."""
         dirty, self._dirty = self._dirty, set()
+        counts = None
+        if self._touched:  # the counts of queues peers used this pass: to every peer
+            counts = [["n", q.port.vhost_name, q.name, len(q.ready), len(q.consumers)]
+                      for q in self._touched if not q.deleted]
+            self._touched = set()
+            dirty.update(p for p in self.peers.values() if self.links.up(p.name))
         for p in dirty:
             out = p.out
             if p.batch is not None:
@@ -153,6 +166,8 @@ class RemoteQueues:
                 if not q.deleted:
                     out.append(["n", q.port.vhost_name, q.name, len(q.ready), len(q.consumers)])
             p.touched.clear()
+            if counts:
+                out.extend(counts)
             p.out, p.acks, p.rejects, p.deliveries = [], None, {}, {}
             if out and not self.links.send(p.name, CHANNEL, encode(out)):
                 self._lost(p)
@@ -273,6 +288,13 @@ class RemoteQueues:
         up = self.links.up(peer)
         if not up:
             self._lost(p)
+        else:  # the peer's stand-ins learn the counts of this node's queues (after its restart)
+            for vh in self.broker.vhosts.values():
+                for q in vh.queues.values():
+                    if not isinstance(q, StandIn) and q.exclusive_owner is None and q.durable:
+                        p.touched.add(q)
+            if p.touched:
+                self._mark(p)
         for s in self.stand_ins.values():
             if s.home == peer:
                 s.reachable = up
@@ -368,7 +390,7 @@ class RemoteQueues:
                     safe = both(safe, self.broker.vhosts[vhost].writes_safe())
                 else:
                     safe = both(safe, res)
-            p.touched.add(q)
+            self._touch(q)
         gen = p.gen
 
         def answer() -> None:
@@ -391,7 +413,7 @@ class RemoteQueues:
         owner = _RemoteOwner(self, p.name, tag)
         c = Consumer(q, tag, owner, no_ack, exclusive, priority, 0 if no_ack else (prefetch or WINDOW))
         p.consumers[tag] = c
-        p.touched.add(q)
+        self._touch(q)
         self._mark(p)
         q.add_consumer(c)
 
@@ -399,7 +421,7 @@ class RemoteQueues:
         c = p.consumers.pop(r[1], None)
         if c is not None:
             c.queue.remove_consumer(c)
-            p.touched.add(c.queue)
+            self._touch(c.queue)
             self._mark(p)
 
     def _on_a(self, p: _Peer, r: list, touched: set) -> None:
@@ -410,7 +432,7 @@ class RemoteQueues:
                 q, c, e = item
                 q.ack(e, c)
                 touched.add(q)
-                p.touched.add(q)
+                self._touch(q)
         self._mark(p)
 
     def _on_r(self, p: _Peer, r: list, touched: set) -> None:
@@ -424,7 +446,7 @@ class RemoteQueues:
             entries.sort(key=lambda e: e.seq)
             q.reject(entries, c, r[2])
             touched.add(q)
-            p.touched.add(q)
+            self._touch(q)
         self._mark(p)
 
     def _on_k(self, p: _Peer, r: list, touched: set) -> None:
@@ -449,14 +471,14 @@ class RemoteQueues:
                 p.held[ident] = (q, None, entry)
             p.out.append(["G", gid, ident, entry.redelivered, dump_message(entry.message), len(q.ready)])  # type: ignore[union-attr]
         if q is not None:
-            p.touched.add(q)
+            self._touch(q)
         self._mark(p)
 
     def _on_u(self, p: _Peer, r: list, touched: set) -> None:
         q = self._local(r[1], r[2])
         if q is not None:
             q.purge()
-            p.touched.add(q)
+            self._touch(q)
             self._mark(p)
 
     def _deliver(self, owner: _RemoteOwner, c: Consumer, entry: QueueEntry) -> None:
@@ -475,7 +497,7 @@ class RemoteQueues:
             p.out.append(["D", owner.tag, items])
             self._mark(p)
         items += (ident, entry.redelivered, dump_message(entry.message))
-        p.touched.add(c.queue)
+        self._touch(c.queue)
 
     def _home_cancelled(self, owner: _RemoteOwner, c: Consumer) -> None:
         p = self.peers[owner.peer]
