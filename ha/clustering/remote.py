@@ -242,9 +242,11 @@ class RemoteQueues:
         for c in s.consumers:
             if c.no_ack and not c.owner.blocked:
                 tag = self._tags.get(c)
-                n = owed.pop(tag, 0) if tag is not None else 0
+                if tag is None:
+                    continue
+                n = owed.pop(tag, 0)
                 if n:
-                    p.credit[tag] = p.credit.get(tag, 0) + n  # type: ignore[index]
+                    p.credit[tag] = p.credit.get(tag, 0) + n
                     self._mark(p)
 
     def settle(self, s: StandIn, entries: Iterable[QueueEntry], requeue: bool | None) -> None:
@@ -318,7 +320,7 @@ class RemoteQueues:
         p.touched.clear()
         for b in batches:
             b.break_()
-        for gid, (s, _no_ack, callback, peer, _gen) in list(self._gets.items()):
+        for gid, (_s, _no_ack, callback, peer, _gen) in list(self._gets.items()):
             if peer == p.name:
                 del self._gets[gid]
                 callback(None)

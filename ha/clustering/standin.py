@@ -86,6 +86,7 @@ class RemoteEntry(QueueEntry):
     the message to its queue when it lost the link)."""
 
     __slots__ = ("gen",)
+    gen: int
 
 
 class _Ready:
