@@ -184,6 +184,7 @@ class RemoteQueues:
         if q is not None and not isinstance(q, StandIn) and (len(q.ready) or q.consumers or q.unacked):
             log.warning("queue %r in vhost %r is homed on %s but holds messages here: kept", name, vh.name, home)
             return
+        self.stand_ins = {k: x for k, x in self.stand_ins.items() if not x.deleted}
         s = StandIn(self, vh.name, name, home, op["durable"], op["auto_delete"], arguments, vh.clock)
         s.reachable = self.links.up(home) if home in self.peers else False
         vh.add_stand_in(s)
@@ -559,7 +560,7 @@ class RemoteQueues:
             try:
                 c.queue.consumers.remove(c)
             except ValueError:
-                pass
+                return  # cancelled here already (the queue's deletion reached this node first)
             c.owner.consumer_cancelled(c)
 
     def _on_RG(self, p: _Peer, r: list, touched: set) -> None:
@@ -591,6 +592,6 @@ class RemoteQueues:
 
     def _on_n(self, p: _Peer, r: list, touched: set) -> None:
         s = self.stand_ins.get((r[1], r[2]))
-        if s is not None and s.home == p.name:
+        if s is not None and s.home == p.name and not s.deleted:
             s.ready.n = r[3]
             s.consumers.home = r[4]  # type: ignore[attr-defined]

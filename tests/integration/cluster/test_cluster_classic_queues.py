@@ -6,8 +6,10 @@ answer; a consumer's node dying returns its unacked deliveries, redelivered."""
 
 from __future__ import annotations
 
+import base64
 import json
 import time
+import urllib.request
 
 import paho.mqtt.client as mqtt
 import pika
@@ -114,6 +116,13 @@ def test_publish_on_one_node_consume_on_another_get_on_a_third(cluster):
     ok = home.channel().queue_declare("orders", durable=True, passive=True).method
     assert ok.message_count == 0
     home.close()
+    # the management API of a node that holds a stand-in lists the queue
+    port = _node(c.status(), "node-2")["management"]
+    req = urllib.request.Request(f"http://127.0.0.1:{port}/api/queues/%2F/orders")
+    req.add_header("authorization", "Basic " + base64.b64encode(b"guest:guest").decode())
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        shown = json.loads(resp.read())
+    assert shown["name"] == "orders" and shown["durable"] is True and shown["messages"] == 0
 
 
 def test_the_home_killed_cancels_consumers_nacks_publishes_and_keeps_what_it_confirmed(cluster):
