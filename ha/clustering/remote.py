@@ -379,20 +379,24 @@ class RemoteQueues:
             if q is None:
                 refused += len(msgs)
                 continue
+            stored = False
+            publish = q.publish
             for data in msgs:
                 try:
                     message = load_message(data)
                 except WireError as e:
                     raise ValueError(f"a message from {p.name} that does not decode: {e}") from None
-                res = q.publish(message, now)
+                res = publish(message, now)
                 if res is True:
                     continue
                 if res is False:
                     refused += 1
                 elif res is ON_DISK:
-                    safe = both(safe, self.broker.vhosts[vhost].writes_safe())
+                    stored = True
                 else:
                     safe = both(safe, res)
+            if stored:  # one promise on the store's batch for the part
+                safe = both(safe, self.broker.vhosts[vhost].writes_safe())
             self._touch(q)
         gen = p.gen
 
