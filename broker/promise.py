@@ -16,6 +16,12 @@ nothing to wait for), False (refused) or a promise.
 
 A promise calls back on the event loop, never before ``then`` returns unless it is kept
 already, and never if the node stops first.
+
+A promise may also break: a cluster's stand-in for a queue on another node
+(``ha/clustering/remote.py``) breaks its promise when that node is lost before it answered.
+``can_break`` says whether one may; ``then_or(kept, broken)`` calls back either way (once).
+A protocol that can refuse late (AMQP's basic.nack) uses it; one that cannot calls ``then``,
+whose callback a broken promise never calls (nothing is confirmed that was not kept).
 """
 
 from __future__ import annotations
@@ -31,9 +37,15 @@ class Promise:
     is kept already)."""
 
     __slots__ = ()
+    can_break = False
 
     def then(self, callback: Callable[[], None]) -> None:
         raise NotImplementedError
+
+    def then_or(self, kept: Callable[[], None], broken: Callable[[], None]) -> None:
+        """``kept()`` once kept, or ``broken()`` once it breaks (a promise that cannot break:
+        ``then``)."""
+        self.then(kept)
 
 
 class _OnDisk(Promise):
@@ -82,6 +94,27 @@ class AllOf(Promise):
 
         for p in self.promises:
             p.then(one_kept)
+
+    @property
+    def can_break(self) -> bool:  # type: ignore[override]
+        return any(p.can_break for p in self.promises)
+
+    def then_or(self, kept: Callable[[], None], broken: Callable[[], None]) -> None:
+        """Kept when every part is; broken (once) as soon as one part breaks."""
+        left = [len(self.promises)]
+
+        def one_kept() -> None:
+            left[0] -= 1
+            if left[0] == 0:
+                kept()
+
+        def one_broken() -> None:
+            if left[0] > 0:
+                left[0] = -1
+                broken()
+
+        for p in self.promises:
+            p.then_or(one_kept, one_broken)
 
     def __repr__(self) -> str:
         return f"AllOf({self.promises!r})"

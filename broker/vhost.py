@@ -432,6 +432,18 @@ class VirtualHost:
         self.schedule_queue_expiry(q)
         return q
 
+    def add_stand_in(self, q: Any) -> None:
+        """Hold ``q``, a queue object made outside the core, under its name: a cluster's
+        stand-in for a classic queue that lives on another node (``ha/clustering/remote.py``).
+        It answers the calls protocols make on a queue; routing, bindings and lookups find it
+        as any queue. Nothing is stored here (the queue's own node keeps it), and no hook is
+        called (the cluster made it). A queue already held under that name is deleted first."""
+        if q.name in self.queues:
+            self.delete_queue(q.name, internal=True)
+        self.queues[q.name] = q
+        if self.policies:
+            policies.apply_to_queue(self, q)
+
     def home_down(self, name: str) -> NotFound:
         """RabbitMQ's answer for a durable queue whose node is down (``unavailable``)."""
         return NotFound(f"home node '{self.unavailable[name]}' of durable queue '{name}' in vhost '{self.name}' "

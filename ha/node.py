@@ -40,6 +40,7 @@ from mqemu.protocols.mqtt.server import serve_mqtt
 from mqemu.protocols.stomp.server import serve_stomp
 
 from .clustering.meta import ClusterMeta
+from .clustering.remote import RemoteQueues
 from .links import LINK_TIMINGS, LinkTiming, NodeLinks
 from .raft.hub import RaftHub
 from .listeners import URL_SCHEMES, PlanError, plan, serve_listener, session_factories
@@ -184,6 +185,8 @@ class Node:
             on_change=self._link_changed)
         # Its member of the metadata group (``clustering.meta``): the definitions every node holds.
         self.meta: ClusterMeta | None = None
+        # The stand-ins of classic queues homed on other nodes, and the home side of its own.
+        self.remote: RemoteQueues | None = None
 
     def url(self, protocol: str) -> str:
         """``amqp://127.0.0.1:5672``, ``amqps://...``, ``ws://127.0.0.1:15674/ws`` ..."""
@@ -277,7 +280,10 @@ class Node:
         assert self.links is not None
         hub = RaftHub(self.links, [self.name, *self.links.peers])
         await nursery.start(hub.run)
+        self.remote = RemoteQueues(self.broker, self.links)
+        await nursery.start(self.remote.run)
         self.meta = ClusterMeta(self.broker, self.links, hub, self.options.data_dir, on_change=self._meta_changed)
+        self.meta.remote = self.remote
         await nursery.start(self.meta.run)
         if not await self.meta.wait_for_leader(META_WAIT):
             log.warning("metadata group: no leader after %.0f s; definition changes are refused until "
@@ -405,6 +411,8 @@ class Node:
         return status
 
     def _link_changed(self, peer: str, direction: str, up: bool) -> None:
+        if self.remote is not None:
+            self.remote.link_changed(peer)
         if self.meta is not None:
             self.meta.refresh_homes()
         self._event("link", peer=peer, direction=direction, state="up" if up else "down")

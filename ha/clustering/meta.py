@@ -58,6 +58,9 @@ class ClusterMeta:
                  tick: float = TICK) -> None:
         self.broker = broker
         self.links = links
+        # The stand-ins of classic queues homed on other nodes (``remote.RemoteQueues``); None:
+        # every node holds its own copy of each queue (a test's metadata group alone).
+        self.remote: Any = None
         self.hub = hub
         self.node = links.node
         self.on_change = on_change
@@ -244,7 +247,7 @@ class ClusterMeta:
             self.pending.pop(key, None)
         self.applying = True
         try:
-            apply_to_broker(self.broker, op)
+            apply_to_broker(self.broker, op, self.stand_in)
         except Exception:  # a bug here must not stop the node: the entry is logged and skipped
             log.exception("definitions: %s in vhost %r failed to apply here", op.get("op"), op.get("vhost"))
         finally:
@@ -265,10 +268,21 @@ class ClusterMeta:
     def _sync(self, remove: bool) -> None:
         self.applying = True
         try:
-            sync_broker(self.broker, self.state, remove)
+            sync_broker(self.broker, self.state, remove, self.stand_in)
         finally:
             self.applying = False
         self.refresh_homes()
+
+    def stand_in(self, vh: Any, op: dict[str, Any], arguments: dict[str, Any]) -> bool:
+        """A classic queue homed on another node: this node holds a stand-in for it
+        (``remote.RemoteQueues.stand_in``), never a copy. Quorum queues and this node's own
+        queues take the ordinary path."""
+        home = op.get("node")
+        if self.remote is None or home is None or home == self.node or op.get("type", "classic") != "classic" \
+                or home not in self.remote.peers:
+            return False
+        self.remote.stand_in(vh, op, arguments)
+        return True
 
     # -- queues whose home node is down -----------------------------------------------------
     def refresh_homes(self) -> None:

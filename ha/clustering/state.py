@@ -144,9 +144,11 @@ def _item(op: dict[str, Any]) -> dict[str, Any]:
 
 
 # -- a node's broker --------------------------------------------------------------------
-def apply_to_broker(broker: Any, op: dict[str, Any]) -> None:
+def apply_to_broker(broker: Any, op: dict[str, Any], stand_in: Any = None) -> None:
     """Make ``broker`` hold what ``op`` did (the caller has turned the hook off). What cannot
-    be done here (an end of a binding missing) is logged and skipped."""
+    be done here (an end of a binding missing) is logged and skipped. ``stand_in(vh, op,
+    arguments)``, when given, takes a queue declaration instead and says whether it did (a
+    classic queue homed on another node: ``ClusterMeta.stand_in``)."""
     kind, vh = op["op"], broker.vhosts.get(op.get("vhost") or "")
     try:
         if kind == "access":
@@ -164,6 +166,8 @@ def apply_to_broker(broker: Any, op: dict[str, Any]) -> None:
             vh.delete_exchange(op["name"])
         elif kind == "queue.declare":
             args = from_json(op.get("arguments") or {})
+            if stand_in is not None and stand_in(vh, op, args):
+                return
             q = vh.queues.get(op["name"])
             if q is not None and not _replicated(q):
                 log.warning("definitions: queue %r in vhost %r is node-local here (exclusive or auto-delete): "
@@ -200,7 +204,7 @@ def apply_access(broker: Any, access: dict[str, Any]) -> None:
     defs.save_access(broker)
 
 
-def sync_broker(broker: Any, state: Definitions, remove: bool) -> None:
+def sync_broker(broker: Any, state: Definitions, remove: bool, stand_in: Any = None) -> None:
     """Make ``broker`` hold ``state``: what is missing is declared; with ``remove``, the
     replicated kinds of definitions the state does not have are deleted (a snapshot installed)."""
     if state.access is not None:
@@ -222,7 +226,7 @@ def sync_broker(broker: Any, state: Definitions, remove: bool) -> None:
     for x in state.exchanges.values():
         apply_to_broker(broker, {"op": "exchange.declare", **x})
     for q in state.queues.values():
-        apply_to_broker(broker, {"op": "queue.declare", **q})
+        apply_to_broker(broker, {"op": "queue.declare", **q}, stand_in)
     for b in state.bindings.values():
         apply_to_broker(broker, {"op": "bind", **b})
 

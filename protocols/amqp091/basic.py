@@ -148,7 +148,17 @@ class BasicMethods:
         queue = self._queue_name(m.queue)
         self._check("read", "queue", queue)
         q = self.conn.vhost.get_queue(queue, owner=self.conn)
-        entry = q.get(m.no_ack)
+        later = getattr(q, "get_later", None)
+        if later is not None:  # a cluster's stand-in: the queue's node answers (get-ok comes later)
+            later(m.no_ack, lambda entry: self._got(q, m, entry))
+            return
+        self._got(q, m, q.get(m.no_ack))
+
+    def _got(self, q: Any, m: spec.BasicGet, entry: QueueEntry | None) -> None:
+        if self.closing or self.conn.channels.get(self.number) is not self:
+            if entry is not None and not m.no_ack:
+                q.release_consumer_entries(None, [entry])
+            return
         if entry is None:
             self.conn.send(encode_method(self.number, spec.BasicGetEmpty()))
             return
@@ -298,17 +308,22 @@ class BasicMethods:
                 return
             if safe is not None:  # the core's promise: on disk (or, replicated, on a majority)
                 self._unsafe.append(seq)
-                safe.then(lambda: self._confirm_safe(seq))
+                if safe.can_break:  # a queue on another cluster node: nacked if that node is lost
+                    safe.then_or(lambda: self._confirm_safe(seq), lambda: self._confirm_safe(seq, False))
+                else:
+                    safe.then(lambda: self._confirm_safe(seq))
             elif not self._unsafe:
                 self._confirm_upto = seq
                 conn.confirming.add(self)
             # else: safe now, confirmed with the older publishes still waiting
 
-    def _confirm_safe(self, seq: int) -> None:
+    def _confirm_safe(self, seq: int, kept: bool = True) -> None:
         if self.closing or self.conn.channels.get(self.number) is not self:
             return
         unsafe = self._unsafe
-        if unsafe[0] == seq:
+        if not kept:  # broken: nacked as a refused publish once those before it are answered
+            unsafe[unsafe.index(seq)] = -seq
+        elif unsafe[0] == seq:
             unsafe.popleft()
         else:  # kept before an older promise (promises of different queues)
             unsafe.remove(seq)

@@ -143,3 +143,47 @@ def test_both_keeps_the_later_batch_of_one_store_and_waits_for_all_of_mixed_ones
     assert flag == [False]  # the replicated part is not kept yet
     quorum.keep()
     assert flag == [True]
+
+
+class _Breakable(Promise):
+    """A promise the test keeps or breaks (as a cluster's stand-in's batch)."""
+
+    can_break = True
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[Callable[[], None], Callable[[], None]]] = []
+
+    def then(self, callback: Callable[[], None]) -> None:
+        self.calls.append((callback, lambda: None))
+
+    def then_or(self, kept: Callable[[], None], broken: Callable[[], None]) -> None:
+        self.calls.append((kept, broken))
+
+    def settle(self, keep: bool) -> None:
+        for kept, broken in self.calls:
+            (kept if keep else broken)()
+
+
+def test_then_or_of_a_promise_that_cannot_break_is_then():
+    store = BatchStore()
+    p = StoreWrites(store, store.barrier())
+    seen: list[str] = []
+    assert not p.can_break
+    p.then_or(lambda: seen.append("kept"), lambda: seen.append("broken"))
+    store.commit()
+    assert seen == ["kept"]
+
+
+@pytest.mark.parametrize("first, second, expected", [(True, True, ["kept"]), (True, False, ["broken"]),
+                                                     (False, True, ["broken"]), (False, False, ["broken"])])
+def test_all_of_breaks_once_when_a_part_breaks(first, second, expected):
+    a, b = _Breakable(), _Breakable()
+    p = both(a, b)
+    assert isinstance(p, AllOf) and p.can_break
+    seen: list[str] = []
+    p.then_or(lambda: seen.append("kept"), lambda: seen.append("broken"))
+    a.settle(first)
+    b.settle(second)
+    assert seen == expected
+    store = BatchStore()
+    assert not both(StoreWrites(store, 1), StoreWrites(BatchStore(), 1)).can_break
