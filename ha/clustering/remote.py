@@ -362,10 +362,7 @@ class RemoteQueues(HomeSide):
                 message = load_message(items[i + 2])
             except WireError as e:
                 raise ValueError(f"a delivery from {p.name} that does not decode: {e}") from None
-            entry = RemoteEntry(message, None)
-            entry.seq = items[i]
-            entry.redelivered = items[i + 1]
-            entry.gen = gen
+            entry = RemoteEntry(message, items[i], items[i + 1], gen)
             if not no_ack:
                 c.unacked += 1
                 s.unacked += 1
@@ -383,11 +380,8 @@ class RemoteQueues(HomeSide):
         c = self._consumers.get(r[1])
         if c is not None:
             self._forget(c)
-            try:
-                c.queue.consumers.remove(c)
-            except ValueError:
-                return  # cancelled here already (the queue's deletion reached this node first)
-            c.owner.consumer_cancelled(c)
+            if c.queue.consumer_gone(c):  # type: ignore[attr-defined]  # a stand-in's consumer
+                c.owner.consumer_cancelled(c)
 
     def _on_RG(self, p: _Peer, r: list, touched: set) -> None:
         _, gid, ident, redelivered, data, ready = r
@@ -407,10 +401,7 @@ class RemoteQueues(HomeSide):
             message = load_message(data)
         except WireError as e:
             raise ValueError(f"a get answer from {p.name} that does not decode: {e}") from None
-        entry = RemoteEntry(message, None)
-        entry.seq = ident
-        entry.redelivered = redelivered
-        entry.gen = gen
+        entry = RemoteEntry(message, ident, redelivered, gen)
         if not no_ack:
             s.unacked += 1
         s.counts.delivered += 1

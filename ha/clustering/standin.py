@@ -86,7 +86,12 @@ class RemoteEntry(QueueEntry):
     the message to its queue when it lost the link)."""
 
     __slots__ = ("gen",)
-    gen: int
+
+    def __init__(self, message: Message, seq: int, redelivered: bool, gen: int) -> None:
+        super().__init__(message, None)
+        self.seq = seq
+        self.redelivered = redelivered
+        self.gen = gen
 
 
 class _Ready:
@@ -215,6 +220,15 @@ class StandIn:
             return
         self.last_used = self._clock()
         self.service.cancel(self, consumer)
+
+    def consumer_gone(self, consumer: "Consumer") -> bool:
+        """The home cancelled ``consumer``: forget it here. False when it was gone already
+        (the queue's deletion reached this node first)."""
+        try:
+            self.consumers.remove(consumer)
+        except ValueError:
+            return False
+        return True
 
     # -- housekeeping ---------------------------------------------------------------------
     def expire(self, now: float) -> None:
