@@ -6,6 +6,11 @@ A PUBACK or PUBREC waits for the core's promise (``VirtualHost.publish_safe``: o
 durable queue that took the message; ``VirtualHost.writes_safe`` for a retained message's
 record), as AMQP publisher confirms do; acks behind a held one wait with it, so
 acknowledgements keep the order of the packets they answer.
+
+A promise that breaks (``Promise.can_break``: a cluster's queue whose home node was lost
+before it stored the message) cannot be answered in MQTT 3.1.1, which has no negative
+PUBACK: the gate drops what it holds and calls ``failed``, which closes the connection, so
+the client sends its unacknowledged publishes again when it reconnects.
 """
 
 from __future__ import annotations
@@ -22,11 +27,13 @@ class AckGate:
     """Owns the held acknowledgements: ``send`` (nothing to wait for, but behind any held
     one) and ``send_after`` (waits for a promise too)."""
 
-    __slots__ = ("_gone", "_send", "held", "held_promise", "kept")
+    __slots__ = ("_failed", "_gone", "_send", "held", "held_promise", "kept")
 
-    def __init__(self, send: Callable[[bytes], None], gone: Callable[[], bool]) -> None:
+    def __init__(self, send: Callable[[bytes], None], gone: Callable[[], bool],
+                 failed: Callable[[], None] | None = None) -> None:
         self._send = send  # the connection's send
         self._gone = gone  # the connection is closed or lingering: held acks are dropped
+        self._failed = failed  # a promise broke: the connection must end (see the module)
         # [promise, bytes]; promise None for one that only waits for those before it
         self.held: deque[list] = deque()
         self.held_promise: Promise | None = None  # the last promise waited for
@@ -47,7 +54,16 @@ class AckGate:
         self.held.append([promise, data])
         if promise is not self.held_promise:  # one callback per promise (per store batch)
             self.held_promise = promise
-            promise.then(lambda: self._kept(promise))
+            if promise.can_break:
+                promise.then_or(lambda: self._kept(promise), self._broken)
+            else:
+                promise.then(lambda: self._kept(promise))
+
+    def _broken(self) -> None:
+        self.held.clear()  # nothing after a lost publish may be acknowledged before it
+        self.held_promise = None
+        if not self._gone() and self._failed is not None:
+            self._failed()
 
     def _kept(self, promise: Promise) -> None:
         self.kept = promise

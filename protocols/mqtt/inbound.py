@@ -81,7 +81,7 @@ class Inbound:
         self.aliases_in: dict[int, str] = {}
         # PUBACK/PUBREC/PUBCOMP held until what they acknowledge is safe (the core's promise).
         self.acks = AckGate(conn.send,
-                            lambda: conn.closing or conn.linger_until is not None)
+                            lambda: conn.closing or conn.linger_until is not None, conn.publish_lost)
         # Set at CONNECT (``open``).
         self.level = 4
         self.session: Any = None

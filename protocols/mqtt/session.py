@@ -351,6 +351,19 @@ class MqttConnection(SessionBase):
             self.send(encode(Disconnect(0x8B), 5))  # Server shutting down
         self._close(ClosedReason.SERVER_SHUTDOWN, will=True)
 
+    def publish_lost(self) -> None:
+        """A QoS 1/2 publish's promise broke (a cluster queue's home node was lost before it
+        stored the message): MQTT 3.1.1 has no negative PUBACK, so the connection ends
+        (5.0: DISCONNECT 0x80) and the client sends what was not acknowledged again."""
+        if self.state is not State.CONNECTED:
+            return
+        log.warning("a publish could not be stored (its queue's node is unreachable); connection closed "
+                    "so the client sends it again", extra={"conn": self.conn_id, "client_id": self.client_id})
+        if self.level >= 5:
+            self.send(encode(Disconnect(0x80, {"reason_string": "a queue's node is unreachable: publish again"}),
+                             5))
+        self._close(ClosedReason.INTERNAL_ERROR, will=True, linger=True)
+
     def _close(self, reason: ClosedReason, will: bool, linger: bool = False) -> None:
         """Leave CONNECTED/CONNECTING. With ``linger`` the socket stays open for LINGER
         seconds, reading and dropping input, so that the client reads the DISCONNECT or

@@ -8,8 +8,10 @@ from collections.abc import Callable
 
 import pytest
 from mqemu.broker.core import Broker
+from mqemu.broker.promise import Promise
 from mqemu.broker.store.memory import MemoryStore
 from mqemu.protocols.mqtt.packets import (
+    Disconnect,
     Puback,
     Pubcomp,
     Publish,
@@ -19,7 +21,9 @@ from mqemu.protocols.mqtt.packets import (
     Unsubscribe,
 )
 from mqemu.protocols.mqtt.persist import QOS2_IN, SESSIONS, restore
+from mqemu.protocols.mqtt.session import State
 from mqemu.protocols.mqtt.sessions import registry
+from mqemu.protocols.session_base import ClosedReason
 from test_session import Client, Clock
 
 
@@ -188,3 +192,64 @@ def test_puback_waits_for_the_core_promise_only() -> None:
     assert pub.recv() == []  # the retained record is not on disk; 3 waits behind 2
     store.commit()
     assert pub.recv() == [Puback(2), Puback(3)]
+
+
+class Breakable(Promise):
+    """A promise that a test keeps or breaks (a cluster queue's home node lost)."""
+
+    can_break = True
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[Callable[[], None], Callable[[], None]]] = []
+
+    def then(self, callback: Callable[[], None]) -> None:
+        raise AssertionError("a breakable promise must be waited on with then_or")
+
+    def then_or(self, kept: Callable[[], None], broken: Callable[[], None]) -> None:
+        self.calls.append((kept, broken))
+
+    def end(self, kept: bool) -> None:
+        for k, b in self.calls:
+            (k if kept else b)()
+
+
+@pytest.mark.parametrize("level", [4, 5])
+def test_a_broken_publish_promise_ends_the_connection_and_acks_nothing_after_it(level) -> None:
+    broker = Broker(clock=Clock())
+    vhost = broker.vhosts["/"]
+    promises: list[Breakable] = []
+    real = vhost.publish_safe
+
+    def publish_safe(exchange, key, msg):
+        routed, refused, _ = real(exchange, key, msg)
+        promises.append(Breakable())
+        return routed, refused, promises[-1]
+
+    vhost.publish_safe = publish_safe  # type: ignore[method-assign]
+    pub = Client(broker, level=level)
+    pub.connect("p")
+    pub.send(Publish("t", b"1", qos=1, packet_id=1))
+    pub.send(Publish("t", b"2", qos=1, packet_id=2))
+    assert pub.recv() == []
+    promises[0].end(kept=True)
+    assert pub.recv() == [Puback(1)]
+    promises[1].end(kept=False)  # the second publish was not stored
+    out = pub.recv()
+    assert out == ([Disconnect(0x80, {"reason_string": "a queue's node is unreachable: publish again"})]
+                   if level == 5 else [])
+    assert pub.conn.state is State.CLOSED and pub.conn.close_reason is ClosedReason.INTERNAL_ERROR
+
+
+def test_a_kept_breakable_promise_acknowledges_as_any_other() -> None:
+    broker = Broker(clock=Clock())
+    vhost = broker.vhosts["/"]
+    promise = Breakable()
+    real = vhost.publish_safe
+    vhost.publish_safe = lambda e, k, m: (*real(e, k, m)[:2], promise)  # type: ignore[method-assign]
+    pub = Client(broker)
+    pub.connect("p")
+    pub.send(Publish("t", b"1", qos=1, packet_id=1), Publish("t", b"2", qos=2, packet_id=2))
+    assert pub.recv() == []
+    promise.end(kept=True)
+    assert pub.recv() == [Puback(1), Pubrec(2)]
+    assert pub.conn.state is State.CONNECTED
