@@ -101,7 +101,7 @@ def _decode(b: memoryview) -> tuple:
     kind = b[0]
     if kind == ENQUEUE:
         _, now = _ENQ.unpack_from(b)
-        return ("enqueue", load_message(b[_ENQ.size:]), now)
+        return ("enqueue", load_message(bytes(b[_ENQ.size:])), now)
     if kind in _ID_NAMES:
         _, now, lt, n = _IDS.unpack_from(b)
         at = _IDS.size + lt

@@ -196,6 +196,25 @@ class Member:
             self._send_append(target, pr)
         return True
 
+    def leader_down(self, leader: int) -> bool:
+        """The caller knows ``leader``'s node is gone (its link dropped: a killed process): a
+        follower of it forgets it and campaigns at once, with a pre-vote. A peer that still
+        hears the leader refuses the pre-vote (stickiness), so a flapping link alone deposes
+        nobody; when every other follower saw the same death they elect within a round trip.
+        (It gives up the lease's promise: callers that read under a lease must not use it.)"""
+        if self.role != FOLLOWER or self.leader != leader:
+            return False
+        self.leader = None
+        self.elapsed = self.cfg.election_ticks
+        self._campaign(True)
+        return True
+
+    def campaign(self) -> None:
+        """Stand for election now, bypassing the others' stickiness (as a transfer's target):
+        a new group's preferred member, so that it leads first."""
+        if self.role != LEADER:
+            self._campaign(False, transfer=True)
+
     def lease_valid(self) -> bool:
         if self.role != LEADER:
             return False
