@@ -79,7 +79,7 @@ class QuorumQueue:
         self.unacked = 0
         self.counts = QueueCounts()
         self.had_consumer = False
-        self.deleted = False
+        self._deleted = False
         self._clock = port.clock
         self.last_used = port.clock()
         self.replicator = replicator
@@ -100,6 +100,18 @@ class QuorumQueue:
         self._timer_at: float | None = None
         self._propose = replicator.propose
         replicator.start(self)
+
+    @property
+    def deleted(self) -> bool:
+        return self._deleted
+
+    @deleted.setter
+    def deleted(self, value: bool) -> None:
+        """The vhost deleted the queue: its replicator stops (``close``, when it has one)."""
+        self._deleted = value
+        close = getattr(self.replicator, "close", None) if value else None
+        if close is not None:
+            close()
 
     # -- what the protocols read ----------------------------------------------------------
     @property

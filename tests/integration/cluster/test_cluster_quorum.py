@@ -1,0 +1,133 @@
+"""Quorum queues over real node processes (``mqemu ha up --mode cluster``): a member on every
+node, a leader placed on the declaring node, publishes with confirms on a follower's node
+reaching a consumer on another node; kill -9 of the leader's node: a new leader, publishing
+resumes, nothing confirmed lost, unacked deliveries redelivered with ``x-delivery-count``;
+the killed node returns and catches up; the queue deleted: its groups stop everywhere."""
+
+from __future__ import annotations
+
+import os
+
+import pika
+import pytest
+
+pytestmark = pytest.mark.timeout(240)
+
+NODES = ("node-1", "node-2", "node-3")
+QQ = {"x-queue-type": "quorum"}
+
+
+def _node(status, name):
+    (entry,) = [n for n in status["nodes"] if n["name"] == name]
+    return entry
+
+
+def _pika(c, name):
+    port = _node(c.status(), name)["ports"]["amqp"]
+    return pika.BlockingConnection(pika.ConnectionParameters(
+        "127.0.0.1", port, connection_attempts=1, socket_timeout=5, blocked_connection_timeout=10))
+
+
+def _balanced(c):
+    return pika.BlockingConnection(pika.ConnectionParameters(
+        "127.0.0.1", c.status()["balancer"]["amqp"], connection_attempts=1, socket_timeout=5,
+        blocked_connection_timeout=10))
+
+
+def _members(status, queue):
+    """node -> its quorum status of ``queue`` (nodes up only)."""
+    return {n["name"]: (n.get("quorum") or {}).get(queue) for n in status["nodes"]
+            if n["role"] == "member" and (n.get("quorum") or {}).get(queue)}
+
+
+def _leader(status, queue, among=NODES):
+    found = _members(status, queue)
+    leaders = {m["leader"] for name, m in found.items() if name in among}
+    if len(leaders) == 1 and None not in leaders and set(among) <= set(found):
+        (leader,) = leaders
+        return leader if found.get(leader, {}).get("role") == "leader" else None
+    return None
+
+
+@pytest.fixture
+def cluster(mqemu_cluster):
+    mqemu_cluster.wait_until(lambda s: all((n.get("metadata") or {}).get("leader") for n in s["nodes"]),
+                             what="a metadata leader every node names")
+    return mqemu_cluster
+
+
+def _drain(conn, ch, queue, n, timeout=30.0, ack=True):
+    got = []
+
+    def on(chan, method, props, body):
+        got.append((method, props, body))
+        if ack:
+            chan.basic_ack(method.delivery_tag)
+    tag = ch.basic_consume(queue, on)
+    deadline = 0.0
+    while len(got) < n and deadline < timeout:
+        conn.process_data_events(0.1)
+        deadline += 0.1
+    ch.basic_cancel(tag)
+    return got
+
+
+def test_a_quorum_queue_serves_every_node_and_survives_its_leader_s_kill(cluster):
+    c = cluster
+    # declared through the balancer (round-robin: node-1 first): its member there leads first
+    lb = _balanced(c)
+    lb.channel().queue_declare("qq", durable=True, arguments=QQ)
+    lb.close()
+    c.wait_until(lambda s: _leader(s, "qq") is not None, what="a leader of qq every node names")
+    status = c.status()
+    leader = _leader(status, "qq")
+    members = _members(status, "qq")
+    assert set(members) == set(NODES) and all(m["members"] == list(NODES) for m in members.values())
+    assert c.status()["queues"]["qq"]["leader"] == leader
+    assert c.status()["queues"]["qq"]["members"] == list(NODES)
+    follower, consumer_node = [n for n in NODES if n != leader]
+    # publishes with confirms on a follower's node, consumed on the other follower's node
+    pub = _pika(c, follower)
+    pch = pub.channel()
+    pch.confirm_delivery()
+    for k in range(200):
+        pch.basic_publish("", "qq", b"m%d" % k, pika.BasicProperties(delivery_mode=2), mandatory=True)
+    con = _pika(c, consumer_node)
+    cch = con.channel()
+    cch.basic_qos(prefetch_count=50)
+    got = _drain(con, cch, "qq", 200)
+    assert [b for _, _, b in got] == [b"m%d" % k for k in range(200)]
+    assert not any(m.redelivered for m, _, _ in got)
+    # unacked deliveries on the leader's node; then kill -9 of that node
+    lcon = _pika(c, leader)
+    lch = lcon.channel()
+    lch.confirm_delivery()
+    for k in range(20):
+        lch.basic_publish("", "qq", b"u%d" % k, pika.BasicProperties(delivery_mode=2))
+    held = _drain(lcon, lch, "qq", 20, ack=False)
+    assert len(held) == 20
+    c.kill(leader)
+    c.wait_until(lambda s: _node(s, leader)["role"] == "down", what=f"{leader} down")
+    survivors = [n for n in NODES if n != leader]
+    c.wait_until(lambda s: _leader(s, "qq", survivors) is not None, what="a new leader")
+    for k in range(50):
+        pch.basic_publish("", "qq", b"after%d" % k, pika.BasicProperties(delivery_mode=2), mandatory=True)
+    got = _drain(con, cch, "qq", 70)
+    bodies = [b for _, _, b in got]
+    assert sorted(bodies[:20]) == sorted(b"u%d" % k for k in range(20))  # what the dead node held, first
+    assert all(m.redelivered and p.headers["x-delivery-count"] == 1 for m, p, _ in got[:20])
+    assert bodies[20:] == [b"after%d" % k for k in range(50)]
+    # the killed node returns and catches up
+    c.start_node(leader)
+    c.wait_until(lambda s: _node(s, leader)["role"] == "member" and _leader(s, "qq") is not None
+                 and len({m["applied"] >= 0 and m["messages"] for m in _members(s, "qq").values()}) == 1
+                 and _members(s, "qq")[leader]["messages"] == 0, what=f"{leader} caught up")
+    # deleted: every node's group stops
+    pch.queue_delete("qq")
+    c.wait_until(lambda s: all(not (n.get("quorum") or {}) for n in s["nodes"]), what="the groups gone")
+    data_dir = c.status()["data_dir"]
+    for name in NODES if data_dir else ():
+        d = os.path.join(data_dir, name, "raft", "quorum")
+        c.wait_until(lambda s, d=d: not os.path.isdir(d) or not os.listdir(d), what=f"{d} emptied")
+    pub.close()
+    con.close()
