@@ -11,8 +11,9 @@ ids are the hub's (the index of the node's name among the sorted names).
 - **Forwarding.** A follower's entries travel to the leader on the link channel ``quorum``:
   ``group_length:u8 | group | payload`` (``RaftReplicator.forwarded`` takes the payload).
 - **Placement** (``x-queue-leader-locator``): the member on the node where a client declared
-  the queue campaigns at once (``client-local``, the default); with ``balanced`` it then hands
-  the leadership to the node that leads the fewest of this node's groups.
+  the queue campaigns at once and, until the node it places leads, asks the leader to hand
+  over (``client-local``, the default: this node; ``balanced``: the reachable node that leads
+  the fewest of this node's groups).
 - **Node loss.** When a link to a peer drops, every group whose leader is that peer campaigns
   at once (``Runner.leader_down``, with a pre-vote: a peer that still hears the leader
   refuses), and every queue this node leads removes the consumers of the peers it does not
@@ -48,6 +49,8 @@ CHANNEL = "quorum"
 # every 60 ms; a clean node death is seen by the links at once (``links_changed``).
 TICK = 0.02
 CONFIG = Config(election_ticks=10, heartbeat_ticks=3, snapshot_every=2000)
+LEAD_CHANNEL = "quorum-lead"
+PLACE_TRIES = 50  # looks (every WATCH) before a placement is given up
 CHECK = 0.5  # seconds between the leader's checks of unreachable owners and stale tags
 WATCH = 0.1  # seconds between looks at the groups' leaders (status, events)
 
@@ -71,6 +74,8 @@ class _Member(RaftReplicator):
         self.closed = False
         self.campaign_first = False
         self.local_declare = False
+        self.placement: int | None = None  # the member that should lead first (placement pending)
+        self.placement_tries = 0
 
     def start(self, member: Any) -> None:
         super().start(member)
@@ -107,6 +112,7 @@ class ClusterQuorum:
         self._leaders: dict[tuple[str, str], Any] = {}
         self._rebuilding = False
         links.on(CHANNEL, self._received)
+        links.on(LEAD_CHANNEL, self._lead_asked)
 
     # -- the factory ------------------------------------------------------------------------
     def __call__(self, vhost: str, queue: str) -> RaftReplicator:
@@ -135,10 +141,32 @@ class ClusterQuorum:
         """A client declared the queue on this node: its member campaigns first, and with
         ``balanced`` hands the leadership on to the node that leads the fewest groups."""
         member.campaign_first = True
+        member.placement = self.hub.id
         if arguments.get("x-queue-leader-locator") == "balanced":
-            target = self._least_leading()
-            if target != self.hub.id:
-                member.preferred = target
+            member.placement = self._least_leading()
+
+    def _placing(self, member: _Member) -> None:
+        """Until the placed member leads (for up to ``PLACE_TRIES`` looks): a leader that is
+        this member hands over; another is asked to (``lead`` on the link channel
+        ``quorum-lead``: ``group_length:u8 | group | target:u8``)."""
+        target = member.placement
+        leader = member.runner.leader
+        if target is None or leader is None:
+            return
+        member.placement_tries += 1
+        if leader == target or member.placement_tries > PLACE_TRIES:
+            member.placement = None
+        elif leader == self.hub.id:
+            member.runner.transfer(target)
+        else:
+            group = member.group.encode()
+            self.links.send(self.hub.name_of(leader), LEAD_CHANNEL, b"%c%s%c" % (len(group), group, target))
+
+    def _lead_asked(self, peer: str, payload: bytes) -> None:
+        n = payload[0] if payload else 0
+        member = self._by_group.get(bytes(payload[1:1 + n])) if n else None
+        if member is not None and len(payload) == n + 2 and member.runner.is_leader:
+            member.runner.transfer(payload[n + 1])
 
     def _least_leading(self) -> int:
         reachable = [self.hub.ids[n] for n in self.hub.names if n == self.node or self.links.up(n)]
@@ -198,7 +226,10 @@ class ClusterQuorum:
     async def _watch(self) -> None:
         while True:
             await trio.sleep(WATCH)
-            now = {k: (m.runner.leader, m.runner.member.term if m.runner.member else 0)
+            for m in list(self.members.values()):
+                if m.placement is not None:
+                    self._placing(m)
+            now = {k: (m.runner.leader, m.runner.member.term if m.runner.member else 0, m.leading)
                    for k, m in self.members.items()}
             if now != self._leaders:
                 self._leaders = now

@@ -102,7 +102,6 @@ class RaftReplicator:
         self.commands = 0  # commands in them
         self.terms_led = 0  # leaderships taken
         self.forwarded_entries = 0  # entries this member sent to a leader (resends included)
-        self.preferred: int | None = None  # a member asked to lead (placement): transfer to it once
 
     # -- the queue's side ------------------------------------------------------------------
     @property
@@ -194,9 +193,6 @@ class RaftReplicator:
         assert self.member is not None
         self.member.leadership(True)
         self._wake.set()
-        preferred, self.preferred = self.preferred, None
-        if preferred is not None and preferred != self.runner.id:
-            self.runner.transfer(preferred)
 
     def _check(self) -> None:
         m = self.runner.member

@@ -6,7 +6,9 @@ the killed node returns and catches up; the queue deleted: its groups stop every
 
 from __future__ import annotations
 
+import json
 import os
+import threading
 
 import pika
 import pytest
@@ -72,19 +74,30 @@ def _drain(conn, ch, queue, n, timeout=30.0, ack=True):
     return got
 
 
-def test_a_quorum_queue_serves_every_node_and_survives_its_leader_s_kill(cluster):
+def test_a_quorum_queue_serves_every_node_and_survives_its_leader_s_kill(cluster, capsys):
+    from mqemu.ha.cli import main
+
     c = cluster
-    # declared through the balancer (round-robin: node-1 first): its member there leads first
+    # declared through the balancer; the member on the node the client reached leads
     lb = _balanced(c)
     lb.channel().queue_declare("qq", durable=True, arguments=QQ)
+    reached = [n["name"] for n in c.status()["nodes"] if n.get("connections")]
     lb.close()
-    c.wait_until(lambda s: _leader(s, "qq") is not None, what="a leader of qq every node names")
+    c.wait_until(lambda s: _leader(s, "qq") in reached, what=f"the leader of qq on {reached} (client-local)")
     status = c.status()
     leader = _leader(status, "qq")
     members = _members(status, "qq")
     assert set(members) == set(NODES) and all(m["members"] == list(NODES) for m in members.values())
-    assert c.status()["queues"]["qq"]["leader"] == leader
-    assert c.status()["queues"]["qq"]["members"] == list(NODES)
+    assert status["queues"]["qq"]["leader"] == leader
+    assert status["queues"]["qq"]["members"] == status["queues"]["qq"]["online"] == list(NODES)
+    assert main(["ha", "status", "--control", status["control"]]) == 0  # mqemu ha status
+    shown = json.loads(capsys.readouterr().out)["queues"]["qq"]
+    assert shown["leader"] == leader and shown["members"] == list(NODES)
+    # balanced: another node than qq's leader leads the next one
+    other = _pika(c, leader)
+    other.channel().queue_declare("qb", durable=True, arguments={**QQ, "x-queue-leader-locator": "balanced"})
+    other.close()
+    c.wait_until(lambda s: _leader(s, "qb") not in (None, leader), what="qb led by another node (balanced)")
     follower, consumer_node = [n for n in NODES if n != leader]
     # publishes with confirms on a follower's node, consumed on the other follower's node
     pub = _pika(c, follower)
@@ -106,7 +119,9 @@ def test_a_quorum_queue_serves_every_node_and_survives_its_leader_s_kill(cluster
         lch.basic_publish("", "qq", b"u%d" % k, pika.BasicProperties(delivery_mode=2))
     held = _drain(lcon, lch, "qq", 20, ack=False)
     assert len(held) == 20
-    c.kill(leader)
+    assert [n.name for n in c.topology.resolve("leader-of:qq")] == [leader]
+    assert sorted(n.name for n in c.topology.resolve("follower-of:qq")) == sorted(set(NODES) - {leader})
+    c.kill("leader-of:qq")
     c.wait_until(lambda s: _node(s, leader)["role"] == "down", what=f"{leader} down")
     survivors = [n for n in NODES if n != leader]
     c.wait_until(lambda s: _leader(s, "qq", survivors) is not None, what="a new leader")
@@ -124,6 +139,7 @@ def test_a_quorum_queue_serves_every_node_and_survives_its_leader_s_kill(cluster
                  and _members(s, "qq")[leader]["messages"] == 0, what=f"{leader} caught up")
     # deleted: every node's group stops
     pch.queue_delete("qq")
+    pch.queue_delete("qb")
     c.wait_until(lambda s: all(not (n.get("quorum") or {}) for n in s["nodes"]), what="the groups gone")
     data_dir = c.status()["data_dir"]
     for name in NODES if data_dir else ():
@@ -131,3 +147,50 @@ def test_a_quorum_queue_serves_every_node_and_survives_its_leader_s_kill(cluster
         c.wait_until(lambda s, d=d: not os.path.isdir(d) or not os.listdir(d), what=f"{d} emptied")
     pub.close()
     con.close()
+
+
+def test_the_minority_side_confirms_nothing_the_majority_serves_and_the_heal_converges(cluster):
+    c = cluster
+    conn = _pika(c, "node-1")
+    ch = conn.channel()
+    ch.queue_declare("qp", durable=True, arguments=QQ)
+    c.wait_until(lambda s: _leader(s, "qp") == "node-1", what="node-1 leads qp")
+    ch.confirm_delivery()
+    ch.basic_publish("", "qp", b"before", pika.BasicProperties(delivery_mode=2))
+    c.partition("node-1", from_=["node-2", "node-3"])
+    c.wait_until(lambda s: _leader(s, "qp", ("node-2", "node-3")) in ("node-2", "node-3"),
+                 what="a leader of qp on the majority side")
+    # the minority side: a publish is not confirmed (it waits), a consumer there gets nothing
+    port = _node(c.status(), "node-1")["ports"]["amqp"]
+    confirmed = []
+
+    def publish_on_minority():
+        m = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1", port, connection_attempts=1))
+        mch = m.channel()
+        mch.confirm_delivery()
+        mch.basic_publish("", "qp", b"minority", pika.BasicProperties(delivery_mode=2))
+        confirmed.append(True)
+        m.close()
+    waiting = threading.Thread(target=publish_on_minority, daemon=True)
+    waiting.start()
+    waiting.join(2.0)
+    assert confirmed == []
+    assert _drain(conn, ch, "qp", 1, timeout=1.0) == []
+    # the majority serves
+    maj = _pika(c, "node-3")
+    jch = maj.channel()
+    jch.confirm_delivery()
+    for k in range(10):
+        jch.basic_publish("", "qp", b"maj%d" % k, pika.BasicProperties(delivery_mode=2))
+    got = _drain(maj, jch, "qp", 11)
+    assert [b for _, _, b in got] == [b"before"] + [b"maj%d" % k for k in range(10)]
+    c.heal()
+    waiting.join(30.0)
+    assert confirmed == [True]  # confirmed late, once the heal let it reach the leader
+    got = _drain(maj, jch, "qp", 1)
+    assert [b for _, _, b in got] == [b"minority"]
+    c.wait_until(lambda s: _leader(s, "qp") is not None
+                 and {m["messages"] for m in _members(s, "qp").values()} == {0}
+                 and len(_members(s, "qp")) == 3, what="every member agrees after the heal")
+    jch.queue_delete("qp")
+    maj.close()
