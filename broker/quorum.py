@@ -122,6 +122,12 @@ class QuorumQueue:
     def bytes_ready(self) -> int:
         return self.machine.bytes_ready
 
+    def placement(self) -> dict[str, Any]:
+        """``leader``, ``members``, ``online`` (node names) when the replicator knows them
+        (the management API's queue listing shows them)."""
+        of = getattr(self.replicator, "placement", None)
+        return of() if of is not None else {}
+
     def statistics(self) -> QueueStatistics:
         return QueueStatistics(self.name, len(self.machine.ready), self.unacked, self.machine.bytes_ready,
                                len(self.consumers))

@@ -422,6 +422,14 @@ class Node:
             status["quorum"] = self.quorum.status()
         return status
 
+    def quorum_critical(self) -> list[dict[str, str]]:
+        """The quorum queues stopping this node would leave without a majority of online
+        members, as RabbitMQ's ``node-is-quorum-critical`` health check lists them."""
+        if self.quorum is None:
+            return []
+        return [{"readable_name": f"queue '{name}' in vhost '{vhost}'", "name": name, "virtual_host": vhost,
+                 "type": "quorum"} for vhost, name in self.quorum.critical()]
+
     def _link_changed(self, peer: str, direction: str, up: bool) -> None:
         if self.meta is not None:
             self.meta.refresh_homes()

@@ -45,10 +45,11 @@ from mqemu.ha.raft.storage import FileStorage, MemoryStorage, Storage
 log = logging.getLogger("mqemu.ha.clustering")
 
 CHANNEL = "quorum"
-# 20 ms ticks: an election after 0.2 to 0.4 s of silence (a silent partition); heartbeats
-# every 60 ms; a clean node death is seen by the links at once (``links_changed``).
-TICK = 0.02
-CONFIG = Config(election_ticks=10, heartbeat_ticks=3, snapshot_every=2000)
+# 50 ms ticks: an election after 0.5 to 1 s of silence (a silent partition, a paused node;
+# 0.2 s, tried first, let a loaded machine's stalls depose healthy leaders); heartbeats every
+# 0.1 s; a clean node death is seen by the links at once (``links_changed``).
+TICK = 0.05
+CONFIG = Config(election_ticks=10, heartbeat_ticks=2, snapshot_every=2000)
 LEAD_CHANNEL = "quorum-lead"
 PLACE_TRIES = 50  # looks (every WATCH) before a placement is given up
 CHECK = 0.5  # seconds between the leader's checks of unreachable owners and stale tags
@@ -74,7 +75,7 @@ class _Member(RaftReplicator):
         self.closed = False
         self.campaign_first = False
         self.local_declare = False
-        self.placement: int | None = None  # the member that should lead first (placement pending)
+        self.place_target: int | None = None  # the member that should lead first (placement pending)
         self.placement_tries = 0
 
     def start(self, member: Any) -> None:
@@ -82,6 +83,13 @@ class _Member(RaftReplicator):
         if self.local_declare:  # the queue's constructor: its arguments are known now
             self.local_declare = False
             self.manager._place(self, getattr(member, "arguments", None) or {})
+
+    def placement(self) -> dict[str, Any]:
+        hub = self.manager.hub
+        leader = self.runner.leader
+        online = [n for n in hub.names if n == self.manager.node or self.manager.links.up(n)]
+        return {"leader": hub.name_of(leader) if leader is not None else None, "members": list(hub.names),
+                "online": online}
 
     def close(self) -> None:
         """The queue was deleted: stop, and remove the log."""
@@ -141,21 +149,21 @@ class ClusterQuorum:
         """A client declared the queue on this node: its member campaigns first, and with
         ``balanced`` hands the leadership on to the node that leads the fewest groups."""
         member.campaign_first = True
-        member.placement = self.hub.id
+        member.place_target = self.hub.id
         if arguments.get("x-queue-leader-locator") == "balanced":
-            member.placement = self._least_leading()
+            member.place_target = self._least_leading()
 
     def _placing(self, member: _Member) -> None:
         """Until the placed member leads (for up to ``PLACE_TRIES`` looks): a leader that is
         this member hands over; another is asked to (``lead`` on the link channel
         ``quorum-lead``: ``group_length:u8 | group | target:u8``)."""
-        target = member.placement
+        target = member.place_target
         leader = member.runner.leader
         if target is None or leader is None:
             return
         member.placement_tries += 1
         if leader == target or member.placement_tries > PLACE_TRIES:
-            member.placement = None
+            member.place_target = None
         elif leader == self.hub.id:
             member.runner.transfer(target)
         else:
@@ -227,7 +235,7 @@ class ClusterQuorum:
         while True:
             await trio.sleep(WATCH)
             for m in list(self.members.values()):
-                if m.placement is not None:
+                if m.place_target is not None:
                     self._placing(m)
             now = {k: (m.runner.leader, m.runner.member.term if m.runner.member else 0, m.leading)
                    for k, m in self.members.items()}
@@ -287,12 +295,10 @@ class ClusterQuorum:
         for (vhost, name), m in sorted(self.members.items()):
             r = m.runner
             leader = r.leader
-            q = m.member
             out[f"{vhost}/{name}" if vhost != "/" else name] = {
                 "vhost": vhost, "name": name, "role": "leader" if m.leading else "follower",
                 "leader": self.hub.name_of(leader) if leader is not None else None,
-                "term": r.member.term if r.member is not None else 0, "members": list(self.hub.names),
-                "applied": r.applied, "messages": len(q.machine.messages) if isinstance(q, QuorumQueue) else 0}
+                "term": r.member.term if r.member is not None else 0, "members": list(self.hub.names)}
         return out
 
     def critical(self) -> list[tuple[str, str]]:

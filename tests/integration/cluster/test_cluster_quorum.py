@@ -6,9 +6,12 @@ the killed node returns and catches up; the queue deleted: its groups stop every
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import threading
+import urllib.error
+import urllib.request
 
 import pika
 import pytest
@@ -28,6 +31,17 @@ def _pika(c, name):
     port = _node(c.status(), name)["ports"]["amqp"]
     return pika.BlockingConnection(pika.ConnectionParameters(
         "127.0.0.1", port, connection_attempts=1, socket_timeout=5, blocked_connection_timeout=10))
+
+
+def _api(c, name, method, path):
+    port = _node(c.status(), name)["management"]
+    req = urllib.request.Request(f"http://127.0.0.1:{port}/api/{path}", method=method)
+    req.add_header("authorization", "Basic " + base64.b64encode(b"guest:guest").decode())
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
 
 
 def _balanced(c):
@@ -78,12 +92,11 @@ def test_a_quorum_queue_serves_every_node_and_survives_its_leader_s_kill(cluster
     from mqemu.ha.cli import main
 
     c = cluster
-    # declared through the balancer; the member on the node the client reached leads
-    lb = _balanced(c)
-    lb.channel().queue_declare("qq", durable=True, arguments=QQ)
-    reached = [n["name"] for n in c.status()["nodes"] if n.get("connections")]
-    lb.close()
-    c.wait_until(lambda s: _leader(s, "qq") in reached, what=f"the leader of qq on {reached} (client-local)")
+    # declared on node-2: its member leads (client-local, the default)
+    home = _pika(c, "node-2")
+    home.channel().queue_declare("qq", durable=True, arguments=QQ)
+    home.close()
+    c.wait_until(lambda s: _leader(s, "qq") == "node-2", what="node-2 leads qq (client-local)")
     status = c.status()
     leader = _leader(status, "qq")
     members = _members(status, "qq")
@@ -93,11 +106,11 @@ def test_a_quorum_queue_serves_every_node_and_survives_its_leader_s_kill(cluster
     assert main(["ha", "status", "--control", status["control"]]) == 0  # mqemu ha status
     shown = json.loads(capsys.readouterr().out)["queues"]["qq"]
     assert shown["leader"] == leader and shown["members"] == list(NODES)
-    # balanced: another node than qq's leader leads the next one
-    other = _pika(c, leader)
-    other.channel().queue_declare("qb", durable=True, arguments={**QQ, "x-queue-leader-locator": "balanced"})
-    other.close()
-    c.wait_until(lambda s: _leader(s, "qb") not in (None, leader), what="qb led by another node (balanced)")
+    # declared through the balancer with balanced placement: a node that leads nothing leads it
+    lb = _balanced(c)
+    lb.channel().queue_declare("qb", durable=True, arguments={**QQ, "x-queue-leader-locator": "balanced"})
+    lb.close()
+    c.wait_until(lambda s: _leader(s, "qb") in ("node-1", "node-3"), what="qb led by node-1 or node-3 (balanced)")
     follower, consumer_node = [n for n in NODES if n != leader]
     # publishes with confirms on a follower's node, consumed on the other follower's node
     pub = _pika(c, follower)
@@ -132,12 +145,27 @@ def test_a_quorum_queue_serves_every_node_and_survives_its_leader_s_kill(cluster
     assert sorted(bodies[:20]) == sorted(b"u%d" % k for k in range(20))  # what the dead node held, first
     assert all(m.redelivered and p.headers["x-delivery-count"] == 1 for m, p, _ in got[:20])
     assert bodies[20:] == [b"after%d" % k for k in range(50)]
+    # one node down: stopping another would leave qq without a majority (RabbitMQ's health check)
+    status, body = _api(c, consumer_node, "GET", "health/checks/node-is-quorum-critical")
+    assert status == 503 and body["status"] == "failed"
+    assert body["reason"] == "There are quorum queues that would lose their quorum if the target node is shut down"
+    assert {"readable_name": "queue 'qq' in vhost '/'", "name": "qq", "virtual_host": "/",
+            "type": "quorum"} in body["queues"]
+    code, shown = _api(c, consumer_node, "GET", "queues/%2F/qq")
+    assert code == 200 and shown["type"] == "quorum" and shown["members"] == [f"rabbit@{n}" for n in NODES]
+    assert shown["online"] == [f"rabbit@{n}" for n in NODES if n != leader]
+    assert shown["leader"] in [f"rabbit@{n}" for n in survivors]
     # the killed node returns and catches up
+    for k in range(5):  # left in the queue while the node is down
+        pch.basic_publish("", "qq", b"left%d" % k, pika.BasicProperties(delivery_mode=2))
     c.start_node(leader)
-    c.wait_until(lambda s: _node(s, leader)["role"] == "member" and _leader(s, "qq") is not None
-                 and len({m["applied"] >= 0 and m["messages"] for m in _members(s, "qq").values()}) == 1
-                 and _members(s, "qq")[leader]["messages"] == 0, what=f"{leader} caught up")
+    c.wait_until(lambda s: _node(s, leader)["role"] == "member" and _node(s, leader)["management"]
+                 and _api(c, leader, "GET", "queues/%2F/qq")[1].get("messages") == 5, what=f"{leader} caught up")
+    assert _api(c, leader, "GET", "queues/%2F/qq")[1]["type"] == "quorum"  # rebuilt on its log, not classic
     # deleted: every node's group stops
+    c.wait_until(lambda s: all(state["out"] == state["in"] == "up" for n in s["nodes"]
+                               for state in n["links"].values()), what="every link up")
+    assert _api(c, consumer_node, "GET", "health/checks/node-is-quorum-critical") == (200, {"status": "ok"})
     pch.queue_delete("qq")
     pch.queue_delete("qb")
     c.wait_until(lambda s: all(not (n.get("quorum") or {}) for n in s["nodes"]), what="the groups gone")
@@ -189,8 +217,8 @@ def test_the_minority_side_confirms_nothing_the_majority_serves_and_the_heal_con
     assert confirmed == [True]  # confirmed late, once the heal let it reach the leader
     got = _drain(maj, jch, "qp", 1)
     assert [b for _, _, b in got] == [b"minority"]
-    c.wait_until(lambda s: _leader(s, "qp") is not None
-                 and {m["messages"] for m in _members(s, "qp").values()} == {0}
-                 and len(_members(s, "qp")) == 3, what="every member agrees after the heal")
+    c.wait_until(lambda s: _leader(s, "qp") is not None and len(_members(s, "qp")) == 3
+                 and all(_api(c, n, "GET", "queues/%2F/qp")[1].get("messages") == 0 for n in NODES),
+                 what="every member agrees after the heal")
     jch.queue_delete("qp")
     maj.close()
