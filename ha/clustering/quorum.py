@@ -14,9 +14,9 @@ ids are the hub's (the index of the node's name among the sorted names).
   the queue campaigns at once and, until the node it places leads, asks the leader to hand
   over (``client-local``, the default: this node; ``balanced``: the reachable node that leads
   the fewest of this node's groups).
-- **Node loss.** When a link to a peer drops, every group whose leader is that peer campaigns
-  at once (``Runner.leader_down``, with a pre-vote: a peer that still hears the leader
-  refuses), and every queue this node leads removes the consumers of the peers it does not
+- **Node loss.** When a link to a peer drops, every group whose leader is that peer forgets
+  it and the first of the members this node still reaches campaigns at once
+  (``Runner.leader_down``, with a pre-vote: a peer that still hears the leader refuses), and every queue this node leads removes the consumers of the peers it does not
   reach (both link directions), so what they held comes back redelivered; also every
   ``CHECK`` seconds, which is also when each member removes its own node's consumers of an
   earlier process (``QuorumQueue.drop_stale``).
@@ -240,6 +240,11 @@ class ClusterQuorum:
             now = {k: (m.runner.leader, m.runner.member.term if m.runner.member else 0, m.leading)
                    for k, m in self.members.items()}
             if now != self._leaders:
+                for k, v in now.items():
+                    if self._leaders.get(k) != v:
+                        log.info("quorum queue %r in vhost %r: leader %s, term %d%s", k[1], k[0],
+                                 self.hub.name_of(v[0]) if v[0] is not None else None, v[1],
+                                 " (this node)" if v[2] else "")
                 self._leaders = now
                 if self.on_change is not None:
                     self.on_change()
@@ -256,9 +261,14 @@ class ClusterQuorum:
     def links_changed(self, peer: str, up: bool) -> None:
         if not up:
             dead = self.hub.ids.get(peer)
+            # one survivor stands (the first of those this node reaches), the others only
+            # forget the dead leader: two candidates at once would split the vote
+            live = [self.hub.ids[n] for n in self.hub.names
+                    if n != peer and (n == self.node or self.links.up(n))]
+            campaign = bool(live) and live[0] == self.hub.id
             for m in self.members.values():
                 if dead is not None and m.runner.leader == dead:
-                    m.runner.leader_down(dead)
+                    m.runner.leader_down(dead, campaign)
         self.tidy()
 
     def tidy(self) -> None:

@@ -138,9 +138,9 @@ class Runner:
         self._wake.set()
         return ok
 
-    def leader_down(self, leader: int) -> bool:
-        """``Member.leader_down``: campaign at once when ``leader`` is known dead."""
-        if self.member is None or not self.member.leader_down(leader):
+    def leader_down(self, leader: int, campaign: bool = True) -> bool:
+        """``Member.leader_down``: forget ``leader``, known dead (and campaign at once)."""
+        if self.member is None or not self.member.leader_down(leader, campaign):
             return False
         self._wake.set()
         return True
