@@ -32,6 +32,7 @@ from collections import deque
 from typing import Any
 
 from .message import Message
+from .message_wire import VERSION as WIRE_VERSION
 from .message_wire import WireError, dump_message, dump_value, load_message, load_value
 from .queue_machine import MachineConsumer, MachineMessage, QueueMachine
 
@@ -101,7 +102,7 @@ def _decode(b: memoryview) -> tuple:
     kind = b[0]
     if kind == ENQUEUE:
         _, now = _ENQ.unpack_from(b)
-        return ("enqueue", load_message(bytes(b[_ENQ.size:])), now)
+        return ("enqueue", _load_enqueue(bytes(b), _ENQ.size), now)
     if kind in _ID_NAMES:
         _, now, lt, n = _IDS.unpack_from(b)
         at = _IDS.size + lt
@@ -124,6 +125,42 @@ def _decode(b: memoryview) -> tuple:
         _exact(b, _NOW.size)
         return ("expire" if kind == EXPIRE else "purge", _NOW.unpack_from(b)[1])
     raise CommandError(f"unknown queue command kind {kind}")
+
+
+_U16 = struct.Struct(">H")
+# A message's meta bytes -> its decoded (properties, routing_keys, fields): the values are
+# shared by the messages that carry the same meta, as the store's loader shares them.
+_METAS: dict[bytes, tuple] = {}
+_METAS_MAX = 4096
+
+
+def _load_enqueue(b: bytes, at: int) -> Message:
+    """``message_wire.load_message`` of ``b[at:]``, the meta's decoding cached by its bytes
+    (a follower decodes every enqueue; a publisher's messages mostly share their meta)."""
+    end = len(b)
+    if at + 3 <= end and b[at] == WIRE_VERSION:
+        (lex,) = _U16.unpack_from(b, at + 1)
+        p = at + 3 + lex
+        if p + 2 <= end:
+            (lrk,) = _U16.unpack_from(b, p)
+            q = p + 2 + lrk
+            if q + 4 <= end:
+                (lmeta,) = _LEN.unpack_from(b, q)
+                m1 = q + 4 + lmeta
+                if m1 <= end:
+                    meta = b[q + 4:m1]
+                    got = _METAS.get(meta)
+                    if got is not None:
+                        msg = Message(str(b[at + 3:p], "utf-8"), str(b[p + 2:q], "utf-8"), b[m1:], got[0],
+                                      fields=got[2])
+                        msg.routing_keys = got[1]
+                        return msg
+                    msg = load_message(b[at:])  # checks everything
+                    if len(_METAS) >= _METAS_MAX:
+                        _METAS.clear()
+                    _METAS[meta] = (msg.properties, msg.routing_keys, msg.fields)
+                    return msg
+    return load_message(b[at:])  # its error
 
 
 def _exact(b: memoryview, size: int) -> None:

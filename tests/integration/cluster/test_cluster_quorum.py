@@ -46,7 +46,7 @@ def _api(c, name, method, path):
 
 def _balanced(c):
     return pika.BlockingConnection(pika.ConnectionParameters(
-        "127.0.0.1", c.status()["balancer"]["amqp"], connection_attempts=1, socket_timeout=5,
+        "127.0.0.1", c.status()["balancer"]["amqp"], connection_attempts=3, retry_delay=0.2, socket_timeout=5,
         blocked_connection_timeout=10))
 
 
@@ -67,8 +67,9 @@ def _leader(status, queue, among=NODES):
 
 @pytest.fixture
 def cluster(mqemu_cluster):
-    mqemu_cluster.wait_until(lambda s: all((n.get("metadata") or {}).get("leader") for n in s["nodes"]),
-                             what="a metadata leader every node names")
+    mqemu_cluster.wait_until(lambda s: all((n.get("metadata") or {}).get("leader") for n in s["nodes"])
+                             and all((n.get("health") or {}).get("amqp") == "healthy" for n in s["nodes"]),
+                             what="a metadata leader every node names, every node healthy behind the balancer")
     return mqemu_cluster
 
 

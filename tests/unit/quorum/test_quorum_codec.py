@@ -53,6 +53,12 @@ def test_enqueue_bytes_carry_the_message_as_plain_values_never_a_pickle():
     m2 = Message("", "q", b"", {"headers": {"x": b"\x00", "n": [1, "a"]}}, fields={"mqtt.qos": 1})
     back2 = decode(encode(("enqueue", m2, 0.0)))[1]
     assert (back2.properties, back2.fields) == (m2.properties, m2.fields)
+    # a second message with the same meta shares its decoded values, its own body and keys
+    m3 = Message("", "q2", b"other", {"headers": {"x": b"\x00", "n": [1, "a"]}}, fields={"mqtt.qos": 1})
+    back3 = decode(encode(("enqueue", m3, 0.0)))[1]
+    assert back3.properties is back2.properties and (back3.routing_key, back3.body) == ("q2", b"other")
+    with pytest.raises(CommandError):  # a known meta does not let a bad routing key through
+        decode(encode(("enqueue", m3, 0.0)).replace(b"\x00\x02q2", b"\x00\x02\xff\xfe"))
 
 
 @pytest.mark.parametrize("data", [
