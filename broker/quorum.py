@@ -7,21 +7,23 @@ delivery counts, as before. It answers the calls the protocols make on a ``Queue
 (publish, get, ack, reject, consumers, purge, statistics), but changes nothing in place:
 each call becomes a command (``quorum_codec`` bytes) proposed to the replicator, and the
 queue's state changes only when the replicator gives the command back, committed, to
-``apply``. Every member applies every command; only the member that leads (after
-``leadership(True)``: it has applied everything committed before its term) carries out the
-effects: deliveries to its local consumers, dead-lettering through the vhost, the TTL
-timer. A publish's promise is the replicator's: kept once the enqueue is committed.
+``apply``. Every member applies every command, and every member proposes (its replicator
+sends a follower's commands to the leader). The machine is deterministic, so every member
+knows which consumer each message went to: the member whose consumer it is carries out the
+delivery when it applies the command. Only the member that leads (after
+``leadership(True)``: it has applied everything committed before its term) does what must
+happen once: dead-lettering through the vhost, the TTL timer, ``basic.get``, and removing
+the consumers of owners it cannot reach (``drop_owners``: what they held goes back,
+redelivered, with its delivery count raised: ``x-delivery-count``, ``x-delivery-limit``). A
+publish's promise is the replicator's: kept once the enqueue is committed.
 
-On gaining leadership the member removes from the machine every consumer (and basic.get
-holder) that is not one of its own current registrations, so what they held goes back,
-redelivered, with its delivery count raised (``x-delivery-count``, ``x-delivery-limit``),
-then registers its local consumers and runs the head's expiry. On losing it, its consumers
-stay attached but get nothing (paused), and what they still hold is the next leader's to
-return; acks of those deliveries are dropped.
-
-Consumer tags in the machine are this queue object's own (a random prefix and a counter), so
-two members' consumers never share one. A consumer cancelled with deliveries unacked keeps
-them until the channel settles or returns them (``cancel`` in the machine).
+Consumer tags in the machine are ``owner/prefix.n``: the replicator's ``owner`` (the node),
+this queue object's random prefix and a counter, so two members' consumers never share one
+and every member can tell whose a consumer is. A consumer of this member's that the machine
+removed (its node was cut off from the leader) is registered again under a new tag; tags of
+this owner with another prefix (a process of this node before a restart) are removed by
+this member (``drop_stale``). A consumer cancelled with deliveries unacked keeps them until
+the channel settles or returns them (``cancel`` in the machine).
 """
 
 from __future__ import annotations
@@ -77,12 +79,16 @@ class QuorumQueue:
         self.unacked = 0
         self.counts = QueueCounts()
         self.had_consumer = False
-        self.deleted = False
+        self._deleted = False
         self._clock = port.clock
         self.last_used = port.clock()
         self.replicator = replicator
         self.active = False  # leads, and has applied what was committed before its term
-        self._prefix = os.urandom(4).hex()
+        owner = getattr(replicator, "owner", "")
+        self.owner = owner
+        self._owner_prefix = f"{owner}/"
+        self._prefix = f"{owner}/{os.urandom(4).hex()}."
+        self._asked: set[str] = set()  # tags whose removal this member proposed
         self._seq = 0
         self._local: dict[str, Consumer] = {}   # machine tag -> a consumer served here
         self._tags: dict[Consumer, str] = {}    # consumer -> its machine tag (kept past a cancel)
@@ -95,6 +101,18 @@ class QuorumQueue:
         self._propose = replicator.propose
         replicator.start(self)
 
+    @property
+    def deleted(self) -> bool:
+        return self._deleted
+
+    @deleted.setter
+    def deleted(self, value: bool) -> None:
+        """The vhost deleted the queue: its replicator stops (``close``, when it has one)."""
+        self._deleted = value
+        close = getattr(self.replicator, "close", None) if value else None
+        if close is not None:
+            close()
+
     # -- what the protocols read ----------------------------------------------------------
     @property
     def ready(self) -> Any:
@@ -103,6 +121,12 @@ class QuorumQueue:
     @property
     def bytes_ready(self) -> int:
         return self.machine.bytes_ready
+
+    def placement(self) -> dict[str, Any]:
+        """``leader``, ``members``, ``online`` (node names) when the replicator knows them
+        (the management API's queue listing shows them)."""
+        of = getattr(self.replicator, "placement", None)
+        return of() if of is not None else {}
 
     def statistics(self) -> QueueStatistics:
         return QueueStatistics(self.name, len(self.machine.ready), self.unacked, self.machine.bytes_ready,
@@ -120,15 +144,14 @@ class QuorumQueue:
             return False
         self.counts.enqueued += 1
         data = encode_enqueue(message, now)
-        if self.active:
-            self._mine.append((data, ("enqueue", message, now)))
+        self._mine.append((data, ("enqueue", message, now)))
         return self._propose(data)
 
     def _send(self, command: tuple) -> Promise:
-        """Propose a command; the leader keeps its logged form to apply without decoding it."""
+        """Propose a command; this member keeps its logged form to apply without decoding it
+        (its commands apply once each, in its order)."""
         data = encode(command)
-        if self.active:
-            self._mine.append((data, command))
+        self._mine.append((data, command))
         return self._propose(data)
 
     # -- delivering -----------------------------------------------------------------------
@@ -207,7 +230,7 @@ class QuorumQueue:
         tag = self._tag_of(consumer)
         entries = list(entries)
         self._release(consumer, len(entries))
-        if tag is not None and self.active and not self.deleted:
+        if tag is not None and not self.deleted:
             ids = [e.seq for e in entries]
             if kind == "requeue":
                 self._returning.update(ids)
@@ -231,14 +254,14 @@ class QuorumQueue:
                 if e.seq in c.checked_out:
                     by_tag.setdefault(tag, []).append(e.seq)
                     break
-        if self.active:
-            for tag, ids in by_tag.items():
+        for tag, ids in by_tag.items():
+            if tag.startswith(self._prefix):
                 self._send(("requeue", tag, ids, self._clock()))
 
     # -- consumers ------------------------------------------------------------------------
     def _new_tag(self) -> str:
         self._seq += 1
-        return f"{self._prefix}.{self._seq}"
+        return f"{self._prefix}{self._seq}"
 
     def _register(self, consumer: "Consumer") -> None:
         tag = self._new_tag()
@@ -251,8 +274,7 @@ class QuorumQueue:
         if consumer.priority:
             self.consumers.sort(key=lambda c: -c.priority)
         self.had_consumer = True
-        if self.active:
-            self._register(consumer)
+        self._register(consumer)
 
     def remove_consumer(self, consumer: "Consumer") -> None:
         """basic.cancel (or the channel closing): no more deliveries; what it holds stays
@@ -270,8 +292,7 @@ class QuorumQueue:
             self._cancelled.add(consumer)  # its tag stays until what it holds is settled
         else:
             del self._tags[consumer]
-        if self.active:
-            self._send(("cancel", tag, self.last_used))
+        self._send(("cancel", tag, self.last_used))
 
     # -- housekeeping ---------------------------------------------------------------------
     def expire(self, now: float) -> None:
@@ -289,13 +310,12 @@ class QuorumQueue:
 
     def purge(self) -> int:
         n = len(self.machine.ready)
-        if self.active:
-            self._send(("purge", self._clock()))
+        self._send(("purge", self._clock()))
         return n
 
     # -- the replicator's calls -----------------------------------------------------------
     def apply(self, command: bytes) -> None:
-        """A committed command: every member applies it; the active leader carries it out."""
+        """A committed command: every member applies it and carries out what is its own."""
         mine = self._mine
         if mine and mine[0][0] == command:  # this leader's own: its logged form is at hand
             cmd = mine.popleft()[1]
@@ -311,7 +331,13 @@ class QuorumQueue:
                 self._taking[cmd[2]] = n
         elif cmd[0] == "requeue" and self._returning:
             self._returning.difference_update(cmd[2])
-        if self.active and fx:
+        elif cmd[0] == "consumer_removed":
+            c = self._local.get(cmd[1])
+            if c is not None and cmd[1] not in self._asked:  # removed by the leader: join again
+                del self._local[cmd[1]]
+                self._register(c)
+            self._asked.discard(cmd[1])
+        if fx:
             self._carry_out(fx)
 
     def _carry_out(self, fx: list) -> None:
@@ -322,8 +348,10 @@ class QuorumQueue:
             if kind == "deliver":
                 c = self._local.get(e[1])
                 mid = e[2]
-                if c is None:  # cancelled meanwhile (a command proposed before the cancel)
-                    if mid in m.messages:
+                if c is None:
+                    # another member's consumer, or one of ours cancelled meanwhile (a command
+                    # proposed before the cancel): that one goes back
+                    if mid in m.messages and e[1].startswith(self._prefix):
                         self._send(("requeue", e[1], [mid], self._clock()))
                     continue
                 x = m.messages.get(mid) or m.gone[mid]
@@ -333,9 +361,13 @@ class QuorumQueue:
                 delivered += 1
                 c.owner.deliver(c, self._entry(mid, x, e[3]))
             elif kind == "dead_letter":
+                if not self.active:
+                    continue
                 gone = m.gone
                 self.port.dead_letter(self, [QueueEntry(gone[mid].message, None) for mid in e[2]], e[1])  # type: ignore[arg-type]
             elif kind == "timer":
+                if not self.active:
+                    continue
                 when = e[1]
                 if self._timer_at is None or when < self._timer_at:
                     self._timer_at = when
@@ -344,35 +376,57 @@ class QuorumQueue:
             self.counts.delivered += delivered
 
     def leadership(self, leading: bool) -> None:
+        """Leading: the head's expiry runs; consumers of every member stay registered."""
         if leading == self.active:
             return
         self.active = leading
-        self._local.clear()
-        self._tags.clear()
-        self._cancelled.clear()
-        self._holder = None
         self._taking.clear()
         self._returning.clear()
-        self._mine.clear()
         self._timer_at = None
-        self.unacked = 0
-        for c in self.consumers:
-            c.unacked = 0
-        if not leading:
-            return
+        if leading and self.machine.ready:
+            self._send(("expire", self._clock()))
+
+    def drop_owners(self, owners: "set[str]") -> int:
+        """The leader removes the consumers of owners it cannot reach (their nodes are down
+        or cut off): what they held goes back, redelivered. Returns how many it proposed."""
+        if not self.active or not owners:
+            return 0
         now = self._clock()
+        n = 0
         for tag in list(self.machine.consumers):
-            self._send(("consumer_removed", tag, now))
-        for c in self.consumers:
-            self._register(c)
-        if self.machine.ready:
-            self._send(("expire", now))
+            owner = tag.split("/", 1)[0]
+            if owner in owners and tag not in self._asked:
+                self._asked.add(tag)
+                self._send(("consumer_removed", tag, now))
+                n += 1
+        return n
+
+    def drop_stale(self) -> int:
+        """Tags of this member's owner that are not this queue object's (a process of this
+        node before a restart): removed, what they held goes back."""
+        now = self._clock()
+        n = 0
+        for tag in list(self.machine.consumers):
+            if tag.startswith(self._owner_prefix) and not tag.startswith(self._prefix) and tag not in self._asked:
+                self._asked.add(tag)
+                self._send(("consumer_removed", tag, now))
+                n += 1
+        return n
+
+    def consumer_owners(self) -> "dict[str, int]":
+        """Owner -> consumers registered in the machine (status)."""
+        out: dict[str, int] = {}
+        for tag in self.machine.consumers:
+            owner = tag.split("/", 1)[0]
+            out[owner] = out.get(owner, 0) + 1
+        return out
 
     def snapshot(self) -> bytes:
         return dump(self.machine)
 
     def restore(self, data: bytes) -> None:
         self.machine = load(data)
+        self._mine.clear()  # what the snapshot covers is not applied one by one
 
 
 class MachineReplica:

@@ -4,9 +4,8 @@ machine state for a snapshot.
 A command is one byte (its kind), its time (``now``, an IEEE double, big-endian as every
 number here) and its arguments:
 
-- ``enqueue``: 1 | now | u16 exchange length | u16 routing-key length | u32 metadata length
-  | u32 body length | exchange | routing key | metadata | body. The metadata is the store's
-  blob of the message's properties, routing keys and fields (``store.message_codec``).
+- ``enqueue``: 1 | now | the message as ``message_wire.dump_message`` writes it (exchange,
+  routing key, properties, routing keys and fields as plain values, then the body)
 - ``consumer_added``: 2 | now | u16 tag length | i32 prefetch | i16 priority | u8 no-ack | tag
 - ``consumer_removed``, ``cancel``: 3, 10 | now | u16 tag length | tag
 - ``settle``, ``requeue``, ``reject``: 4, 5, 6 | now | u16 tag length | u32 count | tag |
@@ -16,27 +15,33 @@ number here) and its arguments:
 - ``purge``: 9 | now
 
 A batch (one log entry carrying every command of one scheduler pass) is the commands each
-behind a u32 length. A snapshot is a pickle of plain values (the node's own format, read
-only by the same version of mqemu).
+behind a u32 length. A snapshot is one ``message_wire`` value (nothing is unpickled: a
+snapshot travels to a lagging peer)::
+
+    [1, settings, next_id, ready ids, messages, consumers, order, rr, timer]
+
+each message ``[id, message bytes (dump_message), expires_at, delivery_count, redelivered,
+stored]``, each consumer ``[tag, prefetch, priority, no_ack, held ids]``. Bytes that are not
+a command or a snapshot raise ``CommandError``.
 """
 
 from __future__ import annotations
 
-import pickle
 import struct
 from collections import deque
 from typing import Any
 
 from .message import Message
+from .message_wire import VERSION as WIRE_VERSION
+from .message_wire import WireError, dump_message, dump_value, load_message, load_value
 from .queue_machine import MachineConsumer, MachineMessage, QueueMachine
-from .store.message_codec import dump_meta, load_meta, make_message
 
 
 class CommandError(ValueError):
     """Bytes that are not a command (a bad kind, a short or long buffer)."""
 
 
-_ENQ = struct.Struct(">BdHHII")
+_ENQ = struct.Struct(">Bd")
 _ADD = struct.Struct(">BdHihB")
 _TAG = struct.Struct(">BdH")
 _IDS = struct.Struct(">BdHI")
@@ -50,11 +55,7 @@ _ID_NAMES = {v: k for k, v in _ID_KINDS.items()}
 
 
 def encode_enqueue(message: Message, now: float) -> bytes:
-    ex = message.exchange.encode()
-    rk = message.routing_key.encode()
-    meta = dump_meta(message)
-    body = message.body
-    return b"".join((_ENQ.pack(ENQUEUE, now, len(ex), len(rk), len(meta), len(body)), ex, rk, meta, body))
+    return _ENQ.pack(ENQUEUE, now) + dump_message(message)
 
 
 def encode(command: tuple) -> bytes:
@@ -91,7 +92,7 @@ def decode(data: bytes | memoryview) -> tuple:
     """The logged form of one command (raises CommandError)."""
     try:
         return _decode(memoryview(data))
-    except (struct.error, UnicodeDecodeError, pickle.UnpicklingError, EOFError) as e:
+    except (struct.error, UnicodeDecodeError, WireError) as e:
         raise CommandError(f"bad queue command: {e}") from None
 
 
@@ -100,18 +101,8 @@ def _decode(b: memoryview) -> tuple:
         raise CommandError("empty queue command")
     kind = b[0]
     if kind == ENQUEUE:
-        _, now, lex, lrk, lmeta, lbody = _ENQ.unpack_from(b)
-        at = _ENQ.size
-        end = at + lex + lrk + lmeta + lbody
-        if end != len(b):
-            raise CommandError(f"enqueue of {len(b)} bytes, {end} expected")
-        ex = str(b[at:at + lex], "utf-8")
-        at += lex
-        rk = str(b[at:at + lrk], "utf-8")
-        at += lrk
-        meta = load_meta(bytes(b[at:at + lmeta]))
-        at += lmeta
-        return ("enqueue", make_message(ex, rk, bytes(b[at:end]), meta), now)
+        _, now = _ENQ.unpack_from(b)
+        return ("enqueue", _load_enqueue(bytes(b), _ENQ.size), now)
     if kind in _ID_NAMES:
         _, now, lt, n = _IDS.unpack_from(b)
         at = _IDS.size + lt
@@ -134,6 +125,42 @@ def _decode(b: memoryview) -> tuple:
         _exact(b, _NOW.size)
         return ("expire" if kind == EXPIRE else "purge", _NOW.unpack_from(b)[1])
     raise CommandError(f"unknown queue command kind {kind}")
+
+
+_U16 = struct.Struct(">H")
+# A message's meta bytes -> its decoded (properties, routing_keys, fields): the values are
+# shared by the messages that carry the same meta, as the store's loader shares them.
+_METAS: dict[bytes, tuple] = {}
+_METAS_MAX = 4096
+
+
+def _load_enqueue(b: bytes, at: int) -> Message:
+    """``message_wire.load_message`` of ``b[at:]``, the meta's decoding cached by its bytes
+    (a follower decodes every enqueue; a publisher's messages mostly share their meta)."""
+    end = len(b)
+    if at + 3 <= end and b[at] == WIRE_VERSION:
+        (lex,) = _U16.unpack_from(b, at + 1)
+        p = at + 3 + lex
+        if p + 2 <= end:
+            (lrk,) = _U16.unpack_from(b, p)
+            q = p + 2 + lrk
+            if q + 4 <= end:
+                (lmeta,) = _LEN.unpack_from(b, q)
+                m1 = q + 4 + lmeta
+                if m1 <= end:
+                    meta = b[q + 4:m1]
+                    got = _METAS.get(meta)
+                    if got is not None:
+                        msg = Message(str(b[at + 3:p], "utf-8"), str(b[p + 2:q], "utf-8"), b[m1:], got[0],
+                                      fields=got[2])
+                        msg.routing_keys = got[1]
+                        return msg
+                    msg = load_message(b[at:])  # checks everything
+                    if len(_METAS) >= _METAS_MAX:
+                        _METAS.clear()
+                    _METAS[meta] = (msg.properties, msg.routing_keys, msg.fields)
+                    return msg
+    return load_message(b[at:])  # its error
 
 
 def _exact(b: memoryview, size: int) -> None:
@@ -170,32 +197,53 @@ def split(batch: bytes) -> list[bytes]:
 
 # -- the whole machine (snapshots) -----------------------------------------------------------
 def dump(m: QueueMachine) -> bytes:
-    messages = [(mid, x.message.exchange, x.message.routing_key, x.message.body, dump_meta(x.message), x.expires_at,
-                 x.delivery_count, x.redelivered, x.stored) for mid, x in m.messages.items()]
-    consumers = [(c.tag, c.prefetch, c.priority, c.no_ack, list(c.checked_out)) for c in m.consumers.values()]
-    state = (1, m.settings(), m.next_id, list(m.ready), messages, consumers, list(m.order), m.rr, m.timer)
-    return pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
+    messages = [[mid, dump_message(x.message), x.expires_at, x.delivery_count, x.redelivered, x.stored]
+                for mid, x in m.messages.items()]
+    consumers = [[c.tag, c.prefetch, c.priority, c.no_ack, list(c.checked_out)] for c in m.consumers.values()]
+    return dump_value([1, list(m.settings()), m.next_id, list(m.ready), messages, consumers, list(m.order), m.rr,
+                       m.timer])
 
 
 def load(data: bytes, log: Any = None) -> QueueMachine:
-    version, settings, next_id, ready, messages, consumers, order, rr, timer = pickle.loads(data)
+    """The machine a snapshot holds; raises CommandError for bytes that are not one."""
+    try:
+        return _load(data, log)
+    except (WireError, TypeError, ValueError, KeyError, AttributeError) as e:
+        raise CommandError(f"bad queue snapshot: {e}") from None
+
+
+def _load(data: bytes, log: Any) -> QueueMachine:
+    value = load_value(data)
+    if value.__class__ is not list or len(value) != 9:
+        raise CommandError("a queue snapshot is a list of 9 values")
+    version, settings, next_id, ready, messages, consumers, order, rr, timer = value
     if version != 1:
         raise CommandError(f"queue snapshot version {version}")
-    m = QueueMachine.from_settings(settings, log)
-    m.next_id = next_id
-    for mid, ex, rk, body, meta, expires_at, count, redelivered, stored in messages:
-        x = MachineMessage(make_message(ex, rk, body, load_meta(meta)), expires_at, stored)
-        x.delivery_count = count
-        x.redelivered = redelivered
-        m.messages[mid] = x
-    m.ready = deque(ready)
-    m.bytes_ready = sum(m.messages[mid].size for mid in ready)
+    if settings.__class__ is not list or len(settings) != 7:
+        raise CommandError("a queue snapshot's settings are 7 values")
+    m = QueueMachine.from_settings(tuple(settings), log)
+    m.next_id = _int(next_id)
+    for mid, wire, expires_at, count, redelivered, stored in messages:
+        x = MachineMessage(load_message(wire), expires_at, bool(stored))
+        x.delivery_count = _int(count)
+        x.redelivered = bool(redelivered)
+        m.messages[_int(mid)] = x
+    m.ready = deque(_int(i) for i in ready)
+    m.bytes_ready = sum(m.messages[mid].size for mid in m.ready)
     for tag, prefetch, priority, no_ack, held in consumers:
-        c = m.consumers[tag] = MachineConsumer(tag, prefetch, priority, no_ack)
-        c.checked_out = dict.fromkeys(held)
+        if tag.__class__ is not str:
+            raise CommandError("a consumer tag that is not a str")
+        c = m.consumers[tag] = MachineConsumer(tag, _int(prefetch), _int(priority), bool(no_ack))
+        c.checked_out = dict.fromkeys(_int(i) for i in held)
         if priority:
             m.priorities += 1
-    m.order = order
-    m.rr = rr
-    m.timer = timer
+    m.order = [str(t) for t in order]
+    m.rr = _int(rr)
+    m.timer = timer if timer is None else float(timer)
     return m
+
+
+def _int(v: Any) -> int:
+    if v.__class__ is not int:
+        raise CommandError(f"{v!r} where a number was expected")
+    return v

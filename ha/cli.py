@@ -211,8 +211,9 @@ def _add_ha_commands(sub: Any) -> None:
                            description="ACTION: kill, stop, start, restart, pause, resume (processes); "
                            f"{', '.join(NETWORK_FAULTS)} (network, on the target's proxies); heal (remove "
                            "network faults, and in a cluster every partition); partition (a cluster: cut TARGET "
-                           "off from --from). TARGET: a node name, active, standby, member, balancer or all "
-                           "(default all).")
+                           "off from --from). TARGET: a node name, active, standby, member, balancer, "
+                           "leader-of:QUEUE or follower-of:QUEUE (a cluster's quorum queue, vhost/name "
+                           "outside /) or all (default all).")
     fault.add_argument("action")
     fault.add_argument("target", nargs="?", default="all")
     fault.add_argument("--control", required=True, metavar="URL", help="the topology's control URL")

@@ -38,6 +38,8 @@ class ClusterParts:
                                  timing=HEALTH_TIMINGS[o.timing])
         self.partitions: list[dict[str, Any]] = []
         self._balancer_stall = False
+        topology.add_role("leader-of:", self._leader_of)
+        topology.add_role("follower-of:", self._followers_of)
 
     async def start(self, proxies: ProxySet, nursery: Any) -> None:
         """Make the link proxies (disabled until their node is up) and start the balancer;
@@ -165,4 +167,32 @@ class ClusterParts:
 
     def status(self) -> dict[str, Any]:
         return {"balancer": self.balancer.ports, "load_balancer": self.balancer.status(),
-                "partitions": list(self.partitions), "queues": {}}
+                "partitions": list(self.partitions), "queues": self.queues()}
+
+    # -- quorum queues ----------------------------------------------------------------------
+    def queues(self) -> dict[str, dict[str, Any]]:
+        """Each quorum queue (``vhost/name``, or its name in ``/``) as the live members report
+        it: ``members``, ``leader`` (the one the members of the highest term name), ``term``,
+        ``online`` (the members that report it)."""
+        reports: dict[str, list[tuple[str, dict[str, Any]]]] = {}
+        for node in self.topology.nodes:
+            if node.alive:
+                for key, q in (node.last_status.get("quorum") or {}).items():
+                    reports.setdefault(key, []).append((node.name, q))
+        out: dict[str, dict[str, Any]] = {}
+        for key, found in sorted(reports.items()):
+            best = max((q for _, q in found), key=lambda q: (q["term"], q["leader"] is not None))
+            out[key] = {"vhost": best["vhost"], "name": best["name"], "members": best["members"],
+                        "leader": best["leader"], "term": best["term"], "online": sorted(n for n, _ in found)}
+        return out
+
+    def _leader_of(self, target: str) -> "list[NodeProcess]":
+        q = self.queues().get(target.partition(":")[2])
+        leader = q["leader"] if q else None
+        return [n for n in self.topology.nodes if n.name == leader]
+
+    def _followers_of(self, target: str) -> "list[NodeProcess]":
+        q = self.queues().get(target.partition(":")[2])
+        if not q or q["leader"] is None:
+            return []
+        return [n for n in self.topology.nodes if n.name in q["members"] and n.name != q["leader"]]

@@ -40,6 +40,7 @@ from mqemu.protocols.mqtt.server import serve_mqtt
 from mqemu.protocols.stomp.server import serve_stomp
 
 from .clustering.meta import ClusterMeta
+from .clustering.quorum import ClusterQuorum
 from .clustering.remote import RemoteQueues
 from .links import LINK_TIMINGS, LinkTiming, NodeLinks
 from .raft.hub import RaftHub
@@ -187,6 +188,18 @@ class Node:
         self.meta: ClusterMeta | None = None
         # The stand-ins of classic queues homed on other nodes, and the home side of its own.
         self.remote: RemoteQueues | None = None
+        # Its Raft hub (every group over the links) and its quorum queue members
+        # (``clustering.quorum``: the broker's replicator factory, so quorum queues are replicated).
+        self.hub: RaftHub | None = None
+        self.quorum: ClusterQuorum | None = None
+        if self.links is not None:
+            self.hub = RaftHub(self.links, [self.name, *self.links.peers])
+            self.quorum = ClusterQuorum(self.broker, self.links, self.hub, self.options.data_dir,
+                                        is_local_declare=lambda: self.meta is None or not self.meta.applying,
+                                        on_change=self._write_status)
+            self.broker.replicators = self.quorum
+            for vh in self.broker.vhosts.values():
+                vh.replicators = self.quorum
 
     def url(self, protocol: str) -> str:
         """``amqp://127.0.0.1:5672``, ``amqps://...``, ``ws://127.0.0.1:15674/ws`` ..."""
@@ -210,6 +223,8 @@ class Node:
             report = broker.recover(snapshot)
             del snapshot
             recover_protocols(broker)
+            if self.quorum is not None:
+                self.quorum.rebuild()  # recovery made its quorum queues classic: on their Raft logs now
             if saved is not None:
                 defs.restore_access(broker, saved)
             if defs_path and definitions is not None:
@@ -277,11 +292,12 @@ class Node:
         """The node's Raft hub and its member of the metadata group; the listeners open once
         the group has a leader, or after ``META_WAIT`` seconds without one (this node then
         refuses definition changes until it reaches a majority)."""
-        assert self.links is not None
-        hub = RaftHub(self.links, [self.name, *self.links.peers])
+        assert self.links is not None and self.hub is not None and self.quorum is not None
+        hub = self.hub
         await nursery.start(hub.run)
         self.remote = RemoteQueues(self.broker, self.links)
         await nursery.start(self.remote.run)
+        await nursery.start(self.quorum.run)
         self.meta = ClusterMeta(self.broker, self.links, hub, self.options.data_dir, on_change=self._meta_changed)
         self.meta.remote = self.remote
         await nursery.start(self.meta.run)
@@ -408,13 +424,25 @@ class Node:
             status["links"] = self.links.state()
         if self.meta is not None:
             status["metadata"] = self.meta.status()
+        if self.quorum is not None:
+            status["quorum"] = self.quorum.status()
         return status
+
+    def quorum_critical(self) -> list[dict[str, str]]:
+        """The quorum queues stopping this node would leave without a majority of online
+        members, as RabbitMQ's ``node-is-quorum-critical`` health check lists them."""
+        if self.quorum is None:
+            return []
+        return [{"readable_name": f"queue '{name}' in vhost '{vhost}'", "name": name, "virtual_host": vhost,
+                 "type": "quorum"} for vhost, name in self.quorum.critical()]
 
     def _link_changed(self, peer: str, direction: str, up: bool) -> None:
         if self.remote is not None:
             self.remote.link_changed(peer)
         if self.meta is not None:
             self.meta.refresh_homes()
+        if self.quorum is not None:
+            self.quorum.links_changed(peer, up)
         self._event("link", peer=peer, direction=direction, state="up" if up else "down")
 
     def _event(self, kind: str, at: tuple[float, float] | None = None, **fields: Any) -> None:

@@ -617,6 +617,7 @@ class Topology:
             if self.cluster is not None:
                 entry["links"] = node.last_status.get("links", {}) if node.alive else {}
                 entry["metadata"] = node.last_status.get("metadata") if node.alive else None
+                entry["quorum"] = node.last_status.get("quorum") if node.alive else None
                 entry["management"] = node.last_status.get("ports", {}).get("http") if node.alive else None
                 entry.update(self.cluster.balancer.status()["targets"].get(node.name, {}))
             if self.external:

@@ -293,7 +293,8 @@ class ClusterMeta:
         down = {n for n in self.hub.names if n != self.node and not self.links.up(n)}
         for vh in self.broker.vhosts.values():
             now = {name: q["node"] for (v, name), q in self.state.queues.items()
-                   if v == vh.name and q.get("node") in down and q.get("durable")} if down else {}
+                   if v == vh.name and q.get("node") in down and q.get("durable")
+                   and q.get("type") != "quorum"} if down else {}  # a quorum queue has a member everywhere
             if now == vh.unavailable:
                 continue
             newly = [name for name in now if name not in vh.unavailable]

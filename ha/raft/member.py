@@ -196,6 +196,26 @@ class Member:
             self._send_append(target, pr)
         return True
 
+    def leader_down(self, leader: int, campaign: bool = True) -> bool:
+        """The caller knows ``leader``'s node is gone (its link dropped: a killed process): a
+        follower of it forgets it (so it grants a vote at once) and, with ``campaign``, stands
+        at once, with a pre-vote. A peer that still hears the leader refuses the pre-vote
+        (stickiness), so a flapping link alone deposes nobody. The callers pick one member to
+        campaign (two at once split the vote and wait an election timeout). (It gives up the
+        lease's promise: callers that read under a lease must not use it.)"""
+        if self.role != FOLLOWER or self.leader != leader:
+            return False
+        self.leader = None
+        if campaign:
+            self._campaign(True)
+        return True
+
+    def campaign(self) -> None:
+        """Stand for election now, bypassing the others' stickiness (as a transfer's target):
+        a new group's preferred member, so that it leads first."""
+        if self.role != LEADER:
+            self._campaign(False, transfer=True)
+
     def lease_valid(self) -> bool:
         if self.role != LEADER:
             return False

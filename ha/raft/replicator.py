@@ -5,64 +5,112 @@
 ``run()`` runs its runner and two small tasks.
 
 - ``propose(command)`` adds the command to the open batch and returns the batch's promise
-  (one ``Committed`` per batch). A proposer task wakes once per scheduler pass and proposes
-  the whole batch as one Raft entry (``quorum_codec.join``), so a reader's burst of publishes
-  and acks costs one entry. Commands wait while this member does not lead.
+  (one ``Committed`` per batch). A proposer task wakes once per scheduler pass and makes the
+  whole batch one Raft entry (``quorum_codec.join``) behind this member's proposer name and
+  its next sequence number, so a reader's burst of publishes and acks costs one entry.
+- Any member proposes: the leader appends its entries; a follower sends them to the leader
+  (``forward(leader, payload)``: the caller's link; the leader's side hands what arrives to
+  ``forwarded``). Every entry not yet seen applied is sent again, in order, when the leader
+  changes and when none was applied for ``RETRY`` seconds. ``apply`` takes an entry only
+  when its number is its proposer's next (``seqs``, replicated state, kept in snapshots), so
+  an entry sent twice, or to two leaders, applies once and in its proposer's order: a publish
+  during an election is confirmed late, never lost, never duplicated. Without ``forward``
+  a follower's entries wait until it leads.
 - ``apply(index, term, data)`` (the runner, for every committed entry, on every member) hands
-  each command of the batch to the queue; the promise of a batch proposed here is kept when
-  its entry is applied with the term it was proposed in. An entry replaced by another
-  leader's (a different term at that index) was never committed: its batch is proposed again
-  the next time this member leads, so those publishes are confirmed late, not lost.
+  each command of the batch to the queue; the promise of an entry of this member's is kept
+  when it applies here.
 - Leadership: the queue's ``leadership(True)`` comes when this member applies the no-op its
   own term starts with (everything committed before is applied by then);
   ``leadership(False)`` as soon as a check (every tick, and at each apply) finds the runner
   no longer leading in that term.
-- ``snapshot``/``restore`` are the queue's (its machine's whole state), so the runner's
-  compaction (``Config.snapshot_every``) and a lagging member's snapshot install go through
-  them.
+- ``snapshot``/``restore``: ``seqs`` then the queue's own (its machine's whole state), so the
+  runner's compaction (``Config.snapshot_every``) and a lagging member's snapshot install go
+  through them.
+
+An entry: ``proposer_length:u8 | proposer (UTF-8) | seq:u64 | batch``; a forwarded payload:
+entries each behind a u32 length (``join``); a snapshot: ``u32 | message_wire value of seqs |
+the queue's snapshot``.
 
 The member is started (``start``, by the queue's constructor) before ``run``.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import random
-from typing import Any, Iterable
+import struct
+from typing import Any, Callable
 
 import trio
 
+from mqemu.broker.message_wire import WireError, dump_value, load_value
 from mqemu.broker.promise import Promise
 from mqemu.broker.queue_machine import QueueMachine
 from mqemu.broker.quorum import MachineReplica
-from mqemu.broker.quorum_codec import ENQUEUE, join, split
+from mqemu.broker.quorum_codec import CommandError, join, split
 from mqemu.broker.quorum_replication import Committed, ReplicaMember
 from mqemu.ha.raft.member import Config
 from mqemu.ha.raft.runtime import LoopbackNetwork, NotLeader, Runner, Transport
 from mqemu.ha.raft.storage import FileStorage, MemoryStorage, Storage
 
+log = logging.getLogger("mqemu.ha.raft")
+
+RETRY = 1.0  # seconds without one of this member's entries applied before they are all sent again
+_SEQ = struct.Struct(">Q")
+_LEN = struct.Struct(">I")
+
+
+def entry_bytes(proposer: bytes, seq: int, batch: bytes) -> bytes:
+    return b"%c%s%s%s" % (len(proposer), proposer, _SEQ.pack(seq), batch)
+
+
+def parse_entry(data: bytes) -> tuple[str, int, bytes]:
+    """(proposer, seq, batch) of an entry; raises CommandError."""
+    n = data[0]
+    if len(data) < 1 + n + 8:
+        raise CommandError("an entry shorter than its header")
+    try:
+        proposer = data[1:1 + n].decode()
+    except UnicodeDecodeError:
+        raise CommandError("a proposer name that is not UTF-8") from None
+    return proposer, _SEQ.unpack_from(data, 1 + n)[0], data[1 + n + 8:]
+
 
 class RaftReplicator:
     def __init__(self, id: int, members: list[int], storage: Storage, transport: Transport, tick: float = 0.01,
-                 config: Config | None = None, rng: random.Random | None = None) -> None:
+                 config: Config | None = None, rng: random.Random | None = None,
+                 forward: Callable[[int, bytes], Any] | None = None, owner: str = "") -> None:
         self.runner = Runner(id, members, storage, transport, self, tick=tick, config=config, rng=rng)
         self.member: ReplicaMember | None = None
+        self.owner = owner  # the node this member serves (consumer tags carry it)
+        self.forward = forward
         self.leading = False
         self.term = 0  # the term this member leads in (when leading)
+        self.proposer = f"{owner or id}/{os.urandom(4).hex()}"  # a new one per process
+        self._proposer_b = self.proposer.encode()
+        self.seq = 0
+        self.seqs: dict[str, int] = {}  # replicated: each proposer's last applied sequence number
         self._pending: list[bytes] = []
         self._promise: Committed | None = None
-        self._inflight: dict[int, tuple[int, bytes, Committed]] = {}  # index -> (term, batch, promise)
-        self._lost: list[tuple[bytes, Committed]] = []  # batches to propose again once leading
+        self._unacked: dict[int, tuple[bytes, Committed]] = {}  # seq -> (entry, promise), in order
         self._wake = trio.Event()
         self._restored: bytes | None = None
-        self.entries = 0   # Raft entries proposed
+        self._leader_seen: int | None = None
+        self._progress = trio.Event()
+        self.entries = 0   # Raft entries proposed here
         self.commands = 0  # commands in them
         self.terms_led = 0  # leaderships taken
+        self.forwarded_entries = 0  # entries this member sent to a leader (resends included)
 
     # -- the queue's side ------------------------------------------------------------------
     @property
     def is_leader(self) -> bool:
         return self.leading
+
+    @property
+    def leader(self) -> int | None:
+        return self.runner.leader
 
     def start(self, member: ReplicaMember) -> None:
         self.member = member
@@ -84,14 +132,20 @@ class RaftReplicator:
         member = self.member
         assert member is not None, "start the replicator's member before running it"
         if data:
-            for command in split(data):
+            try:
+                proposer, seq, batch = parse_entry(data)
+                commands = split(batch)
+            except CommandError as e:
+                log.error("quorum entry %d skipped: %s", index, e)
+                return
+            seqs = self.seqs
+            if seq != seqs.get(proposer, 0) + 1:
+                return  # sent twice, or after one of its proposer's entries that is not in yet
+            seqs[proposer] = seq
+            for command in commands:
                 member.apply(command)
-        mine = self._inflight.pop(index, None) if self._inflight else None
-        if mine is not None:
-            if mine[0] == term:
-                mine[2].keep()
-            else:
-                self._lost.append((mine[1], mine[2]))
+            if proposer == self.proposer:
+                self._acked(seq)
         if self.leading:
             self._check()
         elif not data:
@@ -99,28 +153,43 @@ class RaftReplicator:
             if m is not None and self.runner.is_leader and m.term == term:
                 self._lead(term)
 
+    def _acked(self, seq: int) -> None:
+        unacked = self._unacked
+        while unacked:
+            first = next(iter(unacked))
+            if first > seq:
+                break
+            unacked.pop(first)[1].keep()
+        self._progress.set()
+
     def snapshot(self) -> bytes:
         assert self.member is not None
-        return self.member.snapshot()
+        seqs = dump_value(self.seqs)
+        return _LEN.pack(len(seqs)) + seqs + self.member.snapshot()
 
     def restore(self, data: bytes) -> None:
+        try:
+            (n,) = _LEN.unpack_from(data)
+            seqs = load_value(data[4:4 + n])
+            if seqs.__class__ is not dict or any(v.__class__ is not int for v in seqs.values()):
+                raise CommandError("the proposers' numbers are not a dict of ints")
+        except (struct.error, WireError) as e:
+            raise CommandError(f"bad quorum snapshot: {e}") from None
+        self.seqs = seqs
+        mine = seqs.get(self.proposer)
+        if mine is not None:
+            self._acked(mine)
+        rest = data[4 + n:]
         if self.member is None:
-            self._restored = data
+            self._restored = rest
         else:
-            self.member.restore(data)
+            self.member.restore(rest)
 
     # -- leadership ------------------------------------------------------------------------
     def _lead(self, term: int) -> None:
         self.leading = True
         self.term = term
         self.terms_led += 1
-        if self._lost:  # publishes proposed in an earlier term and replaced: again, first
-            lost, self._lost = self._lost, []
-            self._pending[:0] = _publishes([c for batch, _ in lost for c in split(batch)])
-            if self._promise is None:
-                self._promise = Committed()
-            for _, promise in lost:
-                self._promise.then(promise.keep)
         assert self.member is not None
         self.member.leadership(True)
         self._wake.set()
@@ -129,17 +198,46 @@ class RaftReplicator:
         m = self.runner.member
         if not self.runner.is_leader or m is None or m.term != self.term:
             self.leading = False
-            # What the queue proposed as leader but publishes is void: the next leader
-            # returns what its consumers held; publishes wait for this member to lead again.
-            self._pending = _publishes(self._pending)
             assert self.member is not None
             self.member.leadership(False)
 
+    # -- forwarding ------------------------------------------------------------------------
+    def forwarded(self, payload: bytes) -> None:
+        """Entries a follower sent (``join``ed): appended if this member leads, else dropped
+        (the proposer sends them again to whoever leads)."""
+        if not self.runner.is_leader:
+            return
+        try:
+            entries = split(payload)
+        except CommandError as e:
+            log.warning("a bad forwarded quorum payload: %s", e)
+            return
+        try:
+            self.runner.propose(entries)
+        except NotLeader:
+            pass
+
+    def _push(self, entries: list[bytes]) -> None:
+        """Entries to whoever leads now (dropped when nobody does: sent again later)."""
+        leader = self.runner.leader
+        if leader is None or not entries:
+            return
+        if leader == self.runner.id:
+            try:
+                self.runner.propose(entries)
+            except NotLeader:
+                pass
+        elif self.forward is not None:
+            self.forwarded_entries += len(entries)
+            self.forward(leader, join(entries))
+
+    # -- tasks -----------------------------------------------------------------------------
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
             await nursery.start(self.runner.run)
             nursery.start_soon(self._proposer)
             nursery.start_soon(self._watch)
+            nursery.start_soon(self._resend)
             task_status.started()
 
     async def _watch(self) -> None:
@@ -147,29 +245,34 @@ class RaftReplicator:
             await trio.sleep(self.runner.tick_seconds)
             if self.leading:
                 self._check()
+            leader = self.runner.leader
+            if leader != self._leader_seen:
+                self._leader_seen = leader
+                if self._unacked:
+                    self._push([e for e, _ in self._unacked.values()])
+
+    async def _resend(self) -> None:
+        while True:
+            with trio.move_on_after(RETRY):
+                await self._progress.wait()
+            self._progress = trio.Event()
+            if self._unacked and self.runner.leader is not None:
+                self._push([e for e, _ in self._unacked.values()])
 
     async def _proposer(self) -> None:
         while True:
             await self._wake.wait()
             self._wake = trio.Event()
-            if not self._pending or not self.leading:
-                continue  # proposed once this member leads (``_lead`` wakes it)
+            if not self._pending:
+                continue
             batch, self._pending = join(self._pending), []
             promise, self._promise = self._promise, None
             assert promise is not None
-            try:
-                index = self.runner.propose([batch])
-            except NotLeader:
-                self._lost.append((batch, promise))
-                self._check()
-                continue
+            self.seq += 1
+            entry = entry_bytes(self._proposer_b, self.seq, batch)
+            self._unacked[self.seq] = (entry, promise)
             self.entries += 1
-            self._inflight[index] = (self.term, batch, promise)
-
-
-def _publishes(commands: Iterable[bytes]) -> list[bytes]:
-    """The enqueues among commands (the others belong to a leadership that is over)."""
-    return [c for c in commands if c[0] == ENQUEUE]
+            self._push([entry])
 
 
 class InProcessGroups:

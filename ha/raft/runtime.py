@@ -138,6 +138,19 @@ class Runner:
         self._wake.set()
         return ok
 
+    def leader_down(self, leader: int, campaign: bool = True) -> bool:
+        """``Member.leader_down``: forget ``leader``, known dead (and campaign at once)."""
+        if self.member is None or not self.member.leader_down(leader, campaign):
+            return False
+        self._wake.set()
+        return True
+
+    def campaign(self) -> None:
+        """``Member.campaign``: stand for election now."""
+        if self.member is not None:
+            self.member.campaign()
+            self._wake.set()
+
     # -- loops -----------------------------------------------------------------------------
 
     def _m(self) -> Member:

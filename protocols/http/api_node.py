@@ -262,4 +262,9 @@ async def virtual_hosts(ctx: Ctx) -> Response:
 
 
 async def node_is_quorum_critical(ctx: Ctx) -> Response:
+    critical = getattr(ctx.node, "quorum_critical", None)  # a cluster member's (``ha/node.py``)
+    queues = critical() if critical is not None else []
+    if queues:
+        return _failed("There are quorum queues that would lose their quorum if the target node is shut down",
+                       queues=queues)
     return ok({"status": "ok"})  # a single node holds no quorum another needs

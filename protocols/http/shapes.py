@@ -83,6 +83,12 @@ def queue_json(node: Any, vhost: Any, q: Any, policy: Any = None) -> dict[str, A
     }
     if stats is not None:  # RabbitMQ shows them once the queue did something
         data["message_stats"] = stats
+    placement = getattr(q, "placement", None)  # a cluster's quorum queue: leader, members, online
+    found = placement() if placement is not None else None
+    if found:
+        data["leader"] = f"rabbit@{found['leader']}" if found["leader"] else None
+        data["members"] = [f"rabbit@{n}" for n in found["members"]]
+        data["online"] = [f"rabbit@{n}" for n in found["online"]]
     return data
 
 

@@ -9,8 +9,8 @@ import pytest
 
 from mqemu.broker.message import Message
 from mqemu.broker.queue_machine import QueueMachine
+from mqemu.broker.message_wire import dump_message, dump_value
 from mqemu.broker.quorum_codec import CommandError, decode, dump, encode, join, load, split
-from mqemu.broker.store.message_codec import dump_meta
 
 pytestmark = pytest.mark.timeout(10)
 
@@ -38,15 +38,27 @@ def test_command_bytes(command, data):
     assert decode(data) == command
 
 
-def test_enqueue_bytes_carry_the_message_and_its_metadata_blob():
-    m = Message("ex", "rk", b"body", {"delivery_mode": 2, "headers": {"h": 1}})
-    meta = dump_meta(m)
+def test_enqueue_bytes_carry_the_message_as_plain_values_never_a_pickle():
+    m = Message("ex", "rk", b"body", {"delivery_mode": 2})
     data = encode(("enqueue", m, 1.5))
-    assert data == (b"\x01" + ONE_AND_A_HALF + b"\x00\x02\x00\x02" + len(meta).to_bytes(4, "big")
-                    + b"\x00\x00\x00\x04" + b"ex" + b"rk" + meta + b"body")
+    meta = (b"l\x00\x00\x00\x03"  # [properties, routing_keys, fields]
+            + b"m\x00\x00\x00\x01" + b"\x00\x0ddelivery_mode" + b"i" + b"\x00" * 7 + b"\x02"
+            + b"N" + b"N")
+    assert data == (b"\x01" + ONE_AND_A_HALF + b"\x01" + b"\x00\x02ex" + b"\x00\x02rk"
+                    + len(meta).to_bytes(4, "big") + meta + b"body")
+    assert data == b"\x01" + ONE_AND_A_HALF + dump_message(m)
     name, back, now = decode(data)
     assert (name, now) == ("enqueue", 1.5)
     assert (back.exchange, back.routing_key, back.body, back.properties) == ("ex", "rk", b"body", m.properties)
+    m2 = Message("", "q", b"", {"headers": {"x": b"\x00", "n": [1, "a"]}}, fields={"mqtt.qos": 1})
+    back2 = decode(encode(("enqueue", m2, 0.0)))[1]
+    assert (back2.properties, back2.fields) == (m2.properties, m2.fields)
+    # a second message with the same meta shares its decoded values, its own body and keys
+    m3 = Message("", "q2", b"other", {"headers": {"x": b"\x00", "n": [1, "a"]}}, fields={"mqtt.qos": 1})
+    back3 = decode(encode(("enqueue", m3, 0.0)))[1]
+    assert back3.properties is back2.properties and (back3.routing_key, back3.body) == ("q2", b"other")
+    with pytest.raises(CommandError):  # a known meta does not let a bad routing key through
+        decode(encode(("enqueue", m3, 0.0)).replace(b"\x00\x02q2", b"\x00\x02\xff\xfe"))
 
 
 @pytest.mark.parametrize("data", [
@@ -54,7 +66,11 @@ def test_enqueue_bytes_carry_the_message_and_its_metadata_blob():
     b"\x04" + ZERO + b"\x00\x01\x00\x00\x00\x02a" + b"\x00" * 15,  # one id short
     b"\x03" + ZERO + b"\x00\x05ab",  # tag shorter than its length
     b"\x02" + ZERO + b"\x00\x01\x00\x00\x00\x00\x00\x00\x00",  # no tag
-    b"\x01" + ZERO + b"\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x05abc",  # body short
+    b"\x01" + ZERO + b"\x01\x00\x05ab",  # exchange shorter than its length
+    b"\x01" + ZERO + b"\x02\x00\x00\x00\x00\x00\x00\x00\x00",  # an unknown message version
+    b"\x01" + ZERO + b"\x01\x00\x00\x00\x00\x00\x00\x00\x05N",  # meta longer than what is left
+    b"\x01" + ZERO + b"\x01\x00\x00\x00\x00\x00\x00\x00\x01N",  # meta not [properties, keys, fields]
+    b"\x01" + ZERO + b"\x01\x00\x00\x00\x00\x00\x00\x00\x01\x80",  # a pickle's first byte as meta
     b"\x03" + ZERO + b"\x00\x01\xff",  # not UTF-8
 ])
 def test_malformed_commands_are_refused(data):
@@ -105,3 +121,27 @@ def test_a_snapshot_restores_a_machine_that_goes_on_as_the_original():
         now += 0.05
         assert step(a, ra, now) == step(b, rb, now)
     assert b.snapshot() == a.snapshot()
+
+
+def test_a_snapshot_is_plain_values_and_malformed_ones_are_refused():
+    m = QueueMachine(message_ttl=5000, delivery_limit=2)
+    m.enqueue(Message("", "q", b"a", {"delivery_mode": 2}), 1.0)
+    m.consumer_added("n1/c.1", 1, 1.0)
+    data = dump(m)
+    assert data[:1] == b"l" and b"\x80\x05" not in data[:2]  # not a pickle
+    assert load(data).snapshot() == m.snapshot()
+    good = [1, list(m.settings()), m.next_id, list(m.ready), [], [], [], 0, None]
+    assert load(dump_value(good)).next_id == m.next_id
+    bad = [
+        b"", b"\x80\x05N.", dump_value([1, 2, 3]), dump_value([2, *good[1:]]),
+        dump_value([1, [1, 2], *good[2:]]),
+        dump_value([1, good[1], "x", *good[3:]]),
+        dump_value([*good[:4], [[1, b"not a message", None, 0, False, False]], *good[5:]]),
+        dump_value([*good[:4], [[1]], *good[5:]]),
+        dump_value([*good[:5], [[7, 1, 0, False, []]], *good[6:]]),
+        dump_value([*good[:3], [99], *good[4:]]),  # a ready id with no message
+        data[:-1],
+    ]
+    for b in bad:
+        with pytest.raises(CommandError):
+            load(b)

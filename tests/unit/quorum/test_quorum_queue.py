@@ -1,8 +1,9 @@
 """``QuorumQueue`` in the core: a vhost given a replicator factory makes one for
 ``x-queue-type: quorum``; publishes are safe once committed; deliveries, acks, requeues,
 basic.get, the delivery limit and dead-lettering go through committed commands; and a
-change of leader between two members returns the old leader's unacked deliveries,
-redelivered with their delivery count. The replicators here are test doubles that commit
+member delivers to its own consumers whichever member leads; the leader removes the
+consumers of an owner it cannot reach and their deliveries come back redelivered with their
+delivery count. The replicators here are test doubles that commit
 when the test says (``ha/raft/replicator.py`` is the real one, tested in ``test_raft_quorum``)."""
 
 from __future__ import annotations
@@ -184,7 +185,8 @@ def test_a_cancelled_consumer_can_still_ack_what_it_holds(node):
 
 
 class Group:
-    """Members that apply every committed batch in one order; the test names the leader."""
+    """Members that apply every committed batch in one order; the test names the leader.
+    A follower's proposals reach the log as the cluster forwards them (its replicator's)."""
 
     def __init__(self) -> None:
         self.members: list[GroupReplicator] = []
@@ -192,27 +194,29 @@ class Group:
 
     def elect(self, new: "GroupReplicator") -> None:
         if self.leader is not None:
-            self.leader.pending.clear()  # an old leader's uncommitted proposals are lost
             self.leader.member.leadership(False)
         self.leader = new
         new.member.leadership(True)
 
     def flush(self) -> None:
-        while self.leader is not None and self.leader.pending:
-            lead = self.leader
-            batch, lead.pending = join(lead.pending), []
-            promise, lead.promise = lead.promise, None
-            for r in self.members:
-                for command in split(batch):
-                    r.member.apply(command)
-            if promise is not None:
-                promise.keep()
+        while any(r.pending for r in self.members):
+            for proposer in self.members:
+                if not proposer.pending:
+                    continue
+                batch, proposer.pending = join(proposer.pending), []
+                promise, proposer.promise = proposer.promise, None
+                for r in self.members:
+                    for command in split(batch):
+                        r.member.apply(command)
+                if promise is not None:
+                    promise.keep()
 
 
 class GroupReplicator(LocalReplicator):
-    def __init__(self, group: Group) -> None:
+    def __init__(self, group: Group, owner: str) -> None:
         super().__init__()
         self.group = group
+        self.owner = owner
         group.members.append(self)
 
     @property  # type: ignore[override]
@@ -223,32 +227,60 @@ class GroupReplicator(LocalReplicator):
         self.member = member
 
 
-def test_a_new_leader_redelivers_what_the_old_one_left_unacked_with_its_count():
+def test_every_member_delivers_to_its_own_consumers_and_a_leader_change_keeps_them():
     group = Group()
-    nodes = [Broker(replicators=lambda vh, q: GroupReplicator(group)).vhosts["/"] for _ in range(2)]
+    nodes = [Broker(replicators=lambda vh, q, o=f"n{i}": GroupReplicator(group, o)).vhosts["/"] for i in range(2)]
     qs = [vh.declare_queue("qq", durable=True, arguments=QQ) for vh in nodes]
     group.elect(group.members[0])
-    old_owner, new_owner = Owner(), Owner()
-    qs[0].add_consumer(Consumer(qs[0], "c", old_owner, no_ack=False, prefetch=2))
-    qs[1].add_consumer(Consumer(qs[1], "c", new_owner, no_ack=False, prefetch=0))  # paused: a follower
+    owners = [Owner(), Owner()]
+    for q, owner in zip(qs, owners):
+        q.add_consumer(Consumer(q, "c", owner, no_ack=False, prefetch=1))
     for body in (b"1", b"2", b"3"):
-        nodes[0].publish_safe("", "qq", persistent(body))
+        nodes[1].publish_safe("", "qq", persistent(body))  # published on the follower's node
     group.flush()
-    assert old_owner.bodies() == [b"1", b"2"] and new_owner.got == []
+    assert owners[0].bodies() == [b"1"] and owners[1].bodies() == [b"2"]  # round-robin across nodes
+    assert all(tag.startswith(("n0/", "n1/")) for tag in qs[0].machine.consumers)
     assert qs[1].machine.snapshot() == qs[0].machine.snapshot()  # the follower applied the same
-    qs[0].ack(old_owner.got[0], qs[0].consumers[0])
+    group.elect(group.members[1])  # consumers stay registered across a change of leader
+    qs[0].ack(owners[0].got[0], qs[0].consumers[0])  # a follower's ack counts
     group.flush()
-    group.elect(group.members[1])
-    qs[0].ack(old_owner.got[1], qs[0].consumers[0])  # too late: the old leader proposes nothing
-    assert group.members[0].pending == []
+    assert owners[0].bodies() == [b"1", b"3"] and not owners[0].got[1].redelivered
+    assert qs[0].drop_owners({"n0"}) == 0  # only the leader removes an owner's consumers
+    assert qs[1].drop_owners({"n0"}) == 1
     group.flush()
-    assert old_owner.bodies() == [b"1", b"2", b"3"]  # 3 went out when 1 was acked
-    assert new_owner.bodies() == [b"2", b"3"]
-    assert all(e.redelivered and e.message.headers["x-delivery-count"] == 1 for e in new_owner.got)
-    assert qs[0].machine.snapshot() == qs[1].machine.snapshot()
+    # n0's consumer lost what it held (3 went back, redelivered, its count raised) and was
+    # registered again by its own member (its node is back), which gets 3 once more
+    assert owners[0].bodies() == [b"1", b"3", b"3"]
+    again = owners[0].got[2]
+    assert again.redelivered and again.message.headers["x-delivery-count"] == 1
+    qs[1].ack(owners[1].got[0], qs[1].consumers[0])
+    qs[0].ack(again, qs[0].consumers[0])
+    group.flush()
+    assert len(qs[0].machine.messages) == 0 and qs[0].machine.snapshot() == qs[1].machine.snapshot()
     # the snapshot of one member restores another
     qs[0].restore(qs[1].snapshot())
     assert qs[0].machine.snapshot() == qs[1].machine.snapshot()
+
+
+def test_a_restarted_member_removes_the_consumers_of_its_owner_s_earlier_process():
+    group = Group()
+    nodes = [Broker(replicators=lambda vh, q, o=f"n{i}": GroupReplicator(group, o)).vhosts["/"] for i in range(2)]
+    qs = [vh.declare_queue("qq", durable=True, arguments=QQ) for vh in nodes]
+    group.elect(group.members[0])
+    owner = Owner()
+    qs[1].add_consumer(Consumer(qs[1], "c", owner, no_ack=False, prefetch=1))
+    nodes[0].publish_safe("", "qq", persistent(b"1"))
+    group.flush()
+    assert owner.bodies() == [b"1"]
+    # n1's process restarts: a new broker and queue object of owner n1
+    group.members.remove(group.members[1])
+    restarted = Broker(replicators=lambda vh, q: GroupReplicator(group, "n1")).vhosts["/"]
+    fresh = restarted.declare_queue("qq", durable=True, arguments=QQ)
+    fresh.restore(qs[0].snapshot())
+    assert fresh.drop_stale() == 1 and fresh.drop_stale() == 0
+    group.flush()
+    assert fresh.machine.consumers == {} and list(fresh.machine.ready) == [1]
+    assert fresh.machine.messages[1].redelivered
 
 
 def test_a_delivery_to_a_consumer_cancelled_meanwhile_goes_back(node):

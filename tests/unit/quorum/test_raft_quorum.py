@@ -1,8 +1,9 @@
 """Quorum queues over Raft in one trio process: three members (a broker, its vhost and the
 queue's ``RaftReplicator`` each) over the loopback transport with file storage (fsync).
-Publishes confirmed by a majority, consumed and acked on the leader; the leader killed; the
-new leader loses nothing confirmed and redelivers what was unacked, with
-``x-delivery-count``; a member that was down catches up from a snapshot."""
+Publishes on a follower forwarded to the leader and applied once, delivered by the member
+whose consumer it is; the leader killed: the new leader loses nothing confirmed and
+redelivers what was unacked, with ``x-delivery-count``; a member that was down catches up
+from a snapshot."""
 
 from __future__ import annotations
 
@@ -50,21 +51,30 @@ class Owner:
 
 
 class Node:
-    def __init__(self, net: LoopbackNetwork, i: int, path, snapshot_every: int = 10000) -> None:
+    def __init__(self, net: LoopbackNetwork, i: int, path, snapshot_every: int = 10000,
+                 peers: "dict[int, Node] | None" = None) -> None:
         self.net, self.i, self.path, self.snapshot_every = net, i, path, snapshot_every
+        self.peers = peers if peers is not None else {}
+        self.peers[i] = self
         self.scope = trio.CancelScope()
+        self.alive = False
+
+    def forward(self, leader: int, payload: bytes) -> None:
+        """What the cluster's link does: a follower's entries to the leader (cut as the net is)."""
+        target = self.peers.get(leader)
+        if target is not None and target.alive and (self.i, leader) not in self.net.blocked:
+            target.rep.forwarded(payload)
 
     async def start(self, nursery: trio.Nursery) -> None:
         self.rep = RaftReplicator(self.i, IDS, FileStorage(str(self.path / f"m{self.i}")), self.net.transport(self.i),
                                   tick=0.01, config=Config(election_ticks=40, snapshot_every=self.snapshot_every),
-                                  rng=random.Random(self.i))
+                                  rng=random.Random(self.i), forward=self.forward, owner=f"n{self.i}")
         self.vhost = Broker(replicators=lambda vh, q: self.rep).vhosts["/"]
         self.queue = self.vhost.declare_queue("qq", durable=True, arguments=QQ)
         assert isinstance(self.queue, QuorumQueue)
         self.owner = Owner()
-        self.consumer = Consumer(self.queue, "c", self.owner, no_ack=False, prefetch=0)
-        self.queue.add_consumer(self.consumer)
         self.scope = trio.CancelScope()
+        self.alive = True
 
         async def run(task_status=trio.TASK_STATUS_IGNORED) -> None:
             with self.scope:
@@ -72,9 +82,19 @@ class Node:
 
         await nursery.start(run)
 
+    def consume(self, prefetch: int = 0) -> None:
+        self.consumer = Consumer(self.queue, "c", self.owner, no_ack=False, prefetch=prefetch)
+        self.queue.add_consumer(self.consumer)
+
     def kill(self) -> None:
         self.scope.cancel()
+        self.alive = False
         self.rep.leading = False
+
+
+def group(net: LoopbackNetwork, path, **kw) -> list[Node]:
+    peers: dict[int, Node] = {}
+    return [Node(net, i, path, peers=peers, **kw) for i in IDS]
 
 
 async def leader_of(nodes: list[Node], exclude: int | None = None) -> Node:
@@ -102,43 +122,67 @@ async def until(predicate) -> None:
         await trio.sleep(0.01)
 
 
+async def test_publishes_on_a_follower_reach_a_consumer_on_another_member_each_applied_once(tmp_path):
+    net = LoopbackNetwork(IDS)
+    nodes = group(net, tmp_path)
+    async with trio.open_nursery() as nursery:
+        for n in nodes:
+            await n.start(nursery)
+        with trio.fail_after(30):
+            leader = await leader_of(nodes)
+            pub, con = [n for n in nodes if n is not leader]
+            con.consume()
+            promises = [publish(pub, b"m%d" % k) for k in range(20)]
+            assert len({id(p) for p in promises}) == 1  # one scheduler pass: one batch, one entry
+            pub.rep._push([e for e, _ in pub.rep._unacked.values()])  # sent twice: applied once
+            await kept(promises[-1])
+            await con.owner.wait_for(20)
+            assert [e.message.body for e in con.owner.got] == [b"m%d" % k for k in range(20)]
+            for e in con.owner.got[:5]:
+                con.queue.ack(e, con.consumer)  # a follower's acks
+            await until(lambda: all(len(n.queue.machine.messages) == 15 for n in nodes))
+            assert all(n.queue.machine.snapshot() == con.queue.machine.snapshot() for n in nodes)
+            assert leader.owner.got == [] and pub.owner.got == []
+            assert pub.rep.seqs == con.rep.seqs == leader.rep.seqs
+        nursery.cancel_scope.cancel()
+
+
 async def test_a_new_leader_loses_nothing_confirmed_and_redelivers_what_was_unacked(tmp_path):
     net = LoopbackNetwork(IDS)
-    nodes = [Node(net, i, tmp_path) for i in IDS]
+    nodes = group(net, tmp_path)
     async with trio.open_nursery() as nursery:
         for n in nodes:
             await n.start(nursery)
         with trio.fail_after(30):
             first = await leader_of(nodes)
+            first.consume()
+            pub = next(n for n in nodes if n is not first)
+            await kept(publish(pub, b"x"))  # the consumer is registered before what follows
             promises = [publish(first, b"m%d" % k) for k in range(20)]
-            assert len({id(p) for p in promises}) == 1  # one scheduler pass: one batch, one entry
             await kept(promises[-1])
-            await first.owner.wait_for(20)
-            assert [e.message.body for e in first.owner.got] == [b"m%d" % k for k in range(20)]
-            for e in first.owner.got[:5]:
+            await first.owner.wait_for(21)
+            for e in first.owner.got[:6]:
                 first.queue.ack(e, first.consumer)
             await until(lambda: len(first.queue.machine.messages) == 15)
-            # the followers applied the same commands and delivered nothing
             await until(lambda: all(n.queue.machine.snapshot() == first.queue.machine.snapshot() for n in nodes))
-            assert all(n.owner.got == [] for n in nodes if n is not first)
             first.kill()
             net.isolate(first.i)
             second = await leader_of(nodes, exclude=first.i)
+            second.consume()
+            assert second.queue.drop_owners({f"n{first.i}"}) == 1  # the cluster does this when a node is lost
             await second.owner.wait_for(15)
             got = second.owner.got
             assert [e.message.body for e in got] == [b"m%d" % k for k in range(5, 20)]
             assert all(e.redelivered and e.message.headers["x-delivery-count"] == 1 for e in got)
-            # the new leader serves publishes; the old leader's late ack proposes nothing
-            first.queue.ack(first.owner.got[5], first.consumer)
             await kept(publish(second, b"after"))
             await second.owner.wait_for(16)
             assert got[-1].message.body == b"after" and not got[-1].redelivered
         nursery.cancel_scope.cancel()
 
 
-async def test_publishes_during_an_election_are_confirmed_late_by_the_member_that_wins(tmp_path):
+async def test_publishes_during_an_election_are_confirmed_late_by_the_next_leader(tmp_path):
     net = LoopbackNetwork(IDS)
-    nodes = [Node(net, i, tmp_path) for i in IDS]
+    nodes = group(net, tmp_path)
     async with trio.open_nursery() as nursery:
         for n in nodes:
             await n.start(nursery)
@@ -150,31 +194,37 @@ async def test_publishes_during_an_election_are_confirmed_late_by_the_member_tha
             net.isolate(first.i)
             waiting = [publish(n, b"during-%d" % n.i) for n in others]  # no leader yet
             second = await leader_of(nodes, exclude=first.i)
-            await kept(waiting[others.index(second)])
-            await second.owner.wait_for(2)
-            assert [e.message.body for e in second.owner.got] == [b"before", b"during-%d" % second.i]
+            for w in waiting:
+                await kept(w)
+            second.consume()
+            await second.owner.wait_for(3)
+            bodies = [e.message.body for e in second.owner.got]
+            assert bodies[0] == b"before" and sorted(bodies[1:]) == sorted(b"during-%d" % n.i for n in others)
         nursery.cancel_scope.cancel()
 
 
 async def test_a_member_down_while_the_log_is_compacted_catches_up_from_a_snapshot(tmp_path):
     net = LoopbackNetwork(IDS)
-    nodes = [Node(net, i, tmp_path, snapshot_every=20) for i in IDS]
+    nodes = group(net, tmp_path, snapshot_every=20)
     async with trio.open_nursery() as nursery:
         for n in nodes:
             await n.start(nursery)
         with trio.fail_after(40):
             leader = await leader_of(nodes)
+            leader.consume()
             down = next(n for n in nodes if n is not leader)
             down.kill()
             net.isolate(down.i)
             for k in range(60):  # one entry each, past snapshot_every
                 await kept(publish(leader, b"x%d" % k))
                 if k % 2:
+                    await leader.owner.wait_for(k + 1)
                     leader.queue.ack(leader.owner.got[-1], leader.consumer)
             assert leader.rep.runner.member is not None and leader.rep.runner.member.snap_index > 0
             net.heal()
             await down.start(nursery)  # a fresh broker and queue on the same files
             await until(lambda: down.queue.machine.snapshot() == leader.queue.machine.snapshot())
             assert down.rep.runner.member is not None and down.rep.runner.member.snap_index > 0
+            assert down.rep.seqs == leader.rep.seqs
             assert len(leader.queue.machine.messages) == 30
         nursery.cancel_scope.cancel()
