@@ -40,6 +40,7 @@ from mqemu.protocols.mqtt.server import serve_mqtt
 from mqemu.protocols.stomp.server import serve_stomp
 
 from .clustering.meta import ClusterMeta
+from .clustering.mgmt import ClusterAsk
 from .links import LINK_TIMINGS, LinkTiming, NodeLinks
 from .raft.hub import RaftHub
 from .listeners import URL_SCHEMES, PlanError, plan, serve_listener, session_factories
@@ -184,6 +185,8 @@ class Node:
             on_change=self._link_changed)
         # Its member of the metadata group (``clustering.meta``): the definitions every node holds.
         self.meta: ClusterMeta | None = None
+        # The management API's view of the other nodes (``clustering.mgmt``); None alone.
+        self.cluster_ask: ClusterAsk | None = None
 
     def url(self, protocol: str) -> str:
         """``amqp://127.0.0.1:5672``, ``amqps://...``, ``ws://127.0.0.1:15674/ws`` ..."""
@@ -279,9 +282,21 @@ class Node:
         await nursery.start(hub.run)
         self.meta = ClusterMeta(self.broker, self.links, hub, self.options.data_dir, on_change=self._meta_changed)
         await nursery.start(self.meta.run)
+        # the management API's questions to the other nodes (``protocols/http/cluster.py``)
+        self.cluster_ask = ClusterAsk(self.links, hub.names, self._mgmt_answer, self._queue_home)
+        await nursery.start(self.cluster_ask.run)
         if not await self.meta.wait_for_leader(META_WAIT):
             log.warning("metadata group: no leader after %.0f s; definition changes are refused until "
                         "a majority of the nodes is reachable", META_WAIT)
+
+    def _mgmt_answer(self, op: str, args: dict[str, Any]) -> Any:
+        from mqemu.protocols.http.cluster import answer  # starlette: imported when a peer first asks
+
+        return answer(self, op, args)
+
+    def _queue_home(self, vhost: str, queue: str) -> str | None:
+        item = self.meta.state.queues.get((vhost, queue)) if self.meta is not None else None
+        return item.get("node") if item is not None else None
 
     def _meta_changed(self, status: dict[str, Any]) -> None:
         self._event("metadata", leader=status["leader"], term=status["term"])

@@ -86,8 +86,10 @@ def queue_json(node: Any, vhost: Any, q: Any, policy: Any = None) -> dict[str, A
     return data
 
 
-def exchange_json(vhost: Any, ex: Any) -> dict[str, Any]:
-    return {
+def exchange_json(vhost: Any, ex: Any, stats: dict[str, Any] | None = None) -> dict[str, Any]:
+    """An exchange; ``stats`` its ``message_stats`` (``publish_in``/``publish_out``), shown
+    once something was published to it, as RabbitMQ does."""
+    data = {
         "arguments": json_value(ex.arguments),
         "auto_delete": ex.auto_delete,
         "durable": ex.durable,
@@ -97,6 +99,9 @@ def exchange_json(vhost: Any, ex: Any) -> dict[str, Any]:
         "user_who_performed_action": "rmq-internal",
         "vhost": vhost.name,
     }
+    if stats is not None:
+        data["message_stats"] = stats
+    return data
 
 
 def properties_key(routing_key: str, arguments: dict[str, Any]) -> str:

@@ -1,0 +1,181 @@
+"""The management API's cluster-wide view over real node processes (``mqemu ha up --mode
+cluster``): every node answers with the whole cluster's queues (each from its home node, with
+its depth there), connections, channels, consumers, exchange statistics and totals; a
+connection on one node is closed through another node's API (320 CONNECTION_FORCED); a killed
+node is listed not running."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+
+import pika
+import pika.exceptions
+import pytest
+
+pytestmark = pytest.mark.timeout(180)
+
+NODES = ("node-1", "node-2", "node-3")
+
+
+def _node(status, name):
+    (entry,) = [n for n in status["nodes"] if n["name"] == name]
+    return entry
+
+
+def _pika(c, name, tag):
+    port = _node(c.status(), name)["ports"]["amqp"]
+    return pika.BlockingConnection(pika.ConnectionParameters(
+        "127.0.0.1", port, credentials=pika.PlainCredentials("guest", "guest"), connection_attempts=1,
+        socket_timeout=5, blocked_connection_timeout=5, client_properties={"connection_name": tag}))
+
+
+def _api(c, name, method, path, body=None, headers=None):
+    port = _node(c.status(), name)["management"]
+    req = urllib.request.Request(f"http://127.0.0.1:{port}/api/{path}", method=method,
+                                 data=None if body is None else json.dumps(body).encode())
+    req.add_header("authorization", "Basic " + base64.b64encode(b"guest:guest").decode())
+    req.add_header("content-type", "application/json")
+    for k, v in (headers or {}).items():
+        req.add_header(k, v)
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            raw = resp.read()
+            return resp.status, json.loads(raw) if raw else None
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+
+
+def _until(check, what, timeout=30.0):
+    """Ask ``check()`` (an API call) until it returns something true; that value."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.1)
+
+
+def _leader(status):
+    return (status.get("metadata") or {}).get("leader")
+
+
+@pytest.fixture
+def cluster(mqemu_cluster):
+    mqemu_cluster.wait_until(lambda s: _leader(s) is not None and all(
+        n["management"] and (n["metadata"] or {}).get("leader") == _leader(s) for n in s["nodes"]),
+        what="a metadata leader every node names")
+    mqemu_cluster.wait_until(lambda s: all(st["out"] == "up" and st["in"] == "up"
+                                           for n in s["nodes"] for st in (n.get("links") or {}).values()),
+                             what="every link up")
+    return mqemu_cluster
+
+
+def _by_tag(items, tag):
+    return [c for c in items if (c.get("client_properties") or {}).get("connection_name") == tag]
+
+
+def test_every_node_answers_with_the_whole_cluster(cluster):
+    c = cluster
+    three = _pika(c, "node-3", "conn-on-3")
+    ch3 = three.channel()
+    ch3.confirm_delivery()
+    ch3.queue_declare("homed-on-3", durable=True)
+    ch3.basic_consume("homed-on-3", lambda *a: None, auto_ack=True)
+    ch3.exchange_declare("fan", "fanout", durable=True)
+    ch3.queue_bind("homed-on-3", "fan")
+    ch3.basic_publish("fan", "", b"from-3")
+    one = _pika(c, "node-1", "conn-on-1")
+    ch1 = one.channel()
+    ch1.confirm_delivery()
+    ch1.queue_declare("depth-q", durable=True)
+    for i in range(5):
+        ch1.basic_publish("", "depth-q", b"m%d" % i)
+    _until(lambda: _api(c, "node-1", "GET", "bindings/%2F/e/fan/q/homed-on-3")[1], "the binding on node-1")
+    for i in range(2):  # counted by node-1's exchange
+        ch1.basic_publish("fan", "", b"f%d" % i)
+
+    # queues: each once, from its home node, with the depth there
+    def queues():
+        status, data = _api(c, "node-2", "GET", "queues")
+        assert status == 200
+        mine = {q["name"]: q for q in data if q["name"] in ("depth-q", "homed-on-3")}
+        if len(mine) == 2 and mine["depth-q"]["messages"] == 5 and mine["homed-on-3"]["consumers"] == 1:
+            return data
+        return None
+    data = _until(queues, "both queues with their figures on node-2")
+    assert [q["name"] for q in data].count("depth-q") == 1
+    (dq,) = [q for q in data if q["name"] == "depth-q"]
+    assert dq["node"] == "rabbit@node-1" and dq["messages_ready"] == 5 and dq["message_stats"]["publish"] == 5
+    (h3,) = [q for q in data if q["name"] == "homed-on-3"]
+    assert h3["node"] == "rabbit@node-3"
+    status, one_q = _api(c, "node-2", "GET", "queues/%2F/depth-q")
+    assert status == 200 and one_q["node"] == "rabbit@node-1" and one_q["messages"] == 5
+    status, q3 = _api(c, "node-1", "GET", "queues/%2F/homed-on-3")
+    assert status == 200 and q3["node"] == "rabbit@node-3" and len(q3["consumer_details"]) == 1
+
+    # connections, channels and consumers of node-1 and node-3, listed by node-2
+    status, conns = _api(c, "node-2", "GET", "connections")
+    assert status == 200
+    (on1,) = _by_tag(conns, "conn-on-1")
+    (on3,) = _by_tag(conns, "conn-on-3")
+    assert on1["node"] == "rabbit@node-1" and on3["node"] == "rabbit@node-3"
+    status, channels = _api(c, "node-2", "GET", "channels")
+    assert {ch["node"] for ch in channels if ch["connection_details"]["name"] in (on1["name"], on3["name"])} == \
+        {"rabbit@node-1", "rabbit@node-3"}
+    status, consumers = _api(c, "node-2", "GET", "consumers")
+    (cons,) = [x for x in consumers if x["queue"]["name"] == "homed-on-3"]
+    assert cons["channel_details"]["node"] == "rabbit@node-3"
+    status, got = _api(c, "node-2", "GET", "connections/" + urllib.parse.quote(on3["name"], safe=""))
+    assert status == 200 and got["node"] == "rabbit@node-3"
+
+    # the overview's totals and the exchange's statistics are the cluster's
+    status, ov = _api(c, "node-2", "GET", "overview")
+    assert ov["object_totals"]["connections"] >= 2 and ov["queue_totals"]["messages"] >= 5
+    assert ov["object_totals"]["consumers"] >= 1
+    assert {lst["node"] for lst in ov["listeners"]} == {f"rabbit@{n}" for n in NODES}
+    fan = _until(lambda: _api(c, "node-2", "GET", "exchanges/%2F/fan")[1], "the exchange on node-2")
+    assert fan["message_stats"]["publish_in"] == 3  # node-1's two and node-3's one
+    assert fan["message_stats"]["publish_out"] == 3
+    (listed,) = [x for x in _api(c, "node-2", "GET", "exchanges/%2F")[1] if x["name"] == "fan"]
+    assert listed["message_stats"] == fan["message_stats"]
+
+    # every node is listed, running, by every node
+    for name in NODES:
+        status, nodes = _api(c, name, "GET", "nodes")
+        assert status == 200 and [n["name"] for n in nodes] == [f"rabbit@{n}" for n in NODES]
+        assert all(n["running"] and n["partitions"] == [] for n in nodes)
+    status, n3 = _api(c, "node-1", "GET", "nodes/rabbit%40node-3")
+    assert status == 200 and n3["running"] is True
+
+    # a connection on node-1 closed through node-3's API
+    status, _ = _api(c, "node-3", "DELETE", "connections/" + urllib.parse.quote(on1["name"], safe=""),
+                     headers={"X-Reason": "closed from node-3"})
+    assert status == 204
+    with pytest.raises(pika.exceptions.ConnectionClosedByBroker) as closed:
+        one.sleep(5)
+    assert closed.value.reply_code == 320 and "closed from node-3" in closed.value.reply_text
+    status, _ = _api(c, "node-3", "DELETE", "connections/" + urllib.parse.quote(on1["name"], safe=""))
+    assert status == 404
+    three.close()
+
+
+def test_a_killed_node_is_listed_not_running(cluster):
+    c = cluster
+    c.kill("node-3")
+    c.wait_until(lambda s: _node(s, "node-3")["role"] == "down", what="node-3 down")
+
+    def down():
+        status, nodes = _api(c, "node-2", "GET", "nodes")
+        assert status == 200
+        return nodes if {n["name"]: n["running"] for n in nodes} == {
+            "rabbit@node-1": True, "rabbit@node-2": True, "rabbit@node-3": False} else None
+    nodes = _until(down, "node-3 listed not running")
+    assert [n["name"] for n in nodes] == [f"rabbit@{n}" for n in NODES]
+    status, ov = _api(c, "node-1", "GET", "overview")
+    assert status == 200 and {lst["node"] for lst in ov["listeners"]} == {"rabbit@node-1", "rabbit@node-2"}
