@@ -112,6 +112,8 @@ class NodeOptions:
     cluster: "ClusterOptions | None" = None  # a cluster member: its links to the other nodes
     control_url: str | None = None  # the topology's control endpoint, shown by the web page (``--control-url``)
     stats_interval: float = 5.0  # seconds between samples of the message rates (``protocols/http/rates.py``)
+    # RabbitMQ's auth_mechanisms (``--auth-mechanisms``); None: PLAIN and AMQPLAIN
+    auth_mechanisms: tuple[str, ...] | None = None
 
 
 @dataclass(slots=True)
@@ -147,6 +149,12 @@ class Node:
         cfg = self.options.config or load_config(self.options.config_file, self.options.engine,
                                                  self.options.engine_version)
         self.broker = Broker(cfg, store=make_store(self.options.data_dir))
+        if self.options.auth_mechanisms is not None:
+            unknown = set(self.options.auth_mechanisms) - {"PLAIN", "AMQPLAIN", "EXTERNAL"}
+            if unknown or not self.options.auth_mechanisms:
+                raise NodeStartError(f"--auth-mechanisms: unknown mechanism(s) {', '.join(sorted(unknown))}; "
+                                     "pick from PLAIN, AMQPLAIN, EXTERNAL")
+            self.broker.auth.mechanisms = self.options.auth_mechanisms
         self.ports: dict[str, int] = {}
         self.host = self.options.host
         self.name = self.options.name
