@@ -78,10 +78,9 @@ class VirtualHost:
         self.exchanges: dict[str, Exchange] = {}
         self.queues: dict[str, Queue] = {}
         self.direct_reply: dict[str, Callable[[Message], bool]] = {}
-        # The default exchange's fast path counts here (the management API's exchange
-        # message_stats): publishes, and those of them that reached no queue.
+        # Publishes the default exchange's fast path took (the management API's exchange
+        # message_stats; RabbitMQ 3.10 counts them out too, a queue found or not).
         self.default_published = 0
-        self.default_unroutable = 0
         self._writes: StoreWrites | None = None  # the promise on the store's open batch (writes_safe)
         # Policies by name and the one applied to each queue (``policies``).
         self.policies: dict[str, Any] = {}
@@ -122,9 +121,8 @@ class VirtualHost:
             if q is None:
                 self.default_published += 1
                 reply = self.direct_reply.get(routing_key)
-                if reply is not None and reply(message):
-                    return 1, False, None
-                self.default_unroutable += 1
+                if reply is not None:
+                    return (1, False, None) if reply(message) else (0, False, None)
                 return 0, False, None
             headers = message.properties.get("headers")
             # No sender-selected distribution (CC, BCC: ``_routing_keys``): the one queue named.

@@ -19,7 +19,8 @@ message routed to two queues counts twice; RabbitMQ counts channel publishes). E
 ``publish_in`` (messages published to it) and ``publish_out`` (queues they reached: a message
 routed to two queues counts twice, as RabbitMQ sums its queue_exchange_stats) from the two
 counters the core keeps per exchange (``Exchange.published``, ``routed``; the default
-exchange's fast path counts on the vhost).
+exchange's fast path counts on the vhost, and, as RabbitMQ 3.10, every publish to it counts
+out too, whether the queue named exists or not).
 
 Imports no trio (``tests/unit/transport/test_trio_free.py``): the loop is in ``server.py``.
 """
@@ -211,9 +212,8 @@ _ZERO_X: Sample = (0, 0)
 
 def exchange_sample(vhost: Any, ex: Any) -> Sample:
     """(publish_in, publish_out) of an exchange now."""
-    if ex.name == "":
-        return (ex.published + vhost.default_published,
-                ex.routed + vhost.default_published - vhost.default_unroutable)
+    if ex.name == "":  # RabbitMQ 3.10 counts every default-exchange publish out, a queue found or not
+        return ex.published + vhost.default_published, ex.routed + vhost.default_published
     return ex.published, ex.routed
 
 
@@ -221,8 +221,10 @@ def exchange_stats(counts: Iterable[float], rates: Iterable[float] | None) -> di
     """RabbitMQ's exchange ``message_stats`` from (in, out) counts and rates."""
     pin, pout = counts
     rin, rout = rates if rates is not None else (0.0, 0.0)
-    return {"publish_in": int(pin), "publish_in_details": {"rate": round(float(rin), 2)},
-            "publish_out": int(pout), "publish_out_details": {"rate": round(float(rout), 2)}}
+    stats = {"publish_in": int(pin), "publish_in_details": {"rate": round(float(rin), 2)}}
+    if pout:  # RabbitMQ shows publish_out once a message went out
+        stats.update(publish_out=int(pout), publish_out_details={"rate": round(float(rout), 2)})
+    return stats
 
 
 def exchange_counts(node: Any, vhost: str | None) -> dict[str, dict[str, list[float]]]:
