@@ -101,6 +101,22 @@ class AuthorizationEntry:
         return self.read if op == "read" else self.write if op == "write" else self.admin
 
 
+# RFC 4514's short names of the attributes a certificate's subject usually has
+_DN_KEYS = {"commonName": "CN", "organizationName": "O", "organizationalUnitName": "OU", "countryName": "C",
+            "localityName": "L", "stateOrProvinceName": "ST", "streetAddress": "STREET", "domainComponent": "DC",
+            "userId": "UID"}
+
+
+def _dn_escape(value: str) -> str:
+    """RFC 4514's escapes in an attribute value."""
+    out = "".join("\\" + c if c in ',+"\\<>;' else c for c in value)
+    if out.startswith((" ", "#")):
+        out = "\\" + out
+    if out.endswith(" ") and not out.endswith("\\ "):
+        out = out[:-1] + "\\ "
+    return out
+
+
 # ActiveMQ's SecurityException texts (AuthorizationBroker.addConsumer / send / addDestination).
 _VERBS = {"read": "read from", "write": "write to", "admin": "create"}
 
@@ -134,6 +150,9 @@ class AuthRegistry:
     # client certificate, and STOMP and MQTT clients without a login there are the
     # certificate's user (their plugins' ssl_cert_login).
     mechanisms: tuple[str, ...] = ("PLAIN", "AMQPLAIN")
+    # ssl_cert_login_from: which part of the certificate's subject names the user,
+    # ``common_name`` (the CN) or ``distinguished_name`` (RFC 4514's string of the subject)
+    cert_login_from: str = "common_name"
 
     @classmethod
     def default(cls) -> "AuthRegistry":
@@ -159,9 +178,24 @@ class AuthRegistry:
     def external(self) -> bool:
         return "EXTERNAL" in self.mechanisms
 
-    def certificate_login(self, name: str, peer_host: str | None) -> User:
-        """EXTERNAL: the user named by a verified client certificate (its common name), with
-        no password; the loopback rule still applies. Raises AuthenticationFailed."""
+    def certificate_name(self, subject: tuple) -> str:
+        """The user name a certificate's subject (the ssl module's form) gives, as
+        ``cert_login_from`` says: its common name, or its distinguished name as RFC 4514
+        writes it (the last RDN first, ``CN=alice,O=example``)."""
+        if self.cert_login_from == "distinguished_name":
+            return ",".join("+".join(f"{_DN_KEYS.get(k, k)}={_dn_escape(str(v))}" for k, v in rdn)
+                            for rdn in reversed(subject))
+        for rdn in subject:
+            for key, value in rdn:
+                if key == "commonName":
+                    return str(value)
+        return ""
+
+    def certificate_login(self, subject: tuple, peer_host: str | None) -> User:
+        """EXTERNAL: the user named by a verified client certificate's subject
+        (``certificate_name``), with no password; the loopback rule still applies. Raises
+        AuthenticationFailed."""
+        name = self.certificate_name(subject)
         user = self.users.get(name)
         if user is None or self.simple:
             raise AuthenticationFailed(
@@ -171,7 +205,7 @@ class AuthRegistry:
         return user
 
     def login(self, username: str | None, password: str | None, peer_host: str | None,
-              default: tuple[str, str] | None = None, certificate: str | None = None) -> User | None:
+              default: tuple[str, str] | None = None, certificate: tuple | None = None) -> User | None:
         """The login of a STOMP or MQTT CONNECT, as the engine checks it. Returns the user,
         or None when everyone is let in (ActiveMQ without users). Raises AuthenticationFailed.
 
@@ -179,8 +213,9 @@ class AuthRegistry:
         anonymous logins are refused), then ``authenticate``. ActiveMQ:
         SimpleAuthenticationBroker.authenticate: anonymous access when allowed and neither a
         name nor a password came, else the password must match (no loopback rule).
-        ``certificate``: the name in the connection's verified client certificate, the user of
-        a RabbitMQ login without a name when EXTERNAL is on (``ssl_cert_login``)."""
+        ``certificate``: the subject of the connection's verified client certificate, which
+        names the user of a RabbitMQ login without a name when EXTERNAL is on
+        (``ssl_cert_login``)."""
         if self.simple:
             if not self.users_configured:
                 return None

@@ -114,6 +114,7 @@ class NodeOptions:
     stats_interval: float = 5.0  # seconds between samples of the message rates (``protocols/http/rates.py``)
     # RabbitMQ's auth_mechanisms (``--auth-mechanisms``); None: PLAIN and AMQPLAIN
     auth_mechanisms: tuple[str, ...] | None = None
+    cert_login_from: str = "common_name"  # or "distinguished_name" (``--ssl-cert-login-from``)
 
 
 @dataclass(slots=True)
@@ -155,6 +156,7 @@ class Node:
                 raise NodeStartError(f"--auth-mechanisms: unknown mechanism(s) {', '.join(sorted(unknown))}; "
                                      "pick from PLAIN, AMQPLAIN, EXTERNAL")
             self.broker.auth.mechanisms = self.options.auth_mechanisms
+        self.broker.auth.cert_login_from = self.options.cert_login_from
         self.ports: dict[str, int] = {}
         self.host = self.options.host
         self.name = self.options.name

@@ -75,8 +75,9 @@ class SessionBase:
     protocol_name = "unknown"
     #: (peer (host, port), local (host, port)) of the socket, set by the transport
     addresses: tuple | None = None
-    #: the common name of the client's verified TLS certificate, set by the transport
-    tls_cn: str | None = None
+    #: the subject of the client's verified TLS certificate (``tls.certificate_subject``),
+    #: set by the transport; the EXTERNAL login's name comes from it
+    tls_subject: tuple | None = None
     #: how the client logged in, as the management API shows it
     auth_mechanism: str = "PLAIN"
 

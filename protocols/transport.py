@@ -473,9 +473,9 @@ async def serve_protocol(
         except (OSError, AttributeError):
             pass
         if opener is not None and isinstance(stream, trio.SSLStream):
-            from .tls import certificate_name
+            from .tls import certificate_subject
 
-            session.tls_cn = certificate_name(stream)  # type: ignore[attr-defined]
+            session.tls_subject = certificate_subject(stream)  # type: ignore[attr-defined]
         if sessions is not None:
             sessions.add(session)
         try:

@@ -307,15 +307,15 @@ class AMQPConnection(SessionBase):
     def _mechanisms(self) -> str:
         """RabbitMQ's auth_mechanisms; EXTERNAL only on a connection with a verified client
         certificate (rabbit_auth_mechanism_ssl's should_offer)."""
-        return " ".join(m for m in self.broker.auth.mechanisms if m != "EXTERNAL" or self.tls_cn is not None)
+        return " ".join(m for m in self.broker.auth.mechanisms if m != "EXTERNAL" or self.tls_subject is not None)
 
     def _on_start_ok(self, m: spec.ConnectionStartOk) -> None:
         self.client_properties = m.client_properties or {}
         caps = self.client_properties.get("capabilities")
         self.capabilities = caps if isinstance(caps, dict) else {}
         try:
-            if m.mechanism == "EXTERNAL" and self.tls_cn is not None and self.broker.auth.external:
-                self.user = self.broker.auth.certificate_login(self.tls_cn, self.peer)  # the response is ignored
+            if m.mechanism == "EXTERNAL" and self.tls_subject is not None and self.broker.auth.external:
+                self.user = self.broker.auth.certificate_login(self.tls_subject, self.peer)  # the response is ignored
                 self.auth_mechanism = "EXTERNAL"
             else:
                 username, password = self._credentials(m.mechanism, m.response)

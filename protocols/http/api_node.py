@@ -93,6 +93,17 @@ async def overview(ctx: Ctx) -> Response:
     })
 
 
+_MECHANISMS = {"PLAIN": "SASL PLAIN authentication mechanism", "AMQPLAIN": "QPid AMQPLAIN mechanism",
+               "EXTERNAL": "SASL EXTERNAL authentication mechanism using SSL certificates"}
+
+
+def _mechanisms(broker: Any) -> list[dict[str, Any]]:
+    """The AMQP login mechanisms the node knows, ``enabled`` when ``--auth-mechanisms`` has them."""
+    on = broker.auth.mechanisms
+    return [{"name": m, "description": text, "enabled": m in on} for m, text in _MECHANISMS.items()
+            if m != "EXTERNAL" or m in on]  # RabbitMQ lists EXTERNAL once its plugin is enabled
+
+
 def node_json(node: Any) -> dict[str, Any]:
     """This node as ``/api/nodes`` shows it (in a cluster, ``partitions`` is filled in by the
     node that answers the request: ``cluster.nodes``)."""
@@ -105,7 +116,7 @@ def node_json(node: Any) -> dict[str, Any]:
         "disk_free_limit": 50_000_000, "disk_free": 10 ** 12, "disk_free_alarm": broker.store_alarm,
         "proc_total": 1048576, "proc_used": 0, "rates_mode": "basic",
         "uptime": int((time.time() - _STARTED) * 1000), "run_queue": 0, "processors": os.cpu_count() or 1,
-        "exchange_types": EXCHANGE_TYPES, "auth_mechanisms": [], "applications": [], "contexts": [],
+        "exchange_types": EXCHANGE_TYPES, "auth_mechanisms": _mechanisms(broker), "applications": [], "contexts": [],
         "log_files": [], "config_files": [], "enabled_plugins": ["rabbitmq_management"], "net_ticktime": 60,
         "cluster_links": cluster.links_json(node), "db_dir": "", "mem_calculation_strategy": "rss",
     }

@@ -20,7 +20,8 @@ from .cluster import lists_queue
 from .common import (Ctx, HttpError, JsonList, bad_request, created_or_updated, flag, from_broker_error, no_content, not_found,
                      ok, segment)
 from .rates import exchange_sample, exchange_stats, sampler_of
-from .shapes import binding_json, default_bindings, exchange_json, message_json, properties_key, queue_json
+from .shapes import (binding_json, default_bindings, exchange_json, message_json, properties_key, queue_down_json,
+                     queue_json)
 
 ACKMODES = ("ack_requeue_true", "ack_requeue_false", "reject_requeue_true", "reject_requeue_false")
 
@@ -41,10 +42,19 @@ async def list_queues(ctx: Ctx) -> Any:
     vhosts = ctx.vhosts_from_path()
     names = {vh.name for vh in vhosts}
     only = segment(ctx.request, "vhost") if "vhost" in ctx.request.path_params else None
-    return await cluster.listing(
-        node, [(vh, q) for vh in vhosts for q in vh.queues.values() if lists_queue(node, vh.name, q.name)],
-        lambda pair: queue_json(node, pair[0], pair[1], pair[0].queue_policies.get(pair[1].name)),
-        "queues", {"vhost": only}, lambda q: q["vhost"] in names)
+    local = [(vh, q) for vh in vhosts for q in vh.queues.values() if lists_queue(node, vh.name, q.name)]
+
+    def render(pair: tuple[Any, Any]) -> dict[str, Any]:
+        return queue_json(node, pair[0], pair[1], pair[0].queue_policies.get(pair[1].name))
+    ask = cluster.ask_of(node)
+    if ask is None:
+        return JsonList(local, render)
+    answers = await ask.ask("queues", {"vhost": only})
+    silent = {peer for peer, a in answers.items() if a is None}
+    theirs = [q for a in answers.values() if a for q in a if q["vhost"] in names]
+    down = [queue_down_json(vh, q, home) for vh in vhosts for q in list(vh.queues.values())
+            if (home := ask.home(vh.name, q.name)) in silent]
+    return JsonList(local + theirs + down, lambda o: o if isinstance(o, dict) else render(o))
 
 
 async def get_queue(ctx: Ctx) -> Response:
@@ -52,11 +62,13 @@ async def get_queue(ctx: Ctx) -> Response:
     name = segment(ctx.request, "queue")
     ask = cluster.ask_of(ctx.node)
     home = ask.home(vh.name, name) if ask is not None else None
-    if home is not None and home != ask.node:  # the home node's figures; its last known form when it is down
+    if home is not None and home != ask.node:  # the home node's figures
         data = await cluster.first(ctx.node, "queue", {"vhost": vh.name, "name": name}, [home]) \
             if ask.reachable(home) else None
         if data is not None:
             return ok(data)
+        if name in vh.queues:  # its home does not answer: down, as RabbitMQ shows it
+            return ok(queue_down_json(vh, vh.queues[name], home))
     q = vh.queues.get(name)
     if q is None:
         # another node's node-local (exclusive) queue, or one whose declaration is not here yet

@@ -10,6 +10,7 @@ import queue
 import ssl
 import threading
 
+import httpx
 import paho.mqtt.client as mqtt
 import pika
 import pika.credentials
@@ -50,13 +51,14 @@ def pki(tmp_path):
     return {k: str(v) for k, v in files.items()}
 
 
-def _start(mqemu_start, pki, mechanisms):
+def _start(mqemu_start, pki, mechanisms, login_from="common_name", alice="alice"):
     node = mqemu_start(tls=TLSOptions(cert_file=pki["cert"], key_file=pki["key"], ca_file=pki["ca"],
-                                      verify_clients=True), auth_mechanisms=mechanisms)
+                                      verify_clients=True), auth_mechanisms=mechanisms, ports={"http": 0},
+                       cert_login_from=login_from)
 
     def add_alice():
-        node.broker.auth.users["alice"] = User("alice", "", ())
-        node.broker.auth.permissions[("alice", "/")] = Permission()
+        node.broker.auth.users[alice] = User(alice, "", ())
+        node.broker.auth.permissions[(alice, "/")] = Permission()
     node._thread.call(add_alice)
     return node
 
@@ -86,6 +88,27 @@ def test_pika_external_is_the_certificate_user(node, pki):
         ch.basic_publish("", "ext-q", b"as alice")
         assert ch.basic_get("ext-q", auto_ack=True)[2] == b"as alice"
         assert _users(node) == [("alice", "EXTERNAL")]
+        (api,) = httpx.get(f"http://127.0.0.1:{node.ports['http']}/api/connections", auth=("guest", "guest")).json()
+        assert (api["user"], api["auth_mechanism"]) == ("alice", "EXTERNAL")
+        (shown,) = httpx.get(f"http://127.0.0.1:{node.ports['http']}/api/nodes", auth=("guest", "guest")).json()
+        assert {m["name"]: m["enabled"] for m in shown["auth_mechanisms"]} == {
+            "PLAIN": True, "AMQPLAIN": True, "EXTERNAL": True}
+    finally:
+        conn.close()
+
+
+def test_the_distinguished_name_as_the_user_name(mqemu_start, pki):
+    """``--ssl-cert-login-from distinguished_name``: the subject as RFC 4514 writes it
+    (cryptography's rfc4514_string of the same certificate)."""
+    from cryptography import x509
+
+    with open(pki["alice"], "rb") as f:
+        dn = x509.load_pem_x509_certificate(f.read()).subject.rfc4514_string()
+    assert dn.startswith("CN=alice,")
+    node = _start(mqemu_start, pki, EXTERNAL, "distinguished_name", alice=dn)
+    conn = _pika(node.ports["amqps"], pki, "alice")
+    try:
+        assert _users(node) == [(dn, "EXTERNAL")]
     finally:
         conn.close()
 
@@ -168,3 +191,11 @@ def test_paho_without_a_username_is_the_certificate_user(node, pki):
     c.loop_stop()
     # 3.1.1's 4 (RabbitMQ's CONNACK_CREDENTIALS for a refused login), which paho names so
     assert rc.is_failure and str(rc) == "Bad user name or password"
+
+
+def test_an_unknown_mechanism_stops_the_start(capfd):
+    from mqemu.ha.cli import main
+
+    assert main(["serve", "--auth-mechanisms", "PLAIN,KERBEROS", "--amqp-port", "0", "--stomp-port", "off",
+                 "--mqtt-port", "off", "--http-port", "off"]) == 2
+    assert "unknown mechanism(s) KERBEROS" in capfd.readouterr().err

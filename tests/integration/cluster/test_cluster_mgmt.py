@@ -166,7 +166,13 @@ def test_every_node_answers_with_the_whole_cluster(cluster):
 
 
 def test_a_killed_node_is_listed_not_running(cluster):
+    """... and its queues are listed ``down``, as RabbitMQ lists a queue whose node is down."""
     c = cluster
+    conn = _pika(c, "node-3", "on-3")
+    conn.channel().queue_declare("lives-on-3", durable=True)
+    conn.close()
+    _until(lambda: any(q["name"] == "lives-on-3" for q in _api(c, "node-2", "GET", "definitions")[1]["queues"]),
+           "the declaration on node-2")
     c.kill("node-3")
     c.wait_until(lambda s: _node(s, "node-3")["role"] == "down", what="node-3 down")
 
@@ -179,3 +185,8 @@ def test_a_killed_node_is_listed_not_running(cluster):
     assert [n["name"] for n in nodes] == [f"rabbit@{n}" for n in NODES]
     status, ov = _api(c, "node-1", "GET", "overview")
     assert status == 200 and {lst["node"] for lst in ov["listeners"]} == {"rabbit@node-1", "rabbit@node-2"}
+    status, queues = _api(c, "node-2", "GET", "queues/%2F")
+    (down,) = [q for q in queues if q["name"] == "lives-on-3"]
+    assert (down["state"], down["node"], down["durable"]) == ("down", "rabbit@node-3", True)
+    status, one = _api(c, "node-1", "GET", "queues/%2F/lives-on-3")
+    assert status == 200 and (one["state"], one["node"]) == ("down", "rabbit@node-3")
