@@ -101,6 +101,22 @@ class AuthorizationEntry:
         return self.read if op == "read" else self.write if op == "write" else self.admin
 
 
+# RFC 4514's short names of the attributes a certificate's subject usually has
+_DN_KEYS = {"commonName": "CN", "organizationName": "O", "organizationalUnitName": "OU", "countryName": "C",
+            "localityName": "L", "stateOrProvinceName": "ST", "streetAddress": "STREET", "domainComponent": "DC",
+            "userId": "UID"}
+
+
+def _dn_escape(value: str) -> str:
+    """RFC 4514's escapes in an attribute value."""
+    out = "".join("\\" + c if c in ',+"\\<>;' else c for c in value)
+    if out.startswith((" ", "#")):
+        out = "\\" + out
+    if out.endswith(" ") and not out.endswith("\\ "):
+        out = out[:-1] + "\\ "
+    return out
+
+
 # ActiveMQ's SecurityException texts (AuthorizationBroker.addConsumer / send / addDestination).
 _VERBS = {"read": "read from", "write": "write to", "admin": "create"}
 
@@ -129,6 +145,14 @@ class AuthRegistry:
     # when users or permissions change, so a revoked permission refuses the next publish,
     # as RabbitMQ 3.10 refuses it on the same channel.
     grant_holders: "weakref.WeakSet[Any]" = field(default_factory=weakref.WeakSet)
+    # RabbitMQ's auth_mechanisms (``--auth-mechanisms``): EXTERNAL (rabbitmq_auth_mechanism_ssl)
+    # is off by default; with it, AMQP offers EXTERNAL on a TLS connection with a verified
+    # client certificate, and STOMP and MQTT clients without a login there are the
+    # certificate's user (their plugins' ssl_cert_login).
+    mechanisms: tuple[str, ...] = ("PLAIN", "AMQPLAIN")
+    # ssl_cert_login_from: which part of the certificate's subject names the user,
+    # ``common_name`` (the CN) or ``distinguished_name`` (RFC 4514's string of the subject)
+    cert_login_from: str = "common_name"
 
     @classmethod
     def default(cls) -> "AuthRegistry":
@@ -150,15 +174,48 @@ class AuthRegistry:
         return bool(self.deny_publish or self.deny_subscribe
                     or (self.simple and self.authorization is not None))
 
+    @property
+    def external(self) -> bool:
+        return "EXTERNAL" in self.mechanisms
+
+    def certificate_name(self, subject: tuple) -> str:
+        """The user name a certificate's subject (the ssl module's form) gives, as
+        ``cert_login_from`` says: its common name, or its distinguished name as RFC 4514
+        writes it (the last RDN first, ``CN=alice,O=example``)."""
+        if self.cert_login_from == "distinguished_name":
+            return ",".join("+".join(f"{_DN_KEYS.get(k, k)}={_dn_escape(str(v))}" for k, v in rdn)
+                            for rdn in reversed(subject))
+        for rdn in subject:
+            for key, value in rdn:
+                if key == "commonName":
+                    return str(value)
+        return ""
+
+    def certificate_login(self, subject: tuple, peer_host: str | None) -> User:
+        """EXTERNAL: the user named by a verified client certificate's subject
+        (``certificate_name``), with no password; the loopback rule still applies. Raises
+        AuthenticationFailed."""
+        name = self.certificate_name(subject)
+        user = self.users.get(name)
+        if user is None or self.simple:
+            raise AuthenticationFailed(
+                "Login was refused using authentication mechanism EXTERNAL. For details see the broker logfile.")
+        if name in self.loopback_users and peer_host is not None and not _is_loopback(peer_host):
+            raise AuthenticationFailed(f"User '{name}' can only connect via localhost")
+        return user
+
     def login(self, username: str | None, password: str | None, peer_host: str | None,
-              default: tuple[str, str] | None = None) -> User | None:
+              default: tuple[str, str] | None = None, certificate: tuple | None = None) -> User | None:
         """The login of a STOMP or MQTT CONNECT, as the engine checks it. Returns the user,
         or None when everyone is let in (ActiveMQ without users). Raises AuthenticationFailed.
 
         RabbitMQ: no user name means the protocol plugin's default user (``default``; None:
         anonymous logins are refused), then ``authenticate``. ActiveMQ:
         SimpleAuthenticationBroker.authenticate: anonymous access when allowed and neither a
-        name nor a password came, else the password must match (no loopback rule)."""
+        name nor a password came, else the password must match (no loopback rule).
+        ``certificate``: the subject of the connection's verified client certificate, which
+        names the user of a RabbitMQ login without a name when EXTERNAL is on
+        (``ssl_cert_login``)."""
         if self.simple:
             if not self.users_configured:
                 return None
@@ -172,6 +229,8 @@ class AuthRegistry:
                 raise AuthenticationFailed(f"User name [{shown}] or password is invalid.",
                                            not_authorized=True)
             return user
+        if username is None and certificate is not None and "EXTERNAL" in self.mechanisms:
+            return self.certificate_login(certificate, peer_host)  # ssl_cert_login
         if username is None:
             if default is None:
                 raise AuthenticationFailed("anonymous connections are not allowed", not_authorized=True)

@@ -60,6 +60,10 @@ class Exchange:
     _topic: TopicTrie | None = None
     # The alternate exchange a policy gives it (``policies``); its own argument wins.
     policy_alternate: str | None = None
+    # Messages published to it and queues they reached (the management API's publish_in,
+    # publish_out; the default exchange's fast path counts on the vhost instead)
+    published: int = 0
+    routed: int = 0
 
     def __post_init__(self) -> None:
         if self.type not in EXCHANGE_TYPES:

@@ -78,6 +78,9 @@ class VirtualHost:
         self.exchanges: dict[str, Exchange] = {}
         self.queues: dict[str, Queue] = {}
         self.direct_reply: dict[str, Callable[[Message], bool]] = {}
+        # Publishes the default exchange's fast path took (the management API's exchange
+        # message_stats; RabbitMQ 3.10 counts them out too, a queue found or not).
+        self.default_published = 0
         self._writes: StoreWrites | None = None  # the promise on the store's open batch (writes_safe)
         # Policies by name and the one applied to each queue (``policies``).
         self.policies: dict[str, Any] = {}
@@ -116,6 +119,7 @@ class VirtualHost:
         if exchange == "":
             q = self.queues.get(routing_key)
             if q is None:
+                self.default_published += 1
                 reply = self.direct_reply.get(routing_key)
                 if reply is not None:
                     return (1, False, None) if reply(message) else (0, False, None)
@@ -123,6 +127,7 @@ class VirtualHost:
             headers = message.properties.get("headers")
             # No sender-selected distribution (CC, BCC: ``_routing_keys``): the one queue named.
             if not headers or ("CC" not in headers and "BCC" not in headers):
+                self.default_published += 1
                 r = q.publish(message, self.clock())
                 if r is True:
                     return 1, False, None
@@ -140,10 +145,12 @@ class VirtualHost:
             raise NotFound(f"no exchange '{exchange}' in vhost '{self.name}'")
         if ex.internal:
             raise AccessRefused(f"cannot publish to internal exchange '{exchange}' in vhost '{self.name}'")
+        ex.published += 1
         keys = self._routing_keys(message, routing_key)
         queues = self._route(ex, message, keys)
         if not queues:
             return 0, False, None
+        ex.routed += len(queues)
         now = self.clock()
         refused = False
         safe: Promise | None = None

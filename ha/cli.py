@@ -94,6 +94,16 @@ def build_parser() -> argparse.ArgumentParser:
                      help="ask every TLS client (amqps, stomps, mqtts, wss; not HTTPS) for a certificate signed "
                      "by the CA (the generated one, else --tls-ca) and refuse one without in the handshake "
                      "(RabbitMQ's verify_peer with fail_if_no_peer_cert, ActiveMQ's needClientAuth)")
+    tls.add_argument("--auth-mechanisms", default=None, metavar="LIST",
+                     help="the AMQP login mechanisms offered, comma-separated from PLAIN, AMQPLAIN, EXTERNAL "
+                     "(default PLAIN,AMQPLAIN, as RabbitMQ's auth_mechanisms). EXTERNAL (RabbitMQ's "
+                     "rabbitmq_auth_mechanism_ssl) logs a TLS client with a verified certificate "
+                     "(--tls-verify-clients) in as the user its common name names; STOMP and MQTT clients "
+                     "without a login on such a connection are that user too (ssl_cert_login)")
+    tls.add_argument("--ssl-cert-login-from", choices=("common_name", "distinguished_name"), default="common_name",
+                     help="which part of a client certificate's subject names the EXTERNAL user: its CN "
+                     "(default) or the whole distinguished name as RFC 4514 writes it (RabbitMQ's "
+                     "ssl_cert_login_from)")
     tls.add_argument("--ws", action="store_true",
                      help="open the engine's WebSocket listeners (the TLS ones too with TLS)")
     serve.add_argument("--profile", choices=LAYOUTS, default="engine",
@@ -377,7 +387,10 @@ def serve(args: argparse.Namespace) -> int:
                                 timing=TIMINGS[args.timing], status_file=args.status_file,
                                 cluster=cluster, tls=tls, websocket=args.ws, layout=args.profile,
                                 definitions=args.definitions, control_url=args.control_url,
-                                stats_interval=args.collect_statistics_interval / 1000.0))
+                                stats_interval=args.collect_statistics_interval / 1000.0,
+                                auth_mechanisms=tuple(m.strip().upper() for m in args.auth_mechanisms.split(",")
+                                                      if m.strip()) if args.auth_mechanisms else None,
+                                cert_login_from=args.ssl_cert_login_from))
     except NodeStartError as e:
         log.error("%s", e)
         return 2

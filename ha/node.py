@@ -40,6 +40,7 @@ from mqemu.protocols.mqtt.server import serve_mqtt
 from mqemu.protocols.stomp.server import serve_stomp
 
 from .clustering.meta import ClusterMeta
+from .clustering.mgmt import ClusterAsk
 from .clustering.quorum import ClusterQuorum
 from .clustering.remote import RemoteQueues
 from .links import LINK_TIMINGS, LinkTiming, NodeLinks
@@ -113,6 +114,9 @@ class NodeOptions:
     cluster: "ClusterOptions | None" = None  # a cluster member: its links to the other nodes
     control_url: str | None = None  # the topology's control endpoint, shown by the web page (``--control-url``)
     stats_interval: float = 5.0  # seconds between samples of the message rates (``protocols/http/rates.py``)
+    # RabbitMQ's auth_mechanisms (``--auth-mechanisms``); None: PLAIN and AMQPLAIN
+    auth_mechanisms: tuple[str, ...] | None = None
+    cert_login_from: str = "common_name"  # or "distinguished_name" (``--ssl-cert-login-from``)
 
 
 @dataclass(slots=True)
@@ -148,6 +152,13 @@ class Node:
         cfg = self.options.config or load_config(self.options.config_file, self.options.engine,
                                                  self.options.engine_version)
         self.broker = Broker(cfg, store=make_store(self.options.data_dir))
+        if self.options.auth_mechanisms is not None:
+            unknown = set(self.options.auth_mechanisms) - {"PLAIN", "AMQPLAIN", "EXTERNAL"}
+            if unknown or not self.options.auth_mechanisms:
+                raise NodeStartError(f"--auth-mechanisms: unknown mechanism(s) {', '.join(sorted(unknown))}; "
+                                     "pick from PLAIN, AMQPLAIN, EXTERNAL")
+            self.broker.auth.mechanisms = self.options.auth_mechanisms
+        self.broker.auth.cert_login_from = self.options.cert_login_from
         self.ports: dict[str, int] = {}
         self.host = self.options.host
         self.name = self.options.name
@@ -200,6 +211,8 @@ class Node:
             self.broker.replicators = self.quorum
             for vh in self.broker.vhosts.values():
                 vh.replicators = self.quorum
+        # The management API's view of the other nodes (``clustering.mgmt``); None alone.
+        self.cluster_ask: ClusterAsk | None = None
 
     def url(self, protocol: str) -> str:
         """``amqp://127.0.0.1:5672``, ``amqps://...``, ``ws://127.0.0.1:15674/ws`` ..."""
@@ -301,9 +314,21 @@ class Node:
         self.meta = ClusterMeta(self.broker, self.links, hub, self.options.data_dir, on_change=self._meta_changed)
         self.meta.remote = self.remote
         await nursery.start(self.meta.run)
+        # the management API's questions to the other nodes (``protocols/http/cluster.py``)
+        self.cluster_ask = ClusterAsk(self.links, hub.names, self._mgmt_answer, self._queue_home)
+        await nursery.start(self.cluster_ask.run)
         if not await self.meta.wait_for_leader(META_WAIT):
             log.warning("metadata group: no leader after %.0f s; definition changes are refused until "
                         "a majority of the nodes is reachable", META_WAIT)
+
+    def _mgmt_answer(self, op: str, args: dict[str, Any]) -> Any:
+        from mqemu.protocols.http.cluster import answer  # starlette: imported when a peer first asks
+
+        return answer(self, op, args)
+
+    def _queue_home(self, vhost: str, queue: str) -> str | None:
+        item = self.meta.state.queues.get((vhost, queue)) if self.meta is not None else None
+        return item.get("node") if item is not None else None
 
     def _meta_changed(self, status: dict[str, Any]) -> None:
         self._event("metadata", leader=status["leader"], term=status["term"])

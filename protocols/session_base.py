@@ -75,6 +75,11 @@ class SessionBase:
     protocol_name = "unknown"
     #: (peer (host, port), local (host, port)) of the socket, set by the transport
     addresses: tuple | None = None
+    #: the subject of the client's verified TLS certificate (``tls.certificate_subject``),
+    #: set by the transport; the EXTERNAL login's name comes from it
+    tls_subject: tuple | None = None
+    #: how the client logged in, as the management API shows it
+    auth_mechanism: str = "PLAIN"
 
     def __init__(self, broker: Any, peer: str | None, conn_id: int) -> None:
         self.broker = broker
@@ -170,7 +175,8 @@ class SessionBase:
         if vhost is None:
             return None
         return {"protocol": self.protocol_name, "user": getattr(user, "name", None) or "",
-                "vhost": getattr(vhost, "name", vhost), "channels": 0, "client_properties": {}}
+                "vhost": getattr(vhost, "name", vhost), "channels": 0, "client_properties": {},
+                "auth_mechanism": self.auth_mechanism}
 
     def internal_error(self) -> None:
         """One of this session's methods raised (a bug). Queue the protocol's internal-error

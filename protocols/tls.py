@@ -6,6 +6,8 @@ The stream is ``https_compatible``: a client that hangs up without a TLS close_n
 end of stream, as a TCP FIN is, not an error. A failed handshake (plain bytes on the TLS
 port, a client that does not trust the certificate) raises ``HandshakeFailed`` with the TLS
 library's reason; the transport logs it in one line and closes that socket only.
+After the handshake the transport gives the session the verified client certificate's
+subject (``certificate_subject``), which names the user of an EXTERNAL login.
 """
 
 from __future__ import annotations
@@ -16,7 +18,20 @@ import trio
 
 from .transport import HandshakeFailed, MakeSession, Opener
 
-__all__ = ["tls_opener", "handshake"]
+__all__ = ["tls_opener", "handshake", "certificate_subject"]
+
+
+def certificate_subject(stream: trio.SSLStream) -> tuple | None:
+    """The subject of the client's certificate as the ssl module gives it (a tuple of
+    relative distinguished names, each a tuple of (attribute, value)), when the handshake
+    verified one (a listener with ``--tls-verify-clients``); None otherwise. The session
+    keeps it as ``tls_subject``; ``AuthRegistry.certificate_name`` names its user."""
+    try:
+        cert = stream.getpeercert()
+    except (ValueError, AttributeError):
+        return None
+    subject = (cert or {}).get("subject")
+    return tuple(subject) if subject else None
 
 
 async def handshake(stream: trio.abc.Stream, context: ssl.SSLContext) -> trio.SSLStream:

@@ -498,6 +498,10 @@ async def serve_protocol(
             session.addresses = (stream.socket.getpeername()[:2], stream.socket.getsockname()[:2])  # type: ignore[attr-defined]
         except (OSError, AttributeError):
             pass
+        if opener is not None and isinstance(stream, trio.SSLStream):
+            from .tls import certificate_subject
+
+            session.tls_subject = certificate_subject(stream)  # type: ignore[attr-defined]
         if sessions is not None:
             sessions.add(session)
         try:

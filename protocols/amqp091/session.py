@@ -311,15 +311,25 @@ class AMQPConnection(SessionBase):
         self.state = State.START
         self.send(encode_method(0, spec.ConnectionStart(
             version_major=0, version_minor=9, server_properties=server_properties(self.broker.profile),
-            mechanisms=b"PLAIN AMQPLAIN", locales=b"en_US")))
+            mechanisms=self._mechanisms().encode(), locales=b"en_US")))
+
+    def _mechanisms(self) -> str:
+        """RabbitMQ's auth_mechanisms; EXTERNAL only on a connection with a verified client
+        certificate (rabbit_auth_mechanism_ssl's should_offer)."""
+        return " ".join(m for m in self.broker.auth.mechanisms if m != "EXTERNAL" or self.tls_subject is not None)
 
     def _on_start_ok(self, m: spec.ConnectionStartOk) -> None:
         self.client_properties = m.client_properties or {}
         caps = self.client_properties.get("capabilities")
         self.capabilities = caps if isinstance(caps, dict) else {}
         try:
-            username, password = self._credentials(m.mechanism, m.response)
-            self.user = self.broker.auth.authenticate(username, password, self.peer)
+            if m.mechanism == "EXTERNAL" and self.tls_subject is not None and self.broker.auth.external:
+                self.user = self.broker.auth.certificate_login(self.tls_subject, self.peer)  # the response is ignored
+                self.auth_mechanism = "EXTERNAL"
+            else:
+                username, password = self._credentials(m.mechanism, m.response)
+                self.user = self.broker.auth.authenticate(username, password, self.peer)
+                self.auth_mechanism = m.mechanism
         except AuthenticationFailed as e:
             log.info("authentication failed", extra={"conn": self.conn_id, "reason": e.text})
             if self.capabilities.get("authentication_failure_close"):

@@ -13,7 +13,9 @@ from starlette.responses import JSONResponse, Response
 
 from mqemu.broker.message import Message
 
-from .common import Ctx, JsonList, no_content, not_authorised, not_found, ok, segment
+from . import cluster
+from .cluster import lists_queue
+from .common import Ctx, no_content, not_authorised, not_found, ok, segment
 from .rates import NOT_COUNTED_NODE, merge, sampler_of
 from .shapes import node_name, rate
 
@@ -24,82 +26,113 @@ EXCHANGE_TYPES = [
 _STARTED = time.time()
 
 
-def _listeners(ctx: Ctx) -> list[dict[str, Any]]:
-    return [{"node": node_name(ctx.node), "protocol": proto, "ip_address": ctx.node.host, "port": port,
-             "socket_opts": {}} for proto, port in ctx.node.ports.items()]
+def _listeners(node: Any) -> list[dict[str, Any]]:
+    return [{"node": node_name(node), "protocol": proto, "ip_address": node.host, "port": port,
+             "socket_opts": {}} for proto, port in node.ports.items()]
 
 
-def _totals(ctx: Ctx, vhosts: list[Any], lengths: dict[str, Any]) -> dict[str, Any]:
-    ready = sum(len(q.ready) for vh in vhosts for q in vh.queues.values())
-    unacked = sum(q.unacked for vh in vhosts for q in vh.queues.values())
-    return {"messages": ready + unacked, "messages_details": lengths["messages_details"], "messages_ready": ready,
-            "messages_ready_details": lengths["messages_ready_details"], "messages_unacknowledged": unacked,
-            "messages_unacknowledged_details": lengths["messages_unacknowledged_details"]}
-
-
-def _message_stats(ctx: Ctx, vhosts: list[Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The node's statistics (``rates.Sampler``), or those of the vhosts this user sees."""
-    sampler = sampler_of(ctx.node)
-    if len(vhosts) == len(ctx.broker.vhosts):
-        return sampler.node()
-    stats, lengths = merge([sampler.vhost(vh) for vh in vhosts])
-    for name in NOT_COUNTED_NODE:  # the node's own, in the overview even when no vhost is seen
-        stats.setdefault(name, 0)
-        stats.setdefault(name + "_details", {"rate": 0.0})
-    return dict(sorted(stats.items())), lengths
+def overview_part(node: Any, vhost_names: list[str] | None, user: str | None) -> dict[str, Any]:
+    """This node's share of the overview: statistics, lengths, queue and object totals of
+    the vhosts named (None: all), connections of ``user`` only when one is given. Queues are
+    those the node lists (``cluster.lists_queue``: in a cluster, the ones whose home it is)."""
+    broker = node.broker
+    vhosts = list(broker.vhosts.values()) if vhost_names is None else \
+        [vh for name, vh in broker.vhosts.items() if name in vhost_names]
+    sampler = sampler_of(node)
+    if len(vhosts) == len(broker.vhosts):
+        stats, lengths = sampler.node()
+    else:
+        stats, lengths = merge([sampler.vhost(vh) for vh in vhosts])
+        for name in NOT_COUNTED_NODE:  # the node's own, in the overview even when no vhost is seen
+            stats.setdefault(name, 0)
+            stats.setdefault(name + "_details", {"rate": 0.0})
+        stats = dict(sorted(stats.items()))
+    queues = [q for vh in vhosts for q in vh.queues.values() if lists_queue(node, vh.name, q.name)]
+    ready = sum(len(q.ready) for q in queues)
+    unacked = sum(q.unacked for q in queues)
+    conns = [i for _, i in local_connections(node) if user is None or i["user"] == user]
+    return {"stats": stats, "lengths": lengths, "listeners": _listeners(node),
+            "totals": {"messages": ready + unacked, "messages_ready": ready, "messages_unacknowledged": unacked},
+            "objects": {"channels": sum(i["channels"] for i in conns), "connections": len(conns),
+                        "consumers": sum(len(q.consumers) for vh in vhosts for q in vh.queues.values()),
+                        "queues": len(queues)}}
 
 
 async def overview(ctx: Ctx) -> Response:
     broker = ctx.broker
     vhosts = ctx.visible_vhosts()
-    conns = _connections(ctx)
+    names = None if len(vhosts) == len(broker.vhosts) else [vh.name for vh in vhosts]
+    user = None if ctx.is_monitor() else ctx.user.name
+    parts = [overview_part(ctx.node, names, user)]
+    parts += await cluster.gather(ctx.node, "overview", {"vhosts": names, "user": user})
+    stats, lengths = merge([(p["stats"], p["lengths"]) for p in parts]) if len(parts) > 1 else \
+        (parts[0]["stats"], parts[0]["lengths"])
+    totals = {k: sum(p["totals"][k] for p in parts) for k in parts[0]["totals"]}
+    objects = {k: sum(p["objects"][k] for p in parts) for k in parts[0]["objects"]}
     release = broker.profile.release
-    stats, lengths = _message_stats(ctx, vhosts)
     return ok({
         "management_version": release, "rates_mode": "basic",
         "sample_retention_policies": {"global": [600, 3600, 28800, 86400], "basic": [600, 3600],
                                       "detailed": [600]},
         "exchange_types": EXCHANGE_TYPES, "product_version": release, "product_name": broker.profile.product,
-        "rabbitmq_version": release, "cluster_name": node_name(ctx.node), "erlang_version": "mqemu",
+        "rabbitmq_version": release, "cluster_name": cluster.cluster_name(ctx.node), "erlang_version": "mqemu",
         "erlang_full_version": "mqemu (Python)", "release_series_support_status": "supported",
         "disable_stats": False, "enable_queue_totals": False,
         "message_stats": stats, "churn_rates": {},
-        "queue_totals": _totals(ctx, vhosts, lengths),
-        "object_totals": {"channels": sum(c[1]["channels"] for c in conns), "connections": len(conns),
-                          "consumers": sum(len(q.consumers) for vh in vhosts for q in vh.queues.values()),
-                          "exchanges": sum(len(vh.exchanges) for vh in vhosts),
-                          "queues": sum(len(vh.queues) for vh in vhosts)},
+        "queue_totals": {"messages": totals["messages"], "messages_details": lengths["messages_details"],
+                         "messages_ready": totals["messages_ready"],
+                         "messages_ready_details": lengths["messages_ready_details"],
+                         "messages_unacknowledged": totals["messages_unacknowledged"],
+                         "messages_unacknowledged_details": lengths["messages_unacknowledged_details"]},
+        "object_totals": {"channels": objects["channels"], "connections": objects["connections"],
+                          "consumers": objects["consumers"],
+                          "exchanges": sum(len(vh.exchanges) for vh in vhosts),  # the same on every node
+                          "queues": objects["queues"]},
         "statistics_db_event_queue": 0, "node": node_name(ctx.node),
-        "listeners": _listeners(ctx), "contexts": [],
+        "listeners": [x for p in parts for x in p["listeners"]], "contexts": [],
     })
 
 
-def _node_json(ctx: Ctx) -> dict[str, Any]:
-    broker = ctx.broker
+_MECHANISMS = {"PLAIN": "SASL PLAIN authentication mechanism", "AMQPLAIN": "QPid AMQPLAIN mechanism",
+               "EXTERNAL": "SASL EXTERNAL authentication mechanism using SSL certificates"}
+
+
+def _mechanisms(broker: Any) -> list[dict[str, Any]]:
+    """The AMQP login mechanisms the node knows, ``enabled`` when ``--auth-mechanisms`` has them."""
+    on = broker.auth.mechanisms
+    return [{"name": m, "description": text, "enabled": m in on} for m, text in _MECHANISMS.items()
+            if m != "EXTERNAL" or m in on]  # RabbitMQ lists EXTERNAL once its plugin is enabled
+
+
+def node_json(node: Any) -> dict[str, Any]:
+    """This node as ``/api/nodes`` shows it (in a cluster, ``partitions`` is filled in by the
+    node that answers the request: ``cluster.nodes``)."""
+    broker = node.broker
     return {
-        "name": node_name(ctx.node), "type": "disc", "running": True, "os_pid": str(os.getpid()),
-        "partitions": [], "fd_total": 1024, "fd_used": len(ctx.node.sessions), "sockets_total": 1024,
-        "sockets_used": len(ctx.node.sessions), "mem_limit": broker.config.watermark_bytes(),
+        "name": node_name(node), "type": "disc", "running": True, "os_pid": str(os.getpid()),
+        "partitions": [], "fd_total": 1024, "fd_used": len(node.sessions), "sockets_total": 1024,
+        "sockets_used": len(node.sessions), "mem_limit": broker.config.watermark_bytes(),
         "mem_used": broker.memory_in_use, "mem_alarm": broker.memory_alarm and not broker.store_alarm,
         "disk_free_limit": 50_000_000, "disk_free": 10 ** 12, "disk_free_alarm": broker.store_alarm,
         "proc_total": 1048576, "proc_used": 0, "rates_mode": "basic",
         "uptime": int((time.time() - _STARTED) * 1000), "run_queue": 0, "processors": os.cpu_count() or 1,
-        "exchange_types": EXCHANGE_TYPES, "auth_mechanisms": [], "applications": [], "contexts": [],
+        "exchange_types": EXCHANGE_TYPES, "auth_mechanisms": _mechanisms(broker), "applications": [], "contexts": [],
         "log_files": [], "config_files": [], "enabled_plugins": ["rabbitmq_management"], "net_ticktime": 60,
-        "cluster_links": [], "db_dir": "", "mem_calculation_strategy": "rss",
+        "cluster_links": cluster.links_json(node), "db_dir": "", "mem_calculation_strategy": "rss",
     }
 
 
 async def nodes(ctx: Ctx) -> Response:
     ctx.need_monitor()
-    return ok([_node_json(ctx)])
+    return ok(await cluster.nodes(ctx.node))
 
 
 async def get_node(ctx: Ctx) -> Response:
     ctx.need_monitor()
-    if segment(ctx.request, "node") != node_name(ctx.node):
-        raise not_found()
-    return ok(_node_json(ctx))
+    name = segment(ctx.request, "node")
+    for item in await cluster.nodes(ctx.node, only=name):
+        return ok(item)
+    raise not_found()
 
 
 # -- connections and channels ---------------------------------------------------------
@@ -112,26 +145,31 @@ def connection_name(session: Any) -> str:
     return f"{ph}:{pp} -> {lh}:{lp}"
 
 
-def _connections(ctx: Ctx) -> list[tuple[Any, dict[str, Any]]]:
-    """(session, info) of the open connections the user may see: all for monitoring users,
-    their own for the others."""
+def local_connections(node: Any) -> list[tuple[Any, dict[str, Any]]]:
+    """(session, info) of the node's open connections that have logged in."""
     out = []
-    for s in list(ctx.node.sessions):
+    for s in list(node.sessions):
         info = s.connection_info() if hasattr(s, "connection_info") else None
-        if info is None:
-            continue
-        if not ctx.is_monitor() and info["user"] != ctx.user.name:
-            continue
-        out.append((s, info))
+        if info is not None:
+            out.append((s, info))
     return out
 
 
-def _connection_json(ctx: Ctx, session: Any, info: dict[str, Any]) -> dict[str, Any]:
+def _connections(ctx: Ctx) -> list[tuple[Any, dict[str, Any]]]:
+    """(session, info) of the open connections the user may see: all for monitoring users,
+    their own for the others."""
+    if ctx.is_monitor():
+        return local_connections(ctx.node)
+    return [(s, i) for s, i in local_connections(ctx.node) if i["user"] == ctx.user.name]
+
+
+def connection_json(node: Any, session: Any, info: dict[str, Any]) -> dict[str, Any]:
     addresses = session.addresses or (("", 0), ("", 0))
     return {
-        "name": connection_name(session), "node": node_name(ctx.node), "vhost": info["vhost"],
+        "name": connection_name(session), "node": node_name(node), "vhost": info["vhost"],
         "user": info["user"], "user_who_performed_action": info["user"], "protocol": info["protocol"],
-        "state": "running", "channels": info["channels"], "type": "network", "auth_mechanism": "PLAIN",
+        "state": "running", "channels": info["channels"], "type": "network",
+        "auth_mechanism": info.get("auth_mechanism", "PLAIN"),
         "peer_host": addresses[0][0], "peer_port": addresses[0][1], "host": addresses[1][0],
         "port": addresses[1][1], "ssl": False, "client_properties": _plain(info["client_properties"]),
         "connected_at": 0, "recv_oct": 0, "send_oct": 0, "recv_oct_details": rate(), "send_oct_details": rate(),
@@ -149,40 +187,70 @@ async def list_connections(ctx: Ctx) -> Any:
     only = segment(ctx.request, "vhost") if "vhost" in ctx.request.path_params else None
     if only is not None:
         ctx.vhost(only)
-    return JsonList([(s, i) for s, i in _connections(ctx) if only is None or i["vhost"] == only],
-                    lambda pair: _connection_json(ctx, *pair))
+    node = ctx.node
+    mine = None if ctx.is_monitor() else ctx.user.name
+    return await cluster.listing(
+        node, [(s, i) for s, i in _connections(ctx) if only is None or i["vhost"] == only],
+        lambda pair: connection_json(node, *pair), "connections", {},
+        lambda c: (only is None or c["vhost"] == only) and (mine is None or c["user"] == mine))
 
 
-def _find_connection(ctx: Ctx) -> tuple[Any, dict[str, Any]]:
-    name = segment(ctx.request, "name")
-    for s, info in _connections(ctx):
+def find_connection(node: Any, name: str) -> tuple[Any, dict[str, Any]] | None:
+    for s, info in local_connections(node):
         if connection_name(s) == name:
             return s, info
-    raise not_found()
+    return None
 
 
 async def get_connection(ctx: Ctx) -> Response:
-    s, info = _find_connection(ctx)
-    return ok(_connection_json(ctx, s, info))
+    name = segment(ctx.request, "name")
+    found = find_connection(ctx.node, name)
+    if found is not None:
+        data = connection_json(ctx.node, *found)
+    else:
+        data = await cluster.first(ctx.node, "connection", {"name": name})
+    if data is None or (not ctx.is_monitor() and data["user"] != ctx.user.name):
+        raise not_found()
+    return ok(data)
+
+
+def close_connection(node: Any, name: str, reason: str, user: str | None) -> str:
+    """Close the named connection of this node as the broker does when forced (AMQP 0-9-1:
+    connection.close 320 CONNECTION_FORCED with ``reason``): ``closed``, ``not_found``, or
+    ``not_authorised`` when ``user`` (None: an administrator) is not its user."""
+    found = find_connection(node, name)
+    if found is None:
+        return "not_found"
+    s, info = found
+    if user is not None and info["user"] != user:
+        return "not_authorised"
+    s.server_close(reason)
+    return "closed"
 
 
 async def delete_connection(ctx: Ctx) -> Response:
-    """Close the connection as the broker does when forced (AMQP 0-9-1: connection.close
-    320 CONNECTION_FORCED with the ``X-Reason`` header's text)."""
-    s, info = _find_connection(ctx)
-    if not ctx.is_admin() and info["user"] != ctx.user.name:
-        raise not_authorised("User not authorised to access object")
+    """Close the connection, on this node or the one that has it (``X-Reason``'s text)."""
+    name = segment(ctx.request, "name")
     reason = unquote(ctx.request.headers.get("x-reason", "Closed via management plugin"))
-    s.server_close(reason)
+    user = None if ctx.is_admin() else ctx.user.name
+    outcome = close_connection(ctx.node, name, reason, user)
+    if outcome == "not_found":
+        answers = await cluster.gather(ctx.node, "close", {"name": name, "reason": reason, "user": user})
+        outcome = next((a for a in answers if a == "closed"), None) or \
+            next((a for a in answers if a == "not_authorised"), "not_found")
+    if outcome == "not_authorised" and ctx.is_monitor():  # others do not see the connection at all
+        raise not_authorised("User not authorised to access object")
+    if outcome != "closed":
+        raise not_found()
     return no_content()
 
 
-def _channels(ctx: Ctx) -> list[dict[str, Any]]:
+def channels_json(node: Any, pairs: list[tuple[Any, dict[str, Any]]]) -> list[dict[str, Any]]:
     out = []
-    for s, info in _connections(ctx):
+    for s, info in pairs:
         for number, ch in sorted(getattr(s, "channels", {}).items()):
             out.append({
-                "name": f"{connection_name(s)} ({number})", "number": number, "node": node_name(ctx.node),
+                "name": f"{connection_name(s)} ({number})", "number": number, "node": node_name(node),
                 "vhost": info["vhost"], "user": info["user"], "user_who_performed_action": info["user"],
                 "connection_details": {"name": connection_name(s), "peer_host": (s.addresses or (("", 0),))[0][0],
                                        "peer_port": (s.addresses or (("", 0),))[0][1]},
@@ -195,21 +263,31 @@ def _channels(ctx: Ctx) -> list[dict[str, Any]]:
 
 
 async def list_channels(ctx: Ctx) -> Response:
-    return ok(_channels(ctx))
+    mine = None if ctx.is_monitor() else ctx.user.name
+    peers = await cluster.gather(ctx.node, "channels", {})
+    return ok(channels_json(ctx.node, _connections(ctx)) +
+              [c for part in peers for c in part if mine is None or c["user"] == mine])
 
 
-def consumer_json(ctx: Ctx, vh: Any, c: Any) -> dict[str, Any]:
+def consumer_json(node: Any, vh: Any, c: Any) -> dict[str, Any]:
     owner_conn = getattr(c.owner, "conn", c.owner)
-    channel = {"name": f"{connection_name(owner_conn)} ({getattr(c.owner, 'number', 1)})"} \
-        if hasattr(owner_conn, "addresses") else {}
+    channel = {"name": f"{connection_name(owner_conn)} ({getattr(c.owner, 'number', 1)})",
+               "node": node_name(node)} if hasattr(owner_conn, "addresses") else {}
     return {"consumer_tag": c.tag, "queue": {"name": c.queue.name, "vhost": vh.name}, "channel_details": channel,
             "ack_required": not c.no_ack, "exclusive": c.exclusive, "prefetch_count": c.prefetch,
             "active": True, "activity_status": "up", "arguments": _plain(c.arguments)}
 
 
+def local_consumers(node: Any, vhosts: list[Any]) -> list[tuple[Any, Any]]:
+    return [(vh, c) for vh in vhosts for q in list(vh.queues.values()) for c in q.consumers]
+
+
 async def list_consumers(ctx: Ctx) -> Any:
-    return JsonList([(vh, c) for vh in ctx.vhosts_from_path() for q in vh.queues.values() for c in q.consumers],
-                    lambda pair: consumer_json(ctx, *pair))
+    vhosts = ctx.vhosts_from_path()
+    names = {vh.name for vh in vhosts}
+    node = ctx.node
+    return await cluster.listing(node, local_consumers(node, vhosts), lambda pair: consumer_json(node, *pair),
+                                 "consumers", {}, lambda c: c["queue"]["vhost"] in names)
 
 
 # -- health ---------------------------------------------------------------------------

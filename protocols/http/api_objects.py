@@ -14,9 +14,14 @@ from starlette.responses import Response
 from mqemu.broker.errors import BrokerError
 from mqemu.broker.message import Message
 
+from . import cluster
+from .api_node import consumer_json
+from .cluster import lists_queue
 from .common import (Ctx, HttpError, JsonList, bad_request, created_or_updated, flag, from_broker_error, no_content, not_found,
                      ok, segment)
-from .shapes import binding_json, default_bindings, exchange_json, message_json, properties_key, queue_json
+from .rates import exchange_sample, exchange_stats, sampler_of
+from .shapes import (binding_json, default_bindings, exchange_json, message_json, properties_key, queue_down_json,
+                     queue_json)
 
 ACKMODES = ("ack_requeue_true", "ack_requeue_false", "reject_requeue_true", "reject_requeue_false")
 
@@ -32,18 +37,47 @@ def _exchange_name(ctx: Ctx) -> str:
 
 # -- queues ---------------------------------------------------------------------------
 async def list_queues(ctx: Ctx) -> Any:
+    """Every queue once: in a cluster each from its home node (``cluster.lists_queue``)."""
     node = ctx.node
-    return JsonList([(vh, q) for vh in ctx.vhosts_from_path() for q in vh.queues.values()],
-                    lambda pair: queue_json(node, pair[0], pair[1], pair[0].queue_policies.get(pair[1].name)))
+    vhosts = ctx.vhosts_from_path()
+    names = {vh.name for vh in vhosts}
+    only = segment(ctx.request, "vhost") if "vhost" in ctx.request.path_params else None
+    local = [(vh, q) for vh in vhosts for q in vh.queues.values() if lists_queue(node, vh.name, q.name)]
+
+    def render(pair: tuple[Any, Any]) -> dict[str, Any]:
+        return queue_json(node, pair[0], pair[1], pair[0].queue_policies.get(pair[1].name))
+    ask = cluster.ask_of(node)
+    if ask is None:
+        return JsonList(local, render)
+    answers = await ask.ask("queues", {"vhost": only})
+    silent = {peer for peer, a in answers.items() if a is None}
+    theirs = [q for a in answers.values() if a for q in a if q["vhost"] in names]
+    down = [queue_down_json(vh, q, home) for vh in vhosts for q in list(vh.queues.values())
+            if (home := ask.home(vh.name, q.name)) in silent]
+    return JsonList(local + theirs + down, lambda o: o if isinstance(o, dict) else render(o))
 
 
 async def get_queue(ctx: Ctx) -> Response:
     vh = ctx.vhost(segment(ctx.request, "vhost"))
-    q = vh.queues.get(segment(ctx.request, "queue"))
+    name = segment(ctx.request, "queue")
+    ask = cluster.ask_of(ctx.node)
+    home = ask.home(vh.name, name) if ask is not None else None
+    if home is not None and home != ask.node:  # the home node's figures
+        data = await cluster.first(ctx.node, "queue", {"vhost": vh.name, "name": name}, [home]) \
+            if ask.reachable(home) else None
+        if data is not None:
+            return ok(data)
+        if name in vh.queues:  # its home does not answer: down, as RabbitMQ shows it
+            return ok(queue_down_json(vh, vh.queues[name], home))
+    q = vh.queues.get(name)
     if q is None:
-        raise not_found()
+        # another node's node-local (exclusive) queue, or one whose declaration is not here yet
+        data = await cluster.first(ctx.node, "queue", {"vhost": vh.name, "name": name}) if ask is not None else None
+        if data is None:
+            raise not_found()
+        return ok(data)
     data = queue_json(ctx.node, vh, q, vh.queue_policies.get(q.name))
-    data["consumer_details"] = [_consumer_json(ctx, vh, c) for c in q.consumers]
+    data["consumer_details"] = [consumer_json(ctx.node, vh, c) for c in q.consumers]
     data["deliveries"], data["incoming"] = [], []
     return ok(data)
 
@@ -131,9 +165,28 @@ async def get_messages(ctx: Ctx) -> Response:
 
 
 # -- exchanges ------------------------------------------------------------------------
+async def _exchange_stats(ctx: Ctx, only: str | None) -> Any:
+    """``stats(vh, ex)``: an exchange's message_stats, in a cluster summed over the nodes."""
+    node = ctx.node
+    sampler = sampler_of(node)
+    peers = await cluster.gather(node, "exchanges", {"vhost": only})
+
+    def stats(vh: Any, ex: Any) -> dict[str, Any] | None:
+        counts, rates = exchange_sample(vh, ex), sampler.exchange_rates(vh.name, ex) or (0.0, 0.0)
+        total = [*counts, *rates]
+        for part in peers:
+            theirs = part.get(vh.name, {}).get(ex.name)
+            if theirs is not None:
+                total = [a + b for a, b in zip(total, theirs)]
+        return exchange_stats(total[:2], total[2:]) if any(total[:2]) else None
+    return stats
+
+
 async def list_exchanges(ctx: Ctx) -> Any:
-    return JsonList([(vh, ex) for vh in ctx.vhosts_from_path() for ex in vh.exchanges.values()],
-                    lambda pair: exchange_json(*pair))
+    only = segment(ctx.request, "vhost") if "vhost" in ctx.request.path_params else None
+    pairs = [(vh, ex) for vh in ctx.vhosts_from_path() for ex in vh.exchanges.values()]
+    stats = await _exchange_stats(ctx, only)
+    return JsonList(pairs, lambda pair: exchange_json(pair[0], pair[1], stats(*pair)))
 
 
 async def get_exchange(ctx: Ctx) -> Response:
@@ -141,7 +194,7 @@ async def get_exchange(ctx: Ctx) -> Response:
     ex = vh.exchanges.get(_exchange_name(ctx))
     if ex is None:
         raise not_found()
-    data = exchange_json(vh, ex)
+    data = exchange_json(vh, ex, (await _exchange_stats(ctx, vh.name))(vh, ex))
     data["incoming"], data["outgoing"] = [], []
     return ok(data)
 
@@ -303,9 +356,4 @@ async def delete_binding(ctx: Ctx) -> Response:
     vh.unbind(b.source, b.destination, b.routing_key, b.args, destination_kind=b.destination_kind)
     return no_content()
 
-
-def _consumer_json(ctx: Ctx, vh: Any, c: Any) -> dict[str, Any]:
-    from .api_node import consumer_json
-
-    return consumer_json(ctx, vh, c)
 

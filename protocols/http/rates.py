@@ -15,8 +15,12 @@ Which counter is which statistic: ``publish`` (messages the queue took), ``deliv
 consumers that ack), ``deliver_no_ack``, ``get``, ``get_no_ack``, ``get_empty``,
 ``deliver_get`` (their sum), ``ack``, ``redeliver`` (entries requeued, each delivered again
 flagged redelivered). A vhost's and the node's ``publish`` is the sum of its queues' (a
-message routed to two queues counts twice; RabbitMQ counts channel publishes). Exchanges
-keep no counters (that would cost every publish a write), so they show no ``message_stats``.
+message routed to two queues counts twice; RabbitMQ counts channel publishes). Exchanges:
+``publish_in`` (messages published to it) and ``publish_out`` (queues they reached: a message
+routed to two queues counts twice, as RabbitMQ sums its queue_exchange_stats) from the two
+counters the core keeps per exchange (``Exchange.published``, ``routed``; the default
+exchange's fast path counts on the vhost, and, as RabbitMQ 3.10, every publish to it counts
+out too, whether the queue named exists or not).
 
 Imports no trio (``tests/unit/transport/test_trio_free.py``): the loop is in ``server.py``.
 """
@@ -77,6 +81,8 @@ class Sampler:
         self._retired: dict[str, Sample] = {}  # per vhost: deleted queues' last samples
         self._vhosts: dict[str, tuple[Sample | None, Sample]] = {}
         self._node: tuple[Sample | None, Sample] = (None, _ZERO)
+        # (vhost, exchange name) -> (exchange, previous (in, out) or None, last (in, out))
+        self._exchanges: dict[tuple[str, str], tuple[Any, Sample | None, Sample]] = {}
 
     # -- sampling (the loop calls this every interval) ----------------------------------
     def sample(self) -> None:
@@ -113,7 +119,15 @@ class Sampler:
                 node_total = _add(node_total, last[:_N] + (0,) * len(LENGTHS))
         for _, total in vhosts.values():
             node_total = _add(node_total, total)
-        self._queues, self._vhosts = queues, vhosts
+        exchanges: dict[tuple[str, str], tuple[Any, Sample | None, Sample]] = {}
+        old_x = self._exchanges
+        for vname, vh in list(self.broker.vhosts.items()):
+            for xname, ex in list(vh.exchanges.items()):
+                seen_x = old_x.get((vname, xname))
+                prev = seen_x[2] if seen_x is not None and seen_x[0] is ex else \
+                    _ZERO_X if self._times is not None else None
+                exchanges[(vname, xname)] = (ex, prev, exchange_sample(vh, ex))
+        self._queues, self._vhosts, self._exchanges = queues, vhosts, exchanges
         self._node = (self._node[1] if self._times is not None else None, node_total)
         self._times = (self._times[1] if self._times is not None else now, now)
         self.samples += 1
@@ -172,6 +186,18 @@ class Sampler:
         rates = self._rates(prev, last)
         return self._stats(counts[:_N], rates, NOT_COUNTED_NODE), self._length_rates(rates)
 
+    def exchange_rates(self, vhost: str, ex: Any) -> Rates | None:
+        """(publish_in, publish_out) per second over the last two samples, None before."""
+        seen = self._exchanges.get((vhost, ex.name))
+        return self._rates(seen[1], seen[2]) if seen is not None and seen[0] is ex else None
+
+    def exchange(self, vhost: Any, ex: Any) -> dict[str, Any] | None:
+        """An exchange's ``message_stats`` (None before anything was published to it)."""
+        counts = exchange_sample(vhost, ex)
+        if not any(counts):
+            return None
+        return exchange_stats(counts, self.exchange_rates(vhost.name, ex))
+
     def queue_rates(self, vhost: str, q: Any) -> dict[str, float]:
         """The web page's per-second rates of a queue (publish, deliver_get, ack)."""
         seen = self._queues.get((vhost, q.name))
@@ -179,6 +205,42 @@ class Sampler:
         if rates is None:
             return {"publish": 0.0, "deliver_get": 0.0, "ack": 0.0}
         return {name: round(float(rates[QUEUE_STATS.index(name)]), 2) for name in ("publish", "deliver_get", "ack")}
+
+
+_ZERO_X: Sample = (0, 0)
+
+
+def exchange_sample(vhost: Any, ex: Any) -> Sample:
+    """(publish_in, publish_out) of an exchange now."""
+    if ex.name == "":  # RabbitMQ 3.10 counts every default-exchange publish out, a queue found or not
+        return ex.published + vhost.default_published, ex.routed + vhost.default_published
+    return ex.published, ex.routed
+
+
+def exchange_stats(counts: Iterable[float], rates: Iterable[float] | None) -> dict[str, Any]:
+    """RabbitMQ's exchange ``message_stats`` from (in, out) counts and rates."""
+    pin, pout = counts
+    rin, rout = rates if rates is not None else (0.0, 0.0)
+    stats = {"publish_in": int(pin), "publish_in_details": {"rate": round(float(rin), 2)}}
+    if pout:  # RabbitMQ shows publish_out once a message went out
+        stats.update(publish_out=int(pout), publish_out_details={"rate": round(float(rout), 2)})
+    return stats
+
+
+def exchange_counts(node: Any, vhost: str | None) -> dict[str, dict[str, list[float]]]:
+    """This node's exchange counters and rates for the cluster's sum: vhost -> name ->
+    [in, out, in rate, out rate] (exchanges nothing was published to are left out)."""
+    sampler = sampler_of(node)
+    out: dict[str, dict[str, list[float]]] = {}
+    for vname, vh in list(node.broker.vhosts.items()):
+        if vhost is not None and vname != vhost:
+            continue
+        for ex in list(vh.exchanges.values()):
+            counts = exchange_sample(vh, ex)
+            if any(counts):
+                rates = sampler.exchange_rates(vname, ex) or (0.0, 0.0)
+                out.setdefault(vname, {})[ex.name] = [*counts, *rates]
+    return out
 
 
 _SAMPLERS: "weakref.WeakKeyDictionary[Any, Sampler]" = weakref.WeakKeyDictionary()

@@ -92,8 +92,18 @@ def queue_json(node: Any, vhost: Any, q: Any, policy: Any = None) -> dict[str, A
     return data
 
 
-def exchange_json(vhost: Any, ex: Any) -> dict[str, Any]:
-    return {
+def queue_down_json(vhost: Any, q: Any, home: str) -> dict[str, Any]:
+    """A queue whose home node did not answer, as RabbitMQ lists one whose node is down:
+    its definition, ``state: down``, no figures."""
+    return {"arguments": json_value(q.arguments), "auto_delete": q.auto_delete, "durable": q.durable,
+            "exclusive": False, "name": q.name, "node": f"rabbit@{home}", "state": "down",
+            "type": q.settings.queue_type, "vhost": vhost.name}
+
+
+def exchange_json(vhost: Any, ex: Any, stats: dict[str, Any] | None = None) -> dict[str, Any]:
+    """An exchange; ``stats`` its ``message_stats`` (``publish_in``/``publish_out``), shown
+    once something was published to it, as RabbitMQ does."""
+    data = {
         "arguments": json_value(ex.arguments),
         "auto_delete": ex.auto_delete,
         "durable": ex.durable,
@@ -103,6 +113,9 @@ def exchange_json(vhost: Any, ex: Any) -> dict[str, Any]:
         "user_who_performed_action": "rmq-internal",
         "vhost": vhost.name,
     }
+    if stats is not None:
+        data["message_stats"] = stats
+    return data
 
 
 def properties_key(routing_key: str, arguments: dict[str, Any]) -> str:

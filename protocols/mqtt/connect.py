@@ -185,7 +185,7 @@ class Connector:
                    if cfg.get("allow_anonymous", True) else None)
         password = None if p.password is None else p.password.decode("utf-8", "replace")
         try:
-            self.user = user = broker.auth.login(p.username, password, conn.peer, default)
+            self.user = user = broker.auth.login(p.username, password, conn.peer, default, conn.tls_subject)
             self.access = Access(broker, user, "/", conn.conn_id)
             vhost = broker.open_vhost(user, "/")
             self.access.vhost_name = vhost.name

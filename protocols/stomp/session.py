@@ -290,7 +290,7 @@ class StompSession(SendMixin, SettleMixin, SubscribeMixin, SessionBase):
         login = h.get("login")
         try:
             self.user = self.broker.auth.login(login, h.get("passcode"), self.peer,
-                                               default=("guest", "guest"))
+                                               default=("guest", "guest"), certificate=self.tls_subject)
             self.authorizing = self.user is not None and self.broker.auth.authorization is not None
             if self.user is not None:
                 self.broker.auth.grant_holders.add(self)

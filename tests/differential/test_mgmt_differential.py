@@ -350,3 +350,51 @@ def test_message_stats_shapes(both, name):
     finally:
         for c in (ref, ours):
             c.delete(f"/queues/%2F/{q}")
+
+
+def test_exchange_message_stats(both, name):
+    """An exchange's publish_in / publish_out after AMQP publishes: a fanout to two queues
+    (each message counts out twice), one with no binding (no publish_out at all), the default
+    exchange (the same keys)."""
+    import pika
+
+    ref, ours, node = both
+    fan, empty = f"{name}-fan", f"{name}-empty"
+    urls = {ref: os.environ.get("MQEMU_REF_AMQP", "amqp://guest:guest@127.0.0.1:5682/"),
+            ours: f"amqp://guest:guest@127.0.0.1:{node.ports['amqp']}/"}
+    try:
+        for c in (ref, ours):
+            conn = pika.BlockingConnection(pika.URLParameters(urls[c]))
+            ch = conn.channel()
+            ch.confirm_delivery()
+            ch.exchange_declare(fan, "fanout")
+            ch.exchange_declare(empty, "fanout")
+            for s in ("a", "b"):
+                ch.queue_declare(f"{name}-{s}", auto_delete=True, arguments={"x-expires": 60000})
+                ch.queue_bind(f"{name}-{s}", fan)
+            for _ in range(3):
+                ch.basic_publish(fan, "", b"x")
+            ch.basic_publish(empty, "", b"x")
+            ch.basic_publish("", f"{name}-a", b"x")
+            conn.close()
+        deadline = time.monotonic() + 20
+        while True:  # RabbitMQ fills them at its next emission
+            got = [{x: c.get(f"/exchanges/%2F/{x}").json().get("message_stats") for x in (fan, empty)}
+                   for c in (ref, ours)]
+            if got[0][fan] and got[0][fan].get("publish_out") == 6 and got[0][empty] or time.monotonic() > deadline:
+                break
+            time.sleep(0.25)
+        assert got[1][fan] is not None and _types(got[0][fan]) == _types(got[1][fan])
+        assert (got[1][fan]["publish_in"], got[1][fan]["publish_out"]) == (3, 6) == \
+            (got[0][fan]["publish_in"], got[0][fan]["publish_out"])
+        assert got[0][empty] == {"publish_in": 1, "publish_in_details": {"rate": 0.0}}
+        assert got[1][empty] == {"publish_in": 1, "publish_in_details": {"rate": 0.0}}
+        listed = [[x for x in c.get("/exchanges/%2F").json() if x["name"] in (fan, "")] for c in (ref, ours)]
+        for r, o in zip(*[sorted(x, key=lambda e: e["name"]) for x in listed]):
+            assert sorted(r) == sorted(o) and _types(r["message_stats"]) == _types(o["message_stats"])
+    finally:
+        for c in (ref, ours):
+            for x in (fan, empty):
+                c.delete(f"/exchanges/%2F/{x}")
+            for s in ("a", "b"):
+                c.delete(f"/queues/%2F/{name}-{s}")

@@ -245,3 +245,43 @@ def test_activemq_durable_subscriber_counters(mqemu_start):
         assert (stats["dispatchedCounter"], stats["enqueueCounter"], stats["dequeueCounter"]) == ("3", "3", "3")
     finally:
         conn.disconnect()
+
+
+def test_exchange_publish_in_and_out_between_two_samples(rabbit):
+    """publish_in counts messages published to an exchange, publish_out the queues they
+    reached (twice for a fanout to two queues, none for an exchange without bindings); every
+    publish to the default exchange counts out, its queue found or not (RabbitMQ 3.10)."""
+    node, api = rabbit
+    before = api.get("/exchanges/%2F/amq.default").json().get("message_stats") or {}
+    sample(node)
+    t0 = time.monotonic()
+    conn = pika.BlockingConnection(pika.URLParameters(node.url("amqp")))
+    try:
+        ch = conn.channel()
+        ch.confirm_delivery()
+        ch.exchange_declare("x-fan", "fanout")
+        ch.exchange_declare("x-empty", "fanout")
+        for q in ("x-a", "x-b"):
+            ch.queue_declare(q)
+            ch.queue_bind(q, "x-fan")
+        for _ in range(N):
+            ch.basic_publish("x-fan", "", b"m")
+        ch.basic_publish("x-empty", "", b"m")
+        ch.basic_publish("", "x-a", b"m")
+        ch.basic_publish("", "no-such-queue", b"m")
+    finally:
+        conn.close()
+    sample(node)
+    elapsed = time.monotonic() - t0
+    fan = api.get("/exchanges/%2F/x-fan").json()["message_stats"]
+    assert (fan["publish_in"], fan["publish_out"]) == (N, 2 * N)
+    assert 0 < fan["publish_in_details"]["rate"] and N / elapsed * 0.5 <= fan["publish_in_details"]["rate"]
+    assert abs(fan["publish_out_details"]["rate"] - 2 * fan["publish_in_details"]["rate"]) < 0.05
+    assert api.get("/exchanges/%2F/x-empty").json()["message_stats"] == {
+        "publish_in": 1, "publish_in_details": {"rate": round(1 / (sampler_of(node.node)._times[1] -
+                                                                   sampler_of(node.node)._times[0]), 2)}}
+    default = api.get("/exchanges/%2F/amq.default").json()["message_stats"]
+    assert default["publish_in"] - before.get("publish_in", 0) == 2
+    assert default["publish_out"] - before.get("publish_out", 0) == 2
+    listed = {x["name"]: x.get("message_stats") for x in api.get("/exchanges/%2F").json()}
+    assert listed["x-fan"]["publish_out"] == 2 * N and listed["amq.topic"] is None
