@@ -327,8 +327,18 @@ class Node:
         return answer(self, op, args)
 
     def _queue_home(self, vhost: str, queue: str) -> str | None:
+        """The node whose figures the management API shows for a queue: a classic queue's home
+        (where it was declared); a quorum queue's leader, as RabbitMQ shows it (while this
+        node knows none, the declaring node, which every node names alike)."""
         item = self.meta.state.queues.get((vhost, queue)) if self.meta is not None else None
-        return item.get("node") if item is not None else None
+        if item is None:
+            return None
+        if item.get("type") == "quorum":
+            vh = self.broker.vhosts.get(vhost)
+            placement = getattr(vh.queues.get(queue), "placement", None) if vh is not None else None
+            found = placement() if placement is not None else None
+            return (found or {}).get("leader") or item.get("node")
+        return item.get("node")
 
     def _meta_changed(self, status: dict[str, Any]) -> None:
         self._event("metadata", leader=status["leader"], term=status["term"])

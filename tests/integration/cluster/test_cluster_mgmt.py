@@ -184,7 +184,8 @@ def test_a_killed_node_is_listed_not_running(cluster):
     """... and its queues are listed ``down``, as RabbitMQ lists a queue whose node is down."""
     c = cluster
     conn = _pika(c, "node-3", "on-3")
-    conn.channel().queue_declare("lives-on-3", durable=True)
+    # classic: a quorum queue (the default type of the default engine version) lives on
+    conn.channel().queue_declare("lives-on-3", durable=True, arguments={"x-queue-type": "classic"})
     conn.close()
     _until(lambda: any(q["name"] == "lives-on-3" for q in _api(c, "node-2", "GET", "definitions")[1]["queues"]),
            "the declaration on node-2")
