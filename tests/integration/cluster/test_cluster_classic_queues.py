@@ -6,25 +6,18 @@ answer; a consumer's node dying returns its unacked deliveries, redelivered."""
 
 from __future__ import annotations
 
-import base64
-import json
 import time
-import urllib.request
 
 import paho.mqtt.client as mqtt
 import pika
 import pytest
 import stomp
+from cluster_helpers import api as _api, node_entry as _node
 
 pytestmark = pytest.mark.timeout(180)
 
 NODES = ("node-1", "node-2", "node-3")
 CLASSIC = {"x-queue-type": "classic"}  # the default type of this engine version may be quorum
-
-
-def _node(status, name):
-    (entry,) = [n for n in status["nodes"] if n["name"] == name]
-    return entry
 
 
 def _port(c, name, protocol="amqp"):
@@ -144,12 +137,8 @@ def test_publish_on_one_node_consume_on_another_get_on_a_third(cluster):
     assert ok.message_count == 0
     home.close()
     # the management API of a node that holds a stand-in lists the queue
-    port = _node(c.status(), "node-2")["management"]
-    req = urllib.request.Request(f"http://127.0.0.1:{port}/api/queues/%2F/orders")
-    req.add_header("authorization", "Basic " + base64.b64encode(b"guest:guest").decode())
-    with urllib.request.urlopen(req, timeout=10) as resp:
-        shown = json.loads(resp.read())
-    assert shown["name"] == "orders" and shown["durable"] is True and shown["messages"] == 0
+    code, shown = _api(c, "node-2", "GET", "queues/%2F/orders")
+    assert code == 200 and shown["name"] == "orders" and shown["durable"] is True and shown["messages"] == 0
 
 
 def test_the_home_killed_cancels_consumers_nacks_publishes_and_keeps_what_it_confirmed(cluster):

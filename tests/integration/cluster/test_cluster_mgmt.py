@@ -6,8 +6,6 @@ node is listed not running."""
 
 from __future__ import annotations
 
-import base64
-import json
 import time
 import urllib.error
 import urllib.parse
@@ -16,15 +14,13 @@ import urllib.request
 import pika
 import pika.exceptions
 import pytest
+from cluster_helpers import api as _api, node_entry as _node
 
 pytestmark = pytest.mark.timeout(180)
 
 NODES = ("node-1", "node-2", "node-3")
 
 
-def _node(status, name):
-    (entry,) = [n for n in status["nodes"] if n["name"] == name]
-    return entry
 
 
 def _pika(c, name, tag):
@@ -34,20 +30,6 @@ def _pika(c, name, tag):
         socket_timeout=5, blocked_connection_timeout=5, client_properties={"connection_name": tag}))
 
 
-def _api(c, name, method, path, body=None, headers=None):
-    port = _node(c.status(), name)["management"]
-    req = urllib.request.Request(f"http://127.0.0.1:{port}/api/{path}", method=method,
-                                 data=None if body is None else json.dumps(body).encode())
-    req.add_header("authorization", "Basic " + base64.b64encode(b"guest:guest").decode())
-    req.add_header("content-type", "application/json")
-    for k, v in (headers or {}).items():
-        req.add_header(k, v)
-    try:
-        with urllib.request.urlopen(req, timeout=10) as resp:
-            raw = resp.read()
-            return resp.status, json.loads(raw) if raw else None
-    except urllib.error.HTTPError as e:
-        return e.code, e.read()
 
 
 def _until(check, what, timeout=30.0):

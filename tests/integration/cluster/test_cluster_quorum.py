@@ -6,15 +6,13 @@ the killed node returns and catches up; the queue deleted: its groups stop every
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import threading
-import urllib.error
-import urllib.request
 
 import pika
 import pytest
+from cluster_helpers import api as _api, node_entry as _node
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -22,9 +20,6 @@ NODES = ("node-1", "node-2", "node-3")
 QQ = {"x-queue-type": "quorum"}
 
 
-def _node(status, name):
-    (entry,) = [n for n in status["nodes"] if n["name"] == name]
-    return entry
 
 
 def _pika(c, name):
@@ -33,15 +28,6 @@ def _pika(c, name):
         "127.0.0.1", port, connection_attempts=1, socket_timeout=5, blocked_connection_timeout=10))
 
 
-def _api(c, name, method, path):
-    port = _node(c.status(), name)["management"]
-    req = urllib.request.Request(f"http://127.0.0.1:{port}/api/{path}", method=method)
-    req.add_header("authorization", "Basic " + base64.b64encode(b"guest:guest").decode())
-    try:
-        with urllib.request.urlopen(req, timeout=10) as resp:
-            return resp.status, json.loads(resp.read())
-    except urllib.error.HTTPError as e:
-        return e.code, json.loads(e.read())
 
 
 def _balanced(c):

@@ -1,0 +1,37 @@
+"""What the cluster tests share: a node's status entry and the management API of a node."""
+
+from __future__ import annotations
+
+import base64
+import json
+import urllib.error
+import urllib.request
+from typing import Any
+
+
+def node_entry(status: dict[str, Any], name: str) -> dict[str, Any]:
+    (entry,) = [n for n in status["nodes"] if n["name"] == name]
+    return entry
+
+
+def api(c: Any, name: str, method: str, path: str, body: Any = None,
+        headers: dict[str, str] | None = None) -> tuple[int, Any]:
+    """(status, JSON body) of ``/api/PATH`` on node ``name`` as guest; an error's body as
+    JSON when it is JSON, else its bytes."""
+    port = node_entry(c.status(), name)["management"]
+    req = urllib.request.Request(f"http://127.0.0.1:{port}/api/{path}", method=method,
+                                 data=None if body is None else json.dumps(body).encode())
+    req.add_header("authorization", "Basic " + base64.b64encode(b"guest:guest").decode())
+    req.add_header("content-type", "application/json")
+    for k, v in (headers or {}).items():
+        req.add_header(k, v)
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            raw = resp.read()
+            return resp.status, json.loads(raw) if raw else None
+    except urllib.error.HTTPError as e:
+        raw = e.read()
+        try:
+            return e.code, json.loads(raw)
+        except ValueError:
+            return e.code, raw
