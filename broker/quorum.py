@@ -105,13 +105,20 @@ class QuorumQueue:
     def deleted(self) -> bool:
         return self._deleted
 
-    @deleted.setter
-    def deleted(self, value: bool) -> None:
-        """The vhost deleted the queue: its replicator stops (``close``, when it has one)."""
-        self._deleted = value
-        close = getattr(self.replicator, "close", None) if value else None
+    def touch(self, now: float) -> None:
+        """Used now (a redeclare)."""
+        self.last_used = now
+
+    def delete(self) -> list["Consumer"]:
+        """The vhost deletes the queue: purged, marked, its replicator stopped (``close``, when
+        it has one), its consumers dropped and returned (the vhost tells their owners)."""
+        self.purge()
+        self._deleted = True
+        close = getattr(self.replicator, "close", None)
         if close is not None:
             close()
+        consumers, self.consumers = self.consumers, []
+        return consumers
 
     # -- what the protocols read ----------------------------------------------------------
     @property

@@ -397,10 +397,7 @@ class VirtualHost:
         if q is not None:
             self.check_exclusive(q, owner, redeclare_exclusive=exclusive_owner is not None)
             self._check_equivalent(q, durable, exclusive_owner is not None, auto_delete, arguments)
-            if isinstance(q, Queue):
-                q.touch(self.clock())  # a command of the classic queue
-            else:
-                q.last_used = self.clock()
+            q.touch(self.clock())  # a command (classic, quorum and a cluster's stand-in alike)
             return q
         if (durable and exclusive_owner is None and not auto_delete and "x-queue-type" not in arguments
                 and self.profile.default_queue_type != "classic"):
@@ -524,12 +521,7 @@ class VirtualHost:
         if hook is not None and replicated_queue(name, q.exclusive_owner, q.auto_delete):
             hook.changing(self.name, "queue.delete", {"name": name, "internal": internal})
         n = len(q.ready)
-        if isinstance(q, Queue):
-            cancelled = q.delete()  # a command of the classic queue: purged, its consumers dropped
-        else:
-            q.purge()
-            q.deleted = True
-            cancelled, q.consumers = q.consumers, []
+        cancelled = q.delete()  # a command: purged, marked, its consumers dropped and returned
         del self.queues[name]
         self.queue_policies.pop(name, None)
         for c in cancelled:

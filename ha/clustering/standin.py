@@ -245,6 +245,19 @@ class StandIn:
         self.service.purge(self)
         return n
 
+    def touch(self, now: float) -> None:
+        """Used now (a redeclare)."""
+        self.last_used = now
+
+    def delete(self) -> list["Consumer"]:
+        """The vhost deletes the stand-in (the queue's deletion, replicated): marked, its
+        consumers dropped and returned (the vhost tells their owners)."""
+        self.purge()
+        self.deleted = True
+        consumers = list(self.consumers)
+        self.consumers.clear()
+        return consumers
+
 
 def _no_expiry(settings: QueueSettings) -> QueueSettings:
     """``x-expires`` runs on the home node only (a stand-in must not delete itself)."""
