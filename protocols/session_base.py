@@ -151,6 +151,13 @@ class SessionBase:
             else:
                 self.broker.held_input.discard(self)
 
+    def after_routing(self) -> None:
+        """``redispatch`` after routing done outside a read (MQTT's publish pump), skipped when
+        it has nothing to do: routing reads no input, so the held-input count can only change
+        for a connection already counted."""
+        if self.dirty_queues or self.broker.memory_alarm or self.input_counted:
+            self.redispatch()
+
     def input_held(self) -> int:
         """Bytes received that are not yet whole frames or messages (each protocol says)."""
         return 0

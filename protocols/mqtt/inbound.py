@@ -163,11 +163,7 @@ class Inbound:
             route = self._route
             for item in pending:
                 route(*item)
-            conn = self.conn
-            # redispatch's work when it has any (routing holds no input: its third test is
-            # the one data_received made)
-            if conn.dirty_queues or self.broker.memory_alarm or conn.input_counted:
-                conn.redispatch()
+            self.conn.after_routing()
 
     def _route(self, topic: str, msg: Any, qos: int, retain: bool, pid: int | None,
                props: dict[str, Any] | None) -> None:
