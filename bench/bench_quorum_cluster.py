@@ -14,7 +14,9 @@ rabbitmq``).
   durable classic queue, rounds interleaved (quorum, classic, quorum, ...).
 
 usage: .venv/bin/python bench/bench_quorum_cluster.py [failover|throughput|all]
-           [--target mqemu|rabbitmq] [--cycles 5] [--rounds 3] [--n 50000]
+           [--target mqemu|rabbitmq|mqemu,rabbitmq] [--cycles 5] [--rounds 3] [--n 50000]
+With both targets the throughput rounds alternate between them (mqemu quorum, mqemu classic,
+rabbitmq quorum, rabbitmq classic, ...), both clusters running throughout.
 Prints each measure and the medians as JSON lines.
 """
 
@@ -252,49 +254,72 @@ sys.exit(loadgen.main(sys.argv[4:]))
 """
 
 
-def throughput(target: Any, rounds: int, n: int) -> dict[str, Any]:
-    node = target.nodes[0]
-    port = target.amqp(node)
-    rates: dict[str, list[float]] = {"quorum": [], "classic": []}
+def _loadgen_round(target: Any, qtype: str, name: str, n: int) -> float:
+    port = target.amqp(target.nodes[0])
+    out = subprocess.run([sys.executable, "-c", _LOADGEN_WRAPPER, LOADGEN_DIR, name, qtype,
+                          "--proto", "amqp", "--port", str(port), "--persistent", "--confirm",
+                          "--ack", "manual", "--n", str(n), "--timeout", "60"],
+                         capture_output=True, text=True)
+    line = out.stdout.strip().splitlines()[-1] if out.stdout.strip() else "{}"
+    res = json.loads(line)
+    conn = _conn(port)
+    conn.channel().queue_delete(name)
+    conn.close()
+    if not res.get("ok"):
+        raise RuntimeError(f"{target.name} loadgen {qtype}: {res.get('error') or out.stderr[-500:]}")
+    return float(res.get("throughput") or res.get("msgs_per_s") or res.get("rate"))
+
+
+def throughput(targets: list[Any], rounds: int, n: int) -> list[dict[str, Any]]:
+    """Rounds interleaved across targets and queue types: (t1 quorum, t1 classic, t2 quorum,
+    t2 classic) per round, so every target runs under the same machine's load."""
+    rates: dict[str, dict[str, list[float]]] = {t.name: {"quorum": [], "classic": []} for t in targets}
     for r in range(rounds):
-        for qtype in ("quorum", "classic"):
-            name = f"bench-tp-{qtype}-{r}"
-            out = subprocess.run([sys.executable, "-c", _LOADGEN_WRAPPER, LOADGEN_DIR, name, qtype,
-                                  "--proto", "amqp", "--port", str(port), "--persistent", "--confirm",
-                                  "--ack", "manual", "--n", str(n), "--timeout", "60"],
-                                 capture_output=True, text=True)
-            line = out.stdout.strip().splitlines()[-1] if out.stdout.strip() else "{}"
-            res = json.loads(line)
-            conn = _conn(port)
-            conn.channel().queue_delete(name)
-            conn.close()
-            if not res.get("ok"):
-                raise RuntimeError(f"loadgen {qtype}: {res.get('error') or out.stderr[-500:]}")
-            rate = res.get("throughput") or res.get("msgs_per_s") or res.get("rate")
-            rates[qtype].append(float(rate))
-            print(json.dumps({"target": target.name, "round": r, "queue": qtype, "confirmed_msgs_per_s": rate}),
-                  flush=True)
-    q, c = statistics.median(rates["quorum"]), statistics.median(rates["classic"])
-    return {"target": target.name, "quorum_median": round(q), "classic_median": round(c),
-            "ratio": round(q / c, 3), "rounds": rounds, "n": n}
+        for target in targets:
+            for qtype in ("quorum", "classic"):
+                rate = _loadgen_round(target, qtype, f"bench-tp-{qtype}-{r}", n)
+                rates[target.name][qtype].append(rate)
+                print(json.dumps({"target": target.name, "round": r, "queue": qtype,
+                                  "confirmed_msgs_per_s": round(rate)}), flush=True)
+    out = []
+    for target in targets:
+        q, c = statistics.median(rates[target.name]["quorum"]), statistics.median(rates[target.name]["classic"])
+        out.append({"target": target.name, "quorum_median": round(q), "classic_median": round(c),
+                    "ratio": round(q / c, 3), "rounds": rounds, "n": n})
+    if len(targets) > 1:
+        first = rates[targets[0].name]["quorum"]
+        for target in targets[1:]:
+            out.append({"quorum_ratio": f"{targets[0].name}/{target.name}",
+                        "value": round(statistics.median(first) / statistics.median(rates[target.name]["quorum"]), 3)})
+    return out
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("mode", nargs="?", default="all", choices=["failover", "throughput", "all"])
-    p.add_argument("--target", default="mqemu", choices=["mqemu", "rabbitmq"])
+    p.add_argument("--target", default="mqemu",
+                   help="mqemu, rabbitmq, or both comma-separated (rounds interleaved)")
     p.add_argument("--cycles", type=int, default=5)
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--n", type=int, default=50_000)
     a = p.parse_args()
-    target = Mqemu() if a.target == "mqemu" else Rabbit()
+    kinds = {"mqemu": Mqemu, "rabbitmq": Rabbit}
+    names = a.target.split(",")
+    if not names or any(name not in kinds for name in names):
+        p.error(f"--target: one or more of {', '.join(kinds)}")
+    targets: list[Any] = []
     try:
+        for name in names:
+            targets.append(kinds[name]())
         if a.mode in ("failover", "all"):
-            print(json.dumps(failover(target, a.cycles)), flush=True)
+            for target in targets:
+                print(json.dumps(failover(target, a.cycles)), flush=True)
         if a.mode in ("throughput", "all"):
-            print(json.dumps(throughput(target, a.rounds, a.n)), flush=True)
+            for line in throughput(targets, a.rounds, a.n):
+                print(json.dumps(line), flush=True)
     finally:
-        target.close()
+        for target in targets:
+            target.close()
 
 
 if __name__ == "__main__":
