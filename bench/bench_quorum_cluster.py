@@ -142,8 +142,15 @@ class Rabbit:
         os.kill(self._pid(node), signal.SIGKILL)
 
     def start(self, node: str) -> None:
-        subprocess.run(["bash", os.path.join(REFBROKERS, "start.sh"), "rabbitmq-cluster"], check=True,
-                       stdout=subprocess.DEVNULL)
+        # a node killed a moment ago may still be registered with epmd: start.sh then fails
+        # once and succeeds on the next try
+        for attempt in range(3):
+            done = subprocess.run(["bash", os.path.join(REFBROKERS, "start.sh"), "rabbitmq-cluster"],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            if done.returncode == 0:
+                return
+            time.sleep(1)
+        raise RuntimeError(f"start.sh rabbitmq-cluster failed 3 times (restarting {node})")
 
 
 def _until(condition: Any, timeout: float = 120, what: str = "the condition") -> None:

@@ -9,6 +9,7 @@ import socket
 import paho.mqtt.client as mqtt
 import stomp
 from paho.mqtt.enums import CallbackAPIVersion
+from stomp_inbox import Inbox
 
 STALL = 1.0  # a well-behaved client must never wait longer than this on a fact
 
@@ -34,25 +35,9 @@ def connect_frame(login: str | None, passcode: str | None) -> bytes:
     return b"\n".join(lines) + b"\n\n\x00"
 
 
-class Collect(stomp.ConnectionListener):
-    def __init__(self) -> None:
-        self.messages: queue.Queue = queue.Queue()
-        self.errors: queue.Queue = queue.Queue()
-        self.receipts: queue.Queue = queue.Queue()
-
-    def on_message(self, frame) -> None:
-        self.messages.put(frame)
-
-    def on_error(self, frame) -> None:
-        self.errors.put(frame)
-
-    def on_receipt(self, frame) -> None:
-        self.receipts.put(frame.headers["receipt-id"])
-
-
 def stomp_client(port: int, login: str, passcode: str):
     conn = stomp.Connection12([("127.0.0.1", port)], vhost="/")
-    listener = Collect()
+    listener = Inbox()
     conn.set_listener("c", listener)
     conn.connect(login, passcode, wait=True)
     return conn, listener

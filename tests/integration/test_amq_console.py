@@ -7,6 +7,7 @@ import xml.etree.ElementTree as ET
 import httpx
 import pytest
 import stomp
+from stomp_inbox import Collect
 
 from mqemu.broker.auth import User
 from mqemu.broker.config import BrokerConfig
@@ -30,27 +31,6 @@ def console(node):
     with httpx.Client(base_url=f"http://127.0.0.1:{node.ports['http']}", auth=("admin", "admin"),
                       timeout=10) as client:
         yield client
-
-
-class Collect(stomp.ConnectionListener):
-    def __init__(self):
-        self.messages = []
-        self.receipts = set()
-        self.cond = threading.Condition()
-
-    def on_message(self, frame):
-        with self.cond:
-            self.messages.append(frame)
-            self.cond.notify_all()
-
-    def on_receipt(self, frame):
-        with self.cond:
-            self.receipts.add(frame.headers["receipt-id"])
-            self.cond.notify_all()
-
-    def wait(self, test):
-        with self.cond:
-            assert self.cond.wait_for(test, timeout=10)
 
 
 def stomp_client(node):

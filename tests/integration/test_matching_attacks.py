@@ -17,7 +17,7 @@ import pika
 import pytest
 import stomp
 from paho.mqtt.enums import CallbackAPIVersion
-from auth_helpers import Collect
+from stomp_inbox import Inbox
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -157,7 +157,7 @@ def test_mqtt_plus_filters_against_literal_star_topics_do_not_stall_others(mqemu
 
 def stomp_connect(port: int):
     conn = stomp.Connection12([("127.0.0.1", port)], heartbeats=(0, 0))
-    listener = Collect()
+    listener = Inbox()
     conn.set_listener("c", listener)
     conn.connect("guest", "guest", wait=True)
     return conn, listener

@@ -5,7 +5,6 @@ The tests take the samples themselves (``Sampler.sample`` run in the node's loop
 node's own loop set to a long interval), so a rate is read between two known samples and
 no test waits on a clock."""
 
-import threading
 import time
 import xml.etree.ElementTree as ET
 
@@ -13,6 +12,7 @@ import httpx
 import pika
 import pytest
 import stomp
+from stomp_inbox import Collect
 
 from mqemu.broker.config import BrokerConfig
 from mqemu.protocols.http.rates import QUEUE_STATS, sampler_of
@@ -133,27 +133,6 @@ def test_the_node_samples_on_its_own_interval(mqemu_start):
         assert time.monotonic() < deadline, "the node took no samples"
         time.sleep(0.02)
     assert sampler.running and sampler.interval == 0.05
-
-
-class Collect(stomp.ConnectionListener):
-    def __init__(self):
-        self.messages = []
-        self.receipts = set()
-        self.cond = threading.Condition()
-
-    def on_message(self, frame):
-        with self.cond:
-            self.messages.append(frame)
-            self.cond.notify_all()
-
-    def on_receipt(self, frame):
-        with self.cond:
-            self.receipts.add(frame.headers["receipt-id"])
-            self.cond.notify_all()
-
-    def wait(self, test):
-        with self.cond:
-            assert self.cond.wait_for(test, timeout=20)
 
 
 def test_activemq_dequeue_dispatch_and_expired_counts(mqemu_start):

@@ -3,40 +3,20 @@ cross-protocol with pika. Each test has a timeout; the node listens on port 0.""
 
 from __future__ import annotations
 
-import queue
 import socket
 import time
 
 import pika
 import pytest
 import stomp
+from stomp_inbox import Inbox
 
 pytestmark = pytest.mark.timeout(20)
 
 
-class Collect(stomp.ConnectionListener):
-    def __init__(self) -> None:
-        self.messages: queue.Queue = queue.Queue()
-        self.errors: queue.Queue = queue.Queue()
-        self.receipts: queue.Queue = queue.Queue()
-
-    def on_message(self, frame) -> None:
-        self.messages.put(frame)
-
-    def on_receipt(self, frame) -> None:
-        self.receipts.put(frame.headers["receipt-id"])
-
-    def receipt(self, receipt_id: str) -> None:
-        """Wait for the RECEIPT of the frame sent with ``receipt: receipt_id``."""
-        assert self.receipts.get(timeout=5) == receipt_id
-
-    def on_error(self, frame) -> None:
-        self.errors.put(frame)
-
-
 def connect(cls, port: int, **kwargs):
     conn = cls([("127.0.0.1", port)], **kwargs)
-    listener = Collect()
+    listener = Inbox()
     conn.set_listener("c", listener)
     conn.connect("guest", "guest", wait=True)
     return conn, listener

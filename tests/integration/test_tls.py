@@ -17,6 +17,7 @@ import pytest
 import stomp
 import trustme
 from paho.mqtt.enums import CallbackAPIVersion
+from stomp_inbox import Inbox
 
 from mqemu.broker.config import BrokerConfig
 from mqemu.ha.tls import TLSOptions
@@ -98,20 +99,8 @@ def test_stomp_py_over_tls(tls_node):
     conn.subscribe("/queue/tls-stomp", id="1", ack="auto", receipt="sub-1")
     assert listener.receipts.get(timeout=5) == "sub-1"
     conn.send("/queue/tls-stomp", "hello over stomp+ssl")
-    assert listener.messages.get(timeout=5) == "hello over stomp+ssl"
+    assert listener.messages.get(timeout=5).body == "hello over stomp+ssl"
     conn.disconnect()
-
-
-class Inbox(stomp.ConnectionListener):
-    def __init__(self) -> None:
-        self.receipts: queue.Queue = queue.Queue()
-        self.messages: queue.Queue = queue.Queue()
-
-    def on_receipt(self, frame) -> None:
-        self.receipts.put(frame.headers["receipt-id"])
-
-    def on_message(self, frame) -> None:
-        self.messages.put(frame.body)
 
 
 def test_stomp_py_with_another_ca_cannot_connect(tls_node):

@@ -15,6 +15,7 @@ import pytest
 import stomp
 import trustme
 from paho.mqtt.enums import CallbackAPIVersion
+from stomp_inbox import Inbox
 
 from mqemu.ha.cli import main
 from mqemu.ha.tls import TLSError, TLSOptions, client_certificate, load_tls
@@ -106,18 +107,6 @@ def test_a_certificate_from_another_ca_is_refused(node, pki, tmp_path):
     assert "UNKNOWN_CA" in reason.upper() or reason == "closed" or "reset" in reason.lower(), reason
 
 
-class Inbox(stomp.ConnectionListener):
-    def __init__(self) -> None:
-        self.receipts: queue.Queue = queue.Queue()
-        self.messages: queue.Queue = queue.Queue()
-
-    def on_receipt(self, frame) -> None:
-        self.receipts.put(frame.headers["receipt-id"])
-
-    def on_message(self, frame) -> None:
-        self.messages.put(frame.body)
-
-
 def test_stomp_py_with_a_client_certificate(node, pki):
     port = node.ports["stomps"]
     conn = stomp.Connection12([("localhost", port)], timeout=5, vhost="/")
@@ -130,7 +119,7 @@ def test_stomp_py_with_a_client_certificate(node, pki):
         conn.subscribe("/queue/cert-stomp", id="1", ack="auto", receipt="sub-1")
         assert inbox.receipts.get(timeout=5) == "sub-1"
         conn.send("/queue/cert-stomp", "stomp+ssl with a certificate")
-        assert inbox.messages.get(timeout=5) == "stomp+ssl with a certificate"
+        assert inbox.messages.get(timeout=5).body == "stomp+ssl with a certificate"
     finally:
         conn.disconnect()
 
