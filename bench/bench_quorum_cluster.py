@@ -15,8 +15,9 @@ rabbitmq``).
 
 usage: .venv/bin/python bench/bench_quorum_cluster.py [failover|throughput|all]
            [--target mqemu|rabbitmq|mqemu,rabbitmq] [--cycles 5] [--rounds 3] [--n 50000]
-With both targets the throughput rounds alternate between them (mqemu quorum, mqemu classic,
-rabbitmq quorum, rabbitmq classic, ...), both clusters running throughout.
+With both targets, both clusters run throughout and their failover cycles and throughput
+rounds alternate (mqemu cycle 0, rabbitmq cycle 0, ...; mqemu quorum, mqemu classic,
+rabbitmq quorum, rabbitmq classic, ...).
 Prints each measure and the medians as JSON lines.
 """
 
@@ -144,7 +145,7 @@ class Rabbit:
     def start(self, node: str) -> None:
         # a node killed a moment ago may still be registered with epmd: start.sh then fails
         # once and succeeds on the next try
-        for attempt in range(3):
+        for _attempt in range(3):
             done = subprocess.run(["bash", os.path.join(REFBROKERS, "start.sh"), "rabbitmq-cluster"],
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             if done.returncode == 0:
@@ -197,38 +198,41 @@ class Publisher(threading.Thread):
             self.error = f"{type(e).__name__}: {e}"
 
 
-def failover(target: Any, cycles: int) -> dict[str, Any]:
-    first = target.nodes[0]
-    conn = _conn(target.amqp(first))
+def _declare(target: Any) -> None:
+    conn = _conn(target.amqp(target.nodes[0]))
     conn.channel().queue_declare(QUEUE, durable=True, arguments={"x-queue-type": "quorum"})
     conn.close()
-    times: list[float] = []
-    confirmed: list[bytes] = []
-    for cycle in range(cycles):
-        _until(target.all_up, what="every node up")
-        _until(lambda: target.leader(QUEUE) is not None, what="a leader")
-        leader = target.leader(QUEUE)
-        follower = next(n for n in target.nodes if n != leader)
-        pub = Publisher(target.amqp(follower), f"c{cycle}")
-        pub.start()
-        _until(lambda pub=pub: len(pub.times) >= 200 or pub.error is not None, what="publishing")
-        t0 = time.monotonic()
-        target.kill(leader)
-        _until(lambda pub=pub, t0=t0: any(s > t0 for s, _ in pub.times) or pub.error is not None, timeout=60,
-               what="a confirm after the kill")
-        done = next(end for start, end in pub.times if start > t0)
-        pub.stop = True
-        pub.join(30)
-        if pub.error:
-            raise RuntimeError(pub.error)
-        times.append(done - t0)
-        confirmed += pub.confirmed
-        print(json.dumps({"target": target.name, "cycle": cycle, "killed": leader, "publisher_on": follower,
-                          "failover_s": round(done - t0, 4), "confirmed": len(pub.confirmed)}), flush=True)
-        target.start(leader)
+
+
+def _cycle(target: Any, cycle: int) -> tuple[float, list[bytes]]:
+    """One kill -9 of the leader's node: (seconds to the new leader's first confirm, bodies
+    confirmed). The node is started again before returning."""
     _until(target.all_up, what="every node up")
     _until(lambda: target.leader(QUEUE) is not None, what="a leader")
-    # every confirmed body must be in the queue
+    leader = target.leader(QUEUE)
+    follower = next(n for n in target.nodes if n != leader)
+    pub = Publisher(target.amqp(follower), f"c{cycle}")
+    pub.start()
+    _until(lambda: len(pub.times) >= 200 or pub.error is not None, what="publishing")
+    t0 = time.monotonic()
+    target.kill(leader)
+    _until(lambda: any(s > t0 for s, _ in pub.times) or pub.error is not None, timeout=60,
+           what="a confirm after the kill")
+    done = next(end for start, end in pub.times if start > t0)
+    pub.stop = True
+    pub.join(30)
+    if pub.error:
+        raise RuntimeError(pub.error)
+    print(json.dumps({"target": target.name, "cycle": cycle, "killed": leader, "publisher_on": follower,
+                      "failover_s": round(done - t0, 4), "confirmed": len(pub.confirmed)}), flush=True)
+    target.start(leader)
+    return done - t0, pub.confirmed
+
+
+def _lost(target: Any, confirmed: list[bytes]) -> int:
+    """Every confirmed body must be in the queue: the number missing (the queue is deleted)."""
+    _until(target.all_up, what="every node up")
+    _until(lambda: target.leader(QUEUE) is not None, what="a leader")
     conn = _conn(target.amqp(target.leader(QUEUE)))
     ch = conn.channel()
     seen: set[bytes] = set()
@@ -239,10 +243,27 @@ def failover(target: Any, cycles: int) -> dict[str, Any]:
         seen.add(body)
     ch.queue_delete(QUEUE)
     conn.close()
-    lost = [b for b in confirmed if b not in seen]
-    return {"target": target.name, "failover_median_s": round(statistics.median(times), 4),
-            "failover_min_s": round(min(times), 4), "failover_max_s": round(max(times), 4),
-            "cycles": cycles, "confirmed": len(confirmed), "lost": len(lost)}
+    return sum(1 for b in confirmed if b not in seen)
+
+
+def failover(targets: list[Any], cycles: int) -> list[dict[str, Any]]:
+    """Cycles interleaved across targets (t1 cycle 0, t2 cycle 0, t1 cycle 1, ...)."""
+    for target in targets:
+        _declare(target)
+    times: dict[str, list[float]] = {t.name: [] for t in targets}
+    confirmed: dict[str, list[bytes]] = {t.name: [] for t in targets}
+    for cycle in range(cycles):
+        for target in targets:
+            took, bodies = _cycle(target, cycle)
+            times[target.name].append(took)
+            confirmed[target.name] += bodies
+    out = []
+    for target in targets:
+        t = times[target.name]
+        out.append({"target": target.name, "failover_median_s": round(statistics.median(t), 4),
+                    "failover_min_s": round(min(t), 4), "failover_max_s": round(max(t), 4), "cycles": cycles,
+                    "confirmed": len(confirmed[target.name]), "lost": _lost(target, confirmed[target.name])})
+    return out
 
 
 # -- throughput ------------------------------------------------------------------------------
@@ -319,8 +340,8 @@ def main() -> None:
         for name in names:
             targets.append(kinds[name]())
         if a.mode in ("failover", "all"):
-            for target in targets:
-                print(json.dumps(failover(target, a.cycles)), flush=True)
+            for line in failover(targets, a.cycles):
+                print(json.dumps(line), flush=True)
         if a.mode in ("throughput", "all"):
             for line in throughput(targets, a.rounds, a.n):
                 print(json.dumps(line), flush=True)
