@@ -22,6 +22,10 @@ A promise may also break: a cluster's stand-in for a queue on another node
 ``can_break`` says whether one may; ``then_or(kept, broken)`` calls back either way (once).
 A protocol that can refuse late (AMQP's basic.nack) uses it; one that cannot calls ``then``,
 whose callback a broken promise never calls (nothing is confirmed that was not kept).
+
+A promise that may wait long (a quorum queue's, while its group has no leader) ``forgets``:
+``forget(callback)`` drops a callback given to ``then`` (or the ``kept`` of ``then_or``), so
+a channel that closes meanwhile leaves nothing of itself held by it.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ class Promise:
 
     __slots__ = ()
     can_break = False
+    forgets = False
 
     def then(self, callback: Callable[[], None]) -> None:
         raise NotImplementedError
@@ -46,6 +51,10 @@ class Promise:
         """``kept()`` once kept, or ``broken()`` once it breaks (a promise that cannot break:
         ``then``)."""
         self.then(kept)
+
+    def forget(self, callback: Callable[[], None]) -> None:
+        """Drop ``callback`` (a ``then`` callback or a ``then_or`` kept one) unless it was
+        called: only promises whose ``forgets`` is True do anything."""
 
 
 class _OnDisk(Promise):

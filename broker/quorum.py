@@ -38,6 +38,7 @@ from .queue import QueueCounts, QueueStatistics
 from .queue_args import QueueSettings
 from .queue_machine import MachineMessage, QueueMachine
 from .quorum_codec import decode, encode, encode_enqueue, dump, load
+from .quorum_replication import Refusable
 
 if TYPE_CHECKING:
     from .consumer import Consumer
@@ -96,7 +97,8 @@ class QuorumQueue:
         self._holder: str | None = None         # the machine tag of this member's basic.get holder
         self._taking: dict[int, int] = {}       # ids proposed takes asked for (how many takes)
         self._returning: set[int] = set()       # ids a proposed requeue puts back
-        self._mine: deque[tuple[bytes, tuple]] = deque()  # proposed while leading: (bytes, logged form)
+        # proposed here, not yet applied: (bytes, logged form, a publish's Refusable or None)
+        self._mine: deque[tuple[bytes, tuple, Refusable | None]] = deque()
         self._timer_at: float | None = None
         self._propose = replicator.propose
         replicator.start(self)
@@ -145,20 +147,27 @@ class QuorumQueue:
     # -- publishing -----------------------------------------------------------------------
     def publish(self, message: Message, now: float) -> "bool | Promise":
         """Propose the enqueue: its promise is kept once it is committed. With ``x-overflow:
-        reject-publish`` a publish the queue has no room for as it stands is refused."""
+        reject-publish`` a publish the queue has no room for as it stands is refused, and one
+        the machine refuses when it commits (the queue filled meanwhile) breaks its promise
+        (``Refusable``: nacked, never confirmed)."""
         m = self.machine
-        if m.overflow == "reject-over" and m._over(0, 0):
-            return False
-        self.counts.enqueued += 1
         data = encode_enqueue(message, now)
-        self._mine.append((data, ("enqueue", message, now)))
+        if m.overflow == "reject-over":
+            if m._over(0, 0):
+                return False
+            self.counts.enqueued += 1
+            p = Refusable(self._propose(data))
+            self._mine.append((data, ("enqueue", message, now), p))
+            return p
+        self.counts.enqueued += 1
+        self._mine.append((data, ("enqueue", message, now), None))
         return self._propose(data)
 
     def _send(self, command: tuple) -> Promise:
         """Propose a command; this member keeps its logged form to apply without decoding it
         (its commands apply once each, in its order)."""
         data = encode(command)
-        self._mine.append((data, command))
+        self._mine.append((data, command, None))
         return self._propose(data)
 
     # -- delivering -----------------------------------------------------------------------
@@ -324,14 +333,17 @@ class QuorumQueue:
     def apply(self, command: bytes) -> None:
         """A committed command: every member applies it and carries out what is its own."""
         mine = self._mine
-        if mine and mine[0][0] == command:  # this leader's own: its logged form is at hand
-            cmd = mine.popleft()[1]
+        refusable = None
+        if mine and mine[0][0] == command:  # this member's own: its logged form is at hand
+            _, cmd, refusable = mine.popleft()
         else:
             cmd = decode(command)
         try:
             fx = self.machine.apply(cmd)
         except ValueError:
             return  # a consumer tag applied twice: the same no-op on every member
+        if refusable is not None and fx and fx[0][0] == "refused":
+            refusable.refuse()  # refused at commit: nacked, never confirmed
         if cmd[0] == "take":
             n = self._taking.pop(cmd[2], 1) - 1
             if n:
@@ -433,7 +445,12 @@ class QuorumQueue:
 
     def restore(self, data: bytes) -> None:
         self.machine = load(data)
-        self._mine.clear()  # what the snapshot covers is not applied one by one
+        # what the snapshot covers is not applied one by one: a publish that might have been
+        # refused in it is nacked rather than confirmed unseen
+        for _, _, refusable in self._mine:
+            if refusable is not None:
+                refusable.refuse()
+        self._mine.clear()
 
 
 class MachineReplica:

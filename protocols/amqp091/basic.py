@@ -308,10 +308,13 @@ class BasicMethods:
                 return
             if safe is not None:  # the core's promise: on disk (or, replicated, on a majority)
                 self._unsafe.append(seq)
+                kept = lambda: self._confirm_safe(seq)  # noqa: E731
                 if safe.can_break:  # a queue on another cluster node: nacked if that node is lost
-                    safe.then_or(lambda: self._confirm_safe(seq), lambda: self._confirm_safe(seq, False))
+                    safe.then_or(kept, lambda: self._confirm_safe(seq, False))
                 else:
-                    safe.then(lambda: self._confirm_safe(seq))
+                    safe.then(kept)
+                if safe.forgets:  # may wait long (a quorum queue without a leader): dropped at close
+                    self._waiting[seq] = (safe, kept)
             elif not self._unsafe:
                 self._confirm_upto = seq
                 conn.confirming.add(self)
@@ -320,6 +323,8 @@ class BasicMethods:
     def _confirm_safe(self, seq: int, kept: bool = True) -> None:
         if self.closing or self.conn.channels.get(self.number) is not self:
             return
+        if self._waiting:
+            self._waiting.pop(seq, None)
         unsafe = self._unsafe
         if not kept:  # broken: nacked as a refused publish once those before it are answered
             unsafe[unsafe.index(seq)] = -seq

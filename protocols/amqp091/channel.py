@@ -57,6 +57,9 @@ class Channel(BasicMethods):
         # confirm covers one of them before it is safe (-seq: a refused publish behind
         # them, nacked when they are confirmed).
         self._unsafe: deque[int] = deque()
+        # seq -> (promise, its callback) for promises that forget (``Promise.forgets``): a
+        # quorum queue's may wait as long as its group has no leader; teardown drops them
+        self._waiting: dict[int, tuple[Any, Any]] = {}
         self.tx: list[tuple[str, Any]] | None = None
         self.reply_to_name: str | None = None
         # While this channel deletes a queue, its own cancel notifications wait here: they
@@ -174,6 +177,10 @@ class Channel(BasicMethods):
             self.conn.vhost.direct_reply.pop(self.reply_to_name, None)
             self.reply_to_name = None
         self._requeue_all()
+        if self._waiting:  # nothing of this channel stays held by a promise that may wait long
+            for promise, kept in self._waiting.values():
+                promise.forget(kept)
+            self._waiting.clear()
 
     def _requeue_all(self) -> None:
         by_queue: dict[Any, list[QueueEntry]] = {}
