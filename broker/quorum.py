@@ -46,18 +46,23 @@ if TYPE_CHECKING:
     from .quorum_replication import Replicator
 
 
-def machine_for(settings: QueueSettings, default_limit: int | None) -> QueueMachine:
-    """The machine of a quorum queue with these arguments. Messages are kept by the log,
-    so the machine asks for no store writes (``durable=False``)."""
+def limits_for(settings: QueueSettings, default_limit: int | None) -> tuple:
+    """The machine's limits (``QueueMachine.limits``) under these settings."""
     limit = settings.delivery_limit if settings.delivery_limit is not None else default_limit
     # RabbitMQ 3.10's quorum queues (checked): reject-publish refuses once the queue is over
     # its limit (a queue of x-max-length 1 takes a second message, nacks the third);
     # reject-publish-dlx drops the head as drop-head does, and acks.
     overflow = {"reject-publish": "reject-over", "reject-publish-dlx": "drop-head"}.get(settings.overflow,
                                                                                         settings.overflow)
-    return QueueMachine(durable=False, message_ttl=settings.message_ttl, max_length=settings.max_length,
-                        overflow=overflow, delivery_limit=limit,
-                        max_length_bytes=settings.max_length_bytes,
+    return (settings.message_ttl, settings.max_length, settings.max_length_bytes, overflow, limit)
+
+
+def machine_for(settings: QueueSettings, default_limit: int | None) -> QueueMachine:
+    """The machine of a quorum queue with these arguments. Messages are kept by the log,
+    so the machine asks for no store writes (``durable=False``)."""
+    ttl, max_length, max_bytes, overflow, limit = limits_for(settings, default_limit)
+    return QueueMachine(durable=False, message_ttl=ttl, max_length=max_length, overflow=overflow,
+                        delivery_limit=limit, max_length_bytes=max_bytes,
                         single_active=settings.single_active_consumer)
 
 
@@ -74,8 +79,14 @@ class QuorumQueue:
         self.name = name
         self.durable = True
         self.arguments = arguments or {}
-        self.settings = settings or QueueSettings.parse(name, port.vhost_name, self.arguments)
-        self.machine = machine_for(self.settings, port.profile.quorum_delivery_limit)
+        # The machine starts from the declared arguments on every member (a restart rebuilds
+        # it with its policy known: the log replayed on it must give what it gave the others);
+        # the policy's limits reach it through the log (``configure``, ``apply_settings``).
+        declared = QueueSettings.parse(name, port.vhost_name, self.arguments)
+        self.settings = settings or declared
+        self._default_limit = port.profile.quorum_delivery_limit
+        self.machine = machine_for(declared, self._default_limit)
+        self._configuring: tuple | None = None  # limits this member proposed, not yet applied
         self.consumers: list[Consumer] = []
         self.unacked = 0
         self.counts = QueueCounts()
@@ -320,9 +331,23 @@ class QuorumQueue:
         self.expire(now)
 
     def apply_settings(self, settings: QueueSettings) -> None:
-        """A policy changed: kept for what reads ``settings`` (dead-lettering). The machine's
-        limits are fixed at declaration (a replicated settings change is not there yet)."""
+        """A policy set, changed or cleared (every member's metadata applies it): kept for what
+        reads ``settings`` (dead-lettering), and the machine's limits follow through the log."""
         self.settings = settings
+        self._sync_limits()
+
+    def _sync_limits(self) -> None:
+        """The leader proposes ``configure`` when the limits its settings make are not the
+        machine's (a policy change, a queue made or rebuilt under a policy, a new leader whose
+        node saw a change the machine missed): every member changes them at the same place of
+        the log, as RabbitMQ's ``update_config`` command does, so the machines stay the same."""
+        if not self.active or self.deleted:
+            return
+        want = limits_for(self.settings, self._default_limit)
+        if want == self.machine.limits() or want == self._configuring:
+            return
+        self._configuring = want
+        self._send(("configure", *want, self._clock()))
 
     def purge(self) -> int:
         n = len(self.machine.ready)
@@ -350,6 +375,9 @@ class QuorumQueue:
                 self._taking[cmd[2]] = n
         elif cmd[0] == "requeue" and self._returning:
             self._returning.difference_update(cmd[2])
+        elif cmd[0] == "configure":
+            if self._configuring is not None and self._configuring == tuple(cmd[1:6]):
+                self._configuring = None
         elif cmd[0] == "consumer_removed":
             c = self._local.get(cmd[1])
             if c is not None and cmd[1] not in self._asked:  # removed by the leader: join again
@@ -402,8 +430,11 @@ class QuorumQueue:
         self._taking.clear()
         self._returning.clear()
         self._timer_at = None
-        if leading and self.machine.ready:
-            self._send(("expire", self._clock()))
+        self._configuring = None
+        if leading:
+            self._sync_limits()
+            if self.machine.ready:
+                self._send(("expire", self._clock()))
 
     def drop_owners(self, owners: "set[str]") -> int:
         """The leader removes the consumers of owners it cannot reach (their nodes are down

@@ -37,6 +37,7 @@ from typing import Any, Callable
 
 import trio
 
+from mqemu.broker import policies
 from mqemu.broker.quorum import QuorumQueue
 from mqemu.ha.raft.records import Config
 from mqemu.ha.raft.replicator import RaftReplicator
@@ -294,6 +295,8 @@ class ClusterQuorum:
                     fresh = QuorumQueue(vh.queue_port(name, False), name, self(vh.name, name), q.arguments,
                                         q.settings)
                     vh.queues[name] = fresh  # type: ignore[assignment]
+                    if vh.policies:  # its limits reach the machine through the log once it leads
+                        policies.apply_to_queue(vh, fresh)
                     n += 1
         finally:
             self._rebuilding = False
