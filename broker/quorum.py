@@ -101,6 +101,7 @@ class QuorumQueue:
         self._owner_prefix = f"{owner}/"
         self._prefix = f"{owner}/{os.urandom(4).hex()}."
         self._asked: set[str] = set()  # tags whose removal this member proposed
+        self._rejoin: list[Consumer] = []  # removed by the leader, to register again once reachable
         self._seq = 0
         self._local: dict[str, Consumer] = {}   # machine tag -> a consumer served here
         self._tags: dict[Consumer, str] = {}    # consumer -> its machine tag (kept past a cancel)
@@ -382,7 +383,8 @@ class QuorumQueue:
             c = self._local.get(cmd[1])
             if c is not None and cmd[1] not in self._asked:  # removed by the leader: join again
                 del self._local[cmd[1]]
-                self._register(c)
+                self._rejoin.append(c)
+                self.rejoin()
             self._asked.discard(cmd[1])
         if fx:
             self._carry_out(fx)
@@ -431,6 +433,8 @@ class QuorumQueue:
         self._returning.clear()
         self._timer_at = None
         self._configuring = None
+        if not leading:
+            self._asked.clear()  # removals proposed while leading that never commit are not pending
         if leading:
             self._sync_limits()
             if self.machine.ready:
@@ -460,6 +464,25 @@ class QuorumQueue:
             if tag.startswith(self._owner_prefix) and not tag.startswith(self._prefix) and tag not in self._asked:
                 self._asked.add(tag)
                 self._send(("consumer_removed", tag, now))
+                n += 1
+        return n
+
+    def rejoin(self) -> int:
+        """Register again this member's consumers the leader removed (it could not reach this
+        node), once this node and the leader reach each other both ways (the replicator's
+        ``leader_reachable``; always, for one without it): a consumer is removed once per
+        cut, not each time the leader looks while a one-way partition lasts. Returns how many
+        it registered (the cluster calls it on every link change and every half second)."""
+        if not self._rejoin or self.deleted:
+            return 0
+        reachable = getattr(self.replicator, "leader_reachable", None)
+        if reachable is not None and not reachable():
+            return 0
+        waiting, self._rejoin = self._rejoin, []
+        n = 0
+        for c in waiting:
+            if c in self.consumers and c not in self._cancelled:
+                self._register(c)
                 n += 1
         return n
 

@@ -92,6 +92,16 @@ class _Member(RaftReplicator):
         return {"leader": hub.name_of(leader) if leader is not None else None, "members": list(hub.names),
                 "online": online}
 
+    def leader_reachable(self) -> bool:
+        """This node and the group's leader reach each other both ways (the leader's own test
+        for removing this node's consumers): only then does the queue register again a
+        consumer the leader removed (``QuorumQueue.rejoin``), so a one-way partition does not
+        make the leader remove and this node register it over and over."""
+        leader = self.runner.leader
+        if leader is None:
+            return False
+        return leader == self.runner.id or self.manager.links.up(self.manager.hub.name_of(leader))
+
     def close(self) -> None:
         """The queue was deleted: stop, and remove the log."""
         if not self.closed:
@@ -280,6 +290,7 @@ class ClusterQuorum:
                 if down:
                     q.drop_owners(down)
                 q.drop_stale()
+                q.rejoin()
 
     # -- restart ----------------------------------------------------------------------------
     def rebuild(self) -> int:
