@@ -150,9 +150,15 @@ class BasicMethods:
         q = self.conn.vhost.get_queue(queue, owner=self.conn)
         later = getattr(q, "get_later", None)
         if later is not None:  # a cluster's stand-in: the queue's node answers (get-ok comes later)
-            later(m.no_ack, lambda entry: self._got(q, m, entry))
+            self.hold()  # the channel's later methods are answered after it
+            later(m.no_ack, lambda entry: self._got_later(q, m, entry))
             return
         self._got(q, m, q.get(m.no_ack))
+
+    def _got_later(self, q: Any, m: spec.BasicGet, entry: QueueEntry | None) -> None:
+        self._got(q, m, entry)
+        if self.conn.channels.get(self.number) is self:
+            self.release()
 
     def _got(self, q: Any, m: spec.BasicGet, entry: QueueEntry | None) -> None:
         if self.closing or self.conn.channels.get(self.number) is not self:

@@ -57,6 +57,10 @@ class Channel(BasicMethods):
         # confirm covers one of them before it is safe (-seq: a refused publish behind
         # them, nacked when they are confirmed).
         self._unsafe: deque[int] = deque()
+        # Frames that came while a synchronous method waits for another node (a stand-in's
+        # basic.get or basic.consume): handled, in order, once its reply is written, so replies
+        # keep the order of the methods (RabbitMQ's channel waits in its call to the queue)
+        self.held: list[Any] | None = None
         # seq -> (promise, its callback) for promises that forget (``Promise.forgets``): a
         # quorum queue's may wait as long as its group has no leader; teardown drops them
         self._waiting: dict[int, tuple[Any, Any]] = {}
@@ -75,6 +79,9 @@ class Channel(BasicMethods):
     def handle(self, frame: Any) -> None:
 
         cls = frame.__class__
+        if self.held is not None and not self.closing:  # a synchronous method waits for its answer
+            self.held.append(frame)
+            return
         if self.closing:
             if cls is MethodFrame:
                 m = frame.method
@@ -164,8 +171,21 @@ class Channel(BasicMethods):
         self.closing = True
         self.teardown()
 
+    def hold(self) -> None:
+        """Later frames wait until ``release`` (a synchronous method's answer is not here yet)."""
+        if self.held is None:
+            self.held = []
+
+    def release(self) -> None:
+        """The waiting method's reply is written: handle the frames that came meanwhile (they
+        may hold the channel again; the rest then wait anew)."""
+        held, self.held = self.held, None
+        if held:
+            self.conn.handle_held(held)
+
     def teardown(self) -> None:
         """Cancel consumers and requeue unacknowledged deliveries (§1.8.3.6 and §1.5.2.14)."""
+        self.held = None
         self._ack_ticking = False
         self._publish = self._header = None
         self.conn.partial_bodies -= sum(map(len, self._body))
