@@ -129,6 +129,59 @@ class AllOf(Promise):
         return f"AllOf({self.promises!r})"
 
 
+class Refusable(Promise):
+    """One publish's promise inside a batch's (``batch``), for a queue that may refuse that
+    one message alone (``x-overflow: reject-publish``): a quorum queue's publish that passed
+    the check on the applied state but is refused when it commits; a publish through a
+    cluster's stand-in that the home node's queue refused. Kept when its batch is, unless
+    ``refuse()`` came first (or the batch broke): then broken, and the publish is nacked
+    (AMQP) or never acknowledged (STOMP, MQTT)."""
+
+    __slots__ = ("state", "_calls")
+    can_break = True
+    forgets = True
+
+    def __init__(self, batch: Promise) -> None:
+        self.state = 0  # 0 open, 1 kept, -1 broken
+        self._calls: list[tuple[Callable[[], None], Callable[[], None] | None]] = []
+        batch.then_or(self._kept, self.refuse)  # a batch that breaks breaks it too
+
+    def then(self, callback: Callable[[], None]) -> None:
+        if self.state == 0:
+            self._calls.append((callback, None))
+        elif self.state == 1:
+            callback()
+
+    def then_or(self, kept: Callable[[], None], broken: Callable[[], None]) -> None:
+        if self.state == 0:
+            self._calls.append((kept, broken))
+        elif self.state == 1:
+            kept()
+        else:
+            broken()
+
+    def forget(self, callback: Callable[[], None]) -> None:
+        self._calls = [c for c in self._calls if c[0] is not callback]
+
+    def _kept(self) -> None:
+        if self.state == 0:
+            self.state = 1
+            calls, self._calls = self._calls, []
+            for kept, _ in calls:
+                kept()
+
+    def refuse(self) -> None:
+        if self.state == 0:
+            self.state = -1
+            calls, self._calls = self._calls, []
+            for _, broken in calls:
+                if broken is not None:
+                    broken()
+
+    def __repr__(self) -> str:
+        return f"Refusable({('refused', 'open', 'kept')[self.state + 1]})"
+
+
 def both(a: Promise | None, b: Promise | None) -> Promise | None:
     """A promise kept when a and b are (None: nothing to wait for)."""
     if a is None or a is b:

@@ -33,12 +33,11 @@ from collections import deque
 from typing import TYPE_CHECKING, Any, Iterable
 
 from .message import Message, QueueEntry
-from .promise import Promise
+from .promise import Promise, Refusable
 from .queue import QueueCounts, QueueStatistics
 from .queue_args import QueueSettings
 from .queue_machine import MachineMessage, QueueMachine
 from .quorum_codec import decode, encode, encode_enqueue, dump, load
-from .quorum_replication import Refusable
 
 if TYPE_CHECKING:
     from .consumer import Consumer

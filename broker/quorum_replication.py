@@ -88,58 +88,6 @@ class Committed(Promise):
         return f"Committed(kept={self.kept})"
 
 
-class Refusable(Promise):
-    """One publish's promise on a queue that may refuse it when it commits (``x-overflow:
-    reject-publish`` on a quorum queue: it passed the check on the applied state, but the
-    commands committed before it filled the queue). Kept when its batch is, unless
-    ``refuse()`` came first (the member saw the machine refuse it): then broken, and the
-    publish is nacked (AMQP) or never acknowledged (STOMP, MQTT)."""
-
-    __slots__ = ("state", "_calls")
-    can_break = True
-    forgets = True
-
-    def __init__(self, batch: Promise) -> None:
-        self.state = 0  # 0 open, 1 kept, -1 broken
-        self._calls: list[tuple[Callable[[], None], Callable[[], None] | None]] = []
-        batch.then(self._kept)
-
-    def then(self, callback: Callable[[], None]) -> None:
-        if self.state == 0:
-            self._calls.append((callback, None))
-        elif self.state == 1:
-            callback()
-
-    def then_or(self, kept: Callable[[], None], broken: Callable[[], None]) -> None:
-        if self.state == 0:
-            self._calls.append((kept, broken))
-        elif self.state == 1:
-            kept()
-        else:
-            broken()
-
-    def forget(self, callback: Callable[[], None]) -> None:
-        self._calls = [c for c in self._calls if c[0] is not callback]
-
-    def _kept(self) -> None:
-        if self.state == 0:
-            self.state = 1
-            calls, self._calls = self._calls, []
-            for kept, _ in calls:
-                kept()
-
-    def refuse(self) -> None:
-        if self.state == 0:
-            self.state = -1
-            calls, self._calls = self._calls, []
-            for _, broken in calls:
-                if broken is not None:
-                    broken()
-
-    def __repr__(self) -> str:
-        return f"Refusable({('refused', 'open', 'kept')[self.state + 1]})"
-
-
 class LocalReplicator:
     """One member that always leads and commits a batch when ``flush()`` runs (the caller
     runs it once per scheduler pass, or a test does). Batches go through the same bytes as a

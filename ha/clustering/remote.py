@@ -38,7 +38,7 @@ import trio
 from mqemu.broker.consumer import Consumer
 from mqemu.broker.message import QueueEntry
 from mqemu.broker.message_wire import WireError, dump_message, load_message
-from mqemu.broker.promise import Promise
+from mqemu.broker.promise import Promise, Refusable
 
 from .remote_codec import decode, encode
 from .remote_home import WINDOW, HomeSide
@@ -131,6 +131,7 @@ class RemoteQueues(HomeSide):
             out = p.out
             if p.batch is not None:
                 parts = [[s.vhost_name, s.name, msgs] for s, msgs in p.batch_parts.items()]
+                p.batch.order = list(p.batch_parts)
                 self._seq += 1
                 out.insert(0, ["p", self._seq, parts])
                 p.pending[self._seq] = p.batch
@@ -175,7 +176,9 @@ class RemoteQueues(HomeSide):
     def _peer(self, s: StandIn) -> _Peer:
         return self.peers[s.home]
 
-    def publish(self, s: StandIn, message: "Message") -> Promise:
+    def publish(self, s: StandIn, message: "Message", refuses: bool = False) -> Promise:
+        """Into this pass's batch for ``s``'s home; its promise is the batch's, or, for a
+        queue that may refuse one message alone (``refuses``), that message's own in it."""
         p = self.peers[s.home]
         batch = p.batch
         if batch is None:
@@ -184,6 +187,13 @@ class RemoteQueues(HomeSide):
         msgs = p.batch_parts.get(s)
         if msgs is None:
             msgs = p.batch_parts[s] = []
+        if refuses:
+            guard = Refusable(batch)
+            if batch.guards is None:
+                batch.guards = {}
+            batch.guards[(s, len(msgs))] = guard
+            msgs.append(dump_message(message))
+            return guard
         msgs.append(dump_message(message))
         return batch
 
@@ -339,7 +349,7 @@ class RemoteQueues(HomeSide):
         batch = p.pending.pop(r[1], None)
         if batch is not None:
             if r[2]:
-                batch.break_()
+                batch.refused(r[2])
             else:
                 batch.keep()
 

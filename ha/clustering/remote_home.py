@@ -77,17 +77,18 @@ class HomeSide:
 
     def _on_p(self, p: "_Peer", r: list, touched: set) -> None:
         _, batch, parts = r
-        refused = 0
+        refused: list[int] = []  # part, index in the part, ...
         safe: Promise | None = None
         now = self.broker.clock()
-        for vhost, name, msgs in parts:
+        for part, (vhost, name, msgs) in enumerate(parts):
             q = self._local(vhost, name)
             if q is None:
-                refused += len(msgs)
+                for i in range(len(msgs)):
+                    refused += (part, i)
                 continue
             stored = False
             publish = q.publish
-            for data in msgs:
+            for i, data in enumerate(msgs):
                 try:
                     message = load_message(data)
                 except WireError as e:
@@ -96,7 +97,7 @@ class HomeSide:
                 if res is True:
                     continue
                 if res is False:
-                    refused += 1
+                    refused += (part, i)
                 elif res is ON_DISK:
                     stored = True
                 else:
