@@ -93,6 +93,8 @@ class RemoteQueues(HomeSide):
         self._tags: dict[Consumer, str] = {}  # and their tags
         self._owed: dict[str, int] = {}  # no-ack credit held back while the consumer's owner is blocked
         self._gets: dict[int, tuple[StandIn, bool, Callable[[QueueEntry | None], None], str, int]] = {}
+        # consumers whose registration waits for the home's O record: tag -> (callback, home)
+        self._answers: dict[str, tuple[Callable[[str | None], None], str]] = {}
         self._seq = 0
         self._prefix = f"{self.node}.{os.urandom(3).hex()}"
         self._dirty: set[_Peer] = set()
@@ -197,9 +199,15 @@ class RemoteQueues(HomeSide):
         msgs.append(dump_message(message))
         return batch
 
-    def consume(self, s: StandIn, c: Consumer) -> None:
+    def consume(self, s: StandIn, c: Consumer, answered: Callable[[str | None], None] | None = None) -> None:
+        """Register ``c`` on the home node; ``answered(None or the refusal's text)`` once the
+        home has checked it (``exclusive`` use is checked there, across nodes). The home's
+        credit is the consumer's prefetch, capped by its owner's channel-wide one (AMQP's
+        ``basic.qos global``: ``global_prefetch``)."""
         if not s.reachable:  # its home is down: cancelled at once, as the home-down path does
             s.consumers.remove(c)
+            if answered is not None:
+                answered(None)
             c.owner.consumer_cancelled(c)
             return
         self._seq += 1
@@ -207,7 +215,13 @@ class RemoteQueues(HomeSide):
         self._consumers[tag] = c
         self._tags[c] = tag
         p = self.peers[s.home]
-        p.out.append(["c", s.vhost_name, s.name, tag, c.prefetch, c.no_ack, c.exclusive, c.priority, {}])
+        if answered is not None:
+            self._answers[tag] = (answered, p.name)
+        prefetch = c.prefetch
+        shared = getattr(c.owner, "global_prefetch", 0)
+        if shared and not c.no_ack and (not prefetch or shared < prefetch):
+            prefetch = shared
+        p.out.append(["c", s.vhost_name, s.name, tag, prefetch, c.no_ack, c.exclusive, c.priority, c.arguments])
         self._mark(p)
 
     def _forget(self, c: Consumer) -> str | None:
@@ -215,6 +229,7 @@ class RemoteQueues(HomeSide):
         if tag is not None:
             self._consumers.pop(tag, None)
             self._owed.pop(tag, None)
+            self._answers.pop(tag, None)
         return tag
 
     def cancel(self, s: StandIn, c: Consumer) -> None:
@@ -317,6 +332,10 @@ class RemoteQueues(HomeSide):
             if peer == p.name:
                 del self._gets[gid]
                 callback(None)
+        for tag, (answered, peer) in list(self._answers.items()):
+            if peer == p.name:  # registered (consume-ok), then cancelled below as the others
+                del self._answers[tag]
+                answered(None)
         for s in [s for s in self.stand_ins.values() if s.home == p.name]:
             s.unacked = 0
             for c in list(s.consumers):
@@ -386,7 +405,23 @@ class RemoteQueues(HomeSide):
                 p.credit[tag] = p.credit.get(tag, 0) + n
                 self._mark(p)
 
+    def _on_RO(self, p: _Peer, r: list, touched: set) -> None:
+        """The home checked a consumer: registered (text empty) or refused (exclusive use)."""
+        tag, refusal = r[1], r[2]
+        waiting = self._answers.pop(tag, None)
+        c = self._consumers.get(tag)
+        if refusal and c is not None:
+            self._forget(c)
+            c.queue.consumer_gone(c)  # type: ignore[attr-defined]  # a stand-in's consumer
+            if waiting is None:  # a consumer that did not wait for the check: cancelled
+                c.owner.consumer_cancelled(c)
+        if waiting is not None:
+            waiting[0](refusal or None)
+
     def _on_RC(self, p: _Peer, r: list, touched: set) -> None:
+        waiting = self._answers.pop(r[1], None)
+        if waiting is not None:  # the queue went before the home checked it: registered, cancelled
+            waiting[0](None)
         c = self._consumers.get(r[1])
         if c is not None:
             self._forget(c)

@@ -18,6 +18,8 @@ and what the home node answers (upper case, and ``n``)::
     ["P", batch, [part, i, ...]]     the batch is safe here, but for the messages it refused
                                      (each by its part's place in the batch and its own in the part)
     ["D", tag, [id, redelivered, message, ...]]   deliveries to a consumer (three items each)
+    ["O", tag, refusal]              the consumer is registered (refusal "") or refused (the
+                                     text of RabbitMQ's 403: another consumer has exclusive use)
     ["C", tag]                       the home cancelled that consumer (its queue went)
     ["G", get, id, redelivered, message, ready]   basic.get's answer (id None: empty)
     ["n", vhost, queue, ready, consumers]         the queue's counts
@@ -55,6 +57,7 @@ SHAPES: dict[str, tuple[Any, ...]] = {
     "P": (_INT, _LIST),
     "D": (_STR, _LIST),
     "C": (_STR,),
+    "O": (_STR, _STR),
     "G": (_INT, _OPT_INT, _BOOL, _OPT_BYTES, _INT),
     "n": (_STR, _STR, _INT, _INT),
 }

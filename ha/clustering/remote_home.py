@@ -118,17 +118,21 @@ class HomeSide:
             safe.then(answer)
 
     def _on_c(self, p: "_Peer", r: list, touched: set) -> None:
-        _, vhost, name, tag, prefetch, no_ack, exclusive, priority, _args = r
+        _, vhost, name, tag, prefetch, no_ack, exclusive, priority, args = r
         q = self._local(vhost, name)
         if q is None or tag in p.consumers:
             p.out.append(["C", tag])
             self._mark(p)
             return
+        self._mark(p)
+        if q.consumers and (exclusive or any(c.exclusive for c in q.consumers)):  # on every node
+            p.out.append(["O", tag, f"queue '{name}' in vhost '{vhost}' in exclusive use"])
+            return
+        p.out.append(["O", tag, ""])  # before any delivery to it
         owner = _RemoteOwner(self, p.name, tag)
-        c = Consumer(q, tag, owner, no_ack, exclusive, priority, 0 if no_ack else (prefetch or WINDOW))
+        c = Consumer(q, tag, owner, no_ack, exclusive, priority, 0 if no_ack else (prefetch or WINDOW), args)
         p.consumers[tag] = c
         self._touch(q)
-        self._mark(p)
         q.add_consumer(c)
 
     def _on_x(self, p: "_Peer", r: list, touched: set) -> None:

@@ -232,6 +232,13 @@ class StandIn:
         self.had_consumer = True
         self.service.consume(self, consumer)
 
+    def consume_later(self, consumer: "Consumer", answered: Callable[[str | None], None]) -> None:
+        """``add_consumer`` whose ``answered(None or a refusal's text)`` comes once the home
+        has checked it (the AMQP channel sends consume-ok, or closes 403, then)."""
+        self.consumers.append(consumer)
+        self.had_consumer = True
+        self.service.consume(self, consumer, answered)
+
     def remove_consumer(self, consumer: "Consumer") -> None:
         try:
             self.consumers.remove(consumer)

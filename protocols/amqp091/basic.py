@@ -100,10 +100,27 @@ class BasicMethods:
             raise PreconditionFailed(f"invalid x-priority argument {priority!r}: expected an integer")
         c = Consumer(q, tag, self, m.no_ack, m.exclusive, priority, self.consumer_prefetch, args)
         self.consumers[tag] = c
+        later = getattr(q, "consume_later", None)
+        if later is not None:  # a cluster's stand-in: the queue's node checks it (exclusive use)
+            self.hold()
+            later(c, lambda refusal: self._consumed_later(m, c, refusal))
+            return
         self._ok(m, spec.BasicConsumeOk(consumer_tag=tag))
         q.add_consumer(c)
         if self.ack_timeout and not m.no_ack:
             self.start_ack_timer()
+
+    def _consumed_later(self, m: spec.BasicConsume, c: Consumer, refusal: str | None) -> None:
+        if self.closing or self.conn.channels.get(self.number) is not self or self.consumers.get(c.tag) is not c:
+            return  # gone meanwhile (its teardown cancelled the consumer)
+        if refusal is not None:
+            del self.consumers[c.tag]
+            self.close(403, f"ACCESS_REFUSED - {refusal}", 60, 20)
+            return
+        self._ok(m, spec.BasicConsumeOk(consumer_tag=c.tag))
+        if self.ack_timeout and not m.no_ack:
+            self.start_ack_timer()
+        self.release()
 
     def _consume_reply_to(self, m: spec.BasicConsume, tag: str) -> None:
         """RabbitMQ's direct reply-to: a pseudo-queue answered straight to this channel."""

@@ -1,8 +1,9 @@
 """Replies keep the order of a channel's methods when one waits for another node (issue 13's
-gaps): a ``basic.get`` on a cluster's stand-in is answered when the queue's home node
-answers, and a synchronous method pipelined behind it on the same channel (``queue.declare``
-here) is answered after it, as AMQP requires and RabbitMQ's channel does (it waits in its call
-to the queue). Other channels are not held."""
+gaps): a ``basic.get`` or ``basic.consume`` on a cluster's stand-in is answered when the
+queue's home node answers, and a synchronous method pipelined behind it on the same channel
+(``queue.declare`` here) is answered after it, as AMQP requires and RabbitMQ's channel does
+(it waits in its call to the queue). Other channels are not held. A consume the home refuses
+(another node's consumer has exclusive use) closes the channel with RabbitMQ's 403."""
 
 from __future__ import annotations
 
@@ -23,9 +24,16 @@ class Home:
 
     def __init__(self) -> None:
         self.gets: list = []
+        self.consumes: list = []
 
     def get(self, s, no_ack, callback) -> None:
         self.gets.append(callback)
+
+    def consume(self, s, c, answered=None) -> None:
+        self.consumes.append((c, answered))
+
+    def cancel(self, s, c) -> None:
+        pass
 
 
 def node_with_stand_in() -> tuple[Client, Home]:
@@ -72,3 +80,22 @@ def test_a_channel_closed_while_a_remote_get_waits_drops_what_it_held():
     assert c.conn.channels[1].held is None
     home.gets[0](None)
     assert "QueueDeclareOk" not in names(c.received())
+
+
+def test_a_remote_consume_is_answered_when_the_home_checked_it_and_refused_with_403():
+    c, home = node_with_stand_in()
+    out = c.send(encode_method(1, spec.BasicConsume(queue="remote", consumer_tag="a"))
+                 + encode_method(1, spec.QueueDeclare(queue="local", passive=True)))
+    assert out == [] and len(home.consumes) == 1
+    home.consumes[0][1](None)
+    assert names(c.received()) == ["BasicConsumeOk", "QueueDeclareOk"]
+    assert names(c.method(1, spec.BasicCancel(consumer_tag="a"))) == ["BasicCancelOk"]
+    # nothing here in exclusive use; the home knows a consumer of another node
+    c.send(encode_method(1, spec.BasicConsume(queue="remote", consumer_tag="b", exclusive=True))
+           + encode_method(1, spec.QueueDeclare(queue="local", passive=True)))
+    home.consumes[1][1]("queue 'remote' in vhost '/' in exclusive use")
+    (close,) = Client.methods(None, c.received())
+    assert isinstance(close, spec.ChannelClose) and close.reply_code == 403
+    assert close.reply_text == "ACCESS_REFUSED - queue 'remote' in vhost '/' in exclusive use"
+    assert (close.class_id, close.method_id) == (60, 20)
+    assert "b" not in c.conn.channels[1].consumers

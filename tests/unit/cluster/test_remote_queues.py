@@ -182,4 +182,28 @@ async def test_a_stand_in_serves_through_the_home_and_a_bad_payload_closes_only_
         vh["node-2"].publish_safe("", "q", Message("", "q", b"two", {}))[2].then(lambda: kept.append("two"))
         await _until(lambda: "two" in kept)
         assert [e.message.body for e in owner.got] == [b"one", b"q1", b"two"]
+        # exclusive use is checked on the home, across nodes (c on node-3 is not exclusive)
+        answers = []
+        x2 = Consumer(s2, "x2", _Owner(), no_ack=False, exclusive=True)
+        s2.consume_later(x2, answers.append)
+        await _until(lambda: answers)
+        assert answers == ["queue 'q' in vhost '/' in exclusive use"] and x2 not in s2.consumers
+        s3.remove_consumer(c)
+        await _until(lambda: not home.consumers)
+        # a consumer's arguments travel, and a channel-wide prefetch caps the home's credit
+        shared = _Owner()
+        shared.global_prefetch = 3
+        x2 = Consumer(s2, "x2", shared, no_ack=False, exclusive=True, priority=5,
+                      arguments={"x-priority": 5, "x-cancel-on-ha-failover": True})
+        s2.consume_later(x2, answers.append)
+        await _until(lambda: len(answers) == 2)
+        assert answers[1] is None and len(home.consumers) == 1
+        (at_home,) = home.consumers
+        assert at_home.exclusive and at_home.prefetch == 3 and at_home.priority == 5
+        assert at_home.arguments == {"x-priority": 5, "x-cancel-on-ha-failover": True}
+        other = _Owner()
+        c3 = Consumer(s3, "c3", other, no_ack=False)
+        s3.add_consumer(c3)  # one that did not wait for the check (not AMQP's): cancelled
+        await _until(lambda: other.cancelled)
+        assert c3 not in s3.consumers and len(home.consumers) == 1
         nursery.cancel_scope.cancel()
