@@ -79,9 +79,6 @@ class Channel(BasicMethods):
     def handle(self, frame: Any) -> None:
 
         cls = frame.__class__
-        if self.held is not None and not self.closing:  # a synchronous method waits for its answer
-            self.held.append(frame)
-            return
         if self.closing:
             if cls is MethodFrame:
                 m = frame.method
@@ -172,20 +169,34 @@ class Channel(BasicMethods):
         self.teardown()
 
     def hold(self) -> None:
-        """Later frames wait until ``release`` (a synchronous method's answer is not here yet)."""
+        """Later frames wait until ``release`` (a synchronous method's answer is not here yet).
+        The instance's ``handle`` is replaced while it holds, so the frames of a channel that
+        holds nothing pay no test."""
         if self.held is None:
             self.held = []
+            self.handle = self._held_frame  # type: ignore[method-assign]
+
+    def _held_frame(self, frame: Any) -> None:
+        if self.closing or self.held is None:
+            Channel.handle(self, frame)
+        else:
+            self.held.append(frame)
+
+    def _unhold(self) -> list[Any] | None:
+        held, self.held = self.held, None
+        self.__dict__.pop("handle", None)
+        return held
 
     def release(self) -> None:
         """The waiting method's reply is written: handle the frames that came meanwhile (they
         may hold the channel again; the rest then wait anew)."""
-        held, self.held = self.held, None
+        held = self._unhold()
         if held:
             self.conn.handle_held(held)
 
     def teardown(self) -> None:
         """Cancel consumers and requeue unacknowledged deliveries (§1.8.3.6 and §1.5.2.14)."""
-        self.held = None
+        self._unhold()
         self._ack_ticking = False
         self._publish = self._header = None
         self.conn.partial_bodies -= sum(map(len, self._body))
