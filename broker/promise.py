@@ -25,7 +25,9 @@ whose callback a broken promise never calls (nothing is confirmed that was not k
 
 A promise that may wait long (a quorum queue's, while its group has no leader) ``forgets``:
 ``forget(callback)`` drops a callback given to ``then`` (or the ``kept`` of ``then_or``), so
-a channel that closes meanwhile leaves nothing of itself held by it.
+a channel that closes meanwhile leaves nothing of itself held by it. Such a promise also
+says ``can_break`` (a quorum queue's ``Committed`` never breaks; a ``Refusable`` may), so a
+protocol waits on it with ``then_or`` and the store's promises keep their own path.
 """
 
 from __future__ import annotations

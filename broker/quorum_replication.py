@@ -55,7 +55,10 @@ class Committed(Promise):
     """Kept when the batch it stands for is committed and applied here."""
 
     __slots__ = ("callbacks", "kept")
-    forgets = True  # it may wait as long as the group has no leader
+    # It never breaks, but may wait as long as the group has no leader: it forgets, and a
+    # protocol takes the path of the promises that may not be kept (``then_or``)
+    can_break = True
+    forgets = True
 
     def __init__(self) -> None:
         self.callbacks: list[Callable[[], None]] | None = []

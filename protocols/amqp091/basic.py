@@ -331,13 +331,15 @@ class BasicMethods:
                 return
             if safe is not None:  # the core's promise: on disk (or, replicated, on a majority)
                 self._unsafe.append(seq)
-                kept = lambda: self._confirm_safe(seq)  # noqa: E731
-                if safe.can_break:  # a queue on another cluster node: nacked if that node is lost
-                    safe.then_or(kept, lambda: self._confirm_safe(seq, False))
+                if safe.can_break:  # another node's queue (nacked if lost), a quorum queue's
+                    if safe.forgets:  # may wait long (no leader): its callback is dropped at close
+                        kept = lambda: self._confirm_waiting(seq)  # noqa: E731
+                        self._waiting[seq] = (safe, kept)
+                    else:
+                        kept = lambda: self._confirm_safe(seq)  # noqa: E731
+                    safe.then_or(kept, lambda: self._confirm_waiting(seq, False))
                 else:
-                    safe.then(kept)
-                if safe.forgets:  # may wait long (a quorum queue without a leader): dropped at close
-                    self._waiting[seq] = (safe, kept)
+                    safe.then(lambda: self._confirm_safe(seq))
             elif not self._unsafe:
                 self._confirm_upto = seq
                 conn.confirming.add(self)
@@ -346,8 +348,6 @@ class BasicMethods:
     def _confirm_safe(self, seq: int, kept: bool = True) -> None:
         if self.closing or self.conn.channels.get(self.number) is not self:
             return
-        if self._waiting:
-            self._waiting.pop(seq, None)
         unsafe = self._unsafe
         if not kept:  # broken: nacked as a refused publish once those before it are answered
             unsafe[unsafe.index(seq)] = -seq
@@ -370,6 +370,12 @@ class BasicMethods:
         if upto > self._confirm_upto:
             self._confirm_upto = upto
         self.flush_confirms()
+
+    def _confirm_waiting(self, seq: int, kept: bool = True) -> None:
+        """``_confirm_safe`` for a publish whose promise breaks or forgets (not the store's)."""
+        if self._waiting:
+            self._waiting.pop(seq, None)
+        self._confirm_safe(seq, kept)
 
     def _nack(self, seq: int) -> None:
         """basic.nack for a refused publish, after the acks of every publish before it."""
