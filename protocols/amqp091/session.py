@@ -191,6 +191,9 @@ class AMQPConnection(SessionBase):
             self.connection_error(e.reply_code, e.text, e.class_id, e.method_id, prefixed=True)
         except HardError as e:
             self.connection_error(e.code, e.text, e.class_id, e.method_id)
+        except Exception:  # a bug: this connection ends, not the caller (a cluster link's reader)
+            log.exception("handling the frames a channel held failed")
+            self.internal_error()
         self.end_of_batch()
 
     def input_held(self) -> int:
