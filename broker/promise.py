@@ -22,6 +22,12 @@ A promise may also break: a cluster's stand-in for a queue on another node
 ``can_break`` says whether one may; ``then_or(kept, broken)`` calls back either way (once).
 A protocol that can refuse late (AMQP's basic.nack) uses it; one that cannot calls ``then``,
 whose callback a broken promise never calls (nothing is confirmed that was not kept).
+
+A promise that may wait long (a quorum queue's, while its group has no leader) ``forgets``:
+``forget(callback)`` drops a callback given to ``then`` (or the ``kept`` of ``then_or``), so
+a channel that closes meanwhile leaves nothing of itself held by it. Such a promise also
+says ``can_break`` (a quorum queue's ``Committed`` never breaks; a ``Refusable`` may), so a
+protocol waits on it with ``then_or`` and the store's promises keep their own path.
 """
 
 from __future__ import annotations
@@ -38,6 +44,7 @@ class Promise:
 
     __slots__ = ()
     can_break = False
+    forgets = False
 
     def then(self, callback: Callable[[], None]) -> None:
         raise NotImplementedError
@@ -46,6 +53,10 @@ class Promise:
         """``kept()`` once kept, or ``broken()`` once it breaks (a promise that cannot break:
         ``then``)."""
         self.then(kept)
+
+    def forget(self, callback: Callable[[], None]) -> None:
+        """Drop ``callback`` (a ``then`` callback or a ``then_or`` kept one) unless it was
+        called: only promises whose ``forgets`` is True do anything."""
 
 
 class _OnDisk(Promise):
@@ -118,6 +129,59 @@ class AllOf(Promise):
 
     def __repr__(self) -> str:
         return f"AllOf({self.promises!r})"
+
+
+class Refusable(Promise):
+    """One publish's promise inside a batch's (``batch``), for a queue that may refuse that
+    one message alone (``x-overflow: reject-publish``): a quorum queue's publish that passed
+    the check on the applied state but is refused when it commits; a publish through a
+    cluster's stand-in that the home node's queue refused. Kept when its batch is, unless
+    ``refuse()`` came first (or the batch broke): then broken, and the publish is nacked
+    (AMQP) or never acknowledged (STOMP, MQTT)."""
+
+    __slots__ = ("state", "_calls")
+    can_break = True
+    forgets = True
+
+    def __init__(self, batch: Promise) -> None:
+        self.state = 0  # 0 open, 1 kept, -1 broken
+        self._calls: list[tuple[Callable[[], None], Callable[[], None] | None]] = []
+        batch.then_or(self._kept, self.refuse)  # a batch that breaks breaks it too
+
+    def then(self, callback: Callable[[], None]) -> None:
+        if self.state == 0:
+            self._calls.append((callback, None))
+        elif self.state == 1:
+            callback()
+
+    def then_or(self, kept: Callable[[], None], broken: Callable[[], None]) -> None:
+        if self.state == 0:
+            self._calls.append((kept, broken))
+        elif self.state == 1:
+            kept()
+        else:
+            broken()
+
+    def forget(self, callback: Callable[[], None]) -> None:
+        self._calls = [c for c in self._calls if c[0] is not callback]
+
+    def _kept(self) -> None:
+        if self.state == 0:
+            self.state = 1
+            calls, self._calls = self._calls, []
+            for kept, _ in calls:
+                kept()
+
+    def refuse(self) -> None:
+        if self.state == 0:
+            self.state = -1
+            calls, self._calls = self._calls, []
+            for _, broken in calls:
+                if broken is not None:
+                    broken()
+
+    def __repr__(self) -> str:
+        return f"Refusable({('refused', 'open', 'kept')[self.state + 1]})"
 
 
 def both(a: Promise | None, b: Promise | None) -> Promise | None:

@@ -27,6 +27,10 @@ Effects are tuples, in the order they happen:
 - ``("timer", when)``: call ``expire(when)`` then (the head's deadline);
 - ``("purged", n)``: a purge dropped n ready messages.
 
+``configure(ttl, max_length, max_length_bytes, overflow, delivery_limit, now)`` changes the
+limits (a replicated queue's policy change goes through its log, so every member changes
+them at the same place).
+
 A message that leaves the machine in a command (dead-lettered, settled on delivery to a
 no-ack consumer or ``take``) stays readable in ``gone`` (id -> ``MachineMessage``) until the
 next command starts, so the caller can carry out that command's effects; ``gone`` is not
@@ -310,6 +314,23 @@ class QueueMachine:
         self._drop(ids, fx)
         return fx
 
+    def configure(self, message_ttl: int | None, max_length: int | None, max_length_bytes: int | None,
+                  overflow: str, delivery_limit: int | None, now: float) -> list[Effect]:
+        """New limits (a policy set, changed or cleared): they count from the next command on,
+        as RabbitMQ 3.10's ``update_config`` (nothing is dropped or expired by the change
+        itself)."""
+        self._logged("configure", message_ttl, max_length, max_length_bytes, overflow, delivery_limit, now)
+        self.message_ttl = message_ttl
+        self.max_length = max_length
+        self.max_length_bytes = max_length_bytes
+        self.overflow = overflow
+        self.delivery_limit = delivery_limit
+        return []
+
+    def limits(self) -> tuple:
+        """What ``configure`` sets, in its order."""
+        return (self.message_ttl, self.max_length, self.max_length_bytes, self.overflow, self.delivery_limit)
+
     # -- internals ----------------------------------------------------------------------
     def _over(self, extra_len: int, extra_bytes: int) -> bool:
         return ((self.max_length is not None and len(self.ready) + extra_len > self.max_length)
@@ -438,4 +459,4 @@ class QueueMachine:
 _NOBODY = MachineConsumer("", 0)  # a tag the machine does not know holds nothing
 
 COMMANDS = frozenset({"enqueue", "consumer_added", "consumer_removed", "cancel", "settle", "requeue", "reject",
-                      "expire", "take", "purge"})
+                      "expire", "take", "purge", "configure"})

@@ -33,7 +33,7 @@ from collections import deque
 from typing import TYPE_CHECKING, Any, Iterable
 
 from .message import Message, QueueEntry
-from .promise import Promise
+from .promise import Promise, Refusable
 from .queue import QueueCounts, QueueStatistics
 from .queue_args import QueueSettings
 from .queue_machine import MachineMessage, QueueMachine
@@ -45,18 +45,23 @@ if TYPE_CHECKING:
     from .quorum_replication import Replicator
 
 
-def machine_for(settings: QueueSettings, default_limit: int | None) -> QueueMachine:
-    """The machine of a quorum queue with these arguments. Messages are kept by the log,
-    so the machine asks for no store writes (``durable=False``)."""
+def limits_for(settings: QueueSettings, default_limit: int | None) -> tuple:
+    """The machine's limits (``QueueMachine.limits``) under these settings."""
     limit = settings.delivery_limit if settings.delivery_limit is not None else default_limit
     # RabbitMQ 3.10's quorum queues (checked): reject-publish refuses once the queue is over
     # its limit (a queue of x-max-length 1 takes a second message, nacks the third);
     # reject-publish-dlx drops the head as drop-head does, and acks.
     overflow = {"reject-publish": "reject-over", "reject-publish-dlx": "drop-head"}.get(settings.overflow,
                                                                                         settings.overflow)
-    return QueueMachine(durable=False, message_ttl=settings.message_ttl, max_length=settings.max_length,
-                        overflow=overflow, delivery_limit=limit,
-                        max_length_bytes=settings.max_length_bytes,
+    return (settings.message_ttl, settings.max_length, settings.max_length_bytes, overflow, limit)
+
+
+def machine_for(settings: QueueSettings, default_limit: int | None) -> QueueMachine:
+    """The machine of a quorum queue with these arguments. Messages are kept by the log,
+    so the machine asks for no store writes (``durable=False``)."""
+    ttl, max_length, max_bytes, overflow, limit = limits_for(settings, default_limit)
+    return QueueMachine(durable=False, message_ttl=ttl, max_length=max_length, overflow=overflow,
+                        delivery_limit=limit, max_length_bytes=max_bytes,
                         single_active=settings.single_active_consumer)
 
 
@@ -73,8 +78,14 @@ class QuorumQueue:
         self.name = name
         self.durable = True
         self.arguments = arguments or {}
-        self.settings = settings or QueueSettings.parse(name, port.vhost_name, self.arguments)
-        self.machine = machine_for(self.settings, port.profile.quorum_delivery_limit)
+        # The machine starts from the declared arguments on every member (a restart rebuilds
+        # it with its policy known: the log replayed on it must give what it gave the others);
+        # the policy's limits reach it through the log (``configure``, ``apply_settings``).
+        declared = QueueSettings.parse(name, port.vhost_name, self.arguments)
+        self.settings = settings or declared
+        self._default_limit = port.profile.quorum_delivery_limit
+        self.machine = machine_for(declared, self._default_limit)
+        self._configuring: tuple | None = None  # limits this member proposed, not yet applied
         self.consumers: list[Consumer] = []
         self.unacked = 0
         self.counts = QueueCounts()
@@ -89,6 +100,7 @@ class QuorumQueue:
         self._owner_prefix = f"{owner}/"
         self._prefix = f"{owner}/{os.urandom(4).hex()}."
         self._asked: set[str] = set()  # tags whose removal this member proposed
+        self._rejoin: list[Consumer] = []  # removed by the leader, to register again once reachable
         self._seq = 0
         self._local: dict[str, Consumer] = {}   # machine tag -> a consumer served here
         self._tags: dict[Consumer, str] = {}    # consumer -> its machine tag (kept past a cancel)
@@ -96,7 +108,8 @@ class QuorumQueue:
         self._holder: str | None = None         # the machine tag of this member's basic.get holder
         self._taking: dict[int, int] = {}       # ids proposed takes asked for (how many takes)
         self._returning: set[int] = set()       # ids a proposed requeue puts back
-        self._mine: deque[tuple[bytes, tuple]] = deque()  # proposed while leading: (bytes, logged form)
+        # proposed here, not yet applied: (bytes, logged form, a publish's Refusable or None)
+        self._mine: deque[tuple[bytes, tuple, Refusable | None]] = deque()
         self._timer_at: float | None = None
         self._propose = replicator.propose
         replicator.start(self)
@@ -145,20 +158,27 @@ class QuorumQueue:
     # -- publishing -----------------------------------------------------------------------
     def publish(self, message: Message, now: float) -> "bool | Promise":
         """Propose the enqueue: its promise is kept once it is committed. With ``x-overflow:
-        reject-publish`` a publish the queue has no room for as it stands is refused."""
+        reject-publish`` a publish the queue has no room for as it stands is refused, and one
+        the machine refuses when it commits (the queue filled meanwhile) breaks its promise
+        (``Refusable``: nacked, never confirmed)."""
         m = self.machine
-        if m.overflow == "reject-over" and m._over(0, 0):
-            return False
-        self.counts.enqueued += 1
         data = encode_enqueue(message, now)
-        self._mine.append((data, ("enqueue", message, now)))
+        if m.overflow == "reject-over":
+            if m._over(0, 0):
+                return False
+            self.counts.enqueued += 1
+            p = Refusable(self._propose(data))
+            self._mine.append((data, ("enqueue", message, now), p))
+            return p
+        self.counts.enqueued += 1
+        self._mine.append((data, ("enqueue", message, now), None))
         return self._propose(data)
 
     def _send(self, command: tuple) -> Promise:
         """Propose a command; this member keeps its logged form to apply without decoding it
         (its commands apply once each, in its order)."""
         data = encode(command)
-        self._mine.append((data, command))
+        self._mine.append((data, command, None))
         return self._propose(data)
 
     # -- delivering -----------------------------------------------------------------------
@@ -311,9 +331,23 @@ class QuorumQueue:
         self.expire(now)
 
     def apply_settings(self, settings: QueueSettings) -> None:
-        """A policy changed: kept for what reads ``settings`` (dead-lettering). The machine's
-        limits are fixed at declaration (a replicated settings change is not there yet)."""
+        """A policy set, changed or cleared (every member's metadata applies it): kept for what
+        reads ``settings`` (dead-lettering), and the machine's limits follow through the log."""
         self.settings = settings
+        self._sync_limits()
+
+    def _sync_limits(self) -> None:
+        """The leader proposes ``configure`` when the limits its settings make are not the
+        machine's (a policy change, a queue made or rebuilt under a policy, a new leader whose
+        node saw a change the machine missed): every member changes them at the same place of
+        the log, as RabbitMQ's ``update_config`` command does, so the machines stay the same."""
+        if not self.active or self.deleted:
+            return
+        want = limits_for(self.settings, self._default_limit)
+        if want == self.machine.limits() or want == self._configuring:
+            return
+        self._configuring = want
+        self._send(("configure", *want, self._clock()))
 
     def purge(self) -> int:
         n = len(self.machine.ready)
@@ -324,25 +358,32 @@ class QuorumQueue:
     def apply(self, command: bytes) -> None:
         """A committed command: every member applies it and carries out what is its own."""
         mine = self._mine
-        if mine and mine[0][0] == command:  # this leader's own: its logged form is at hand
-            cmd = mine.popleft()[1]
+        refusable = None
+        if mine and mine[0][0] == command:  # this member's own: its logged form is at hand
+            _, cmd, refusable = mine.popleft()
         else:
             cmd = decode(command)
         try:
             fx = self.machine.apply(cmd)
         except ValueError:
             return  # a consumer tag applied twice: the same no-op on every member
+        if refusable is not None and fx and fx[0][0] == "refused":
+            refusable.refuse()  # refused at commit: nacked, never confirmed
         if cmd[0] == "take":
             n = self._taking.pop(cmd[2], 1) - 1
             if n:
                 self._taking[cmd[2]] = n
         elif cmd[0] == "requeue" and self._returning:
             self._returning.difference_update(cmd[2])
+        elif cmd[0] == "configure":
+            if self._configuring is not None and self._configuring == tuple(cmd[1:6]):
+                self._configuring = None
         elif cmd[0] == "consumer_removed":
             c = self._local.get(cmd[1])
             if c is not None and cmd[1] not in self._asked:  # removed by the leader: join again
                 del self._local[cmd[1]]
-                self._register(c)
+                self._rejoin.append(c)
+                self.rejoin()
             self._asked.discard(cmd[1])
         if fx:
             self._carry_out(fx)
@@ -390,8 +431,13 @@ class QuorumQueue:
         self._taking.clear()
         self._returning.clear()
         self._timer_at = None
-        if leading and self.machine.ready:
-            self._send(("expire", self._clock()))
+        self._configuring = None
+        if not leading:
+            self._asked.clear()  # removals proposed while leading that never commit are not pending
+        if leading:
+            self._sync_limits()
+            if self.machine.ready:
+                self._send(("expire", self._clock()))
 
     def drop_owners(self, owners: "set[str]") -> int:
         """The leader removes the consumers of owners it cannot reach (their nodes are down
@@ -420,6 +466,25 @@ class QuorumQueue:
                 n += 1
         return n
 
+    def rejoin(self) -> int:
+        """Register again this member's consumers the leader removed (it could not reach this
+        node), once this node and the leader reach each other both ways (the replicator's
+        ``leader_reachable``; always, for one without it): a consumer is removed once per
+        cut, not each time the leader looks while a one-way partition lasts. Returns how many
+        it registered (the cluster calls it on every link change and every half second)."""
+        if not self._rejoin or self.deleted:
+            return 0
+        reachable = getattr(self.replicator, "leader_reachable", None)
+        if reachable is not None and not reachable():
+            return 0
+        waiting, self._rejoin = self._rejoin, []
+        n = 0
+        for c in waiting:
+            if c in self.consumers and c not in self._cancelled:
+                self._register(c)
+                n += 1
+        return n
+
     def consumer_owners(self) -> "dict[str, int]":
         """Owner -> consumers registered in the machine (status)."""
         out: dict[str, int] = {}
@@ -433,7 +498,12 @@ class QuorumQueue:
 
     def restore(self, data: bytes) -> None:
         self.machine = load(data)
-        self._mine.clear()  # what the snapshot covers is not applied one by one
+        # what the snapshot covers is not applied one by one: a publish that might have been
+        # refused in it is nacked rather than confirmed unseen
+        for _, _, refusable in self._mine:
+            if refusable is not None:
+                refusable.refuse()
+        self._mine.clear()
 
 
 class MachineReplica:

@@ -13,6 +13,8 @@ number here) and its arguments:
 - ``expire``: 7 | now
 - ``take``: 8 | now | u16 holder length | u64 id | u8 no-ack | holder
 - ``purge``: 9 | now
+- ``configure``: 11 | now | a ``message_wire`` value ``[ttl, max_length, max_length_bytes,
+  overflow, delivery_limit]`` (ints or None, overflow a string)
 
 A batch (one log entry carrying every command of one scheduler pass) is the commands each
 behind a u32 length. A snapshot is one ``message_wire`` value (nothing is unpickled: a
@@ -49,7 +51,7 @@ _NOW = struct.Struct(">Bd")
 _TAKE = struct.Struct(">BdHQB")
 _LEN = struct.Struct(">I")
 
-ENQUEUE, CONSUMER_ADDED, CONSUMER_REMOVED, SETTLE, REQUEUE, REJECT, EXPIRE, TAKE, PURGE, CANCEL = range(1, 11)
+ENQUEUE, CONSUMER_ADDED, CONSUMER_REMOVED, SETTLE, REQUEUE, REJECT, EXPIRE, TAKE, PURGE, CANCEL, CONFIGURE = range(1, 12)
 _ID_KINDS = {"settle": SETTLE, "requeue": REQUEUE, "reject": REJECT}
 _ID_NAMES = {v: k for k, v in _ID_KINDS.items()}
 
@@ -85,6 +87,8 @@ def encode(command: tuple) -> bytes:
         return _NOW.pack(EXPIRE, command[1])
     if name == "purge":
         return _NOW.pack(PURGE, command[1])
+    if name == "configure":
+        return _NOW.pack(CONFIGURE, command[6]) + dump_value(list(command[1:6]))
     raise CommandError(f"unknown queue command {name!r}")
 
 
@@ -124,6 +128,13 @@ def _decode(b: memoryview) -> tuple:
     if kind in (EXPIRE, PURGE):
         _exact(b, _NOW.size)
         return ("expire" if kind == EXPIRE else "purge", _NOW.unpack_from(b)[1])
+    if kind == CONFIGURE:
+        _, now = _NOW.unpack_from(b)
+        limits = load_value(bytes(b[_NOW.size:]))
+        if (limits.__class__ is not list or len(limits) != 5 or limits[3].__class__ is not str
+                or any(v is not None and v.__class__ is not int for i, v in enumerate(limits) if i != 3)):
+            raise CommandError("configure: [ttl, max_length, max_length_bytes, overflow, delivery_limit] expected")
+        return ("configure", *limits, now)
     raise CommandError(f"unknown queue command kind {kind}")
 
 

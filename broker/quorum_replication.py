@@ -55,6 +55,10 @@ class Committed(Promise):
     """Kept when the batch it stands for is committed and applied here."""
 
     __slots__ = ("callbacks", "kept")
+    # It never breaks, but may wait as long as the group has no leader: it forgets, and a
+    # protocol takes the path of the promises that may not be kept (``then_or``)
+    can_break = True
+    forgets = True
 
     def __init__(self) -> None:
         self.callbacks: list[Callable[[], None]] | None = []
@@ -66,6 +70,14 @@ class Committed(Promise):
         else:
             assert self.callbacks is not None
             self.callbacks.append(callback)
+
+    def forget(self, callback: Callable[[], None]) -> None:
+        callbacks = self.callbacks
+        if callbacks:
+            try:
+                callbacks.remove(callback)
+            except ValueError:
+                pass
 
     def keep(self) -> None:
         if self.kept:

@@ -37,6 +37,7 @@ from typing import Any, Callable
 
 import trio
 
+from mqemu.broker import policies
 from mqemu.broker.quorum import QuorumQueue
 from mqemu.ha.raft.records import Config
 from mqemu.ha.raft.replicator import RaftReplicator
@@ -90,6 +91,16 @@ class _Member(RaftReplicator):
         online = [n for n in hub.names if n == self.manager.node or self.manager.links.up(n)]
         return {"leader": hub.name_of(leader) if leader is not None else None, "members": list(hub.names),
                 "online": online}
+
+    def leader_reachable(self) -> bool:
+        """This node and the group's leader reach each other both ways (the leader's own test
+        for removing this node's consumers): only then does the queue register again a
+        consumer the leader removed (``QuorumQueue.rejoin``), so a one-way partition does not
+        make the leader remove and this node register it over and over."""
+        leader = self.runner.leader
+        if leader is None:
+            return False
+        return leader == self.runner.id or self.manager.links.up(self.manager.hub.name_of(leader))
 
     def close(self) -> None:
         """The queue was deleted: stop, and remove the log."""
@@ -279,6 +290,7 @@ class ClusterQuorum:
                 if down:
                     q.drop_owners(down)
                 q.drop_stale()
+                q.rejoin()
 
     # -- restart ----------------------------------------------------------------------------
     def rebuild(self) -> int:
@@ -294,6 +306,8 @@ class ClusterQuorum:
                     fresh = QuorumQueue(vh.queue_port(name, False), name, self(vh.name, name), q.arguments,
                                         q.settings)
                     vh.queues[name] = fresh  # type: ignore[assignment]
+                    if vh.policies:  # its limits reach the machine through the log once it leads
+                        policies.apply_to_queue(vh, fresh)
                     n += 1
         finally:
             self._rebuilding = False

@@ -38,7 +38,7 @@ import trio
 from mqemu.broker.consumer import Consumer
 from mqemu.broker.message import QueueEntry
 from mqemu.broker.message_wire import WireError, dump_message, load_message
-from mqemu.broker.promise import Promise
+from mqemu.broker.promise import Promise, Refusable
 
 from .remote_codec import decode, encode
 from .remote_home import WINDOW, HomeSide
@@ -93,6 +93,8 @@ class RemoteQueues(HomeSide):
         self._tags: dict[Consumer, str] = {}  # and their tags
         self._owed: dict[str, int] = {}  # no-ack credit held back while the consumer's owner is blocked
         self._gets: dict[int, tuple[StandIn, bool, Callable[[QueueEntry | None], None], str, int]] = {}
+        # consumers whose registration waits for the home's O record: tag -> (callback, home)
+        self._answers: dict[str, tuple[Callable[[str | None], None], str]] = {}
         self._seq = 0
         self._prefix = f"{self.node}.{os.urandom(3).hex()}"
         self._dirty: set[_Peer] = set()
@@ -131,6 +133,7 @@ class RemoteQueues(HomeSide):
             out = p.out
             if p.batch is not None:
                 parts = [[s.vhost_name, s.name, msgs] for s, msgs in p.batch_parts.items()]
+                p.batch.order = list(p.batch_parts)
                 self._seq += 1
                 out.insert(0, ["p", self._seq, parts])
                 p.pending[self._seq] = p.batch
@@ -175,7 +178,9 @@ class RemoteQueues(HomeSide):
     def _peer(self, s: StandIn) -> _Peer:
         return self.peers[s.home]
 
-    def publish(self, s: StandIn, message: "Message") -> Promise:
+    def publish(self, s: StandIn, message: "Message", refuses: bool = False) -> Promise:
+        """Into this pass's batch for ``s``'s home; its promise is the batch's, or, for a
+        queue that may refuse one message alone (``refuses``), that message's own in it."""
         p = self.peers[s.home]
         batch = p.batch
         if batch is None:
@@ -184,12 +189,25 @@ class RemoteQueues(HomeSide):
         msgs = p.batch_parts.get(s)
         if msgs is None:
             msgs = p.batch_parts[s] = []
+        if refuses:
+            guard = Refusable(batch)
+            if batch.guards is None:
+                batch.guards = {}
+            batch.guards[(s, len(msgs))] = guard
+            msgs.append(dump_message(message))
+            return guard
         msgs.append(dump_message(message))
         return batch
 
-    def consume(self, s: StandIn, c: Consumer) -> None:
+    def consume(self, s: StandIn, c: Consumer, answered: Callable[[str | None], None] | None = None) -> None:
+        """Register ``c`` on the home node; ``answered(None or the refusal's text)`` once the
+        home has checked it (``exclusive`` use is checked there, across nodes). The home's
+        credit is the consumer's prefetch, capped by its owner's channel-wide one (AMQP's
+        ``basic.qos global``: ``global_prefetch``)."""
         if not s.reachable:  # its home is down: cancelled at once, as the home-down path does
             s.consumers.remove(c)
+            if answered is not None:
+                answered(None)
             c.owner.consumer_cancelled(c)
             return
         self._seq += 1
@@ -197,7 +215,13 @@ class RemoteQueues(HomeSide):
         self._consumers[tag] = c
         self._tags[c] = tag
         p = self.peers[s.home]
-        p.out.append(["c", s.vhost_name, s.name, tag, c.prefetch, c.no_ack, c.exclusive, c.priority, {}])
+        if answered is not None:
+            self._answers[tag] = (answered, p.name)
+        prefetch = c.prefetch
+        shared = getattr(c.owner, "global_prefetch", 0)
+        if shared and not c.no_ack and (not prefetch or shared < prefetch):
+            prefetch = shared
+        p.out.append(["c", s.vhost_name, s.name, tag, prefetch, c.no_ack, c.exclusive, c.priority, c.arguments])
         self._mark(p)
 
     def _forget(self, c: Consumer) -> str | None:
@@ -205,6 +229,7 @@ class RemoteQueues(HomeSide):
         if tag is not None:
             self._consumers.pop(tag, None)
             self._owed.pop(tag, None)
+            self._answers.pop(tag, None)
         return tag
 
     def cancel(self, s: StandIn, c: Consumer) -> None:
@@ -307,6 +332,10 @@ class RemoteQueues(HomeSide):
             if peer == p.name:
                 del self._gets[gid]
                 callback(None)
+        for tag, (answered, peer) in list(self._answers.items()):
+            if peer == p.name:  # registered (consume-ok), then cancelled below as the others
+                del self._answers[tag]
+                answered(None)
         for s in [s for s in self.stand_ins.values() if s.home == p.name]:
             s.unacked = 0
             for c in list(s.consumers):
@@ -339,7 +368,7 @@ class RemoteQueues(HomeSide):
         batch = p.pending.pop(r[1], None)
         if batch is not None:
             if r[2]:
-                batch.break_()
+                batch.refused(r[2])
             else:
                 batch.keep()
 
@@ -376,7 +405,23 @@ class RemoteQueues(HomeSide):
                 p.credit[tag] = p.credit.get(tag, 0) + n
                 self._mark(p)
 
+    def _on_RO(self, p: _Peer, r: list, touched: set) -> None:
+        """The home checked a consumer: registered (text empty) or refused (exclusive use)."""
+        tag, refusal = r[1], r[2]
+        waiting = self._answers.pop(tag, None)
+        c = self._consumers.get(tag)
+        if refusal and c is not None:
+            self._forget(c)
+            c.queue.consumer_gone(c)  # type: ignore[attr-defined]  # a stand-in's consumer
+            if waiting is None:  # a consumer that did not wait for the check: cancelled
+                c.owner.consumer_cancelled(c)
+        if waiting is not None:
+            waiting[0](refusal or None)
+
     def _on_RC(self, p: _Peer, r: list, touched: set) -> None:
+        waiting = self._answers.pop(r[1], None)
+        if waiting is not None:  # the queue went before the home checked it: registered, cancelled
+            waiting[0](None)
         c = self._consumers.get(r[1])
         if c is not None:
             self._forget(c)

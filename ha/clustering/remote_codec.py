@@ -15,8 +15,11 @@ item names it. What a stand-in's node sends the queue's home node (lower case)::
 
 and what the home node answers (upper case, and ``n``)::
 
-    ["P", batch, refused]            the batch is safe here (refused: how many it did not take)
+    ["P", batch, [part, i, ...]]     the batch is safe here, but for the messages it refused
+                                     (each by its part's place in the batch and its own in the part)
     ["D", tag, [id, redelivered, message, ...]]   deliveries to a consumer (three items each)
+    ["O", tag, refusal]              the consumer is registered (refusal "") or refused (the
+                                     text of RabbitMQ's 403: another consumer has exclusive use)
     ["C", tag]                       the home cancelled that consumer (its queue went)
     ["G", get, id, redelivered, message, ready]   basic.get's answer (id None: empty)
     ["n", vhost, queue, ready, consumers]         the queue's counts
@@ -51,9 +54,10 @@ SHAPES: dict[str, tuple[Any, ...]] = {
     "k": (_STR, _INT),
     "g": (_STR, _STR, _INT, _BOOL),
     "u": (_STR, _STR),
-    "P": (_INT, _INT),
+    "P": (_INT, _LIST),
     "D": (_STR, _LIST),
     "C": (_STR,),
+    "O": (_STR, _STR),
     "G": (_INT, _OPT_INT, _BOOL, _OPT_BYTES, _INT),
     "n": (_STR, _STR, _INT, _INT),
 }
@@ -94,8 +98,9 @@ def decode(payload: bytes) -> list[list[Any]]:
                         or part[1].__class__ is not str or part[2].__class__ is not list \
                         or any(m.__class__ is not bytes for m in part[2]):
                     raise RemoteError("a publish part is [vhost, queue, [message bytes, ...]]")
-        elif kind in ("a", "r"):
-            if any(i.__class__ is not int for i in r[1]):
+        elif kind in ("a", "r", "P"):
+            ids = r[2] if kind == "P" else r[1]
+            if any(i.__class__ is not int for i in ids) or (kind == "P" and len(ids) % 2):
                 raise RemoteError(f"the ids of an {kind!r} record are ints")
         elif kind == "D":
             items = r[2]

@@ -77,17 +77,18 @@ class HomeSide:
 
     def _on_p(self, p: "_Peer", r: list, touched: set) -> None:
         _, batch, parts = r
-        refused = 0
+        refused: list[int] = []  # part, index in the part, ...
         safe: Promise | None = None
         now = self.broker.clock()
-        for vhost, name, msgs in parts:
+        for part, (vhost, name, msgs) in enumerate(parts):
             q = self._local(vhost, name)
             if q is None:
-                refused += len(msgs)
+                for i in range(len(msgs)):
+                    refused += (part, i)
                 continue
             stored = False
             publish = q.publish
-            for data in msgs:
+            for i, data in enumerate(msgs):
                 try:
                     message = load_message(data)
                 except WireError as e:
@@ -96,7 +97,7 @@ class HomeSide:
                 if res is True:
                     continue
                 if res is False:
-                    refused += 1
+                    refused += (part, i)
                 elif res is ON_DISK:
                     stored = True
                 else:
@@ -117,17 +118,21 @@ class HomeSide:
             safe.then(answer)
 
     def _on_c(self, p: "_Peer", r: list, touched: set) -> None:
-        _, vhost, name, tag, prefetch, no_ack, exclusive, priority, _args = r
+        _, vhost, name, tag, prefetch, no_ack, exclusive, priority, args = r
         q = self._local(vhost, name)
         if q is None or tag in p.consumers:
             p.out.append(["C", tag])
             self._mark(p)
             return
+        self._mark(p)
+        if q.consumers and (exclusive or any(c.exclusive for c in q.consumers)):  # on every node
+            p.out.append(["O", tag, f"queue '{name}' in vhost '{vhost}' in exclusive use"])
+            return
+        p.out.append(["O", tag, ""])  # before any delivery to it
         owner = _RemoteOwner(self, p.name, tag)
-        c = Consumer(q, tag, owner, no_ack, exclusive, priority, 0 if no_ack else (prefetch or WINDOW))
+        c = Consumer(q, tag, owner, no_ack, exclusive, priority, 0 if no_ack else (prefetch or WINDOW), args)
         p.consumers[tag] = c
         self._touch(q)
-        self._mark(p)
         q.add_consumer(c)
 
     def _on_x(self, p: "_Peer", r: list, touched: set) -> None:

@@ -21,7 +21,7 @@ import dataclasses
 from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 from mqemu.broker.message import Message, QueueEntry
-from mqemu.broker.promise import Promise
+from mqemu.broker.promise import Promise, Refusable
 from mqemu.broker.queue import QueueCounts, QueueStatistics
 from mqemu.broker.queue_args import QueueSettings
 
@@ -34,12 +34,30 @@ if TYPE_CHECKING:
 class RemoteBatch(Promise):
     """The promise of one pass's publishes to one home node."""
 
-    __slots__ = ("state", "_calls")
+    __slots__ = ("state", "_calls", "guards", "order")
     can_break = True
 
     def __init__(self) -> None:
         self.state = 0  # 0 open, 1 kept, -1 broken
         self._calls: list[tuple[Callable[[], None], Callable[[], None] | None]] = []
+        # (stand-in, index in its part) -> the promise of one publish the home may refuse
+        # alone (its queue's overflow is reject-publish): only that one is nacked
+        self.guards: dict[tuple[Any, int], Refusable] | None = None
+        self.order: list[Any] = []  # the stand-ins of the batch's parts, in the sent order
+
+    def refused(self, which: list[int]) -> None:
+        """The home refused these messages (``[part, i, ...]``): each one's own promise
+        breaks when it has one, else the whole batch (a refusal it did not expect); the rest
+        are kept."""
+        guards = self.guards
+        for k in range(0, len(which), 2):
+            part, i = which[k], which[k + 1]
+            g = guards.get((self.order[part], i)) if guards and part < len(self.order) else None
+            if g is None:
+                self.break_()
+                return
+            g.refuse()
+        self.keep()
 
     def then(self, callback: Callable[[], None]) -> None:
         if self.state == 0:
@@ -151,6 +169,7 @@ class StandIn:
         self._clock = clock
         self.last_used = clock()
         self.reachable = False  # set by the service from the links
+        self.refuses = _refuses(self.settings)  # the home may refuse a publish alone
 
     def __repr__(self) -> str:
         return f"StandIn({self.name!r}, home={self.home!r}, ready={self.ready.n})"
@@ -163,7 +182,7 @@ class StandIn:
         if not self.reachable:
             return broken_promise()  # RabbitMQ: a queue whose node is down nacks (abnormal exit)
         self.counts.enqueued += 1
-        return self.service.publish(self, message)
+        return self.service.publish(self, message, self.refuses)
 
     # -- delivering -----------------------------------------------------------------------
     def dispatch(self) -> None:
@@ -213,6 +232,13 @@ class StandIn:
         self.had_consumer = True
         self.service.consume(self, consumer)
 
+    def consume_later(self, consumer: "Consumer", answered: Callable[[str | None], None]) -> None:
+        """``add_consumer`` whose ``answered(None or a refusal's text)`` comes once the home
+        has checked it (the AMQP channel sends consume-ok, or closes 403, then)."""
+        self.consumers.append(consumer)
+        self.had_consumer = True
+        self.service.consume(self, consumer, answered)
+
     def remove_consumer(self, consumer: "Consumer") -> None:
         try:
             self.consumers.remove(consumer)
@@ -237,6 +263,7 @@ class StandIn:
     def apply_settings(self, settings: QueueSettings) -> None:
         """A policy: kept for what reads it; the home node applies it to the queue itself."""
         self.settings = _no_expiry(settings)
+        self.refuses = _refuses(self.settings)
 
     def purge(self) -> int:
         """Purged on the home node (not when the purge is a deletion's: ``deleted`` is set
@@ -257,6 +284,12 @@ class StandIn:
         consumers = list(self.consumers)
         self.consumers.clear()
         return consumers
+
+
+def _refuses(settings: QueueSettings) -> bool:
+    """A queue that refuses a publish when full (``reject-publish``, ``reject-publish-dlx``)."""
+    return settings.overflow in ("reject-publish", "reject-publish-dlx") and (
+        settings.max_length is not None or settings.max_length_bytes is not None)
 
 
 def _no_expiry(settings: QueueSettings) -> QueueSettings:

@@ -100,10 +100,27 @@ class BasicMethods:
             raise PreconditionFailed(f"invalid x-priority argument {priority!r}: expected an integer")
         c = Consumer(q, tag, self, m.no_ack, m.exclusive, priority, self.consumer_prefetch, args)
         self.consumers[tag] = c
+        later = getattr(q, "consume_later", None)
+        if later is not None:  # a cluster's stand-in: the queue's node checks it (exclusive use)
+            self.hold()
+            later(c, lambda refusal: self._consumed_later(m, c, refusal))
+            return
         self._ok(m, spec.BasicConsumeOk(consumer_tag=tag))
         q.add_consumer(c)
         if self.ack_timeout and not m.no_ack:
             self.start_ack_timer()
+
+    def _consumed_later(self, m: spec.BasicConsume, c: Consumer, refusal: str | None) -> None:
+        if self.closing or self.conn.channels.get(self.number) is not self or self.consumers.get(c.tag) is not c:
+            return  # gone meanwhile (its teardown cancelled the consumer)
+        if refusal is not None:
+            del self.consumers[c.tag]
+            self.close(403, f"ACCESS_REFUSED - {refusal}", 60, 20)
+            return
+        self._ok(m, spec.BasicConsumeOk(consumer_tag=c.tag))
+        if self.ack_timeout and not m.no_ack:
+            self.start_ack_timer()
+        self.release()
 
     def _consume_reply_to(self, m: spec.BasicConsume, tag: str) -> None:
         """RabbitMQ's direct reply-to: a pseudo-queue answered straight to this channel."""
@@ -150,9 +167,15 @@ class BasicMethods:
         q = self.conn.vhost.get_queue(queue, owner=self.conn)
         later = getattr(q, "get_later", None)
         if later is not None:  # a cluster's stand-in: the queue's node answers (get-ok comes later)
-            later(m.no_ack, lambda entry: self._got(q, m, entry))
+            self.hold()  # the channel's later methods are answered after it
+            later(m.no_ack, lambda entry: self._got_later(q, m, entry))
             return
         self._got(q, m, q.get(m.no_ack))
+
+    def _got_later(self, q: Any, m: spec.BasicGet, entry: QueueEntry | None) -> None:
+        self._got(q, m, entry)
+        if self.conn.channels.get(self.number) is self:
+            self.release()
 
     def _got(self, q: Any, m: spec.BasicGet, entry: QueueEntry | None) -> None:
         if self.closing or self.conn.channels.get(self.number) is not self:
@@ -308,8 +331,13 @@ class BasicMethods:
                 return
             if safe is not None:  # the core's promise: on disk (or, replicated, on a majority)
                 self._unsafe.append(seq)
-                if safe.can_break:  # a queue on another cluster node: nacked if that node is lost
-                    safe.then_or(lambda: self._confirm_safe(seq), lambda: self._confirm_safe(seq, False))
+                if safe.can_break:  # another node's queue (nacked if lost), a quorum queue's
+                    if safe.forgets:  # may wait long (no leader): its callback is dropped at close
+                        kept = lambda: self._confirm_waiting(seq)  # noqa: E731
+                        self._waiting[seq] = (safe, kept)
+                    else:
+                        kept = lambda: self._confirm_safe(seq)  # noqa: E731
+                    safe.then_or(kept, lambda: self._confirm_waiting(seq, False))
                 else:
                     safe.then(lambda: self._confirm_safe(seq))
             elif not self._unsafe:
@@ -342,6 +370,12 @@ class BasicMethods:
         if upto > self._confirm_upto:
             self._confirm_upto = upto
         self.flush_confirms()
+
+    def _confirm_waiting(self, seq: int, kept: bool = True) -> None:
+        """``_confirm_safe`` for a publish whose promise breaks or forgets (not the store's)."""
+        if self._waiting:
+            self._waiting.pop(seq, None)
+        self._confirm_safe(seq, kept)
 
     def _nack(self, seq: int) -> None:
         """basic.nack for a refused publish, after the acks of every publish before it."""

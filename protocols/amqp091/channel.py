@@ -57,6 +57,13 @@ class Channel(BasicMethods):
         # confirm covers one of them before it is safe (-seq: a refused publish behind
         # them, nacked when they are confirmed).
         self._unsafe: deque[int] = deque()
+        # Frames that came while a synchronous method waits for another node (a stand-in's
+        # basic.get or basic.consume): handled, in order, once its reply is written, so replies
+        # keep the order of the methods (RabbitMQ's channel waits in its call to the queue)
+        self.held: list[Any] | None = None
+        # seq -> (promise, its callback) for promises that forget (``Promise.forgets``): a
+        # quorum queue's may wait as long as its group has no leader; teardown drops them
+        self._waiting: dict[int, tuple[Any, Any]] = {}
         self.tx: list[tuple[str, Any]] | None = None
         self.reply_to_name: str | None = None
         # While this channel deletes a queue, its own cancel notifications wait here: they
@@ -161,8 +168,35 @@ class Channel(BasicMethods):
         self.closing = True
         self.teardown()
 
+    def hold(self) -> None:
+        """Later frames wait until ``release`` (a synchronous method's answer is not here yet).
+        The instance's ``handle`` is replaced while it holds, so the frames of a channel that
+        holds nothing pay no test."""
+        if self.held is None:
+            self.held = []
+            self.handle = self._held_frame  # type: ignore[method-assign]
+
+    def _held_frame(self, frame: Any) -> None:
+        if self.closing or self.held is None:
+            Channel.handle(self, frame)
+        else:
+            self.held.append(frame)
+
+    def _unhold(self) -> list[Any] | None:
+        held, self.held = self.held, None
+        self.__dict__.pop("handle", None)
+        return held
+
+    def release(self) -> None:
+        """The waiting method's reply is written: handle the frames that came meanwhile (they
+        may hold the channel again; the rest then wait anew)."""
+        held = self._unhold()
+        if held:
+            self.conn.handle_held(held)
+
     def teardown(self) -> None:
         """Cancel consumers and requeue unacknowledged deliveries (§1.8.3.6 and §1.5.2.14)."""
+        self._unhold()
         self._ack_ticking = False
         self._publish = self._header = None
         self.conn.partial_bodies -= sum(map(len, self._body))
@@ -174,6 +208,10 @@ class Channel(BasicMethods):
             self.conn.vhost.direct_reply.pop(self.reply_to_name, None)
             self.reply_to_name = None
         self._requeue_all()
+        if self._waiting:  # nothing of this channel stays held by a promise that may wait long
+            for promise, kept in self._waiting.values():
+                promise.forget(kept)
+            self._waiting.clear()
 
     def _requeue_all(self) -> None:
         by_queue: dict[Any, list[QueueEntry]] = {}

@@ -172,6 +172,30 @@ class AMQPConnection(SessionBase):
             self.connection_error(e.code, e.text, e.class_id, e.method_id)
         self.end_of_batch()
 
+    def handle_held(self, frames: list[Any]) -> None:
+        """Frames a channel held while a synchronous method waited (``Channel.release``),
+        handled as a read's are."""
+        if self.state is State.CLOSED:
+            return
+        handle = self._handle_frame
+        try:
+            for i, frame in enumerate(frames):
+                ch = self.channels.get(frame.channel)
+                if ch is not None and ch.held is not None:  # held again: the rest wait behind it
+                    ch.held.extend(frames[i:])
+                    break
+                handle(frame)
+                if self.state is State.CLOSED:
+                    break
+        except AMQPFrameError as e:
+            self.connection_error(e.reply_code, e.text, e.class_id, e.method_id, prefixed=True)
+        except HardError as e:
+            self.connection_error(e.code, e.text, e.class_id, e.method_id)
+        except Exception:  # a bug: this connection ends, not the caller (a cluster link's reader)
+            log.exception("handling the frames a channel held failed")
+            self.internal_error()
+        self.end_of_batch()
+
     def input_held(self) -> int:
         """A partial frame plus the bodies of publishes whose content is not complete."""
         return self.decoder.buffered + self.partial_bodies

@@ -27,7 +27,7 @@ class AckGate:
     """Owns the held acknowledgements: ``send`` (nothing to wait for, but behind any held
     one) and ``send_after`` (waits for a promise too)."""
 
-    __slots__ = ("_failed", "_gone", "_send", "held", "held_promise", "kept")
+    __slots__ = ("_failed", "_gone", "_send", "_waiting", "held", "held_promise", "kept")
 
     def __init__(self, send: Callable[[bytes], None], gone: Callable[[], bool],
                  failed: Callable[[], None] | None = None) -> None:
@@ -38,6 +38,9 @@ class AckGate:
         self.held: deque[list] = deque()
         self.held_promise: Promise | None = None  # the last promise waited for
         self.kept: Promise | None = None  # the last promise kept
+        # promises that may wait long (``Promise.forgets``: a quorum queue without a leader)
+        # -> the callback given them, forgotten when the connection closes (``close``)
+        self._waiting: dict[Promise, Callable[[], None]] = {}
 
     def send(self, data: bytes) -> None:
         """An acknowledgement that waits for nothing but the held ones before it."""
@@ -55,7 +58,10 @@ class AckGate:
         if promise is not self.held_promise:  # one callback per promise (per store batch)
             self.held_promise = promise
             if promise.can_break:
-                promise.then_or(lambda: self._kept(promise), self._broken)
+                kept = lambda: self._kept(promise)  # noqa: E731
+                if promise.forgets:
+                    self._waiting[promise] = kept
+                promise.then_or(kept, self._broken)
             else:
                 promise.then(lambda: self._kept(promise))
 
@@ -65,7 +71,18 @@ class AckGate:
         if not self._gone() and self._failed is not None:
             self._failed()
 
+    def close(self) -> None:
+        """The connection closed: what waits is dropped, and the promises that may wait long
+        forget this gate's callbacks (nothing of the connection stays held by them)."""
+        self.held.clear()
+        self.held_promise = None
+        waiting, self._waiting = self._waiting, {}
+        for promise, kept in waiting.items():
+            promise.forget(kept)
+
     def _kept(self, promise: Promise) -> None:
+        if self._waiting:
+            self._waiting.pop(promise, None)
         self.kept = promise
         held = self.held
         if self._gone():

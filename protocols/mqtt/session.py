@@ -374,6 +374,7 @@ class MqttConnection(SessionBase):
         was_connected = self.state is State.CONNECTED
         if self.inbound.pending:
             self.inbound.flush()
+        self.inbound.acks.close()
         self.state = State.CLOSED
         self.close_reason = self.close_reason or reason
         if linger:

@@ -6,6 +6,7 @@ answer; a consumer's node dying returns its unacked deliveries, redelivered."""
 
 from __future__ import annotations
 
+import socket
 import time
 
 import paho.mqtt.client as mqtt
@@ -13,6 +14,9 @@ import pika
 import pytest
 import stomp
 from cluster_helpers import api as _api, node_entry as _node
+
+from mqemu.protocols.amqp091 import spec
+from mqemu.protocols.amqp091.codec import PROTOCOL_HEADER, ContentFrames, FrameDecoder, MethodFrame, encode_method
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -96,6 +100,40 @@ def _consume(c, node, queue, count, prefetch=10, timeout=20.0):
     return got, cancelled
 
 
+def _raw_replies(c, node, frames: bytes, count: int) -> list:
+    """Open an AMQP connection and channel 1 on ``node`` with raw frames, send ``frames`` in
+    one write (pipelined) and return the class names of the next ``count`` replies, in order."""
+    sock = socket.create_connection(("127.0.0.1", _port(c, node)), timeout=10)
+    dec = FrameDecoder(0)
+    dec.feed(PROTOCOL_HEADER)  # a server's decoder: past the header it expects first
+    dec.read_frames()
+    got: list = []
+
+    def read(n: int) -> None:
+        while len(got) < n:
+            data = sock.recv(65536)
+            assert data, "the node closed the connection"
+            dec.feed(data)
+            for f in dec.read_frames():
+                if isinstance(f, (MethodFrame, ContentFrames)):
+                    got.append(type(f.method).__name__)
+    try:
+        sock.sendall(PROTOCOL_HEADER)
+        read(1)  # connection.start
+        sock.sendall(encode_method(0, spec.ConnectionStartOk(client_properties={}, mechanism="PLAIN",
+                                                              response=b"\0guest\0guest", locale="en_US")))
+        read(2)  # connection.tune
+        sock.sendall(encode_method(0, spec.ConnectionTuneOk(channel_max=16, frame_max=131072, heartbeat=0))
+                     + encode_method(0, spec.ConnectionOpen(virtual_host="/")) + encode_method(1, spec.ChannelOpen()))
+        read(4)
+        assert got[2:] == ["ConnectionOpenOk", "ChannelOpenOk"]
+        sock.sendall(frames)
+        read(4 + count)
+        return got[4:]
+    finally:
+        sock.close()
+
+
 def _first_arrivals(got):
     """The bodies in the order they first arrived; every later arrival is flagged redelivered."""
     firsts, seen = [], set()
@@ -127,10 +165,23 @@ def test_publish_on_one_node_consume_on_another_get_on_a_third(cluster):
     assert body == b"m0" and not method.redelivered and props.delivery_mode == 2
     assert method.message_count == n - 1
     pch.basic_ack(method.delivery_tag)
+    # raw frames: a synchronous method pipelined behind a basic.get through the home is
+    # answered after the get (AMQP's order on a channel), a no-ack get here (m1 is taken)
+    replies = _raw_replies(c, "node-2", encode_method(1, spec.BasicGet(queue="orders", no_ack=True))
+                           + encode_method(1, spec.QueueDeclare(queue="orders", durable=True, passive=True)), 2)
+    assert replies == ["BasicGetOk", "QueueDeclareOk"]
     # a consumer on node-3 gets every other one, in order
-    got, cancelled = _consume(c, "node-3", "orders", n - 1)
-    assert _first_arrivals(got) == [f"m{i}".encode() for i in range(1, n)]
+    got, cancelled = _consume(c, "node-3", "orders", n - 2)
+    assert _first_arrivals(got) == [f"m{i}".encode() for i in range(2, n)]
     assert cancelled or not any(m.redelivered for m, _p, _b in got)
+    # exclusive use is the home's to check, across nodes (the queue is empty now)
+    xconn = _pika(c, "node-3")
+    xconn.channel().basic_consume("orders", lambda *a: None, exclusive=True)
+    with pytest.raises(pika.exceptions.ChannelClosedByBroker) as refused:
+        pub.channel().basic_consume("orders", lambda *a: None)
+    assert refused.value.reply_code == 403
+    assert refused.value.reply_text == "ACCESS_REFUSED - queue 'orders' in vhost '/' in exclusive use"
+    xconn.close()
     pub.close()
     # nothing left on the home
     ok = home.channel().queue_declare("orders", durable=True, passive=True).method

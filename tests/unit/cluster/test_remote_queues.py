@@ -45,8 +45,9 @@ def _i(n):
 
 def test_records_as_exact_bytes():
     assert encode([["a", [1, 2]]]) == (b"l" + _u32(1) + b"l" + _u32(2) + _s("a") + b"l" + _u32(2) + _i(1) + _i(2))
-    assert encode([["x", "t1"], ["P", 7, 0]]) == (
-        b"l" + _u32(2) + b"l" + _u32(2) + _s("x") + _s("t1") + b"l" + _u32(3) + _s("P") + _i(7) + _i(0))
+    assert encode([["x", "t1"], ["P", 7, [0, 2]]]) == (
+        b"l" + _u32(2) + b"l" + _u32(2) + _s("x") + _s("t1") + b"l" + _u32(3) + _s("P") + _i(7)
+        + b"l" + _u32(2) + _i(0) + _i(2))
     assert encode([["G", 3, None, False, None, 0]]) == (
         b"l" + _u32(1) + b"l" + _u32(6) + _s("G") + _i(3) + b"N" + b"F" + b"N" + _i(0))
     msg = dump_message(Message("", "q", b"body", {"delivery_mode": 2}))
@@ -67,7 +68,9 @@ def test_records_as_exact_bytes():
     [["a"]],                                    # too short
     [["x", "t", "extra"]],                      # too long
     [["P", 1, "0"]],                            # wrong type
-    [["P", True, 0]],                           # a bool is no int
+    [["P", True, []]],                          # a bool is no int
+    [["P", 1, [0]]],                            # refused messages not in pairs
+    [["P", 1, [0, "1"]]],                       # an index that is no int
     [["p", 1, [["/", "q", ["not bytes"]]]]],    # a message that is no bytes
     [["p", 1, [["/", "q"]]]],                   # a part too short
     [["D", "t", [1, True]]],                    # deliveries not in threes
@@ -155,6 +158,20 @@ async def test_a_stand_in_serves_through_the_home_and_a_bad_payload_closes_only_
         assert entry.message.body == b"one" and not entry.redelivered and home.unacked == 1
         s3.ack(entry, c)
         await _until(lambda: home.unacked == 0 and not home.ready)
+        # reject-publish through a stand-in: only the messages the home refused are nacked,
+        # not the whole pass's batch they travelled in
+        vh["node-1"].declare_queue("rp", durable=True, arguments={**CLASSIC, "x-max-length": 1,
+                                                                   "x-overflow": "reject-publish"})
+        await _until(lambda: isinstance(vh["node-2"].queues.get("rp"), StandIn))
+        answers: list = []
+        for body, queue in ((b"r1", "rp"), (b"q1", "q"), (b"r2", "rp"), (b"r3", "rp")):
+            p = vh["node-2"].publish_safe("", queue, Message("", queue, body, {}))[2]
+            p.then_or(lambda body=body: answers.append((body, "ack")), lambda body=body: answers.append((body, "nack")))
+        await _until(lambda: len(answers) == 4)
+        assert sorted(answers) == [(b"q1", "ack"), (b"r1", "ack"), (b"r2", "nack"), (b"r3", "nack")]
+        assert len(vh["node-1"].queues["rp"].ready) == 1
+        await _until(lambda: len(owner.got) == 2)  # q1, to node-3's consumer
+        s3.ack(owner.got[1], c)
         # node-2 sends node-1 bytes that are no records: node-1 closes that link and logs it
         changes.clear()
         assert links["node-2"].send("node-1", "queues", b"\x00junk")
@@ -164,5 +181,29 @@ async def test_a_stand_in_serves_through_the_home_and_a_bad_payload_closes_only_
         await _until(lambda: links["node-1"].up("node-2") and links["node-2"].up("node-1") and s2.reachable)
         vh["node-2"].publish_safe("", "q", Message("", "q", b"two", {}))[2].then(lambda: kept.append("two"))
         await _until(lambda: "two" in kept)
-        assert [e.message.body for e in owner.got] == [b"one", b"two"]
+        assert [e.message.body for e in owner.got] == [b"one", b"q1", b"two"]
+        # exclusive use is checked on the home, across nodes (c on node-3 is not exclusive)
+        answers = []
+        x2 = Consumer(s2, "x2", _Owner(), no_ack=False, exclusive=True)
+        s2.consume_later(x2, answers.append)
+        await _until(lambda: answers)
+        assert answers == ["queue 'q' in vhost '/' in exclusive use"] and x2 not in s2.consumers
+        s3.remove_consumer(c)
+        await _until(lambda: not home.consumers)
+        # a consumer's arguments travel, and a channel-wide prefetch caps the home's credit
+        shared = _Owner()
+        shared.global_prefetch = 3
+        x2 = Consumer(s2, "x2", shared, no_ack=False, exclusive=True, priority=5,
+                      arguments={"x-priority": 5, "x-cancel-on-ha-failover": True})
+        s2.consume_later(x2, answers.append)
+        await _until(lambda: len(answers) == 2)
+        assert answers[1] is None and len(home.consumers) == 1
+        (at_home,) = home.consumers
+        assert at_home.exclusive and at_home.prefetch == 3 and at_home.priority == 5
+        assert at_home.arguments == {"x-priority": 5, "x-cancel-on-ha-failover": True}
+        other = _Owner()
+        c3 = Consumer(s3, "c3", other, no_ack=False)
+        s3.add_consumer(c3)  # one that did not wait for the check (not AMQP's): cancelled
+        await _until(lambda: other.cancelled)
+        assert c3 not in s3.consumers and len(home.consumers) == 1
         nursery.cancel_scope.cancel()

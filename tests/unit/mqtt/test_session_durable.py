@@ -253,3 +253,23 @@ def test_a_kept_breakable_promise_acknowledges_as_any_other() -> None:
     promise.end(kept=True)
     assert pub.recv() == [Puback(1), Pubrec(2)]
     assert pub.conn.state is State.CONNECTED
+
+
+def test_a_closed_connection_leaves_nothing_held_by_a_promise_that_may_wait_long() -> None:
+    """A quorum queue's promise waits as long as its group has no leader: the connection's
+    close makes it forget the gate's callback (issue 13's gaps)."""
+    from mqemu.broker.quorum_replication import Committed
+
+    broker = Broker(clock=Clock())
+    vhost = broker.vhosts["/"]
+    promise = Committed()
+    real = vhost.publish_safe
+    vhost.publish_safe = lambda e, k, m: (*real(e, k, m)[:2], promise)  # type: ignore[method-assign]
+    pub = Client(broker)
+    pub.connect("p")
+    pub.send(Publish("t", b"1", qos=1, packet_id=1), Publish("t", b"2", qos=1, packet_id=2))
+    assert pub.recv() == [] and len(promise.callbacks or []) == 1  # one callback per promise
+    pub.send(Disconnect())
+    assert promise.callbacks == []
+    promise.keep()  # committed after the heal: nothing for the closed connection
+    assert pub.recv() == []

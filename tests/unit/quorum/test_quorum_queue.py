@@ -313,3 +313,47 @@ def test_overflow_as_rabbitmq_3_10_quorum_queues_do_it(node):
     assert refused == [False, False, True] and len(rp.ready) == 2
     assert [dlx.machine.messages[i].message.body for i in dlx.ready] == [b"3"]
     assert [e.message.body for e in dead.ready] == [b"1", b"2"]
+
+
+class CutOffReplicator(GroupReplicator):
+    """A member whose node and the leader do not reach each other both ways until the test
+    says (the cluster's ``leader_reachable``: both link directions up)."""
+
+    reachable = False
+
+    def leader_reachable(self) -> bool:
+        return self.reachable
+
+
+def test_a_one_way_partition_removes_a_consumer_once_and_it_registers_again_when_reachable():
+    """The leader removes the consumers of a node it does not reach both ways at every look
+    (every 0.5 s in the cluster); with one direction up, the removal reaches that node, which
+    registered its consumer again at once: removed again at the next look, and so on, each
+    time returning what it held with its delivery count raised (towards x-delivery-limit)."""
+    group = Group()
+    reps: list[GroupReplicator] = []
+
+    def factory(o: str):
+        reps.append((CutOffReplicator if o == "n1" else GroupReplicator)(group, o))
+        return reps[-1]
+    nodes = [Broker(replicators=lambda vh, q, o=f"n{i}": factory(o)).vhosts["/"] for i in range(2)]
+    qs = [vh.declare_queue("qq", durable=True, arguments=QQ) for vh in nodes]
+    group.elect(group.members[0])
+    owner = Owner()
+    qs[1].add_consumer(Consumer(qs[1], "c", owner, no_ack=False, prefetch=1))
+    nodes[0].publish_safe("", "qq", persistent(b"1"))
+    group.flush()
+    assert owner.bodies() == [b"1"]
+    removed = 0
+    for _ in range(5):  # the leader's looks while the partition lasts
+        removed += qs[0].drop_owners({"n1"})
+        qs[1].rejoin()  # the cluster's tidy on n1's side
+        group.flush()
+    assert removed == 1 and owner.bodies() == [b"1"]
+    assert not any(t.startswith("n1/") for t in qs[0].machine.consumers)
+    assert qs[0].machine.messages[1].delivery_count == 1  # returned once, not once per look
+    reps[1].reachable = True  # healed: both ways again; the leader stops removing
+    assert qs[1].rejoin() == 1 and qs[1].rejoin() == 0
+    group.flush()
+    assert owner.bodies() == [b"1", b"1"] and owner.got[1].message.headers["x-delivery-count"] == 1
+    assert qs[0].machine.snapshot() == qs[1].machine.snapshot()
