@@ -9,6 +9,7 @@ exponential matcher blows through the bound (or the test timeout) on the hostile
 from __future__ import annotations
 
 import functools
+import gc
 import re
 import sys
 
@@ -27,18 +28,24 @@ pytestmark = pytest.mark.timeout(60)
 
 
 def calls(fn, *args):
-    """(result, number of Python and C function calls fn made)."""
+    """(result, number of Python and C function calls fn made). The cyclic collector is off
+    meanwhile: a collection it starts would run finalizers of earlier tests' objects, and
+    their calls would count as fn's."""
     count = 0
 
     def prof(frame, event, arg):
         nonlocal count
         if event in ("call", "c_call"):
             count += 1
+    was_enabled = gc.isenabled()
+    gc.disable()
     sys.setprofile(prof)
     try:
         result = fn(*args)
     finally:
         sys.setprofile(None)
+        if was_enabled:
+            gc.enable()
     return result, count
 
 
