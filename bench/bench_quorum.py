@@ -7,6 +7,12 @@
   until ``--messages`` are confirmed. Reports confirmed messages/s, Raft entries and fsyncs.
   ``--classic`` runs the same clients against a durable classic queue on the SQLite store
   for the side-by-side figure.
+- ``paths``: the two paths a cluster pays per message, in one process without I/O: the
+  leader's (``--batch`` persistent messages with AMQP property bytes published, the previous
+  batch's deliveries acked one by one, then the batch committed and applied with
+  ``LocalReplicator``) and a follower's apply of that same log (decode, machine, carry out).
+  ``--only leader|follower`` runs one path once (for callgrind: the difference between two
+  ``--messages`` counts, divided, is the instructions per message).
 - ``cost``: microseconds per message, in one process without I/O, of the classic
   ``Queue.publish`` (transient), ``QueueMachine.enqueue``, a quorum queue's whole leader path
   (encode, batch, decode, apply; ``LocalReplicator`` flushed once per ``--batch``), and the
@@ -30,7 +36,8 @@ from mqemu.broker.consumer import Consumer
 from mqemu.broker.core import Broker
 from mqemu.broker.message import Message
 from mqemu.broker.queue_machine import QueueMachine
-from mqemu.broker.quorum_replication import LocalReplicator
+from mqemu.broker.quorum_codec import split
+from mqemu.broker.quorum_replication import Committed, LocalReplicator
 from mqemu.ha.raft.member import Config
 from mqemu.ha.raft.replicator import InProcessGroups
 
@@ -158,9 +165,61 @@ def cost(messages: int, batch: int) -> dict[str, float]:
     return out
 
 
+class _Follower:
+    """A member that never leads: what it proposes goes nowhere."""
+
+    is_leader = False
+
+    def __init__(self) -> None:
+        self.member: Any = None
+
+    def start(self, member: Any) -> None:
+        self.member = member
+
+    def propose(self, command: bytes) -> Any:
+        return Committed()
+
+
+def paths(messages: int, batch: int, only: str | None = None) -> dict[str, float]:
+    log: list[bytes] = []
+    reps: list[LocalReplicator] = []
+    vh = Broker(replicators=lambda v, n: reps.append(LocalReplicator(log=log)) or reps[-1]).vhosts["/"]
+    q = vh.declare_queue("qq", durable=True, arguments={"x-queue-type": "quorum"})
+    rep, sink = reps[0], Sink()
+    c = Consumer(q, "c", sink, no_ack=False, prefetch=1000)
+    q.add_consumer(c)
+    rep.flush()
+    props = {"delivery_mode": 2, "content_type": "application/octet-stream"}
+    raw = b"\x90\x00\x18application/octet-stream\x02"  # those properties as AMQP sends them
+    msgs = [Message("", "qq", b"x" * 256, props, raw) for _ in range(messages)]
+    out: dict[str, float] = {}
+    t0 = time.perf_counter()
+    for i in range(0, messages + batch, batch):
+        for m in msgs[i:i + batch]:
+            q.publish(m, 1.0)
+        got, sink.got = sink.got, []
+        for e in got:
+            q.ack(e, c)
+        rep.flush()
+    out["leader: publish + deliver + ack"] = (time.perf_counter() - t0) / messages * 1e6
+    assert not q.machine.messages
+    if only == "leader":
+        return out
+    fq = Broker(replicators=lambda v, n: _Follower()).vhosts["/"].declare_queue(
+        "qq", durable=True, arguments={"x-queue-type": "quorum"})
+    t0 = time.perf_counter()
+    for b in log:
+        for command in split(b):
+            fq.apply(command)
+    out["follower: apply"] = (time.perf_counter() - t0) / messages * 1e6
+    assert not fq.machine.messages
+    return out
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
-    p.add_argument("mode", nargs="?", default="confirmed", choices=["confirmed", "cost"])
+    p.add_argument("mode", nargs="?", default="confirmed", choices=["confirmed", "cost", "paths"])
+    p.add_argument("--only", choices=["leader", "follower"], default=None)
     p.add_argument("--messages", type=int, default=50_000)
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--clients", type=int, default=32)
@@ -170,8 +229,11 @@ def main() -> None:
     p.add_argument("--election-ticks", type=int, default=50,
                    help="10 ms ticks before a follower campaigns (three members share one process and GIL here)")
     a = p.parse_args()
-    if a.mode == "cost":
-        runs = [cost(a.messages, a.batch) for _ in range(a.rounds)]
+    if a.mode == "paths" and a.only:
+        paths(a.messages, a.batch, a.only)
+        return
+    if a.mode in ("cost", "paths"):
+        runs = [(cost if a.mode == "cost" else paths)(a.messages, a.batch) for _ in range(a.rounds)]
         for key in runs[0]:
             vals = [r[key] for r in runs]
             print(f"{key:40s} median {statistics.median(vals):6.2f} us  ({min(vals):.2f} - {max(vals):.2f})")

@@ -216,11 +216,31 @@ def load_value(data: bytes) -> Any:
     return v
 
 
+# The meta of messages whose properties came as these AMQP bytes (``encoded_properties``),
+# without routing keys or fields: (the properties, the meta's bytes). A hit is checked equal
+# to the message's properties, so a cache that maps two property sets to one AMQP encoding
+# costs a dump, never a wrong meta. A publisher's messages mostly share their properties.
+_META_BYTES: dict[bytes, tuple[dict, bytes]] = {}
+_META_BYTES_MAX = 4096
+
+
 def dump_message(message: Message) -> bytes:
     ex = message.exchange.encode()
     rk = message.routing_key.encode()
     fields = message.fields
-    meta = dump_value([message.properties, message.routing_keys, dict(fields) if fields else None])
+    key = message.encoded_properties
+    if key is not None and message.routing_keys is None and not fields:
+        props = message.properties
+        got = _META_BYTES.get(key)
+        if got is not None and (got[0] is props or got[0] == props):
+            meta = got[1]
+        else:
+            meta = dump_value([props, None, None])
+            if len(_META_BYTES) >= _META_BYTES_MAX:
+                _META_BYTES.clear()
+            _META_BYTES[key] = (props, meta)
+    else:
+        meta = dump_value([message.properties, message.routing_keys, dict(fields) if fields else None])
     return b"".join((_MSG.pack(VERSION, len(ex)), ex, _U16.pack(len(rk)), rk, _U32.pack(len(meta)), meta,
                      message.body))
 

@@ -37,7 +37,7 @@ from .promise import Promise, Refusable
 from .queue import QueueCounts, QueueStatistics
 from .queue_args import QueueSettings
 from .queue_machine import MachineMessage, QueueMachine
-from .quorum_codec import decode, encode, encode_enqueue, dump, load
+from .quorum_codec import add_ids, decode, dump, encode, encode_enqueue, encode_ids, load
 
 if TYPE_CHECKING:
     from .consumer import Consumer
@@ -109,9 +109,13 @@ class QuorumQueue:
         self._taking: dict[int, int] = {}       # ids proposed takes asked for (how many takes)
         self._returning: set[int] = set()       # ids a proposed requeue puts back
         # proposed here, not yet applied: (bytes, logged form, a publish's Refusable or None)
-        self._mine: deque[tuple[bytes, tuple, Refusable | None]] = deque()
+        self._mine: deque[tuple[bytes | bytearray, tuple, Refusable | None]] = deque()
         self._timer_at: float | None = None
         self._propose = replicator.propose
+        # acks coalesced: the last settle proposed (tag, bytes, ids) grows while it is the
+        # newest command of the replicator's open batch (``is_open``, when it has one)
+        self._is_open = getattr(replicator, "is_open", None)
+        self._open: tuple[str, bytearray, list[int]] | None = None
         replicator.start(self)
 
     @property
@@ -259,7 +263,20 @@ class QuorumQueue:
         self._release(consumer, len(entries))
         if tag is not None and not self.deleted:
             ids = [e.seq for e in entries]
-            if kind == "requeue":
+            if kind == "settle":
+                o = self._open
+                if o is not None and o[0] == tag and self._is_open is not None and self._is_open(o[1]):
+                    add_ids(o[1], ids)  # the same command, more ids: one apply for the lot
+                    o[2].extend(ids)
+                    return
+                if self._is_open is not None:
+                    now = self._clock()
+                    data = encode_ids(kind, tag, ids, now)
+                    self._open = (tag, data, ids)
+                    self._mine.append((data, (kind, tag, ids, now), None))
+                    self._propose(data)
+                    return
+            elif kind == "requeue":
                 self._returning.update(ids)
             self._send((kind, tag, ids, self._clock()))
 

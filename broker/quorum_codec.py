@@ -60,6 +60,27 @@ def encode_enqueue(message: Message, now: float) -> bytes:
     return _ENQ.pack(ENQUEUE, now) + dump_message(message)
 
 
+_COUNT = struct.Struct(">I")
+_COUNT_AT = _IDS.size - 4  # where an id command's count sits
+
+
+def encode_ids(name: str, tag: str, ids: list[int], now: float) -> bytearray:
+    """A ``settle``, ``requeue`` or ``reject`` as a ``bytearray`` that ``add_ids`` can grow
+    while it is still in the replicator's open batch."""
+    t = tag.encode()
+    buf = bytearray(_IDS.pack(_ID_KINDS[name], now, len(t), len(ids)))
+    buf += t
+    buf += struct.pack(f">{len(ids)}Q", *ids)
+    return buf
+
+
+def add_ids(buf: bytearray, ids: list[int]) -> None:
+    """More ids at the end of ``encode_ids``'s command (its count follows)."""
+    (n,) = _COUNT.unpack_from(buf, _COUNT_AT)
+    _COUNT.pack_into(buf, _COUNT_AT, n + len(ids))
+    buf += struct.pack(f">{len(ids)}Q", *ids)
+
+
 def encode(command: tuple) -> bytes:
     """A command in the machine's logged form ``(name, *args)`` as bytes."""
     name = command[0]
@@ -179,7 +200,7 @@ def _exact(b: memoryview, size: int) -> None:
         raise CommandError(f"queue command of {len(b)} bytes, {size} expected")
 
 
-def join(commands: list[bytes]) -> bytes:
+def join(commands: "list[bytes] | list[bytes | bytearray]") -> bytes:
     """Encoded commands as one batch (one log entry)."""
     if len(commands) == 1:
         c = commands[0]

@@ -17,6 +17,11 @@ The replicator calls its member (the queue) back:
 majority's disk) and applied here. Commands proposed while the member does not lead wait
 until it does (they are never sent to another member here: the cluster's forwarding is not
 in this layer). One promise object serves every command of one batch.
+
+``is_open(command) -> bool`` (optional): ``command``, an object ``propose`` was given, is still
+the newest command of the open batch, so its proposer may still change it (the queue adds a
+consumer's next acks to the settle it proposed last: ``quorum_codec.add_ids``). A replicator
+without it gets every ack as its own command.
 """
 
 from __future__ import annotations
@@ -44,7 +49,7 @@ class Replicator(Protocol):
     def start(self, member: ReplicaMember) -> None:
         """Serve ``member`` from now on (called once, by the queue it replicates)."""
 
-    def propose(self, command: bytes) -> Promise: ...
+    def propose(self, command: bytes | bytearray) -> Promise: ...
 
 
 ReplicatorFactory = Callable[[str, str], Replicator]
@@ -98,7 +103,7 @@ class LocalReplicator:
 
     def __init__(self, on_pending: Callable[[], None] | None = None, log: list[bytes] | None = None) -> None:
         self.member: ReplicaMember | None = None
-        self.pending: list[bytes] = []
+        self.pending: list[bytes | bytearray] = []
         self.promise: Committed | None = None
         self.on_pending = on_pending  # called when a batch opens (to schedule a flush)
         self.log = log
@@ -111,7 +116,12 @@ class LocalReplicator:
         self.member = member
         member.leadership(True)
 
-    def propose(self, command: bytes) -> Promise:
+    def is_open(self, command: bytes | bytearray) -> bool:
+        """``command`` is the newest of the batch not yet committed (it may still grow)."""
+        pending = self.pending
+        return bool(pending) and pending[-1] is command
+
+    def propose(self, command: bytes | bytearray) -> Promise:
         self.pending.append(command)
         p = self.promise
         if p is None:

@@ -10,8 +10,9 @@ member's output with ``ready()`` and must handle it in this order:
    local compaction: the log up to it is dropped), ``truncate_from`` and the appended entries
    (``first_index``, ``terms``, ``datas``);
 2. only then send ``messages`` (a vote or an acknowledgement must not leave before what it
-   promises is on disk), and call ``persisted(last_index, last_term)`` when the Ready wrote
-   entries (the leader counts itself in a majority only for what it has on disk);
+   promises is on disk; a leader's appends may leave first: ``sends_before_write``), and call
+   ``persisted(last_index, last_term)`` when the Ready wrote entries (the leader counts itself
+   in a majority only for what it has on disk);
 3. restore the state machine from an installed ``snapshot``, apply ``committed`` entries
    (``commit_first`` ... ; an empty ``datas`` item is the no-op a new leader appends), then
    answer ``reads`` (``(ctx, index)``: serve once applied up to ``index``; ``index`` None:
@@ -37,7 +38,8 @@ from mqemu.ha.raft.records import (
     Ready, Recovered,
 )
 
-__all__ = ["CANDIDATE", "FOLLOWER", "LEADER", "PRE_CANDIDATE", "Config", "Member", "Ready", "Recovered"]
+__all__ = ["CANDIDATE", "FOLLOWER", "LEADER", "PRE_CANDIDATE", "Config", "Member", "Ready", "Recovered",
+           "sends_before_write"]
 
 
 class Member:
@@ -575,3 +577,12 @@ class Member:
             self.snap_out, self.snap_installed = (m.index, m.log_term, m.snapshot), True
             self.reads = [rd for rd in self.reads if rd[1] is None]
         self._send(m.src, Message(APPEND_RESP, self.id, self.term, m.index, round=m.round))
+
+
+def sends_before_write(member: Member, rd: Ready) -> bool:
+    """Whether ``rd``'s messages may leave before its writes are on disk: a leader's appends
+    and heartbeats, with no term, vote, snapshot or truncation in the Ready (Raft allows it,
+    thesis §10.2.1: the leader counts itself in a majority only once told ``persisted``, so
+    the followers' writes overlap its own). Everything else waits for the write (step 2)."""
+    return (member.role == LEADER and rd.hard_state is None and rd.snapshot is None and rd.truncate_from is None
+            and bool(rd.messages) and all(m.kind == APPEND or m.kind == HEARTBEAT for _, m in rd.messages))

@@ -91,7 +91,7 @@ class RaftReplicator:
         self._proposer_b = self.proposer.encode()
         self.seq = 0
         self.seqs: dict[str, int] = {}  # replicated: each proposer's last applied sequence number
-        self._pending: list[bytes] = []
+        self._pending: list[bytes | bytearray] = []
         self._promise: Committed | None = None
         self._unacked: dict[int, tuple[bytes, Committed]] = {}  # seq -> (entry, promise), in order
         self._wake = trio.Event()
@@ -118,7 +118,12 @@ class RaftReplicator:
             member.restore(self._restored)
             self._restored = None
 
-    def propose(self, command: bytes) -> Promise:
+    def is_open(self, command: bytes | bytearray) -> bool:
+        """``command`` is the newest of the batch the proposer task has not taken yet."""
+        pending = self._pending
+        return bool(pending) and pending[-1] is command
+
+    def propose(self, command: bytes | bytearray) -> Promise:
         self.commands += 1
         self._pending.append(command)
         p = self._promise

@@ -17,7 +17,7 @@ from typing import Protocol
 import trio
 
 from mqemu.ha.raft import codec
-from mqemu.ha.raft.member import LEADER, Config, Member, Ready
+from mqemu.ha.raft.member import LEADER, Config, Member, Ready, sends_before_write
 from mqemu.ha.raft.storage import Storage
 
 log = logging.getLogger("mqemu.ha.raft")
@@ -70,6 +70,7 @@ class Runner:
         self._read_seq = 0
         self.applied = 0
         self.saves = 0
+        self.early_sends = 0  # Readies whose messages left before their write (a leader's appends)
 
     @property
     def is_leader(self) -> bool:
@@ -191,14 +192,22 @@ class Runner:
             while m.has_ready():
                 rd = m.ready()
                 if rd.writes:
+                    if sends_before_write(m, rd):  # the followers' fsyncs overlap this one
+                        self._send(rd.messages)
+                        rd.messages = []
+                        self.early_sends += 1
                     await trio.to_thread.run_sync(self.storage.save, rd)
                     self.saves += 1
                 self._after_write(m, rd)
 
-    def _after_write(self, m: Member, rd: Ready) -> None:
+    def _send(self, messages: list) -> None:
         send, encode = self.transport.send, codec.encode
-        for peer, msg in rd.messages:
+        for peer, msg in messages:
             send(peer, encode(msg))
+
+    def _after_write(self, m: Member, rd: Ready) -> None:
+        if rd.messages:
+            self._send(rd.messages)
         if rd.last_index:
             m.persisted(rd.last_index, rd.last_term)
         if rd.snapshot is not None and rd.snapshot_installed:

@@ -31,7 +31,7 @@ import struct
 import zlib
 from collections.abc import Callable
 
-from mqemu.ha.raft.member import LEADER, Config, Member, Ready
+from mqemu.ha.raft.member import LEADER, Config, Member, Ready, sends_before_write
 from mqemu.ha.raft.messages import Message
 from mqemu.ha.raft.storage import MemoryStorage
 
@@ -92,7 +92,7 @@ class Sim:
         self.commit_max = 0
         self.chain: dict[int, int] = {0: 0}
         self.stats = {"elections": 0, "crashes": 0, "pauses": 0, "partitions": 0, "snapshots_installed": 0,
-                      "reads": 0, "applied": 0}
+                      "early_sends": 0, "reads": 0, "applied": 0}
 
     # -- running ---------------------------------------------------------------------------
 
@@ -172,6 +172,11 @@ class Sim:
         while member.has_ready():
             rd = member.ready()
             self._check_ready(member, rd)
+            if rd.writes and sends_before_write(member, rd):  # as the runner does
+                for dst, m in rd.messages:
+                    self._send(node.id, dst, m)
+                rd.messages = []
+                self.stats["early_sends"] += 1
             due = self.now + (self.rng.randrange(self.disk_delay + 1) if self.disk_delay else 0)
             if node.pending:
                 due = max(due, node.pending[-1][0])

@@ -9,8 +9,8 @@ import pytest
 
 from mqemu.broker.message import Message
 from mqemu.broker.queue_machine import QueueMachine
-from mqemu.broker.message_wire import dump_message, dump_value
-from mqemu.broker.quorum_codec import CommandError, decode, dump, encode, join, load, split
+from mqemu.broker.message_wire import dump_message, dump_value, load_message
+from mqemu.broker.quorum_codec import CommandError, add_ids, decode, dump, encode, encode_ids, join, load, split
 
 pytestmark = pytest.mark.timeout(10)
 
@@ -36,6 +36,29 @@ VECTORS = [
 def test_command_bytes(command, data):
     assert encode(command) == data
     assert decode(data) == command
+
+
+def test_an_id_command_grown_in_place_is_the_command_with_every_id():
+    buf = encode_ids("settle", "a", [1], 0.0)
+    add_ids(buf, [258])
+    assert bytes(buf) == VECTORS[2][1] and decode(bytes(buf)) == ("settle", "a", [1, 258], 0.0)
+    buf = encode_ids("reject", "é", [], 0.0)
+    add_ids(buf, [])
+    add_ids(buf, [7])
+    assert bytes(buf) == VECTORS[4][1]
+    assert split(join([b"x", buf])) == [b"x", bytes(buf)]
+
+
+def test_a_message_s_meta_is_its_own_when_another_with_the_same_amqp_properties_was_dumped():
+    raw = b"\x10\x00\x02"  # the AMQP property list of delivery-mode 2
+    first = Message("", "q", b"1", {"delivery_mode": 2}, raw)
+    other = Message("", "q", b"2", {"delivery_mode": 2, "headers": {"a": 1}}, raw)  # a stale cache
+    same = Message("", "q", b"3", {"delivery_mode": 2}, raw)
+    plain = Message("", "q", b"4", {"delivery_mode": 2})
+    for m in (first, other, same, first, plain):
+        assert dump_message(m) == dump_message(Message("", "q", m.body, m.properties))  # no cache without the raw bytes
+        back = load_message(dump_message(m))
+        assert (back.body, back.properties) == (m.body, m.properties)
 
 
 def test_enqueue_bytes_carry_the_message_as_plain_values_never_a_pickle():

@@ -16,7 +16,7 @@ from mqemu.broker.errors import PreconditionFailed
 from mqemu.broker.message import Message
 from mqemu.broker.queue import Queue
 from mqemu.broker.quorum import QuorumQueue
-from mqemu.broker.quorum_codec import join, split
+from mqemu.broker.quorum_codec import decode, join, split
 from mqemu.broker.quorum_replication import Committed, LocalReplicator
 
 pytestmark = pytest.mark.timeout(10)
@@ -357,3 +357,51 @@ def test_a_one_way_partition_removes_a_consumer_once_and_it_registers_again_when
     group.flush()
     assert owner.bodies() == [b"1", b"1"] and owner.got[1].message.headers["x-delivery-count"] == 1
     assert qs[0].machine.snapshot() == qs[1].machine.snapshot()
+
+
+def test_a_consumer_s_acks_in_one_pass_are_one_settle_command():
+    log: list[bytes] = []
+    rep = LocalReplicator(log=log)
+    vh = Broker(replicators=lambda v, n: rep).vhosts["/"]
+    q = vh.declare_queue("qq", durable=True, arguments=QQ)
+    owner = Owner()
+    c = Consumer(q, "ctag", owner, no_ack=False, prefetch=10)
+    q.add_consumer(c)
+    for body in (b"1", b"2", b"3", b"4"):
+        q.publish(persistent(body), 0.0)
+    rep.flush()
+    log.clear()
+    first, second, third, fourth = owner.got
+    q.ack(first, c)
+    q.ack(second, c)
+    q.ack(third, c)
+    q.publish(persistent(b"5"), 0.0)  # another command in between: the next ack starts a new settle
+    q.ack(fourth, c)
+    rep.flush()
+    kinds = [decode(cmd) for cmd in split(log[0])]
+    assert [k[0] for k in kinds] == ["settle", "enqueue", "settle"]
+    assert kinds[0][2] == [first.seq, second.seq, third.seq] and kinds[2][2] == [fourth.seq]
+    assert list(q.machine.messages) == [5] and q.unacked == 1 and owner.bodies()[-1] == b"5"
+    q.ack(owner.got[-1], c)  # the batch was taken: a new command
+    rep.flush()
+    assert [decode(cmd)[0] for cmd in split(log[1])] == ["settle"] and q.machine.messages == {}
+
+
+def test_coalesced_acks_apply_the_same_on_a_member_that_decodes_them():
+    group = Group()
+    nodes = [Broker(replicators=lambda vh, q, o=f"n{i}": GroupReplicator(group, o)).vhosts["/"] for i in range(2)]
+    a, b = (vh.declare_queue("qq", durable=True, arguments=QQ) for vh in nodes)
+    group.elect(group.members[0])
+    owner = Owner()
+    c = Consumer(a, "ctag", owner, no_ack=False, prefetch=2)
+    a.add_consumer(c)
+    for n in range(6):
+        a.publish(persistent(b"%d" % n), 0.0)
+    group.flush()
+    while owner.got:
+        got, owner.got = owner.got, []
+        for e in got:
+            a.ack(e, c)
+        group.flush()
+    assert a.machine.snapshot() == b.machine.snapshot() and a.machine.messages == {}
+    assert a.counts.delivered == 6

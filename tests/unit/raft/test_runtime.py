@@ -4,6 +4,7 @@ a leader killed (its task cancelled: nothing more written) and restarted from it
 from __future__ import annotations
 
 import random
+import threading
 
 import pytest
 import trio
@@ -109,4 +110,53 @@ async def test_a_follower_refuses_proposals(tmp_path):
                 follower.runner.propose([b"x"])
             with pytest.raises(NotLeader):
                 await follower.runner.read()
+        nursery.cancel_scope.cancel()
+
+
+class GatedStorage(FileStorage):
+    """A leader's disk that holds every write until the test opens the gate."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__(path)
+        self.gate = threading.Event()
+        self.gate.set()
+
+    def save(self, ready) -> None:
+        self.gate.wait(10)
+        super().save(ready)
+
+
+async def test_a_leader_s_appends_reach_the_followers_while_its_own_write_is_in_flight(tmp_path):
+    net = LoopbackNetwork(IDS)
+    nodes = [Node(net, i, tmp_path) for i in IDS]
+    async with trio.open_nursery() as nursery:
+        for n in nodes:
+            await n.start(nursery)
+        with trio.fail_after(20):
+            await commit(nodes, b"first")
+            leader = await leader_of(nodes)
+            assert leader.runner is not None and leader.runner.member is not None
+            storage = GatedStorage(str(tmp_path / "unused"))
+            storage.__dict__.update(leader.runner.storage.__dict__)  # the same files, now gated
+            storage.gate = threading.Event()
+            leader.runner.storage = storage
+            done = trio.Event()
+
+            async def propose() -> None:
+                assert leader.runner is not None
+                await leader.runner.commit([b"second"])
+                done.set()
+
+            nursery.start_soon(propose)
+            index = leader.runner.member.last_index + 1
+            followers = [n for n in nodes if n is not leader]
+            # the followers get (and write) the entry while the leader's own write waits
+            while not all(f.runner is not None and f.runner.member is not None
+                          and f.runner.member.persisted_index >= index for f in followers):
+                await trio.sleep(0.01)
+            assert not done.is_set() and leader.runner.early_sends >= 1
+            storage.gate.set()
+            await done.wait()
+            while not all(n.machine.items == [b"first", b"second"] for n in nodes):
+                await trio.sleep(0.01)
         nursery.cancel_scope.cancel()

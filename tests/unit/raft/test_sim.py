@@ -30,7 +30,8 @@ def test_safety_and_liveness_over_seeds(members, seeds):
         for k, v in sim.stats.items():
             totals[k] = totals.get(k, 0) + v
     # the schedules did exercise what they are meant to
-    for what in ("elections", "crashes", "pauses", "partitions", "snapshots_installed", "reads", "applied"):
+    for what in ("elections", "crashes", "pauses", "partitions", "snapshots_installed", "reads", "applied",
+                 "early_sends"):
         assert totals[what] > 0, (what, totals)
 
 
