@@ -570,6 +570,16 @@ class Topology:
         self._event("fault", action=action, target=target, **({"protocol": protocol} if protocol else {}), **params)
         if target == "balancer":
             done = cluster.balancer_fault(action, {**params, **({"protocol": protocol} if protocol else {})})
+            # a fault of the facts too: kill, stop, pause or a toxic until start, resume or heal
+            now = time.monotonic()
+            if action in ("start", "resume", "heal", "remove"):
+                for entry in self.faults:
+                    if entry["target"] == "balancer" and entry["end"] is None:
+                        entry["end"] = now
+            else:
+                self.faults.append({"id": len(self.faults) + 1, "action": action, "target": target, "nodes": [],
+                                    "time": now, "wall": time.time(), "end": now if action == "restart" else None,
+                                    **({"protocol": protocol} if protocol else {})})
             return {"action": action, "nodes": [], **done}
         # heal all: the partitions and every node's network faults
         name = params.get("name")
