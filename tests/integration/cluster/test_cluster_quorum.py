@@ -112,6 +112,10 @@ def test_a_quorum_queue_serves_every_node_and_survives_its_leader_s_kill(cluster
         assert props.headers["x-delivery-count"] == 0
         taken[name] = method.delivery_tag
     gets[consumer_node].basic_reject(taken[consumer_node], requeue=True)  # back from a follower's node
+    # a reject has no answer: wait until the requeue applied on the node that gets next (its
+    # take of the head is proposed after it, so it finds g2 back at the head)
+    c.wait_until(lambda s: gets[follower].queue_declare("qq", durable=True, passive=True).method.message_count == 2,
+                 what="the requeue applied on the follower's node")
     method, props, body = gets[follower].basic_get("qq", auto_ack=False)
     assert (body, method.message_count, method.redelivered) == (b"g2", 1, True)
     assert props.headers["x-delivery-count"] == 1
