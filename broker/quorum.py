@@ -136,7 +136,7 @@ class QuorumQueue:
     def ready_count(self) -> int:
         """What basic.get-ok's message count says: the ready messages but those takes this
         member proposed are taking (the leader answers a get before its take applies)."""
-        return len(self.machine.ready) - sum(self._taking.values())
+        return max(0, len(self.machine.ready) - len(self._taking))  # (an id may be taken twice, or gone)
 
     @property
     def bytes_ready(self) -> int:
