@@ -3,7 +3,8 @@ the whole run, faults drawn from a seed (``ha/nemesis.py``), and the checker's v
 was lost, duplicated, redelivered, and how long each client could not publish or consume.
 
 usage: python bench/bench_nemesis.py [--mode active-standby|cluster] [--minutes 10] [--seed 1]
-           [--protocols stomp,amqp,mqtt] [--rate 50] [--kinds kill,pause,...] [--json FILE]
+           [--protocols stomp,amqp,mqtt] [--rate 50] [--kinds kill,pause,...]
+           [--queue-type quorum|classic] [--json FILE]
 
 The same seed gives the same faults at the same offsets (``--dry-run`` prints them). A
 fault is held 1-4 s and followed by 3-6 s of quiet, so the checker's windows stay apart.
@@ -11,9 +12,12 @@ Workloads publish persistent messages with confirms / receipts / QoS 1 and consu
 acknowledgements, reconnecting through the endpoint list (``ha/workload.py``). ``lost``
 counts messages the broker acknowledged and no consumer ever received.
 
-A cluster's nodes keep their own queues until queues are shared across nodes, so in
-``--mode cluster`` a client that reconnects to another node does not find the messages
-it left on the first: the verdict shows that as it is.
+In ``--mode cluster`` the AMQP and STOMP workloads declare their queue ``x-queue-type:
+quorum`` by default (``--queue-type``; STOMP with the header on its SEND and SUBSCRIBE to
+``/queue/NAME``): a member on every node, so a client that reconnects to another node finds
+its messages. ``--queue-type classic`` puts the queue on the node that declared it, unavailable
+while that node is down. MQTT's session queues stay classic, as on RabbitMQ: the verdict says
+so (``mqtt_queue``).
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from mqemu.ha.checker import Verdict  # noqa: E402
 from mqemu.ha.harness import Harness, TopologyThread  # noqa: E402
 from mqemu.ha.nemesis import Nemesis, schedule  # noqa: E402
+from mqemu.ha.workload_clients import Settings  # noqa: E402
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -48,7 +53,8 @@ def run(args: argparse.Namespace) -> dict:
         try:
             harness = Harness(topology, workdir)
             for proto in protocols:
-                harness.workload(proto, seconds=seconds, rate=args.rate, drain=15.0)
+                harness.workload(proto, seconds=seconds, rate=args.rate, drain=15.0,
+                                 settings=Settings(queue_type=queue_type(args)))
             began = time.monotonic()
             nemesis = Nemesis(topology, steps).start()
             nemesis.join(seconds + 120)
@@ -59,12 +65,21 @@ def run(args: argparse.Namespace) -> dict:
     return summarise(args, steps, nemesis, verdict, elapsed)
 
 
+def queue_type(args: argparse.Namespace) -> str | None:
+    """The AMQP/STOMP queue's type: quorum by default in a cluster, the broker's otherwise."""
+    if args.queue_type is not None:
+        return str(args.queue_type)
+    return "quorum" if args.mode == "cluster" else None
+
+
 def summarise(args: argparse.Namespace, steps: list, nemesis: Nemesis, verdict: Verdict, elapsed: float) -> dict:
     c = verdict.counts
     gaps = [u.seconds for u in verdict.unavailable if u.seconds is not None]
     back = [f.seconds for f in verdict.faults if f.seconds is not None]
     return {
         "mode": args.mode, "seed": args.seed, "minutes": args.minutes, "protocols": args.protocols,
+        "queue_type": queue_type(args) or "default",
+        "mqtt_queue": "classic (session queues, as on RabbitMQ)" if args.mode == "cluster" else "default",
         "rate": args.rate, "elapsed": round(elapsed, 1), "faults": len(steps),
         "fault_errors": [a for a in nemesis.report() if a["error"]],
         "attempted": c.attempted, "acknowledged": c.acknowledged, "delivered": c.delivered,
@@ -76,8 +91,23 @@ def summarise(args: argparse.Namespace, steps: list, nemesis: Nemesis, verdict: 
         "unavailable_max_s": round(max(gaps), 3) if gaps else None,
         "unavailable_total_s": round(sum(gaps), 3),
         "fault_to_delivery_median_s": round(statistics.median(back), 3) if back else None,
+        "per_client": per_client(verdict),
         "lost_ids": c.lost_ids[:20],
     }
+
+
+def per_client(verdict: Verdict) -> dict:
+    """Per client: how many windows it could not work, their total and longest seconds."""
+    out: dict = {}
+    for u in verdict.unavailable:
+        c = out.setdefault(u.process, {"windows": 0, "total_s": 0.0, "max_s": 0.0, "open": 0})
+        c["windows"] += 1
+        if u.seconds is None:
+            c["open"] += 1
+        else:
+            c["total_s"] = round(c["total_s"] + u.seconds, 3)
+            c["max_s"] = round(max(c["max_s"], u.seconds), 3)
+    return out
 
 
 def main() -> None:
@@ -88,6 +118,8 @@ def main() -> None:
     p.add_argument("--protocols", default="stomp,amqp,mqtt")
     p.add_argument("--rate", type=float, default=50.0, help="publishes per second per protocol")
     p.add_argument("--kinds", type=lambda s: s.split(","), default=None, help="only these fault kinds")
+    p.add_argument("--queue-type", choices=["quorum", "classic"], default=None,
+                   help="the AMQP/STOMP queue's x-queue-type (default: quorum in cluster mode)")
     p.add_argument("--json", help="also write the result here")
     p.add_argument("--workdir", help="keep the nodes' logs and the histories here (default: removed)")
     p.add_argument("--dry-run", action="store_true", help="print the seed's faults and exit")

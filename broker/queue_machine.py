@@ -37,8 +37,9 @@ next command starts, so the caller can carry out that command's effects; ``gone`
 state (not in ``snapshot``). Consumers may have a priority (the highest with credit is served,
 round-robin among equals) and the queue may have a single active consumer (the first one).
 ``take(holder, id, no_ack, now)`` is ``basic.get``: the leader names the ready message it
-hands out (its head when it asked), and the command checks it out to ``holder`` (a consumer
-that never gets deliveries) if it is still ready. ``quorum_codec`` encodes commands and a
+hands out (its head when it asked; another member asks for id 0, the head when the command
+applies), and the command checks it out to ``holder`` (a consumer that never gets
+deliveries) if it is still ready. ``quorum_codec`` encodes commands and a
 machine's whole state as bytes (``dump``/``load``) for a replicated log and its snapshots.
 
 Semantics are the RabbitMQ queue's (as ``queue.Queue``): ready messages in arrival order, a
@@ -284,10 +285,14 @@ class QueueMachine:
     def take(self, holder: str, mid: int, no_ack: bool, now: float) -> list[Effect]:
         """``basic.get``: check ready message ``mid`` out to ``holder`` (made on first use),
         or with ``no_ack`` settle it: ``("took", holder, id, redelivered)``; ``("took",
-        holder, None, False)`` when mid is no longer ready (expired, delivered, dropped)."""
+        holder, None, False)`` when mid is no longer ready (expired, delivered, dropped).
+        ``mid`` 0 (ids start at 1) is whatever is the head when the command applies: a
+        member that does not lead asks so, its view of the queue may lag."""
         self._logged("take", holder, mid, no_ack, now)
         fx: list[Effect] = []
         self._expire_head(now, fx)
+        if not mid and self.ready:
+            mid = self.ready[0]
         m = self.messages.get(mid)
         if m is None or mid not in self.ready:
             fx.append(("took", holder, None, False))

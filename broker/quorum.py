@@ -12,7 +12,9 @@ sends a follower's commands to the leader). The machine is deterministic, so eve
 knows which consumer each message went to: the member whose consumer it is carries out the
 delivery when it applies the command. Only the member that leads (after
 ``leadership(True)``: it has applied everything committed before its term) does what must
-happen once: dead-lettering through the vhost, the TTL timer, ``basic.get``, and removing
+happen once: dead-lettering through the vhost, the TTL timer, ``basic.get`` picking the
+message (another member's ``get_later`` proposes a take of the head and answers the client
+when it applies, so every member agrees which message was taken), and removing
 the consumers of owners it cannot reach (``drop_owners``: what they held goes back,
 redelivered, with its delivery count raised: ``x-delivery-count``, ``x-delivery-limit``). A
 publish's promise is the replicator's: kept once the enqueue is committed.
@@ -30,7 +32,7 @@ from __future__ import annotations
 
 import os
 from collections import deque
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 from .message import Message, QueueEntry
 from .promise import Promise, Refusable
@@ -63,6 +65,10 @@ def machine_for(settings: QueueSettings, default_limit: int | None) -> QueueMach
     return QueueMachine(durable=False, message_ttl=ttl, max_length=max_length, overflow=overflow,
                         delivery_limit=limit, max_length_bytes=max_bytes,
                         single_active=settings.single_active_consumer)
+
+
+def _nothing() -> None:
+    pass
 
 
 class QuorumQueue:
@@ -107,6 +113,7 @@ class QuorumQueue:
         self._cancelled: set[Consumer] = set()  # cancelled, still holding deliveries
         self._holder: str | None = None         # the machine tag of this member's basic.get holder
         self._taking: dict[int, int] = {}       # ids proposed takes asked for (how many takes)
+        self._gets: deque[list] = deque()       # [no_ack, callback] of gets a take of the head answers
         self._returning: set[int] = set()       # ids a proposed requeue puts back
         # proposed here, not yet applied: (bytes, logged form, a publish's Refusable or None)
         self._mine: deque[tuple[bytes | bytearray, tuple, Refusable | None]] = deque()
@@ -141,6 +148,12 @@ class QuorumQueue:
     @property
     def ready(self) -> Any:
         return self.machine.ready
+
+    @property
+    def ready_count(self) -> int:
+        """What basic.get-ok's message count says: the ready messages but those takes this
+        member proposed are taking (the leader answers a get before its take applies)."""
+        return max(0, len(self.machine.ready) - len(self._taking))  # (an id may be taken twice, or gone)
 
     @property
     def bytes_ready(self) -> int:
@@ -229,6 +242,41 @@ class QuorumQueue:
             self.unacked += 1
         self.counts.delivered += 1
         return self._entry(mid, x, redelivered, always_count=True, count=count)
+
+    def get_later(self, no_ack: bool, callback: Callable[[QueueEntry | None], None]) -> None:
+        """basic.get on any member: the leader answers at once (``get``); another member
+        proposes a take of the head (forwarded to the leader, committed through the log) and
+        calls ``callback(entry or None)`` when it applies, so every member agrees which
+        message was taken (None: nothing was ready then, or the proposal was lost)."""
+        if self.active:
+            callback(self.get(no_ack))
+            return
+        self.last_used = now = self._clock()
+        if self._holder is None:
+            self._holder = self._new_tag()
+        pending = [no_ack, callback]
+        self._gets.append(pending)
+
+        def lost() -> None:
+            if pending in self._gets:
+                self._gets.remove(pending)
+                callback(None)
+        self._send(("take", self._holder, 0, no_ack, now)).then_or(_nothing, lost)
+
+    def _took(self, fx: list) -> None:
+        """This member's take of the head applied: answer the oldest get waiting for one."""
+        no_ack, callback = self._gets.popleft()
+        took = next((e for e in fx if e[0] == "took"), None)
+        if took is None or took[2] is None:
+            callback(None)
+            return
+        mid = took[2]
+        m = self.machine
+        x = m.messages.get(mid) or m.gone[mid]
+        if not no_ack:
+            self.unacked += 1
+        self.counts.delivered += 1
+        callback(self._entry(mid, x, took[3], always_count=True))
 
     def _entry(self, mid: int, x: MachineMessage, redelivered: bool, always_count: bool = False,
                count: int | None = None) -> QueueEntry:
@@ -387,9 +435,13 @@ class QuorumQueue:
         if refusable is not None and fx and fx[0][0] == "refused":
             refusable.refuse()  # refused at commit: nacked, never confirmed
         if cmd[0] == "take":
-            n = self._taking.pop(cmd[2], 1) - 1
-            if n:
-                self._taking[cmd[2]] = n
+            if not cmd[2]:  # a take of the head: a get another member waits for
+                if cmd[1] == self._holder and self._gets:
+                    self._took(fx)
+            else:
+                n = self._taking.pop(cmd[2], 1) - 1
+                if n:
+                    self._taking[cmd[2]] = n
         elif cmd[0] == "requeue" and self._returning:
             self._returning.difference_update(cmd[2])
         elif cmd[0] == "configure":

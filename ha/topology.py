@@ -562,15 +562,36 @@ class Topology:
                         **params)
             links = cluster.partition(node, peers, one_way=bool(params.get("one_way")),
                                       silent=bool(params.get("silent")))
+            # a fault like any other (a window of the checker's verdict), over at the heal of all
+            self.faults.append({"id": len(self.faults) + 1, "action": action, "target": target, "nodes": [node.name],
+                                "from": [p.name for p in peers], "time": time.monotonic(), "wall": time.time(),
+                                "end": None, "links": links, **params})
             return {"action": action, "nodes": [node.name], "links": links}
         self._event("fault", action=action, target=target, **({"protocol": protocol} if protocol else {}), **params)
         if target == "balancer":
             done = cluster.balancer_fault(action, {**params, **({"protocol": protocol} if protocol else {})})
+            # a fault of the facts too: kill, stop, pause or a toxic until start, resume or heal
+            now = time.monotonic()
+            if action in ("start", "resume", "heal", "remove"):
+                for entry in self.faults:
+                    if entry["target"] == "balancer" and entry["end"] is None:
+                        entry["end"] = now
+            else:
+                self.faults.append({"id": len(self.faults) + 1, "action": action, "target": target, "nodes": [],
+                                    "time": now, "wall": time.time(), "end": now if action == "restart" else None,
+                                    **({"protocol": protocol} if protocol else {})})
             return {"action": action, "nodes": [], **done}
         # heal all: the partitions and every node's network faults
         name = params.get("name")
         removed = self._heal(self.nodes, protocol, name)
-        return {"action": action, "removed": removed, "healed": cluster.heal() if name is None else []}
+        healed = cluster.heal() if name is None else []
+        if name is None:
+            now = time.monotonic()
+            for entry in self.faults:
+                if entry["action"] == "partition" and entry["end"] is None:
+                    entry["end"] = now
+        self._faults_healed(removed)
+        return {"action": action, "removed": removed, "healed": healed}
 
     def _faults_healed(self, removed: list[str]) -> None:
         """A network fault is over once every toxic it added is removed."""

@@ -321,6 +321,8 @@ def add_workload_command(sub: Any) -> None:
     bound.add_argument("--seconds", type=float, help="how long to publish")
     p.add_argument("--history", required=True, metavar="FILE", help="the JSONL history to write")
     p.add_argument("--queue", default="mqemu-workload", help="queue (MQTT: topic mqemu/QUEUE) to use")
+    p.add_argument("--queue-type", choices=("quorum", "classic"), default=None,
+                   help="x-queue-type of the AMQP and STOMP queue (default: the broker's)")
     p.add_argument("--drain", type=float, default=5.0,
                    help="after publishing, wait at most this long without a new delivery (default 5 s)")
     p.add_argument("--timeout", type=float, default=5.0, help="connect/confirm timeout in s (default 5)")
@@ -341,7 +343,7 @@ def run_workload(args: argparse.Namespace) -> int:
     for name in ("pika", "stomp.py", "paho"):  # the history records every error; keep stderr quiet
         logging.getLogger(name).setLevel(logging.CRITICAL)
     settings = Settings(queue=args.queue, timeout=args.timeout, user=user or "guest", password=password or "guest",
-                        client_id=f"mqemu-workload-{args.queue}")
+                        client_id=f"mqemu-workload-{args.queue}", queue_type=args.queue_type)
     w = Workload(WorkloadOptions(args.protocol, endpoints, count=args.count, seconds=args.seconds, rate=args.rate,
                                  drain=args.drain, settings=settings), args.history)
     if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:  # started as a shell's background job (`&`),

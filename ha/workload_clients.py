@@ -40,6 +40,10 @@ class Settings:
     timeout: float = 5.0  # connect, confirm and subscribe timeouts
     client_id: str = "mqemu-workload"  # MQTT consumer: the persistent session's id
     vhost: str = "/"  # STOMP 1.2's host header
+    # x-queue-type of the queue the AMQP and STOMP clients declare ("quorum" in a cluster: a
+    # reconnect to another node finds the messages); None: the broker's default. MQTT's
+    # session queues stay classic, as on RabbitMQ.
+    queue_type: str | None = None
 
 
 class AmqpClient:
@@ -56,7 +60,8 @@ class AmqpClient:
         self.s = s
         self.conn = pika.BlockingConnection(params)
         self.ch = self.conn.channel()
-        self.ch.queue_declare(s.queue, durable=True)
+        self.ch.queue_declare(s.queue, durable=True,
+                              arguments={"x-queue-type": s.queue_type} if s.queue_type else None)
         if not consumer:
             self.ch.confirm_delivery()
         self._gen: Any = None
@@ -109,6 +114,8 @@ class StompClient:
         import stomp  # type: ignore[import-untyped,import-not-found]
         self.s = s
         self.dest = f"/queue/{s.queue}"
+        # RabbitMQ declares /queue/NAME on SEND and SUBSCRIBE with these headers as arguments
+        self.declare = {"x-queue-type": s.queue_type} if s.queue_type else {}
         self.cond = threading.Condition()
         self.receipts: set[str] = set()
         self.errors: dict[str, str] = {}
@@ -151,13 +158,14 @@ class StompClient:
 
     def publish(self, body: bytes) -> None:
         rid = self._receipt()
-        self.conn.send(self.dest, body, headers={"persistent": "true", "receipt": rid})
+        self.conn.send(self.dest, body, headers={"persistent": "true", "receipt": rid, **self.declare})
         self._wait_receipt(rid)
 
     def subscribe(self) -> None:
         rid = self._receipt()
         self.conn.subscribe(self.dest, id="1", ack="client-individual",
-                            headers={"prefetch-count": "100", "activemq.prefetchSize": "100", "receipt": rid})
+                            headers={"prefetch-count": "100", "activemq.prefetchSize": "100", "receipt": rid,
+                                     **self.declare})
         self._wait_receipt(rid)
 
     def poll(self, timeout: float) -> list[Delivery]:

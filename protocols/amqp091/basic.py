@@ -196,8 +196,10 @@ class BasicMethods:
             props = msg.encoded_properties = wire_properties(msg, self.conn)
         if len(props) > self.conn.frame_max - 20:
             props = framed_properties(msg, self.conn)
+        count = getattr(q, "ready_count", None)  # a quorum queue's: less what it is taking
         ok = spec.BasicGetOk(delivery_tag=tag, redelivered=entry.redelivered, exchange=msg.exchange,
-                             routing_key=fit_shortstr(msg.routing_key), message_count=len(q.ready))
+                             routing_key=fit_shortstr(msg.routing_key),
+                             message_count=len(q.ready) if count is None else count)
         self.conn.send(encode_content(self.number, ok, None, msg.body, self.conn.frame_max, props))
 
     # -- basic class: settling ----------------------------------------------------------

@@ -45,3 +45,35 @@ def test_a_short_seeded_run_loses_nothing_acknowledged(mqemu_harness):
     # every fault the nemesis applied is a window of the verdict, in its order (and so is
     # each start or resume that ended one)
     assert [f.action for f in verdict.faults if f.action not in ("start", "resume")] == [s.kind for s in steps]
+
+
+@pytest.mark.timeout(300)
+def test_a_short_seeded_run_on_a_cluster_with_quorum_queues_loses_nothing_acknowledged(mqemu_cluster, tmp_path):
+    """As bench/bench_nemesis.py --mode cluster runs it (quorum queues for AMQP and STOMP), in
+    seconds: kill, pause and partition nodes while workloads reconnect across the nodes."""
+    from mqemu.ha.harness import Harness
+    from mqemu.ha.workload_clients import Settings
+
+    c = mqemu_cluster
+    c.wait_until(lambda s: all((n.get("metadata") or {}).get("leader") for n in s["nodes"]),
+                 what="a metadata leader every node names")
+    h = Harness(c, str(tmp_path))
+    steps = schedule(1, 18, "cluster", kinds=["kill", "pause", "partition"], hold=(0.8, 1.5), gap=(2.0, 3.0),
+                     warmup=1.5)
+    # this seed: a node paused, a node cut off, the balancer paused, a node killed
+    assert {s.kind for s in steps} == {"kill", "pause", "partition"} and len(steps) >= 4
+    for proto in ("amqp", "stomp"):
+        h.workload(proto, seconds=18, rate=20, drain=15.0, settings=Settings(queue_type="quorum"))
+    nemesis = Nemesis(c, steps).start()
+    assert nemesis.join(120)
+    verdict = h.check(timeout=150)
+    assert [a["error"] for a in nemesis.report()] == [None] * len(steps)
+    counts = verdict.counts
+    print({"lost": counts.lost, "duplicated": counts.duplicated, "redelivered": counts.redelivered,
+           "acknowledged": counts.acknowledged, "steps": [(s.kind, s.target) for s in steps]})
+    assert counts.lost == 0, counts.lost_ids
+    assert counts.unexpected == 0
+    assert counts.acknowledged > 0 and counts.delivered >= counts.acknowledged
+    # every fault is a window of the verdict (partitions too, until their heal)
+    assert [f.action for f in verdict.faults if f.action not in ("start", "resume", "heal")] == \
+        [s.kind for s in steps]

@@ -99,6 +99,34 @@ def test_a_quorum_queue_serves_every_node_and_survives_its_leader_s_kill(cluster
     lb.close()
     c.wait_until(lambda s: _leader(s, "qb") in ("node-1", "node-3"), what="qb led by node-1 or node-3 (balanced)")
     follower, consumer_node = [n for n in NODES if n != leader]
+    # basic.get on every node: the leader's answers itself, a follower's takes the head through
+    # the log (answered when the take applies there); settled on the node that got it
+    gets = {name: _pika(c, name).channel() for name in NODES}
+    gets[leader].confirm_delivery()
+    for k in range(4):
+        gets[leader].basic_publish("", "qq", b"g%d" % k, pika.BasicProperties(delivery_mode=2))
+    taken = {}
+    for k, name in enumerate([follower, leader, consumer_node]):
+        method, props, body = gets[name].basic_get("qq", auto_ack=False)
+        assert (body, method.message_count, method.redelivered) == (b"g%d" % k, 3 - k, False)
+        assert props.headers["x-delivery-count"] == 0
+        taken[name] = method.delivery_tag
+    gets[consumer_node].basic_reject(taken[consumer_node], requeue=True)  # back from a follower's node
+    # a reject has no answer: wait until the requeue applied on the node that gets next (its
+    # take of the head is proposed after it, so it finds g2 back at the head)
+    c.wait_until(lambda s: gets[follower].queue_declare("qq", durable=True, passive=True).method.message_count == 2,
+                 what="the requeue applied on the follower's node")
+    method, props, body = gets[follower].basic_get("qq", auto_ack=False)
+    assert (body, method.message_count, method.redelivered) == (b"g2", 1, True)
+    assert props.headers["x-delivery-count"] == 1
+    gets[follower].basic_ack(taken[follower])
+    gets[follower].basic_ack(method.delivery_tag)
+    gets[leader].basic_ack(taken[leader])
+    method, _props, body = gets[consumer_node].basic_get("qq", auto_ack=True)
+    assert (body, method.message_count) == (b"g3", 0)
+    assert gets[follower].basic_get("qq", auto_ack=True) == (None, None, None)  # basic.get-empty
+    for ch in gets.values():
+        ch.connection.close()
     # publishes with confirms on a follower's node, consumed on the other follower's node
     pub = _pika(c, follower)
     pch = pub.channel()

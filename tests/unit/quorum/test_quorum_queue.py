@@ -405,3 +405,38 @@ def test_coalesced_acks_apply_the_same_on_a_member_that_decodes_them():
         group.flush()
     assert a.machine.snapshot() == b.machine.snapshot() and a.machine.messages == {}
     assert a.counts.delivered == 6
+
+
+def test_basic_get_on_a_follower_takes_the_head_when_committed_and_settles_there():
+    group = Group()
+    nodes = [Broker(replicators=lambda vh, q, o=f"n{i}": GroupReplicator(group, o)).vhosts["/"] for i in range(2)]
+    leader_q, follower_q = [vh.declare_queue("qq", durable=True, arguments=QQ) for vh in nodes]
+    group.elect(group.members[0])
+    for body in (b"1", b"2", b"3"):
+        nodes[0].publish_safe("", "qq", persistent(body))
+    group.flush()
+    got: list = []
+    follower_q.get_later(False, got.append)
+    follower_q.get_later(True, got.append)
+    leader_q.get_later(False, got.append)  # the leader answers at once: the head as it knows it
+    assert [e.message.body for e in got] == [b"1"]
+    assert leader_q.ready_count == 2  # basic.get-ok's count: not the one its take is taking
+    group.flush()  # the follower's takes of the head apply after the leader's: 2, then 3
+    first, second = got[1], got[2]
+    assert (first.message.body, second.message.body) == (b"2", b"3")
+    assert first.message.headers["x-delivery-count"] == 0 and not first.redelivered
+    assert follower_q.unacked == 1 and leader_q.machine.snapshot() == follower_q.machine.snapshot()
+    assert not leader_q.ready and len(follower_q.ready) == 0
+    follower_q.get_later(False, got.append)  # nothing ready when it applies
+    group.flush()
+    assert got[3] is None
+    follower_q.reject([first], None, requeue=True)  # returned from the follower's node
+    group.flush()
+    follower_q.get_later(False, got.append)
+    group.flush()
+    again = got[4]
+    assert again.message.body == b"2" and again.redelivered and again.message.headers["x-delivery-count"] == 1
+    follower_q.ack(again, None)
+    leader_q.ack(got[0], None)
+    group.flush()
+    assert leader_q.machine.messages == {} and follower_q.machine.snapshot() == leader_q.machine.snapshot()
