@@ -119,6 +119,9 @@ class QuorumQueue:
         self._mine: deque[tuple[bytes | bytearray, tuple, Refusable | None]] = deque()
         self._timer_at: float | None = None
         self._propose = replicator.propose
+        # deliveries held to the end of the replicator's batch of applies (``applied_all``),
+        # when it has batches (None: carried out as each command applies)
+        self._deferred: list[tuple] | None = [] if getattr(replicator, "batches", False) else None
         # acks coalesced: the last settle proposed (tag, bytes, ids) grows while it is the
         # newest command of the replicator's open batch (``is_open``, when it has one)
         self._is_open = getattr(replicator, "is_open", None)
@@ -463,20 +466,10 @@ class QuorumQueue:
         for e in fx:
             kind = e[0]
             if kind == "deliver":
-                c = self._local.get(e[1])
-                mid = e[2]
-                if c is None:
-                    # another member's consumer, or one of ours cancelled meanwhile (a command
-                    # proposed before the cancel): that one goes back
-                    if mid in m.messages and e[1].startswith(self._prefix):
-                        self._send(("requeue", e[1], [mid], self._clock()))
-                    continue
-                x = m.messages.get(mid) or m.gone[mid]
-                if not c.no_ack:
-                    c.unacked += 1
-                    self.unacked += 1
-                delivered += 1
-                c.owner.deliver(c, self._entry(mid, x, e[3]))
+                if self._deferred is not None:
+                    self._deferred.append(e)
+                else:
+                    delivered += self._deliver(e)
             elif kind == "dead_letter":
                 if not self.active:
                     continue
@@ -489,6 +482,44 @@ class QuorumQueue:
                 if self._timer_at is None or when < self._timer_at:
                     self._timer_at = when
                     self.port.call_at(when, self._expiry_due)
+        if delivered:
+            self.counts.delivered += delivered
+
+    def _deliver(self, e: tuple) -> int:
+        """Carry out one ``deliver`` effect: 1 if this member's consumer got the message."""
+        m = self.machine
+        c = self._local.get(e[1])
+        mid = e[2]
+        if c is None:
+            # another member's consumer, or one of ours cancelled meanwhile (a command
+            # proposed before the cancel): that one goes back
+            if mid in m.messages and e[1].startswith(self._prefix):
+                self._send(("requeue", e[1], [mid], self._clock()))
+            return 0
+        x = m.messages.get(mid) or m.gone[mid]
+        if not c.no_ack:
+            c.unacked += 1
+            self.unacked += 1
+        c.owner.deliver(c, self._entry(mid, x, e[3]))
+        return 1
+
+    def applied_all(self) -> None:
+        """The end of one batch of committed entries (with a replicator that ``batches``):
+        the deliveries applied in it go out now, those whose consumer still holds the
+        message. A member catching up (its node was paused or cut off) applies in one batch
+        deliveries to its consumers and then their removal by the leader, which gave the
+        messages to others, flagged redelivered: those are not delivered here, so no consumer
+        gets an unflagged copy of a message another consumer has."""
+        pending = self._deferred
+        if not pending:
+            return
+        self._deferred = []
+        consumers = self.machine.consumers
+        delivered = 0
+        for e in pending:
+            held = consumers.get(e[1])
+            if held is not None and e[2] in held.checked_out:
+                delivered += self._deliver(e)
         if delivered:
             self.counts.delivered += delivered
 
@@ -567,6 +598,8 @@ class QuorumQueue:
 
     def restore(self, data: bytes) -> None:
         self.machine = load(data)
+        if self._deferred:
+            self._deferred = []  # the snapshot's state decides who holds what
         # what the snapshot covers is not applied one by one: a publish that might have been
         # refused in it is nacked rather than confirmed unseen
         for _, _, refusable in self._mine:

@@ -83,6 +83,7 @@ class RaftReplicator:
                  forward: Callable[[int, bytes], Any] | None = None, owner: str = "") -> None:
         self.runner = Runner(id, members, storage, transport, self, tick=tick, config=config, rng=rng)
         self.member: ReplicaMember | None = None
+        self._member_applied_all: Callable[[], None] | None = None
         self.owner = owner  # the node this member serves (consumer tags carry it)
         self.forward = forward
         self.leading = False
@@ -114,6 +115,7 @@ class RaftReplicator:
 
     def start(self, member: ReplicaMember) -> None:
         self.member = member
+        self._member_applied_all = getattr(member, "applied_all", None)
         if self._restored is not None:
             member.restore(self._restored)
             self._restored = None
@@ -133,6 +135,13 @@ class RaftReplicator:
         return p
 
     # -- the runner's side (StateMachine) --------------------------------------------------
+    batches = True  # a member with ``applied_all`` is told the end of each batch of applies
+
+    def applied_all(self) -> None:
+        """The runner applied every committed entry it had (one Ready's)."""
+        if self._member_applied_all is not None:
+            self._member_applied_all()
+
     def apply(self, index: int, term: int, data: bytes) -> None:
         member = self.member
         assert member is not None, "start the replicator's member before running it"

@@ -40,6 +40,8 @@ class StateMachine(Protocol):
 
     def restore(self, data: bytes) -> None: ...
 
+    # optional: ``applied_all()``, called after each batch of applies (one Ready's entries)
+
 
 class NotLeader(Exception):
     def __init__(self, leader: int | None) -> None:
@@ -60,6 +62,7 @@ class Runner:
         self.storage = storage
         self.transport = transport
         self.machine = machine
+        self._applied_all: Callable[[], None] | None = getattr(machine, "applied_all", None)
         self.tick_seconds = tick
         self.config = config or Config()
         self.rng = rng or random.Random()
@@ -220,6 +223,8 @@ class Runner:
                 apply(index, term, data)
                 index += 1
             self.applied = index - 1
+            if self._applied_all is not None:
+                self._applied_all()
             if self._waiters:
                 self._settle(rd)
         for ctx, at in rd.reads:

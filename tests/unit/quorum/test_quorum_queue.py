@@ -440,3 +440,75 @@ def test_basic_get_on_a_follower_takes_the_head_when_committed_and_settles_there
     leader_q.ack(got[0], None)
     group.flush()
     assert leader_q.machine.messages == {} and follower_q.machine.snapshot() == leader_q.machine.snapshot()
+
+
+class PausableGroup(Group):
+    """A group whose members apply in batches, as Raft's runner does (``applied_all`` after
+    each), and one of which can be paused: what commits meanwhile reaches it as one batch
+    when it resumes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.paused: dict[GroupReplicator, list[bytes]] = {}
+
+    def flush(self) -> None:
+        while any(r.pending for r in self.members):
+            for proposer in self.members:
+                if not proposer.pending:
+                    continue
+                batch, proposer.pending = join(proposer.pending), []
+                promise, proposer.promise = proposer.promise, None
+                for r in self.members:
+                    if r in self.paused:
+                        self.paused[r] += split(batch)
+                        continue
+                    for command in split(batch):
+                        r.member.apply(command)
+                    r.member.applied_all()
+                if promise is not None:
+                    promise.keep()
+
+    def resume(self, r: GroupReplicator) -> None:
+        for command in self.paused.pop(r):
+            r.member.apply(command)
+        r.member.applied_all()
+        self.flush()
+
+
+class BatchingReplicator(GroupReplicator):
+    batches = True
+
+
+def test_a_member_catching_up_does_not_deliver_what_the_leader_took_back_meanwhile():
+    """A node paused while the log handed messages to its consumer, then removed that
+    consumer (the leader gave the messages to another, flagged redelivered): on its resume
+    the member applies both in one batch and its consumer gets none of them, so no consumer
+    holds an unflagged copy of a message another consumer has."""
+    group = PausableGroup()
+    nodes = [Broker(replicators=lambda vh, q, o=f"n{i}": BatchingReplicator(group, o)).vhosts["/"] for i in range(2)]
+    leader_q, paused_q = [vh.declare_queue("qq", durable=True, arguments=QQ) for vh in nodes]
+    group.elect(group.members[0])
+    here, there = Owner(), Owner()
+    leader_q.add_consumer(Consumer(leader_q, "a", here, no_ack=False, prefetch=10))
+    paused_q.add_consumer(Consumer(paused_q, "b", there, no_ack=False, prefetch=10))
+    group.flush()
+    group.paused[group.members[1]] = []
+    for body in (b"1", b"2", b"3", b"4"):
+        nodes[0].publish_safe("", "qq", persistent(body))
+    group.flush()  # the log hands 2 and 4 to the paused node's consumer
+    assert here.bodies() == [b"1", b"3"]
+    assert leader_q.drop_owners({"n1"}) == 1
+    group.flush()
+    assert here.bodies() == [b"1", b"3", b"2", b"4"] and all(e.redelivered for e in here.got[2:])
+    group.resume(group.members[1])
+    assert there.bodies() == []  # before: 2 and 4 again, unflagged
+    assert paused_q.machine.snapshot() == leader_q.machine.snapshot()
+    assert paused_q.unacked == 0
+    assert any(tag.startswith("n1/") for tag in leader_q.machine.consumers)  # it registered again
+    first = leader_q.consumers[0]
+    for e in here.got:
+        leader_q.ack(e, first)
+    leader_q.remove_consumer(first)
+    nodes[1].publish_safe("", "qq", persistent(b"5"))  # the resumed node's consumer is served
+    group.flush()
+    assert there.bodies() == [b"5"] and not there.got[0].redelivered
