@@ -131,22 +131,16 @@ class AllOf(Promise):
         return f"AllOf({self.promises!r})"
 
 
-class Refusable(Promise):
-    """One publish's promise inside a batch's (``batch``), for a queue that may refuse that
-    one message alone (``x-overflow: reject-publish``): a quorum queue's publish that passed
-    the check on the applied state but is refused when it commits; a publish through a
-    cluster's stand-in that the home node's queue refused. Kept when its batch is, unless
-    ``refuse()`` came first (or the batch broke): then broken, and the publish is nacked
-    (AMQP) or never acknowledged (STOMP, MQTT)."""
+class Breakable(Promise):
+    """A promise kept by ``keep()`` or broken by ``break_()``, whichever comes first: the base
+    of the promises that may break (a stand-in's batch, ``Refusable``)."""
 
     __slots__ = ("state", "_calls")
     can_break = True
-    forgets = True
 
-    def __init__(self, batch: Promise) -> None:
+    def __init__(self) -> None:
         self.state = 0  # 0 open, 1 kept, -1 broken
         self._calls: list[tuple[Callable[[], None], Callable[[], None] | None]] = []
-        batch.then_or(self._kept, self.refuse)  # a batch that breaks breaks it too
 
     def then(self, callback: Callable[[], None]) -> None:
         if self.state == 0:
@@ -162,17 +156,14 @@ class Refusable(Promise):
         else:
             broken()
 
-    def forget(self, callback: Callable[[], None]) -> None:
-        self._calls = [c for c in self._calls if c[0] is not callback]
-
-    def _kept(self) -> None:
+    def keep(self) -> None:
         if self.state == 0:
             self.state = 1
             calls, self._calls = self._calls, []
             for kept, _ in calls:
                 kept()
 
-    def refuse(self) -> None:
+    def break_(self) -> None:
         if self.state == 0:
             self.state = -1
             calls, self._calls = self._calls, []
@@ -181,7 +172,28 @@ class Refusable(Promise):
                     broken()
 
     def __repr__(self) -> str:
-        return f"Refusable({('refused', 'open', 'kept')[self.state + 1]})"
+        return f"{type(self).__name__}({('broken', 'open', 'kept')[self.state + 1]})"
+
+
+class Refusable(Breakable):
+    """One publish's promise inside a batch's (``batch``), for a queue that may refuse that
+    one message alone (``x-overflow: reject-publish``): a quorum queue's publish that passed
+    the check on the applied state but is refused when it commits; a publish through a
+    cluster's stand-in that the home node's queue refused. Kept when its batch is, unless
+    ``refuse()`` came first (or the batch broke): then broken, and the publish is nacked
+    (AMQP) or never acknowledged (STOMP, MQTT)."""
+
+    __slots__ = ()
+    forgets = True
+
+    def __init__(self, batch: Promise) -> None:
+        super().__init__()
+        batch.then_or(self.keep, self.break_)  # a batch that breaks breaks it too
+
+    refuse = Breakable.break_
+
+    def forget(self, callback: Callable[[], None]) -> None:
+        self._calls = [c for c in self._calls if c[0] is not callback]
 
 
 def both(a: Promise | None, b: Promise | None) -> Promise | None:

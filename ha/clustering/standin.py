@@ -21,7 +21,7 @@ import dataclasses
 from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 from mqemu.broker.message import Message, QueueEntry
-from mqemu.broker.promise import Promise, Refusable
+from mqemu.broker.promise import Breakable, Promise, Refusable
 from mqemu.broker.queue import QueueCounts, QueueStatistics
 from mqemu.broker.queue_args import QueueSettings
 
@@ -31,15 +31,13 @@ if TYPE_CHECKING:
     from .remote import RemoteQueues
 
 
-class RemoteBatch(Promise):
+class RemoteBatch(Breakable):
     """The promise of one pass's publishes to one home node."""
 
-    __slots__ = ("state", "_calls", "guards", "order")
-    can_break = True
+    __slots__ = ("guards", "order")
 
     def __init__(self) -> None:
-        self.state = 0  # 0 open, 1 kept, -1 broken
-        self._calls: list[tuple[Callable[[], None], Callable[[], None] | None]] = []
+        super().__init__()
         # (stand-in, index in its part) -> the promise of one publish the home may refuse
         # alone (its queue's overflow is reject-publish): only that one is nacked
         self.guards: dict[tuple[Any, int], Refusable] | None = None
@@ -58,38 +56,6 @@ class RemoteBatch(Promise):
                 return
             g.refuse()
         self.keep()
-
-    def then(self, callback: Callable[[], None]) -> None:
-        if self.state == 0:
-            self._calls.append((callback, None))
-        elif self.state == 1:
-            callback()
-
-    def then_or(self, kept: Callable[[], None], broken: Callable[[], None]) -> None:
-        if self.state == 0:
-            self._calls.append((kept, broken))
-        elif self.state == 1:
-            kept()
-        else:
-            broken()
-
-    def keep(self) -> None:
-        if self.state == 0:
-            self.state = 1
-            calls, self._calls = self._calls, []
-            for kept, _ in calls:
-                kept()
-
-    def break_(self) -> None:
-        if self.state == 0:
-            self.state = -1
-            calls, self._calls = self._calls, []
-            for _, broken in calls:
-                if broken is not None:
-                    broken()
-
-    def __repr__(self) -> str:
-        return f"RemoteBatch({('broken', 'open', 'kept')[self.state + 1]})"
 
 
 def broken_promise() -> RemoteBatch:
