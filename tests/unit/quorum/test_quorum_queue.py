@@ -206,10 +206,14 @@ class Group:
                 batch, proposer.pending = join(proposer.pending), []
                 promise, proposer.promise = proposer.promise, None
                 for r in self.members:
-                    for command in split(batch):
-                        r.member.apply(command)
+                    self.hand(r, split(batch))
                 if promise is not None:
                     promise.keep()
+
+    def hand(self, r: "GroupReplicator", commands: list[bytes]) -> None:
+        """A committed batch reaches member ``r``."""
+        for command in commands:
+            r.member.apply(command)
 
 
 class GroupReplicator(LocalReplicator):
@@ -451,27 +455,15 @@ class PausableGroup(Group):
         super().__init__()
         self.paused: dict[GroupReplicator, list[bytes]] = {}
 
-    def flush(self) -> None:
-        while any(r.pending for r in self.members):
-            for proposer in self.members:
-                if not proposer.pending:
-                    continue
-                batch, proposer.pending = join(proposer.pending), []
-                promise, proposer.promise = proposer.promise, None
-                for r in self.members:
-                    if r in self.paused:
-                        self.paused[r] += split(batch)
-                        continue
-                    for command in split(batch):
-                        r.member.apply(command)
-                    r.member.applied_all()
-                if promise is not None:
-                    promise.keep()
+    def hand(self, r: GroupReplicator, commands: list[bytes]) -> None:
+        if r in self.paused:
+            self.paused[r] += commands
+        else:
+            super().hand(r, commands)
+            r.member.applied_all()
 
     def resume(self, r: GroupReplicator) -> None:
-        for command in self.paused.pop(r):
-            r.member.apply(command)
-        r.member.applied_all()
+        self.hand(r, self.paused.pop(r))
         self.flush()
 
 
