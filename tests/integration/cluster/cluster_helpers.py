@@ -9,6 +9,19 @@ import urllib.request
 from typing import Any
 
 
+def cluster_ready(status: dict[str, Any]) -> bool:
+    """One metadata leader that every node names, every node's links up both ways to every
+    other node, every node healthy behind the balancer and its management port known."""
+    leader = (status.get("metadata") or {}).get("leader")
+    nodes = status["nodes"]
+    return leader is not None and all(
+        (n.get("metadata") or {}).get("leader") == leader and n.get("management")
+        and (n.get("health") or {}).get("amqp") == "healthy"
+        and len(n.get("links") or {}) == len(nodes) - 1
+        and all(st["out"] == "up" and st["in"] == "up" for st in n["links"].values())
+        for n in nodes)
+
+
 def node_entry(status: dict[str, Any], name: str) -> dict[str, Any]:
     (entry,) = [n for n in status["nodes"] if n["name"] == name]
     return entry

@@ -44,14 +44,6 @@ def _leader(status, queue, among=NODES):
     return None
 
 
-@pytest.fixture
-def cluster(mqemu_cluster):
-    mqemu_cluster.wait_until(lambda s: all((n.get("metadata") or {}).get("leader") for n in s["nodes"])
-                             and all((n.get("health") or {}).get("amqp") == "healthy" for n in s["nodes"]),
-                             what="a metadata leader every node names, every node healthy behind the balancer")
-    return mqemu_cluster
-
-
 def _new_leader(c, queue, old):
     others = tuple(n for n in NODES if n != old)
     status = c.wait_until(lambda s: _leader(s, queue, others) is not None, what=f"a leader of {queue} besides {old}")

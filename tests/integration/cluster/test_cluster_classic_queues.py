@@ -34,22 +34,10 @@ def _pika(c, name):
         socket_timeout=5, blocked_connection_timeout=5))
 
 
-def _leader(status):
-    return (status.get("metadata") or {}).get("leader")
-
-
 def _all_links_up(status):
     return all(state["out"] == "up" and state["in"] == "up"
                for n in status["nodes"] for state in (n.get("links") or {}).values()) and all(
         len(n.get("links") or {}) == len(NODES) - 1 for n in status["nodes"])
-
-
-@pytest.fixture
-def cluster(mqemu_cluster):
-    mqemu_cluster.wait_until(lambda s: _leader(s) is not None and _all_links_up(s) and all(
-        (n["metadata"] or {}).get("leader") == _leader(s) for n in s["nodes"]),
-        what="a metadata leader every node names, every link up")
-    return mqemu_cluster
 
 
 def _declared_everywhere(c, name, durable=True):

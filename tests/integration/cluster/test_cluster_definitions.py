@@ -50,19 +50,6 @@ def _has(c, name, *, queue=None, exchange=None, user=None, policy=None, binding=
     return ok
 
 
-def _leader(status):
-    meta = status.get("metadata") or {}
-    return meta.get("leader")
-
-
-@pytest.fixture
-def cluster(mqemu_cluster):
-    mqemu_cluster.wait_until(lambda s: _leader(s) is not None and all(
-        n["management"] and (n["metadata"] or {}).get("leader") == _leader(s) for n in s["nodes"]),
-        what="a metadata leader every node names")
-    return mqemu_cluster
-
-
 def test_definitions_made_through_one_node_are_on_every_node(cluster, capsys):
     from mqemu.ha.cli import main
 

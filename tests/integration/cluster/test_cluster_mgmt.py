@@ -43,21 +43,6 @@ def _until(check, what, timeout=30.0):
         time.sleep(0.1)
 
 
-def _leader(status):
-    return (status.get("metadata") or {}).get("leader")
-
-
-@pytest.fixture
-def cluster(mqemu_cluster):
-    mqemu_cluster.wait_until(lambda s: _leader(s) is not None and all(
-        n["management"] and (n["metadata"] or {}).get("leader") == _leader(s) for n in s["nodes"]),
-        what="a metadata leader every node names")
-    mqemu_cluster.wait_until(lambda s: all(st["out"] == "up" and st["in"] == "up"
-                                           for n in s["nodes"] for st in (n.get("links") or {}).values()),
-                             what="every link up")
-    return mqemu_cluster
-
-
 def _by_tag(items, tag):
     return [c for c in items if (c.get("client_properties") or {}).get("connection_name") == tag]
 
