@@ -6,7 +6,8 @@ Node A reaches node B's cluster port only through the proxy ``link/A->B`` (A's `
 names that proxy's port), and what A sends B only ever travels on A's own connection
 (``links.NodeLinks``), so cutting that proxy cuts exactly the direction A -> B. A proxy
 listens while its destination node is a member and forwards to that node's cluster port
-(which changes when the node restarts).
+(which changes when the node restarts) from the moment that node listens there: before
+its client listeners open, so a starting node finds the metadata group's leader at once.
 
 Partitions: ``partition(node, from_=[...])`` cuts both directions between ``node`` and each
 of ``from_``; ``one_way=True`` only what ``node`` sends them (it still hears them).
@@ -65,12 +66,15 @@ class ClusterParts:
         return f"link/{a}->{b}"
 
     def refresh(self, node: "NodeProcess", role: str, status: dict[str, Any]) -> None:
-        """Point the node's link proxies and balancer targets at its ports while it is a member."""
+        """Point the node's link proxies at its cluster port while it listens there (a
+        starting node's links open before its client listeners: it waits for the metadata
+        group's leader, which needs them) and its balancer targets at its client ports while
+        it is a member."""
         t = self.topology
         assert t.proxies is not None
         host = t.options.host
         member = role == "member"
-        cluster_port = status.get("cluster_port") if member else None
+        cluster_port = status.get("cluster_port") if role in ("starting", "member") else None
         for proxy in t.proxies.select(to=node.name):
             if cluster_port:
                 if proxy.upstream != (host, cluster_port):
