@@ -41,7 +41,7 @@ RETRY = 0.3  # seconds between sends of the proposals not yet seen applied
 # 50 ms ticks: a new leader 0.5 to 1 s after silence, heartbeats every 0.1 s (an idle member's
 # wake-ups are its cost: 20 ticks/s); a snapshot (the definitions) every 1 000 changes
 TICK = 0.05
-CONFIG = Config(election_ticks=10, heartbeat_ticks=2, snapshot_every=1000)
+CONFIG = Config(election_ticks=10, heartbeat_ticks=2, snapshot_every=1000, commit_notify=True)
 WATCH = 0.1  # how often the leader's name is looked at (status, events)
 
 _VERBS = {"exchange.declare": "declare exchange", "exchange.delete": "delete exchange",
