@@ -3,8 +3,8 @@ member on every node, over the node's links (``raft.hub``).
 
 Consistency (see ARCHITECTURE.md, "the metadata group"): a change is checked by the node's own
 broker, refused at once when this node cannot reach the group's leader (the minority side of a
-partition, or no leader elected), else applied to the node's own broker, then proposed; the
-client's -ok does not wait for the commit. Every node applies each committed entry to its own
+partition, or no leader elected), else applied to the node's own broker, then proposed; an
+AMQP -ok waits (``when_spread``, at most ``SPREAD_WAIT``) until every node reached has applied it. Every node applies each committed entry to its own
 broker; the proposer skips an entry of its own that a later change of its own to the same
 definition has superseded. Proposals carry (proposer, sequence number); a follower forwards
 them to the leader on the link channel ``meta`` and sends every unacknowledged one again, in
