@@ -25,13 +25,36 @@ queues, auto-delete queues, server-named (``amq.gen-``) queues and the bindings 
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Any, Callable, Protocol
 
 from .exchange import Binding
 
 
 class DefinitionHook(Protocol):
     def changing(self, vhost: str | None, op: str, item: dict[str, Any]) -> None: ...
+
+
+# A hook may also let a protocol's -ok wait until the change is on every node reached (a
+# cluster's metadata group: RabbitMQ answers declare-ok once every running node has it):
+# ``changes`` (an int that grows with each change the hook takes) and ``when_spread(changes,
+# callback)``. A protocol notes ``change_mark`` before it declares and asks ``after_spread``
+# after; without a hook (a single node) that is a None test and nothing waits.
+
+def change_mark(hook: DefinitionHook | None) -> int:
+    return getattr(hook, "changes", 0) if hook is not None else 0
+
+
+def after_spread(hook: DefinitionHook | None, mark: int, callback: Callable[[], None]) -> bool:
+    """True: the change made since ``mark`` is spreading and ``callback()`` comes once it is on
+    every node reached (or the hook gives up waiting); False: nothing to wait for, answer now."""
+    if hook is None:
+        return False
+    changes = getattr(hook, "changes", 0)
+    when = getattr(hook, "when_spread", None)
+    if changes == mark or when is None:
+        return False
+    when(changes, callback)
+    return True
 
 
 def replicated_queue(name: str, exclusive_owner: object | None, auto_delete: bool) -> bool:

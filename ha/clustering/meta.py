@@ -3,8 +3,8 @@ member on every node, over the node's links (``raft.hub``).
 
 Consistency (see ARCHITECTURE.md, "the metadata group"): a change is checked by the node's own
 broker, refused at once when this node cannot reach the group's leader (the minority side of a
-partition, or no leader elected), else applied to the node's own broker, then proposed; the
-client's -ok does not wait for the commit. Every node applies each committed entry to its own
+partition, or no leader elected), else applied to the node's own broker, then proposed; an
+AMQP -ok waits (``when_spread``, at most ``SPREAD_WAIT``) until every node reached has applied it. Every node applies each committed entry to its own
 broker; the proposer skips an entry of its own that a later change of its own to the same
 definition has superseded. Proposals carry (proposer, sequence number); a follower forwards
 them to the leader on the link channel ``meta`` and sends every unacknowledged one again, in
@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import struct
 from typing import Any, Callable
 
 import trio
@@ -32,12 +33,15 @@ log = logging.getLogger("mqemu.ha.clustering")
 
 GROUP = "meta"
 CHANNEL = "meta"  # a follower's proposals to the leader
+APPLIED = "meta-applied"  # each node's applied index, to its peers after each apply pass (u64)
+SPREAD_WAIT = 2.0  # a -ok waits at most this long for the peers reached to apply its change
+SPREAD_CHECK = 0.05  # while -oks wait: how often links and deadlines are looked at
 RECORDS = ("cluster", "meta-applied")  # the store record: the last entry this broker holds
 RETRY = 0.3  # seconds between sends of the proposals not yet seen applied
 # 50 ms ticks: a new leader 0.5 to 1 s after silence, heartbeats every 0.1 s (an idle member's
 # wake-ups are its cost: 20 ticks/s); a snapshot (the definitions) every 1 000 changes
 TICK = 0.05
-CONFIG = Config(election_ticks=10, heartbeat_ticks=2, snapshot_every=1000)
+CONFIG = Config(election_ticks=10, heartbeat_ticks=2, snapshot_every=1000, commit_notify=True)
 WATCH = 0.1  # how often the leader's name is looked at (status, events)
 
 _VERBS = {"exchange.declare": "declare exchange", "exchange.delete": "delete exchange",
@@ -78,7 +82,14 @@ class ClusterMeta:
         self.runner = Runner(hub.id, hub.members, storage, hub.transport(GROUP), self, tick=tick, config=config)
         self._wake = trio.Event()
         self._leader_seen: int | None = None
+        # declare-ok after the spread: the peers' applied indexes as they last told, and the
+        # waiting -oks ([our seq, its entry's index once applied here or 0, deadline, callback])
+        self.peer_applied: dict[str, int] = {}
+        self._spreading: list[list[Any]] = []
+        self._spread_wake = trio.Event()
+        self._report_due = False
         links.on(CHANNEL, self._forwarded)
+        links.on(APPLIED, self._peer_applied)
 
     # -- the task ---------------------------------------------------------------------------
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
@@ -90,6 +101,7 @@ class ClusterMeta:
             await nursery.start(self.runner.run)
             self.broker.set_definitions_hook(self)
             nursery.start_soon(self._resend)
+            nursery.start_soon(self._spread)
             task_status.started()
             await self._watch()
 
@@ -126,6 +138,63 @@ class ClusterMeta:
                 if changed or first == last_first:
                     self._push(list(self.unacked.values()))
                 last_first = first
+
+    # -- declare-ok once every node reached has the change ----------------------------------
+    @property
+    def changes(self) -> int:
+        """How many changes this node has proposed: a protocol compares it before and after a
+        declaration to know whether its -ok has to wait (``when_spread``)."""
+        return self.seq
+
+    def when_spread(self, seq: int, callback: Callable[[], None]) -> None:
+        """``callback()`` once our change ``seq`` is applied here and by every peer this node
+        reaches both ways (each tells its applied index, ``APPLIED``), or after ``SPREAD_WAIT``
+        (a peer that does not answer in time counts as unreachable), as RabbitMQ's Mnesia
+        transaction has the change on every running node when it answers."""
+        index = 0 if seq in self.unacked else self.applied_index  # not yet applied here, or already
+        self._spreading.append([seq, index, trio.current_time() + SPREAD_WAIT, callback])
+        self._spread_wake.set()
+
+    def _peer_applied(self, peer: str, payload: bytes) -> None:
+        (index,) = struct.unpack(">Q", payload)
+        self.peer_applied[peer] = index
+        if self._spreading:
+            self._spread_wake.set()
+
+    async def _spread(self) -> None:
+        """Tells the peers our applied index after each apply pass, and answers the -oks
+        waiting for the spread of their change."""
+        while True:
+            if self._spreading:
+                with trio.move_on_after(SPREAD_CHECK):
+                    await self._spread_wake.wait()
+            else:
+                await self._spread_wake.wait()
+            self._spread_wake = trio.Event()
+            if self._report_due:
+                self._report_due = False
+                data = struct.pack(">Q", self.applied_index)
+                for peer in self.hub.names:
+                    if peer != self.node:
+                        self.links.send(peer, APPLIED, data)
+            if self._spreading:
+                self._answer_spread()
+
+    def _answer_spread(self) -> None:
+        now = trio.current_time()
+        reached = [n for n in self.hub.names if n != self.node and self.links.up(n)]
+        for n in list(self.peer_applied):
+            if n not in reached:  # a link down: what it told may be from before a restart
+                del self.peer_applied[n]
+        floor = min((self.peer_applied.get(n, 0) for n in reached), default=None)
+        keep = []
+        for w in self._spreading:
+            index = w[1]
+            if (index and (floor is None or floor >= index)) or now >= w[2]:
+                w[3]()
+            else:
+                keep.append(w)
+        self._spreading = keep
 
     def status(self) -> dict[str, Any]:
         m = self.runner.member
@@ -217,6 +286,9 @@ class ClusterMeta:
     # -- the state machine ----------------------------------------------------------------
     def apply(self, index: int, term: int, data: bytes) -> None:
         self.applied_index = index
+        if not self._report_due:
+            self._report_due = True
+            self._spread_wake.set()
         if data:
             try:
                 op = json.loads(data)
@@ -226,6 +298,10 @@ class ClusterMeta:
                 return
             if seq == self.state.seqs.get(proposer, 0) + 1:
                 self.state.seqs[proposer] = seq
+                if proposer == self.proposer and self._spreading:
+                    for w in self._spreading:  # ours apply in order: each up to seq is in
+                        if w[0] <= seq and not w[1]:
+                            w[1] = index
                 self.state.apply(op)
                 if index > self.skip_until:
                     self._apply_here(op, proposer, seq)
@@ -261,6 +337,8 @@ class ClusterMeta:
         index = d.pop("index")
         self.state = Definitions.load(d)
         self.applied_index = index
+        self._report_due = True
+        self._spread_wake.set()
         if index >= self.skip_until:
             self._sync(remove=index > self.skip_until)
             self.broker.store.put_record(*RECORDS, str(index).encode())

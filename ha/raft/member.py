@@ -462,6 +462,7 @@ class Member:
                 return
             self._send_append(peer, pr)
             return
+        told = pr.match  # the commit index this peer's heartbeats carried at most
         if m.index > pr.match:
             pr.match = m.index
             pr.stall = 0
@@ -479,7 +480,11 @@ class Member:
             pr.next = max(pr.next, pr.match + 1)
             pr.inflight.clear()
         if advanced:
+            commit = self.commit
             self._maybe_commit()
+            if self.cfg.commit_notify and self.commit == commit and told < commit:  # a late follower
+                self._send(peer, Message(HEARTBEAT, self.id, self.term, commit=min(pr.match, commit),
+                                         round=self.round))
         if self.transfer_target == peer and pr.match == self.last_index:
             self._send(peer, Message(TIMEOUT_NOW, self.id, self.term))
         self._send_append(peer, pr)
@@ -505,6 +510,8 @@ class Member:
         n = matches[self.quorum - 1]
         if n > self.commit and self.term_at(n) == self.term:   # only entries of this term count (§5.4.2)
             self.commit = n
+            if self.cfg.commit_notify and self.progress:
+                self._heartbeat_round()
 
     def _release_reads(self) -> None:
         if not self.pending_reads:

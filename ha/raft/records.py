@@ -31,6 +31,10 @@ class Config:
     snapshot_every: int = 10000   # ready.want_snapshot once this many entries follow the snapshot
     pre_vote: bool = True
     check_quorum: bool = True
+    # the leader tells the followers a new commit index at once (a heartbeat round) rather
+    # than with the next append or heartbeat: for a group whose clients wait for every
+    # member to apply (the metadata group's declare-ok), not for a busy one
+    commit_notify: bool = False
 
 
 @dataclass(slots=True)

@@ -68,7 +68,8 @@ class Sim:
         self.rng = random.Random(seed)
         r = self.rng
         self.cfg = config or Config(election_ticks=10, snapshot_every=r.choice([8, 30, 1000]),
-                                    max_batch=r.choice([4, 64]), max_inflight=r.choice([1, 4, 32]))
+                                    max_batch=r.choice([4, 64]), max_inflight=r.choice([1, 4, 32]),
+                                    commit_notify=seed % 2 == 1)
         self.member_class = member_class
         self.ids = list(range(members))
         self.nodes = [SimNode(i) for i in self.ids]

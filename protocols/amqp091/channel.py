@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
+from mqemu.broker.definition_hook import after_spread, change_mark
 from mqemu.broker.errors import BrokerError, NotFound
 from mqemu.broker.message import QueueEntry
 from mqemu.broker.queue import Consumer
@@ -331,11 +332,12 @@ class Channel(BasicMethods):
         if not m.passive:
             self._check("configure", "exchange", m.exchange)
         ae = (m.arguments or {}).get("alternate-exchange")
+        mark = change_mark(self.conn.vhost.definitions_hook)
         self.conn.vhost.declare_exchange(m.exchange, m.type, m.durable, m.auto_delete, m.internal,
                                          m.arguments, m.passive)
         if ae is not None and not m.passive:
             self._check("read", "exchange", m.exchange)
-        self._ok(m, spec.ExchangeDeclareOk())
+        self._ok_spread(m, spec.ExchangeDeclareOk(), mark)
 
     def _on_exchange_delete(self, m: spec.ExchangeDelete) -> None:
         self._check("configure", "exchange", m.exchange)
@@ -347,8 +349,9 @@ class Channel(BasicMethods):
         self._check("read", "exchange", m.source)
         if m.source == "amq.topic":  # the topic rules on the binding key (AuthRegistry.check_topic)
             self.conn.broker.auth.check_topic(self.conn.user, self.conn.vhost.name, "read", m.routing_key)
+        mark = change_mark(self.conn.vhost.definitions_hook)
         self.conn.vhost.bind(m.source, m.destination, m.routing_key, m.arguments, "exchange")
-        self._ok(m, spec.ExchangeBindOk())
+        self._ok_spread(m, spec.ExchangeBindOk(), mark)
 
     def _on_exchange_unbind(self, m: spec.ExchangeUnbind) -> None:
         self._check("write", "exchange", m.destination)
@@ -359,6 +362,22 @@ class Channel(BasicMethods):
     def _ok(self, m: Any, reply: Any) -> None:
         if not getattr(m, "no_wait", False):
             self.conn.send(encode_method(self.number, reply))
+
+    def _ok_spread(self, m: Any, reply: Any, mark: int) -> None:
+        """The -ok of a declaration, once a cluster has it on every node this one reaches
+        (``definition_hook.after_spread``); the channel's later methods wait behind it."""
+        if getattr(m, "no_wait", False):
+            return
+        if after_spread(self.conn.vhost.definitions_hook, mark, lambda: self._spread(reply)):
+            self.hold()
+        else:
+            self.conn.send(encode_method(self.number, reply))
+
+    def _spread(self, reply: Any) -> None:
+        if self.closing or self.conn.channels.get(self.number) is not self:
+            return
+        self.conn.send(encode_method(self.number, reply))
+        self.release()
 
     # -- queue class --------------------------------------------------------------------
     def _queue_name(self, name: str) -> str:
@@ -377,10 +396,12 @@ class Channel(BasicMethods):
         if not m.passive:
             self._check("configure", "queue", m.queue or "amq.gen")
         # RabbitMQ (rabbit_channel): an exclusive queue is never durable, whatever was asked
+        mark = change_mark(vhost.definitions_hook)
         q = vhost.declare_queue(m.queue, m.durable and not m.exclusive, conn if m.exclusive else None,
                                 m.auto_delete, m.arguments, m.passive, owner=conn)
         self.last_queue = q.name
-        self._ok(m, spec.QueueDeclareOk(queue=q.name, message_count=len(q.ready), consumer_count=len(q.consumers)))
+        self._ok_spread(m, spec.QueueDeclareOk(queue=q.name, message_count=len(q.ready),
+                                               consumer_count=len(q.consumers)), mark)
 
     def _on_queue_bind(self, m: spec.QueueBind) -> None:
         queue = self._queue_name(m.queue)
@@ -388,8 +409,9 @@ class Channel(BasicMethods):
         self._check("read", "exchange", m.exchange)
         if m.exchange == "amq.topic":  # the topic rules on the binding key (AuthRegistry.check_topic)
             self.conn.broker.auth.check_topic(self.conn.user, self.conn.vhost.name, "read", m.routing_key)
+        mark = change_mark(self.conn.vhost.definitions_hook)
         self.conn.vhost.bind(m.exchange, queue, m.routing_key, m.arguments, "queue", owner=self.conn)
-        self._ok(m, spec.QueueBindOk())
+        self._ok_spread(m, spec.QueueBindOk(), mark)
 
     def _on_queue_unbind(self, m: spec.QueueUnbind) -> None:
         queue = self._queue_name(m.queue)

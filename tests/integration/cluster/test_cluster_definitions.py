@@ -91,6 +91,45 @@ def test_definitions_made_through_one_node_are_on_every_node(cluster, capsys):
     assert _has(c, "node-1", exchange="orders")
     other.close()
     conn.close()
+    _declared_then_routable_everywhere(c)
+
+
+def _declared_then_routable_everywhere(c, rounds=20):
+    """declare-ok (queue, exchange, bind) waits until every node reached has applied the
+    declaration: a publish with confirms and ``mandatory`` through another node right after it
+    is routed (no basic.return) and delivered, for classic and quorum queues."""
+    conn = _pika(c, "node-1")
+    ch = conn.channel()
+    others = {}
+    for node in ("node-2", "node-3"):
+        oc = _pika(c, node)
+        och = oc.channel()
+        och.confirm_delivery()
+        others[node] = (oc, och)
+    for i in range(rounds):
+        for kind in ("classic", "quorum"):
+            q, x = f"sync-{kind}-{i}", f"sync-x-{kind}-{i}"
+            ch.queue_declare(q, durable=True, arguments={"x-queue-type": kind})
+            for node, (_, och) in others.items():  # pika raises UnroutableError on a basic.return
+                och.basic_publish("", q, f"{node} {i}".encode(), mandatory=True)
+            ch.exchange_declare(x, "direct", durable=True)
+            ch.queue_bind(q, x, "k")
+            for node, (_, och) in others.items():
+                och.basic_publish(x, "k", f"{node} {i} via x".encode(), mandatory=True)
+            got = []
+            for _ in range(20):
+                method, _props, body = ch.basic_get(q, auto_ack=True)
+                if method is not None:
+                    got.append(body)
+                if len(got) == 4:
+                    break
+                conn.sleep(0.05)
+            assert sorted(got) == sorted(f"{n} {i}{via}".encode() for n in others for via in ("", " via x")), (kind, i)
+            ch.queue_delete(q)
+            ch.exchange_delete(x)
+    for oc, _ in others.values():
+        oc.close()
+    conn.close()
 
 
 def test_a_node_killed_finds_what_was_declared_while_it_was_down(cluster):

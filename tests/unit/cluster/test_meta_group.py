@@ -91,3 +91,57 @@ async def test_changes_spread_a_cut_node_refuses_and_catches_up_from_a_snapshot(
         assert len(v1.queues["q0"].ready) == 1
         await _until(lambda: "q0" in vh["node-2"].queues and ("/", "q0") in metas["node-2"].state.queues)
         nursery.cancel_scope.cancel()
+
+
+async def test_a_change_is_answered_once_every_node_reached_has_applied_it():
+    """``when_spread``: the -ok of a change waits until each peer reached both ways says it has
+    applied it (the queue is there when the callback runs); a peer cut off is not waited for."""
+    async with open_proxies() as proxies, trio.open_nursery() as nursery:
+        pair = {}
+        for x in NAMES:
+            for y in NAMES:
+                if x != y:
+                    pair[x, y] = await proxies.add(f"{x}->{y}", ("127.0.0.1", 1))
+        links, metas, brokers = {}, {}, {}
+        for x in NAMES:
+            links[x] = NodeLinks(x, "c1", {y: ("127.0.0.1", pair[x, y].listen_port) for y in NAMES if y != x},
+                                 timing=LINK_TIMINGS["fast"])
+            await nursery.start(links[x].run)
+        for (_x, y), proxy in pair.items():
+            proxy.upstream = ("127.0.0.1", links[y].port)
+        for x in NAMES:
+            brokers[x] = Broker()
+            hub = RaftHub(links[x], NAMES)
+            await nursery.start(hub.run)
+            metas[x] = ClusterMeta(brokers[x], links[x], hub, None, tick=0.01, config=Config(election_ticks=15))
+            await nursery.start(metas[x].run)
+        await _until(lambda: all(m.available() for m in metas.values()))
+        vh = {x: brokers[x].vhosts["/"] for x in NAMES}
+        m1 = metas["node-1"]
+
+        async def declared(name, expect):
+            seen = []
+            mark = m1.changes
+            vh["node-1"].declare_queue(name, durable=True, arguments=CLASSIC)
+            assert m1.changes == mark + 1
+            m1.when_spread(m1.changes, lambda: seen.append({x: name in v.queues for x, v in vh.items()}))
+            assert not seen  # never answered in the declaring call itself
+            start = trio.current_time()
+            await _until(lambda: seen, timeout=5)
+            assert seen == [expect]
+            return trio.current_time() - start
+
+        await _until(lambda: all(m.runner.leader is not None for m in metas.values()))
+        leader = NAMES[m1.runner.leader]
+        slow = "node-3" if leader != "node-3" else "node-2"  # a follower, not the declaring node
+        pair[leader, slow].add_toxic("latency", name="slow", stream="upstream", latency=80)  # it applies last
+        for i in range(5):
+            await declared(f"q{i}", {x: True for x in NAMES})
+        pair[leader, slow].remove_toxic("slow")
+        for (x, y), proxy in pair.items():
+            if slow in (x, y):
+                proxy.add_toxic("down", name="cut")
+        await _until(lambda: not links["node-1"].up(slow))
+        took = await declared("while-cut", {x: x != slow for x in NAMES})
+        assert took < 1.0  # node-3 is not reached: not waited for (the bound is 2 s)
+        nursery.cancel_scope.cancel()
