@@ -30,28 +30,34 @@ async def _until(condition, timeout=20.0):
             await trio.sleep(0.01)
 
 
+async def _three_nodes(proxies, nursery, config):
+    """Three nodes' links (each direction through its own proxy: ``pair[x, y]``), Raft hubs
+    and metadata groups, running in ``nursery``, once every group is available."""
+    pair = {}
+    for x in NAMES:
+        for y in NAMES:
+            if x != y:
+                pair[x, y] = await proxies.add(f"{x}->{y}", ("127.0.0.1", 1))
+    links, metas, brokers = {}, {}, {}
+    for x in NAMES:
+        links[x] = NodeLinks(x, "c1", {y: ("127.0.0.1", pair[x, y].listen_port) for y in NAMES if y != x},
+                             timing=LINK_TIMINGS["fast"])
+        await nursery.start(links[x].run)
+    for (_x, y), proxy in pair.items():
+        proxy.upstream = ("127.0.0.1", links[y].port)
+    for x in NAMES:
+        brokers[x] = Broker()
+        hub = RaftHub(links[x], NAMES)
+        await nursery.start(hub.run)
+        metas[x] = ClusterMeta(brokers[x], links[x], hub, None, tick=0.01, config=config)
+        await nursery.start(metas[x].run)
+    await _until(lambda: all(m.available() for m in metas.values()))
+    return pair, links, metas, brokers
+
+
 async def test_changes_spread_a_cut_node_refuses_and_catches_up_from_a_snapshot():
     async with open_proxies() as proxies, trio.open_nursery() as nursery:
-        pair = {}
-        for x in NAMES:
-            for y in NAMES:
-                if x != y:
-                    pair[x, y] = await proxies.add(f"{x}->{y}", ("127.0.0.1", 1))
-        links, metas, brokers = {}, {}, {}
-        for x in NAMES:
-            links[x] = NodeLinks(x, "c1", {y: ("127.0.0.1", pair[x, y].listen_port) for y in NAMES if y != x},
-                                 timing=LINK_TIMINGS["fast"])
-            await nursery.start(links[x].run)
-        for (_x, y), proxy in pair.items():
-            proxy.upstream = ("127.0.0.1", links[y].port)
-        for x in NAMES:
-            brokers[x] = Broker()
-            hub = RaftHub(links[x], NAMES)
-            await nursery.start(hub.run)
-            metas[x] = ClusterMeta(brokers[x], links[x], hub, None, tick=0.01,
-                                   config=Config(election_ticks=15, snapshot_every=5))
-            await nursery.start(metas[x].run)
-        await _until(lambda: all(m.available() for m in metas.values()))
+        pair, links, metas, brokers = await _three_nodes(proxies, nursery, Config(election_ticks=15, snapshot_every=5))
         vh = {x: brokers[x].vhosts["/"] for x in NAMES}
         vh["node-2"].declare_queue("old", durable=True, arguments=CLASSIC)
         vh["node-1"].declare_exchange("x", "direct", durable=True)
@@ -97,25 +103,7 @@ async def test_a_change_is_answered_once_every_node_reached_has_applied_it():
     """``when_spread``: the -ok of a change waits until each peer reached both ways says it has
     applied it (the queue is there when the callback runs); a peer cut off is not waited for."""
     async with open_proxies() as proxies, trio.open_nursery() as nursery:
-        pair = {}
-        for x in NAMES:
-            for y in NAMES:
-                if x != y:
-                    pair[x, y] = await proxies.add(f"{x}->{y}", ("127.0.0.1", 1))
-        links, metas, brokers = {}, {}, {}
-        for x in NAMES:
-            links[x] = NodeLinks(x, "c1", {y: ("127.0.0.1", pair[x, y].listen_port) for y in NAMES if y != x},
-                                 timing=LINK_TIMINGS["fast"])
-            await nursery.start(links[x].run)
-        for (_x, y), proxy in pair.items():
-            proxy.upstream = ("127.0.0.1", links[y].port)
-        for x in NAMES:
-            brokers[x] = Broker()
-            hub = RaftHub(links[x], NAMES)
-            await nursery.start(hub.run)
-            metas[x] = ClusterMeta(brokers[x], links[x], hub, None, tick=0.01, config=Config(election_ticks=15))
-            await nursery.start(metas[x].run)
-        await _until(lambda: all(m.available() for m in metas.values()))
+        pair, links, metas, brokers = await _three_nodes(proxies, nursery, Config(election_ticks=15))
         vh = {x: brokers[x].vhosts["/"] for x in NAMES}
         m1 = metas["node-1"]
 
