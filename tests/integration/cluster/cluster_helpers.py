@@ -8,6 +8,8 @@ import urllib.error
 import urllib.request
 from typing import Any
 
+import pika
+
 
 def cluster_ready(status: dict[str, Any]) -> bool:
     """One metadata leader that every node names, every node's links up both ways to every
@@ -48,3 +50,21 @@ def api(c: Any, name: str, method: str, path: str, body: Any = None,
             return e.code, json.loads(raw)
         except ValueError:
             return e.code, raw
+
+
+def declared_everywhere(c: Any, name: str, durable: bool = True) -> None:
+    """Wait until a passive declare of queue ``name`` works on every node of cluster ``c``."""
+    for entry in c.status()["nodes"]:
+        def there(_s: Any, node: str = entry["name"]) -> bool:
+            port = node_entry(c.status(), node)["ports"]["amqp"]
+            conn = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1", port, connection_attempts=1,
+                                                                     socket_timeout=5))
+            try:
+                conn.channel().queue_declare(name, durable=durable, passive=True)
+                return True
+            except pika.exceptions.ChannelClosedByBroker:
+                return False
+            finally:
+                if conn.is_open:
+                    conn.close()
+        c.wait_until(there, what=f"{name} on {entry['name']}")

@@ -21,7 +21,7 @@ import time
 import pika
 import pytest
 from cluster_apps import AioPikaApp, KombuApp, Recorder
-from cluster_helpers import node_entry as _node
+from cluster_helpers import declared_everywhere, node_entry as _node
 
 from mqemu.ha.checker import check
 from mqemu.ha.history import append_facts, read_histories
@@ -159,20 +159,7 @@ def _classic_home(c, queue, home, n):
     for i in range(n):
         ch.basic_publish("", queue, b"c%d" % i, pika.BasicProperties(delivery_mode=2))
     conn.close()
-    for node in NODES:  # the declaration reached every node
-        c.wait_until(lambda s, node=node: _passive_ok(c, node, queue), what=f"{queue} on {node}")
-
-
-def _passive_ok(c, node, queue):
-    conn = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1", _home_port(c, node), connection_attempts=1))
-    try:
-        conn.channel().queue_declare(queue, durable=True, passive=True)
-        return True
-    except pika.exceptions.ChannelClosedByBroker:
-        return False
-    finally:
-        if conn.is_open:
-            conn.close()
+    declared_everywhere(c, queue)
 
 
 def _home_down_text(queue, home):

@@ -13,7 +13,7 @@ import paho.mqtt.client as mqtt
 import pika
 import pytest
 import stomp
-from cluster_helpers import api as _api, node_entry as _node
+from cluster_helpers import api as _api, declared_everywhere, node_entry as _node
 
 from mqemu.protocols.amqp091 import spec
 from mqemu.protocols.amqp091.codec import PROTOCOL_HEADER, ContentFrames, FrameDecoder, MethodFrame, encode_method
@@ -38,22 +38,6 @@ def _all_links_up(status):
     return all(state["out"] == "up" and state["in"] == "up"
                for n in status["nodes"] for state in (n.get("links") or {}).values()) and all(
         len(n.get("links") or {}) == len(NODES) - 1 for n in status["nodes"])
-
-
-def _declared_everywhere(c, name, durable=True):
-    """Wait until a passive declare of ``name`` works on every node."""
-    for node in NODES:
-        def there(_s, node=node):
-            conn = _pika(c, node)
-            try:
-                conn.channel().queue_declare(name, durable=durable, passive=True)
-                return True
-            except pika.exceptions.ChannelClosedByBroker:
-                return False
-            finally:
-                if conn.is_open:
-                    conn.close()
-        c.wait_until(there, what=f"{name} on {node}")
 
 
 def _consume(c, node, queue, count, prefetch=10, timeout=20.0):
@@ -138,7 +122,7 @@ def test_publish_on_one_node_consume_on_another_get_on_a_third(cluster):
     c = cluster
     home = _pika(c, "node-1")
     home.channel().queue_declare("orders", durable=True, arguments=CLASSIC)
-    _declared_everywhere(c, "orders")
+    declared_everywhere(c, "orders")
     pub = _pika(c, "node-2")
     pch = pub.channel()
     pch.confirm_delivery()
@@ -185,7 +169,7 @@ def test_the_home_killed_cancels_consumers_nacks_publishes_and_keeps_what_it_con
     home = _pika(c, "node-1")
     home.channel().queue_declare("k", durable=True, arguments=CLASSIC)
     home.close()
-    _declared_everywhere(c, "k")
+    declared_everywhere(c, "k")
     con = _pika(c, "node-3")
     cch = con.channel()
     cch.basic_qos(prefetch_count=1)
@@ -233,7 +217,7 @@ def test_a_consumers_node_killed_its_unacked_go_to_another_consumer_redelivered(
     home = _pika(c, "node-1")
     hch = home.channel()
     hch.queue_declare("work", durable=True, arguments=CLASSIC)
-    _declared_everywhere(c, "work")
+    declared_everywhere(c, "work")
     a = _pika(c, "node-3")
     ach = a.channel()
     ach.basic_qos(prefetch_count=5)
@@ -303,8 +287,8 @@ def test_stomp_mqtt_and_amqp_across_nodes(cluster):
     hch.queue_declare("from-mqtt", durable=True, arguments=CLASSIC)
     hch.queue_bind("from-mqtt", "amq.topic", "sensors.#")
     home.close()
-    _declared_everywhere(c, "from-stomp")
-    _declared_everywhere(c, "from-mqtt")
+    declared_everywhere(c, "from-stomp")
+    declared_everywhere(c, "from-mqtt")
     # STOMP on node-2 sends (its receipt: safe on node-1); pika on node-3 gets it
     sconn = stomp.Connection12([("127.0.0.1", _port(c, "node-2", "stomp"))], vhost="/", heartbeats=(0, 0))
     sinbox = _StompInbox()
