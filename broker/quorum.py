@@ -119,9 +119,9 @@ class QuorumQueue:
         self._mine: deque[tuple[bytes | bytearray, tuple, Refusable | None]] = deque()
         self._timer_at: float | None = None
         self._propose = replicator.propose
-        # deliveries held to the end of the replicator's batch of applies (``applied_all``),
-        # when it has batches (None: carried out as each command applies)
-        self._deferred: list[tuple] | None = [] if getattr(replicator, "batches", False) else None
+        # deliveries held to the end of the replicator's batch of applies, when it has
+        # batches (its ``applied_all`` calls ours; None: carried out as each command applies)
+        self._deferred: list[tuple] | None = [] if hasattr(replicator, "applied_all") else None
         # acks coalesced: the last settle proposed (tag, bytes, ids) grows while it is the
         # newest command of the replicator's open batch (``is_open``, when it has one)
         self._is_open = getattr(replicator, "is_open", None)
@@ -504,7 +504,7 @@ class QuorumQueue:
         return 1
 
     def applied_all(self) -> None:
-        """The end of one batch of committed entries (with a replicator that ``batches``):
+        """The end of one batch of committed entries (with a replicator that has batches):
         the deliveries applied in it go out now, those whose consumer still holds the
         message. A member catching up (its node was paused or cut off) applies in one batch
         deliveries to its consumers and then their removal by the leader, which gave the

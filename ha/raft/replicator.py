@@ -135,10 +135,9 @@ class RaftReplicator:
         return p
 
     # -- the runner's side (StateMachine) --------------------------------------------------
-    batches = True  # a member with ``applied_all`` is told the end of each batch of applies
-
     def applied_all(self) -> None:
-        """The runner applied every committed entry it had (one Ready's)."""
+        """The runner applied every committed entry it had (one Ready's): a member with
+        ``applied_all`` is told (its deliveries wait for it)."""
         if self._member_applied_all is not None:
             self._member_applied_all()
 

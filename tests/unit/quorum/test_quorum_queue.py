@@ -468,7 +468,8 @@ class PausableGroup(Group):
 
 
 class BatchingReplicator(GroupReplicator):
-    batches = True
+    def applied_all(self) -> None:
+        """Has batches: the group calls its member's ``applied_all`` after each."""
 
 
 def test_a_member_catching_up_does_not_deliver_what_the_leader_took_back_meanwhile():
